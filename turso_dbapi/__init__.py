@@ -1,0 +1,69 @@
+"""turso_dbapi — the standard library ``sqlite3``, plus lazily read remote databases.
+
+Drop-in use::
+
+    import turso_dbapi as sqlite3
+    con = sqlite3.connect("app.db")          # exactly sqlite3's behaviour and speed
+    con.execute("create table t(x)")
+
+Remote databases are read lazily, page by page, from any static HTTP host, S3 or CDN
+(``Range`` requests) or from a Turso sync server (``/pull-updates``)::
+
+    con = turso_dbapi.connect("https://example.com/app.db", partial=True)
+    con.execute("select * from t where id = ?", (42,)).fetchall()
+    con.stats()                              # requests, bytes, pages fetched, hits
+
+Every exception is the stdlib class itself (or a subclass of it), so existing
+``except sqlite3.OperationalError`` handlers keep working.
+"""
+
+from __future__ import annotations
+
+import sqlite3 as _sqlite3
+from typing import Any
+
+# Re-export everything the running stdlib module offers (names differ between 3.9 and
+# 3.13, so copy what is there rather than keeping a list). ``connect`` and ``Connection``
+# are ours; the rest are the very same objects.
+from sqlite3 import *  # noqa: F401,F403
+
+for _name in dir(_sqlite3):
+    if not _name.startswith("__"):
+        globals().setdefault(_name, getattr(_sqlite3, _name))
+del _name
+
+from . import errors as _errors  # noqa: E402
+from .connection import Connection  # noqa: E402
+from .errors import ProtocolError, RemoteChangedError, RemoteError  # noqa: E402,F401
+from .url import OPTIONS as _OPTIONS  # noqa: E402
+from .url import is_remote as _is_remote  # noqa: E402
+
+dbapi2 = _sqlite3.dbapi2
+apilevel = "2.0"
+threadsafety = _sqlite3.threadsafety
+paramstyle = "qmark"
+__version__ = "0.1.0"
+
+
+def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
+    """Open a database; same signature as ``sqlite3.connect`` plus remote options.
+
+    A local path or ``":memory:"`` is handed to ``sqlite3.connect`` unchanged, with
+    ``factory=turso_dbapi.Connection`` unless you pass your own factory. A URL
+    (``https://``, ``http://``, ``libsql://``, ``turso://``) or the ``url=`` option opens a
+    remote database; see ``turso_dbapi.url.OPTIONS`` for every remote option (each is
+    also accepted in the URL's query string).
+    """
+    remote_opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}
+    if _is_remote(database) or remote_opts.get("url"):
+        from .remote import connect_remote
+
+        return connect_remote(database, args, kwargs, remote_opts)
+    if any(v not in (None, False) for v in remote_opts.values()):
+        given = ", ".join(sorted(k for k, v in remote_opts.items() if v not in (None, False)))
+        raise _errors.ProgrammingError(
+            f"option(s) {given} apply to remote databases; {database!r} is a local path. "
+            "Pass an http(s)://, libsql:// or turso:// URL, or url=..."
+        )
+    kwargs.setdefault("factory", Connection)
+    return _sqlite3.connect(database, *args, **kwargs)

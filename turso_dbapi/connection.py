@@ -1,0 +1,47 @@
+"""``Connection``: the stdlib ``sqlite3.Connection`` plus the remote-replica methods.
+
+A local database gets exactly the stdlib object behaviour (the class only adds methods),
+so there is nothing to lose by using the subclass for every connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .errors import NotSupportedError
+
+
+class Connection(sqlite3.Connection):
+    """A ``sqlite3.Connection`` that may be backed by a remote database.
+
+    For remote databases, the replica object (``_replica``) is attached after
+    ``sqlite3.connect`` returns; it provides ``stats()``, ``pull()`` and ``push()``.
+    """
+
+    _replica: Any = None
+
+    def _require_replica(self, what: str) -> Any:
+        if self._replica is None:
+            raise NotSupportedError(
+                f"{what}() needs a remote database: this connection is a plain local file; "
+                "open it with turso_dbapi.connect(url, ...) to get a replica"
+            )
+        return self._replica
+
+    def stats(self) -> Any:
+        """Counters of the remote replica (requests, bytes, pages fetched, hits, ...)."""
+        return self._require_replica("stats").stats()
+
+    def pull(self) -> bool:
+        """Fetch and apply remote changes; True when something changed."""
+        return self._require_replica("pull").pull()
+
+    def push(self) -> None:
+        """Send local changes to the remote."""
+        self._require_replica("push").push()
+
+    def sync(self) -> bool:
+        """push() then pull(); returns what pull() returned."""
+        self.push()
+        return self.pull()

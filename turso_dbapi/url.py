@@ -1,0 +1,187 @@
+"""Remote targets and their options: one table, reachable from keywords and query strings.
+
+Every option of ``connect()`` is also accepted in the URL query string with the same
+meaning (no gating flags), so SQLAlchemy URLs and the shell reach all of them. Secrets
+(``auth_token``, URL user-info, token-like query parameters) are redacted by ``redact``
+before a URL is put into a message or a log line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .errors import ProgrammingError
+
+REMOTE_SCHEMES = ("http", "https", "libsql", "turso")
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _parse_size(value: Any) -> int:
+    """Bytes, with an optional k/m/g suffix (binary units): '128k' == 131072."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size in bytes")
+    if isinstance(value, int):
+        n = value
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([kmgKMG]?)(?:i?[bB])?\s*", str(value))
+        if not m:
+            raise ValueError(f"expected a size in bytes such as 131072 or 128k, got {value!r}")
+        n = int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+    if n < 0:
+        raise ValueError(f"size must not be negative, got {value!r}")
+    return n
+
+
+def _parse_float(value: Any) -> float:
+    f = float(value)
+    if f <= 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return f
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    n = int(value)
+    if n < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return n
+
+
+def _parse_str(value: Any) -> str:
+    return str(value)
+
+
+def _parse_token(value: Any) -> Union[str, Callable[[], Optional[str]]]:
+    return value if callable(value) else str(value)
+
+
+def _parse_verify(value: Any) -> Union[bool, str]:
+    # True/False, or a path to a CA bundle (requests' own convention).
+    if isinstance(value, bool):
+        return value
+    try:
+        return _parse_bool(value)
+    except ValueError:
+        return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+    secret: bool = False
+
+
+OPTIONS: Dict[str, Option] = {
+    o.name: o
+    for o in [
+        Option("url", _parse_str, None, "remote database URL (when the first argument is a local path)"),
+        Option("partial", _parse_bool, False, "read lazily: fetch pages on first use instead of up front"),
+        Option("local_path", _parse_str, None, "where the local replica/cache lives (default: user cache dir)"),
+        Option("segment_size", _parse_size, 128 * 1024, "readahead segment in bytes (pages fetched per miss, aligned)"),
+        Option("readahead_max", _parse_size, 4 * 1024 * 1024, "cap of the adaptive sequential readahead window, bytes"),
+        Option("prefetch", _parse_bool, False, "on a miss of a B-tree interior page, also fetch its children"),
+        Option("bootstrap_prefix", _parse_size, None, "Turso partial bootstrap: fetch the first N bytes up front"),
+        Option("bootstrap_query", _parse_str, None, "Turso partial bootstrap: pages a query touches"),
+        Option("auth_token", _parse_token, None, "bearer token (string or callable), never logged", secret=True),
+        Option("client_name", _parse_str, "turso-dbapi", "User-Agent and client id prefix"),
+        Option("http_timeout", _parse_float, 30.0, "seconds to wait for a server (connect and read)"),
+        Option("retries", _parse_int, 3, "retries of a failed fetch (connection errors, 5xx, short bodies)"),
+        Option("verify", _parse_verify, True, "TLS verification: true, false, or a CA bundle path"),
+        Option("long_poll_timeout_ms", _parse_int, 0, "Turso pull: let the server wait this long for changes"),
+    ]
+}
+
+# Query parameters that may carry credentials; their values are redacted.
+_SECRET_QUERY_KEYS = re.compile(r"(token|auth|key|secret|password|signature|credential|sig)", re.I)
+
+
+def parse_options(raw: Mapping[str, Any]) -> Dict[str, Any]:
+    """Validate and convert user-supplied options; unknown names are a clear error."""
+    out: Dict[str, Any] = {}
+    for name, value in raw.items():
+        opt = OPTIONS.get(name)
+        if opt is None:
+            known = ", ".join(sorted(OPTIONS))
+            raise ProgrammingError(f"unknown option {name!r}; known options: {known}")
+        if value is None:
+            continue
+        try:
+            out[name] = opt.parse(value)
+        except (TypeError, ValueError) as exc:
+            shown = "<redacted>" if opt.secret else repr(value)
+            raise ProgrammingError(f"bad value {shown} for option {name!r}: {exc}") from None
+    return out
+
+
+def with_defaults(opts: Mapping[str, Any]) -> Dict[str, Any]:
+    full = {name: o.default for name, o in OPTIONS.items()}
+    full.update(opts)
+    return full
+
+
+def split_url_options(url: str) -> tuple:
+    """Split our options out of a URL's query string; others stay in the URL.
+
+    Returns (url_without_our_options, options_dict). S3 presigned URLs keep their
+    parameters because they are not our option names.
+    """
+    parts = urlsplit(url)
+    ours: Dict[str, str] = {}
+    theirs = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in OPTIONS and key != "url":
+            ours[key] = value
+        else:
+            theirs.append((key, value))
+    rebuilt = urlunsplit(parts._replace(query=urlencode(theirs)))
+    return rebuilt, ours
+
+
+def normalize_remote_url(url: str) -> str:
+    """libsql:// and turso:// mean https:// (Turso's own convention)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("libsql", "turso"):
+        return "https://" + rest
+    return url
+
+
+def is_remote(target: Any) -> bool:
+    if not isinstance(target, str):
+        return False
+    scheme, sep, _ = target.partition("://")
+    return bool(sep) and scheme.lower() in REMOTE_SCHEMES
+
+
+def redact(url: str) -> str:
+    """The URL with user-info and secret-looking query values replaced by '***'."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
