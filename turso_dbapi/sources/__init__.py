@@ -1,0 +1,1 @@
+"""Miss handlers: where the pages of a remote database come from."""
