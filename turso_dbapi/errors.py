@@ -41,3 +41,8 @@ class RemoteChangedError(RemoteError):
 
 class ProtocolError(RemoteError):
     """The server answered with something the protocol does not allow."""
+
+
+class RangeNotSupportedError(RemoteError):
+    """The server ignores HTTP ``Range`` (answers 200 with the whole file) or compresses the
+    reply, so pages cannot be read lazily from it."""

@@ -1,0 +1,202 @@
+"""nginx on a free loopback port, serving a temporary directory (pytest plugin + plain class).
+
+Fixture ``nginx`` (session scope): a running ``NginxServer``. Files placed with
+``nginx.place(name, data_or_path)`` are served at ``nginx.url(name)`` with ETag,
+Last-Modified and byte ranges, exactly as nginx serves static files. ``place`` replaces
+atomically (temp + rename) and gives every version a new mtime, so nginx's ETag
+(mtime-size) changes even when the size does not. Locations for other server behaviours:
+
+  /norange/<name>   ``max_ranges 0``: Range is ignored, 200 with the whole file
+  /noetag/<name>    ``etag off``: Last-Modified is the only validator
+  /bearer/<name>    401 unless ``Authorization: Bearer <NginxServer.TOKEN>``
+  /basic/<name>     401 unless Basic auth ``NginxServer.BASIC_USER``/``BASIC_PASSWORD``
+
+All locations serve the same directory (``/norange/x.db`` is ``root/x.db``). The access
+log (``nginx.access_log_lines()``) records method, URI, Range, status and body bytes.
+
+``NginxServer`` is usable without pytest (``with NginxServer(tmpdir) as srv:``), e.g. by
+benchmarks. nginx runs as a non-daemon child of this process with pid, logs and temp
+paths inside the work dir; it is found on PATH or in /usr/sbin (``NGINX`` overrides).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional, Union
+
+try:
+    import pytest
+except ImportError:  # usable from benchmarks without pytest
+    pytest = None  # type: ignore[assignment]
+
+_CONF = """
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+{user}
+events {{ worker_connections 512; }}
+http {{
+    log_format tdb '$request_method $uri range=$http_range status=$status bytes=$body_bytes_sent';
+    access_log {work}/access.log tdb;
+    client_body_temp_path {work}/tmp_body;
+    proxy_temp_path {work}/tmp_proxy;
+    fastcgi_temp_path {work}/tmp_fastcgi;
+    uwsgi_temp_path {work}/tmp_uwsgi;
+    scgi_temp_path {work}/tmp_scgi;
+    default_type application/octet-stream;
+    types {{ }}
+    sendfile on;
+    keepalive_timeout 60s;
+    keepalive_requests 100000;
+    open_file_cache off;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ }}
+        location /norange/ {{ alias {root}/; max_ranges 0; }}
+        location /noetag/ {{ alias {root}/; etag off; }}
+        location /bearer/ {{
+            alias {root}/;
+            if ($http_authorization != "Bearer {token}") {{ return 401; }}
+        }}
+        location /basic/ {{
+            alias {root}/;
+            if ($http_authorization != "Basic {basic}") {{ return 401; }}
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_nginx() -> Optional[str]:
+    return os.environ.get("NGINX") or shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+
+
+class NginxServer:
+    TOKEN = "test-bearer-token-5ecret"
+    BASIC_USER = "reader"
+    BASIC_PASSWORD = "p@ss w0rd-5ecret"
+
+    def __init__(self, workdir: Union[str, Path, None] = None):
+        self._own_tmp = workdir is None
+        self.work = Path(workdir or tempfile.mkdtemp(prefix="tdb-nginx-"))
+        self.root = self.work / "www"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = 0
+        self.proc: Optional[subprocess.Popen] = None
+        self._mtime = int(time.time()) - 100000  # every placed version gets a fresh mtime
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, name: str, location: str = "") -> str:
+        prefix = f"/{location.strip('/')}" if location else ""
+        return f"{self.base_url}{prefix}/{name.lstrip('/')}"
+
+    def place(self, name: str, data: Union[bytes, str, Path]) -> Path:
+        """Put (or atomically replace) a file; returns its path under the served root."""
+        dest = self.root / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        if isinstance(data, (bytes, bytearray)):
+            tmp.write_bytes(data)
+        else:
+            shutil.copyfile(data, tmp)
+        self._mtime += 10
+        os.utime(tmp, (self._mtime, self._mtime))
+        os.replace(tmp, dest)
+        return dest
+
+    def access_log_lines(self) -> List[str]:
+        path = self.work / "access.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def start(self) -> NginxServer:
+        binary = find_nginx()
+        if binary is None:
+            raise RuntimeError("nginx not found (install it, or set NGINX=/path/to/nginx)")
+        basic = base64.b64encode(f"{self.BASIC_USER}:{self.BASIC_PASSWORD}".encode()).decode()
+        last_err = ""
+        for _ in range(5):  # the free port may be taken between probe and bind
+            self.port = free_port()
+            conf = self.work / "nginx.conf"
+            conf.write_text(_CONF.format(
+                work=self.work, root=self.root, port=self.port, token=self.TOKEN, basic=basic,
+                user="user root;" if os.geteuid() == 0 else "",
+            ))
+            errlog = self.work / "error.log"
+            proc = subprocess.Popen(
+                [binary, "-p", str(self.work), "-c", str(conf), "-e", str(errlog)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            if self._wait_ready(proc):
+                self.proc = proc
+                return self
+            proc.kill()
+            _, err = proc.communicate(timeout=5)
+            last_err = err.decode(errors="replace") + (errlog.read_text() if errlog.exists() else "")
+        raise RuntimeError(f"nginx did not start: {last_err[-2000:]}")
+
+    def _wait_ready(self, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish in-flight replies
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.proc = None
+        if self._own_tmp:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def __enter__(self) -> NginxServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+if pytest is not None:
+
+    @pytest.fixture(scope="session")
+    def nginx(tmp_path_factory: pytest.TempPathFactory):
+        """A running nginx (session scope) serving ``nginx.root``; see the module docstring."""
+        if find_nginx() is None:
+            pytest.skip("nginx is not installed")
+        srv = NginxServer(tmp_path_factory.mktemp("nginx")).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()

@@ -1,0 +1,269 @@
+"""HttpRangeSource against a real nginx: open/fetch costs, validation, version pinning, auth."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from support.databases import make_database
+from support.nginx import NginxServer
+
+from turso_dbapi.errors import (
+    DatabaseError,
+    OperationalError,
+    RangeNotSupportedError,
+    RemoteChangedError,
+    RemoteError,
+)
+from turso_dbapi.http import Retry
+from turso_dbapi.sources.range import HttpRangeSource, page_runs, parse_page_size
+
+FAST = Retry(total=2, backoff_factor=0.001, backoff_max=0.01)
+
+
+def _source(url: str, **kw) -> HttpRangeSource:
+    kw.setdefault("retry", FAST)
+    kw.setdefault("http_timeout", 5.0)
+    return HttpRangeSource(url, **kw)
+
+
+def _page(data: bytes, pgno: int, ps: int) -> bytes:
+    return data[(pgno - 1) * ps:pgno * ps]
+
+
+def test_open_is_one_ranged_get_of_the_leading_bytes(nginx, databases):
+    nginx.place("open1.db", databases["p4096"])
+    before = len(nginx.access_log_lines())
+    with _source(nginx.url("open1.db")) as src:
+        head = src.open()
+        assert src.stats.snapshot()["requests"] == 1
+        assert src.stats.snapshot()["bytes_received"] == 4096
+        assert head == Path(databases["p4096"]).read_bytes()[:4096]
+        assert src.page_size == 4096
+        assert src.size == Path(databases["p4096"]).stat().st_size
+        assert src.version.startswith('etag="')
+    lines = nginx.access_log_lines()[before:]
+    assert lines == ["GET /open1.db range=bytes=0-4095 status=206 bytes=4096"]
+
+
+@pytest.mark.parametrize("name,page_size", [("p1024", 1024), ("p4096", 4096), ("p65536", 65536)])
+def test_page_size_comes_from_header_offset_16_including_65536(nginx, databases, name, page_size):
+    nginx.place(f"ps-{name}.db", databases[name])
+    with _source(nginx.url(f"ps-{name}.db")) as src:
+        src.open()
+        assert src.page_size == page_size
+        assert src.n_pages * page_size == src.size
+
+
+def test_parse_page_size_rejects_non_powers_of_two():
+    header = bytearray(100)
+    header[16:18] = (1000).to_bytes(2, "big")
+    with pytest.raises(DatabaseError):
+        parse_page_size(bytes(header))
+    header[16:18] = (1).to_bytes(2, "big")
+    assert parse_page_size(bytes(header)) == 65536
+
+
+def test_page_runs_groups_sorted_distinct_pages():
+    assert page_runs([9, 3, 4, 5, 4, 20, 10]) == [(3, 5), (9, 10), (20, 20)]
+    assert page_runs([]) == []
+
+
+@pytest.mark.parametrize("name", ["p1024", "p4096", "p65536", "wal"])
+def test_fetched_pages_equal_the_file_bytes(nginx, databases, name):
+    data = Path(databases[name]).read_bytes()
+    nginx.place(f"eq-{name}.db", data)
+    with _source(nginx.url(f"eq-{name}.db")) as src:
+        src.open()
+        ps, n = src.page_size, src.n_pages
+        want = sorted({1, 2, n // 2, n // 2 + 1, n - 1, n})
+        got = src.fetch(want)
+        assert sorted(got) == want
+        for p in want:
+            assert got[p] == _page(data, p, ps), p
+
+
+def test_fetch_sends_one_request_per_contiguous_run_with_exact_bytes(nginx, databases):
+    nginx.place("runs.db", databases["p1024"])
+    with _source(nginx.url("runs.db")) as src:
+        src.open()
+        before = src.stats.snapshot()
+        got = src.fetch([10, 3, 4, 5, 9, 20])
+        after = src.stats.snapshot()
+        assert sorted(got) == [3, 4, 5, 9, 10, 20]
+        assert after["requests"] - before["requests"] == 3
+        assert after["bytes_received"] - before["bytes_received"] == 6 * 1024
+        assert after["pages_fetched"] - before["pages_fetched"] == 6
+
+
+def test_pages_past_the_size_are_absent_and_cost_nothing(nginx, databases):
+    nginx.place("past.db", databases["p4096"])
+    with _source(nginx.url("past.db")) as src:
+        src.open()
+        n = src.n_pages
+        before = src.stats.snapshot()["requests"]
+        assert src.fetch([n + 1, n + 50]) == {}
+        assert src.stats.snapshot()["requests"] == before
+        got = src.fetch([n, n + 1])
+        assert list(got) == [n]
+
+
+def test_last_partial_page_is_zero_padded_to_page_size(nginx, databases):
+    data = Path(databases["p1024"]).read_bytes() + b"\x07" * 100  # not a multiple of the page size
+    nginx.place("partial.db", data)
+    with _source(nginx.url("partial.db")) as src:
+        src.open()
+        n = src.n_pages
+        assert n * 1024 > src.size
+        page = src.fetch([n])[n]
+        assert page == b"\x07" * 100 + b"\x00" * 924
+
+
+def test_empty_file_opens_as_an_empty_database(nginx):
+    nginx.place("empty.db", b"")
+    with _source(nginx.url("empty.db")) as src:
+        assert src.open() == b""
+        assert src.size == 0 and src.n_pages == 0
+        assert src.fetch([1]) == {}
+
+
+def test_a_file_that_is_not_sqlite_is_a_database_error(nginx):
+    nginx.place("page.html", b"<html>" + b"x" * 5000)
+    with _source(nginx.url("page.html")) as src, pytest.raises(DatabaseError, match="not a database"):
+        src.open()
+
+
+def test_missing_file_is_a_remote_error_with_status_and_advice(nginx):
+    with _source(nginx.url("nope.db")) as src, pytest.raises(RemoteError) as info:
+        src.open()
+    assert info.value.status == 404
+    assert isinstance(info.value, OperationalError)
+    assert "404" in str(info.value) and "check the path" in str(info.value)
+    assert src.stats.snapshot()["requests"] == 1  # a 404 is not retried
+
+
+@pytest.mark.parametrize("location", ["", "noetag"])
+def test_replaced_file_raises_remote_changed_instead_of_mixing_versions(nginx, tmp_path, location):
+    old = make_database(tmp_path / "old.db", page_size=1024, rows=300, seed=1)
+    new = make_database(tmp_path / "new.db", page_size=1024, rows=300, seed=2)
+    assert old.stat().st_size == new.stat().st_size  # same size: only the validators tell
+    name = f"replaced-{location or 'etag'}.db"
+    nginx.place(name, old)
+    with _source(nginx.url(name, location)) as src:
+        src.open()
+        assert src.fetch([2])[2] == _page(old.read_bytes(), 2, 1024)
+        nginx.place(name, new)
+        with pytest.raises(RemoteChangedError) as info:
+            src.fetch([2, 3])
+        msg = str(info.value)
+        assert "remote database changed since it was opened" in msg
+        assert "reopen" in msg
+        assert ("ETag" if not location else "Last-Modified") in msg
+        assert src.stats.snapshot()["retries"] == 0  # a changed file is final, not retried
+
+
+def test_server_ignoring_range_is_refused_without_reading_the_body(nginx, databases):
+    nginx.place("norange.db", databases["p4096"])
+    with _source(nginx.url("norange.db", "norange")) as src:
+        with pytest.raises(RangeNotSupportedError, match="ignored the Range header"):
+            src.open()
+        assert src.stats.snapshot()["bytes_received"] == 0
+
+
+def test_revalidate_costs_one_request_and_tells_whether_the_version_is_unchanged(nginx, tmp_path):
+    first = make_database(tmp_path / "a.db", page_size=1024, rows=100, seed=3)
+    second = make_database(tmp_path / "b.db", page_size=1024, rows=100, seed=4)
+    nginx.place("reval.db", first)
+    with _source(nginx.url("reval.db")) as src:
+        src.open()
+        pinned = src.version
+    with _source(nginx.url("reval.db")) as again:
+        assert again.revalidate(pinned) is True
+        assert again.stats.snapshot()["requests"] == 1
+    nginx.place("reval.db", second)
+    with _source(nginx.url("reval.db")) as again:
+        assert again.revalidate(pinned) is False
+        assert again.stats.snapshot()["requests"] == 1
+        assert again.fetch([2])[2] == _page(second.read_bytes(), 2, 1024)  # pinned to the new one
+
+
+def test_bearer_token_is_sent_and_a_callable_token_is_evaluated_per_request(nginx, databases):
+    nginx.place("tok.db", databases["p1024"])
+    calls = []
+
+    def token() -> str:
+        calls.append(1)
+        return NginxServer.TOKEN
+
+    with _source(nginx.url("tok.db", "bearer"), auth_token=token) as src:
+        src.open()
+        src.fetch([3])
+        src.fetch([7])
+    assert len(calls) == 3
+    with _source(nginx.url("tok.db", "bearer"), auth_token=NginxServer.TOKEN) as src:
+        src.open()
+
+
+def test_wrong_token_is_a_401_error_that_never_shows_the_token(nginx, databases, caplog):
+    nginx.place("tok2.db", databases["p1024"])
+    secret = "wrong-token-d0-not-print"
+    caplog.set_level(logging.DEBUG, logger="turso_dbapi")
+    with _source(nginx.url("tok2.db", "bearer"), auth_token=secret) as src:
+        with pytest.raises(RemoteError) as info:
+            src.open()
+        assert info.value.status == 401
+        assert "auth_token" in str(info.value)
+        assert secret not in str(info.value) and secret not in repr(src) and secret not in repr(src._http._session.auth)
+    assert caplog.records, "expected a debug line per request"
+    assert all(secret not in r.getMessage() for r in caplog.records)
+
+
+def test_url_credentials_become_basic_auth_and_never_show(nginx, databases, caplog):
+    nginx.place("basic.db", databases["p1024"])
+    user, password = NginxServer.BASIC_USER, NginxServer.BASIC_PASSWORD
+    url = nginx.url("basic.db", "basic").replace("http://", f"http://{quote(user)}:{quote(password, safe='')}@")
+    caplog.set_level(logging.DEBUG, logger="turso_dbapi")
+    with _source(url) as src:
+        src.open()
+        src.fetch([2])
+        assert password not in src.display_url and quote(password, safe="") not in src.display_url
+        assert password not in repr(src)
+    bad = url.replace(quote(password, safe=""), "nope-5ecret")
+    with _source(bad) as src, pytest.raises(RemoteError) as info:
+        src.open()
+    assert info.value.status == 401 and "nope-5ecret" not in str(info.value)
+    for r in caplog.records:
+        assert password not in r.getMessage() and quote(password, safe="") not in r.getMessage()
+        assert "nope-5ecret" not in r.getMessage()
+
+
+def test_debug_log_has_one_line_per_request_with_range_status_and_bytes(nginx, databases, caplog):
+    nginx.place("log.db", databases["p1024"])
+    caplog.set_level(logging.DEBUG, logger="turso_dbapi.http")
+    with _source(nginx.url("log.db")) as src:
+        src.open()
+        src.fetch([5, 6])
+    lines = [r.getMessage() for r in caplog.records if r.name == "turso_dbapi.http"]
+    assert len(lines) == 2
+    assert "GET" in lines[0] and "range=bytes=0-4095" in lines[0] and "206" in lines[0] and "4096 B" in lines[0]
+    assert "range=bytes=4096-6143" in lines[1] and "2048 B" in lines[1]
+
+
+def test_verify_is_on_by_default():
+    src = HttpRangeSource("https://example.invalid/x.db")
+    assert src._http._session.verify is True
+    src.close()
+    src = HttpRangeSource("https://example.invalid/x.db", verify=False)
+    assert src._http._session.verify is False
+    src.close()
+
+
+def test_from_options_uses_the_option_table_names(nginx, databases):
+    from turso_dbapi.url import parse_options, with_defaults
+
+    opts = with_defaults(parse_options({"http_timeout": "7", "retries": "1", "partial": "1"}))
+    src = HttpRangeSource.from_options("http://127.0.0.1:9/x.db", opts)
+    assert src._http.timeout == 7.0 and src._http.retry.total == 1 and src._http._session.verify is True
+    src.close()

@@ -1,0 +1,454 @@
+"""HTTP for every remote: one keep-alive ``requests.Session`` per remote, timeouts, a retry
+policy that is a value, auth, and the one place where requests/urllib3 errors become ours.
+
+Rules (numbered; the code tags them):
+
+(1) Only this module sees ``requests``/``urllib3`` exceptions. Each becomes a ``RemoteError``
+    whose message names the method, the *redacted* URL, the status if any and what to do.
+    The original exception is not chained (``from None``): its text may hold the raw URL
+    with credentials or presigned-URL signatures.
+(2) Retries: a failure before the server saw the request (connect error, connect timeout)
+    is retried for every method; a failure after it may have (read timeout, reset, short
+    body, 5xx, 429) only for idempotent requests. Backoff is exponential with jitter and a
+    cap; ``Retry-After`` is honoured but bounded.
+(3) Auth is applied per request attempt (a callable token is evaluated each time) by an
+    ``AuthBase`` hook, so ``.netrc`` never overrides it and requests strips it on a
+    redirect to another host. User-info in the URL moves into a Basic header and out of
+    the URL. Tokens never appear in logs, reprs or messages.
+(4) One DEBUG log line per request: method, redacted URL, Range, status, body bytes, ms.
+(5) Counters (requests sent, body bytes, retries) go into the caller's ``SourceStats``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import email.utils
+import errno as _errno
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any, Callable, FrozenSet, Mapping, Optional, Tuple, TypeVar, Union
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import requests
+import requests.adapters
+import requests.auth
+import urllib3.exceptions
+
+from .errors import ProtocolError, RemoteError
+from .sources.base import SourceStats
+from .url import redact
+
+log = logging.getLogger("turso_dbapi.http")
+
+T = TypeVar("T")
+Token = Union[str, Callable[[], Optional[str]], None]
+
+DEFAULT_TIMEOUT = 30.0  # seconds, connect and read (option http_timeout)
+DEFAULT_RETRIES = 3  # retries after the first attempt (option retries)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryEvent:
+    """One failed attempt: why (short text, no URL) and the status if a response came."""
+
+    reason: str
+    status: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Retry:
+    """Retry policy as an immutable value; ``new()`` returns the policy after one more failure.
+
+    ``total`` is the number of retries after the first attempt (0 = never retry).
+    Backoff before retry n (1-based) is drawn from [cap/2, cap] with
+    cap = min(backoff_max, backoff_factor * 2**(n-1)) — jitter keeps many clients from
+    retrying in lockstep. A ``Retry-After`` longer than ``retry_after_max`` is cut to it.
+    """
+
+    total: int = DEFAULT_RETRIES
+    backoff_factor: float = 0.1
+    backoff_max: float = 5.0
+    retry_after_max: float = 30.0
+    statuses: FrozenSet[int] = frozenset({429, 500, 502, 503, 504})
+    history: Tuple[RetryEvent, ...] = ()
+
+    def new(self, event: RetryEvent) -> Retry:
+        return dataclasses.replace(self, history=self.history + (event,))
+
+    @property
+    def retries_used(self) -> int:
+        return len(self.history)
+
+    def exhausted(self) -> bool:
+        """True when no retry is left after the failures recorded so far."""
+        return len(self.history) > self.total
+
+    def allows(self, *, sent: bool, idempotent: bool) -> bool:
+        # (2) a request the server never saw is always safe to send again.
+        return (not sent) or idempotent
+
+    def backoff(self, rng: Optional[random.Random] = None) -> float:
+        n = len(self.history)
+        if n == 0:
+            return 0.0
+        cap = min(self.backoff_max, self.backoff_factor * (2 ** (n - 1)))
+        return (rng or random).uniform(cap / 2, cap)
+
+    def parse_retry_after(self, value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+        """Seconds to wait from a Retry-After header (seconds or HTTP date), bounded."""
+        if not value:
+            return None
+        value = value.strip()
+        seconds: Optional[float]
+        if value.isdigit():
+            seconds = float(value)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when is None:
+                return None
+            seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, min(seconds, self.retry_after_max))
+
+
+class TransientReplyError(Exception):
+    """Raised by a reply check for a bad reply worth retrying (short body, wrong range).
+
+    When retries run out it becomes a ``ProtocolError`` with the same message.
+    """
+
+
+@dataclasses.dataclass
+class Reply:
+    """A response as the caller sees it: no requests objects leak out of this module."""
+
+    method: str
+    url: str  # redacted
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    body: Optional[bytes] = None  # None when the caller chose not to read it
+    elapsed_ms: float = 0.0
+    range: Optional[str] = None
+
+    def where(self) -> str:
+        rng = f" (Range {self.range})" if self.range else ""
+        return f"{self.method} {self.url}{rng}"
+
+
+class _Auth(requests.auth.AuthBase):
+    """Sets Authorization per attempt (3). Its repr never shows the secret."""
+
+    def __init__(self, token: Token, basic: Optional[Tuple[str, str]]):
+        self._token = token
+        self._basic = basic
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        token = self._token() if callable(self._token) else self._token
+        if token:
+            r.headers["Authorization"] = f"Bearer {token}"
+        elif self._basic is not None:
+            raw = f"{self._basic[0]}:{self._basic[1]}".encode()
+            r.headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
+        return r
+
+    def __repr__(self) -> str:
+        kind = "bearer" if self._token else ("basic" if self._basic else "none")
+        return f"<auth {kind} ***>"
+
+
+def split_credentials(url: str) -> Tuple[str, Optional[Tuple[str, str]]]:
+    """The URL without user-info, and the (user, password) it carried, if any."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
+def _os_reason(exc: BaseException) -> str:
+    """A short cause without URLs: the innermost OS error's text, if there is one."""
+    seen = set()
+    cur: Optional[BaseException] = exc
+    found: Optional[OSError] = None
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno:
+            found = cur
+        nxt = getattr(cur, "reason", None)
+        if not isinstance(nxt, BaseException):
+            nxt = cur.__cause__ or cur.__context__
+        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
+            nxt = cur.args[0]
+        cur = nxt
+    if found is not None and found.errno in _errno.errorcode:
+        return f"{_errno.errorcode[found.errno]}: {os.strerror(found.errno)}"
+    return type(exc).__name__
+
+
+def _classify(exc: requests.RequestException, timeout: float) -> Tuple[str, bool, bool, str]:
+    """(reason, sent, retryable, advice) for a requests exception (1)(2)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (
+            "TLS certificate verification failed",
+            False,
+            False,
+            "check the server certificate, or pass verify=<CA bundle path> (verify=false disables checks)",
+        )
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return (f"connect timed out after {timeout:g}s", False, True, "check the host, or raise http_timeout")
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return (f"no reply within {timeout:g}s", True, True, "the server is slow: raise http_timeout")
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return ("connection broke while reading the body (short body)", True, True, "retry later")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        inner = exc.args[0] if exc.args else None
+        reason = getattr(inner, "reason", inner)
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            return (f"could not connect ({_os_reason(reason)})", False, True, "check the URL and that the server is up")
+        if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+            return (f"no reply within {timeout:g}s", True, True, "the server is slow: raise http_timeout")
+        return (f"connection failed ({_os_reason(exc)})", True, True, "retry later")
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        return ("invalid URL", False, False, "use an http:// or https:// URL")
+    return (type(exc).__name__, True, False, "retry later")
+
+
+_STATUS_ADVICE = {
+    400: "the server rejected the request",
+    401: "authentication failed: check auth_token or the URL credentials",
+    403: "access denied: check auth_token, the URL credentials or the presigned URL's expiry",
+    404: "no file at this URL: check the path",
+    405: "this URL does not allow the request method",
+    410: "the file is gone: check the URL",
+    412: "a precondition failed",
+    416: "the requested range is outside the file",
+    429: "the server is rate-limiting: retry later",
+}
+
+
+class HttpClient:
+    """One remote's HTTP: a keep-alive session, auth, timeouts, retries, counters.
+
+    ``url`` is the remote's base URL (user-info, if any, becomes Basic auth and leaves the
+    URL). ``request()`` is the only call; callers never see requests objects or errors.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth_token: Token = None,
+        headers: Optional[Mapping[str, str]] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: Union[Retry, int, None] = None,
+        verify: Union[bool, str] = True,
+        client_name: str = "turso-dbapi",
+        stats: Optional[SourceStats] = None,
+        pool_size: int = 8,
+    ):
+        self.url, basic = split_credentials(url)
+        self.display_url = redact(self.url)
+        self.timeout = float(timeout)
+        if retry is None:
+            retry = Retry()
+        elif isinstance(retry, int):
+            retry = Retry(total=retry)
+        self.retry = retry
+        self.stats = stats if stats is not None else SourceStats()
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        s = requests.Session()
+        s.verify = verify  # (3) True unless the caller opts out
+        s.auth = _Auth(auth_token, basic)
+        s.headers["User-Agent"] = f"{client_name} python-requests/{requests.__version__}"
+        for k, v in (headers or {}).items():
+            s.headers[k] = v
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        s.mount("http://", adapter)
+        s.mount("https://", adapter)
+        self._session = s
+
+    def __repr__(self) -> str:
+        return f"<HttpClient {self.display_url}>"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def error(self, reply: Reply, what: str, *, cls: type = RemoteError) -> RemoteError:
+        """A RemoteError for an unexpected status, with what to do."""
+        advice = _STATUS_ADVICE.get(reply.status)
+        if advice is None:
+            advice = "the server failed: retry later" if reply.status >= 500 else "unexpected reply"
+        return cls(f"{what}: {reply.where()} -> HTTP {reply.status}; {advice}", url=reply.url, status=reply.status)
+
+    def request(
+        self,
+        method: str,
+        url: Optional[str] = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
+        data: Optional[bytes] = None,
+        idempotent: Optional[bool] = None,
+        read_body: Optional[Callable[[Reply], bool]] = None,
+        check: Optional[Callable[[Reply], T]] = None,
+        what: str = "request failed",
+    ) -> Any:
+        """Send with retries; return ``check(reply)`` (or the reply when ``check`` is None).
+
+        ``read_body(reply)`` sees status and headers first and may decline the body (e.g. a
+        200 carrying a whole file when a range was asked). ``check`` may raise a
+        ``RemoteError`` (final) or ``TransientReplyError`` (retried). Statuses in the retry
+        policy are retried before ``check`` sees them; without ``check``, non-2xx raises.
+        """
+        method = method.upper()
+        target = url or self.url
+        shown = redact(target)
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        hdrs = dict(headers or {})
+        rng_hdr = hdrs.get("Range")
+        retry = self.retry
+        while True:
+            wait_hint: Optional[float] = None
+            t0 = time.monotonic()
+            try:
+                resp = self._session.request(
+                    method, target, headers=hdrs, data=data, stream=True,
+                    timeout=(self.timeout, self.timeout), allow_redirects=True,
+                )
+            except requests.RequestException as exc:
+                reason, sent, retryable, advice = _classify(exc, self.timeout)
+                self.stats.add(requests=1, sent=len(data or b""))
+                self._log(method, shown, rng_hdr, None, 0, t0, reason)
+                event = RetryEvent(reason)
+                retry = retry.new(event)
+                if retryable and retry.allows(sent=sent, idempotent=idempotent) and not retry.exhausted():
+                    self._sleep(retry, None)
+                    continue
+                raise self._final(method, shown, rng_hdr, retry, None, reason, advice) from None  # (1)
+
+            reply = Reply(method, shown, resp.status_code, resp.headers, None, 0.0, rng_hdr)
+            self.stats.add(requests=1, sent=len(data or b""))
+            try:
+                if resp.status_code in retry.statuses:
+                    wait_hint = retry.parse_retry_after(resp.headers.get("Retry-After"))
+                    self._drain(resp)
+                    reason = f"HTTP {resp.status_code}"
+                    self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
+                    retry = retry.new(RetryEvent(reason, resp.status_code))
+                    if retry.allows(sent=True, idempotent=idempotent) and not retry.exhausted():
+                        self._sleep(retry, wait_hint)
+                        continue
+                    raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason,
+                                      _STATUS_ADVICE.get(resp.status_code, "the server failed: retry later")) from None
+                if read_body is None or read_body(reply):
+                    try:
+                        reply.body = resp.content
+                    except requests.RequestException as exc:
+                        reason, _, retryable, advice = _classify(exc, self.timeout)
+                        self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
+                        retry = retry.new(RetryEvent(reason, resp.status_code))
+                        if retryable and idempotent and not retry.exhausted():
+                            self._sleep(retry, None)
+                            continue
+                        raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason, advice) from None
+                    self.stats.add(received=len(reply.body))
+            finally:
+                resp.close()
+            reply.elapsed_ms = (time.monotonic() - t0) * 1000
+            self._log(method, shown, rng_hdr, reply.status, len(reply.body or b""), t0, None)
+            if check is None:
+                if not 200 <= reply.status < 300:
+                    raise self.error(reply, what)
+                return reply
+            try:
+                return check(reply)
+            except TransientReplyError as exc:
+                retry = retry.new(RetryEvent(str(exc), reply.status))
+                if idempotent and not retry.exhausted():
+                    self._sleep(retry, None)
+                    continue
+                raise ProtocolError(
+                    f"{what}: {reply.where()}: {exc}{self._attempts(retry)}",
+                    url=shown, status=reply.status,
+                ) from None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _sleep(self, retry: Retry, retry_after: Optional[float]) -> None:
+        self.stats.add(retries=1)
+        with self._lock:  # random.Random is not safe to share across threads
+            wait = retry.backoff(self._rng)
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        log.debug("retry %d/%d in %.3fs after %s", retry.retries_used, retry.total, wait, retry.history[-1].reason)
+        if wait > 0:
+            time.sleep(wait)
+
+    @staticmethod
+    def _drain(resp: requests.Response) -> None:
+        # Read a small error body so the connection returns to the pool; drop big ones.
+        try:
+            length = int(resp.headers.get("Content-Length", "-1"))
+        except ValueError:
+            length = -1
+        if 0 <= length <= 65536:
+            try:
+                resp.content  # noqa: B018
+            except requests.RequestException:
+                pass
+
+    @staticmethod
+    def _attempts(retry: Retry) -> str:
+        n = len(retry.history)
+        return f" (after {n} attempts)" if n > 1 else ""
+
+    def _final(self, method: str, shown: str, rng: Optional[str], retry: Retry,
+               status: Optional[int], reason: str, advice: str) -> RemoteError:
+        where = f"{method} {shown}" + (f" (Range {rng})" if rng else "")
+        st = f" -> HTTP {status}" if status is not None and not reason.startswith("HTTP") else ""
+        return RemoteError(f"request failed: {where}{st}: {reason}{self._attempts(retry)}; {advice}",
+                           url=shown, status=status)
+
+    @staticmethod
+    def _log(method: str, shown: str, rng: Optional[str], status: Optional[int], nbytes: int,
+             t0: float, failure: Optional[str]) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        ms = (time.monotonic() - t0) * 1000
+        log.debug("%s %s range=%s -> %s %d B %.1f ms%s", method, shown, rng or "-",
+                  status if status is not None else "no response", nbytes, ms,
+                  f" ({failure})" if failure else "")
+
+
+def client_from_options(url: str, options: Mapping[str, Any], *, stats: Optional[SourceStats] = None,
+                        headers: Optional[Mapping[str, str]] = None) -> HttpClient:
+    """An HttpClient configured from a parsed option dict (``url.OPTIONS`` names)."""
+    return HttpClient(
+        url,
+        auth_token=options.get("auth_token"),
+        headers=headers,
+        timeout=options.get("http_timeout") or DEFAULT_TIMEOUT,
+        retry=Retry(total=options.get("retries", DEFAULT_RETRIES)),
+        verify=options.get("verify", True),
+        client_name=options.get("client_name") or "turso-dbapi",
+        stats=stats,
+    )
+
+
+__all__ = ["HttpClient", "Reply", "Retry", "RetryEvent", "TransientReplyError", "client_from_options",
+           "split_credentials"]

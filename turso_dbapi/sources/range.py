@@ -1,0 +1,321 @@
+"""``HttpRangeSource``: pages of a SQLite file on any static host, S3 or CDN, by HTTP Range.
+
+Rules (numbered; the code tags them):
+
+(1) open() is ONE ranged GET of the leading bytes (``Range: bytes=0-N``, never HEAD). The
+    file size comes from ``Content-Range``, the page size from header offset 16 (big-endian
+    u16; the value 1 means 65536).
+(2) Every reply must be ``206`` with a ``Content-Range`` equal to the range asked for and a
+    body of exactly that length. A short body or a wrong range is retried, then a
+    ``ProtocolError``. ``Accept-Encoding: identity`` is sent and a ``Content-Encoding`` in
+    the reply is refused: byte ranges of a compressed body do not address the file.
+(3) A ``200`` carrying the whole file means the server ignores Range: the body is not read
+    and ``RangeNotSupportedError`` is raised (unless (4) says the file changed).
+(4) The version is pinned at open: a strong ETag is sent as ``If-Match`` and ``If-Range``;
+    with only Last-Modified, it is sent as ``If-Unmodified-Since`` and ``If-Range``; a weak
+    ETag cannot be used in either, so it is only compared. Every reply's ETag, Last-Modified
+    and total size are compared with the pinned ones too (servers and CDNs that ignore the
+    preconditions are still caught). Any difference, a 412 or a 416 raises
+    ``RemoteChangedError``: pages of two versions are never mixed.
+(5) fetch() asks one request per contiguous run of the requested pages (sorted, runs done
+    in order) and drops pages past the pinned size; a last page shorter than the page
+    size (a file not a multiple of it) is zero-padded, as SQLite reads it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ..errors import DatabaseError, RangeNotSupportedError, RemoteChangedError
+from ..http import DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Token, TransientReplyError
+from .base import SourceStats
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+DEFAULT_OPEN_BYTES = 4096  # covers page 1 of the common page sizes (<= 4096) in one request
+
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
+_UNSATISFIED_RANGE = re.compile(r"\s*bytes\s+\*/(\d+)\s*$", re.I)
+
+
+def parse_page_size(header: bytes) -> int:
+    """Page size from the 100-byte SQLite header (offset 16, big-endian; 1 means 65536)."""
+    raw = int.from_bytes(header[16:18], "big")
+    size = 65536 if raw == 1 else raw
+    if size < 512 or size > 65536 or size & (size - 1):
+        raise DatabaseError(f"file is not a database: invalid page size {raw} in the SQLite header")
+    return size
+
+
+def page_runs(pgnos: Sequence[int]) -> List[Tuple[int, int]]:
+    """Sorted distinct page numbers grouped into inclusive (first, last) contiguous runs."""
+    runs: List[Tuple[int, int]] = []
+    for p in sorted(set(pgnos)):
+        if runs and p == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], p)
+        else:
+            runs.append((p, p))
+    return runs
+
+
+class _Validators:
+    """ETag / Last-Modified as pinned at open, and the checks of rule (4)."""
+
+    def __init__(self, headers: Mapping[str, str]):
+        self.etag: Optional[str] = headers.get("ETag") or None
+        self.last_modified: Optional[str] = headers.get("Last-Modified") or None
+
+    @property
+    def weak(self) -> bool:
+        return bool(self.etag and self.etag.startswith("W/"))
+
+    def preconditions(self) -> Dict[str, str]:
+        if self.etag and not self.weak:
+            return {"If-Match": self.etag, "If-Range": self.etag}
+        if self.last_modified and not self.etag:
+            return {"If-Unmodified-Since": self.last_modified, "If-Range": self.last_modified}
+        if self.last_modified:  # weak ETag: the date still guards
+            return {"If-Unmodified-Since": self.last_modified}
+        return {}
+
+    def describe(self) -> str:
+        if self.etag:
+            return f"ETag {self.etag}"
+        if self.last_modified:
+            return f"Last-Modified {self.last_modified}"
+        return "no ETag/Last-Modified"
+
+    def differs(self, headers: Mapping[str, str]) -> Optional[str]:
+        """A description of the change, or None when the reply matches the pinned version."""
+        etag = headers.get("ETag")
+        if self.etag and etag and etag != self.etag:
+            return f"ETag {self.etag} -> {etag}"
+        lm = headers.get("Last-Modified")
+        if self.last_modified and lm and lm != self.last_modified and not (self.etag and etag):
+            return f"Last-Modified {self.last_modified} -> {lm}"
+        return None
+
+
+class HttpRangeSource:
+    """A ``PageSource`` over HTTP Range requests (see the module rules).
+
+    Options mirror ``url.OPTIONS``: ``auth_token`` (str or callable), ``http_timeout``,
+    ``retries`` (or a full ``retry`` policy), ``verify``, ``client_name``; plus ``headers``
+    (extra request headers, e.g. an API key) and ``open_bytes`` (leading bytes read by
+    open(); page 1 needs a second request only when the page size is larger).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth_token: Token = None,
+        headers: Optional[Mapping[str, str]] = None,
+        http_timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        retry: Optional[Retry] = None,
+        verify: Union[bool, str] = True,
+        client_name: str = "turso-dbapi",
+        open_bytes: int = DEFAULT_OPEN_BYTES,
+        stats: Optional[SourceStats] = None,
+    ):
+        self.stats = stats if stats is not None else SourceStats()
+        extra = {"Accept-Encoding": "identity"}  # (2)
+        extra.update(headers or {})
+        self._http = HttpClient(
+            url, auth_token=auth_token, headers=extra, timeout=http_timeout,
+            retry=retry if retry is not None else Retry(total=retries), verify=verify,
+            client_name=client_name, stats=self.stats,
+        )
+        self.display_url = self._http.display_url
+        self.open_bytes = max(100, int(open_bytes))
+        self.page_size = 0
+        self.size = 0
+        self.version = ""
+        self._pinned: Optional[_Validators] = None
+
+    @classmethod
+    def from_options(cls, url: str, options: Mapping[str, Any], **extra: Any) -> HttpRangeSource:
+        """Build from a parsed ``url.OPTIONS`` dict; options this source does not use are ignored."""
+        keys = ("auth_token", "http_timeout", "retries", "verify", "client_name")
+        kwargs = {k: options[k] for k in keys if options.get(k) is not None}
+        kwargs.update(extra)
+        return cls(url, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<HttpRangeSource {self.display_url} version={self.version or '-'}>"
+
+    @property
+    def n_pages(self) -> int:
+        return -(-self.size // self.page_size) if self.page_size else 0
+
+    # -- open / revalidate ---------------------------------------------------------------
+
+    def open(self) -> bytes:
+        """One ranged GET: pin the version, learn size and page size (1), return leading bytes."""
+        want_end = self.open_bytes - 1
+
+        def read_body(reply: Reply) -> bool:
+            return reply.status == 206 and not _encoded(reply)
+
+        def check(reply: Reply) -> Tuple[bytes, int, _Validators]:
+            if _encoded(reply):
+                raise _encoding_error(reply)
+            if reply.status == 200 and reply.headers.get("Content-Length") == "0":
+                return b"", 0, _Validators(reply.headers)  # nginx answers a range of an empty file so
+            if reply.status == 200:
+                raise RangeNotSupportedError(  # (3)
+                    f"cannot read {self.display_url} lazily: the server ignored the Range header "
+                    "(HTTP 200 with the whole file); use a server or CDN that supports byte ranges",
+                    url=self.display_url, status=200,
+                )
+            if reply.status == 416:
+                m = _UNSATISFIED_RANGE.match(reply.headers.get("Content-Range", ""))
+                if m and int(m.group(1)) == 0:
+                    return b"", 0, _Validators(reply.headers)  # an empty file is an empty database
+                raise self._http.error(reply, "cannot open remote database")
+            if reply.status != 206:
+                raise self._http.error(reply, "cannot open remote database")
+            first, last, total = _content_range(reply)
+            if first != 0 or total is None or last != min(want_end, total - 1):
+                raise TransientReplyError(f"wrong Content-Range {reply.headers.get('Content-Range')!r}"
+                                          f" for bytes=0-{want_end}")
+            body = reply.body or b""
+            if len(body) != last + 1:
+                raise TransientReplyError(f"short body: {len(body)} of {last + 1} bytes")
+            return body, total, _Validators(reply.headers)
+
+        body, total, validators = self._http.request(
+            "GET", headers={"Range": f"bytes=0-{want_end}"}, read_body=read_body, check=check,
+            what="cannot open remote database",
+        )
+        if total == 0:
+            page_size = 4096
+        else:
+            if len(body) < 100 or body[:16] != SQLITE_MAGIC:
+                raise DatabaseError(f"file is not a database: {self.display_url} does not start with the SQLite header")
+            page_size = parse_page_size(body)
+        self._pinned = validators
+        self.size = total
+        self.page_size = page_size
+        self.version = _version_string(validators, total)
+        return body
+
+    def revalidate(self, version: str) -> bool:
+        """Open again (exactly one request) and tell whether the remote is still at ``version``.
+
+        Afterwards the source is pinned to whatever version the remote has now, so a False
+        answer means: drop what was cached for ``version`` and read from this source.
+        """
+        self.open()
+        return self.version == version
+
+    # -- fetch ---------------------------------------------------------------------------
+
+    def fetch(self, pgnos: Sequence[int]) -> Dict[int, bytes]:
+        """Pages by 1-based number at the pinned version (5); pages past the size are absent."""
+        if self._pinned is None:
+            raise RuntimeError("HttpRangeSource.fetch() before open()")
+        n_pages = self.n_pages
+        wanted = [p for p in pgnos if 1 <= p <= n_pages]
+        out: Dict[int, bytes] = {}
+        for first, last in page_runs(wanted):
+            data = self._read_run(first, last)
+            ps = self.page_size
+            for i, p in enumerate(range(first, last + 1)):
+                page = data[i * ps:(i + 1) * ps]
+                out[p] = page if len(page) == ps else page.ljust(ps, b"\x00")
+        self.stats.add(pages=len(out))
+        return out
+
+    def _read_run(self, first: int, last: int) -> bytes:
+        ps = self.page_size
+        start = (first - 1) * ps
+        end = min(last * ps, self.size) - 1
+        pinned = self._pinned
+        assert pinned is not None
+        headers = {"Range": f"bytes={start}-{end}"}
+        headers.update(pinned.preconditions())  # (4)
+
+        def read_body(reply: Reply) -> bool:
+            return reply.status == 206 and not _encoded(reply) and pinned.differs(reply.headers) is None
+
+        def check(reply: Reply) -> bytes:
+            change = pinned.differs(reply.headers)
+            if reply.status == 412 or (reply.status == 416) or change:
+                raise self._changed(change or f"{pinned.describe()} no longer matches (HTTP {reply.status})",
+                                    reply)
+            if _encoded(reply):
+                raise _encoding_error(reply)
+            if reply.status == 200:
+                raise RangeNotSupportedError(  # (3)
+                    f"cannot read {self.display_url} lazily: the server ignored the Range header "
+                    "(HTTP 200 with the whole file); use a server or CDN that supports byte ranges",
+                    url=self.display_url, status=200,
+                )
+            if reply.status != 206:
+                raise self._http.error(reply, f"cannot read pages {first}-{last}")
+            got_first, got_last, total = _content_range(reply)
+            if total is not None and total != self.size:
+                raise self._changed(f"size {self.size} -> {total} bytes", reply)
+            if (got_first, got_last) != (start, end):
+                raise TransientReplyError(f"wrong Content-Range {reply.headers.get('Content-Range')!r}"
+                                          f" for bytes={start}-{end}")
+            body = reply.body or b""
+            if len(body) != end - start + 1:
+                raise TransientReplyError(f"short body: {len(body)} of {end - start + 1} bytes")
+            return body
+
+        return self._http.request("GET", headers=headers, read_body=read_body, check=check,
+                                  what=f"cannot read pages {first}-{last}")
+
+    def _changed(self, change: str, reply: Reply) -> RemoteChangedError:
+        return RemoteChangedError(
+            f"remote database changed since it was opened: {change}; reopen to read the new version"
+            f" ({self.display_url})",
+            url=self.display_url, status=reply.status,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HttpRangeSource:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _encoded(reply: Reply) -> bool:
+    enc = reply.headers.get("Content-Encoding", "").strip().lower()
+    return enc not in ("", "identity")
+
+
+def _encoding_error(reply: Reply) -> RangeNotSupportedError:
+    enc = reply.headers.get("Content-Encoding")
+    return RangeNotSupportedError(
+        f"cannot read {reply.url} lazily: the server compressed the reply (Content-Encoding: {enc}) "
+        "although identity was asked for, so byte ranges do not address the file; serve the "
+        "database uncompressed",
+        url=reply.url, status=reply.status,
+    )
+
+
+def _content_range(reply: Reply) -> Tuple[int, int, Optional[int]]:
+    value = reply.headers.get("Content-Range")
+    m = _CONTENT_RANGE.match(value or "")
+    if not m:
+        raise TransientReplyError(f"missing or malformed Content-Range {value!r}")
+    first, last = int(m.group(1)), int(m.group(2))
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if last < first or (total is not None and last >= total):
+        raise TransientReplyError(f"malformed Content-Range {value!r}")
+    return first, last, total
+
+
+def _version_string(v: _Validators, size: int) -> str:
+    if v.etag:
+        return f"etag={v.etag};size={size}"
+    if v.last_modified:
+        return f"last-modified={v.last_modified};size={size}"
+    return f"size={size}"
