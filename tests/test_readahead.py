@@ -1,0 +1,352 @@
+"""Readahead policy, B-tree child pointers and single-flight (pure logic; real databases)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.databases import make_database
+
+from turso_dbapi.readahead import Readahead, SingleFlight, btree_children, missing_children
+
+KB = 1024
+
+
+def _absent(_p: int) -> bool:
+    return False
+
+
+def _segments(pages, seg):
+    return {(p - 1) // seg for p in pages}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    page_size=st.sampled_from([512, 1024, 4096, 65536]),
+    segment=st.sampled_from([4 * KB, 64 * KB, 128 * KB]),
+    n_pages=st.integers(1, 3000),
+    present=st.sets(st.integers(1, 3000), max_size=400),
+    misses=st.lists(st.integers(1, 3000), min_size=1, max_size=20),
+)
+def test_plan_contains_the_miss_and_only_missing_in_range_pages_within_its_segments(
+    page_size, segment, n_pages, present, misses
+):
+    ra = Readahead(page_size, segment, 1024 * KB)
+    seg = ra.segment_pages
+    for pgno in misses:
+        pgno = min(pgno, n_pages)
+        plan = ra.plan(pgno, n_pages, present.__contains__, lambda p: p % 2 == 0)
+        assert pgno in plan
+        assert plan == sorted(set(plan))
+        assert all(1 <= p <= n_pages for p in plan)
+        assert all(p == pgno or p not in present for p in plan)
+        assert len(plan) <= ra.max_pages
+        # (2) segment-aligned: the plan spans whole segments, contiguous ones, around the miss
+        segs = _segments(plan, seg)
+        assert (pgno - 1) // seg in segs
+        assert max(segs) - min(segs) + 1 <= ra.max_pages // seg
+
+
+def test_random_miss_fetches_exactly_its_aligned_segment():
+    ra = Readahead(4096, 128 * KB, 4096 * KB)  # 32 pages per segment
+    assert ra.plan(40, 1000, _absent) == list(range(33, 65))
+    assert ra.plan(500, 1000, _absent) == list(range(481, 513))  # far away: random again
+
+
+def test_plan_skips_present_pages_and_clips_to_the_file():
+    ra = Readahead(4096, 128 * KB, 4096 * KB)
+    present = {34, 35, 60}
+    plan = ra.plan(40, 50, present.__contains__)
+    assert plan == [p for p in range(33, 51) if p not in present]
+
+
+def test_forward_scan_doubles_the_window_up_to_the_cap():
+    ra = Readahead(4096, 128 * KB, 1024 * KB)  # 32-page segments, cap 256 pages
+    sizes = []
+    pgno = 1
+    fetched: set = set()
+    for _ in range(6):
+        plan = ra.plan(pgno, 100000, fetched.__contains__, fetched.__contains__)
+        assert plan[0] == pgno and plan == list(range(pgno, pgno + len(plan)))
+        fetched.update(plan)
+        sizes.append(len(plan))
+        pgno = plan[-1] + 1
+    assert sizes == [32, 64, 128, 256, 256, 256]
+
+
+def test_reverse_scan_is_detected_and_read_backwards():
+    ra = Readahead(4096, 128 * KB, 1024 * KB)
+    fetched: set = set()
+    plan = ra.plan(1000, 2000, fetched.__contains__)
+    assert plan == list(range(993, 1025))
+    fetched.update(plan)
+    plan = ra.plan(992, 2000, fetched.__contains__, fetched.__contains__)
+    assert plan == list(range(929, 993))  # two segments, ending at the miss's segment
+    fetched.update(plan)
+    plan = ra.plan(928, 2000, fetched.__contains__, fetched.__contains__)
+    assert plan == list(range(801, 929))
+    assert all(p < 993 for p in plan)
+
+
+def test_random_miss_resets_the_window_to_one_segment():
+    ra = Readahead(4096, 128 * KB, 1024 * KB)
+    ra.plan(1, 10000, _absent)
+    ra.plan(33, 10000, _absent)
+    assert ra.window_pages == 64
+    assert len(ra.plan(5000, 10000, _absent)) == 32
+    assert ra.window_pages == 32
+
+
+def test_window_shrinks_when_prefetched_pages_went_unused():
+    ra = Readahead(4096, 128 * KB, 1024 * KB)
+    pgno = 1
+    for _ in range(4):  # grow to 256 pages with every page read
+        plan = ra.plan(pgno, 100000, _absent, lambda p: True)
+        pgno = plan[-1] + 1
+    assert ra.window_pages == 256
+    plan = ra.plan(pgno, 100000, _absent, lambda p: False)  # nothing prefetched was used
+    assert ra.window_pages == 128 and len(plan) == 128
+    ra.plan(plan[-1] + 1, 100000, _absent, lambda p: False)
+    assert ra.window_pages == 64
+
+
+def test_segment_smaller_than_a_page_means_one_page_segments():
+    ra = Readahead(65536, 4 * KB, 64 * KB)
+    assert ra.segment_pages == 1 and ra.max_pages == 1
+    assert ra.plan(7, 10, _absent) == [7]
+    assert ra.plan(8, 10, _absent) == [8]
+
+
+def test_miss_past_the_end_returns_only_the_miss_and_page_zero_is_rejected():
+    ra = Readahead(4096)
+    assert ra.plan(11, 10, _absent) == [11]
+    with pytest.raises(ValueError):
+        ra.plan(0, 10, _absent)
+
+
+def test_plan_is_safe_to_call_from_many_threads():
+    ra = Readahead(1024, 16 * KB, 256 * KB)
+    errors = []
+
+    def worker(start: int) -> None:
+        try:
+            for i in range(300):
+                pgno = (start * 997 + i * 13) % 5000 + 1
+                plan = ra.plan(pgno, 5000, lambda p: p % 3 == 0, lambda p: True)
+                assert pgno in plan and plan == sorted(plan)
+        except BaseException as exc:  # collected: assertion errors in threads are otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+# -- B-tree children ---------------------------------------------------------------------
+
+
+def _dbstat_children(path: Path):
+    """Oracle: interior page -> children in cell order, from SQLite's own dbstat table."""
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT name, path, pageno, pagetype FROM dbstat").fetchall()
+    except sqlite3.OperationalError:
+        pytest.skip("this SQLite has no dbstat")
+    finally:
+        con.close()
+    by_path = {(name, path): (pgno, kind) for name, path, pgno, kind in rows}  # paths are per B-tree
+    kids: dict = {}
+    for (name, p), (pgno, kind) in by_path.items():
+        if kind == "overflow" or p == "/":
+            continue
+        parent = p.rsplit("/", 2)[0] + "/"
+        kids.setdefault(by_path[(name, parent)][0], []).append((p, pgno))
+    interior = {pgno for pgno, kind in by_path.values() if kind == "internal"}
+    return {pg: [c for _, c in sorted(kids.get(pg, []))] for pg in interior}
+
+
+@pytest.mark.parametrize("name", ["p1024", "p4096", "p65536", "wal"])
+def test_btree_children_match_sqlite_dbstat_for_every_interior_page(databases, name):
+    path = databases[name]
+    data = Path(path).read_bytes()
+    expected = _dbstat_children(path)
+    ps = int.from_bytes(data[16:18], "big")
+    ps = 65536 if ps == 1 else ps
+    assert expected, "the generated database should have interior pages"
+    for pgno in range(1, len(data) // ps + 1):
+        page = data[(pgno - 1) * ps:pgno * ps]
+        got = btree_children(page, pgno, ps)
+        if pgno in expected:
+            assert got == expected[pgno], pgno
+        else:
+            assert got == [] or page[0 if pgno != 1 else 100] in (2, 5), pgno
+
+
+def test_page_one_interior_children_skip_the_100_byte_file_header(tmp_path):
+    path = tmp_path / "wide_schema.db"
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA page_size=1024")
+    for i in range(150):
+        con.execute(f"CREATE TABLE table_with_a_rather_long_name_{i:04d}(a, b, c, d)")
+    con.commit()
+    con.close()
+    data = path.read_bytes()
+    assert data[100] == 0x05, "sqlite_schema root (page 1) should be an interior table page"
+    expected = _dbstat_children(path)
+    assert btree_children(data[:1024], 1, 1024) == expected[1]
+    assert all(1 < c <= len(data) // 1024 for c in expected[1])
+
+
+def test_missing_children_filters_present_and_out_of_file_pages(databases):
+    data = Path(databases["p1024"]).read_bytes()
+    n = len(data) // 1024
+    for pgno in range(1, n + 1):
+        kids = btree_children(data[(pgno - 1) * 1024:pgno * 1024], pgno, 1024)
+        if len(kids) > 3:
+            present = set(kids[:2])
+            got = missing_children(data[(pgno - 1) * 1024:pgno * 1024], pgno, 1024, n, present.__contains__)
+            assert got == sorted(kids[2:])
+            assert missing_children(data[(pgno - 1) * 1024:pgno * 1024], pgno, 1024, min(kids) - 1, _absent) == []
+            return
+    pytest.fail("no interior page with more than 3 children")
+
+
+@settings(max_examples=300, deadline=None)
+@given(page=st.binary(max_size=600), pgno=st.integers(1, 5), kind=st.sampled_from([0, 2, 5, 10, 13]))
+def test_btree_children_never_raises_on_malformed_pages(page, pgno, kind):
+    buf = bytearray(page)
+    if len(buf) > 100:
+        buf[100 if pgno == 1 else 0] = kind
+    got = btree_children(bytes(buf), pgno, 512)
+    assert isinstance(got, list) and all(isinstance(c, int) and c >= 1 for c in got)
+
+
+def test_btree_children_rejects_leaf_truncated_and_zero_pointer_pages():
+    page = bytearray(1024)
+    page[0] = 0x05
+    page[3:5] = (1).to_bytes(2, "big")
+    page[8:12] = (9).to_bytes(4, "big")
+    page[12:14] = (1000).to_bytes(2, "big")
+    page[1000:1004] = (7).to_bytes(4, "big")
+    assert btree_children(bytes(page), 2, 1024) == [7, 9]
+    assert btree_children(bytes(page[:500]), 2, 1024) == []  # cell past the end
+    page[1000:1004] = (0).to_bytes(4, "big")
+    assert btree_children(bytes(page), 2, 1024) == []
+    page[0] = 0x0D
+    assert btree_children(bytes(page), 2, 1024) == []
+
+
+# -- single-flight -----------------------------------------------------------------------
+
+
+def test_overlapping_concurrent_fetches_share_pages_in_flight():
+    sf = SingleFlight()
+    calls = []
+    release = threading.Event()
+    first_started = threading.Event()
+
+    def fetch_fn(pages):
+        calls.append(list(pages))
+        if not first_started.is_set():
+            first_started.set()
+            assert release.wait(5)
+        return {p: bytes([p % 256]) * 4 for p in pages}
+
+    results = {}
+
+    def run(name, pages):
+        results[name] = sf.fetch(pages, fetch_fn)
+
+    a = threading.Thread(target=run, args=("a", [1, 2, 3, 4]))
+    a.start()
+    assert first_started.wait(5)
+    b = threading.Thread(target=run, args=("b", [3, 4, 5, 6]))
+    b.start()
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert calls == [[1, 2, 3, 4], [5, 6]]  # b fetched only what nobody was fetching
+    assert b.is_alive()  # and waits for pages 3, 4
+    release.set()
+    a.join(5)
+    b.join(5)
+    assert sorted(results["a"]) == [1, 2, 3, 4]
+    assert sorted(results["b"]) == [3, 4, 5, 6]
+    assert results["b"][3] == bytes([3]) * 4
+    assert sf.shared_pages == 2 and sf.in_flight() == set()
+
+
+def test_a_failed_shared_fetch_fails_every_waiter_and_clears_the_flight():
+    sf = SingleFlight()
+    started, release = threading.Event(), threading.Event()
+
+    def failing(pages):
+        started.set()
+        release.wait(5)
+        raise OSError("boom")
+
+    errors = []
+
+    def run(fn, pages):
+        try:
+            sf.fetch(pages, fn)
+        except OSError as exc:
+            errors.append(exc)
+
+    a = threading.Thread(target=run, args=(failing, [1, 2]))
+    a.start()
+    assert started.wait(5)
+    b = threading.Thread(target=run, args=(lambda pages: {p: b"x" for p in pages}, [2]))
+    b.start()
+    time.sleep(0.05)
+    release.set()
+    a.join(5)
+    b.join(5)
+    assert len(errors) == 2
+    assert sf.in_flight() == set()
+    assert sf.fetch([1, 2], lambda pages: {p: b"y" for p in pages}) == {1: b"y", 2: b"y"}
+
+
+def test_threads_missing_through_readahead_and_single_flight_get_the_file_bytes(tmp_path):
+    path = make_database(tmp_path / "sf.db", page_size=1024, rows=200, seed=9)
+    data = path.read_bytes()
+    n = len(data) // 1024
+    sf, ra = SingleFlight(), Readahead(1024, 8 * KB, 64 * KB)
+    store: dict = {}
+    lock = threading.Lock()
+    errors = []
+
+    def fetch_fn(pages):
+        time.sleep(0.002)
+        got = {p: data[(p - 1) * 1024:p * 1024] for p in pages}
+        with lock:  # like the page store: written before the flight completes
+            store.update(got)
+        return got
+
+    def reader(seed: int) -> None:
+        try:
+            for i in range(60):
+                pgno = (seed * 31 + i * 7) % n + 1
+                if pgno in store:
+                    continue
+                got = sf.fetch(ra.plan(pgno, n, store.__contains__), fetch_fn)
+                assert got[pgno] == data[(pgno - 1) * 1024:pgno * 1024]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert store and all(store[p] == data[(p - 1) * 1024:p * 1024] for p in store)
+    assert sf.in_flight() == set()
