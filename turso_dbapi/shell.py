@@ -188,6 +188,8 @@ class Shell:
                     continue
                 pending += line + "\n"
                 done, pending = split_statements(pending)
+                if not pending.strip():
+                    pending = ""  # only the line break after ';' is left
                 for statement in done:
                     self.run_one(statement)
         except Quit as q:
