@@ -48,7 +48,9 @@ def crc32c_pages(buf: bytes, page_size: int, n_pages: int) -> List[int]:
 
 # ---- SQLite WAL (wal.h) ---------------------------------------------------------------
 
-WAL_OK, WAL_ETRUNC, WAL_EMAGIC, WAL_EPAGESIZE, WAL_ECKSUM, WAL_EVERSION, WAL_ESPACE, WAL_EARG = range(8)
+WAL_OK, WAL_ETRUNC, WAL_EMAGIC, WAL_EPAGESIZE, WAL_ECKSUM, WAL_EVERSION, WAL_ESPACE, WAL_EARG = (
+    range(8)
+)
 
 WAL_MAGIC = 0x377F0682
 WAL_VERSION = 3007000
@@ -154,7 +156,9 @@ def wal_scan(data: bytes, max_frames: int) -> WalResult:
     return WalResult(WAL_OK, hdr, pgnos, commits, n_frames, len(pgnos), db_size, cksum)
 
 
-def wal_write_header(magic: int, page_size: int, checkpoint_seq: int, salt1: int, salt2: int) -> Tuple[int, bytes, WalHeader]:
+def wal_write_header(
+    magic: int, page_size: int, checkpoint_seq: int, salt1: int, salt2: int
+) -> Tuple[int, bytes, WalHeader]:
     """Rule (7): (rc, the 32 header bytes, the header with version and checksum filled)."""
     if magic & ~1 != WAL_MAGIC or not page_size_ok(page_size):
         return WAL_EARG, b"", _ZERO_HEADER

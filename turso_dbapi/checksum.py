@@ -50,11 +50,15 @@ def crc32c_pages(buf: Buffer, page_size: int) -> array:
     if page_size <= 0:
         raise ValueError(f"page size must be positive, got {page_size}")
     if len(view) % page_size:
-        raise ValueError(f"buffer of {len(view)} bytes is not a whole number of {page_size}-byte pages")
+        raise ValueError(
+            f"buffer of {len(view)} bytes is not a whole number of {page_size}-byte pages"
+        )
     n = len(view) // page_size
     if lib is None:
         return array("I", _reference.crc32c_pages(view, page_size, n))
     out = array("I", bytes(4 * n))
     if n:
-        lib.tdb_crc32c_pages(ffi.from_buffer("uint8_t[]", view), page_size, n, ffi.from_buffer("uint32_t[]", out))
+        lib.tdb_crc32c_pages(
+            ffi.from_buffer("uint8_t[]", view), page_size, n, ffi.from_buffer("uint32_t[]", out)
+        )
     return out

@@ -172,7 +172,9 @@ def parse_wal(data: Buffer, *, reference: bool = False) -> WalScan:
 # ---- writing ----------------------------------------------------------------------------
 
 
-def _flatten(page_size: int, commits: Sequence[Commit], db_sizes: Sequence[int]) -> Tuple[List[int], List[int], bytes]:
+def _flatten(
+    page_size: int, commits: Sequence[Commit], db_sizes: Sequence[int]
+) -> Tuple[List[int], List[int], bytes]:
     if len(commits) != len(db_sizes):
         raise ValueError(f"{len(commits)} commits but {len(db_sizes)} db sizes")
     pgnos: List[int] = []
