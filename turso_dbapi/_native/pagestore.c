@@ -1,0 +1,651 @@
+/*
+** pagestore.c — the page store of a lazily read database (one "replica" P).
+**
+** FILES (P is the path SQLite opens; all three live side by side)
+**   P            SYNCED layer: pages exactly as of the pinned remote version, sparse.
+**                Page n (1-based) sits at offset (n-1)*page_size. Also the file SQLite
+**                locks and whose "-shm" the default VFS maps (vfs.c delegates those).
+**   P-tdblocal   LOCAL layer: pages SQLite wrote (checkpoints, commits), same offsets,
+**                sparse. Reads see local over synced.
+**   P-tdbmap     the sidecar, mmap(MAP_SHARED) by every process that opens P:
+**                  offset  0  8 bytes  magic "TDBMAP\0\1"
+**                          8  u32      format (TDB_STORE_FORMAT)
+**                         12  u32      page size
+**                         16  u64      remote size: bytes of the synced version
+**                         24  u64      logical size: what xFileSize reports
+**                         32  32 bytes identity (Python: sha256 of URL + version)
+**                       4096  u32[2] per page n at 4096 + 8*(n-1):
+**                             [0] synced CRC32C, [1] local CRC32C
+**                A CRC word of 0 means "absent"; a real CRC of 0 is stored as 1 and
+**                compared the same way (crc_tag). Native byte order: the sidecar is a
+**                cache of this machine, not an interchange format.
+**   The sidecar only grows (posix_fallocate never shrinks, so two processes growing
+**   it at once cannot lose entries); each process reserves one address range for it
+**   up front, so the mapping never moves under a reader.
+**
+** RULES (DESIGN.md 2.3; tagged in the code)
+**   (1) The logical size (header) is the size SQLite sees: the remote size, raised
+**       by local writes, set by truncation. Never the sparse file's size.
+**   (2) A page inside the logical size that is absent and cannot be fetched gives
+**       SQLITE_IOERR_READ; nothing is cached about the failure, so a retry refetches.
+**   (3) Only bytes past the logical end are zero-filled, with SQLITE_IOERR_SHORT_READ.
+**   (5) Writes go to the local layer; a partial-page write first reads the whole page
+**       (fetching it if needed). Truncation makes the cut pages local (zero).
+**       Fetched pages go into the synced layer only where it is absent, so they can
+**       never overwrite local data (a different file) nor a page already stored.
+**   (6) A page past the remote size that is not local reads as zeros (a hole),
+**       without any network call; put_synced refuses such pages.
+**   (7) A page's CRC is checked on its FIRST read in this process (per-process
+**       verified bit), not on every hit. A synced page that fails is dropped (entry
+**       set to 0) and fetched again: a torn write heals. A local page that fails
+**       gives SQLITE_IOERR_DATA (there is no other copy).
+**   (8) Order of a store: page bytes first, then the CRC word (release store); a
+**       reader that sees the CRC therefore sees the bytes. The store mutex is never
+**       held while Python runs.
+**   (9) The hit path (present + verified) is two atomic loads and one pread.
+**
+** LIMITATIONS
+**   64-bit only (address-space reservation). Page size is fixed per store (VACUUM to
+**   another page size is not supported). Not fork-safe: reopen in the child.
+**   A store's file descriptors close when Python released it and no lazy file is
+**   open; opening P in the same process without the VFS while a store is open would
+**   share POSIX locks with it (as with any second descriptor of a SQLite file).
+*/
+#define _GNU_SOURCE
+#include "pagestore.h"
+#include "checksum.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const uint8_t MAGIC[8] = {'T', 'D', 'B', 'M', 'A', 'P', 0, 1};
+
+#define OFF_FORMAT 8
+#define OFF_PAGE_SIZE 12
+#define OFF_REMOTE 16
+#define OFF_LOGICAL 24
+#define OFF_IDENTITY 32
+
+/* Per-process bits (flags[pgno-1]). */
+#define F_SYNCED_OK 1
+#define F_LOCAL_OK 2
+#define F_PREFETCHED 4
+
+#define GROW_PAGES (128u * 1024u) /* sidecar grows by 1 MiB of entries */
+
+struct tdb_store {
+    struct tdb_store *next;
+    char *path;
+    int refs; /* Python's reference + one per open lazy file; under g_mu */
+    uint32_t page_size;
+    int fd_synced, fd_local, fd_map;
+    uint8_t *map;          /* reserved mapping of P-tdbmap */
+    size_t map_reserved;   /* bytes */
+    uint32_t max_pages;    /* entries the reservation covers */
+    uint64_t map_cap;      /* entries backed by the file, as last seen (atomic) */
+    uint8_t *flags;        /* per-process bits, max_pages bytes (anonymous, lazy) */
+    void *py_handle;
+    uint32_t zero_crc;     /* crc_tag of an all-zero page */
+    pthread_mutex_t mu;    /* growth of the sidecar and stores of entries */
+    tdb_store_counters c;  /* updated with relaxed atomics */
+};
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static tdb_store *g_stores;
+
+#define CNT(s, f, n) __atomic_fetch_add(&(s)->c.f, (n), __ATOMIC_RELAXED)
+
+static uint32_t crc_tag(uint32_t crc) { return crc ? crc : 1; }
+
+static uint64_t hdr_u64(tdb_store *s, size_t off) {
+    return __atomic_load_n((uint64_t *)(s->map + off), __ATOMIC_ACQUIRE);
+}
+static void hdr_set_u64(tdb_store *s, size_t off, uint64_t v) {
+    __atomic_store_n((uint64_t *)(s->map + off), v, __ATOMIC_RELEASE);
+}
+
+static uint64_t remote_pages(tdb_store *s) {
+    return (hdr_u64(s, OFF_REMOTE) + s->page_size - 1) / s->page_size;
+}
+
+/* Is the entry of pgno backed by the sidecar file? Another process may have grown it. */
+static int covered(tdb_store *s, uint32_t pgno) {
+    if (pgno == 0 || pgno > s->max_pages) return 0;
+    if (pgno <= __atomic_load_n(&s->map_cap, __ATOMIC_ACQUIRE)) return 1;
+    struct stat st;
+    if (fstat(s->fd_map, &st) != 0 || st.st_size < TDB_MAP_HEADER) return 0;
+    uint64_t cap = ((uint64_t)st.st_size - TDB_MAP_HEADER) / 8;
+    if (cap > s->max_pages) cap = s->max_pages;
+    __atomic_store_n(&s->map_cap, cap, __ATOMIC_RELEASE);
+    return pgno <= cap;
+}
+
+/* Under s->mu. Returns 0, or an SQLite code. */
+static int ensure_cap(tdb_store *s, uint32_t pgno) {
+    if (covered(s, pgno)) return 0;
+    if (pgno > s->max_pages) return TDB_SQLITE_FULL;
+    uint64_t cap = ((uint64_t)pgno + GROW_PAGES - 1) / GROW_PAGES * GROW_PAGES;
+    if (cap > s->max_pages) cap = s->max_pages;
+    if (posix_fallocate(s->fd_map, 0, (off_t)(TDB_MAP_HEADER + cap * 8)) != 0)
+        return TDB_SQLITE_FULL;
+    __atomic_store_n(&s->map_cap, cap, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static uint32_t *entry(tdb_store *s, uint32_t pgno) {
+    return (uint32_t *)(s->map + TDB_MAP_HEADER) + 2 * (size_t)(pgno - 1);
+}
+static uint32_t synced_crc(tdb_store *s, uint32_t pgno) {
+    return covered(s, pgno) ? __atomic_load_n(&entry(s, pgno)[0], __ATOMIC_ACQUIRE) : 0;
+}
+static uint32_t local_crc(tdb_store *s, uint32_t pgno) {
+    return covered(s, pgno) ? __atomic_load_n(&entry(s, pgno)[1], __ATOMIC_ACQUIRE) : 0;
+}
+static uint8_t flags_of(tdb_store *s, uint32_t pgno) {
+    return pgno && pgno <= s->max_pages ? __atomic_load_n(&s->flags[pgno - 1], __ATOMIC_RELAXED) : 0;
+}
+
+static int pread_full(int fd, uint8_t *buf, size_t n, off_t off, size_t *got) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, buf + done, n - done, off + (off_t)done);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (r == 0) break;
+        done += (size_t)r;
+    }
+    *got = done;
+    return 0;
+}
+
+static int pwrite_full(int fd, const uint8_t *buf, size_t n, off_t off) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pwrite(fd, buf + done, n - done, off + (off_t)done);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- open/close */
+
+static char *suffixed(const char *path, const char *suffix) {
+    size_t a = strlen(path), b = strlen(suffix);
+    char *z = malloc(a + b + 1);
+    if (z) {
+        memcpy(z, path, a);
+        memcpy(z + a, suffix, b + 1);
+    }
+    return z;
+}
+
+static int open_rw(const char *path) { return open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644); }
+
+static void store_free(tdb_store *s) {
+    if (s->map) munmap(s->map, s->map_reserved);
+    if (s->flags) munmap(s->flags, s->max_pages);
+    if (s->fd_synced >= 0) close(s->fd_synced);
+    if (s->fd_local >= 0) close(s->fd_local);
+    if (s->fd_map >= 0) close(s->fd_map);
+    pthread_mutex_destroy(&s->mu);
+    free(s->path);
+    free(s);
+}
+
+/* Create or check the sidecar header, under an exclusive flock so two processes
+** opening a fresh replica at once agree. */
+static int init_header(int fd, uint32_t page_size, uint64_t remote_size, const uint8_t *identity) {
+    int rc = TDB_OK;
+    if (flock(fd, LOCK_EX) != 0) return TDB_E_IO;
+    struct stat st;
+    uint8_t hdr[64];
+    if (fstat(fd, &st) != 0) {
+        rc = TDB_E_IO;
+    } else if (st.st_size < TDB_MAP_HEADER) {
+        memset(hdr, 0, sizeof hdr);
+        memcpy(hdr, MAGIC, 8);
+        uint32_t fmt = TDB_STORE_FORMAT;
+        memcpy(hdr + OFF_FORMAT, &fmt, 4);
+        memcpy(hdr + OFF_PAGE_SIZE, &page_size, 4);
+        memcpy(hdr + OFF_REMOTE, &remote_size, 8);
+        memcpy(hdr + OFF_LOGICAL, &remote_size, 8);
+        memcpy(hdr + OFF_IDENTITY, identity, TDB_IDENTITY_LEN);
+        if (posix_fallocate(fd, 0, TDB_MAP_HEADER) != 0 || pwrite_full(fd, hdr, sizeof hdr, 0) != 0)
+            rc = TDB_E_IO;
+    } else {
+        size_t got;
+        uint32_t fmt, ps;
+        if (pread_full(fd, hdr, sizeof hdr, 0, &got) != 0 || got != sizeof hdr) {
+            rc = TDB_E_IO;
+        } else {
+            memcpy(&fmt, hdr + OFF_FORMAT, 4);
+            memcpy(&ps, hdr + OFF_PAGE_SIZE, 4);
+            if (memcmp(hdr, MAGIC, 8) != 0 || fmt != TDB_STORE_FORMAT || ps != page_size ||
+                memcmp(hdr + OFF_IDENTITY, identity, TDB_IDENTITY_LEN) != 0)
+                rc = TDB_E_MISMATCH;
+        }
+    }
+    flock(fd, LOCK_UN);
+    return rc;
+}
+
+tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_size,
+                          const uint8_t *identity, void *py_handle, int *err, int *sys_errno) {
+    *err = TDB_OK;
+    *sys_errno = 0;
+    if (!path || !*path || page_size < 512 || page_size > 65536 || (page_size & (page_size - 1))) {
+        *err = TDB_E_ARG;
+        return NULL;
+    }
+    pthread_mutex_lock(&g_mu);
+    for (tdb_store *s = g_stores; s; s = s->next) {
+        if (strcmp(s->path, path) == 0) {
+            if (s->page_size != page_size ||
+                memcmp(s->map + OFF_IDENTITY, identity, TDB_IDENTITY_LEN) != 0) {
+                *err = TDB_E_INUSE;
+                pthread_mutex_unlock(&g_mu);
+                return NULL;
+            }
+            s->refs++;
+            pthread_mutex_unlock(&g_mu);
+            return s;
+        }
+    }
+    tdb_store *s = calloc(1, sizeof *s);
+    char *zl = suffixed(path, "-tdblocal"), *zm = suffixed(path, "-tdbmap");
+    if (!s || !zl || !zm) {
+        free(s);
+        free(zl);
+        free(zm);
+        pthread_mutex_unlock(&g_mu);
+        *err = TDB_E_IO;
+        *sys_errno = ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    s->fd_synced = s->fd_local = s->fd_map = -1;
+    s->path = strdup(path);
+    s->page_size = page_size;
+    s->py_handle = py_handle;
+    s->refs = 1;
+    s->fd_synced = open_rw(path);
+    s->fd_local = open_rw(zl);
+    s->fd_map = open_rw(zm);
+    free(zl);
+    free(zm);
+    if (!s->path || s->fd_synced < 0 || s->fd_local < 0 || s->fd_map < 0) goto io_error;
+    *err = init_header(s->fd_map, page_size, remote_size, identity);
+    if (*err != TDB_OK) goto fail;
+    {
+        uint64_t rp = (remote_size + page_size - 1) / page_size;
+        uint64_t maxp = rp * 4 > (1u << 24) ? rp * 4 : (1u << 24);
+        if (maxp > 0xFFFFFFFEu) maxp = 0xFFFFFFFEu;
+        s->max_pages = (uint32_t)maxp;
+    }
+    s->map_reserved = TDB_MAP_HEADER + (size_t)s->max_pages * 8;
+    s->map = mmap(NULL, s->map_reserved, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd_map, 0);
+    if (s->map == MAP_FAILED) {
+        s->map = NULL;
+        goto io_error;
+    }
+    s->flags = mmap(NULL, s->max_pages, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (s->flags == MAP_FAILED) {
+        s->flags = NULL;
+        goto io_error;
+    }
+    {
+        uint8_t *zero = calloc(1, page_size);
+        if (!zero) goto io_error;
+        s->zero_crc = crc_tag(tdb_crc32c(0, zero, page_size));
+        free(zero);
+    }
+    covered(s, 1); /* learn the current capacity */
+    s->next = g_stores;
+    g_stores = s;
+    pthread_mutex_unlock(&g_mu);
+    return s;
+io_error:
+    *err = TDB_E_IO;
+    *sys_errno = errno;
+fail:
+    store_free(s);
+    pthread_mutex_unlock(&g_mu);
+    return NULL;
+}
+
+tdb_store *tdb_store_lookup(const char *path) {
+    tdb_store *found = NULL;
+    pthread_mutex_lock(&g_mu);
+    for (tdb_store *s = g_stores; s; s = s->next) {
+        if (strcmp(s->path, path) == 0) {
+            s->refs++;
+            found = s;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_mu);
+    return found;
+}
+
+void tdb_store_release(tdb_store *s) {
+    if (!s) return;
+    pthread_mutex_lock(&g_mu);
+    if (--s->refs == 0) {
+        tdb_store **pp = &g_stores;
+        while (*pp && *pp != s) pp = &(*pp)->next;
+        if (*pp) *pp = s->next;
+        store_free(s);
+    }
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* ---------------------------------------------------------------- accessors */
+
+uint32_t tdb_store_page_size(tdb_store *s) { return s->page_size; }
+uint64_t tdb_store_remote_size(tdb_store *s) { return hdr_u64(s, OFF_REMOTE); }
+uint64_t tdb_store_logical_size(tdb_store *s) { return hdr_u64(s, OFF_LOGICAL); } /* (1) */
+
+void tdb_store_set_remote_size(tdb_store *s, uint64_t size) {
+    /* For a new synced revision (sync engine, under SQLite's EXCLUSIVE lock): the
+    ** synced layer now has `size` bytes and SQLite sees that size. */
+    pthread_mutex_lock(&s->mu);
+    hdr_set_u64(s, OFF_REMOTE, size);
+    hdr_set_u64(s, OFF_LOGICAL, size);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int tdb_store_page_state(tdb_store *s, uint32_t pgno) {
+    int st = 0;
+    uint8_t f = flags_of(s, pgno);
+    if (synced_crc(s, pgno)) st |= TDB_PG_SYNCED;
+    if (local_crc(s, pgno)) st |= TDB_PG_LOCAL;
+    if (f & F_PREFETCHED) st |= TDB_PG_PREFETCHED;
+    if (f & (F_SYNCED_OK | F_LOCAL_OK)) st |= TDB_PG_VERIFIED;
+    return st;
+}
+
+uint32_t tdb_store_first_absent(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno) {
+    uint64_t rp = remote_pages(s);
+    if (to_pgno > rp) to_pgno = (uint32_t)rp;
+    for (uint32_t p = from_pgno ? from_pgno : 1; p && p <= to_pgno; p++)
+        if (!synced_crc(s, p) && !local_crc(s, p)) return p;
+    return 0;
+}
+
+void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out) {
+    out->hits = __atomic_load_n(&s->c.hits, __ATOMIC_RELAXED);
+    out->misses = __atomic_load_n(&s->c.misses, __ATOMIC_RELAXED);
+    out->pages_read = __atomic_load_n(&s->c.pages_read, __ATOMIC_RELAXED);
+    out->crc_failures = __atomic_load_n(&s->c.crc_failures, __ATOMIC_RELAXED);
+    out->prefetched = __atomic_load_n(&s->c.prefetched, __ATOMIC_RELAXED);
+    out->prefetch_used = __atomic_load_n(&s->c.prefetch_used, __ATOMIC_RELAXED);
+    out->local_writes = __atomic_load_n(&s->c.local_writes, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------- synced layer */
+
+int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int overwrite,
+                         int prefetched) {
+    /* Returns 1 when stored, 0 when kept (already present), -1 refused/failed. */
+    if (pgno == 0 || pgno > remote_pages(s)) return -1; /* (6) */
+    int rc = 1;
+    pthread_mutex_lock(&s->mu);
+    if (ensure_cap(s, pgno) != 0) {
+        rc = -1;
+    } else if (!overwrite && __atomic_load_n(&entry(s, pgno)[0], __ATOMIC_ACQUIRE)) {
+        rc = 0; /* (5) only absent slots are filled */
+    } else if (pwrite_full(s->fd_synced, buf, s->page_size, (off_t)(pgno - 1) * s->page_size) != 0) {
+        rc = -1;
+    } else {
+        uint32_t crc = crc_tag(tdb_crc32c(0, buf, s->page_size));
+        __atomic_store_n(&entry(s, pgno)[0], crc, __ATOMIC_RELEASE); /* (8) bytes, then CRC */
+        /* Bytes this process just wrote need no first-read check. */
+        __atomic_or_fetch(&s->flags[pgno - 1], F_SYNCED_OK, __ATOMIC_RELAXED);
+        if (prefetched) {
+            __atomic_or_fetch(&s->flags[pgno - 1], F_PREFETCHED, __ATOMIC_RELAXED);
+            CNT(s, prefetched, 1);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int tdb_store_drop_synced(tdb_store *s, uint32_t pgno) {
+    if (!covered(s, pgno)) return 0;
+    __atomic_store_n(&entry(s, pgno)[0], 0, __ATOMIC_RELEASE);
+    __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~(F_SYNCED_OK | F_PREFETCHED), __ATOMIC_RELAXED);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- reads */
+
+enum { PG_READY = 0, PG_ABSENT = 1 };
+
+/* Copy bytes [a, b) of page pgno into dst. Returns PG_READY, PG_ABSENT (fetch it),
+** or an SQLite error code (> 1). */
+static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint32_t b) {
+    const uint32_t ps = s->page_size;
+    const off_t base = (off_t)(pgno - 1) * ps;
+    size_t got;
+    uint8_t f = flags_of(s, pgno);
+    uint32_t lc = local_crc(s, pgno);
+    if (lc) {
+        if (f & F_LOCAL_OK) { /* (9) */
+            if (pread_full(s->fd_local, dst, b - a, base + a, &got) != 0) return TDB_SQLITE_IOERR_READ;
+            if (got < b - a) memset(dst + got, 0, b - a - got); /* sparse tail of a truncation */
+            return PG_READY;
+        }
+        uint8_t *page = (a == 0 && b == ps) ? dst : malloc(ps);
+        if (!page) return TDB_SQLITE_IOERR_NOMEM;
+        int rc = PG_READY;
+        if (pread_full(s->fd_local, page, ps, base, &got) != 0) {
+            rc = TDB_SQLITE_IOERR_READ;
+        } else {
+            if (got < ps) memset(page + got, 0, ps - got);
+            if (crc_tag(tdb_crc32c(0, page, ps)) != lc) {
+                rc = TDB_SQLITE_IOERR_DATA; /* (7) local data has no other copy */
+            } else {
+                __atomic_or_fetch(&s->flags[pgno - 1], F_LOCAL_OK, __ATOMIC_RELAXED);
+                if (page != dst) memcpy(dst, page + a, b - a);
+            }
+        }
+        if (page != dst) free(page);
+        return rc;
+    }
+    uint32_t sc = synced_crc(s, pgno);
+    if (sc) {
+        if (f & F_SYNCED_OK) { /* (9) */
+            if (pread_full(s->fd_synced, dst, b - a, base + a, &got) != 0) return TDB_SQLITE_IOERR_READ;
+            if (got == b - a) return PG_READY;
+            /* the file lost the bytes: fall through to the check, which drops the page */
+        }
+        uint8_t *page = (a == 0 && b == ps) ? dst : malloc(ps);
+        if (!page) return TDB_SQLITE_IOERR_NOMEM;
+        int rc = PG_READY;
+        if (pread_full(s->fd_synced, page, ps, base, &got) != 0) {
+            rc = TDB_SQLITE_IOERR_READ;
+        } else if (got != ps || crc_tag(tdb_crc32c(0, page, ps)) != sc) {
+            /* (7) torn or damaged: forget it and fetch it again */
+            CNT(s, crc_failures, 1);
+            __atomic_compare_exchange_n(&entry(s, pgno)[0], &sc, 0, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED);
+            __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~F_SYNCED_OK, __ATOMIC_RELAXED);
+            rc = PG_ABSENT;
+        } else {
+            uint8_t old = __atomic_fetch_or(&s->flags[pgno - 1], F_SYNCED_OK, __ATOMIC_RELAXED);
+            if (old & F_PREFETCHED) {
+                __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~F_PREFETCHED, __ATOMIC_RELAXED);
+                CNT(s, prefetch_used, 1);
+            }
+            if (page != dst) memcpy(dst, page + a, b - a);
+        }
+        if (page != dst) free(page);
+        return rc;
+    }
+    if (pgno > remote_pages(s)) { /* (6) a hole: no network */
+        memset(dst, 0, b - a);
+        return PG_READY;
+    }
+    return PG_ABSENT;
+}
+
+static int page_absent(tdb_store *s, uint32_t pgno) {
+    return !local_crc(s, pgno) && !synced_crc(s, pgno) && pgno <= remote_pages(s);
+}
+
+int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off) {
+    const uint32_t ps = s->page_size;
+    const uint64_t logical = hdr_u64(s, OFF_LOGICAL);
+    int short_read = 0, called = 0;
+    if (amt <= 0) return TDB_SQLITE_OK;
+    uint64_t end = (uint64_t)off + (uint64_t)amt;
+    if (end > logical) { /* (3) */
+        uint64_t keep = (uint64_t)off < logical ? logical - (uint64_t)off : 0;
+        memset(buf + keep, 0, (size_t)(end - off - keep));
+        end = (uint64_t)off + keep;
+        short_read = 1;
+    }
+    if (end > (uint64_t)off) {
+        uint32_t first = (uint32_t)((uint64_t)off / ps) + 1;
+        uint32_t last = (uint32_t)((end - 1) / ps) + 1;
+        /* One callback for the whole run of absent pages of this read. */
+        uint32_t lo = 0, hi = 0;
+        for (uint32_t p = first; p <= last; p++) {
+            if (page_absent(s, p)) {
+                if (!lo) lo = p;
+                hi = p;
+            }
+        }
+        if (lo) {
+            CNT(s, misses, 1);
+            called = 1;
+            tdb_py_miss(s->py_handle, conn_id, lo, hi - lo + 1);
+        }
+        for (uint32_t p = first; p <= last; p++) {
+            uint64_t pstart = (uint64_t)(p - 1) * ps;
+            uint32_t a = (uint64_t)off > pstart ? (uint32_t)((uint64_t)off - pstart) : 0;
+            uint32_t b = end < pstart + ps ? (uint32_t)(end - pstart) : ps;
+            uint8_t *dst = buf + (pstart + a - (uint64_t)off);
+            int rc = page_copy(s, p, dst, a, b);
+            if (rc == PG_ABSENT) {
+                /* still absent (fetch failed) or dropped by its CRC check: one more try */
+                CNT(s, misses, 1);
+                called = 1;
+                if (tdb_py_miss(s->py_handle, conn_id, p, 1) != 0) return TDB_SQLITE_IOERR_READ; /* (2) */
+                rc = page_copy(s, p, dst, a, b);
+                if (rc == PG_ABSENT) return TDB_SQLITE_IOERR_READ; /* (2) */
+            }
+            if (rc != PG_READY) return rc;
+        }
+        CNT(s, pages_read, last - first + 1);
+    }
+    if (!called) CNT(s, hits, 1);
+    return short_read ? TDB_SQLITE_IOERR_SHORT_READ : TDB_SQLITE_OK;
+}
+
+int tdb_store_read_page(tdb_store *s, uint32_t pgno, uint8_t *out) {
+    /* Python-side read of one page as SQLite would see it; no network (0 when absent). */
+    int rc = page_copy(s, pgno, out, 0, s->page_size);
+    return rc == PG_READY ? 1 : (rc == PG_ABSENT ? 0 : -rc);
+}
+
+/* ---------------------------------------------------------------- writes */
+
+static void raise_logical(tdb_store *s, uint64_t end) {
+    uint64_t cur = hdr_u64(s, OFF_LOGICAL);
+    while (end > cur && !__atomic_compare_exchange_n((uint64_t *)(s->map + OFF_LOGICAL), &cur, end, 0,
+                                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
+}
+
+int tdb_store_write(tdb_store *s, uint64_t conn_id, const uint8_t *buf, int amt, int64_t off) {
+    const uint32_t ps = s->page_size;
+    if (amt <= 0) return TDB_SQLITE_OK;
+    uint64_t end = (uint64_t)off + (uint64_t)amt;
+    uint32_t first = (uint32_t)((uint64_t)off / ps) + 1;
+    uint32_t last = (uint32_t)((end - 1) / ps) + 1;
+    uint8_t *tmp = NULL;
+    int rc = TDB_SQLITE_OK;
+    for (uint32_t p = first; p <= last && rc == TDB_SQLITE_OK; p++) {
+        uint64_t pstart = (uint64_t)(p - 1) * ps;
+        uint32_t a = (uint64_t)off > pstart ? (uint32_t)((uint64_t)off - pstart) : 0;
+        uint32_t b = end < pstart + ps ? (uint32_t)(end - pstart) : ps;
+        const uint8_t *src = buf + (pstart + a - (uint64_t)off);
+        if (a != 0 || b != ps) { /* (5) read-modify-write */
+            if (!tmp && !(tmp = malloc(ps))) return TDB_SQLITE_IOERR_NOMEM;
+            if (pstart >= hdr_u64(s, OFF_LOGICAL)) {
+                memset(tmp, 0, ps);
+            } else {
+                rc = tdb_store_read(s, conn_id, tmp, (int)ps, (int64_t)pstart);
+                if (rc == TDB_SQLITE_IOERR_SHORT_READ) rc = TDB_SQLITE_OK; /* zero-filled tail */
+                if (rc != TDB_SQLITE_OK) break;
+            }
+            memcpy(tmp + a, src, b - a);
+            src = tmp;
+        }
+        pthread_mutex_lock(&s->mu);
+        if (ensure_cap(s, p) != 0) {
+            rc = TDB_SQLITE_FULL;
+        } else if (pwrite_full(s->fd_local, src, ps, (off_t)pstart) != 0) {
+            rc = TDB_SQLITE_IOERR_WRITE;
+        } else {
+            uint32_t crc = crc_tag(tdb_crc32c(0, src, ps));
+            __atomic_store_n(&entry(s, p)[1], crc, __ATOMIC_RELEASE); /* (8) */
+            __atomic_or_fetch(&s->flags[p - 1], F_LOCAL_OK, __ATOMIC_RELAXED);
+            CNT(s, local_writes, 1);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    free(tmp);
+    if (rc == TDB_SQLITE_OK) raise_logical(s, end); /* (1) */
+    return rc;
+}
+
+int tdb_store_truncate(tdb_store *s, int64_t size) {
+    /* (5) pages past the new end become local zero pages, so a later growth of the
+    ** file reads zeros there, as with a real file, and never the old synced bytes. */
+    const uint32_t ps = s->page_size;
+    uint64_t old = hdr_u64(s, OFF_LOGICAL);
+    uint64_t keep_pages = ((uint64_t)size + ps - 1) / ps;
+    uint64_t old_pages = (old + ps - 1) / ps;
+    int rc = TDB_SQLITE_OK;
+    pthread_mutex_lock(&s->mu);
+    struct stat st;
+    if (fstat(s->fd_local, &st) == 0 && (uint64_t)st.st_size > keep_pages * ps &&
+        ftruncate(s->fd_local, (off_t)(keep_pages * ps)) != 0)
+        rc = TDB_SQLITE_IOERR_TRUNCATE;
+    for (uint64_t p = keep_pages + 1; rc == TDB_SQLITE_OK && p <= old_pages; p++) {
+        if (ensure_cap(s, (uint32_t)p) != 0) {
+            rc = TDB_SQLITE_FULL;
+            break;
+        }
+        __atomic_store_n(&entry(s, (uint32_t)p)[1], s->zero_crc, __ATOMIC_RELEASE);
+        __atomic_or_fetch(&s->flags[p - 1], F_LOCAL_OK, __ATOMIC_RELAXED);
+    }
+    if (rc == TDB_SQLITE_OK) hdr_set_u64(s, OFF_LOGICAL, (uint64_t)size); /* (1) */
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int tdb_store_sync(tdb_store *s) {
+    int rc = 0;
+    if (fdatasync(s->fd_local) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
+    if (fdatasync(s->fd_synced) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
+    uint64_t cap = __atomic_load_n(&s->map_cap, __ATOMIC_ACQUIRE);
+    if (msync(s->map, TDB_MAP_HEADER + cap * 8, MS_SYNC) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
+    return rc;
+}

@@ -1,0 +1,86 @@
+/*
+** pagestore.h — the page store behind lazily read databases: a synced layer, a local
+** layer and a shared presence/CRC map. Spec and file layout: the header comment of
+** pagestore.c. Driven by turso_dbapi/pagestore.py; read by the VFS in vfs.c.
+*/
+#ifndef TDB_PAGESTORE_H
+#define TDB_PAGESTORE_H
+#include <stdint.h>
+#include <stddef.h>
+
+/* cdef-begin */
+typedef struct tdb_store tdb_store; /* opaque; defined in pagestore.c */
+#define TDB_STORE_FORMAT 1
+#define TDB_MAP_HEADER 4096
+#define TDB_IDENTITY_LEN 32
+
+/* tdb_store_open() error codes (also returned through *err). */
+#define TDB_OK 0
+#define TDB_E_IO 1          /* open/mmap/fallocate failed; errno is in *sys_errno */
+#define TDB_E_MISMATCH 2    /* sidecar exists with another format, page size or identity */
+#define TDB_E_ARG 3         /* bad page size or path */
+#define TDB_E_INUSE 4       /* open in this process with another identity */
+
+/* tdb_store_page_state() bits */
+#define TDB_PG_SYNCED 1     /* synced layer holds the page (CRC recorded) */
+#define TDB_PG_LOCAL 2      /* local layer holds the page */
+#define TDB_PG_PREFETCHED 4 /* stored by readahead and not yet read in this process */
+#define TDB_PG_VERIFIED 8   /* CRC checked by a read in this process */
+
+typedef struct tdb_store_counters {
+    uint64_t hits;          /* xRead calls served without calling Python */
+    uint64_t misses;        /* miss callbacks into Python */
+    uint64_t pages_read;    /* pages touched by xRead */
+    uint64_t crc_failures;  /* synced pages whose bytes did not match their CRC */
+    uint64_t prefetched;    /* pages stored with the prefetched flag */
+    uint64_t prefetch_used; /* of those, pages later read */
+    uint64_t local_writes;  /* pages written to the local layer */
+} tdb_store_counters;
+
+tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_size,
+                          const uint8_t *identity, void *py_handle, int *err, int *sys_errno);
+void tdb_store_release(tdb_store *s);
+int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int overwrite,
+                         int prefetched);
+int tdb_store_page_state(tdb_store *s, uint32_t pgno);
+int tdb_store_read_page(tdb_store *s, uint32_t pgno, uint8_t *out);
+uint64_t tdb_store_remote_size(tdb_store *s);
+uint64_t tdb_store_logical_size(tdb_store *s);
+void tdb_store_set_remote_size(tdb_store *s, uint64_t size);
+uint32_t tdb_store_first_absent(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
+void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out);
+int tdb_store_sync(tdb_store *s);
+int tdb_store_drop_synced(tdb_store *s, uint32_t pgno);
+/* cdef-end */
+
+/* The miss callback. cffi defines it (non-static, "Python+C") from the cdef below, which
+** the C compiler never sees. Python fetches the absent pages of [pgno, pgno+n) (plus
+** readahead), stores them with tdb_store_put_synced, and returns 0; nonzero when it
+** could not (the cause stays on the Python side for the error message). */
+#if 0
+/* cdef-begin */
+extern "Python+C" int tdb_py_miss(void *py_handle, uint64_t conn_id, uint32_t pgno,
+                                  uint32_t n_pages);
+/* cdef-end */
+#endif
+int tdb_py_miss(void *py_handle, uint64_t conn_id, uint32_t pgno, uint32_t n_pages);
+
+/* SQLite result codes the store returns to the VFS (no SQLite headers here). */
+#define TDB_SQLITE_OK 0
+#define TDB_SQLITE_FULL 13
+#define TDB_SQLITE_IOERR_READ (10 | (1 << 8))
+#define TDB_SQLITE_IOERR_SHORT_READ (10 | (2 << 8))
+#define TDB_SQLITE_IOERR_WRITE (10 | (3 << 8))
+#define TDB_SQLITE_IOERR_FSYNC (10 | (4 << 8))
+#define TDB_SQLITE_IOERR_TRUNCATE (10 | (6 << 8))
+#define TDB_SQLITE_IOERR_NOMEM (10 | (12 << 8))
+#define TDB_SQLITE_IOERR_DATA (10 | (32 << 8))
+
+/* C-only interface used by vfs.c (not visible to Python). */
+tdb_store *tdb_store_lookup(const char *path);           /* +1 ref, or NULL */
+int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off);
+int tdb_store_write(tdb_store *s, uint64_t conn_id, const uint8_t *buf, int amt, int64_t off);
+int tdb_store_truncate(tdb_store *s, int64_t size);
+uint32_t tdb_store_page_size(tdb_store *s);
+
+#endif

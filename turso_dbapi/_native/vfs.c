@@ -1,0 +1,386 @@
+/*
+** vfs.c — the "turso_dbapi" SQLite VFS: a shim over the default VFS that serves
+** lazily backed main databases from the page store (pagestore.c).
+**
+** LOADING
+**   Route A: turso_dbapi/vfs.py finds sqlite3_vfs_find / sqlite3_vfs_register of the
+**   library the stdlib _sqlite3 module uses (dlsym on its module handle) and calls
+**   tdb_vfs_register(find, register).
+**   Route B: sqlite3_load_extension() of this very .so; SQLite derives the entry point
+**   from the file name (_tdb_native.abi3.so -> sqlite3_tdbnative_init), which calls
+**   the same registration through the sqlite3_api_routines table and returns
+**   SQLITE_OK_LOAD_PERMANENTLY so the library stays loaded.
+**
+** USING
+**   sqlite3.connect("file:/abs/P?vfs=turso_dbapi&tdbconn=N", uri=True). The main
+**   database P is LAZY when turso_dbapi/pagestore.py has opened a store for exactly
+**   that path (tdb_store_open); every other file (journals, WAL, temp files, main
+**   databases without a store) passes straight through to the default VFS.
+**   tdbconn=N (optional) is handed to the miss callback so Python can charge the
+**   fetch to the connection that missed.
+**
+** RULES (numbers match DESIGN.md 2.3 and pagestore.c)
+**   (1) xFileSize of a lazy file is the store's logical size, never the file's.
+**   (2)(3)(5)(6)(7) xRead/xWrite/xTruncate are the store's (pagestore.c).
+**   (4) xFetch of a lazy file returns *pp = 0 (no mmap: it would bypass presence and
+**       CRC checks) and SQLITE_FCNTL_MMAP_SIZE reports 0; the shm methods, locks and
+**       everything else are the default VFS's, on the real file P that sits right
+**       after our struct, so journal_mode=WAL and multi-process locking work as usual.
+**   (10) Registration is idempotent and never rewrites a registered sqlite3_vfs: the
+**       struct is filled once, before its first registration.
+**   (11) SQLITE_FCNTL_SIZE_HINT is swallowed for lazy files (P holds the sparse synced
+**       layer; growing it is pointless), and SQLITE_IOCAP_BATCH_ATOMIC is masked (the
+**       default VFS's atomic-write ioctl would cover P, not where our writes go).
+**
+** No SQLite headers: the few structs below are declared from the documented, stable
+** ABI (sqlite3_io_methods v3, sqlite3_vfs v3).
+*/
+#include "vfs.h"
+#include "pagestore.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef long long sqlite3_int64;
+typedef struct tdb_file tdb_file;
+typedef struct tdb_io_methods tdb_io_methods;
+typedef struct tdb_sqlite3_vfs tdb_sqlite3_vfs;
+typedef void (*tdb_syscall_ptr)(void);
+
+struct tdb_file {
+    const tdb_io_methods *pMethods;
+};
+
+struct tdb_io_methods {
+    int iVersion;
+    int (*xClose)(tdb_file *);
+    int (*xRead)(tdb_file *, void *, int iAmt, sqlite3_int64 iOfst);
+    int (*xWrite)(tdb_file *, const void *, int iAmt, sqlite3_int64 iOfst);
+    int (*xTruncate)(tdb_file *, sqlite3_int64 size);
+    int (*xSync)(tdb_file *, int flags);
+    int (*xFileSize)(tdb_file *, sqlite3_int64 *pSize);
+    int (*xLock)(tdb_file *, int);
+    int (*xUnlock)(tdb_file *, int);
+    int (*xCheckReservedLock)(tdb_file *, int *pResOut);
+    int (*xFileControl)(tdb_file *, int op, void *pArg);
+    int (*xSectorSize)(tdb_file *);
+    int (*xDeviceCharacteristics)(tdb_file *);
+    int (*xShmMap)(tdb_file *, int iPg, int pgsz, int, void volatile **);
+    int (*xShmLock)(tdb_file *, int offset, int n, int flags);
+    void (*xShmBarrier)(tdb_file *);
+    int (*xShmUnmap)(tdb_file *, int deleteFlag);
+    int (*xFetch)(tdb_file *, sqlite3_int64 iOfst, int iAmt, void **pp);
+    int (*xUnfetch)(tdb_file *, sqlite3_int64 iOfst, void *p);
+};
+
+struct tdb_sqlite3_vfs {
+    int iVersion;
+    int szOsFile;
+    int mxPathname;
+    tdb_sqlite3_vfs *pNext;
+    const char *zName;
+    void *pAppData;
+    int (*xOpen)(tdb_sqlite3_vfs *, const char *zName, tdb_file *, int flags, int *pOutFlags);
+    int (*xDelete)(tdb_sqlite3_vfs *, const char *zName, int syncDir);
+    int (*xAccess)(tdb_sqlite3_vfs *, const char *zName, int flags, int *pResOut);
+    int (*xFullPathname)(tdb_sqlite3_vfs *, const char *zName, int nOut, char *zOut);
+    void *(*xDlOpen)(tdb_sqlite3_vfs *, const char *zFilename);
+    void (*xDlError)(tdb_sqlite3_vfs *, int nByte, char *zErrMsg);
+    void (*(*xDlSym)(tdb_sqlite3_vfs *, void *, const char *zSymbol))(void);
+    void (*xDlClose)(tdb_sqlite3_vfs *, void *);
+    int (*xRandomness)(tdb_sqlite3_vfs *, int nByte, char *zOut);
+    int (*xSleep)(tdb_sqlite3_vfs *, int microseconds);
+    int (*xCurrentTime)(tdb_sqlite3_vfs *, double *);
+    int (*xGetLastError)(tdb_sqlite3_vfs *, int, char *);
+    int (*xCurrentTimeInt64)(tdb_sqlite3_vfs *, sqlite3_int64 *);
+    int (*xSetSystemCall)(tdb_sqlite3_vfs *, const char *zName, tdb_syscall_ptr);
+    tdb_syscall_ptr (*xGetSystemCall)(tdb_sqlite3_vfs *, const char *zName);
+    const char *(*xNextSystemCall)(tdb_sqlite3_vfs *, const char *zName);
+};
+
+#define SQLITE_OK 0
+#define SQLITE_ERROR 1
+#define SQLITE_IOERR 10
+#define SQLITE_OK_LOAD_PERMANENTLY 256
+#define SQLITE_OPEN_MAIN_DB 0x00000100
+#define SQLITE_FCNTL_SIZE_HINT 5
+#define SQLITE_FCNTL_MMAP_SIZE 18
+#define SQLITE_IOCAP_BATCH_ATOMIC 0x00004000
+
+/* sqlite3_api_routines slots (append-only table of function pointers). */
+#define API_LIBVERSION_NUMBER 67
+#define API_VFS_FIND 141
+#define API_VFS_REGISTER 142
+
+typedef tdb_sqlite3_vfs *(*vfs_find_fn)(const char *);
+typedef int (*vfs_register_fn)(tdb_sqlite3_vfs *, int);
+
+static const char VFS_NAME[] = "turso_dbapi";
+
+typedef struct TdbFile {
+    tdb_file base;
+    tdb_store *store;  /* NULL: pass-through */
+    uint64_t conn_id;
+    uint64_t pad;      /* keeps the real file 16-byte aligned */
+} TdbFile;
+
+#define REAL(p) ((tdb_file *)(((TdbFile *)(p)) + 1))
+
+static tdb_sqlite3_vfs g_vfs; /* filled once, (10) */
+static tdb_sqlite3_vfs *g_root;
+static int g_route;
+static pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* ------------------------------------------------ pass-through methods (any file) */
+
+static int ptClose(tdb_file *f) { return REAL(f)->pMethods->xClose(REAL(f)); }
+static int ptRead(tdb_file *f, void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xRead(REAL(f), b, n, o); }
+static int ptWrite(tdb_file *f, const void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xWrite(REAL(f), b, n, o); }
+static int ptTruncate(tdb_file *f, sqlite3_int64 n) { return REAL(f)->pMethods->xTruncate(REAL(f), n); }
+static int ptSync(tdb_file *f, int fl) { return REAL(f)->pMethods->xSync(REAL(f), fl); }
+static int ptFileSize(tdb_file *f, sqlite3_int64 *p) { return REAL(f)->pMethods->xFileSize(REAL(f), p); }
+static int ptLock(tdb_file *f, int l) { return REAL(f)->pMethods->xLock(REAL(f), l); }
+static int ptUnlock(tdb_file *f, int l) { return REAL(f)->pMethods->xUnlock(REAL(f), l); }
+static int ptCheckReservedLock(tdb_file *f, int *r) { return REAL(f)->pMethods->xCheckReservedLock(REAL(f), r); }
+static int ptFileControl(tdb_file *f, int op, void *a) { return REAL(f)->pMethods->xFileControl(REAL(f), op, a); }
+static int ptSectorSize(tdb_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
+static int ptDeviceCharacteristics(tdb_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
+static int ptShmMap(tdb_file *f, int pg, int sz, int ext, void volatile **pp) {
+    const tdb_io_methods *m = REAL(f)->pMethods;
+    return m->iVersion >= 2 && m->xShmMap ? m->xShmMap(REAL(f), pg, sz, ext, pp) : SQLITE_IOERR;
+}
+static int ptShmLock(tdb_file *f, int o, int n, int fl) {
+    const tdb_io_methods *m = REAL(f)->pMethods;
+    return m->iVersion >= 2 && m->xShmLock ? m->xShmLock(REAL(f), o, n, fl) : SQLITE_IOERR;
+}
+static void ptShmBarrier(tdb_file *f) {
+    const tdb_io_methods *m = REAL(f)->pMethods;
+    if (m->iVersion >= 2 && m->xShmBarrier) m->xShmBarrier(REAL(f));
+}
+static int ptShmUnmap(tdb_file *f, int del) {
+    const tdb_io_methods *m = REAL(f)->pMethods;
+    return m->iVersion >= 2 && m->xShmUnmap ? m->xShmUnmap(REAL(f), del) : SQLITE_OK;
+}
+static int ptFetch(tdb_file *f, sqlite3_int64 o, int n, void **pp) {
+    const tdb_io_methods *m = REAL(f)->pMethods;
+    if (m->iVersion >= 3 && m->xFetch) return m->xFetch(REAL(f), o, n, pp);
+    *pp = 0;
+    return SQLITE_OK;
+}
+static int ptUnfetch(tdb_file *f, sqlite3_int64 o, void *p) {
+    const tdb_io_methods *m = REAL(f)->pMethods;
+    return m->iVersion >= 3 && m->xUnfetch ? m->xUnfetch(REAL(f), o, p) : SQLITE_OK;
+}
+
+static const tdb_io_methods pass_methods = {
+    3,                       /* iVersion */
+    ptClose,                 /* xClose */
+    ptRead,                  /* xRead */
+    ptWrite,                 /* xWrite */
+    ptTruncate,              /* xTruncate */
+    ptSync,                  /* xSync */
+    ptFileSize,              /* xFileSize */
+    ptLock,                  /* xLock */
+    ptUnlock,                /* xUnlock */
+    ptCheckReservedLock,     /* xCheckReservedLock */
+    ptFileControl,           /* xFileControl */
+    ptSectorSize,            /* xSectorSize */
+    ptDeviceCharacteristics, /* xDeviceCharacteristics */
+    ptShmMap,                /* xShmMap */
+    ptShmLock,               /* xShmLock */
+    ptShmBarrier,            /* xShmBarrier */
+    ptShmUnmap,              /* xShmUnmap */
+    ptFetch,                 /* xFetch */
+    ptUnfetch,               /* xUnfetch */
+};
+
+/* ------------------------------------------------ lazy methods (store-backed main db) */
+
+static int lzClose(tdb_file *f) {
+    TdbFile *p = (TdbFile *)f;
+    int rc = REAL(f)->pMethods->xClose(REAL(f));
+    tdb_store_release(p->store);
+    p->store = NULL;
+    return rc;
+}
+static int lzRead(tdb_file *f, void *b, int n, sqlite3_int64 o) {
+    TdbFile *p = (TdbFile *)f;
+    return tdb_store_read(p->store, p->conn_id, b, n, o); /* (2)(3)(6)(7) */
+}
+static int lzWrite(tdb_file *f, const void *b, int n, sqlite3_int64 o) {
+    TdbFile *p = (TdbFile *)f;
+    return tdb_store_write(p->store, p->conn_id, b, n, o); /* (5) */
+}
+static int lzTruncate(tdb_file *f, sqlite3_int64 n) {
+    return tdb_store_truncate(((TdbFile *)f)->store, n); /* (5) */
+}
+static int lzSync(tdb_file *f, int fl) {
+    int rc = tdb_store_sync(((TdbFile *)f)->store);
+    int rc2 = REAL(f)->pMethods->xSync(REAL(f), fl);
+    return rc ? rc : rc2;
+}
+static int lzFileSize(tdb_file *f, sqlite3_int64 *pSize) {
+    *pSize = (sqlite3_int64)tdb_store_logical_size(((TdbFile *)f)->store); /* (1) */
+    return SQLITE_OK;
+}
+static int lzFileControl(tdb_file *f, int op, void *a) {
+    if (op == SQLITE_FCNTL_SIZE_HINT) return SQLITE_OK; /* (11) */
+    if (op == SQLITE_FCNTL_MMAP_SIZE) {                 /* (4) */
+        *(sqlite3_int64 *)a = 0;
+        return SQLITE_OK;
+    }
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, a);
+}
+static int lzDeviceCharacteristics(tdb_file *f) {
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)) & ~SQLITE_IOCAP_BATCH_ATOMIC; /* (11) */
+}
+static int lzFetch(tdb_file *f, sqlite3_int64 o, int n, void **pp) {
+    (void)f, (void)o, (void)n;
+    *pp = 0; /* (4) */
+    return SQLITE_OK;
+}
+static int lzUnfetch(tdb_file *f, sqlite3_int64 o, void *p) {
+    (void)f, (void)o, (void)p;
+    return SQLITE_OK;
+}
+
+static const tdb_io_methods lazy_methods = {
+    3,                       /* iVersion */
+    lzClose,                 /* xClose */
+    lzRead,                  /* xRead */
+    lzWrite,                 /* xWrite */
+    lzTruncate,              /* xTruncate */
+    lzSync,                  /* xSync */
+    lzFileSize,              /* xFileSize */
+    ptLock,                  /* xLock */
+    ptUnlock,                /* xUnlock */
+    ptCheckReservedLock,     /* xCheckReservedLock */
+    lzFileControl,           /* xFileControl */
+    ptSectorSize,            /* xSectorSize */
+    lzDeviceCharacteristics, /* xDeviceCharacteristics */
+    ptShmMap,                /* xShmMap */
+    ptShmLock,               /* xShmLock */
+    ptShmBarrier,            /* xShmBarrier */
+    ptShmUnmap,              /* xShmUnmap */
+    lzFetch,                 /* xFetch */
+    lzUnfetch,               /* xUnfetch */
+};
+
+/* ------------------------------------------------ VFS methods */
+
+/* URI parameters follow a main database's name: "name\0key\0value\0...\0" (the layout
+** sqlite3_uri_parameter walks; only valid for names SQLite passes to xOpen). */
+static const char *uri_param(const char *z, const char *key) {
+    z += strlen(z) + 1;
+    while (z[0]) {
+        int match = strcmp(z, key) == 0;
+        z += strlen(z) + 1;
+        if (match) return z;
+        z += strlen(z) + 1;
+    }
+    return NULL;
+}
+
+static int vOpen(tdb_sqlite3_vfs *vfs, const char *zName, tdb_file *f, int flags, int *pOutFlags) {
+    (void)vfs;
+    TdbFile *p = (TdbFile *)f;
+    memset(p, 0, sizeof *p);
+    if ((flags & SQLITE_OPEN_MAIN_DB) && zName) {
+        p->store = tdb_store_lookup(zName);
+        if (p->store) {
+            const char *id = uri_param(zName, "tdbconn");
+            p->conn_id = id ? strtoull(id, NULL, 10) : 0;
+        }
+    }
+    int rc = g_root->xOpen(g_root, zName, REAL(f), flags, pOutFlags);
+    if (rc != SQLITE_OK) {
+        tdb_store_release(p->store);
+        p->store = NULL;
+        f->pMethods = 0; /* the real file did not open: nothing to close */
+        return rc;
+    }
+    f->pMethods = p->store ? &lazy_methods : &pass_methods;
+    return SQLITE_OK;
+}
+
+static int vDelete(tdb_sqlite3_vfs *v, const char *z, int d) { (void)v; return g_root->xDelete(g_root, z, d); }
+static int vAccess(tdb_sqlite3_vfs *v, const char *z, int fl, int *r) { (void)v; return g_root->xAccess(g_root, z, fl, r); }
+static int vFullPathname(tdb_sqlite3_vfs *v, const char *z, int n, char *out) { (void)v; return g_root->xFullPathname(g_root, z, n, out); }
+static void *vDlOpen(tdb_sqlite3_vfs *v, const char *z) { (void)v; return g_root->xDlOpen(g_root, z); }
+static void vDlError(tdb_sqlite3_vfs *v, int n, char *z) { (void)v; g_root->xDlError(g_root, n, z); }
+static void (*vDlSym(tdb_sqlite3_vfs *v, void *h, const char *z))(void) { (void)v; return g_root->xDlSym(g_root, h, z); }
+static void vDlClose(tdb_sqlite3_vfs *v, void *h) { (void)v; g_root->xDlClose(g_root, h); }
+static int vRandomness(tdb_sqlite3_vfs *v, int n, char *z) { (void)v; return g_root->xRandomness(g_root, n, z); }
+static int vSleep(tdb_sqlite3_vfs *v, int us) { (void)v; return g_root->xSleep(g_root, us); }
+static int vCurrentTime(tdb_sqlite3_vfs *v, double *t) { (void)v; return g_root->xCurrentTime(g_root, t); }
+static int vGetLastError(tdb_sqlite3_vfs *v, int n, char *z) { (void)v; return g_root->xGetLastError(g_root, n, z); }
+static int vCurrentTimeInt64(tdb_sqlite3_vfs *v, sqlite3_int64 *t) { (void)v; return g_root->xCurrentTimeInt64(g_root, t); }
+static int vSetSystemCall(tdb_sqlite3_vfs *v, const char *z, tdb_syscall_ptr p) { (void)v; return g_root->xSetSystemCall(g_root, z, p); }
+static tdb_syscall_ptr vGetSystemCall(tdb_sqlite3_vfs *v, const char *z) { (void)v; return g_root->xGetSystemCall(g_root, z); }
+static const char *vNextSystemCall(tdb_sqlite3_vfs *v, const char *z) { (void)v; return g_root->xNextSystemCall(g_root, z); }
+
+/* ------------------------------------------------ registration (10) */
+
+static int do_register(vfs_find_fn find, vfs_register_fn reg, int route) {
+    int rc = TDB_VFS_OK;
+    pthread_mutex_lock(&g_reg_mu);
+    tdb_sqlite3_vfs *existing = find(VFS_NAME);
+    if (existing) {
+        rc = existing == &g_vfs ? TDB_VFS_OK : TDB_VFS_NAME_TAKEN;
+    } else if (g_route) {
+        rc = TDB_VFS_OTHER_INSTANCE; /* our struct is linked into another library's list */
+    } else {
+        tdb_sqlite3_vfs *root = find(NULL);
+        if (!root || root->iVersion < 3) {
+            rc = TDB_VFS_NO_DEFAULT;
+        } else {
+            g_root = root;
+            g_vfs.iVersion = 3;
+            g_vfs.szOsFile = (int)sizeof(TdbFile) + root->szOsFile;
+            g_vfs.mxPathname = root->mxPathname;
+            g_vfs.zName = VFS_NAME;
+            g_vfs.xOpen = vOpen;
+            g_vfs.xDelete = vDelete;
+            g_vfs.xAccess = vAccess;
+            g_vfs.xFullPathname = vFullPathname;
+            g_vfs.xDlOpen = vDlOpen;
+            g_vfs.xDlError = vDlError;
+            g_vfs.xDlSym = vDlSym;
+            g_vfs.xDlClose = vDlClose;
+            g_vfs.xRandomness = vRandomness;
+            g_vfs.xSleep = vSleep;
+            g_vfs.xCurrentTime = vCurrentTime;
+            g_vfs.xGetLastError = vGetLastError;
+            g_vfs.xCurrentTimeInt64 = vCurrentTimeInt64;
+            g_vfs.xSetSystemCall = vSetSystemCall;
+            g_vfs.xGetSystemCall = vGetSystemCall;
+            g_vfs.xNextSystemCall = vNextSystemCall;
+            if (reg(&g_vfs, 0) != SQLITE_OK) {
+                rc = TDB_VFS_REGISTER_FAILED;
+            } else {
+                g_route = route;
+            }
+        }
+    }
+    pthread_mutex_unlock(&g_reg_mu);
+    return rc;
+}
+
+int tdb_vfs_register(void *vfs_find, void *vfs_register) {
+    return do_register((vfs_find_fn)vfs_find, (vfs_register_fn)vfs_register, 'A');
+}
+
+int tdb_vfs_route(void) { return g_route; }
+const char *tdb_vfs_name(void) { return VFS_NAME; }
+
+/* Route B: the loadable-extension entry point (name derived from "_tdb_native..."). */
+__attribute__((visibility("default"))) int sqlite3_tdbnative_init(void *db, char **pzErrMsg,
+                                                                  const void *pApi) {
+    (void)db, (void)pzErrMsg;
+    void *const *api = (void *const *)pApi;
+    int (*libversion)(void) = (int (*)(void))api[API_LIBVERSION_NUMBER];
+    if (libversion() < 3008007) return SQLITE_ERROR; /* vfs v3 + this table layout */
+    int rc = do_register((vfs_find_fn)api[API_VFS_FIND], (vfs_register_fn)api[API_VFS_REGISTER], 'B');
+    return rc == TDB_VFS_OK ? SQLITE_OK_LOAD_PERMANENTLY : SQLITE_ERROR;
+}
