@@ -333,3 +333,23 @@ def test_ctrl_c_discards_the_unfinished_statement(db, pty_env):
     child.expect(__import__("pexpect").EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_file_uri_options_reach_sqlite(db):
+    r = run(f"file:{db}?mode=ro", "insert into users (name) values ('x')")
+    assert r.returncode == 1
+    assert r.stderr == "Error: attempt to write a readonly database\n"
+    assert run(f"file:{db}?mode=ro", "select count(*) from users").returncode == 0
+
+
+def test_installed_console_script_is_the_same_shell(db):
+    script = os.path.join(os.path.dirname(sys.executable), "turso-dbapi")
+    if not os.path.exists(script):
+        pytest.skip("package not installed with its console script next to this interpreter")
+    r = subprocess.run(
+        [script, db, "select name from users where id = 2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (r.returncode, r.stderr) == (0, "") and "| bob  |" in r.stdout
