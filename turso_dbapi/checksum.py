@@ -38,6 +38,8 @@ def crc32c(data: Buffer, crc: int = 0) -> int:
     """CRC32C of ``data``, continuing ``crc`` (a previous result) to checksum in pieces."""
     if not 0 <= crc <= 0xFFFFFFFF:
         raise ValueError(f"crc must be an unsigned 32-bit value, got {crc}")
+    if lib is not None and type(data) is bytes:  # fast path: cffi passes bytes as is
+        return lib.tdb_crc32c(crc, data, len(data))
     view = _bytes_view(data)
     if lib is None:
         return _reference.crc32c(crc, view)
