@@ -195,6 +195,8 @@ class _Handler(BaseHTTPRequestHandler):
                 selector = roaring.deserialize_ranges(req.server_pages_selector)
             except ValueError as exc:
                 raise HttpError(400, f"invalid server_pages_selector: {exc}")
+            cookie = int.from_bytes(req.server_pages_selector[:2], "little")
+            self.server.count(f"selector_cookie_{cookie}", 1)
         db_size, plan = db.log.plan(client_rev, server_rev, selector)
         header = wire.PullUpdatesResponseHeader(
             server_revision=str(server_rev), db_size=db_size, protocol=wire.PROTOCOL_PAGES
@@ -310,7 +312,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def count(self, key: str, n: int) -> None:
         with self._stats_lock:
-            self.stats[key] += n
+            self.stats[key] = self.stats.get(key, 0) + n
 
 
 class ReferenceServer:
