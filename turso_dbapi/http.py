@@ -266,7 +266,8 @@ class HttpClient:
         self._rng = random.Random()
         self._lock = threading.Lock()
         s = requests.Session()
-        s.verify = verify  # (3) True unless the caller opts out
+        self.verify = verify  # True unless the caller opts out; passed per request because a
+        s.verify = verify  # session-level value loses to REQUESTS_CA_BUNDLE in requests
         s.auth = _Auth(auth_token, basic)
         s.headers["User-Agent"] = f"{client_name} python-requests/{requests.__version__}"
         for k, v in (headers or {}).items():
@@ -328,7 +329,7 @@ class HttpClient:
             try:
                 resp = self._session.request(
                     method, target, headers=hdrs, data=data, stream=True,
-                    timeout=(self.timeout, self.timeout), allow_redirects=True,
+                    timeout=(self.timeout, self.timeout), verify=self.verify, allow_redirects=True,
                 )
             except requests.RequestException as exc:
                 reason, sent, retryable, advice = _classify(exc, self.timeout)

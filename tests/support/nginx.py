@@ -11,6 +11,9 @@ atomically (temp + rename) and gives every version a new mtime, so nginx's ETag
   /bearer/<name>    401 unless ``Authorization: Bearer <NginxServer.TOKEN>``
   /basic/<name>     401 unless Basic auth ``NginxServer.BASIC_USER``/``BASIC_PASSWORD``
 
+With ``NginxServer(tls_cert=..., tls_key=...)`` the same root is also served over HTTPS at
+``nginx.tls_url(name)`` (tests of certificate verification).
+
 All locations serve the same directory (``/norange/x.db`` is ``root/x.db``). The access
 log (``nginx.access_log_lines()``) records method, URI, Range, status and body bytes.
 
@@ -73,6 +76,7 @@ http {{
             if ($http_authorization != "Basic {basic}") {{ return 401; }}
         }}
     }}
+    {tls_server}
 }}
 """
 
@@ -94,12 +98,15 @@ class NginxServer:
     BASIC_USER = "reader"
     BASIC_PASSWORD = "p@ss w0rd-5ecret"
 
-    def __init__(self, workdir: Union[str, Path, None] = None):
+    def __init__(self, workdir: Union[str, Path, None] = None, *,
+                 tls_cert: Union[str, Path, None] = None, tls_key: Union[str, Path, None] = None):
         self._own_tmp = workdir is None
         self.work = Path(workdir or tempfile.mkdtemp(prefix="tdb-nginx-"))
         self.root = self.work / "www"
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = 0
+        self.tls_port = 0
+        self.tls = (tls_cert, tls_key) if tls_cert and tls_key else None
         self.proc: Optional[subprocess.Popen] = None
         self._mtime = int(time.time()) - 100000  # every placed version gets a fresh mtime
 
@@ -110,6 +117,9 @@ class NginxServer:
     def url(self, name: str, location: str = "") -> str:
         prefix = f"/{location.strip('/')}" if location else ""
         return f"{self.base_url}{prefix}/{name.lstrip('/')}"
+
+    def tls_url(self, name: str) -> str:
+        return f"https://127.0.0.1:{self.tls_port}/{name.lstrip('/')}"
 
     def place(self, name: str, data: Union[bytes, str, Path]) -> Path:
         """Put (or atomically replace) a file; returns its path under the served root."""
@@ -137,9 +147,15 @@ class NginxServer:
         last_err = ""
         for _ in range(5):  # the free port may be taken between probe and bind
             self.port = free_port()
+            tls_server = ""
+            if self.tls:
+                self.tls_port = free_port()
+                tls_server = (f"server {{ listen 127.0.0.1:{self.tls_port} ssl; root {self.root}; "
+                              f"ssl_certificate {self.tls[0]}; ssl_certificate_key {self.tls[1]}; }}")
             conf = self.work / "nginx.conf"
             conf.write_text(_CONF.format(
                 work=self.work, root=self.root, port=self.port, token=self.TOKEN, basic=basic,
+                tls_server=tls_server,
                 user="user root;" if os.geteuid() == 0 else "",
             ))
             errlog = self.work / "error.log"
