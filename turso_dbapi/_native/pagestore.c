@@ -468,6 +468,10 @@ static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint
     }
     uint32_t sc = synced_crc(s, pgno);
     if (sc) {
+        if (f & F_PREFETCHED) { /* first read of a readahead page: it was not wasted */
+            if (__atomic_fetch_and(&s->flags[pgno - 1], (uint8_t)~F_PREFETCHED, __ATOMIC_RELAXED) & F_PREFETCHED)
+                CNT(s, prefetch_used, 1);
+        }
         if (f & F_SYNCED_OK) { /* (9) */
             if (pread_full(s->fd_synced, dst, b - a, base + a, &got) != 0) return TDB_SQLITE_IOERR_READ;
             if (got == b - a) return PG_READY;
@@ -486,11 +490,7 @@ static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint
             __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~F_SYNCED_OK, __ATOMIC_RELAXED);
             rc = PG_ABSENT;
         } else {
-            uint8_t old = __atomic_fetch_or(&s->flags[pgno - 1], F_SYNCED_OK, __ATOMIC_RELAXED);
-            if (old & F_PREFETCHED) {
-                __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~F_PREFETCHED, __ATOMIC_RELAXED);
-                CNT(s, prefetch_used, 1);
-            }
+            __atomic_or_fetch(&s->flags[pgno - 1], F_SYNCED_OK, __ATOMIC_RELAXED);
             if (page != dst) memcpy(dst, page + a, b - a);
         }
         if (page != dst) free(page);

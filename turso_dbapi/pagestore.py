@@ -1,0 +1,379 @@
+"""The page store of a lazily read database: Python side of ``_native/pagestore.c``.
+
+A replica at path ``P`` is four files (layout and rules in pagestore.c's header):
+``P`` (synced layer, the file SQLite opens and locks), ``P-tdblocal`` (local layer),
+``P-tdbmap`` (shared presence/CRC sidecar) and ``P-tdbmeta.json`` (what this cache
+holds: URL, version, page size, size; written temp -> fsync -> rename -> fsync dir).
+
+``PageStore`` owns one C store per path and process (``open_store``), and the miss
+path: when SQLite reads an absent page, C calls ``tdb_py_miss`` ONCE for the run of
+absent pages; the connection's ``MissHandler`` plans readahead, fetches through a
+``SingleFlight`` shared by every connection of the store, and hands the bytes to C
+(``put_synced``), which fills only absent slots. Errors never cross into C: they are
+kept (per thread) so the cursor of a remote connection can raise the real cause
+instead of SQLite's "disk I/O error".
+
+LIMITATION: stores stay open for the life of the process once opened (a C miss callback
+must never find its Python object gone); reopening the same path reuses the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+
+from .errors import OperationalError, RemoteError
+from .readahead import Readahead, SingleFlight, missing_children
+
+log = logging.getLogger("turso_dbapi")
+
+SUFFIXES = ("", "-tdblocal", "-tdbmap", "-tdbmeta.json", "-journal", "-wal", "-shm")
+META_FORMAT = 1
+
+_tls = threading.local()
+_stores_lock = threading.Lock()
+_stores: Dict[str, "PageStore"] = {}
+_conn_ids = itertools.count(1)
+
+
+def _lib():
+    from ._native import ffi, lib
+
+    if lib is None:
+        from .vfs import ensure_registered
+
+        ensure_registered()  # raises the clear NotSupportedError
+    return ffi, lib
+
+
+# -- error capture --------------------------------------------------------------------
+
+
+def take_error() -> Optional[BaseException]:
+    """The exception of the last failed miss on this thread (and forget it)."""
+    exc = getattr(_tls, "error", None)
+    _tls.error = None
+    return exc
+
+
+def clear_error() -> None:
+    _tls.error = None
+
+
+def _keep_error(exc: BaseException) -> None:
+    _tls.error = exc
+
+
+# -- metadata ---------------------------------------------------------------------------
+
+
+def write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
+    """temp -> fsync -> rename -> fsync dir: after a crash the old or the new file, whole."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove_replica_files(path: str) -> None:
+    for suffix in SUFFIXES:
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def identity_of(url: str, version: str, page_size: int, size: int) -> bytes:
+    """32 bytes naming what a replica caches; stored in the sidecar header."""
+    return hashlib.sha256(f"{url}\n{version}\n{page_size}\n{size}".encode()).digest()
+
+
+# -- the store --------------------------------------------------------------------------
+
+
+class PageStore:
+    """One replica's C store in this process. Create with ``open_store``."""
+
+    def __init__(self, path: str, page_size: int, size: int, identity: bytes):
+        ffi, lib = _lib()
+        self._ffi, self._lib = ffi, lib
+        self.path = path
+        self.page_size = page_size
+        self.identity = identity
+        self.single_flight = SingleFlight()
+        self._handlers: "weakref.WeakValueDictionary[int, MissHandler]" = weakref.WeakValueDictionary()
+        self._last_handler: Optional[Callable[[], Optional[MissHandler]]] = None
+        self._handle = ffi.new_handle(self)  # kept alive by self: outlives the C pointer
+        err = ffi.new("int *")
+        sys_errno = ffi.new("int *")
+        ptr = lib.tdb_store_open(path.encode(), page_size, size, identity, self._handle, err, sys_errno)
+        if ptr == ffi.NULL:
+            self._ptr = None
+            raise StoreOpenError(int(err[0]), int(sys_errno[0]), path)
+        self._ptr = ptr
+        self._page_buf = ffi.new("uint8_t[]", page_size)
+
+    # sizes ---------------------------------------------------------------------------
+    @property
+    def remote_size(self) -> int:
+        return int(self._lib.tdb_store_remote_size(self._ptr))
+
+    @property
+    def logical_size(self) -> int:
+        return int(self._lib.tdb_store_logical_size(self._ptr))
+
+    @property
+    def remote_pages(self) -> int:
+        return -(-self.remote_size // self.page_size)
+
+    def set_remote_size(self, size: int) -> None:
+        """For a new synced revision: the synced layer (and SQLite's view) has ``size`` bytes."""
+        self._lib.tdb_store_set_remote_size(self._ptr, size)
+
+    # pages ---------------------------------------------------------------------------
+    def state(self, pgno: int) -> int:
+        return int(self._lib.tdb_store_page_state(self._ptr, pgno))
+
+    def is_present(self, pgno: int) -> bool:
+        return bool(self._lib.tdb_store_page_state(self._ptr, pgno) & 3)
+
+    def was_read(self, pgno: int) -> bool:
+        """False only for pages readahead stored and nobody has read yet (in this process)."""
+        return not (self._lib.tdb_store_page_state(self._ptr, pgno) & self._lib.TDB_PG_PREFETCHED)
+
+    def put_synced(self, pgno: int, data: bytes, *, overwrite: bool = False, prefetched: bool = False) -> bool:
+        """Store a page of the synced version; True when written, False when one was kept.
+
+        Without ``overwrite`` only absent slots are filled (rule (5)); ``overwrite`` is for
+        a new synced revision applied under SQLite's exclusive lock.
+        """
+        if len(data) != self.page_size:
+            raise ValueError(f"page {pgno}: {len(data)} bytes, expected {self.page_size}")
+        rc = self._lib.tdb_store_put_synced(self._ptr, pgno, data, int(overwrite), int(prefetched))
+        if rc < 0:
+            raise OperationalError(f"page store {self.path}: cannot store page {pgno} "
+                                   f"(past the remote size of {self.remote_pages} pages, or disk full)")
+        return rc == 1
+
+    def drop_synced(self, pgno: int) -> None:
+        """Forget a synced page (it will be fetched again on its next read)."""
+        self._lib.tdb_store_drop_synced(self._ptr, pgno)
+
+    def read_page(self, pgno: int) -> Optional[bytes]:
+        """A page as SQLite sees it (local over synced), or None when absent; no network."""
+        rc = self._lib.tdb_store_read_page(self._ptr, pgno, self._page_buf)
+        if rc < 0:
+            raise OperationalError(f"page store {self.path}: page {pgno} failed its check (code {-rc})")
+        return bytes(self._ffi.buffer(self._page_buf, self.page_size)) if rc == 1 else None
+
+    def first_absent(self, start: int = 1, end: Optional[int] = None) -> int:
+        return int(self._lib.tdb_store_first_absent(self._ptr, start, end or self.remote_pages))
+
+    def counters(self) -> Dict[str, int]:
+        c = self._ffi.new("tdb_store_counters *")
+        self._lib.tdb_store_get_counters(self._ptr, c)
+        return {name: int(getattr(c, name)) for name in
+                ("hits", "misses", "pages_read", "crc_failures", "prefetched", "prefetch_used", "local_writes")}
+
+    def sync(self) -> None:
+        if self._lib.tdb_store_sync(self._ptr) != 0:
+            raise OperationalError(f"page store {self.path}: fsync failed")
+
+    # miss routing ---------------------------------------------------------------------
+    def attach(self, handler: "MissHandler") -> int:
+        """Route misses of connections opened with ``tdbconn=<returned id>`` to handler."""
+        conn_id = next(_conn_ids)
+        self._handlers[conn_id] = handler
+        self._last_handler = weakref.ref(handler)
+        return conn_id
+
+    def _handler_for(self, conn_id: int) -> Optional["MissHandler"]:
+        handler = self._handlers.get(conn_id)
+        if handler is None and self._last_handler is not None:
+            handler = self._last_handler()  # a connection without tdbconn: any live one
+        return handler
+
+    def _on_miss(self, conn_id: int, pgno: int, n_pages: int) -> int:
+        handler = self._handler_for(conn_id)
+        if handler is None:
+            _keep_error(RemoteError(f"page {pgno} of {self.path} is not cached and no remote "
+                                    "connection is open to fetch it"))
+            return 1
+        return handler.handle_miss(pgno, n_pages)
+
+    def download_all(self, handler: "MissHandler", batch_bytes: int = 4 * 1024 * 1024) -> int:
+        """Fetch every absent page (``partial=False``); returns pages fetched."""
+        batch = max(1, batch_bytes // self.page_size)
+        total = self.remote_pages
+        fetched = 0
+        p = self.first_absent(1, total)
+        while p:
+            end = min(total, p + batch - 1)
+            want = [q for q in range(p, end + 1) if not self.is_present(q)]
+            fetched += handler.fetch_and_store(want, requested=want)
+            missing = [q for q in want if not self.is_present(q)]
+            if missing:
+                raise RemoteError(f"{handler.source.display_url}: pages {missing[:5]} missing "
+                                  "from the reply", url=handler.source.display_url)
+            p = self.first_absent(end + 1, total) if end < total else 0
+        return fetched
+
+
+class StoreOpenError(OperationalError):
+    def __init__(self, code: int, sys_errno: int, path: str):
+        reason = {1: f"I/O error ({os.strerror(sys_errno) if sys_errno else 'unknown'})",
+                  2: "its sidecar belongs to another version or page size",
+                  3: "bad page size or path",
+                  4: "it is open in this process for another version"}.get(code, f"error {code}")
+        super().__init__(f"cannot open the page store at {path}: {reason}")
+        self.code = code
+        self.sys_errno = sys_errno
+
+
+def open_store(path: str, *, page_size: int, size: int, identity: bytes,
+               meta: Optional[Mapping[str, Any]] = None) -> PageStore:
+    """Open (or create) the replica at ``path`` for this identity.
+
+    A replica left by another version or page size is removed first (a fresh cache,
+    never a mix). ``meta`` is recorded in ``P-tdbmeta.json``.
+    """
+    path = os.path.realpath(path)  # the name SQLite's xFullPathname produces
+    with _stores_lock:
+        store = _stores.get(path)
+        if store is not None:
+            if store.identity == identity and store.page_size == page_size:
+                return store
+            raise OperationalError(
+                f"the replica at {path} is open in this process for another version of the "
+                "remote database; close those connections or use another local_path")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        meta_path = path + "-tdbmeta.json"
+        old = read_json(meta_path)
+        if old is not None and old.get("identity") != identity.hex():
+            log.info("replica %s held another version (%s); starting a fresh cache",
+                     path, old.get("version"))
+            remove_replica_files(path)
+        try:
+            store = PageStore(path, page_size, size, identity)
+        except StoreOpenError as exc:
+            if exc.code != 2:
+                raise
+            log.info("replica %s: sidecar of another version; starting a fresh cache", path)
+            remove_replica_files(path)
+            store = PageStore(path, page_size, size, identity)
+        if old is None or old.get("identity") != identity.hex():
+            record = dict(meta or {})
+            record.update(format=META_FORMAT, identity=identity.hex(), page_size=page_size,
+                          size=size, created=time.time())
+            write_json_atomic(meta_path, record)
+        _stores[path] = store
+        return store
+
+
+# -- the miss path ----------------------------------------------------------------------
+
+
+class MissHandler:
+    """Fetches absent pages for one connection: readahead, single-flight, B-tree prefetch."""
+
+    def __init__(self, store: PageStore, source: Any, *, segment_size: int = 128 * 1024,
+                 readahead_max: int = 4 * 1024 * 1024, prefetch: bool = False):
+        self.store = store
+        self.source = source
+        self.readahead = Readahead(store.page_size, segment_size, readahead_max)
+        self.prefetch = prefetch
+        self.last_error: Optional[BaseException] = None
+
+    def handle_miss(self, pgno: int, n_pages: int) -> int:
+        """C's callback for a run of absent pages; 0 when every one of them is now present."""
+        try:
+            store = self.store
+            wanted = [p for p in range(pgno, pgno + n_pages) if not store.is_present(p)]
+            if not wanted:
+                return 0
+            total = store.remote_pages
+            plan = set(self.readahead.plan(wanted[0], total, store.is_present, store.was_read))
+            plan.update(wanted)
+            self.fetch_and_store(sorted(p for p in plan if p <= total), requested=wanted)
+            if self.prefetch:
+                self._prefetch_children(wanted)
+            missing = [p for p in wanted if not store.is_present(p)]
+            if missing:
+                raise RemoteError(f"{self.source.display_url}: page {missing[0]} is missing from the "
+                                  f"reply (the remote has {total} pages)", url=self.source.display_url)
+            return 0
+        except BaseException as exc:  # never let an exception cross into C
+            self.last_error = exc
+            _keep_error(exc)
+            log.debug("fetch for page %d failed: %r", pgno, exc)
+            return 1
+
+    def fetch_and_store(self, pgnos: List[int], *, requested: Iterable[int]) -> int:
+        """Fetch ``pgnos`` (sharing in-flight fetches) and store them; returns pages stored."""
+        if not pgnos:
+            return 0
+        asked = set(requested)
+        t0 = time.perf_counter()
+        pages = self.store.single_flight.fetch(pgnos, self.source.fetch)
+        stored = 0
+        for p, data in pages.items():
+            if self.store.put_synced(p, data, prefetched=p not in asked):
+                stored += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("fetched %d pages (%d..%d, %d asked) of %s in %.1f ms",
+                      len(pages), pgnos[0], pgnos[-1], len(asked), self.source.display_url,
+                      (time.perf_counter() - t0) * 1000)
+        return stored
+
+    def _prefetch_children(self, wanted: List[int]) -> None:
+        store = self.store
+        kids: List[int] = []
+        for p in wanted:
+            page = store.read_page(p)
+            if page is not None:
+                kids.extend(missing_children(page, p, store.page_size, store.remote_pages, store.is_present))
+        if kids:
+            try:
+                self.fetch_and_store(sorted(set(kids)), requested=())
+            except Exception as exc:  # prefetch is a bonus: the miss itself succeeded
+                log.debug("B-tree prefetch failed: %r", exc)
+
+
+def _install_callback() -> None:
+    ffi, lib = _lib()
+
+    @ffi.def_extern()
+    def tdb_py_miss(py_handle, conn_id, pgno, n_pages):  # noqa: ANN001 - cffi signature
+        try:
+            store: PageStore = ffi.from_handle(py_handle)
+            return store._on_miss(int(conn_id), int(pgno), int(n_pages))
+        except BaseException as exc:  # pragma: no cover - _on_miss catches its own
+            _keep_error(exc)
+            return 1
+
+
+_install_callback()

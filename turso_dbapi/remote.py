@@ -1,0 +1,331 @@
+"""``connect_remote``: open a remote SQLite database through the lazy page store.
+
+Steps (each one request or none):
+  1. options from keywords and the URL's query string (``url.parse_options``);
+  2. a source for the URL (``source_factory``: HTTP(S) -> ``HttpRangeSource``; other
+     schemes are added by ``register_source``, e.g. the Turso sync source);
+  3. ``source.open()`` — the ONE request that pins the remote version;
+  4. the replica at ``local_path`` or, by default, in the user cache directory keyed by
+     the redacted URL and the version (a new version starts a fresh cache; reopening the
+     same version serves every cached page without a page request);
+  5. ``sqlite3.connect("file:<replica>?vfs=turso_dbapi&tdbconn=<id>", uri=True)``.
+
+A failed page fetch reaches SQLite as SQLITE_IOERR_READ ("disk I/O error"); the
+connection class made here (``remote_class``) re-raises the real cause (a ``RemoteError``
+with the URL, status, what failed) from its cursors. Local connections never see it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sqlite3
+import threading
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from urllib.parse import quote
+
+from . import pagestore
+from .connection import Connection
+from .errors import NotSupportedError, ProgrammingError, RemoteError
+from .url import normalize_remote_url, parse_options, redact, split_url_options, with_defaults
+from .vfs import VFS_NAME, ensure_registered
+
+SourceFactory = Callable[[str, Mapping[str, Any]], Any]
+_SOURCE_FACTORIES: Dict[str, SourceFactory] = {}
+
+# sqlite3.connect's positional parameters after ``database``.
+_CONNECT_PARAMS = ("timeout", "detect_types", "isolation_level", "check_same_thread",
+                   "factory", "cached_statements", "uri")
+
+
+def register_source(scheme: str, factory: SourceFactory) -> None:
+    """Let URLs of ``scheme`` (e.g. "libsql") be served by ``factory(url, options)``."""
+    _SOURCE_FACTORIES[scheme.lower()] = factory
+
+
+def _http_range_source(url: str, options: Mapping[str, Any]) -> Any:
+    from .sources.range import HttpRangeSource
+
+    return HttpRangeSource.from_options(normalize_remote_url(url), options)
+
+
+def source_factory(url: str) -> SourceFactory:
+    """The factory for a URL: a registered one for its scheme, else HTTP ranges."""
+    scheme = url.partition("://")[0].lower()
+    if scheme in _SOURCE_FACTORIES:
+        return _SOURCE_FACTORIES[scheme]
+    if scheme in ("http", "https", "libsql", "turso"):
+        return _http_range_source
+    raise NotSupportedError(f"no source for URL scheme {scheme!r}")
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "turso_dbapi")
+
+
+def default_replica_path(display_url: str, version: str) -> str:
+    key = hashlib.sha256(f"{display_url}\n{version}".encode()).hexdigest()
+    return os.path.join(default_cache_dir(), key, "db")
+
+
+# -- the replica object attached to connections ------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaStats:
+    """Counters of a remote connection (``conn.stats()``).
+
+    Network counters (requests, bytes, pages_fetched, retries) are this connection's;
+    page-store counters (hits, misses, pages_read, ...) are the replica's in this process.
+    """
+
+    url: str
+    version: str
+    page_size: int
+    size: int
+    requests: int
+    bytes_received: int
+    bytes_sent: int
+    pages_fetched: int
+    retries: int
+    hits: int
+    misses: int
+    pages_read: int
+    crc_failures: int
+    prefetched: int
+    prefetch_used: int
+    local_writes: int
+
+    def __getitem__(self, key: str) -> Any:  # stats()["requests"] works too
+        return getattr(self, key)
+
+    def asdict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Replica:
+    """What a remote connection carries as ``conn._replica``."""
+
+    def __init__(self, store: pagestore.PageStore, source: Any, handler: pagestore.MissHandler,
+                 conn_id: int, path: str):
+        self.store = store
+        self.source = source
+        self.handler = handler  # strong ref: the store routes this connection's misses here
+        self.conn_id = conn_id
+        self.path = path
+
+    @property
+    def url(self) -> str:
+        return self.source.display_url
+
+    def stats(self) -> ReplicaStats:
+        net = self.source.stats.snapshot()
+        c = self.store.counters()
+        return ReplicaStats(
+            url=self.url, version=self.source.version, page_size=self.store.page_size,
+            size=self.store.remote_size, requests=net["requests"],
+            bytes_received=net["bytes_received"], bytes_sent=net["bytes_sent"],
+            pages_fetched=net["pages_fetched"], retries=net["retries"], **c,
+        )
+
+    def pull(self) -> bool:
+        raise NotSupportedError(
+            f"{self.url} is read over HTTP ranges, which has no change feed; reconnect to read a "
+            "newer version (the cache keeps pages of unchanged versions)")
+
+    def push(self) -> None:
+        raise NotSupportedError(f"{self.url} is a static file; local changes stay in the replica "
+                                f"{self.path} and cannot be pushed")
+
+
+# -- error surfacing ---------------------------------------------------------------------
+
+
+def _real_cause(exc: sqlite3.Error, url: str) -> BaseException:
+    cause = pagestore.take_error()
+    if cause is None or not isinstance(exc, sqlite3.OperationalError):
+        return exc
+    if isinstance(cause, RemoteError):
+        return cause
+    if not isinstance(cause, Exception):
+        return cause  # KeyboardInterrupt and friends: as they were
+    err = RemoteError(f"reading {url} failed: {type(cause).__name__}: {cause}", url=url)
+    err.__cause__ = cause
+    return err
+
+
+class RemoteCursor(sqlite3.Cursor):
+    """A cursor that reports a failed page fetch as its real cause (a ``RemoteError``)."""
+
+    def _fail(self, exc: sqlite3.Error):
+        replica = getattr(self.connection, "_replica", None)
+        real = _real_cause(exc, replica.url if replica is not None else "?")
+        if real is exc:
+            raise exc
+        raise real from exc
+
+    def execute(self, *args: Any, **kwargs: Any):
+        pagestore.clear_error()
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def executemany(self, *args: Any, **kwargs: Any):
+        pagestore.clear_error()
+        try:
+            return super().executemany(*args, **kwargs)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def executescript(self, *args: Any, **kwargs: Any):
+        pagestore.clear_error()
+        try:
+            return super().executescript(*args, **kwargs)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def fetchone(self):
+        try:
+            return super().fetchone()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def fetchmany(self, *args: Any, **kwargs: Any):
+        try:
+            return super().fetchmany(*args, **kwargs)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def fetchall(self):
+        try:
+            return super().fetchall()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def __next__(self):
+        try:
+            return super().__next__()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+
+class _RemoteMixin:
+    """Connection methods of remote connections: cursors that surface fetch errors."""
+
+    _replica: Any = None
+
+    def cursor(self, factory: Any = None):  # type: ignore[override]
+        return super().cursor(factory or RemoteCursor)  # type: ignore[misc]
+
+    # sqlite3.Connection.execute* build their cursor in C, not through cursor(): redo
+    # them here so every statement of a remote connection gets a RemoteCursor.
+    def execute(self, sql: str, parameters: Any = ()):  # type: ignore[override]
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any):  # type: ignore[override]
+        return self.cursor().executemany(sql, parameters)
+
+    def executescript(self, script: str):  # type: ignore[override]
+        return self.cursor().executescript(script)
+
+    def stats(self) -> Any:
+        if self._replica is None:
+            raise NotSupportedError("stats() needs a remote database")
+        return self._replica.stats()
+
+
+_classes: Dict[type, type] = {}
+_classes_lock = threading.Lock()
+
+
+def remote_class(factory: type) -> type:
+    """``factory`` (a sqlite3.Connection subclass) with the remote mixin; cached."""
+    if not (isinstance(factory, type) and issubclass(factory, sqlite3.Connection)):
+        raise ProgrammingError("factory= must be a subclass of sqlite3.Connection for remote databases")
+    with _classes_lock:
+        cls = _classes.get(factory)
+        if cls is None:
+            cls = type(f"Remote{factory.__name__}", (_RemoteMixin, factory), {})
+            _classes[factory] = cls
+        return cls
+
+
+# -- connect ------------------------------------------------------------------------------
+
+
+def _split_args(args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    if len(args) > len(_CONNECT_PARAMS):
+        raise ProgrammingError(f"connect() takes at most {len(_CONNECT_PARAMS) + 1} positional arguments")
+    merged = dict(kwargs)
+    for name, value in zip(_CONNECT_PARAMS, args):
+        if name in merged:
+            raise ProgrammingError(f"connect() got multiple values for argument {name!r}")
+        merged[name] = value
+    return merged
+
+
+def _target(database: Any, opts: Dict[str, Any]) -> Tuple[str, Optional[str]]:
+    """(remote URL, local path or None) from the first argument and ``url=``."""
+    url_opt = opts.pop("url", None)
+    if isinstance(database, str) and "://" in database:
+        if url_opt and url_opt != database:
+            raise ProgrammingError("give the remote URL once: as the first argument or as url=")
+        return database, opts.get("local_path")
+    if url_opt:
+        local = os.fspath(database) if database not in (None, "", ":memory:") else None
+        if local and opts.get("local_path") and opts["local_path"] != local:
+            raise ProgrammingError("the first argument and local_path= name different replicas")
+        return url_opt, local or opts.get("local_path")
+    raise ProgrammingError(f"{database!r} is not a remote URL")
+
+
+def connect_remote(database: Any, args: Sequence[Any], kwargs: Dict[str, Any],
+                   remote_opts: Mapping[str, Any]) -> Any:
+    """Open a remote database (see the module docstring); called by ``turso_dbapi.connect``."""
+    raw = dict(remote_opts)
+    if isinstance(database, str) and "://" in database:
+        database, from_query = split_url_options(database)
+        for key, value in from_query.items():
+            raw.setdefault(key, value)  # keywords win over the query string
+    if isinstance(raw.get("url"), str):
+        raw["url"], from_query = split_url_options(raw["url"])
+        for key, value in from_query.items():
+            raw.setdefault(key, value)
+    opts = with_defaults(parse_options(raw))
+    url, local_path = _target(database, opts)
+    connect_kwargs = _split_args(args, kwargs)
+    factory = connect_kwargs.pop("factory", None) or Connection
+    connect_kwargs.pop("uri", None)
+
+    ensure_registered()
+    source = source_factory(url)(url, opts)
+    leading = source.open()
+    display = source.display_url
+    path = os.path.realpath(local_path or default_replica_path(redact(url), source.version))
+    identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
+    store = pagestore.open_store(
+        path, page_size=source.page_size, size=source.size, identity=identity,
+        meta={"url": display, "version": source.version},
+    )
+    _store_leading_pages(store, leading)
+    handler = pagestore.MissHandler(
+        store, source, segment_size=opts["segment_size"], readahead_max=opts["readahead_max"],
+        prefetch=opts["prefetch"],
+    )
+    conn_id = store.attach(handler)
+    if not opts["partial"]:
+        store.download_all(handler, batch_bytes=max(opts["readahead_max"], store.page_size))
+    target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
+    conn = sqlite3.connect(target, uri=True, factory=remote_class(factory), **connect_kwargs)
+    conn._replica = Replica(store, source, handler, conn_id, path)
+    return conn
+
+
+def _store_leading_pages(store: pagestore.PageStore, leading: bytes) -> None:
+    """open() already returned these bytes: keep the whole pages among them."""
+    ps = store.page_size
+    for i in range(min(len(leading) // ps, store.remote_pages)):
+        store.put_synced(i + 1, leading[i * ps:(i + 1) * ps])
