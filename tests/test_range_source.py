@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -267,3 +269,63 @@ def test_from_options_uses_the_option_table_names(nginx, databases):
     src = HttpRangeSource.from_options("http://127.0.0.1:9/x.db", opts)
     assert src._http.timeout == 7.0 and src._http.retry.total == 1 and src._http._session.verify is True
     src.close()
+
+
+def test_runs_of_one_fetch_are_requested_concurrently_up_to_parallel(nginx, databases):
+    from support.faultproxy import FaultProxy
+
+    nginx.place("par.db", databases["p1024"])
+    data = Path(databases["p1024"]).read_bytes()
+    want = [3, 10, 20, 30]  # four runs
+    with FaultProxy(nginx.base_url, latency=0.2) as proxy:
+        with _source(proxy.url("par.db"), parallel=4) as src:
+            src.open()
+            t0 = time.monotonic()
+            got = src.fetch(want)
+            parallel_s = time.monotonic() - t0
+        with _source(proxy.url("par.db"), parallel=1) as src:
+            src.open()
+            t0 = time.monotonic()
+            assert src.fetch(want) == got
+            serial_s = time.monotonic() - t0
+    assert got == {p: _page(data, p, 1024) for p in want}
+    assert serial_s >= 0.8 and parallel_s < 0.6
+
+
+def test_one_source_serves_many_threads_with_the_right_pages(nginx, databases):
+    nginx.place("threads.db", databases["p4096"])
+    data = Path(databases["p4096"]).read_bytes()
+    errors = []
+    with _source(nginx.url("threads.db")) as src:
+        src.open()
+        n = src.n_pages
+
+        def worker(k: int) -> None:
+            try:
+                for i in range(15):
+                    pages = [(k * 37 + i * 11) % n + 1, (k * 53 + i * 5) % n + 1]
+                    got = src.fetch(pages)
+                    for p in pages:
+                        assert got[p] == _page(data, p, 4096)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert errors == []
+
+
+def test_defaults_are_the_option_table_defaults():
+    from turso_dbapi import http, readahead, url
+    from turso_dbapi.sources import range as range_mod
+
+    assert http.DEFAULT_TIMEOUT == url.OPTIONS["http_timeout"].default == 30.0
+    assert http.DEFAULT_RETRIES == url.OPTIONS["retries"].default == 3
+    assert http.Retry().total == 3
+    assert range_mod.DEFAULT_OPEN_BYTES == 4096 and range_mod.DEFAULT_PARALLEL == 4
+    ra = readahead.Readahead(4096)
+    assert ra.segment_pages * 4096 == url.OPTIONS["segment_size"].default
+    assert ra.max_pages * 4096 == url.OPTIONS["readahead_max"].default

@@ -17,14 +17,16 @@ Rules (numbered; the code tags them):
     and total size are compared with the pinned ones too (servers and CDNs that ignore the
     preconditions are still caught). Any difference, a 412 or a 416 raises
     ``RemoteChangedError``: pages of two versions are never mixed.
-(5) fetch() asks one request per contiguous run of the requested pages (sorted, runs done
-    in order) and drops pages past the pinned size; a last page shorter than the page
+(5) fetch() asks one request per contiguous run of the requested pages (at most
+    ``parallel`` runs at once) and drops pages past the pinned size; a last page shorter than the page
     size (a file not a multiple of it) is zero-padded, as SQLite reads it.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import DatabaseError, RangeNotSupportedError, RemoteChangedError
@@ -33,6 +35,7 @@ from .base import SourceStats
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_OPEN_BYTES = 4096  # covers page 1 of the common page sizes (<= 4096) in one request
+DEFAULT_PARALLEL = 4  # concurrent runs per fetch(); the session pool holds 8 connections
 
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
 _UNSATISFIED_RANGE = re.compile(r"\s*bytes\s+\*/(\d+)\s*$", re.I)
@@ -101,8 +104,10 @@ class HttpRangeSource:
 
     Options mirror ``url.OPTIONS``: ``auth_token`` (str or callable), ``http_timeout``,
     ``retries`` (or a full ``retry`` policy), ``verify``, ``client_name``; plus ``headers``
-    (extra request headers, e.g. an API key) and ``open_bytes`` (leading bytes read by
-    open(); page 1 needs a second request only when the page size is larger).
+    (extra request headers, e.g. an API key), ``open_bytes`` (leading bytes read by
+    open(); page 1 needs a second request only when the page size is larger) and
+    ``parallel`` (runs of one fetch() requested concurrently; 1 = one after another).
+    Safe to use from several threads.
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class HttpRangeSource:
         verify: Union[bool, str] = True,
         client_name: str = "turso-dbapi",
         open_bytes: int = DEFAULT_OPEN_BYTES,
+        parallel: int = DEFAULT_PARALLEL,
         stats: Optional[SourceStats] = None,
     ):
         self.stats = stats if stats is not None else SourceStats()
@@ -133,6 +139,9 @@ class HttpRangeSource:
         self.size = 0
         self.version = ""
         self._pinned: Optional[_Validators] = None
+        self.parallel = max(1, int(parallel))
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, url: str, options: Mapping[str, Any], **extra: Any) -> HttpRangeSource:
@@ -219,14 +228,24 @@ class HttpRangeSource:
         n_pages = self.n_pages
         wanted = [p for p in pgnos if 1 <= p <= n_pages]
         out: Dict[int, bytes] = {}
-        for first, last in page_runs(wanted):
-            data = self._read_run(first, last)
+        runs = page_runs(wanted)
+        if len(runs) > 1 and self.parallel > 1:
+            datas = list(self._executor().map(lambda run: self._read_run(*run), runs))
+        else:
+            datas = [self._read_run(first, last) for first, last in runs]
+        for (first, last), data in zip(runs, datas):
             ps = self.page_size
             for i, p in enumerate(range(first, last + 1)):
                 page = data[i * ps:(i + 1) * ps]
                 out[p] = page if len(page) == ps else page.ljust(ps, b"\x00")
         self.stats.add(pages=len(out))
         return out
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="tdb-range")
+            return self._pool
 
     def _read_run(self, first: int, last: int) -> bytes:
         ps = self.page_size
@@ -277,6 +296,10 @@ class HttpRangeSource:
         )
 
     def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         self._http.close()
 
     def __enter__(self) -> HttpRangeSource:
