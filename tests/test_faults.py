@@ -172,3 +172,14 @@ def test_proxy_is_usable_without_pytest_fixtures(nginx, db):
         with _open(proxy, name) as src:
             assert src.open()[:16] == b"SQLite format 3\x00"
         assert proxy.records[0].status == 206 and proxy.records[0].range == "bytes=0-4095"
+
+
+def test_s3_version_id_change_is_a_remote_change(fault_proxy, db):
+    name, _ = db
+    fault_proxy.inject("headers", set={"x-amz-version-id": "v1"}, when=is_open)
+    with _open(fault_proxy, name) as src:
+        src.open()
+        assert src.version.startswith("s3-version=v1;")
+        fault_proxy.inject("headers", set={"x-amz-version-id": "v2"}, when=is_fetch)
+        with pytest.raises(RemoteChangedError, match="S3 versionId v1 -> v2"):
+            src.fetch([2])

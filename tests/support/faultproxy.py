@@ -18,6 +18,7 @@ Faults (``FAULTS``):
   gzip       gzip the body and add ``Content-Encoding: gzip``
   no_validators  drop If-* preconditions from the request and ETag/Last-Modified from the
              reply (a cache that neither honours nor keeps validators)
+  headers    set reply headers from ``set`` (a dict), e.g. ``{"x-amz-version-id": "v2"}``
 
 ``times`` is how many matching requests the fault hits (``None``: every one). ``when``
 selects requests (``is_open``: the leading-bytes read; ``is_fetch``: every other ranged
@@ -46,7 +47,7 @@ try:
 except ImportError:  # usable from benchmarks without pytest
     pytest = None  # type: ignore[assignment]
 
-FAULTS = ("reset", "status", "truncate", "full200", "bad_range", "slow", "gzip", "no_validators")
+FAULTS = ("reset", "status", "truncate", "full200", "bad_range", "slow", "gzip", "no_validators", "headers")
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade", "host",
         "content-length"}
 
@@ -258,6 +259,9 @@ class FaultProxy:
         if fault == "gzip":
             body = gzip.compress(body)
             reply_headers.append(("Content-Encoding", "gzip"))
+        if fault == "headers":
+            new = {k.lower(): v for k, v in params.get("set", {}).items()}
+            reply_headers = [(k, v) for k, v in reply_headers if k.lower() not in new] + list(new.items())
         if fault == "no_validators":
             reply_headers = [(k, v) for k, v in reply_headers if k.lower() not in ("etag", "last-modified")]
         h.send_response(status)

@@ -11,7 +11,7 @@ Rules (numbered; the code tags them):
     the reply is refused: byte ranges of a compressed body do not address the file.
 (3) A ``200`` carrying the whole file means the server ignores Range: the body is not read
     and ``RangeNotSupportedError`` is raised (unless (4) says the file changed).
-(4) The version is pinned at open: a strong ETag is sent as ``If-Match`` and ``If-Range``;
+(4) The version is pinned at open (ETag, Last-Modified, S3 ``x-amz-version-id``): a strong ETag is sent as ``If-Match`` and ``If-Range``;
     with only Last-Modified, it is sent as ``If-Unmodified-Since`` and ``If-Range``; a weak
     ETag cannot be used in either, so it is only compared. Every reply's ETag, Last-Modified
     and total size are compared with the pinned ones too (servers and CDNs that ignore the
@@ -67,6 +67,7 @@ class _Validators:
     def __init__(self, headers: Mapping[str, str]):
         self.etag: Optional[str] = headers.get("ETag") or None
         self.last_modified: Optional[str] = headers.get("Last-Modified") or None
+        self.s3_version: Optional[str] = headers.get("x-amz-version-id") or None
 
     @property
     def weak(self) -> bool:
@@ -90,6 +91,9 @@ class _Validators:
 
     def differs(self, headers: Mapping[str, str]) -> Optional[str]:
         """A description of the change, or None when the reply matches the pinned version."""
+        s3 = headers.get("x-amz-version-id")
+        if self.s3_version and s3 and s3 != self.s3_version:
+            return f"S3 versionId {self.s3_version} -> {s3}"
         etag = headers.get("ETag")
         if self.etag and etag and etag != self.etag:
             return f"ETag {self.etag} -> {etag}"
@@ -337,6 +341,8 @@ def _content_range(reply: Reply) -> Tuple[int, int, Optional[int]]:
 
 
 def _version_string(v: _Validators, size: int) -> str:
+    if v.s3_version:
+        return f"s3-version={v.s3_version};etag={v.etag};size={size}"
     if v.etag:
         return f"etag={v.etag};size={size}"
     if v.last_modified:
