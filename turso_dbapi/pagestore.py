@@ -39,7 +39,7 @@ META_FORMAT = 1
 
 _tls = threading.local()
 _stores_lock = threading.Lock()
-_stores: Dict[str, "PageStore"] = {}
+_stores: Dict[str, PageStore] = {}
 _conn_ids = itertools.count(1)
 
 
@@ -125,7 +125,7 @@ class PageStore:
         self.page_size = page_size
         self.identity = identity
         self.single_flight = SingleFlight()
-        self._handlers: "weakref.WeakValueDictionary[int, MissHandler]" = weakref.WeakValueDictionary()
+        self._handlers: weakref.WeakValueDictionary[int, MissHandler] = weakref.WeakValueDictionary()
         self._last_handler: Optional[Callable[[], Optional[MissHandler]]] = None
         self._handle = ffi.new_handle(self)  # kept alive by self: outlives the C pointer
         err = ffi.new("int *")
@@ -204,14 +204,14 @@ class PageStore:
             raise OperationalError(f"page store {self.path}: fsync failed")
 
     # miss routing ---------------------------------------------------------------------
-    def attach(self, handler: "MissHandler") -> int:
+    def attach(self, handler: MissHandler) -> int:
         """Route misses of connections opened with ``tdbconn=<returned id>`` to handler."""
         conn_id = next(_conn_ids)
         self._handlers[conn_id] = handler
         self._last_handler = weakref.ref(handler)
         return conn_id
 
-    def _handler_for(self, conn_id: int) -> Optional["MissHandler"]:
+    def _handler_for(self, conn_id: int) -> Optional[MissHandler]:
         handler = self._handlers.get(conn_id)
         if handler is None and self._last_handler is not None:
             handler = self._last_handler()  # a connection without tdbconn: any live one
@@ -225,7 +225,7 @@ class PageStore:
             return 1
         return handler.handle_miss(pgno, n_pages)
 
-    def download_all(self, handler: "MissHandler", batch_bytes: int = 4 * 1024 * 1024) -> int:
+    def download_all(self, handler: MissHandler, batch_bytes: int = 4 * 1024 * 1024) -> int:
         """Fetch every absent page (``partial=False``); returns pages fetched."""
         batch = max(1, batch_bytes // self.page_size)
         total = self.remote_pages
@@ -337,16 +337,29 @@ class MissHandler:
         if not pgnos:
             return 0
         asked = set(requested)
-        t0 = time.perf_counter()
-        pages = self.store.single_flight.fetch(pgnos, self.source.fetch)
+        store = self.store
         stored = 0
-        for p, data in pages.items():
-            if self.store.put_synced(p, data, prefetched=p not in asked):
-                stored += 1
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("fetched %d pages (%d..%d, %d asked) of %s in %.1f ms",
-                      len(pages), pgnos[0], pgnos[-1], len(asked), self.source.display_url,
-                      (time.perf_counter() - t0) * 1000)
+
+        def fetch(pages: List[int]) -> Dict[int, bytes]:
+            # Runs while these pages are registered in flight: pages another thread
+            # stored since our plan are skipped, and ours are stored before the flight
+            # ends, so no page is ever fetched twice.
+            nonlocal stored
+            todo = [p for p in pages if not store.is_present(p)]
+            if not todo:
+                return {}
+            t0 = time.perf_counter()
+            got = self.source.fetch(todo)
+            for p, data in got.items():
+                if store.put_synced(p, data, prefetched=p not in asked):
+                    stored += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("fetched %d pages (%d..%d, %d asked) of %s in %.1f ms",
+                          len(got), todo[0], todo[-1], len(asked), self.source.display_url,
+                          (time.perf_counter() - t0) * 1000)
+            return got
+
+        store.single_flight.fetch(pgnos, fetch)
         return stored
 
     def _prefetch_children(self, wanted: List[int]) -> None:
