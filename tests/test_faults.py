@@ -159,8 +159,8 @@ def test_added_latency_applies_to_every_request_and_counts_match_the_source(faul
     with _open(fault_proxy, name) as src:
         t0 = time.monotonic()
         src.open()
-        src.fetch([3, 4, 10])
-        assert time.monotonic() - t0 >= 0.15
+        src.fetch([3, 4, 10])  # two runs, requested concurrently
+        assert time.monotonic() - t0 >= 0.10
         stats = src.stats.snapshot()
     assert fault_proxy.request_count == stats["requests"] == 3
     assert fault_proxy.bytes_sent == stats["bytes_received"] == 4096 + 3 * 1024
