@@ -183,3 +183,17 @@ def test_s3_version_id_change_is_a_remote_change(fault_proxy, db):
         fault_proxy.inject("headers", set={"x-amz-version-id": "v2"}, when=is_fetch)
         with pytest.raises(RemoteChangedError, match="S3 versionId v1 -> v2"):
             src.fetch([2])
+
+
+def test_every_request_is_a_get_asking_for_identity_with_the_pinned_preconditions(fault_proxy, db):
+    name, _ = db
+    with _open(fault_proxy, name) as src:
+        src.open()
+        src.fetch([2, 3, 8])
+    first, *later = fault_proxy.records
+    assert [r.method for r in fault_proxy.records] == ["GET"] * 3  # no HEAD
+    assert all(r.headers["accept-encoding"] == "identity" for r in fault_proxy.records)
+    assert "if-match" not in first.headers and "if-range" not in first.headers
+    etag = src.version.split(";")[0].split("=", 1)[1]
+    assert all(r.headers["if-match"] == etag and r.headers["if-range"] == etag for r in later)
+    assert sorted(r.range for r in later) == ["bytes=1024-3071", "bytes=7168-8191"]

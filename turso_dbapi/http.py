@@ -384,7 +384,8 @@ class HttpClient:
                     self._sleep(retry, None)
                     continue
                 raise ProtocolError(
-                    f"{what}: {reply.where()}: {exc}{self._attempts(retry)}",
+                    f"{what}: {reply.where()}: {exc}{self._attempts(retry)}; the server or a proxy "
+                    "on the way sent a malformed reply",
                     url=shown, status=reply.status,
                 ) from None
 

@@ -24,7 +24,7 @@ Faults (``FAULTS``):
 selects requests (``is_open``: the leading-bytes read; ``is_fetch``: every other ranged
 read). ``latency`` adds a fixed delay to every request (benchmarks set it, e.g. 0.02).
 Counters: ``records`` (one ``Record`` per request: method, path, Range, status, body
-bytes sent, fault), ``request_count``, ``bytes_sent``; ``clear()`` resets them.
+bytes sent, fault, request headers), ``request_count``, ``bytes_sent``; ``clear()`` resets them.
 
 Usable without pytest: ``with FaultProxy(url, latency=0.02) as proxy: proxy.url("x.db")``.
 Fixture ``fault_proxy`` (function scope): a proxy in front of the session ``nginx``.
@@ -73,6 +73,7 @@ class Record:
     status: Optional[int]  # None: no response (reset)
     body_bytes: int
     fault: Optional[str]
+    headers: Dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # lower-case names
 
 
 def is_open(req: Request) -> bool:
@@ -212,7 +213,8 @@ class FaultProxy:
     def _record(self, h: _Handler, status: Optional[int], nbytes: int, rule: Optional[_Rule]) -> None:
         with self._lock:
             self.records.append(Record(h.command, h.path, h.headers.get("Range"), status, nbytes,
-                                       rule.fault if rule else None))
+                                       rule.fault if rule else None,
+                                       {k.lower(): v for k, v in h.headers.items()}))
 
     def _handle(self, h: _Handler) -> None:
         length = int(h.headers.get("Content-Length") or 0)

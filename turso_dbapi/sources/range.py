@@ -266,7 +266,7 @@ class HttpRangeSource:
         def check(reply: Reply) -> bytes:
             change = pinned.differs(reply.headers)
             if reply.status == 412 or (reply.status == 416) or change:
-                raise self._changed(change or f"{pinned.describe()} no longer matches (HTTP {reply.status})",
+                raise self._changed(change or f"{pinned.describe()} -> another version (HTTP {reply.status})",
                                     reply)
             if _encoded(reply):
                 raise _encoding_error(reply)
