@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from support.databases import make_database
 
 from turso_dbapi import pagestore
 from turso_dbapi.errors import RemoteError
