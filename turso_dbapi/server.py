@@ -53,6 +53,9 @@ def _framed_page_size(page_id: int) -> int:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and a small body go out as two writes: with Nagle on, the body waits for the
+    # client's delayed ACK (~40 ms per request on Linux).
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     # -------------------------------------------------------------- plumbing
