@@ -14,6 +14,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+# Modules whose name starts with "_" are plain helpers (e.g. test-only oracles that need
+# extra packages), not fixture plugins.
 pytest_plugins = sorted(
     "support." + name[:-3]
     for name in os.listdir(os.path.join(_HERE, "support"))

@@ -7,7 +7,7 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.proto_oracle import PageDataPB, PullUpdatesRequestPB, PullUpdatesResponseHeaderPB
+from support._proto_oracle import PageDataPB, PullUpdatesRequestPB, PullUpdatesResponseHeaderPB
 
 from turso_dbapi import protobuf as pb
 from turso_dbapi import roaring

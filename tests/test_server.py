@@ -15,7 +15,7 @@ import threading
 import pytest
 import requests
 from pyroaring import BitMap
-from support.proto_oracle import PullUpdatesRequestPB
+from support._proto_oracle import PullUpdatesRequestPB
 
 from turso_dbapi import roaring
 from turso_dbapi.server import ReferenceServer
