@@ -1,0 +1,216 @@
+"""turso_dbapi.connect(url, partial=True) against a real nginx (and the fault proxy).
+
+Request counts are exact: they are compared with the nginx access log and with what the
+same query costs through a FileSource on the same file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from support.databases import make_database
+from support.faultproxy import is_fetch
+from test_vfs import QUERIES, Lazy
+
+import turso_dbapi
+from turso_dbapi.errors import RemoteChangedError, RemoteError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path, monkeypatch):
+    """Every test gets its own user cache directory."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _fast(**kw):
+    kw.setdefault("partial", True)
+    kw.setdefault("retries", 2)
+    kw.setdefault("http_timeout", 5.0)
+    return kw
+
+
+@pytest.mark.parametrize("name", ["p1024", "p4096", "p65536", "wal"])
+def test_results_equal_sqlite3_on_the_local_file(served_databases, databases, name):
+    con = turso_dbapi.connect(served_databases[name], **_fast())
+    ref = sqlite3.connect(databases[name])
+    for sql in QUERIES:
+        assert con.execute(sql).fetchall() == ref.execute(sql).fetchall(), sql
+    st = con.stats()
+    assert st.bytes_received <= os.path.getsize(databases[name]) * 1.05  # nothing fetched twice
+    assert st.page_size == ref.execute("PRAGMA page_size").fetchone()[0]
+
+
+def test_exact_request_counts_open_lookup_repeat_and_reopen(nginx, databases, tmp_path):
+    src = databases["p4096"]
+    nginx.place("counts.db", src)
+    url = nginx.url("counts.db")
+    before = len(nginx.access_log_lines())
+    one_page = {"segment_size": 4096, "readahead_max": 4096}  # no readahead: countable
+    con = turso_dbapi.connect(url, **_fast(**one_page))
+    assert con.stats().requests == 1  # header-only open
+    assert nginx.access_log_lines()[before:] == ["GET /counts.db range=bytes=0-4095 status=206 bytes=4096"]
+
+    sql = "SELECT * FROM items WHERE id = 1234"
+    ref_rows = sqlite3.connect(src).execute(sql).fetchall()
+    assert con.execute(sql).fetchall() == ref_rows
+    # the same lookup through a FileSource: the pages it needs beyond page 1 (open gave it)
+    lazy = Lazy(src, tmp_path / "oracle", **one_page)
+    lazy.connect().execute(sql).fetchall()
+    oracle_pages = sorted(p for b in lazy.source.fetch_log for p in b if p != 1)
+    runs = sum(1 for i, p in enumerate(oracle_pages) if i == 0 or p != oracle_pages[i - 1] + 1)
+    st = con.stats()
+    assert st.requests == 1 + runs
+    assert st.bytes_received == 4096 + 4096 * len(oracle_pages)
+
+    assert con.execute(sql).fetchall() == ref_rows
+    assert con.stats().requests == st.requests  # repeat: no new request
+
+    code = ("import sys, turso_dbapi\n"
+            "c = turso_dbapi.connect(sys.argv[1], partial=True, segment_size=4096, readahead_max=4096)\n"
+            "rows = c.execute(sys.argv[2]).fetchall()\n"
+            "print(c.stats().requests, len(rows))\n")
+    out = subprocess.run([sys.executable, "-c", code, url, sql], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", str(len(ref_rows))]  # reopen: the one revalidation only
+
+
+def test_changed_remote_version_starts_a_fresh_cache(nginx, tmp_path, cache_home):
+    v1 = make_database(tmp_path / "v1.db", rows=400, seed=1)
+    v2 = make_database(tmp_path / "v2.db", rows=500, seed=2)
+    nginx.place("ver.db", v1)
+    a = turso_dbapi.connect(nginx.url("ver.db"), **_fast())
+    assert a.execute("SELECT count(*) FROM items").fetchone() == (400,)
+    nginx.place("ver.db", v2)
+    b = turso_dbapi.connect(nginx.url("ver.db"), **_fast())
+    ref = sqlite3.connect(v2)
+    for sql in QUERIES:
+        assert b.execute(sql).fetchall() == ref.execute(sql).fetchall(), sql
+    assert a._replica.path != b._replica.path
+    assert len(list(cache_home.glob("turso_dbapi/*/db"))) == 2
+
+
+def test_changed_version_with_local_path_replaces_the_cache(nginx, tmp_path):
+    v1 = make_database(tmp_path / "v1.db", rows=300, seed=3)
+    v2 = make_database(tmp_path / "v2.db", rows=350, seed=4)
+    nginx.place("lp.db", v1)
+    local = str(tmp_path / "mine" / "replica.db")
+    code = ("import sys, turso_dbapi\n"
+            "c = turso_dbapi.connect(sys.argv[1], partial=True, local_path=sys.argv[2])\n"
+            "print(c.execute('SELECT count(*) FROM items').fetchone()[0])\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = [sys.executable, "-c", code, nginx.url("lp.db"), local]
+    assert subprocess.run(run, capture_output=True, text=True, env=env, timeout=60).stdout.strip() == "300"
+    nginx.place("lp.db", v2)
+    assert subprocess.run(run, capture_output=True, text=True, env=env, timeout=60).stdout.strip() == "350"
+
+
+def test_file_replaced_mid_session_raises_remote_changed_not_disk_io(nginx, tmp_path):
+    v1 = make_database(tmp_path / "m1.db", rows=1500, seed=5)
+    nginx.place("mid.db", v1)
+    con = turso_dbapi.connect(nginx.url("mid.db"), **_fast(segment_size=4096))
+    assert con.execute("SELECT name FROM items WHERE id = 1").fetchone() == ("item-00000001",)
+    nginx.place("mid.db", make_database(tmp_path / "m2.db", rows=1500, seed=6))
+    with pytest.raises(RemoteChangedError) as info:
+        con.execute("SELECT sum(length(body)) FROM docs").fetchall()
+    assert isinstance(info.value, sqlite3.OperationalError)
+    assert "mid.db" in str(info.value) and "disk I/O" not in str(info.value)
+    # what was cached is still whole and of one version
+    assert con.execute("SELECT name FROM items WHERE id = 1").fetchone() == ("item-00000001",)
+
+
+@pytest.mark.parametrize("fault,kw", [("reset", {}), ("status", {"status": 503}), ("truncate", {}),
+                                      ("bad_range", {})])
+def test_transient_fetch_faults_are_retried_and_the_cache_stays_sound(fault_proxy, nginx, databases, fault, kw):
+    nginx.place("faults.db", databases["p4096"])
+    con = turso_dbapi.connect(fault_proxy.url("/faults.db"), **_fast())
+    fault_proxy.inject(fault, times=1, when=is_fetch, **kw)
+    ref = sqlite3.connect(databases["p4096"])
+    sql = "SELECT id, length(body) FROM docs ORDER BY id"
+    assert con.execute(sql).fetchall() == ref.execute(sql).fetchall()
+    assert con.stats().retries >= 1
+    assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_persistent_failure_raises_remote_error_and_the_connection_recovers(fault_proxy, nginx, databases):
+    nginx.place("down.db", databases["p4096"])
+    con = turso_dbapi.connect(fault_proxy.url("/down.db"), **_fast(retries=1))
+    fault_proxy.inject("status", status=500, times=None, when=is_fetch)
+    with pytest.raises(RemoteError) as info:
+        con.execute("SELECT count(*) FROM items").fetchall()
+    assert info.value.status == 500 and "down.db" in str(info.value)
+    fault_proxy.clear_faults()
+    assert con.execute("SELECT count(*) FROM items").fetchone() == (1500,)
+    assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_server_ignoring_range_on_fetch_is_a_clear_error_never_a_wrong_page(fault_proxy, nginx, databases):
+    nginx.place("r200.db", databases["p4096"])
+    con = turso_dbapi.connect(fault_proxy.url("/r200.db"), **_fast())
+    fault_proxy.inject("full200", times=None, when=is_fetch)
+    with pytest.raises(RemoteError, match="Range"):
+        con.execute("SELECT count(*) FROM docs").fetchall()
+    fault_proxy.clear_faults()
+    assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_partial_false_downloads_everything_at_connect(served_databases, databases):
+    con = turso_dbapi.connect(served_databases["p1024"], partial=False)
+    st = con.stats()
+    size = os.path.getsize(databases["p1024"])
+    assert st.pages_fetched + 4 == size // 1024  # open() brought the first 4096 bytes
+    assert st.bytes_received <= size * 1.05
+    for sql in QUERIES:
+        con.execute(sql).fetchall()
+    assert con.stats().requests == st.requests  # everything local now
+
+
+def test_options_from_the_query_string_and_debug_log_per_fetch(nginx, databases, caplog):
+    nginx.place("qs.db", databases["p4096"])
+    caplog.set_level(logging.DEBUG, logger="turso_dbapi")
+    con = turso_dbapi.connect(nginx.url("qs.db") + "?partial=true&segment_size=8k&prefetch=1")
+    con.execute("SELECT * FROM items WHERE id = 99").fetchall()
+    assert con._replica.handler.readahead.segment_pages == 2
+    assert con._replica.handler.prefetch is True
+    assert any("fetched" in r.getMessage() and "qs.db" in r.getMessage() for r in caplog.records)
+
+
+def test_threads_each_with_a_remote_connection(served_databases, databases):
+    url = served_databases["p1024"]
+    ref = sqlite3.connect(databases["p1024"], check_same_thread=False)
+    expected = dict(ref.execute("SELECT id, name || hex(payload) FROM items").fetchall())
+    errors: list = []
+
+    def worker(seed: int) -> None:
+        try:
+            con = turso_dbapi.connect(url, **_fast())
+            for i in range(1 + seed, 1500, 37):
+                row = con.execute("SELECT name || hex(payload) FROM items WHERE id = ?", (i,)).fetchone()
+                if row[0] != expected[i]:
+                    errors.append(i)
+            con.close()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+
+
+def test_local_connections_pay_nothing(tmp_path):
+    con = turso_dbapi.connect(str(tmp_path / "plain.db"))
+    assert type(con) is turso_dbapi.Connection
+    assert type(con.cursor()) is sqlite3.Cursor
