@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -298,6 +299,25 @@ def test_auth(turso_server_factory):
         srv.url + "/pull-updates", data=b"", headers={"Authorization": "Bearer tok-123"}
     )
     assert ok.status_code == 200
+    with requests.Session() as s:  # an unread body after a 401 must not poison keep-alive
+        body = PullUpdatesRequest(server_revision="1").encode() * 50
+        assert s.post(srv.url + "/pull-updates", data=body).status_code == 401
+        r = s.post(srv.url + "/pull-updates", data=b"", headers={"Authorization": "Bearer tok-123"})
+        assert r.status_code == 200
+
+
+def test_long_poll(turso_server):
+    turso_server.db_sql("CREATE TABLE t(x)")
+    rev = turso_server.revision
+    t0 = time.monotonic()
+    h, pages = pull(turso_server, client_revision=rev, long_poll_timeout_ms=300)
+    assert time.monotonic() - t0 >= 0.28 and (h.server_revision, pages) == (rev, {})
+    timer = threading.Timer(0.3, turso_server.db_sql, ["INSERT INTO t VALUES (1)"])
+    timer.start()
+    t0 = time.monotonic()
+    h, pages = pull(turso_server, client_revision=rev, long_poll_timeout_ms=20_000)
+    timer.join()
+    assert time.monotonic() - t0 < 10 and int(h.server_revision) == int(rev) + 1 and pages
 
 
 def test_concurrent_readers_and_writers_see_consistent_snapshots(turso_server, tmp_path):
