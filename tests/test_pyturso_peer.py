@@ -273,3 +273,17 @@ def test_auth_token(turso_server_factory, tmp_path):
     with pytest.raises(Exception, match="401"):
         turso_sync.connect(str(tmp_path / "bad.db"), srv.url, auth_token="wrong")
     assert not os.path.exists(str(tmp_path / "bad.db-info"))
+
+
+def test_long_poll_pull(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(x)")
+    conn = turso_sync.connect(
+        str(tmp_path / "local.db"), turso_server.url, long_poll_timeout_ms=20_000
+    )
+    timer = threading.Timer(0.3, turso_server.db_sql, ["INSERT INTO t VALUES ('late')"])
+    timer.start()
+    t0 = time.monotonic()
+    assert conn.pull()  # held by the server until the write, then answered at once
+    timer.join()
+    assert 0.25 <= time.monotonic() - t0 < 10
+    assert conn.execute("SELECT x FROM t").fetchall() == [("late",)]

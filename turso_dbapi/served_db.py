@@ -35,6 +35,7 @@ class ServedDatabase:
         self.db_path = os.fspath(db_path)
         self.wal_path = self.db_path + "-wal"
         self.lock = threading.RLock()
+        self._changed = threading.Condition()
         _check_page_size(self.db_path)
         self.conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
         self.conn.text_factory = lambda b: b.decode("utf-8", "replace")
@@ -63,7 +64,7 @@ class ServedDatabase:
 
     def read_file(self, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the current database file (call with ``lock`` held)."""
-        return os.pread(self._file.fileno(), end - start, start) if end > start else b""
+        return self._pread(end - start, start) if end > start else b""
 
     def file_size(self) -> int:
         return os.fstat(self._file.fileno()).st_size
@@ -95,6 +96,18 @@ class ServedDatabase:
         if busy:
             raise RuntimeError("WAL checkpoint was blocked; is another process using the database?")
 
+    def _pread(self, size: int, offset: int) -> bytes:
+        if hasattr(os, "pread"):
+            return os.pread(self._file.fileno(), size, offset)
+        self._file.seek(offset)  # Windows: callers hold ``lock``, so seek+read is safe
+        return self._file.read(size)
+
+    def wait_for_revision(self, after: int, timeout: float) -> int:
+        """Block until the latest revision is newer than ``after`` (long poll) or timeout."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.log.latest > after, timeout)
+            return self.log.latest
+
     def _db_size(self) -> int:
         return self.conn.execute("PRAGMA page_count").fetchone()[0]
 
@@ -104,7 +117,7 @@ class ServedDatabase:
         return not objects and not user_version
 
     def _read_page(self, pgno: int) -> bytes:
-        page = os.pread(self._file.fileno(), PAGE_SIZE, (pgno - 1) * PAGE_SIZE)
+        page = self._pread(PAGE_SIZE, (pgno - 1) * PAGE_SIZE)
         return page.ljust(PAGE_SIZE, b"\0")
 
     def _committed_wal_pages(self) -> Set[int]:
@@ -155,6 +168,8 @@ class ServedDatabase:
             changed |= set(range(old_size + 1, db_size + 1))  # growth is always logged
         pages = {p: self._read_page(p) for p in changed if p <= db_size}
         self.log.append(pages, db_size)
+        with self._changed:
+            self._changed.notify_all()
 
     def _reconcile(self) -> None:
         """Log the difference between the file and the log's latest revision, if any."""

@@ -35,6 +35,7 @@ from .protobuf import DecodeError, encode_varint
 from .served_db import ServedDatabase
 
 MAX_BODY = 64 * 1024 * 1024
+MAX_LONG_POLL_MS = 60_000
 _CHUNK_PAGES = 64
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -76,6 +77,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Access-Control-Allow-Origin", "*")
+        if status >= 400:
+            # The request body may be unread (e.g. a 401): never parse it as the next request.
+            self.send_header("Connection", "close")
+            self.close_connection = True
         for k, v in headers:
             self.send_header(k, v)
         self.end_headers()
@@ -182,6 +187,16 @@ class _Handler(BaseHTTPRequestHandler):
                 400, "MVCC logical-log pulls are not supported: this server serves pages"
             )
         latest = db.revision
+        client_rev = _parse_rev(req.client_revision) or 0
+        if (
+            req.long_poll_timeout_ms
+            and req.client_revision
+            and not req.server_revision
+            and client_rev == latest
+        ):
+            # Long poll (spec §2.6): hold until a newer revision exists or the timeout passes.
+            timeout = min(req.long_poll_timeout_ms, MAX_LONG_POLL_MS) / 1000
+            latest = db.wait_for_revision(latest, timeout)
         server_rev = _parse_rev(req.server_revision)
         if server_rev is None:
             server_rev = latest  # "" or unparseable: latest, as the Rust server does
@@ -189,7 +204,6 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(
                 400, f"unknown server revision {req.server_revision!r} (latest is {latest})"
             )
-        client_rev = _parse_rev(req.client_revision) or 0
         if client_rev > server_rev:
             client_rev = 0  # a revision from another history: resend everything
         selector = None
