@@ -82,6 +82,17 @@ def test_results_equal_plain_sqlite3_for_every_page_size_and_wal(databases, tmp_
     ref.close()
 
 
+def test_btree_prefetch_fetches_children_of_interior_pages_and_stays_correct(databases, tmp_path):
+    lazy = Lazy(databases["p1024"], tmp_path, prefetch=True, segment_size=1024, readahead_max=1024)
+    con = lazy.connect()
+    ref = sqlite3.connect(databases["p1024"])
+    sql = "SELECT * FROM items WHERE id = 1000"
+    assert _rows(con, sql) == _rows(ref, sql)
+    assert lazy.store.counters()["prefetched"] > 0
+    for sql in QUERIES:
+        assert _rows(con, sql) == _rows(ref, sql), sql
+
+
 def test_file_size_is_the_logical_size_not_the_sparse_file(databases, tmp_path):
     src = databases["p4096"]
     lazy = Lazy(src, tmp_path)

@@ -130,6 +130,11 @@ class Replica:
             pages_fetched=net["pages_fetched"], retries=net["retries"], **c,
         )
 
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
     def pull(self) -> bool:
         raise NotSupportedError(
             f"{self.url} is read over HTTP ranges, which has no change feed; reconnect to read a "
@@ -235,6 +240,11 @@ class _RemoteMixin:
         if self._replica is None:
             raise NotSupportedError("stats() needs a remote database")
         return self._replica.stats()
+
+    def close(self) -> None:  # type: ignore[override]
+        super().close()  # type: ignore[misc]
+        if self._replica is not None:
+            self._replica.close()  # the HTTP session; the cache stays for the next connect
 
 
 _classes: Dict[type, type] = {}
