@@ -45,6 +45,10 @@ class ServedDatabase:
         native = has_native_series(self.conn)
         self.pipeline = Pipeline(self.conn, rewrite_sql=None if native else rewrite)
         self._file = open(self.db_path, "rb")  # noqa: SIM115 - kept for pread until close()
+        # One authorizer for the connection's lifetime (set_authorizer(None) is 3.11+); our
+        # own maintenance statements run with ``_internal`` set.
+        self._internal = False
+        self.conn.set_authorizer(self._authorize)
         with self.lock:
             self._enable_wal()
             self._reconcile()
@@ -79,20 +83,30 @@ class ServedDatabase:
 
     # ------------------------------------------------------------------ internals
 
+    def _internal_sql(self, sql: str) -> Any:
+        self._internal = True
+        try:
+            return self.conn.execute(sql).fetchone()
+        finally:
+            self._internal = False
+
+    def _authorize(self, action: int, arg1: Any, arg2: Any, dbname: Any, source: Any) -> int:
+        if self._internal or action != sqlite3.SQLITE_PRAGMA or not arg1:
+            return sqlite3.SQLITE_OK
+        name = arg1.lower()
+        if name in _FORBIDDEN_PRAGMAS and (arg2 is not None or name == "wal_checkpoint"):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
     def _enable_wal(self) -> None:
-        self.conn.set_authorizer(None)
-        mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = self._internal_sql("PRAGMA journal_mode=WAL")[0]
         if mode.lower() != "wal":
             raise RuntimeError(f"could not switch {self.db_path} to WAL mode (got {mode})")
-        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._internal_sql("PRAGMA wal_autocheckpoint=0")
         self._checkpoint()
 
     def _checkpoint(self) -> None:
-        self.conn.set_authorizer(None)
-        try:
-            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            self.conn.set_authorizer(_authorizer)
+        busy, _, _ = self._internal_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         if busy:
             raise RuntimeError("WAL checkpoint was blocked; is another process using the database?")
 
@@ -186,13 +200,6 @@ class ServedDatabase:
                     changed[p] = page
         if changed or db_size != self.log.latest_db_size:
             self.log.append(changed, db_size)
-
-
-def _authorizer(action: int, arg1: Any, arg2: Any, dbname: Any, source: Any) -> int:
-    if action == sqlite3.SQLITE_PRAGMA and arg1 and arg1.lower() in _FORBIDDEN_PRAGMAS:
-        if arg2 is not None or arg1.lower() == "wal_checkpoint":
-            return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
 
 
 def _check_page_size(path: str) -> None:
