@@ -416,3 +416,16 @@ def test_cli_serves_and_shuts_down_cleanly(tmp_path):
     )
     assert res.returncode == 2 and "not a SQLite database" in res.stderr
     assert not os.path.exists(bad + "-revlog")
+
+
+def test_http_range_client_reads_the_served_db(turso_server, tmp_path):
+    """The package's own HTTP range reader works against the server's plain GET route."""
+    import turso_dbapi
+
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, x)")
+    turso_server.db_sql("INSERT INTO t SELECT value, randomblob(500) FROM generate_series(1, 3000)")
+    con = turso_dbapi.connect(turso_server.url + "/server.db", partial=True)
+    try:
+        assert con.execute("SELECT count(*), sum(length(x)) FROM t").fetchall() == [(3000, 1500000)]
+    finally:
+        con.close()
