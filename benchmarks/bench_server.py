@@ -148,7 +148,7 @@ def main() -> None:
                 session.post(server.url + "/v2/pipeline", json=body).raise_for_status()
             write_s = time.perf_counter() - t0
             latest = server.db.revision
-            versions = server.db.log._writer.execute("SELECT count(*) FROM versions").fetchone()[0]
+            versions = server.db.log.version_count()
             print(
                 f"\n{args.writes} pipeline writes in {write_s:.1f}s ({args.writes / write_s:.0f} revisions/s); "
                 f"log: {versions} page versions, revisions {oldest}..{latest}"

@@ -190,6 +190,12 @@ def test_pipeline_cannot_disable_the_wal_log(turso_server):
     )
     assert out["results"][0]["type"] == "error"
     assert turso_server.db_sql("PRAGMA journal_mode") == [["wal"]]
+    for sql in ("ATTACH 'other.db' AS o", "VACUUM INTO 'copy.db'"):  # no other files
+        out = turso_server.pipeline({"requests": [{"type": "execute", "stmt": {"sql": sql}}]})
+        assert (
+            "not authorized" in out["results"][0]["error"]["message"]
+            or "denied" in out["results"][0]["error"]["message"]
+        )
 
 
 def test_open_transaction_is_rolled_back_and_not_a_revision(turso_server):

@@ -118,6 +118,10 @@ class PageLog:
 
     # ------------------------------------------------------------------ reading
 
+    def version_count(self) -> int:
+        with self.reader() as conn:
+            return conn.execute("SELECT count(*) FROM versions").fetchone()[0]
+
     def db_size_at(self, rev: int, conn: Optional[sqlite3.Connection] = None) -> int:
         if rev <= 0:
             return 0

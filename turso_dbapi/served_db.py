@@ -91,7 +91,11 @@ class ServedDatabase:
             self._internal = False
 
     def _authorize(self, action: int, arg1: Any, arg2: Any, dbname: Any, source: Any) -> int:
-        if self._internal or action != sqlite3.SQLITE_PRAGMA or not arg1:
+        if self._internal:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_ATTACH:
+            return sqlite3.SQLITE_DENY  # ATTACH / VACUUM INTO would read or write other files
+        if action != sqlite3.SQLITE_PRAGMA or not arg1:
             return sqlite3.SQLITE_OK
         name = arg1.lower()
         if name in _FORBIDDEN_PRAGMAS and (arg2 is not None or name == "wal_checkpoint"):
