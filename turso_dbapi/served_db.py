@@ -93,8 +93,10 @@ class ServedDatabase:
     def _authorize(self, action: int, arg1: Any, arg2: Any, dbname: Any, source: Any) -> int:
         if self._internal:
             return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_ATTACH:
-            return sqlite3.SQLITE_DENY  # ATTACH / VACUUM INTO would read or write other files
+        if action == sqlite3.SQLITE_ATTACH and arg1 not in ("", ":memory:", None):
+            # ATTACH / VACUUM INTO would read or write other files; plain VACUUM attaches a
+            # nameless temporary database, which stays allowed.
+            return sqlite3.SQLITE_DENY
         if action != sqlite3.SQLITE_PRAGMA or not arg1:
             return sqlite3.SQLITE_OK
         name = arg1.lower()
