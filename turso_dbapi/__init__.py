@@ -19,6 +19,7 @@ Every exception is the stdlib class itself (or a subclass of it), so existing
 
 from __future__ import annotations
 
+import os as _os
 import sqlite3 as _sqlite3
 from typing import Any
 
@@ -38,6 +39,16 @@ from .errors import ProtocolError, RemoteChangedError, RemoteError  # noqa: E402
 from .url import OPTIONS as _OPTIONS  # noqa: E402
 from .url import is_remote as _is_remote  # noqa: E402
 
+
+def _is_turso_replica(database: Any) -> bool:
+    """A local path with Turso sync metadata beside it reopens that replica (saved URL)."""
+    if database in (None, "", ":memory:") or not isinstance(database, (str, bytes, _os.PathLike)):
+        return False
+    try:
+        return _os.path.exists(_os.fsdecode(database) + "-tdbsync.json")
+    except (TypeError, ValueError):
+        return False
+
 dbapi2 = _sqlite3.dbapi2
 apilevel = "2.0"
 threadsafety = _sqlite3.threadsafety
@@ -55,7 +66,7 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
     also accepted in the URL's query string).
     """
     remote_opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}
-    if _is_remote(database) or remote_opts.get("url"):
+    if _is_remote(database) or remote_opts.get("url") or _is_turso_replica(database):
         from .remote import connect_remote
 
         return connect_remote(database, args, kwargs, remote_opts)

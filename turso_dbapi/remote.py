@@ -305,10 +305,18 @@ def connect_remote(database: Any, args: Sequence[Any], kwargs: Dict[str, Any],
         for key, value in from_query.items():
             raw.setdefault(key, value)
     opts = with_defaults(parse_options(raw))
-    url, local_path = _target(database, opts)
+    from . import turso_replica
+
+    if not opts.get("url") and not (isinstance(database, str) and "://" in database) \
+            and turso_replica.is_turso_replica(database):
+        url, local_path = None, os.fsdecode(database)  # reopen a Turso replica by its path
+    else:
+        url, local_path = _target(database, opts)
     connect_kwargs = _split_args(args, kwargs)
     factory = connect_kwargs.pop("factory", None) or Connection
     connect_kwargs.pop("uri", None)
+    if url is None or turso_replica.wants_turso(url, opts):
+        return turso_replica.connect_turso(url, local_path, opts, parse_options(raw), connect_kwargs, factory)
 
     ensure_registered()
     source = source_factory(url)(url, opts)

@@ -37,6 +37,9 @@ class SyncMeta:
     remote_url: Optional[str] = None
     segment_size: Optional[int] = None
     prefetch: Optional[bool] = None
+    # Set while a pull's staged pages are being applied ({"revision": ..., "db_size": ...});
+    # found set at open, the apply is redone from the staging file (it is idempotent).
+    pending_pull: Optional[Dict[str, Any]] = None
     version: str = FORMAT
 
     @classmethod
@@ -90,7 +93,6 @@ def save(replica_path: str, meta: SyncMeta) -> None:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -99,7 +101,12 @@ def write_atomic(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY)
+    fsync_dir(path)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename of ``path`` durable: fsync its directory."""
+    dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:

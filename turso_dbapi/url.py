@@ -79,6 +79,13 @@ def _parse_verify(value: Any) -> Union[bool, str]:
         return str(value)
 
 
+def _parse_protocol(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("auto", "range", "turso"):
+        raise ValueError("expected auto, range or turso")
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     name: str
@@ -105,6 +112,9 @@ OPTIONS: Dict[str, Option] = {
         Option("retries", _parse_int, 3, "retries of a failed fetch (connection errors, 5xx, short bodies)"),
         Option("verify", _parse_verify, True, "TLS verification: true, false, or a CA bundle path"),
         Option("long_poll_timeout_ms", _parse_int, 0, "Turso pull: let the server wait this long for changes"),
+        Option("protocol", _parse_protocol, "auto",
+               "auto | range | turso: how to read an http(s) URL (auto: Turso sync for libsql://, "
+               "turso:// and http(s) URLs with an empty path, HTTP ranges otherwise)"),
     ]
 }
 

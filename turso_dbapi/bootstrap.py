@@ -1,0 +1,106 @@
+"""Bootstrap of a Turso replica into the page store (spec §6.1-6.3, §9).
+
+Strategies:
+  * full    — one request with an empty body; every page of the server is stored;
+  * prefix  — ``bootstrap_prefix`` bytes: pages ``[0, floor(L/4096))`` (spec §2.8). A prefix
+              under 4096 bytes would select no page at all (§9: the header page would be a
+              hole), so it is rounded up to one page;
+  * query   — ``bootstrap_query``: ``server_query_selector`` (a real server returns the pages
+              the query touches; the reference server returns all pages).
+``partial=True`` without a strategy bootstraps one segment (``segment_size`` bytes).
+
+Order (crash safety, §6.1 step 2): pages are stored and fsynced BEFORE the metadata is
+written; a crash before that leaves no metadata, and the next open bootstraps again into a
+store with a new identity (old files are discarded). Bootstraps of one path are serialised
+by a file lock (``<replica>-tdbsync.lock``), so a second process simply opens the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import time
+from typing import Any, Iterator, Mapping, Optional, Tuple
+
+from . import pagestore, sync_meta
+from .http import split_credentials
+from .pull_apply import PAGE_SIZE, remove_stage
+from .sources.turso import PullReply, TursoSyncSource
+
+# Files a bootstrap starts without: a stale journal would be rolled "back" into new pages.
+_STALE_SUFFIXES = ("", "-tdblocal", "-tdbmap", "-tdbmeta.json", "-journal", "-wal", "-shm")
+
+
+def store_identity(client_unique_id: str) -> bytes:
+    """Stable for the replica's life (not the revision, which changes at every pull)."""
+    return hashlib.sha256(f"turso-sync\n{client_unique_id}".encode()).digest()
+
+
+@contextlib.contextmanager
+def replica_lock(replica: str) -> Iterator[None]:
+    """Exclusive across processes and threads (flock on a private open file description)."""
+    fd = os.open(replica + "-tdbsync.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def prefix_pages(options: Mapping[str, Any]) -> Optional[int]:
+    """Pages of a prefix bootstrap, or None for full/query (see the module docstring)."""
+    if options.get("bootstrap_query"):
+        return None
+    length = options.get("bootstrap_prefix")
+    if length is None:
+        if not options.get("partial"):
+            return None
+        length = options.get("segment_size") or 128 * 1024
+    return max(1, int(length) // PAGE_SIZE)
+
+
+def is_partial(options: Mapping[str, Any]) -> bool:
+    return bool(options.get("partial") or options.get("bootstrap_prefix") is not None
+                or options.get("bootstrap_query"))
+
+
+def open_replica_store(replica: str, meta: sync_meta.SyncMeta, display_url: str) -> pagestore.PageStore:
+    return pagestore.open_store(
+        replica, page_size=PAGE_SIZE, size=meta.db_size_pages * PAGE_SIZE,
+        identity=store_identity(meta.client_unique_id),
+        meta={"url": display_url, "version": f"turso-sync:{meta.client_unique_id}"},
+    )
+
+
+def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
+              client_name: str) -> Tuple[sync_meta.SyncMeta, pagestore.PageStore]:
+    """Bootstrap ``replica`` (caller holds ``replica_lock`` and found no metadata)."""
+    for suffix in _STALE_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(replica + suffix)
+    remove_stage(replica)
+    meta = sync_meta.SyncMeta.new(client_name)
+    partial = is_partial(options)
+    reply: PullReply = source.bootstrap(prefix_pages=prefix_pages(options) if partial else None,
+                                        query=options.get("bootstrap_query") or None)
+    meta.db_size_pages = reply.db_size
+    store = open_replica_store(replica, meta, source.display_url)
+    for pgno, data in reply.pages.items():
+        if pgno <= reply.db_size:
+            store.put_synced(pgno, data, overwrite=True)
+    if reply.db_size and not store.is_present(1):
+        # The header page must be present (§6.3); a query bootstrap may not include it.
+        more = source.fetch_at([1], reply.revision).pages
+        if 1 in more:
+            store.put_synced(1, more[1], overwrite=True)
+    store.sync()
+    meta.synced_revision = reply.revision
+    meta.partial_bootstrap_server_revision = reply.revision if partial else None
+    meta.last_pull_unix_time = int(time.time())
+    meta.remote_url = split_credentials(source.url)[0]  # never a secret in the file
+    meta.segment_size = options.get("segment_size")
+    meta.prefetch = options.get("prefetch")
+    sync_meta.save(replica, meta)  # after the fsync: the commit point of the bootstrap
+    return meta, store

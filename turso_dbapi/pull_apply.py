@@ -1,0 +1,207 @@
+"""Applying a pulled revision to a Turso replica: staging file and coherent apply.
+
+DESIGN §2.5. The replica runs in rollback-journal mode, where every connection (of every
+process) compares the file change counter (header offset 24) at the start of each read
+transaction and drops its page cache when it moved. So the apply:
+
+1. (network already done) the received pages sit durably in ``<replica>-tdbpull``;
+2. an internal SQLite connection on the replica takes ``BEGIN EXCLUSIVE`` (waits out
+   readers and writers in every process; on timeout nothing is changed);
+3. metadata records ``pending_pull`` (a crash from here on redoes steps 4-6 at the next
+   open, from the staging file: the apply is idempotent);
+4. every staged page is stored over the synced layer; page 1 gets rollback-journal bytes
+   18/19 = 1, change counter (24) and version-valid-for (92) = max(old, new) + 1, and the
+   in-header size (28) = db_size; the remote size becomes db_size pages and synced pages
+   past it are dropped; the store is fsynced;
+5. metadata switches (synced revision, pull_gen + 1, last pull time, no pending pull);
+6. the staging file is removed and the transaction commits (it wrote nothing through
+   SQLite, so COMMIT only releases the lock).
+
+LIMITATION: a process that crashes in step 4 leaves other processes that keep the replica
+open with a half-applied synced layer until one of them (or a new open) redoes the apply;
+the crashing process's own data is never lost (there are no local changes during a pull).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+import time
+import zlib
+from typing import Dict, Optional, Tuple
+from urllib.parse import quote
+
+from . import sync_meta
+from .errors import OperationalError
+from .pagestore import PageStore
+from .vfs import VFS_NAME
+
+STAGE_SUFFIX = "-tdbpull"
+_MAGIC = b"TDBPULL1"
+PAGE_SIZE = 4096
+LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
+
+
+def stage_path(replica: str) -> str:
+    return replica + STAGE_SUFFIX
+
+
+def write_stage(replica: str, revision: str, db_size: int, pages: Dict[int, bytes]) -> None:
+    """The pulled pages, durably (fsync) and self-checking (CRC-32 of the whole file)."""
+    rev = revision.encode()
+    parts = [_MAGIC, struct.pack(">I", len(rev)), rev, struct.pack(">QI", db_size, len(pages))]
+    for pgno in sorted(pages):
+        parts.append(struct.pack(">I", pgno))
+        parts.append(pages[pgno])
+    body = b"".join(parts)
+    data = body + struct.pack(">I", zlib.crc32(body))
+    path = stage_path(replica)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sync_meta.fsync_dir(path)
+
+
+def read_stage(replica: str) -> Optional[Tuple[str, int, Dict[int, bytes]]]:
+    """(revision, db_size, pages) or None when missing or damaged."""
+    try:
+        with open(stage_path(replica), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    if len(data) < 8 + 4 + 12 + 4 or not data.startswith(_MAGIC):
+        return None
+    body, (crc,) = data[:-4], struct.unpack(">I", data[-4:])
+    if zlib.crc32(body) != crc:
+        return None
+    pos = 8
+    (n,) = struct.unpack_from(">I", body, pos)
+    pos += 4
+    revision = body[pos:pos + n].decode()
+    pos += n
+    db_size, count = struct.unpack_from(">QI", body, pos)
+    pos += 12
+    pages: Dict[int, bytes] = {}
+    for _ in range(count):
+        (pgno,) = struct.unpack_from(">I", body, pos)
+        pages[pgno] = bytes(body[pos + 4:pos + 4 + PAGE_SIZE])
+        pos += 4 + PAGE_SIZE
+    return revision, db_size, pages
+
+
+def remove_stage(replica: str) -> None:
+    try:
+        os.remove(stage_path(replica))
+    except FileNotFoundError:
+        pass
+
+
+def local_pages(store: PageStore, limit: int = 3) -> list:
+    """Up to ``limit`` page numbers held in the local layer (pages changed locally)."""
+    from ._native import lib
+
+    found = []
+    last = max(store.remote_pages, -(-store.logical_size // store.page_size))
+    for p in range(1, last + 1):
+        if store.state(p) & lib.TDB_PG_LOCAL:
+            found.append(p)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def refuse_local_changes(store: PageStore, display_url: str) -> None:
+    pages = local_pages(store)
+    if pages:
+        raise OperationalError(
+            f"pull from {display_url}: the replica {store.path} has local changes (pages "
+            f"{', '.join(map(str, pages))}...) and push is not implemented yet, so pulling would "
+            "lose them; nothing was changed. Copy the data you need elsewhere, or open a fresh "
+            "replica (another local_path) to read the server's new state")
+
+
+def patch_page1(new: bytes, old: Optional[bytes], db_size: int) -> bytes:
+    """Page 1 for the replica: rollback journal, a change counter that moved, the size."""
+    b = bytearray(new)
+    b[18] = b[19] = 1
+    old_counter = struct.unpack_from(">I", old, 24)[0] if old else 0
+    counter = (max(old_counter, struct.unpack_from(">I", new, 24)[0]) + 1) & 0xFFFFFFFF
+    struct.pack_into(">I", b, 24, counter)
+    struct.pack_into(">I", b, 28, db_size)
+    struct.pack_into(">I", b, 92, counter)
+    return bytes(b)
+
+
+def store_revision(store: PageStore, db_size: int, pages: Dict[int, bytes]) -> None:
+    """Steps 4 of the module docstring (caller holds SQLite's EXCLUSIVE lock)."""
+    old1 = store.read_page(1)
+    page1 = pages.get(1, old1)
+    if page1 is None and db_size:
+        raise OperationalError(f"pull: page 1 of {store.path} is neither stored nor in the pull")
+    old_pages = store.remote_pages
+    store.set_remote_size(db_size * PAGE_SIZE)
+    for p in range(db_size + 1, old_pages + 1):
+        store.drop_synced(p)
+    for p in sorted(pages):
+        if p != 1 and p <= db_size:
+            store.put_synced(p, pages[p], overwrite=True)
+    if page1 is not None and db_size:
+        store.put_synced(1, patch_page1(page1, old1, db_size), overwrite=True)  # last: the switch
+    store.sync()
+
+
+def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
+                 timeout: float = LOCK_TIMEOUT) -> Optional[sync_meta.SyncMeta]:
+    """Apply ``<replica>-tdbpull`` under an EXCLUSIVE lock; the new metadata, or None when
+    there was nothing (valid) staged. Raises OperationalError, changing nothing, when the
+    lock cannot be had or local changes appeared."""
+    staged = read_stage(replica)
+    if staged is None:
+        remove_stage(replica)
+        return None
+    revision, db_size, pages = staged
+    started = False
+    ic = sqlite3.connect(f"file:{quote(replica)}?vfs={VFS_NAME}&tdbconn={conn_id}", uri=True,
+                         timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        try:
+            ic.execute("BEGIN EXCLUSIVE")
+        except sqlite3.OperationalError as exc:
+            raise OperationalError(
+                f"pull from {display_url}: could not lock the replica {replica} within {timeout:g} s "
+                f"({exc}): another connection is inside a transaction. Nothing was changed; "
+                "finish that transaction and pull again") from None
+        try:
+            meta = sync_meta.load(replica)
+            if meta is None:
+                raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
+            if meta.pending_pull is None:
+                refuse_local_changes(store, display_url)  # a writer may have won the race
+                meta.pending_pull = {"revision": revision, "db_size": db_size}
+                sync_meta.save(replica, meta)
+            started = True  # from here a failure leaves the stage for a redo
+            store_revision(store, db_size, pages)
+            meta.synced_revision = revision
+            meta.db_size_pages = db_size
+            meta.pull_gen += 1
+            meta.last_pull_unix_time = int(time.time())
+            meta.pending_pull = None
+            sync_meta.save(replica, meta)
+            remove_stage(replica)
+        finally:
+            ic.execute("COMMIT")  # nothing was written through SQLite: this only unlocks
+        return meta
+    except BaseException:
+        if not started:
+            remove_stage(replica)  # the apply never began: the pull leaves no trace
+        raise
+    finally:
+        ic.close()

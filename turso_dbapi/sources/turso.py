@@ -1,0 +1,207 @@
+"""``TursoSyncSource``: pages of a Turso sync server over ``POST /pull-updates``.
+
+Spec: shared/spec/turso-sync-protocol.md §1.2 (headers), §1.3 (status handling), §2
+(messages, framing, 0-based page ids, omitted pages), §2.8 (request shapes).
+
+One source per connection; it owns the connection's HTTP client and network counters
+(``SourceStats``: requests, request-body bytes sent, response-body bytes received, pages).
+Lazy fetches (``fetch``) are pinned to ``pinned_revision``, which the replica moves to the
+latest synced revision after each pull (see ``turso_replica`` for why that is safe).
+
+The server's page 1 says "WAL" (bytes 18/19 = 2); the replica runs in rollback-journal
+mode (DESIGN §2.5), so every page 1 this source returns is patched to 1/1.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from .. import roaring
+from ..errors import ProtocolError, RemoteError
+from ..http import HttpClient, Reply, client_from_options
+from ..protobuf import DecodeError
+from ..sync_wire import (
+    APPLY_INCREMENTAL,
+    PAGE_SIZE,
+    STREAM_PAGES,
+    PageData,
+    PullUpdatesRequest,
+    PullUpdatesResponseHeader,
+    PullUpdatesStreamParser,
+)
+from ..url import normalize_remote_url, redact
+from .base import SourceStats
+
+PULL_PATH = "/pull-updates"
+PARSE_CHUNK = 64 * 1024  # the body is parsed in chunks like pyturso feeds its engine
+_EXCERPT = 300
+
+
+def rollback_mode_page1(page: bytes) -> bytes:
+    """Page 1 with the file format bytes (18 write, 19 read) set to 1: rollback journal."""
+    if page[18] == 1 and page[19] == 1:
+        return page
+    b = bytearray(page)
+    b[18] = b[19] = 1
+    return bytes(b)
+
+
+def base_url(url: str) -> str:
+    """The server's base URL: libsql:// and turso:// mean https://, no trailing slash."""
+    return normalize_remote_url(url).rstrip("/")
+
+
+class PullReply:
+    """A parsed ``/pull-updates`` reply: the header and the pages (1-based pgno -> bytes)."""
+
+    def __init__(self, header: PullUpdatesResponseHeader, pages: Dict[int, bytes]):
+        self.header = header
+        self.pages = pages
+
+    @property
+    def revision(self) -> str:
+        return self.header.server_revision
+
+    @property
+    def db_size(self) -> int:  # pages
+        return int(self.header.db_size)
+
+
+class TursoSyncSource:
+    """A ``PageSource`` over ``/pull-updates`` (see the module docstring)."""
+
+    page_size = PAGE_SIZE
+
+    def __init__(self, url: str, options: Mapping[str, Any], *, pinned_revision: str = "",
+                 size: int = 0, client: Optional[HttpClient] = None):
+        self.url = base_url(url)
+        self.display_url = redact(self.url)
+        self.endpoint = self.url + PULL_PATH
+        self.stats = SourceStats()
+        name = str(options.get("client_name") or "turso-dbapi")
+        # §1.2: User-Agent is exactly client_name; accept-encoding is NOT a compression ask.
+        headers = {"User-Agent": name, "content-type": "application/protobuf",
+                   "accept-encoding": "application/protobuf"}
+        self.http = client or client_from_options(self.url, options, stats=self.stats, headers=headers)
+        if client is not None:
+            self.stats = client.stats
+        self.long_poll_timeout_ms = int(options.get("long_poll_timeout_ms") or 0)
+        self.pinned_revision = pinned_revision
+        self.size = size
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        return self.pinned_revision
+
+    def open(self) -> bytes:
+        """PageSource.open: nothing to pin (the replica's metadata holds the revision)."""
+        return b""
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __repr__(self) -> str:
+        return f"<TursoSyncSource {self.display_url} @{self.pinned_revision!r}>"
+
+    # -- the one request ---------------------------------------------------------------
+
+    def pull_updates(self, req: PullUpdatesRequest, what: str) -> PullReply:
+        """POST one request; the parsed reply. Errors name the URL and what to do."""
+        body = req.encode()
+
+        def check(reply: Reply) -> PullReply:
+            if reply.status != 200:
+                excerpt = (reply.body or b"")[:_EXCERPT].decode("utf-8", "replace").strip()
+                raise RemoteError(
+                    f"{what}: remote server returned an error: status={reply.status}, "
+                    f"body={excerpt!r} ({reply.where()}); check the URL, the auth token and "
+                    "the server's log", url=self.display_url, status=reply.status)
+            return self._parse(reply.body or b"", what)
+
+        # /pull-updates only reads, so a retry after a lost reply is harmless: idempotent.
+        return self.http.request("POST", self.endpoint, data=body, idempotent=True, check=check, what=what)
+
+    def _parse(self, body: bytes, what: str) -> PullReply:
+        parser = PullUpdatesStreamParser(PAGE_SIZE)
+        pages: Dict[int, bytes] = {}
+        try:
+            for start in range(0, len(body), PARSE_CHUNK):
+                for msg in parser.feed(body[start:start + PARSE_CHUNK]):
+                    if isinstance(msg, PageData):
+                        pages[msg.page_id + 1] = msg.encoded_page
+                    else:
+                        self._check_header(msg, what)
+            header = parser.finish()
+        except DecodeError as exc:
+            raise ProtocolError(f"{what}: bad /pull-updates reply from {self.display_url}: {exc}; "
+                                "is this a Turso sync server?", url=self.display_url) from None
+        if pages and header.db_size <= 0:
+            raise ProtocolError(f"{what}: {self.display_url} sent pages with db_size 0",
+                                url=self.display_url)
+        if 1 in pages:
+            pages[1] = rollback_mode_page1(pages[1])
+        self.stats.add(pages=len(pages))
+        return PullReply(header, pages)
+
+    def _check_header(self, hdr: PullUpdatesResponseHeader, what: str) -> None:
+        problem = None
+        if hdr.zstd_encoding is not None:
+            problem = "zstd encoding is not supported"
+        elif hdr.stream_kind != STREAM_PAGES:
+            problem = f"stream_kind {hdr.stream_kind} (MVCC logical log) is not supported; only page streams"
+        elif hdr.apply_mode != APPLY_INCREMENTAL:
+            problem = f"apply_mode {hdr.apply_mode} (replace-base) is not supported"
+        if problem:
+            raise ProtocolError(f"{what}: {self.display_url}: {problem}", url=self.display_url)
+
+    # -- request shapes (§2.8) -----------------------------------------------------------
+
+    def bootstrap(self, *, prefix_pages: Optional[int] = None, query: Optional[str] = None) -> PullReply:
+        if query is not None:
+            req = PullUpdatesRequest(server_query_selector=query)
+        elif prefix_pages is not None:
+            req = PullUpdatesRequest(server_pages_selector=roaring.serialize_range(0, prefix_pages))
+        else:
+            req = PullUpdatesRequest()  # full: a zero-byte body
+        return self.pull_updates(req, "bootstrap")
+
+    def changes_since(self, client_revision: str) -> PullReply:
+        req = PullUpdatesRequest(client_revision=client_revision,
+                                 long_poll_timeout_ms=self.long_poll_timeout_ms)
+        return self.pull_updates(req, "pull")
+
+    def fetch_at(self, pgnos: Sequence[int], revision: str) -> PullReply:
+        req = PullUpdatesRequest(server_revision=revision,
+                                 server_pages_selector=roaring.serialize(p - 1 for p in pgnos))
+        return self.pull_updates(req, f"fetching {len(pgnos)} page(s)")
+
+    def fetch(self, pgnos: Sequence[int]) -> Dict[int, bytes]:
+        """PageSource.fetch at the pinned revision; pages beyond the server size are absent."""
+        if not pgnos:
+            return {}
+        with self._lock:
+            revision = self.pinned_revision
+        reply = self.fetch_at(pgnos, revision)
+        pages = reply.pages
+        omitted = [p for p in pgnos if p not in pages]
+        # §2.6: a server may only omit pages at or past its size (0-based id >= db_size).
+        bad = [p for p in omitted if p - 1 < reply.db_size]
+        if bad:
+            raise ProtocolError(
+                f"{self.display_url} omitted page(s) {bad[:5]} although its database has "
+                f"{reply.db_size} pages at revision {reply.revision!r}", url=self.display_url)
+        wanted = set(pgnos)
+        return {p: data for p, data in pages.items() if p in wanted}
+
+    def repin(self, revision: str) -> None:
+        with self._lock:
+            self.pinned_revision = revision
+
+
+def make_source(url: str, options: Mapping[str, Any], **kw: Any) -> TursoSyncSource:
+    return TursoSyncSource(url, options, **kw)
+
+
+__all__ = ["TursoSyncSource", "PullReply", "rollback_mode_page1", "base_url", "make_source"]
