@@ -190,6 +190,25 @@ def test_journal_mode_wal_works_on_a_lazy_file(databases, tmp_path):
     assert os.path.exists(lazy.store.path + "-shm")
 
 
+def test_wal_mode_across_processes_sees_the_other_writer(databases, tmp_path):
+    src = databases["p4096"]
+    lazy = Lazy(src, tmp_path)
+    con = lazy.connect(isolation_level=None)
+    assert con.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    assert con.execute("SELECT count(*) FROM items WHERE price < 0").fetchone() == (0,)
+    writer = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']\n"
+        "from test_vfs import Lazy\nfrom pathlib import Path\n"
+        "lazy = Lazy(Path(sys.argv[2]), Path(sys.argv[3]))\n"
+        "c = lazy.connect(isolation_level=None)\n"
+        "c.execute('UPDATE items SET price = -price - 1 WHERE id <= 500')\n"
+        "c.execute('PRAGMA wal_checkpoint(PASSIVE)')\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(ROOT), str(src), str(tmp_path)], check=True, timeout=60)
+    assert con.execute("SELECT count(*) FROM items WHERE price < 0").fetchone() == (500,)
+    assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
 def test_local_writes_persist_and_read_local_over_synced(databases, tmp_path):
     src = databases["p4096"]
     before = Path(src).read_bytes()

@@ -29,7 +29,7 @@ def _identity(st: os.stat_result) -> str:
 class FileSource:
     """Pages of a local SQLite file (see the module docstring)."""
 
-    def __init__(self, path: "str | os.PathLike[str]", *, open_bytes: int = 4096):
+    def __init__(self, path: str | os.PathLike[str], *, open_bytes: int = 4096):
         self.path = os.fspath(path)
         self.display_url = "file://" + os.path.abspath(self.path)
         self.open_bytes = max(100, int(open_bytes))
