@@ -137,7 +137,6 @@ class PageStore:
             self._ptr = None
             raise StoreOpenError(int(err[0]), int(sys_errno[0]), path)
         self._ptr = ptr
-        self._page_buf = ffi.new("uint8_t[]", page_size)
 
     # sizes ---------------------------------------------------------------------------
     @property
@@ -187,10 +186,11 @@ class PageStore:
 
     def read_page(self, pgno: int) -> Optional[bytes]:
         """A page as SQLite sees it (local over synced), or None when absent; no network."""
-        rc = self._lib.tdb_store_read_page(self._ptr, pgno, self._page_buf)
+        buf = self._ffi.new("uint8_t[]", self.page_size)  # per call: threads may read at once
+        rc = self._lib.tdb_store_read_page(self._ptr, pgno, buf)
         if rc < 0:
             raise OperationalError(f"page store {self.path}: page {pgno} failed its check (code {-rc})")
-        return bytes(self._ffi.buffer(self._page_buf, self.page_size)) if rc == 1 else None
+        return bytes(self._ffi.buffer(buf, self.page_size)) if rc == 1 else None
 
     def first_absent(self, start: int = 1, end: Optional[int] = None) -> int:
         return int(self._lib.tdb_store_first_absent(self._ptr, start, end or self.remote_pages))
