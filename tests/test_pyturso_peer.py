@@ -33,10 +33,12 @@ def blobs(server, n):
     server.db_sql(f"INSERT INTO t SELECT randomblob(1024) FROM generate_series(1, {n})")
 
 
-def test_bootstrap(turso_server, tmp_path):
+@pytest.mark.parametrize("where", ["file", ":memory:"])
+def test_bootstrap(turso_server, tmp_path, where):
     turso_server.db_sql("CREATE TABLE t(x)")
     turso_server.db_sql(ROWS3)
-    conn = turso_sync.connect(str(tmp_path / "local.db"), turso_server.url)
+    path = where if where == ":memory:" else str(tmp_path / "local.db")
+    conn = turso_sync.connect(path, turso_server.url)
     assert conn.execute("SELECT * FROM t").fetchall() == [("hello",), ("turso",), ("sync",)]
     assert conn.stats().revision == turso_server.revision
 
@@ -287,3 +289,80 @@ def test_long_poll_pull(turso_server, tmp_path):
     timer.join()
     assert 0.25 <= time.monotonic() - t0 < 10
     assert conn.execute("SELECT x FROM t").fetchall() == [("late",)]
+
+
+def test_request_shapes_match_the_spec_table(turso_server, tmp_path):
+    """What pyturso puts on the wire, flow by flow (spec §1.2, §2.8), as the server saw it."""
+    from turso_dbapi import roaring
+    from turso_dbapi.sync_wire import PullUpdatesRequest
+
+    blobs(turso_server, 200)
+    log = turso_server.server.httpd.pull_log
+
+    def take():
+        out = list(log)
+        log.clear()
+        return out
+
+    turso_sync.connect(str(tmp_path / "full.db"), turso_server.url)
+    (full,) = take()
+    assert full.request == PullUpdatesRequest() and full.headers["content-length"] == "0"
+    assert full.headers["content-type"] == "application/protobuf"
+    assert full.headers["accept-encoding"] == "application/protobuf"
+    assert full.headers["user-agent"] == "turso-sync-py"
+    size = full.db_size
+
+    part = turso_sync.connect(
+        str(tmp_path / "part.db"),
+        turso_server.url,
+        client_name="peer-test",
+        partial_sync_experimental=prefix_opts(),
+    )
+    (prefix,) = take()
+    assert prefix.headers["user-agent"] == "peer-test"
+    # run container (cookie 12347), 15 bytes: the spec's `2a 0e …` request vector is off by one
+    assert prefix.request.encode() == bytes.fromhex(
+        "2a 0f 3b 30 00 00 01 00 00 1f 00 01 00 00 00 1f 00"
+    )
+    boot_rev = prefix.server_revision
+
+    part.execute("SELECT sum(length(x)) FROM t").fetchall()
+    lazy = take()
+    assert lazy, "a full scan of a 128 KiB prefix replica must fetch pages lazily"
+    fetched = set()
+    for rec in lazy:
+        req = rec.request
+        assert (req.server_revision, req.client_revision) == (boot_rev, "")
+        assert req.server_pages_selector[:4] == bytes.fromhex("3a 30 00 00")  # arrays: cookie 12346
+        ids = roaring.deserialize(req.server_pages_selector)
+        assert len({i // 32 for i in ids}) == 1  # one aligned 128 KiB segment per request
+        fetched |= set(ids)
+    assert fetched == set(range(32, 32 * ((size + 31) // 32)))  # segments past db_size included
+
+    turso_server.db_sql("INSERT INTO t VALUES (1)")
+    assert part.pull()
+    (inc,) = take()
+    assert inc.request == PullUpdatesRequest(client_revision=boot_rev)
+
+    turso_sync.connect(str(tmp_path / "chunked.db"), turso_server.url, pull_bytes_threshold=8192)
+    chunks = take()
+    first = chunks[0]
+    assert first.request.server_revision == "" and roaring.deserialize(
+        first.request.server_pages_selector
+    ) == [0, 1]
+    covered = []
+    for rec in chunks[1:]:
+        assert rec.request.server_revision == first.server_revision  # pinned to the first answer
+        covered += roaring.deserialize(rec.request.server_pages_selector)
+    assert covered == list(range(2, first.db_size))
+
+    sql = "SELECT * FROM t LIMIT 1"
+    turso_sync.connect(
+        str(tmp_path / "query.db"),
+        turso_server.url,
+        partial_sync_experimental=turso_sync.PartialSyncOpts(
+            bootstrap_strategy=turso_sync.PartialSyncQueryBootstrap(query=sql)
+        ),
+    )
+    (query,) = take()
+    assert query.request == PullUpdatesRequest(server_query_selector=sql)

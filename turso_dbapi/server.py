@@ -26,7 +26,9 @@ import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable, Optional, Tuple
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 from . import roaring
 from . import sync_wire as wire
@@ -232,6 +234,15 @@ class _Handler(BaseHTTPRequestHandler):
                 out = []
         self.wfile.write(b"".join(out))
         self.server.count("pull_requests", 1)
+        self.server.pull_log.append(
+            PullRecord(
+                req,
+                {k.lower(): v for k, v in self.headers.items()},
+                str(server_rev),
+                db_size,
+                [p for p, _ in plan],
+            )
+        )
         self.server.count("pages_sent", len(plan))
 
     def _pipeline(self, body: bytes) -> None:
@@ -315,6 +326,15 @@ def _parse_range(header: str, size: int):
     return (start, end)
 
 
+@dataclass
+class PullRecord:
+    request: wire.PullUpdatesRequest
+    headers: Dict[str, str]  # lower-cased names; Authorization included: never log these
+    server_revision: str
+    db_size: int
+    page_ids: List[int]
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -326,6 +346,8 @@ class _HTTPServer(ThreadingHTTPServer):
         self.verbose = verbose
         self.stats = {"pull_requests": 0, "pages_sent": 0}
         self._stats_lock = threading.Lock()
+        # The last pull-updates exchanges, for tests and debugging (what real peers send).
+        self.pull_log: Deque[PullRecord] = deque(maxlen=1000)
 
     def count(self, key: str, n: int) -> None:
         with self._stats_lock:
@@ -372,6 +394,10 @@ class ReferenceServer:
     @property
     def stats(self) -> dict:
         return dict(self.httpd.stats)
+
+    @property
+    def pull_log(self) -> List[PullRecord]:
+        return list(self.httpd.pull_log)
 
     def start(self) -> ReferenceServer:
         self._thread = threading.Thread(
