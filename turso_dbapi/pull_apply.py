@@ -159,7 +159,7 @@ def store_revision(store: PageStore, db_size: int, pages: Dict[int, bytes]) -> N
 
 
 def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
-                 timeout: float = LOCK_TIMEOUT) -> Optional[sync_meta.SyncMeta]:
+                 timeout: Optional[float] = None) -> Optional[sync_meta.SyncMeta]:
     """Apply ``<replica>-tdbpull`` under an EXCLUSIVE lock; the new metadata, or None when
     there was nothing (valid) staged. Raises OperationalError, changing nothing, when the
     lock cannot be had or local changes appeared."""
@@ -168,6 +168,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
         remove_stage(replica)
         return None
     revision, db_size, pages = staged
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
     started = False
     ic = sqlite3.connect(f"file:{quote(replica)}?vfs={VFS_NAME}&tdbconn={conn_id}", uri=True,
                          timeout=timeout, isolation_level=None, check_same_thread=False)

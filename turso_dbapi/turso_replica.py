@@ -180,6 +180,12 @@ class TursoReplica:
             _repin(self.path, applied.synced_revision or "")
         return applied is not None
 
+    def close(self) -> None:
+        """The connection closed: drop its HTTP session (the replica stays for later)."""
+        with _live_lock:
+            _live_sources.pop(id(self.source), None)
+        self.source.close()
+
     def push(self) -> None:
         raise NotSupportedError(
             f"push to {self.url} is not implemented yet; local changes stay in {self.path}, and "
