@@ -210,3 +210,83 @@ def test_a_staged_revision_interrupted_by_a_crash_is_finished_by_the_next_open(t
     out = subprocess.run([sys.executable, "-c", code, str(ROOT), s.path], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.split() == [str(5 * PS), "True", "True"], out.stderr
+
+
+# -- byte-addressed reads and writes (the VFS methods), with a real source behind ----------
+
+SHORT_READ = 10 | (2 << 8)
+
+
+@pytest.fixture
+def backed(tmp_path, databases):
+    """A store over the p1024 database with a FileSource miss handler attached."""
+    from turso_dbapi.sources.file import FileSource
+
+    src = databases["p1024"]
+    source = FileSource(src)
+    source.open()
+    store = pagestore.open_store(str(tmp_path / "bk" / "db"), page_size=1024, size=source.size,
+                                 identity=pagestore.identity_of("bk", source.version, 1024, source.size))
+    handler = pagestore.MissHandler(store, source, segment_size=1024, readahead_max=1024)
+    store.attach(handler)
+    return store, source, Path(src).read_bytes(), handler
+
+
+def _pread(store, amt, off):
+    buf = bytearray(amt)
+    from turso_dbapi._native import ffi
+    rc = lib.tdb_store_read(store._ptr, 0, ffi.from_buffer(buf), amt, off)
+    return rc, bytes(buf)
+
+
+def test_a_read_spanning_pages_at_an_odd_offset_fetches_the_run_once(backed):
+    store, source, data, _ = backed
+    rc, got = _pread(store, 2500, 5 * 1024 + 300)
+    assert rc == 0 and got == data[5 * 1024 + 300:5 * 1024 + 2800]
+    assert source.fetch_log == [[6, 7, 8]]  # one call for the run of absent pages
+
+
+def test_only_the_part_past_the_logical_end_is_zero_filled_with_short_read(backed):
+    store, _, data, _ = backed
+    end = len(data)
+    rc, got = _pread(store, 3000, end - 1000)
+    assert rc == SHORT_READ
+    assert got[:1000] == data[-1000:] and got[1000:] == bytes(2000)
+
+
+def test_partial_page_write_reads_the_page_first_and_makes_it_local(backed):
+    store, source, data, _ = backed
+    rc = lib.tdb_store_write(store._ptr, 0, b"PATCH", 5, 9 * 1024 + 10)  # page 10, absent
+    assert rc == 0 and [10] in source.fetch_log
+    expected = bytearray(data[9 * 1024:10 * 1024])
+    expected[10:15] = b"PATCH"
+    assert store.read_page(10) == bytes(expected)
+    assert store.state(10) & lib.TDB_PG_LOCAL and store.state(10) & lib.TDB_PG_SYNCED
+    assert Path(store.path).read_bytes()[9 * 1024:10 * 1024] == data[9 * 1024:10 * 1024]  # synced untouched
+
+
+def test_a_failed_fetch_is_ioerr_read_and_nothing_is_written(backed):
+    store, source, _, _ = backed
+    from turso_dbapi.errors import RemoteError
+
+    source.fail_with = RemoteError("down")
+    assert lib.tdb_store_write(store._ptr, 0, b"x", 1, 20 * 1024 + 1) == 10 | (1 << 8)
+    assert not store.state(21) & lib.TDB_PG_LOCAL
+    assert _pread(store, 1024, 30 * 1024)[0] == 10 | (1 << 8)
+    source.fail_with = None
+    assert _pread(store, 1024, 30 * 1024)[0] == 0
+
+
+def test_writes_past_the_end_grow_and_truncate_shrinks_the_logical_size(backed):
+    store, _, data, _ = backed
+    end = len(data)
+    assert lib.tdb_store_write(store._ptr, 0, b"\x07" * 1024, 1024, end + 2048) == 0
+    assert store.logical_size == end + 3072
+    rc, got = _pread(store, 1024, end + 1024)  # the hole between: zeros, no fetch
+    assert rc == 0 and got == bytes(1024)
+    assert lib.tdb_store_truncate(store._ptr, 4096) == 0
+    assert store.logical_size == 4096
+    assert _pread(store, 1024, 8192)[0] == SHORT_READ
+    assert lib.tdb_store_truncate(store._ptr, 16384) == 0  # regrow: cut pages read as zeros
+    rc, got = _pread(store, 1024, 8192)
+    assert rc == 0 and got == bytes(1024)

@@ -51,6 +51,11 @@ uint32_t tdb_store_first_absent(tdb_store *s, uint32_t from_pgno, uint32_t to_pg
 void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out);
 int tdb_store_sync(tdb_store *s);
 int tdb_store_drop_synced(tdb_store *s, uint32_t pgno);
+/* The VFS's xRead / xWrite / xTruncate of a lazy file, byte-addressed; return SQLite
+** codes. Exposed for tests of sub-page I/O (SQLite itself writes whole pages). */
+int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off);
+int tdb_store_write(tdb_store *s, uint64_t conn_id, const uint8_t *buf, int amt, int64_t off);
+int tdb_store_truncate(tdb_store *s, int64_t size);
 /* cdef-end */
 
 /* The miss callback. cffi defines it (non-static, "Python+C") from the cdef below, which
@@ -78,9 +83,6 @@ int tdb_py_miss(void *py_handle, uint64_t conn_id, uint32_t pgno, uint32_t n_pag
 
 /* C-only interface used by vfs.c (not visible to Python). */
 tdb_store *tdb_store_lookup(const char *path);           /* +1 ref, or NULL */
-int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off);
-int tdb_store_write(tdb_store *s, uint64_t conn_id, const uint8_t *buf, int amt, int64_t off);
-int tdb_store_truncate(tdb_store *s, int64_t size);
 uint32_t tdb_store_page_size(tdb_store *s);
 
 #endif
