@@ -435,3 +435,27 @@ def test_http_range_client_reads_the_served_db(turso_server, tmp_path):
         assert con.execute("SELECT count(*), sum(length(x)) FROM t").fetchall() == [(3000, 1500000)]
     finally:
         con.close()
+
+
+def test_page_log_lookups_use_indexes_not_history_scans(tmp_path):
+    from turso_dbapi import page_log
+
+    log = page_log.PageLog(str(tmp_path / "log.db"))
+    try:
+        for rev in range(1, 41):  # page 1 rewritten at every revision, others once
+            pages = {1: bytes([rev]) * PAGE}
+            if rev == 1:
+                pages.update({p: bytes([p % 251]) * PAGE for p in range(2, 200)})
+            log.append(pages, 199)
+        with log.reader() as conn:
+            for sql, args in ((page_log.SEEK_SQL, (1, 0, 7)), (page_log.CHANGED_SQL, (5, 9))):
+                plan = " ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+                assert "USING COVERING INDEX" in plan or "USING INDEX" in plan, plan
+                assert "SCAN versions" not in plan.replace("USING", ""), plan
+        size, plan = log.plan(0, 7, [(0, 1)])
+        assert size == 199 and [pid for pid, _ in plan] == [0]
+        assert [data for _, data in log.read(plan)] == [bytes([7]) * PAGE]
+        size, plan = log.plan(10, 20, None)  # only page 1 changed in (10, 20]
+        assert [(pid, data[:1]) for pid, data in log.read(plan)] == [(0, bytes([20]))]
+    finally:
+        log.close()

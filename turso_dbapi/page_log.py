@@ -37,6 +37,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS versions_by_page ON versions(pgno, rev);
 CREATE INDEX IF NOT EXISTS versions_by_rev ON versions(rev, pgno);
 """
 
+# Newest version of one page in (r_c, r_s]: a single seek in versions_by_page.
+SEEK_SQL = (
+    "SELECT id FROM versions WHERE pgno = ? AND rev > ? AND rev <= ? ORDER BY rev DESC LIMIT 1"
+)
+# Every page changed in (r_c, r_s]: a range of versions_by_rev, proportional to the changes.
+CHANGED_SQL = (
+    "SELECT pgno, id, max(rev) FROM versions WHERE rev > ? AND rev <= ? GROUP BY pgno ORDER BY pgno"
+)
+
 # Above this many selected pages an incremental plan scans the revision range once
 # instead of seeking per page.
 _SEEK_LIMIT = 4096
@@ -148,10 +157,7 @@ class PageLog:
             plan: Plan = []
             if client_rev <= 0 or (selector is not None and count <= _SEEK_LIMIT):
                 seek = conn.execute  # one index seek per page: cost independent of history
-                sql = (
-                    "SELECT id FROM versions WHERE pgno = ? AND rev > ? AND rev <= ? "
-                    "ORDER BY rev DESC LIMIT 1"
-                )
+                sql = SEEK_SQL
                 for a, b in wanted:
                     for page_id in range(a, b):
                         row = seek(sql, (page_id + 1, client_rev, server_rev)).fetchone()
@@ -160,11 +166,7 @@ class PageLog:
                         elif client_rev <= 0:
                             plan.append((page_id, None))  # never omit an existing page
             else:
-                rows = conn.execute(
-                    "SELECT pgno, id, max(rev) FROM versions WHERE rev > ? AND rev <= ? "
-                    "GROUP BY pgno ORDER BY pgno",
-                    (client_rev, server_rev),
-                ).fetchall()
+                rows = conn.execute(CHANGED_SQL, (client_rev, server_rev)).fetchall()
                 starts = [a for a, _ in wanted]
                 for pgno, vid, _ in rows:
                     page_id = pgno - 1
