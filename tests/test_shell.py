@@ -246,11 +246,11 @@ def pty_env(tmp_path):
     return env
 
 
-def spawn(db, env):
+def spawn(db, env, *options):
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "turso_dbapi", db],
+        ["-m", "turso_dbapi", *options, db],
         env=env,
         encoding="utf-8",
         timeout=15,
@@ -353,3 +353,86 @@ def test_installed_console_script_is_the_same_shell(db):
         timeout=30,
     )
     assert (r.returncode, r.stderr) == (0, "") and "| bob  |" in r.stdout
+
+
+# -- remote databases from the reference server (tests/support/turso_server.py) ----------
+
+
+def fill_remote(path: str) -> None:
+    with sqlite3.connect(path) as c:
+        c.execute("create table t (id integer primary key, v text)")
+        c.executemany("insert into t (v) values (?)", [("x" * 300,) for _ in range(2000)])
+    c.close()
+
+
+@pytest.fixture
+def remote_env(tmp_path):
+    pytest.importorskip("turso_dbapi.remote")
+    return {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
+def stats_table(stdout: str) -> dict:
+    rows = [line.split("|") for line in stdout.splitlines() if line.startswith("| ")]
+    return {cells[1].strip(): cells[2].strip() for cells in rows if len(cells) == 4}
+
+
+def test_stats_of_a_range_read_remote_show_requests_bytes_and_hits(
+    turso_server_factory, remote_env
+):
+    srv = turso_server_factory(setup=fill_remote)
+    r = run(
+        "--partial",
+        srv.url + "/db.sqlite",
+        stdin="select v from t where id = 1500;\n.stats\n",
+        env=remote_env,
+    )
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    stats = stats_table(r.stdout)
+    size = os.path.getsize(srv.db_path)
+    assert int(stats["requests"]) >= 1 and int(stats["hits"]) >= 0
+    assert 0 < int(stats["bytes_received"]) < size / 2  # lazy: a point lookup, not the file
+    assert stats["url"] == srv.url + "/db.sqlite"
+
+
+def test_pull_in_a_session_applies_changes_made_on_the_server(
+    turso_server_factory, remote_env, pty_env, tmp_path
+):
+    srv = turso_server_factory(setup=fill_remote)
+    pty_env.update(remote_env)
+    child = spawn(srv.url, pty_env, "--partial")
+    child.expect_exact("turso> ")
+    child.sendline("select count(*) as n from t;")
+    child.expect(r"\| 2000 \|")
+    child.expect_exact("turso> ")
+    srv.db_sql("insert into t (v) values ('new')")
+    child.sendline(".pull")
+    child.expect_exact("pulled: changes applied")
+    child.expect_exact("turso> ")
+    child.sendline("select count(*) as n from t;")
+    child.expect(r"\| 2001 \|")
+    child.expect_exact("turso> ")
+    child.sendline(".pull")
+    child.expect_exact("already up to date")
+    child.sendline(".quit")
+    child.expect(__import__("pexpect").EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_auth_token_comes_from_the_environment_and_a_wrong_one_exits_2(
+    turso_server_factory, remote_env
+):
+    srv = turso_server_factory(setup=fill_remote, auth_token="tok-abc")
+    ok = run(
+        "--partial",
+        srv.url,
+        "select count(*) as n from t",
+        env=dict(remote_env, TURSO_AUTH_TOKEN="tok-abc"),
+    )
+    assert (ok.returncode, ok.stderr) == (0, "") and "| 2000 |" in ok.stdout
+    # A fresh cache: a replica bootstrapped above would reopen without asking the server.
+    fresh = {"XDG_CACHE_HOME": remote_env["XDG_CACHE_HOME"] + "-2"}
+    bad = run("--partial", "--auth-token", "tok-wrong", srv.url, "select 1", env=fresh)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("Error: ") and bad.stderr.count("\n") == 1
+    assert "401" in bad.stderr and "tok-wrong" not in bad.stderr
