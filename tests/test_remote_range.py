@@ -98,6 +98,8 @@ def test_changed_remote_version_starts_a_fresh_cache(nginx, tmp_path, cache_home
         assert b.execute(sql).fetchall() == ref.execute(sql).fetchall(), sql
     assert a._replica.path != b._replica.path
     assert len(list(cache_home.glob("turso_dbapi/*/db"))) == 2
+    for d in [cache_home / "turso_dbapi", *cache_home.glob("turso_dbapi/*/")]:
+        assert d.stat().st_mode & 0o077 == 0, d  # private: cached pages are data
 
 
 def test_changed_version_with_local_path_replaces_the_cache(nginx, tmp_path):

@@ -66,8 +66,14 @@ def default_cache_dir() -> str:
 
 
 def default_replica_path(display_url: str, version: str) -> str:
+    """``<cache>/turso_dbapi/<sha256 of redacted URL + version>/db``; directories are
+    created private (0700): cached pages of a token-protected database are as secret
+    as the database."""
     key = hashlib.sha256(f"{display_url}\n{version}".encode()).hexdigest()
-    return os.path.join(default_cache_dir(), key, "db")
+    base = default_cache_dir()
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    os.makedirs(os.path.join(base, key), mode=0o700, exist_ok=True)
+    return os.path.join(base, key, "db")
 
 
 # -- the replica object attached to connections ------------------------------------------
