@@ -1,0 +1,255 @@
+"""pull() of OUR client against OUR server: refusal rules, coherence across connections and
+processes, partial replicas with server writes between pulls, crash recovery."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import turso_dbapi
+from turso_dbapi import pull_apply, sync_meta
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rows_table(server, n=300):
+    """n rows with a 1 KiB blob each (about n/3 pages) and a counter v, equal in every row."""
+    server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, x BLOB)")
+    server.db_sql(f"INSERT INTO t SELECT value, 0, randomblob(1024) FROM generate_series(1, {n})")
+
+
+def server_rows(server):
+    return [(int(i), int(n), h) for i, n, h in
+            server.db_sql("SELECT id, length(x), hex(substr(x, 1, 12)) FROM t ORDER BY id")]
+
+
+def local_rows(conn):
+    return conn.execute("SELECT id, length(x), hex(substr(x, 1, 12)) FROM t ORDER BY id").fetchall()
+
+
+def test_pull_refuses_local_changes_and_changes_nothing(turso_server, tmp_path):
+    rows_table(turso_server, 10)
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    conn.execute("INSERT INTO t VALUES (1000, 5, x'00')")
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 1")
+    rev = conn.stats().revision
+    before = turso_server.stats["pull_requests"]
+    with pytest.raises(turso_dbapi.OperationalError, match="local changes"):
+        conn.pull()
+    assert turso_server.stats["pull_requests"] == before  # refused before any network
+    assert conn.stats().revision == rev and conn.stats().pull_gen == 0
+    assert conn.execute("SELECT COUNT(*), MAX(v) FROM t").fetchall() == [(11, 5)]
+    with pytest.raises(turso_dbapi.NotSupportedError, match="push .* not implemented"):
+        conn.push()
+
+
+def test_pull_refuses_inside_a_transaction(turso_server, tmp_path):
+    rows_table(turso_server, 10)
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    conn.execute("BEGIN")
+    conn.execute("SELECT COUNT(*) FROM t").fetchall()
+    with pytest.raises(turso_dbapi.OperationalError, match="inside a transaction"):
+        conn.pull()
+    conn.rollback()
+
+
+def test_pull_waits_for_readers_of_other_connections_and_fails_cleanly(turso_server, tmp_path, monkeypatch):
+    rows_table(turso_server, 30)
+    path = str(tmp_path / "r.db")
+    a = turso_dbapi.connect(turso_server.url, local_path=path)
+    b = turso_dbapi.connect(path, isolation_level=None)
+    b.execute("BEGIN")
+    assert b.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(0, 0)]
+    turso_server.db_sql("UPDATE t SET v = v + 1")
+    monkeypatch.setattr(pull_apply, "LOCK_TIMEOUT", 0.2)
+    with pytest.raises(turso_dbapi.OperationalError, match="could not lock"):
+        a.pull()
+    assert not os.path.exists(pull_apply.stage_path(path))
+    assert b.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(0, 0)]  # still its snapshot
+    b.execute("COMMIT")
+    assert a.stats().pull_gen == 0
+    assert a.pull() is True
+    assert b.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(1, 1)]  # next transaction: new
+
+
+def test_other_connections_see_old_or_new_never_a_mix(turso_server, tmp_path):
+    rows_table(turso_server, 300)
+    path = str(tmp_path / "r.db")
+    puller = turso_dbapi.connect(turso_server.url, local_path=path)
+    readers = [turso_dbapi.connect(path, check_same_thread=False) for _ in range(2)]
+    stop = threading.Event()
+    seen, bad = set(), []
+
+    def read(conn):
+        while not stop.is_set():
+            (lo, hi, n), = conn.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall()
+            if lo != hi or n != 300:
+                bad.append((lo, hi, n))
+            seen.add(lo)
+
+    threads = [threading.Thread(target=read, args=(c,)) for c in readers]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(1, 6):
+            turso_server.db_sql("UPDATE t SET v = v + 1")  # every row, every page, one commit
+            assert puller.pull() is True
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert bad == []
+    assert max(seen) == 5 and len(seen) >= 3
+    for c in readers:
+        assert c.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(5, 5)]
+
+
+_READER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    import turso_dbapi
+    conn = turso_dbapi.connect(sys.argv[2])
+    print("ready", flush=True)
+    seen, bad = set(), 0
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        (lo, hi, n), = conn.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall()
+        bad += lo != hi or n != 300
+        seen.add(lo)
+        if lo == int(sys.argv[3]):
+            break
+    print("seen", len(seen), "bad", bad, "last", lo, flush=True)
+""")
+
+
+def test_another_process_sees_old_or_new_never_a_mix(turso_server, tmp_path):
+    rows_table(turso_server, 300)
+    path = str(tmp_path / "r.db")
+    puller = turso_dbapi.connect(turso_server.url, local_path=path)
+    rounds = 4
+    child = subprocess.Popen([sys.executable, "-c", _READER, ROOT, path, str(rounds)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    for _ in range(rounds):
+        turso_server.db_sql("UPDATE t SET v = v + 1")
+        assert puller.pull() is True
+        time.sleep(0.1)
+    out, err = child.communicate(timeout=90)
+    assert child.returncode == 0, err
+    words = out.split()
+    assert words[words.index("bad") + 1] == "0" and words[-1] == str(rounds), out
+
+
+def test_partial_replica_with_server_writes_between_pulls(turso_server, tmp_path):
+    rows_table(turso_server, 600)  # ~200 pages; the prefix holds 8 of them
+    path = str(tmp_path / "p.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path, bootstrap_prefix=32 * 1024,
+                               segment_size=8192)
+    assert conn.execute("SELECT COUNT(*) FROM t WHERE id < 5").fetchall() == [(4,)]
+    fetched_before = conn.stats().pages_fetched
+    # round 1: changes at both ends, an insert that grows the file
+    turso_server.db_sql("UPDATE t SET x = randomblob(1024) WHERE id IN (2, 300, 599)")
+    turso_server.db_sql("INSERT INTO t SELECT value, 0, randomblob(1024) FROM generate_series(601, 700)")
+    assert conn.pull() is True
+    rev1 = conn.stats().revision
+    assert rev1 == turso_server.revision
+    # lazy fetches now pin the latest synced revision (see turso_replica's docstring)
+    assert conn._replica.source.pinned_revision == rev1
+    # round 2: more writes on the server before this replica reads anything
+    turso_server.db_sql("DELETE FROM t WHERE id BETWEEN 100 AND 200")
+    turso_server.db_sql("UPDATE t SET v = 7 WHERE id > 650")
+    assert conn.pull() is True
+    assert conn.stats().pages_fetched > fetched_before
+    # pages never fetched before the pulls read right (at the pinned revision)
+    assert local_rows(conn) == server_rows(turso_server)
+    assert conn.execute("SELECT COUNT(*) FROM t WHERE v = 7").fetchall() == [(50,)]
+    # round 3: the server shrinks; the replica follows without fetching dropped pages
+    turso_server.db_sql("DELETE FROM t WHERE id > 50")
+    turso_server.db_sql("VACUUM")
+    assert conn.pull() is True
+    assert conn.stats().db_size_pages == int(turso_server.db_sql("PRAGMA page_count")[0][0])
+    assert local_rows(conn) == server_rows(turso_server)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    # a fresh replica opened by path (new process-level source) agrees as well
+    assert local_rows(turso_dbapi.connect(path)) == server_rows(turso_server)
+
+
+def test_empty_pull_records_the_revision_and_time(turso_server, tmp_path):
+    rows_table(turso_server, 3)
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    meta = sync_meta.load(str(tmp_path / "r.db"))
+    meta.last_pull_unix_time = 1  # pretend the last pull was long ago
+    sync_meta.save(str(tmp_path / "r.db"), meta)
+    assert conn.pull() is False
+    st = conn.stats()
+    assert st.last_pull_unix_time > 1 and st.pull_gen == 0 and st.revision == turso_server.revision
+
+
+_CRASHING_PULL = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, sys.argv[1])
+    import turso_dbapi
+    from turso_dbapi import pull_apply
+    conn = turso_dbapi.connect(sys.argv[2])
+    real_put = conn._replica.store.put_synced
+    count = [0]
+    def dying_put(*a, **k):
+        count[0] += 1
+        if count[0] > 3:
+            os._exit(3)  # the process dies in the middle of the apply
+        return real_put(*a, **k)
+    conn._replica.store.put_synced = dying_put
+    conn.pull()
+""")
+
+
+def test_crash_during_apply_is_redone_at_the_next_open(turso_server, tmp_path):
+    rows_table(turso_server, 300)
+    path = str(tmp_path / "r.db")
+    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    turso_server.db_sql("UPDATE t SET v = 9, x = randomblob(1024)")
+    proc = subprocess.run([sys.executable, "-c", _CRASHING_PULL, ROOT, path], capture_output=True,
+                          text=True, timeout=90)
+    assert proc.returncode == 3, proc.stderr
+    assert sync_meta.load(path).pending_pull is not None and os.path.exists(pull_apply.stage_path(path))
+    conn = turso_dbapi.connect(path)  # redoes the apply before any read
+    assert sync_meta.load(path).pending_pull is None and not os.path.exists(pull_apply.stage_path(path))
+    assert conn.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(9, 9)]
+    assert local_rows(conn) == server_rows(turso_server)
+    assert conn.stats().revision == turso_server.revision and conn.stats().pull_gen == 1
+    assert conn.pull() is False
+
+
+def test_a_stage_left_before_the_apply_began_is_discarded(turso_server, tmp_path):
+    rows_table(turso_server, 30)
+    path = str(tmp_path / "r.db")
+    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    pull_apply.write_stage(path, "999", 1, {1: b"\0" * 4096})  # a crash right after staging
+    conn = turso_dbapi.connect(path)
+    assert not os.path.exists(pull_apply.stage_path(path))
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchall() == [(30,)]
+    turso_server.db_sql("UPDATE t SET v = 2")
+    assert conn.pull() is True and conn.execute("SELECT MAX(v) FROM t").fetchall() == [(2,)]
+
+
+def test_journal_mode_wal_is_refused_and_cannot_break_pull(turso_server, tmp_path):
+    rows_table(turso_server, 10)
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    with pytest.raises(turso_dbapi.NotSupportedError, match="journal_mode=WAL is not supported"):
+        conn.execute("PRAGMA journal_mode=WAL")
+    assert conn.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
+    assert conn.execute("PRAGMA journal_mode = truncate").fetchall() == [("truncate",)]
+    # a user who removes our authorizer can switch, but that is a local change: pull refuses
+    conn.set_authorizer(None)
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)]
+    turso_server.db_sql("UPDATE t SET v = 3")
+    with pytest.raises(turso_dbapi.OperationalError, match="local changes"):
+        conn.pull()
