@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -246,6 +247,10 @@ def pty_env(tmp_path):
     return env
 
 
+def pexpect_eof():
+    return pytest.importorskip("pexpect").EOF
+
+
 def spawn(db, env, *options):
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
@@ -286,7 +291,7 @@ def test_interactive_session_prompt_multiline_dot_commands_history_and_quit(db, 
     child.sendline("insert into users (name) values ('cy');")
     child.expect_exact("turso> ")
     child.sendline(".quit")
-    child.expect(__import__("pexpect").EOF)
+    child.expect(pexpect_eof())
     child.close()
     assert child.exitstatus == 0
     history = tmp_path / "state" / "turso_dbapi" / "history"
@@ -304,7 +309,7 @@ def test_history_is_recalled_in_the_next_session(db, pty_env):
     child.expect(r"\| 42 \|")
     child.expect_exact("turso> ")
     child.sendeof()
-    child.expect(__import__("pexpect").EOF)
+    child.expect(pexpect_eof())
     child.close()
     assert child.exitstatus == 0  # Ctrl-D leaves cleanly
 
@@ -314,7 +319,7 @@ def test_history_is_recalled_in_the_next_session(db, pty_env):
     child.expect(r"\| 42 \|")
     child.expect_exact("turso> ")
     child.sendline(".exit")
-    child.expect(__import__("pexpect").EOF)
+    child.expect(pexpect_eof())
     child.close()
     assert child.exitstatus == 0
 
@@ -330,7 +335,7 @@ def test_ctrl_c_discards_the_unfinished_statement(db, pty_env):
     child.expect(r"\| fresh \|")
     child.expect_exact("turso> ")
     child.sendline(".quit")
-    child.expect(__import__("pexpect").EOF)
+    child.expect(pexpect_eof())
     child.close()
     assert child.exitstatus == 0
 
@@ -414,7 +419,7 @@ def test_pull_in_a_session_applies_changes_made_on_the_server(
     child.sendline(".pull")
     child.expect_exact("already up to date")
     child.sendline(".quit")
-    child.expect(__import__("pexpect").EOF)
+    child.expect(pexpect_eof())
     child.close()
     assert child.exitstatus == 0
 
@@ -436,3 +441,22 @@ def test_auth_token_comes_from_the_environment_and_a_wrong_one_exits_2(
     assert bad.returncode == 2
     assert bad.stderr.startswith("Error: ") and bad.stderr.count("\n") == 1
     assert "401" in bad.stderr and "tok-wrong" not in bad.stderr
+
+
+def test_ctrl_c_stops_a_running_query_and_keeps_the_session(db, pty_env):
+    child = spawn(db, pty_env)
+    child.expect_exact("turso> ")
+    child.sendline(
+        "with recursive r(i) as (select 1 union all select i + 1 from r) "
+        "select count(*) from r where i < 10000000000;"
+    )
+    time.sleep(0.5)
+    child.sendintr()
+    child.expect_exact("Error: interrupted", timeout=10)
+    child.expect_exact("turso> ")
+    child.sendline("select 'alive' as s;")
+    child.expect(r"\| alive \|")
+    child.sendline(".quit")
+    child.expect(pexpect_eof())
+    child.close()
+    assert child.exitstatus == 0

@@ -170,6 +170,10 @@ class Shell:
     def interact(self, banner: str) -> int:
         """The prompt: readline editing and history, multi-line statements."""
         history = _open_history()
+        # SQLite runs a statement without returning to Python, so Ctrl-C would wait for it
+        # to end. A progress handler gives Python a moment every N VM steps: the
+        # KeyboardInterrupt raised there makes SQLite abort with "interrupted".
+        self.conn.set_progress_handler(_keep_going, 100_000)
         print(banner, file=self.err, flush=True)
         pending = ""
         try:
@@ -212,11 +216,10 @@ class Shell:
         ]
         if not names:
             return
-        cols = max(1, shutil.get_terminal_size((80, 24)).columns // (max(map(len, names)) + 2))
+        w = max(map(len, names))
+        cols = max(1, shutil.get_terminal_size((80, 24)).columns // (w + 2))
         for i in range(0, len(names), cols):
-            chunk = names[i : i + cols]
-            w = max(map(len, names))
-            self.say("  ".join(n.ljust(w) for n in chunk).rstrip())
+            self.say("  ".join(n.ljust(w) for n in names[i : i + cols]).rstrip())
 
     def cmd_schema(self, args: List[str]) -> None:
         pattern = args[0] if args else "%"
@@ -260,6 +263,10 @@ class Shell:
 
     def cmd_quit(self, args: List[str]) -> None:
         raise Quit(OK)
+
+
+def _keep_going() -> int:
+    return 0  # 0 = continue; a pending Ctrl-C raises here instead
 
 
 def _open_history() -> Optional[Callable[[], None]]:
