@@ -460,3 +460,30 @@ def test_ctrl_c_stops_a_running_query_and_keeps_the_session(db, pty_env):
     child.expect(pexpect_eof())
     child.close()
     assert child.exitstatus == 0
+
+
+def test_replica_location_from_the_path_or_local_path_and_options_from_the_url(
+    turso_server_factory, remote_env, tmp_path
+):
+    srv = turso_server_factory(setup=fill_remote)
+    file_url = srv.url + "/db.sqlite"
+    # PATH -o url=...: the path is the replica (the SQLAlchemy form, sqlite+turso_dbapi:///PATH?url=)
+    r = run(
+        str(tmp_path / "a.db"),
+        "select count(*) as n from t",
+        "-o",
+        f"url={file_url}",
+        "-o",
+        "partial=true",
+        env=remote_env,
+    )
+    assert (r.returncode, r.stderr) == (0, "") and "| 2000 |" in r.stdout
+    assert (tmp_path / "a.db").exists()
+    # URL --local-path PATH, with partial=true in the URL's own query string.
+    r = run(
+        f"{file_url}?partial=true", "--local-path", str(tmp_path / "b.db"), ".stats", env=remote_env
+    )
+    assert (r.returncode, r.stderr) == (0, "")
+    assert (tmp_path / "b.db").exists()
+    assert int(stats_table(r.stdout)["bytes_received"]) < os.path.getsize(srv.db_path)
+    assert not (tmp_path / "cache").exists()  # nothing went to the default cache

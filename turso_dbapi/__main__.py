@@ -105,7 +105,7 @@ def _open_error(target: str, exc: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # options may follow DATABASE
     try:
         conn = open_database(args)
     except UsageError as exc:
