@@ -7,11 +7,14 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
 SHELL = [sys.executable, "-m", "turso_dbapi"]
+# Not the checkout: `python -m` would import the source tree instead of the installed package.
+NEUTRAL_CWD = tempfile.gettempdir()
 
 
 def run(*args: str, stdin: str = "", cwd=None, env=None, timeout: float = 30):
@@ -23,7 +26,7 @@ def run(*args: str, stdin: str = "", cwd=None, env=None, timeout: float = 30):
         input=stdin,
         capture_output=True,
         text=True,
-        cwd=cwd,
+        cwd=cwd or NEUTRAL_CWD,
         env=full_env,
         timeout=timeout,
     )
@@ -257,6 +260,7 @@ def spawn(db, env, *options):
         sys.executable,
         ["-m", "turso_dbapi", *options, db],
         env=env,
+        cwd=NEUTRAL_CWD,
         encoding="utf-8",
         timeout=15,
         dimensions=(24, 120),
