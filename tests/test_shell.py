@@ -491,3 +491,15 @@ def test_replica_location_from_the_path_or_local_path_and_options_from_the_url(
     assert (tmp_path / "b.db").exists()
     assert int(stats_table(r.stdout)["bytes_received"]) < os.path.getsize(srv.db_path)
     assert not (tmp_path / "cache").exists()  # nothing went to the default cache
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    sql = "with recursive r(i) as (select 1 union all select i + 1 from r limit 200000) select i from r"
+    proc = subprocess.Popen(
+        SHELL + [":memory:", sql], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=NEUTRAL_CWD
+    )
+    assert proc.stdout.readline() == b"+--------+\n"
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert err == ""

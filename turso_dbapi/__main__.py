@@ -128,9 +128,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return shell.run_script(sys.stdin.read())
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (`... | head`): stop quietly, as other Unix tools do. Point stdout
+        # at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
     finally:
         conn.close()
-    return OK
 
 
 if __name__ == "__main__":
