@@ -186,3 +186,21 @@ def test_unreachable_remote_raises_a_remote_error_naming_the_url(tmp_path):
     assert isinstance(info.value.orig, turso_dbapi.RemoteError)
     assert f"127.0.0.1:{port}" in str(info.value)
     eng.dispose()
+
+
+def test_turso_replica_reopens_by_its_path_alone_without_the_server(server, tmp_path):
+    replica = str(tmp_path / "replica.db")
+    eng = create_engine(engine_url(server.url, replica, partial="true"))
+    with eng.begin() as conn:
+        conn.exec_driver_sql("insert into notes (title) values ('offline edit')")
+        conn.exec_driver_sql("select count(*) from notes").scalar()
+    eng.dispose()
+    server.stop()  # no network from here on
+    again = create_engine(f"sqlite+turso_dbapi:///{replica}")  # the plain local-file form
+    with again.connect() as conn:
+        assert (
+            conn.exec_driver_sql("select title from notes order by id desc limit 1").scalar()
+            == "offline edit"
+        )
+        assert conn.connection.dbapi_connection.stats()["requests"] == 0
+    again.dispose()
