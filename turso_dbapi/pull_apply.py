@@ -14,8 +14,8 @@ transaction and drops its page cache when it moved. So the apply:
    in-header size (28) = db_size; the remote size becomes db_size pages and synced pages
    past it are dropped; the store is fsynced;
 5. metadata switches (synced revision, pull_gen + 1, last pull time, no pending pull);
-6. the staging file is removed and the transaction commits (it wrote nothing through
-   SQLite, so COMMIT only releases the lock).
+6. the staging file is removed and the transaction is rolled back: it wrote nothing
+   through SQLite, so that only releases the lock.
 
 LIMITATION: a process that crashes in step 4 leaves other processes that keep the replica
 open with a half-applied synced layer until one of them (or a new open) redoes the apply;
@@ -173,6 +173,9 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
     ic = sqlite3.connect(f"file:{quote(replica)}?vfs={VFS_NAME}&tdbconn={conn_id}", uri=True,
                          timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
+        # No journal file for this connection: its transaction must never leave one that a
+        # later open could take for a hot journal (journal_mode is per connection here).
+        ic.execute("PRAGMA journal_mode=MEMORY")
         try:
             ic.execute("BEGIN EXCLUSIVE")
         except sqlite3.OperationalError as exc:
@@ -198,7 +201,10 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
             sync_meta.save(replica, meta)
             remove_stage(replica)
         finally:
-            ic.execute("COMMIT")  # nothing was written through SQLite: this only unlocks
+            # ROLLBACK only unlocks: nothing is written through SQLite. (COMMIT would write
+            # the fresh page 1 SQLite prepares when a write transaction starts on an EMPTY
+            # database into the local layer, hiding the pulled page 1.)
+            ic.execute("ROLLBACK")
         return meta
     except BaseException:
         if not started:

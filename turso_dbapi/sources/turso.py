@@ -14,12 +14,13 @@ mode (DESIGN §2.5), so every page 1 this source returns is patched to 1/1.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from .. import roaring
 from ..errors import ProtocolError, RemoteError
-from ..http import HttpClient, Reply, client_from_options
+from ..http import HttpClient, Reply, TransientReplyError, client_from_options
 from ..protobuf import DecodeError
 from ..sync_wire import (
     APPLY_INCREMENTAL,
@@ -36,6 +37,7 @@ from .base import SourceStats
 PULL_PATH = "/pull-updates"
 PARSE_CHUNK = 64 * 1024  # the body is parsed in chunks like pyturso feeds its engine
 _EXCERPT = 300
+_TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 
 def rollback_mode_page1(page: bytes) -> bytes:
@@ -86,6 +88,9 @@ class TursoSyncSource:
         self.http = client or client_from_options(self.url, options, stats=self.stats, headers=headers)
         if client is not None:
             self.stats = client.stats
+        # Statuses reach check() so their body lands in the message (§1.3); check() marks
+        # the transient ones for retry itself.
+        self.http.retry = dataclasses.replace(self.http.retry, statuses=frozenset())
         self.long_poll_timeout_ms = int(options.get("long_poll_timeout_ms") or 0)
         self.pinned_revision = pinned_revision
         self.size = size
@@ -114,9 +119,11 @@ class TursoSyncSource:
         def check(reply: Reply) -> PullReply:
             if reply.status != 200:
                 excerpt = (reply.body or b"")[:_EXCERPT].decode("utf-8", "replace").strip()
+                text = f"remote server returned an error: status={reply.status}, body={excerpt!r}"
+                if reply.status in _TRANSIENT:
+                    raise TransientReplyError(f"{text}; the server failed: retry later")
                 raise RemoteError(
-                    f"{what}: remote server returned an error: status={reply.status}, "
-                    f"body={excerpt!r} ({reply.where()}); check the URL, the auth token and "
+                    f"{what}: {text} ({reply.where()}); check the URL, the auth token and "
                     "the server's log", url=self.display_url, status=reply.status)
             return self._parse(reply.body or b"", what)
 

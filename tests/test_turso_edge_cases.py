@@ -1,0 +1,154 @@
+"""Protocol edge cases (spec §1.3, §2.6, §2.7, §9) for OUR client.
+
+The reference server never sends malformed replies, so those cases use a tiny HTTP
+server that answers ``/pull-updates`` with bodies built by ``sync_wire``'s encoder (a
+real socket and real HTTP, only the bytes are scripted). Everything else runs against
+the reference server.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import turso_dbapi
+from turso_dbapi import sync_wire
+from turso_dbapi.errors import ProtocolError, RemoteError
+from turso_dbapi.sources.turso import TursoSyncSource
+from turso_dbapi.sync_wire import PageData, PullUpdatesResponseHeader, ZstdEncoding
+
+PAGE = bytes(range(256)) * 16
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, body = self.server.reply  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def scripted():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    httpd.daemon_threads = True
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def source_for(httpd, **opts):
+    return TursoSyncSource(f"http://127.0.0.1:{httpd.server_address[1]}", {"retries": 0, **opts},
+                           pinned_revision="5")
+
+
+def body(header, pages=()):
+    return sync_wire.encode_response(header, pages)
+
+
+@pytest.mark.parametrize("reply, match", [
+    ((500, b"boom: database on fire"), "status=500, body='boom: database on fire'"),
+    ((403, b"forbidden"), "status=403"),
+    ((200, b""), "no header returned"),
+    ((200, body(PullUpdatesResponseHeader("5", 3), [PageData(0, PAGE)])[:-10]), "bad /pull-updates reply"),
+    ((200, body(PullUpdatesResponseHeader("5", 3, raw_encoding=False, zstd_encoding=ZstdEncoding(3)),
+                [PageData(0, PAGE)])), "zstd encoding is not supported"),
+    ((200, body(PullUpdatesResponseHeader("5", 3, stream_kind=1))), "MVCC logical log"),
+    ((200, body(PullUpdatesResponseHeader("5", 3, apply_mode=1))), "replace-base"),
+    ((200, body(PullUpdatesResponseHeader("5", 3), [PageData(0, PAGE[:1024])])), "unexpected size"),
+    ((200, body(PullUpdatesResponseHeader("5", 0), [PageData(0, PAGE)])), "db_size 0"),
+])
+def test_bad_replies_raise_clear_errors(scripted, reply, match):
+    scripted.reply = reply
+    src = source_for(scripted)
+    with pytest.raises(RemoteError, match=match) as err:
+        src.fetch([1, 2])
+    assert "127.0.0.1" in str(err.value)  # which server
+
+
+def test_a_server_may_not_omit_pages_inside_its_size(scripted):
+    scripted.reply = (200, body(PullUpdatesResponseHeader("5", 3), [PageData(0, PAGE)]))
+    with pytest.raises(ProtocolError, match=r"omitted page\(s\) \[2\]"):
+        source_for(scripted).fetch([1, 2])
+    # pages at or past db_size may be omitted: absent, never an error (§2.6)
+    scripted.reply = (200, body(PullUpdatesResponseHeader("5", 1), [PageData(0, PAGE)]))
+    assert list(source_for(scripted).fetch([1, 2, 3])) == [1]
+
+
+def test_page_one_is_switched_to_rollback_journal_mode(scripted):
+    wal_page1 = bytearray(PAGE)
+    wal_page1[18] = wal_page1[19] = 2
+    scripted.reply = (200, body(PullUpdatesResponseHeader("5", 2), [PageData(0, bytes(wal_page1)),
+                                                                     PageData(1, PAGE)]))
+    pages = source_for(scripted).fetch([1, 2])
+    assert pages[1][18:20] == b"\x01\x01" and pages[1][:18] == PAGE[:18] and pages[1][20:] == PAGE[20:]
+    assert pages[2] == PAGE
+
+
+def test_prefix_below_one_page_is_rounded_up(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(x)")
+    turso_server.db_sql("INSERT INTO t SELECT randomblob(1024) FROM generate_series(1, 100)")
+    sent = turso_server.stats["pages_sent"]
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"), bootstrap_prefix=100)
+    assert turso_server.stats["pages_sent"] - sent == 1  # exactly the header page
+    assert conn.stats().pages_fetched == 1
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchall() == [(100,)]
+
+
+def test_selected_pages_beyond_the_server_size_are_absent(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(x)")
+    small = turso_server.revision
+    turso_server.db_sql("INSERT INTO t SELECT randomblob(1024) FROM generate_series(1, 100)")
+    src = TursoSyncSource(turso_server.url, {}, pinned_revision=small)
+    got = src.fetch([1, 2, 3, 50, 500])  # at the small revision only pages 1-2 exist
+    assert sorted(got) == [1, 2]
+    # and through a replica pinned to that revision: neighbours past the end, no crash
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"), partial=True,
+                               segment_size=1024 * 1024)
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchall() == [(100,)]
+
+
+def test_empty_server(turso_server, tmp_path):
+    assert turso_server.revision == "0"
+    path = str(tmp_path / "r.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    st = conn.stats()
+    assert st.revision == "0" and st.db_size_pages == 0
+    turso_server.db_sql("CREATE TABLE t(x)")
+    turso_server.db_sql("INSERT INTO t VALUES (1), (2)")
+    assert conn.pull() is True
+    assert conn.execute("SELECT SUM(x) FROM t").fetchall() == [(3,)]
+    assert conn.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
+
+
+def test_server_failure_during_a_lazy_fetch_leaves_the_connection_usable(turso_server, tmp_path):
+    from support.faultproxy import FaultProxy
+
+    turso_server.db_sql("CREATE TABLE t(x)")
+    turso_server.db_sql("INSERT INTO t SELECT randomblob(1024) FROM generate_series(1, 300)")
+    with FaultProxy(turso_server.url) as proxy:
+        conn = turso_dbapi.connect(proxy.base_url, local_path=str(tmp_path / "r.db"), partial=True,
+                                   bootstrap_prefix=8192, retries=0)
+        proxy.inject("status", status=503, times=None)
+        with pytest.raises(turso_dbapi.OperationalError) as err:
+            conn.execute("SELECT SUM(LENGTH(x)) FROM t").fetchall()
+        assert "503" in str(err.value) and "127.0.0.1" in str(err.value)
+        proxy.clear_faults()
+        assert conn.execute("SELECT SUM(LENGTH(x)) FROM t").fetchall() == [(300 * 1024,)]
+
+
+def test_reopen_needs_metadata_or_url(tmp_path):
+    with pytest.raises(turso_dbapi.ProgrammingError, match="apply to remote databases"):
+        turso_dbapi.connect(str(tmp_path / "nothing.db"), protocol="turso")
