@@ -500,6 +500,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
     )
     assert proc.stdout.readline() == b"+--------+\n"
     proc.stdout.close()  # like `| head -1`
-    err = proc.stderr.read().decode()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0
     assert err == ""
