@@ -216,3 +216,24 @@ def test_local_connections_pay_nothing(tmp_path):
     con = turso_dbapi.connect(str(tmp_path / "plain.db"))
     assert type(con) is turso_dbapi.Connection
     assert type(con.cursor()) is sqlite3.Cursor
+
+
+def test_closing_the_last_connection_closes_the_store_and_reopen_uses_the_cache(served_databases):
+    url = served_databases["p4096"]
+    a = turso_dbapi.connect(url, **_fast())
+    b = turso_dbapi.connect(url, **_fast())
+    sql = "SELECT name FROM items WHERE id = 321"
+    assert a.execute(sql).fetchone() == b.execute(sql).fetchone()
+    store = a._replica.store
+    assert b._replica.store is store
+    a.close()
+    assert not store.closed  # b still reads through it
+    assert b.execute("SELECT count(*) FROM kv").fetchone()[0] > 0
+    b.close()
+    assert store.closed
+    # without its store, the replica file is refused, never served sparse
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        sqlite3.connect(f"file:{store.path}?vfs=turso_dbapi", uri=True).execute("SELECT 1 FROM items")
+    c = turso_dbapi.connect(url, **_fast())
+    assert c.execute(sql).fetchone() == ("item-00000321",)
+    assert c.stats().requests == 1  # the revalidating open; pages came from the cache

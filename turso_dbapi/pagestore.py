@@ -13,8 +13,10 @@ absent pages; the connection's ``MissHandler`` plans readahead, fetches through 
 kept (per thread) so the cursor of a remote connection can raise the real cause
 instead of SQLite's "disk I/O error".
 
-LIMITATION: stores stay open for the life of the process once opened (a C miss callback
-must never find its Python object gone); reopening the same path reuses the store.
+Lifetime: ``open_store`` / ``release_store`` count users; the last release closes the C
+store unless SQLite still has the replica open in this process (a C miss callback must
+never find its Python object gone, and a lazy file must always find its store).
+Reopening the same path reuses the open store.
 """
 
 from __future__ import annotations
@@ -35,8 +37,17 @@ from .readahead import Readahead, SingleFlight, missing_children
 log = logging.getLogger("turso_dbapi")
 
 STAGE_SUFFIX = "-tdbstage"
-SUFFIXES = ("", "-tdblocal", "-tdbmap", "-tdbmeta.json", STAGE_SUFFIX, STAGE_SUFFIX + ".json",
-            "-journal", "-wal", "-shm")
+SUFFIXES = (
+    "",
+    "-tdblocal",
+    "-tdbmap",
+    "-tdbmeta.json",
+    STAGE_SUFFIX,
+    STAGE_SUFFIX + ".json",
+    "-journal",
+    "-wal",
+    "-shm",
+)
 META_FORMAT = 1
 
 _tls = threading.local()
@@ -127,25 +138,40 @@ class PageStore:
         self.page_size = page_size
         self.identity = identity
         self.single_flight = SingleFlight()
-        self._handlers: weakref.WeakValueDictionary[int, MissHandler] = weakref.WeakValueDictionary()
+        self._handlers: weakref.WeakValueDictionary[int, MissHandler] = (
+            weakref.WeakValueDictionary()
+        )
         self._last_handler: Optional[Callable[[], Optional[MissHandler]]] = None
         self._handle = ffi.new_handle(self)  # kept alive by self: outlives the C pointer
         err = ffi.new("int *")
         sys_errno = ffi.new("int *")
-        ptr = lib.tdb_store_open(path.encode(), page_size, size, identity, self._handle, err, sys_errno)
+        ptr = lib.tdb_store_open(
+            path.encode(), page_size, size, identity, self._handle, err, sys_errno
+        )
         if ptr == ffi.NULL:
             self._ptr = None
             raise StoreOpenError(int(err[0]), int(sys_errno[0]), path)
         self._ptr = ptr
+        self._users = 0  # open_store() calls not yet matched by release_store(); under _stores_lock
+
+    @property
+    def _p(self) -> Any:
+        if self._ptr is None:
+            raise OperationalError(f"page store {self.path} is closed")
+        return self._ptr
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
 
     # sizes ---------------------------------------------------------------------------
     @property
     def remote_size(self) -> int:
-        return int(self._lib.tdb_store_remote_size(self._ptr))
+        return int(self._lib.tdb_store_remote_size(self._p))
 
     @property
     def logical_size(self) -> int:
-        return int(self._lib.tdb_store_logical_size(self._ptr))
+        return int(self._lib.tdb_store_logical_size(self._p))
 
     @property
     def remote_pages(self) -> int:
@@ -153,20 +179,22 @@ class PageStore:
 
     def set_remote_size(self, size: int) -> None:
         """For a new synced revision: the synced layer (and SQLite's view) has ``size`` bytes."""
-        self._lib.tdb_store_set_remote_size(self._ptr, size)
+        self._lib.tdb_store_set_remote_size(self._p, size)
 
     # pages ---------------------------------------------------------------------------
     def state(self, pgno: int) -> int:
-        return int(self._lib.tdb_store_page_state(self._ptr, pgno))
+        return int(self._lib.tdb_store_page_state(self._p, pgno))
 
     def is_present(self, pgno: int) -> bool:
-        return bool(self._lib.tdb_store_page_state(self._ptr, pgno) & 3)
+        return bool(self._lib.tdb_store_page_state(self._p, pgno) & 3)
 
     def was_read(self, pgno: int) -> bool:
         """False only for pages readahead stored and nobody has read yet (in this process)."""
-        return not (self._lib.tdb_store_page_state(self._ptr, pgno) & self._lib.TDB_PG_PREFETCHED)
+        return not (self._lib.tdb_store_page_state(self._p, pgno) & self._lib.TDB_PG_PREFETCHED)
 
-    def put_synced(self, pgno: int, data: bytes, *, overwrite: bool = False, prefetched: bool = False) -> bool:
+    def put_synced(
+        self, pgno: int, data: bytes, *, overwrite: bool = False, prefetched: bool = False
+    ) -> bool:
         """Store a page of the synced version; True when written, False when one was kept.
 
         Without ``overwrite`` only absent slots are filled (rule (5)); ``overwrite`` is for
@@ -174,35 +202,49 @@ class PageStore:
         """
         if len(data) != self.page_size:
             raise ValueError(f"page {pgno}: {len(data)} bytes, expected {self.page_size}")
-        rc = self._lib.tdb_store_put_synced(self._ptr, pgno, data, int(overwrite), int(prefetched))
+        rc = self._lib.tdb_store_put_synced(self._p, pgno, data, int(overwrite), int(prefetched))
         if rc < 0:
-            raise OperationalError(f"page store {self.path}: cannot store page {pgno} "
-                                   f"(past the remote size of {self.remote_pages} pages, or disk full)")
+            raise OperationalError(
+                f"page store {self.path}: cannot store page {pgno} "
+                f"(past the remote size of {self.remote_pages} pages, or disk full)"
+            )
         return rc == 1
 
     def drop_synced(self, pgno: int) -> None:
         """Forget a synced page (it will be fetched again on its next read)."""
-        self._lib.tdb_store_drop_synced(self._ptr, pgno)
+        self._lib.tdb_store_drop_synced(self._p, pgno)
 
     def read_page(self, pgno: int) -> Optional[bytes]:
         """A page as SQLite sees it (local over synced), or None when absent; no network."""
         buf = self._ffi.new("uint8_t[]", self.page_size)  # per call: threads may read at once
-        rc = self._lib.tdb_store_read_page(self._ptr, pgno, buf)
+        rc = self._lib.tdb_store_read_page(self._p, pgno, buf)
         if rc < 0:
-            raise OperationalError(f"page store {self.path}: page {pgno} failed its check (code {-rc})")
+            raise OperationalError(
+                f"page store {self.path}: page {pgno} failed its check (code {-rc})"
+            )
         return bytes(self._ffi.buffer(buf, self.page_size)) if rc == 1 else None
 
     def first_absent(self, start: int = 1, end: Optional[int] = None) -> int:
-        return int(self._lib.tdb_store_first_absent(self._ptr, start, end or self.remote_pages))
+        return int(self._lib.tdb_store_first_absent(self._p, start, end or self.remote_pages))
 
     def counters(self) -> Dict[str, int]:
         c = self._ffi.new("tdb_store_counters *")
-        self._lib.tdb_store_get_counters(self._ptr, c)
-        return {name: int(getattr(c, name)) for name in
-                ("hits", "misses", "pages_read", "crc_failures", "prefetched", "prefetch_used", "local_writes")}
+        self._lib.tdb_store_get_counters(self._p, c)
+        return {
+            name: int(getattr(c, name))
+            for name in (
+                "hits",
+                "misses",
+                "pages_read",
+                "crc_failures",
+                "prefetched",
+                "prefetch_used",
+                "local_writes",
+            )
+        }
 
     def sync(self) -> None:
-        if self._lib.tdb_store_sync(self._ptr) != 0:
+        if self._lib.tdb_store_sync(self._p) != 0:
             raise OperationalError(f"page store {self.path}: fsync failed")
 
     # a new synced revision (for sources with a change feed, e.g. Turso pull) ---------------
@@ -234,8 +276,10 @@ class PageStore:
                 f.write(pages[p])
             f.flush()
             os.fsync(f.fileno())
-        write_json_atomic(self.path + STAGE_SUFFIX + ".json",
-                          {"size": size, "page_size": self.page_size, "pgnos": pgnos})
+        write_json_atomic(
+            self.path + STAGE_SUFFIX + ".json",
+            {"size": size, "page_size": self.page_size, "pgnos": pgnos},
+        )
 
     def _redo_staged(self) -> bool:
         manifest = read_json(self.path + STAGE_SUFFIX + ".json")
@@ -244,7 +288,9 @@ class PageStore:
         size = int(manifest["size"])
         old_pages = self.remote_pages
         ps = self.page_size
-        self._lib.tdb_store_set_remote_size(self._ptr, max(size, self.remote_size))  # room for every page
+        self._lib.tdb_store_set_remote_size(
+            self._p, max(size, self.remote_size)
+        )  # room for every page
         with open(self.path + STAGE_SUFFIX, "rb") as f:
             for i, p in enumerate(manifest["pgnos"]):
                 f.seek(i * ps)
@@ -275,8 +321,12 @@ class PageStore:
     def _on_miss(self, conn_id: int, pgno: int, n_pages: int) -> int:
         handler = self._handler_for(conn_id)
         if handler is None:
-            _keep_error(RemoteError(f"page {pgno} of {self.path} is not cached and no remote "
-                                    "connection is open to fetch it"))
+            _keep_error(
+                RemoteError(
+                    f"page {pgno} of {self.path} is not cached and no remote "
+                    "connection is open to fetch it"
+                )
+            )
             return 1
         return handler.handle_miss(pgno, n_pages)
 
@@ -292,25 +342,35 @@ class PageStore:
             fetched += handler.fetch_and_store(want, requested=want)
             missing = [q for q in want if not self.is_present(q)]
             if missing:
-                raise RemoteError(f"{handler.source.display_url}: pages {missing[:5]} missing "
-                                  "from the reply", url=handler.source.display_url)
+                raise RemoteError(
+                    f"{handler.source.display_url}: pages {missing[:5]} missing from the reply",
+                    url=handler.source.display_url,
+                )
             p = self.first_absent(end + 1, total) if end < total else 0
         return fetched
 
 
 class StoreOpenError(OperationalError):
     def __init__(self, code: int, sys_errno: int, path: str):
-        reason = {1: f"I/O error ({os.strerror(sys_errno) if sys_errno else 'unknown'})",
-                  2: "its sidecar belongs to another version or page size",
-                  3: "bad page size or path",
-                  4: "it is open in this process for another version"}.get(code, f"error {code}")
+        reason = {
+            1: f"I/O error ({os.strerror(sys_errno) if sys_errno else 'unknown'})",
+            2: "its sidecar belongs to another version or page size",
+            3: "bad page size or path",
+            4: "it is open in this process for another version",
+        }.get(code, f"error {code}")
         super().__init__(f"cannot open the page store at {path}: {reason}")
         self.code = code
         self.sys_errno = sys_errno
 
 
-def open_store(path: str, *, page_size: int, size: int, identity: bytes,
-               meta: Optional[Mapping[str, Any]] = None) -> PageStore:
+def open_store(
+    path: str,
+    *,
+    page_size: int,
+    size: int,
+    identity: bytes,
+    meta: Optional[Mapping[str, Any]] = None,
+) -> PageStore:
     """Open (or create) the replica at ``path`` for this identity.
 
     A replica left by another version or page size is removed first (a fresh cache,
@@ -321,16 +381,21 @@ def open_store(path: str, *, page_size: int, size: int, identity: bytes,
         store = _stores.get(path)
         if store is not None:
             if store.identity == identity and store.page_size == page_size:
+                store._users += 1
                 return store
             raise OperationalError(
                 f"the replica at {path} is open in this process for another version of the "
-                "remote database; close those connections or use another local_path")
+                "remote database; close those connections or use another local_path"
+            )
         os.makedirs(os.path.dirname(path), exist_ok=True)
         meta_path = path + "-tdbmeta.json"
         old = read_json(meta_path)
         if old is not None and old.get("identity") != identity.hex():
-            log.info("replica %s held another version (%s); starting a fresh cache",
-                     path, old.get("version"))
+            log.info(
+                "replica %s held another version (%s); starting a fresh cache",
+                path,
+                old.get("version"),
+            )
             remove_replica_files(path)
         try:
             store = PageStore(path, page_size, size, identity)
@@ -344,11 +409,34 @@ def open_store(path: str, *, page_size: int, size: int, identity: bytes,
             log.info("replica %s: finished applying a staged revision", path)
         if old is None or old.get("identity") != identity.hex():
             record = dict(meta or {})
-            record.update(format=META_FORMAT, identity=identity.hex(), page_size=page_size,
-                          size=size, created=time.time())
+            record.update(
+                format=META_FORMAT,
+                identity=identity.hex(),
+                page_size=page_size,
+                size=size,
+                created=time.time(),
+            )
             write_json_atomic(meta_path, record)
         _stores[path] = store
+        store._users += 1
         return store
+
+
+def release_store(store: PageStore) -> bool:
+    """Undo one ``open_store``; the last one closes the store's files, unless SQLite
+    still has the replica open in this process (then it stays open: a lazy file must
+    always find its store, or it would read the sparse synced layer). True when closed."""
+    with _stores_lock:
+        if store._ptr is None:
+            return True
+        store._users = max(0, store._users - 1)
+        if store._users or store._lib.tdb_store_refs(store._ptr) != 1:
+            return False
+        store._lib.tdb_store_release(store._ptr)
+        store._ptr = None
+        if _stores.get(store.path) is store:
+            del _stores[store.path]
+        return True
 
 
 # -- the miss path ----------------------------------------------------------------------
@@ -357,8 +445,15 @@ def open_store(path: str, *, page_size: int, size: int, identity: bytes,
 class MissHandler:
     """Fetches absent pages for one connection: readahead, single-flight, B-tree prefetch."""
 
-    def __init__(self, store: PageStore, source: Any, *, segment_size: int = 128 * 1024,
-                 readahead_max: int = 4 * 1024 * 1024, prefetch: bool = False):
+    def __init__(
+        self,
+        store: PageStore,
+        source: Any,
+        *,
+        segment_size: int = 128 * 1024,
+        readahead_max: int = 4 * 1024 * 1024,
+        prefetch: bool = False,
+    ):
         self.store = store
         self.source = source
         self.readahead = Readahead(store.page_size, segment_size, readahead_max)
@@ -380,8 +475,11 @@ class MissHandler:
                 self._prefetch_children(wanted)
             missing = [p for p in wanted if not store.is_present(p)]
             if missing:
-                raise RemoteError(f"{self.source.display_url}: page {missing[0]} is missing from the "
-                                  f"reply (the remote has {total} pages)", url=self.source.display_url)
+                raise RemoteError(
+                    f"{self.source.display_url}: page {missing[0]} is missing from the "
+                    f"reply (the remote has {total} pages)",
+                    url=self.source.display_url,
+                )
             return 0
         except BaseException as exc:  # never let an exception cross into C
             self.last_error = exc
@@ -411,9 +509,15 @@ class MissHandler:
                 if store.put_synced(p, data, prefetched=p not in asked):
                     stored += 1
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("fetched %d pages (%d..%d, %d asked) of %s in %.1f ms",
-                          len(got), todo[0], todo[-1], len(asked), self.source.display_url,
-                          (time.perf_counter() - t0) * 1000)
+                log.debug(
+                    "fetched %d pages (%d..%d, %d asked) of %s in %.1f ms",
+                    len(got),
+                    todo[0],
+                    todo[-1],
+                    len(asked),
+                    self.source.display_url,
+                    (time.perf_counter() - t0) * 1000,
+                )
             return got
 
         store.single_flight.fetch(pgnos, fetch)
@@ -425,7 +529,9 @@ class MissHandler:
         for p in wanted:
             page = store.read_page(p)
             if page is not None:
-                kids.extend(missing_children(page, p, store.page_size, store.remote_pages, store.is_present))
+                kids.extend(
+                    missing_children(page, p, store.page_size, store.remote_pages, store.is_present)
+                )
         if kids:
             try:
                 self.fetch_and_store(sorted(set(kids)), requested=())

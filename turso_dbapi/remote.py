@@ -35,8 +35,15 @@ SourceFactory = Callable[[str, Mapping[str, Any]], Any]
 _SOURCE_FACTORIES: Dict[str, SourceFactory] = {}
 
 # sqlite3.connect's positional parameters after ``database``.
-_CONNECT_PARAMS = ("timeout", "detect_types", "isolation_level", "check_same_thread",
-                   "factory", "cached_statements", "uri")
+_CONNECT_PARAMS = (
+    "timeout",
+    "detect_types",
+    "isolation_level",
+    "check_same_thread",
+    "factory",
+    "cached_statements",
+    "uri",
+)
 
 
 def register_source(scheme: str, factory: SourceFactory) -> None:
@@ -114,13 +121,20 @@ class ReplicaStats:
 class Replica:
     """What a remote connection carries as ``conn._replica``."""
 
-    def __init__(self, store: pagestore.PageStore, source: Any, handler: pagestore.MissHandler,
-                 conn_id: int, path: str):
+    def __init__(
+        self,
+        store: pagestore.PageStore,
+        source: Any,
+        handler: pagestore.MissHandler,
+        conn_id: int,
+        path: str,
+    ):
         self.store = store
         self.source = source
         self.handler = handler  # strong ref: the store routes this connection's misses here
         self.conn_id = conn_id
         self.path = path
+        self._closed = False
 
     @property
     def url(self) -> str:
@@ -130,25 +144,40 @@ class Replica:
         net = self.source.stats.snapshot()
         c = self.store.counters()
         return ReplicaStats(
-            url=self.url, version=self.source.version, page_size=self.store.page_size,
-            size=self.store.remote_size, requests=net["requests"],
-            bytes_received=net["bytes_received"], bytes_sent=net["bytes_sent"],
-            pages_fetched=net["pages_fetched"], retries=net["retries"], **c,
+            url=self.url,
+            version=self.source.version,
+            page_size=self.store.page_size,
+            size=self.store.remote_size,
+            requests=net["requests"],
+            bytes_received=net["bytes_received"],
+            bytes_sent=net["bytes_sent"],
+            pages_fetched=net["pages_fetched"],
+            retries=net["retries"],
+            **c,
         )
 
     def close(self) -> None:
+        """After the SQLite connection closed: the HTTP session, and the store when no
+        other connection of this process uses it (the cache files stay for reopening)."""
+        if self._closed:
+            return
+        self._closed = True
         close = getattr(self.source, "close", None)
         if close is not None:
             close()
+        pagestore.release_store(self.store)
 
     def pull(self) -> bool:
         raise NotSupportedError(
             f"{self.url} is read over HTTP ranges, which has no change feed; reconnect to read a "
-            "newer version (the cache keeps pages of unchanged versions)")
+            "newer version (the cache keeps pages of unchanged versions)"
+        )
 
     def push(self) -> None:
-        raise NotSupportedError(f"{self.url} is a static file; local changes stay in the replica "
-                                f"{self.path} and cannot be pushed")
+        raise NotSupportedError(
+            f"{self.url} is a static file; local changes stay in the replica "
+            f"{self.path} and cannot be pushed"
+        )
 
 
 # -- error surfacing ---------------------------------------------------------------------
@@ -260,7 +289,9 @@ _classes_lock = threading.Lock()
 def remote_class(factory: type) -> type:
     """``factory`` (a sqlite3.Connection subclass) with the remote mixin; cached."""
     if not (isinstance(factory, type) and issubclass(factory, sqlite3.Connection)):
-        raise ProgrammingError("factory= must be a subclass of sqlite3.Connection for remote databases")
+        raise ProgrammingError(
+            "factory= must be a subclass of sqlite3.Connection for remote databases"
+        )
     with _classes_lock:
         cls = _classes.get(factory)
         if cls is None:
@@ -274,7 +305,9 @@ def remote_class(factory: type) -> type:
 
 def _split_args(args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
     if len(args) > len(_CONNECT_PARAMS):
-        raise ProgrammingError(f"connect() takes at most {len(_CONNECT_PARAMS) + 1} positional arguments")
+        raise ProgrammingError(
+            f"connect() takes at most {len(_CONNECT_PARAMS) + 1} positional arguments"
+        )
     merged = dict(kwargs)
     for name, value in zip(_CONNECT_PARAMS, args):
         if name in merged:
@@ -298,8 +331,9 @@ def _target(database: Any, opts: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     raise ProgrammingError(f"{database!r} is not a remote URL")
 
 
-def connect_remote(database: Any, args: Sequence[Any], kwargs: Dict[str, Any],
-                   remote_opts: Mapping[str, Any]) -> Any:
+def connect_remote(
+    database: Any, args: Sequence[Any], kwargs: Dict[str, Any], remote_opts: Mapping[str, Any]
+) -> Any:
     """Open a remote database (see the module docstring); called by ``turso_dbapi.connect``."""
     raw = dict(remote_opts)
     if isinstance(database, str) and "://" in database:
@@ -313,8 +347,11 @@ def connect_remote(database: Any, args: Sequence[Any], kwargs: Dict[str, Any],
     opts = with_defaults(parse_options(raw))
     from . import turso_replica
 
-    if not opts.get("url") and not (isinstance(database, str) and "://" in database) \
-            and turso_replica.is_turso_replica(database):
+    if (
+        not opts.get("url")
+        and not (isinstance(database, str) and "://" in database)
+        and turso_replica.is_turso_replica(database)
+    ):
         url, local_path = None, os.fsdecode(database)  # reopen a Turso replica by its path
     else:
         url, local_path = _target(database, opts)
@@ -322,7 +359,9 @@ def connect_remote(database: Any, args: Sequence[Any], kwargs: Dict[str, Any],
     factory = connect_kwargs.pop("factory", None) or Connection
     connect_kwargs.pop("uri", None)
     if url is None or turso_replica.wants_turso(url, opts):
-        return turso_replica.connect_turso(url, local_path, opts, parse_options(raw), connect_kwargs, factory)
+        return turso_replica.connect_turso(
+            url, local_path, opts, parse_options(raw), connect_kwargs, factory
+        )
 
     ensure_registered()
     source = source_factory(url)(url, opts)
@@ -331,12 +370,18 @@ def connect_remote(database: Any, args: Sequence[Any], kwargs: Dict[str, Any],
     path = os.path.realpath(local_path or default_replica_path(redact(url), source.version))
     identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
     store = pagestore.open_store(
-        path, page_size=source.page_size, size=source.size, identity=identity,
+        path,
+        page_size=source.page_size,
+        size=source.size,
+        identity=identity,
         meta={"url": display, "version": source.version},
     )
     _store_leading_pages(store, leading)
     handler = pagestore.MissHandler(
-        store, source, segment_size=opts["segment_size"], readahead_max=opts["readahead_max"],
+        store,
+        source,
+        segment_size=opts["segment_size"],
+        readahead_max=opts["readahead_max"],
         prefetch=opts["prefetch"],
     )
     conn_id = store.attach(handler)
@@ -352,4 +397,4 @@ def _store_leading_pages(store: pagestore.PageStore, leading: bytes) -> None:
     """open() already returned these bytes: keep the whole pages among them."""
     ps = store.page_size
     for i in range(min(len(leading) // ps, store.remote_pages)):
-        store.put_synced(i + 1, leading[i * ps:(i + 1) * ps])
+        store.put_synced(i + 1, leading[i * ps : (i + 1) * ps])

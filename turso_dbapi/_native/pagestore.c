@@ -341,6 +341,13 @@ tdb_store *tdb_store_lookup(const char *path) {
     return found;
 }
 
+int tdb_store_refs(tdb_store *s) {
+    pthread_mutex_lock(&g_mu);
+    int n = s->refs;
+    pthread_mutex_unlock(&g_mu);
+    return n;
+}
+
 void tdb_store_release(tdb_store *s) {
     if (!s) return;
     pthread_mutex_lock(&g_mu);

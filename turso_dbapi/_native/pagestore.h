@@ -40,6 +40,7 @@ typedef struct tdb_store_counters {
 tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_size,
                           const uint8_t *identity, void *py_handle, int *err, int *sys_errno);
 void tdb_store_release(tdb_store *s);
+int tdb_store_refs(tdb_store *s); /* Python's reference + open lazy files */
 int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int overwrite,
                          int prefetched);
 int tdb_store_page_state(tdb_store *s, uint32_t pgno);

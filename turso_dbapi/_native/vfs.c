@@ -31,6 +31,9 @@
 **   (11) SQLITE_FCNTL_SIZE_HINT is swallowed for lazy files (P holds the sparse synced
 **       layer; growing it is pointless), and SQLITE_IOCAP_BATCH_ATOMIC is masked (the
 **       default VFS's atomic-write ioctl would cover P, not where our writes go).
+**   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
+**       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
+**       layer, and serving it directly would read holes as zeros.
 **
 ** No SQLite headers: the few structs below are declared from the documented, stable
 ** ABI (sqlite3_io_methods v3, sqlite3_vfs v3).
@@ -41,6 +44,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef long long sqlite3_int64;
 typedef struct tdb_file tdb_file;
@@ -102,6 +106,7 @@ struct tdb_sqlite3_vfs {
 #define SQLITE_OK 0
 #define SQLITE_ERROR 1
 #define SQLITE_IOERR 10
+#define SQLITE_CANTOPEN 14
 #define SQLITE_OK_LOAD_PERMANENTLY 256
 #define SQLITE_OPEN_MAIN_DB 0x00000100
 #define SQLITE_FCNTL_SIZE_HINT 5
@@ -282,6 +287,17 @@ static const char *uri_param(const char *z, const char *key) {
     return NULL;
 }
 
+static int has_sidecar(const char *zName) {
+    size_t n = strlen(zName);
+    char *z = malloc(n + sizeof "-tdbmap");
+    if (!z) return 0;
+    memcpy(z, zName, n);
+    memcpy(z + n, "-tdbmap", sizeof "-tdbmap");
+    int exists = access(z, F_OK) == 0;
+    free(z);
+    return exists;
+}
+
 static int vOpen(tdb_sqlite3_vfs *vfs, const char *zName, tdb_file *f, int flags, int *pOutFlags) {
     (void)vfs;
     TdbFile *p = (TdbFile *)f;
@@ -291,6 +307,9 @@ static int vOpen(tdb_sqlite3_vfs *vfs, const char *zName, tdb_file *f, int flags
         if (p->store) {
             const char *id = uri_param(zName, "tdbconn");
             p->conn_id = id ? strtoull(id, NULL, 10) : 0;
+        } else if (has_sidecar(zName)) {
+            f->pMethods = 0;
+            return SQLITE_CANTOPEN; /* (12) */
         }
     }
     int rc = g_root->xOpen(g_root, zName, REAL(f), flags, pOutFlags);
