@@ -136,7 +136,8 @@ def test_fetch_failure_is_ioerr_read_and_the_same_connection_retries(databases, 
     lazy.source.fail_with = RemoteError("injected: connection reset", url="file://x")
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error") as info:
         con.execute("SELECT sum(length(body)) FROM docs").fetchall()
-    assert info.value.sqlite_errorname == "SQLITE_IOERR_READ"
+    if sys.version_info >= (3, 11):  # the error attributes are 3.11+
+        assert info.value.sqlite_errorname == "SQLITE_IOERR_READ"
     assert isinstance(pagestore.take_error(), RemoteError)  # the real cause was kept
     lazy.source.fail_with = None
     sql = "SELECT sum(length(body)) FROM docs"
