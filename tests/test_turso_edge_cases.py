@@ -152,3 +152,40 @@ def test_server_failure_during_a_lazy_fetch_leaves_the_connection_usable(turso_s
 def test_reopen_needs_metadata_or_url(tmp_path):
     with pytest.raises(turso_dbapi.ProgrammingError, match="apply to remote databases"):
         turso_dbapi.connect(str(tmp_path / "nothing.db"), protocol="turso")
+
+
+def test_partial_without_strategy_bootstraps_one_segment(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(x)")
+    turso_server.db_sql("INSERT INTO t SELECT randomblob(1024) FROM generate_series(1, 300)")
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"), partial=True,
+                               segment_size=64 * 1024)
+    assert conn.stats().pages_fetched == 16 and conn.stats().requests == 1
+
+
+_DIES_BEFORE_METADATA = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import turso_dbapi
+from turso_dbapi import sync_meta
+sync_meta.save = lambda *a, **k: os._exit(4)  # the process dies right before the commit point
+turso_dbapi.connect(sys.argv[2], local_path=sys.argv[3])
+"""
+
+
+def test_a_crash_before_the_metadata_means_bootstrap_again(turso_server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    turso_server.db_sql("CREATE TABLE t(x)")
+    turso_server.db_sql("INSERT INTO t VALUES (1), (2)")
+    path = str(tmp_path / "r.db")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", _DIES_BEFORE_METADATA, root, turso_server.url, path],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    assert os.path.exists(path) and not os.path.exists(path + "-tdbsync.json")
+    turso_server.db_sql("INSERT INTO t VALUES (3)")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)  # bootstraps again, fresh
+    assert conn.execute("SELECT SUM(x) FROM t").fetchall() == [(6,)]
+    assert conn.stats().requests == 1

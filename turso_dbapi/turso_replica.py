@@ -11,8 +11,8 @@ pin them to the LATEST SYNCED revision. Both are correct: a pull stores every pa
 changed in (old, new], so a page still absent from the synced layer is identical at the
 bootstrap revision and at every later synced one. Pinning to the latest means the server
 only needs history back to the last pull instead of back to the bootstrap. A connection of
-another process may keep an older pin until it pulls or reopens, which is still correct by
-the same argument.
+another process re-reads the pin from the metadata at each miss (one small file read next
+to a network round trip), so a page re-fetched after a torn write is of the right revision.
 
 Journal mode: the replica stays in rollback-journal mode (DESIGN §2.5); ``journal_mode=WAL``
 is refused with a clear message (an authorizer on every connection we open; a user who
@@ -192,6 +192,16 @@ class TursoReplica:
             "pull() refuses to run while there are any (it never drops them)")
 
 
+def _synced_revision(path: str) -> Optional[str]:
+    """The synced revision as the metadata says now (a miss runs inside a read transaction,
+    so no apply is in progress and metadata and synced layer agree)."""
+    try:
+        meta = sync_meta.load(path)
+    except (OSError, OperationalError):
+        return None
+    return meta.synced_revision if meta is not None else None
+
+
 def _repin(path: str, revision: str) -> None:
     with _live_lock:
         sources = [s for s in _live_sources.values() if getattr(s, "_replica_path", None) == path]
@@ -304,6 +314,7 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     source.pinned_revision = meta.synced_revision or ""
     source.size = meta.db_size_pages * pull_apply.PAGE_SIZE
     source._replica_path = path  # type: ignore[attr-defined]
+    source.pin_provider = lambda: _synced_revision(path)
     with _live_lock:
         _live_sources[id(source)] = source
     handler = pagestore.MissHandler(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from .. import roaring
 from ..errors import ProtocolError, RemoteError
@@ -93,6 +93,7 @@ class TursoSyncSource:
         self.http.retry = dataclasses.replace(self.http.retry, statuses=frozenset())
         self.long_poll_timeout_ms = int(options.get("long_poll_timeout_ms") or 0)
         self.pinned_revision = pinned_revision
+        self.pin_provider: Optional[Callable[[], Optional[str]]] = None
         self.size = size
         self._lock = threading.Lock()
 
@@ -188,8 +189,7 @@ class TursoSyncSource:
         """PageSource.fetch at the pinned revision; pages beyond the server size are absent."""
         if not pgnos:
             return {}
-        with self._lock:
-            revision = self.pinned_revision
+        revision = self.current_pin()
         reply = self.fetch_at(pgnos, revision)
         pages = reply.pages
         omitted = [p for p in pgnos if p not in pages]
@@ -201,6 +201,17 @@ class TursoSyncSource:
                 f"{reply.db_size} pages at revision {reply.revision!r}", url=self.display_url)
         wanted = set(pgnos)
         return {p: data for p, data in pages.items() if p in wanted}
+
+    def current_pin(self) -> str:
+        """The revision lazy fetches use now: ``pin_provider()`` if set (the replica reads
+        its metadata, so a pull by another process moves this pin too), else the attribute."""
+        if self.pin_provider is not None:
+            revision = self.pin_provider()
+            if revision is not None:
+                self.repin(revision)
+                return revision
+        with self._lock:
+            return self.pinned_revision
 
     def repin(self, revision: str) -> None:
         with self._lock:
