@@ -20,6 +20,7 @@ from support._proto_oracle import PullUpdatesRequestPB
 
 from turso_dbapi import roaring
 from turso_dbapi.server import ReferenceServer
+from turso_dbapi.sql_series import rewrite
 from turso_dbapi.sync_wire import PullUpdatesRequest, parse_response
 
 PAGE = 4096
@@ -459,3 +460,58 @@ def test_page_log_lookups_use_indexes_not_history_scans(tmp_path):
         assert [(pid, data[:1]) for pid, data in log.read(plan)] == [(0, bytes([20]))]
     finally:
         log.close()
+
+
+def test_blocked_checkpoint_loses_nothing(turso_server, tmp_path):
+    srv = turso_server
+    srv.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, x)")
+    srv.db_sql("INSERT INTO t SELECT value, randomblob(700) FROM generate_series(1, 100)")
+    reader = sqlite3.connect(srv.db_path)  # another process's reader pins the WAL
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (100,)
+    revs = []
+    for i in range(3):
+        srv.db_sql(
+            f"INSERT INTO t SELECT value + {1000 * (i + 1)}, randomblob(900) FROM generate_series(1, 30)"
+        )
+        srv.db_sql(f"UPDATE t SET x = zeroblob({i + 1}) WHERE id % 3 = {i}")
+        revs.append(srv.revision)
+    assert os.path.getsize(srv.db_path + "-wal") > 0  # the checkpoint really was blocked
+    h, pages = pull(srv)
+    image = materialize(pages, h.db_size)
+    got = query(tmp_path, image, "SELECT count(*), sum(length(x)) FROM t")[0]
+    want = srv.db_sql("SELECT count(*), sum(length(x)) FROM t")[0]
+    assert [str(v) for v in got] == want
+    r = requests.get(srv.url + "/server.db")  # GET serves the revision, not the stale file
+    assert r.content == image
+    mid = pull(srv, server_revision=revs[0])[0]  # every intermediate revision is still there
+    assert mid.server_revision == revs[0]
+    reader.rollback()
+    reader.close()
+    srv.db_sql("INSERT INTO t VALUES (99999, 'after')")
+    assert os.path.getsize(srv.db_path + "-wal") == 0  # checkpointed once unblocked
+    h, pages = pull(srv)
+    with open(srv.db_path, "rb") as f:  # WAL empty: the file is the whole current state
+        assert materialize(pages, h.db_size) == f.read()
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_writes_by_another_process_become_revisions(turso_server, tmp_path, checkpoint):
+    srv = turso_server
+    srv.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, x)")
+    srv.db_sql("INSERT INTO t SELECT value, randomblob(500) FROM generate_series(1, 200)")
+    h1, p1 = pull(srv)
+    other = sqlite3.connect(srv.db_path, isolation_level=None)
+    other.execute(
+        rewrite("INSERT INTO t SELECT value + 500, randomblob(800) FROM generate_series(1, 50)")
+    )
+    other.execute("UPDATE t SET x = 'changed elsewhere' WHERE id = 7")
+    if checkpoint:  # its frames are gone from the WAL: found by comparing pages
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    other.close()
+    h2, p2 = pull(srv, client_revision=h1.server_revision)
+    assert int(h2.server_revision) == int(h1.server_revision) + 1 and 0 < len(p2) < h2.db_size
+    image = materialize(p2, h2.db_size, materialize(p1, h1.db_size))
+    assert query(tmp_path, image, "SELECT count(*), (SELECT x FROM t WHERE id = 7) FROM t") == [
+        (250, "changed elsewhere")
+    ]

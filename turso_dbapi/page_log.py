@@ -191,6 +191,16 @@ class PageLog:
                     yield page_id, (found[vid] if vid is not None else ZERO_PAGE)
 
 
+def read_bytes(log: PageLog, rev: int, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of the database file as of ``rev`` (for plain range GETs)."""
+    if end <= start:
+        return b""
+    first, last = start // PAGE_SIZE, (end + PAGE_SIZE - 1) // PAGE_SIZE
+    _, plan = log.plan(0, rev, [(first, last)])
+    data = b"".join(page for _, page in log.read(plan))
+    return data[start - first * PAGE_SIZE : end - first * PAGE_SIZE]
+
+
 def _clip(ranges: Ranges, limit: int) -> List[Tuple[int, int]]:
     return [(a, min(b, limit)) for a, b in ranges if a < limit]
 

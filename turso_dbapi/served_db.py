@@ -1,12 +1,18 @@
 """The database a reference server serves: one SQLite connection plus its page-version log.
 
 Writes arrive through `/v2/pipeline` on the single shared connection (serialised by
-``lock``). The database runs in WAL mode with auto-checkpoint off, so after each request
-the WAL holds exactly the frames that request committed: their page numbers are read
-from the frame headers, the WAL is checkpointed (TRUNCATE) into the file, and the new
-images of those pages are read back from the file and appended to the log as one
-revision. On start the file is compared with the log, so changes made while the server
-was down (or a crash between checkpoint and log append) become a revision too.
+``lock``). The database runs in WAL mode with auto-checkpoint off. After each request the
+server takes SQLite's write lock (``BEGIN IMMEDIATE``: no other writer can append or
+reset the WAL meanwhile), indexes the committed WAL frames (``wal.parse_wal``, checksums
+verified like SQLite's recovery), and appends the newest images of the pages written
+since the last capture to the log as one revision, with ``PRAGMA page_count`` as its
+size. Then it tries a TRUNCATE checkpoint; if a reader elsewhere blocks it, nothing is
+lost: the WAL is simply indexed again next time, from where the last capture stopped.
+
+``PRAGMA data_version`` reveals commits by other processes. Their frames may already have
+been checkpointed away, so then (and at start-up, for changes made while the server was
+down) every page is compared with the log instead. A crash between a commit and its log
+append is repaired the same way on the next start.
 """
 
 from __future__ import annotations
@@ -15,15 +21,12 @@ import os
 import sqlite3
 import struct
 import threading
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, Optional, Tuple
 
 from .hrana import Pipeline
 from .page_log import PAGE_SIZE, PageLog, default_log_path
 from .sql_series import has_native_series, rewrite
-
-_WAL_HEADER = 32
-_FRAME_HEADER = 24
-_WAL_MAGICS = (0x377F0682, 0x377F0683)
+from .wal import WalFormatError, WalScan, parse_wal
 
 # PRAGMAs a client must not run on the served connection: they would stop the WAL from
 # recording every change (the log would silently miss revisions).
@@ -49,9 +52,12 @@ class ServedDatabase:
         # own maintenance statements run with ``_internal`` set.
         self._internal = False
         self.conn.set_authorizer(self._authorize)
+        self._harvested: Optional[Tuple[int, int]] = None  # salts of the WAL indexed so far
+        self._harvested_frames = 0
+        self._data_version = -1
         with self.lock:
             self._enable_wal()
-            self._reconcile()
+            self._capture(full=True)  # changes made while the server was down
 
     # ------------------------------------------------------------------ public
 
@@ -65,13 +71,6 @@ class ServedDatabase:
                 return self.pipeline.run(body)
             finally:
                 self._capture()
-
-    def read_file(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of the current database file (call with ``lock`` held)."""
-        return self._pread(end - start, start) if end > start else b""
-
-    def file_size(self) -> int:
-        return os.fstat(self._file.fileno()).st_size
 
     def close(self) -> None:
         with self.lock:
@@ -109,12 +108,21 @@ class ServedDatabase:
         if mode.lower() != "wal":
             raise RuntimeError(f"could not switch {self.db_path} to WAL mode (got {mode})")
         self._internal_sql("PRAGMA wal_autocheckpoint=0")
-        self._checkpoint()
+        self._try_checkpoint()
 
-    def _checkpoint(self) -> None:
-        busy, _, _ = self._internal_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        if busy:
-            raise RuntimeError("WAL checkpoint was blocked; is another process using the database?")
+    def _try_checkpoint(self) -> bool:
+        """TRUNCATE checkpoint; False when another connection blocked it (harmless)."""
+        # TRUNCATE waits for readers through the busy handler: never stall a request on
+        # someone else's long read; the next capture simply tries again.
+        timeout = self._internal_sql("PRAGMA busy_timeout")[0]
+        self._internal_sql("PRAGMA busy_timeout=0")
+        try:
+            busy, _, _ = self._internal_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._internal_sql(f"PRAGMA busy_timeout={int(timeout)}")
+        if not busy:
+            self._harvested = None  # the WAL is empty: the next one starts afresh
+        return not busy
 
     def _pread(self, size: int, offset: int) -> bytes:
         if hasattr(os, "pread"):
@@ -128,84 +136,80 @@ class ServedDatabase:
             self._changed.wait_for(lambda: self.log.latest > after, timeout)
             return self.log.latest
 
-    def _db_size(self) -> int:
-        return self.conn.execute("PRAGMA page_count").fetchone()[0]
+    def refresh(self) -> None:
+        """Log commits made by other processes, if any (cheap when there are none)."""
+        if not self.lock.acquire(blocking=False):
+            return  # a pipeline request is running; it captures everything when it ends
+        try:
+            if self._internal_sql("PRAGMA data_version")[0] != self._data_version:
+                self._capture()
+        finally:
+            self.lock.release()
 
     def _is_blank(self) -> bool:
         user_version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         objects = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         return not objects and not user_version
 
-    def _read_page(self, pgno: int) -> bytes:
-        page = self._pread(PAGE_SIZE, (pgno - 1) * PAGE_SIZE)
-        return page.ljust(PAGE_SIZE, b"\0")
-
-    def _committed_wal_pages(self) -> Set[int]:
-        """Page numbers written by committed frames of the current WAL."""
+    def _scan_wal(self) -> Tuple[bytes, Optional[WalScan]]:
         try:
-            f = open(self.wal_path, "rb")
+            with open(self.wal_path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
-            return set()
-        with f:
-            header = f.read(_WAL_HEADER)
-            if len(header) < _WAL_HEADER:
-                return set()
-            magic, _, page_size, _, salt1, salt2 = struct.unpack(">6I", header[:24])
-            if magic not in _WAL_MAGICS or page_size != PAGE_SIZE:
-                raise RuntimeError(f"unexpected WAL header in {self.wal_path}")
-            committed: Set[int] = set()
-            pending: Set[int] = set()
-            offset = _WAL_HEADER
-            while True:
-                f.seek(offset)
-                fh = f.read(_FRAME_HEADER)
-                if len(fh) < _FRAME_HEADER:
-                    break
-                pgno, commit_size, s1, s2 = struct.unpack(">4I", fh[:16])
-                if (s1, s2) != (salt1, salt2):
-                    break  # stale frame from an earlier WAL generation
-                pending.add(pgno)
-                if commit_size:
-                    committed |= pending
-                    pending = set()
-                offset += _FRAME_HEADER + PAGE_SIZE
-            # Frames after the last commit frame are a rolled-back spill: not committed.
-            return committed
+            return b"", None
+        try:
+            scan = parse_wal(data)
+        except WalFormatError:
+            return data, None  # empty or not yet initialised: no committed frames
+        if scan.page_size != PAGE_SIZE:
+            raise RuntimeError(f"unexpected page size in {self.wal_path}")
+        return data, scan
 
-    def _capture(self) -> None:
-        """Turn whatever the last request committed into a new log revision."""
+    def _capture(self, full: bool = False) -> None:
+        """Turn whatever was committed since the last capture into a new log revision."""
         if self.conn.in_transaction:
             self.conn.rollback()
-        changed = self._committed_wal_pages()
-        self._checkpoint()
-        db_size = self._db_size()
-        old_size = self.log.latest_db_size
-        if not changed and (db_size == old_size or old_size == 0):
-            return  # (switching an empty file to WAL writes page 1: not a change)
-        if old_size == 0:
-            changed = set(range(1, db_size + 1))
-        else:
-            changed |= set(range(old_size + 1, db_size + 1))  # growth is always logged
-        pages = {p: self._read_page(p) for p in changed if p <= db_size}
-        self.log.append(pages, db_size)
-        with self._changed:
-            self._changed.notify_all()
+        self._internal_sql("BEGIN IMMEDIATE")  # other writers wait: the WAL holds still
+        try:
+            version = self._internal_sql("PRAGMA data_version")[0]
+            full = full or version != self._data_version
+            data, scan = self._scan_wal()
+            db_size = self._internal_sql("PRAGMA page_count")[0]
 
-    def _reconcile(self) -> None:
-        """Log the difference between the file and the log's latest revision, if any."""
-        db_size = self._db_size()
-        if self.log.latest == 0 and self._is_blank():
-            return  # an empty database stays revision 0 with db_size 0
-        if self.log.latest == 0:
-            changed = {p: self._read_page(p) for p in range(1, db_size + 1)}
-        else:
-            changed = {}
-            for p in range(1, db_size + 1):
-                page = self._read_page(p)
-                if self.log.latest_page(p) != page:
-                    changed[p] = page
-        if changed or db_size != self.log.latest_db_size:
-            self.log.append(changed, db_size)
+            def current(pgno: int) -> bytes:
+                page = scan.page(data, pgno) if scan is not None else None
+                if page is None:
+                    page = self._pread(PAGE_SIZE, (pgno - 1) * PAGE_SIZE).ljust(PAGE_SIZE, b"\0")
+                return page
+
+            old_size = self.log.latest_db_size
+            pages: Dict[int, bytes] = {}
+            if self.log.latest == 0:
+                if not self._is_blank():  # an empty database stays revision 0, db_size 0
+                    pages = {p: current(p) for p in range(1, db_size + 1)}
+            elif full:
+                for p in range(1, db_size + 1):
+                    page = current(p)
+                    if self.log.latest_page(p) != page:
+                        pages[p] = page
+            else:
+                first = 0
+                if scan is not None and self._harvested == (scan.salt1, scan.salt2):
+                    first = self._harvested_frames
+                written = {pgno for pgno, _, _ in scan.frames[first:]} if scan else set()
+                written |= set(range(old_size + 1, db_size + 1))  # growth is always logged
+                pages = {p: current(p) for p in written if p <= db_size}
+        finally:
+            self._internal_sql("COMMIT")
+        self._data_version = version
+        if scan is not None:
+            self._harvested = (scan.salt1, scan.salt2)
+            self._harvested_frames = len(scan.frames)
+        if pages or (db_size != old_size and self.log.latest):
+            self.log.append(pages, db_size)
+            with self._changed:
+                self._changed.notify_all()
+        self._try_checkpoint()
 
 
 def _check_page_size(path: str) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 from . import roaring
 from . import sync_wire as wire
 from .hrana import PipelineRequestError
+from .page_log import read_bytes
 from .protobuf import DecodeError, encode_varint
 from .served_db import ServedDatabase
 
@@ -188,6 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(
                 400, "MVCC logical-log pulls are not supported: this server serves pages"
             )
+        db.refresh()
         latest = db.revision
         client_rev = _parse_rev(req.client_revision) or 0
         if (
@@ -257,38 +259,35 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(response).encode(), "application/json")
 
     def _file(self, head_only: bool) -> None:
+        # Served from the page log, not the file: always exactly one revision's bytes, even
+        # while a checkpoint is pending or a write is in progress.
         db = self.server.db
+        db.refresh()
+        rev = db.revision
+        size = db.log.db_size_at(rev) * wire.PAGE_SIZE
+        etag = f'"{db.log.instance}-{rev}"'
         range_header = self.headers.get("Range")
-        with db.lock:  # a consistent (revision, bytes) pair: writes also take this lock
-            size = db.file_size()
-            etag = f'"{db.log.instance}-{db.revision}"'
-            if_range = self.headers.get("If-Range")
-            if if_range is not None and if_range != etag:
-                range_header = None  # the client's copy is stale: send the whole file
-            if_match = self.headers.get("If-Match")
-            if (
-                if_match is not None
-                and if_match != "*"
-                and etag not in [t.strip() for t in if_match.split(",")]
-            ):
-                raise HttpError(412, "Precondition Failed: the database changed")
-            span = _parse_range(range_header, size) if range_header else None
-            if span == "unsatisfiable":
-                self._send(
-                    416,
-                    b"Range Not Satisfiable",
-                    headers=[("Content-Range", f"bytes */{size}")],
-                    head_only=head_only,
-                )
-                return
-            start, end = span if isinstance(span, tuple) else (0, size)
-            data = b"" if head_only else db.read_file(start, end)
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range != etag:
+            range_header = None  # the client's copy is stale: send the whole file
+        if_match = self.headers.get("If-Match")
+        if if_match not in (None, "*") and etag not in [t.strip() for t in if_match.split(",")]:
+            raise HttpError(412, "Precondition Failed: the database changed")
+        span = _parse_range(range_header, size) if range_header else None
+        if span == "unsatisfiable":
+            self._send(
+                416,
+                b"Range Not Satisfiable",
+                headers=[("Content-Range", f"bytes */{size}")],
+                head_only=head_only,
+            )
+            return
+        start, end = span if isinstance(span, tuple) else (0, size)
         headers = [("ETag", etag), ("Accept-Ranges", "bytes")]
+        status = 200
         if isinstance(span, tuple):
             headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
             status = 206
-        else:
-            status = 200
         if head_only:
             self.send_response(status)
             self.send_header("Content-Type", "application/vnd.sqlite3")
@@ -297,6 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(k, v)
             self.end_headers()
             return
+        data = read_bytes(db.log, rev, start, end)
         self._send(status, data, "application/vnd.sqlite3", headers)
 
 
