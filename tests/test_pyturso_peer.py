@@ -366,3 +366,36 @@ def test_request_shapes_match_the_spec_table(turso_server, tmp_path):
     )
     (query,) = take()
     assert query.request == PullUpdatesRequest(server_query_selector=sql)
+
+
+def test_push_values_updates_deletes_and_schema(turso_server, tmp_path):
+    """Push exercises the Hrana value encodings: big integers, floats, blobs, NULL, text."""
+    turso_server.db_sql("CREATE TABLE t(x)")
+    conn = turso_sync.connect(str(tmp_path / "a.db"), turso_server.url)
+    conn.execute("CREATE TABLE u(id INTEGER PRIMARY KEY, b BLOB, f REAL, s TEXT, n)")
+    rows = [
+        (1, b"\x00\x01\xff", 1.5, "héllo", 2**62),
+        (2, b"", -0.25, "", None),
+        (3, None, 1e300, "x", -(2**63)),
+    ]
+    conn.executemany("INSERT INTO u VALUES (?, ?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.execute("UPDATE u SET s = 'updated', b = x'0a0b' WHERE id = 2")
+    conn.execute("DELETE FROM u WHERE id = 3")
+    conn.execute("ALTER TABLE u ADD COLUMN extra DEFAULT 'd'")
+    conn.execute("CREATE INDEX u_s ON u(s)")
+    conn.commit()
+    conn.push()
+    got = turso_server.db_sql("SELECT id, hex(b), f, s, n, extra FROM u ORDER BY id")
+    assert got == [
+        ["1", "0001FF", 1.5, "héllo", str(2**62), "d"],
+        ["2", "0A0B", -0.25, "updated", None, "d"],
+    ]
+    assert turso_server.db_sql("SELECT name FROM sqlite_master WHERE name = 'u_s'") == [["u_s"]]
+    other = turso_sync.connect(str(tmp_path / "b.db"), turso_server.url)
+    assert other.execute("SELECT id, b, f, s, n FROM u ORDER BY id").fetchall() == [
+        (1, b"\x00\x01\xff", 1.5, "héllo", 2**62),
+        (2, b"\x0a\x0b", -0.25, "updated", None),
+    ]
+    conn.push()  # nothing new: still succeeds, server unchanged
+    assert turso_server.db_sql("SELECT count(*) FROM u") == [["2"]]
