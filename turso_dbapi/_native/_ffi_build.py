@@ -47,6 +47,7 @@ ffi.set_source(
     "turso_dbapi._native._tdb_native",
     "\n".join(f'#include "{m}.h"' for m in MODULES),
     sources=[_relpath(m + ".c") for m in MODULES],
+    depends=[_relpath(m + ".h") for m in MODULES],  # a header change must rebuild
     include_dirs=[HERE],
     extra_compile_args=["-O2", "-std=gnu99", "-fvisibility=hidden", "-Wall"],
 )
