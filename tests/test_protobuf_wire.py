@@ -207,3 +207,19 @@ def test_parser_header_only_and_errors():
     assert parse_response(frame(noenc.encode()))[1] == []  # tolerated without pages
     with pytest.raises(ValueError, match="no page encoding"):
         parse_response(frame(noenc.encode()) + encode_page_frame(0, bytes(4096)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_random_bytes_decode_or_raise_decode_error(data):
+    for decode in (PullUpdatesRequest.decode, PullUpdatesResponseHeader.decode, PageData.decode):
+        try:
+            decode(data)
+        except pb.DecodeError:
+            pass
+    parser = PullUpdatesStreamParser()
+    try:
+        parser.feed(data)
+        parser.finish()
+    except pb.DecodeError:
+        pass

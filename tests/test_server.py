@@ -15,6 +15,8 @@ import time
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyroaring import BitMap
 from support._proto_oracle import PullUpdatesRequestPB
 
@@ -515,3 +517,29 @@ def test_writes_by_another_process_become_revisions(turso_server, tmp_path, chec
     assert query(tmp_path, image, "SELECT count(*), (SELECT x FROM t WHERE id = 7) FROM t") == [
         (250, "changed elsewhere")
     ]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=st.binary(max_size=48))
+def test_random_request_bodies_are_400_never_500(turso_server_factory, body):
+    srv = _shared_fuzz_server(turso_server_factory)
+    r = srv.pull_updates(body)
+    assert r.status_code in (200, 400), (r.status_code, r.text)
+    if r.status_code == 200:
+        parse_response(r.content)
+
+
+_FUZZ: list = []
+
+
+def _shared_fuzz_server(factory):
+    # hypothesis reuses the function-scoped fixture across examples: start one server
+    # (the factory object itself is kept, so a new test run never matches a stopped one)
+    if not _FUZZ or _FUZZ[0] is not factory:
+        srv = factory()
+        srv.db_sql("CREATE TABLE t(x)")
+        srv.db_sql("INSERT INTO t VALUES (1)")
+        _FUZZ[:] = [factory, srv]
+    return _FUZZ[1]
