@@ -543,3 +543,32 @@ def _shared_fuzz_server(factory):
         srv.db_sql("INSERT INTO t VALUES (1)")
         _FUZZ[:] = [factory, srv]
     return _FUZZ[1]
+
+
+def test_failure_mid_stream_truncates_instead_of_corrupting(turso_server, monkeypatch):
+    from turso_dbapi.errors import ProtocolError
+
+    turso_server.db_sql("CREATE TABLE t(x)")
+    turso_server.db_sql("INSERT INTO t SELECT randomblob(3000) FROM generate_series(1, 40)")
+    real_read = turso_server.server.db.log.read
+
+    def failing_read(plan):
+        for i, item in enumerate(real_read(plan)):
+            if i == 5:
+                raise OSError("disk went away")
+            yield item
+
+    monkeypatch.setattr(turso_server.server.db.log, "read", failing_read)
+    r = requests.post(turso_server.url + "/pull-updates", data=b"", stream=True)
+    assert r.status_code == 200
+    body = b""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for chunk in r.iter_content(65536):
+            body += chunk
+    assert len(body) < int(r.headers["Content-Length"])
+    with pytest.raises(ProtocolError):  # a client reports a short body, never bad pages
+        parse_response(body)
+    monkeypatch.undo()
+    assert pull(turso_server)[0].db_size > 5  # the server carries on
+    r = requests.post(turso_server.url + "/pull-updates", data=b"", headers={"Content-Length": "x"})
+    assert r.status_code == 400

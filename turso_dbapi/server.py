@@ -57,6 +57,7 @@ def _framed_page_size(page_id: int) -> int:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    _streaming = False  # True once a streamed 200 has started
     # Headers and a small body go out as two writes: with Nagle on, the body waits for the
     # client's delayed ACK (~40 ms per request on Linux).
     disable_nagle_algorithm = True
@@ -103,7 +104,10 @@ class _Handler(BaseHTTPRequestHandler):
             out = bytearray()
             while True:
                 line = self.rfile.readline(1024)
-                size = int(line.split(b";")[0].strip() or b"0", 16)
+                try:
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    raise HttpError(400, "invalid chunked request body")
                 if size == 0:
                     while self.rfile.readline(1024).strip():
                         pass  # trailers
@@ -112,7 +116,10 @@ class _Handler(BaseHTTPRequestHandler):
                     raise HttpError(413, "request body too large")
                 out += self.rfile.read(size)
                 self.rfile.readline(8)
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise HttpError(400, "invalid Content-Length")
         if length < 0 or length > MAX_BODY:
             raise HttpError(413, "request body too large")
         data = self.rfile.read(length)
@@ -155,7 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # the client sees the reason; the server keeps running
+            if self._streaming:
+                # Headers are out: cut the body short, which the client reports as a
+                # truncated message, rather than splice an error page into it.
+                self.close_connection = True
+                return
             self._send(500, f"Internal Server Error: {exc}".encode())
+        finally:
+            self._streaming = False
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch("GET")
@@ -224,6 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         head = wire.frame(header.encode())
         length = len(head) + sum(_framed_page_size(pid) for pid, _ in plan)
+        self._streaming = True
         self.send_response(200)
         self.send_header("Content-Type", "application/protobuf")
         self.send_header("Content-Length", str(length))
