@@ -33,6 +33,7 @@ from urllib.parse import quote, urlsplit
 
 from . import bootstrap as boot
 from . import pagestore, pull_apply, sync_meta
+from .btree_readahead import BtreeHints, BtreeReadahead
 from .errors import NotSupportedError, OperationalError, ProgrammingError
 from .sources.turso import TursoSyncSource, base_url
 from .url import redact
@@ -178,6 +179,7 @@ class TursoReplica:
         # §6.6: the pull state comes from local metadata after applying, never the remote.
         if applied is not None:
             _repin(self.path, applied.synced_revision or "")
+            hints_for(self.store, reset=True)  # the B-trees changed: learn them again
         return applied is not None
 
     def close(self) -> None:
@@ -190,6 +192,26 @@ class TursoReplica:
         raise NotSupportedError(
             f"push to {self.url} is not implemented yet; local changes stay in {self.path}, and "
             "pull() refuses to run while there are any (it never drops them)")
+
+
+_hints: Dict[str, BtreeHints] = {}
+HINT_PAGES = 32  # pages read at open to seed the B-tree hints (roots sit near the start)
+
+
+def hints_for(store: pagestore.PageStore, *, reset: bool = False) -> BtreeHints:
+    """The B-tree hints of a replica in this process, seeded from its first pages."""
+    with _live_lock:
+        hints = _hints.get(store.path)
+        if hints is not None and not reset:
+            return hints
+        if hints is None:
+            hints = _hints[store.path] = BtreeHints(store.page_size)
+        hints.clear()
+    for p in range(1, min(HINT_PAGES, store.remote_pages) + 1):
+        page = store.read_page(p)
+        if page is not None:
+            hints.note(p, page)
+    return hints
 
 
 def _synced_revision(path: str) -> Optional[str]:
@@ -323,6 +345,9 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
         readahead_max=options["readahead_max"],
         prefetch=bool(_effective(explicit, meta.prefetch, "prefetch", False)),
     )
+    hints = hints_for(store)
+    source.page_observer = hints.note
+    handler.readahead = BtreeReadahead(handler.readahead, hints)  # type: ignore[assignment]
     conn_id = store.attach(handler)
     if meta.pending_pull is not None:  # a pull crashed mid-apply: redo it before any read
         with boot.replica_lock(path + "-pull"):

@@ -101,6 +101,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in two writes: without TCP_NODELAY, Nagle holds a small body
+        # until the client's delayed ACK (~40 ms) on a keep-alive connection, as real servers
+        # (which set it) do not.
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
     def do_GET(self) -> None:
         self.server.proxy._handle(self)
 

@@ -94,6 +94,7 @@ class TursoSyncSource:
         self.long_poll_timeout_ms = int(options.get("long_poll_timeout_ms") or 0)
         self.pinned_revision = pinned_revision
         self.pin_provider: Optional[Callable[[], Optional[str]]] = None
+        self.page_observer: Optional[Callable[[int, bytes], None]] = None  # B-tree hints
         self.size = size
         self._lock = threading.Lock()
 
@@ -200,7 +201,12 @@ class TursoSyncSource:
                 f"{self.display_url} omitted page(s) {bad[:5]} although its database has "
                 f"{reply.db_size} pages at revision {reply.revision!r}", url=self.display_url)
         wanted = set(pgnos)
-        return {p: data for p, data in pages.items() if p in wanted}
+        out = {p: data for p, data in pages.items() if p in wanted}
+        observer = self.page_observer
+        if observer is not None:
+            for p, data in out.items():
+                observer(p, data)
+        return out
 
     def current_pin(self) -> str:
         """The revision lazy fetches use now: ``pin_provider()`` if set (the replica reads

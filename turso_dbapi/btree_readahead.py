@@ -1,0 +1,97 @@
+"""B-tree-aware readahead for Turso replicas (scattered page sets in one request).
+
+``/pull-updates`` takes an explicit page-id bitmap, so one request can carry pages that are
+far apart in the file — HTTP ranges cannot. ``BtreeHints`` learns the B-tree shape from the
+pages that pass by (bootstrap and fetched pages: child -> parent, which parents have
+interior children), and ``BtreeReadahead`` wraps the segment/window policy of
+``readahead.Readahead`` with two rules:
+
+(1) Siblings of interior pages: a miss on a child of a parent whose children are known to be
+    INTERIOR pages (B-trees are balanced: one interior child means all are) also fetches
+    every missing child of that parent. Upper levels are small (a 100 MiB table has ~80
+    level-1 pages) and each later random lookup then needs one request (its leaf) instead
+    of two, and a table scan stops jumping to the next interior page (which reset its window).
+(2) Known B-tree pages only: when the missed page is a known child, the speculative pages
+    of the segment/window are restricted to known children. A cold point lookup then does
+    not drag 31 unrelated leaves along with the interior page it misses, and a scan's
+    window does not run past the end of its table into an index's pages.
+
+Hints never affect correctness (they only choose what to fetch) and are dropped at pulls.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Dict, List, Optional, Set
+
+from .readahead import Readahead, btree_children
+
+SIBLING_LIMIT = 1024  # pages added by rule (1) in one request, at most
+
+
+class BtreeHints:
+    """What the pages seen so far say about the B-trees of one replica (thread-safe)."""
+
+    def __init__(self, page_size: int):
+        self.page_size = page_size
+        self._lock = threading.Lock()
+        self._parent: Dict[int, int] = {}
+        self._children: Dict[int, List[int]] = {}
+        self._interior_parents: Set[int] = set()
+
+    def note(self, pgno: int, page: bytes) -> None:
+        kids = btree_children(page, pgno, self.page_size)
+        with self._lock:
+            if kids:
+                self._children[pgno] = kids
+                for c in kids:
+                    self._parent[c] = pgno
+                parent = self._parent.get(pgno)
+                if parent is not None:
+                    self._interior_parents.add(parent)
+            else:
+                self._children.pop(pgno, None)
+
+    def parent_of(self, pgno: int) -> Optional[int]:
+        with self._lock:
+            return self._parent.get(pgno)
+
+    def interior_siblings(self, pgno: int) -> List[int]:
+        """The other children of pgno's parent when they are interior pages, else []."""
+        with self._lock:
+            parent = self._parent.get(pgno)
+            if parent is None or parent not in self._interior_parents:
+                return []
+            return list(self._children.get(parent, ()))
+
+    def is_known_child(self, pgno: int) -> bool:
+        with self._lock:
+            return pgno in self._parent
+
+    def clear(self) -> None:
+        with self._lock:
+            self._parent.clear()
+            self._children.clear()
+            self._interior_parents.clear()
+
+
+class BtreeReadahead:
+    """``Readahead.plan`` plus the module's rules (1) and (2); same interface."""
+
+    def __init__(self, inner: Readahead, hints: BtreeHints):
+        self.inner = inner
+        self.hints = hints
+
+    def __getattr__(self, name: str):  # window_pages, segment_pages, ... of the inner policy
+        return getattr(self.inner, name)
+
+    def plan(self, pgno: int, n_pages: int, is_present: Callable[[int], bool],
+             was_read: Optional[Callable[[int], bool]] = None) -> List[int]:
+        pages = self.inner.plan(pgno, n_pages, is_present, was_read)
+        hints = self.hints
+        if hints.is_known_child(pgno):
+            pages = [p for p in pages if p == pgno or hints.is_known_child(p)]  # (2)
+        siblings = [p for p in hints.interior_siblings(pgno) if p <= n_pages and not is_present(p)]
+        if siblings:  # (1)
+            pages = sorted(set(pages).union(siblings[:SIBLING_LIMIT]))
+        return pages
