@@ -1,0 +1,62 @@
+"""B-tree-aware readahead rules (turso_dbapi/btree_readahead.py) on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from turso_dbapi.btree_readahead import BtreeHints, BtreeReadahead
+from turso_dbapi.readahead import Readahead, btree_children
+
+PS = 4096
+
+
+def build(path):
+    """A 3-level table (root -> interior -> leaves) followed by an index."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, x BLOB)")
+    conn.execute("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 150000) "
+                 "INSERT INTO t SELECT i, i % 977, randomblob(20) FROM s")
+    conn.execute("CREATE INDEX t_k ON t(k)")
+    conn.commit()
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 't'").fetchone()[0]
+    n = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    with open(path, "rb") as f:
+        data = f.read()
+    return root, n, {p: data[(p - 1) * PS:p * PS] for p in range(1, n + 1)}
+
+
+def test_interior_siblings_and_known_children_only(tmp_path):
+    root, n, pages = build(str(tmp_path / "a.db"))
+    level1 = btree_children(pages[root], root, PS)
+    assert len(level1) >= 3 and all(btree_children(pages[c], c, PS) for c in level1)  # 3 levels
+    hints = BtreeHints(PS)
+    hints.note(root, pages[root])
+    present = {1, root}
+    ra = BtreeReadahead(Readahead(PS, 128 * 1024), hints)
+    # nothing known about the level below the root yet: no siblings
+    assert hints.interior_siblings(level1[1]) == []
+    hints.note(level1[0], pages[level1[0]])
+    present.add(level1[0])
+    # one interior child seen: a miss on another child brings every missing sibling (rule 1)
+    plan = ra.plan(level1[1], n, present.__contains__)
+    assert set(level1) - present <= set(plan)
+    # rule 2: speculative pages are known B-tree children (no index pages, no strangers)
+    for p in plan:
+        assert p == level1[1] or hints.is_known_child(p)
+    leaves = btree_children(pages[level1[0]], level1[0], PS)
+    index_root = max(p for p in pages if p not in leaves and p not in level1 and p != root)
+    plan = ra.plan(leaves[-1], n, present.__contains__)
+    assert leaves[-1] in plan and index_root not in plan
+    assert set(plan) <= set(leaves) | set(level1)
+
+
+def test_unknown_pages_keep_the_plain_segment_policy(tmp_path):
+    root, n, pages = build(str(tmp_path / "b.db"))
+    hints = BtreeHints(PS)
+    inner = Readahead(PS, 128 * 1024)
+    plain = Readahead(PS, 128 * 1024).plan(100, n, lambda p: False)
+    assert BtreeReadahead(inner, hints).plan(100, n, lambda p: False) == plain
+    hints.clear()
+    assert hints.parent_of(100) is None
