@@ -399,3 +399,15 @@ def test_push_values_updates_deletes_and_schema(turso_server, tmp_path):
     ]
     conn.push()  # nothing new: still succeeds, server unchanged
     assert turso_server.db_sql("SELECT count(*) FROM u") == [["2"]]
+
+
+def test_deferred_bootstrap_pulls_everything(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(x)")
+    turso_server.db_sql(ROWS3)
+    conn = turso_sync.connect(
+        str(tmp_path / "local.db"), turso_server.url, bootstrap_if_empty=False
+    )
+    assert turso_server.stats["pull_requests"] == 0
+    assert conn.pull()  # client_revision "": the whole database through the pull path
+    assert conn.execute("SELECT * FROM t").fetchall() == [("hello",), ("turso",), ("sync",)]
+    assert conn.stats().revision == turso_server.revision
