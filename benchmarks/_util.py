@@ -16,7 +16,7 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-def report(name: str, value: float, unit: str, ratio: "float | None" = None, against: str = "") -> None:
+def report(name: str, value: float, unit: str, ratio: float | None = None, against: str = "") -> None:
     line = f"{name:<44} {value:>12.4f} {unit:<8}"
     if ratio is not None:
         line += f"  ratio {ratio:6.3f} vs {against}"

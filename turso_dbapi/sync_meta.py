@@ -43,7 +43,7 @@ class SyncMeta:
     version: str = FORMAT
 
     @classmethod
-    def new(cls, client_name: str) -> "SyncMeta":
+    def new(cls, client_name: str) -> SyncMeta:
         return cls(client_unique_id=f"{client_name}-{uuid.uuid4()}")
 
     @property
@@ -54,7 +54,7 @@ class SyncMeta:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"), sort_keys=False)
 
     @classmethod
-    def from_json(cls, text: str, path: str) -> "SyncMeta":
+    def from_json(cls, text: str, path: str) -> SyncMeta:
         try:
             raw = json.loads(text)
         except ValueError as exc:

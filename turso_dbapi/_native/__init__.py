@@ -12,10 +12,10 @@ NATIVE_VERSION = 2  # must equal TDB_NATIVE_VERSION in native.h
 
 ffi: Any = None
 lib: Any = None
-import_error: "Exception | None" = None
+import_error: Exception | None = None
 
 try:
-    from ._tdb_native import ffi, lib  # type: ignore[no-redef]
+    from ._tdb_native import ffi, lib  # type: ignore[no-redef]  # noqa: F401 - re-exported
 except ImportError as exc:  # pragma: no cover - exercised only without a build
     import_error = exc
 else:
