@@ -36,11 +36,20 @@ def test_interior_siblings_and_known_children_only(tmp_path):
     present = {1, root}
     ra = BtreeReadahead(Readahead(PS, 128 * 1024), hints)
     # nothing known about the level below the root yet: no siblings
-    assert hints.interior_siblings(level1[1]) == []
+    assert hints.parent_of(level1[1]) == root
     hints.note(level1[0], pages[level1[0]])
     present.add(level1[0])
-    # one interior child seen: a miss on another child brings every missing sibling (rule 1)
+    # one interior child seen; the first miss below the root stays small, the second one
+    # brings every missing sibling (rule 1)
+    seg = 32
+
+    def segment(p):
+        return set(range((p - 1) // seg * seg + 1, (p - 1) // seg * seg + seg + 1))
+
+    first = ra.plan(level1[2], n, present.__contains__)
+    assert set(first) <= segment(level1[2])
     plan = ra.plan(level1[1], n, present.__contains__)
+    assert not set(plan) <= segment(level1[1])
     assert set(level1) - present <= set(plan)
     # rule 2: speculative pages are known B-tree children (no index pages, no strangers)
     for p in plan:

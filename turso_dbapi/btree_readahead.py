@@ -6,9 +6,10 @@ pages that pass by (bootstrap and fetched pages: child -> parent, which parents 
 interior children), and ``BtreeReadahead`` wraps the segment/window policy of
 ``readahead.Readahead`` with two rules:
 
-(1) Siblings of interior pages: a miss on a child of a parent whose children are known to be
-    INTERIOR pages (B-trees are balanced: one interior child means all are) also fetches
-    every missing child of that parent. Upper levels are small (a 100 MiB table has ~80
+(1) Siblings of interior pages: the SECOND miss below a parent whose children are known to
+    be INTERIOR pages (B-trees are balanced: one interior child means all are) also fetches
+    every missing child of that parent (the first descent stays small: a single cold point
+    lookup does not pay for siblings it will never read). Upper levels are small (a 100 MiB table has ~80
     level-1 pages) and each later random lookup then needs one request (its leaf) instead
     of two, and a table scan stops jumping to the next interior page (which reset its window).
 (2) Known B-tree pages only: when the missed page is a known child, the speculative pages
@@ -38,6 +39,7 @@ class BtreeHints:
         self._parent: Dict[int, int] = {}
         self._children: Dict[int, List[int]] = {}
         self._interior_parents: Set[int] = set()
+        self._missed_parents: Set[int] = set()
 
     def note(self, pgno: int, page: bytes) -> None:
         kids = btree_children(page, pgno, self.page_size)
@@ -57,10 +59,16 @@ class BtreeHints:
             return self._parent.get(pgno)
 
     def interior_siblings(self, pgno: int) -> List[int]:
-        """The other children of pgno's parent when they are interior pages, else []."""
+        """The other children of pgno's parent when they are interior pages and an earlier
+        miss already went below that parent (a second random descent), else []. Records
+        this miss as that evidence for the next one."""
         with self._lock:
             parent = self._parent.get(pgno)
-            if parent is None or parent not in self._interior_parents:
+            if parent is None:
+                return []
+            repeated = parent in self._missed_parents
+            self._missed_parents.add(parent)
+            if not repeated or parent not in self._interior_parents:
                 return []
             return list(self._children.get(parent, ()))
 
@@ -73,6 +81,7 @@ class BtreeHints:
             self._parent.clear()
             self._children.clear()
             self._interior_parents.clear()
+            self._missed_parents.clear()
 
 
 class BtreeReadahead:

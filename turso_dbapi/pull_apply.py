@@ -166,6 +166,14 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
     staged = read_stage(replica)
     if staged is None:
         remove_stage(replica)
+        meta = sync_meta.load(replica)
+        if meta is not None and meta.pending_pull is not None:
+            # The stage is fsynced before pending_pull is recorded, so this is damage, not
+            # a crash: the synced layer may be half-applied and cannot be finished.
+            raise OperationalError(
+                f"the replica {replica} was interrupted while applying revision "
+                f"{meta.pending_pull.get('revision')!r} and its staged pages are missing or "
+                "damaged; delete the replica files and connect again to bootstrap afresh")
         return None
     revision, db_size, pages = staged
     timeout = LOCK_TIMEOUT if timeout is None else timeout
