@@ -69,3 +69,30 @@ def test_unknown_pages_keep_the_plain_segment_policy(tmp_path):
     assert BtreeReadahead(inner, hints).plan(100, n, lambda p: False) == plain
     hints.clear()
     assert hints.parent_of(100) is None
+
+
+def interior_page(children, right):
+    """A table-interior page (type 5) pointing at ``children`` then ``right``."""
+    page = bytearray(PS)
+    page[0] = 5
+    page[3:5] = len(children).to_bytes(2, "big")
+    page[8:12] = right.to_bytes(4, "big")
+    for i, child in enumerate(children):
+        off = 1000 + 5 * i
+        page[12 + 2 * i:14 + 2 * i] = off.to_bytes(2, "big")
+        page[off:off + 4] = child.to_bytes(4, "big")
+        page[off + 4] = i + 1  # the key, a one-byte varint
+    return bytes(page)
+
+
+def test_a_descent_is_not_taken_for_a_scan():
+    hints = BtreeHints(PS)
+    ra = BtreeReadahead(Readahead(PS, 128 * 1024), hints)
+    assert ra.plan(30, 200, lambda p: False)[-1] == 32  # the interior page's own segment
+    hints.note(30, interior_page(list(range(33, 96)), 96))  # its children follow it in the file
+    # next miss: a child just past that segment. The plain policy reads it as a scan and
+    # doubles its window to 64 pages; a descent stays in its own segment (rule 3).
+    assert ra.plan(33, 200, lambda p: False) == list(range(33, 65))
+    plain = Readahead(PS, 128 * 1024)
+    plain.plan(30, 200, lambda p: False)
+    assert len(plain.plan(33, 200, lambda p: False)) == 64

@@ -17,6 +17,10 @@ interior children), and ``BtreeReadahead`` wraps the segment/window policy of
     not drag 31 unrelated leaves along with the interior page it misses, and a scan's
     window does not run past the end of its table into an index's pages.
 
+(3) A descent is not a scan: a miss on a child of the page the previous miss fetched (an
+    interior page and, next to it in the file, its leaves) stays within its own segment,
+    although the segment policy reads "just past the previous plan" as a growing scan.
+
 Hints never affect correctness (they only choose what to fetch) and are dropped at pulls.
 """
 
@@ -90,6 +94,7 @@ class BtreeReadahead:
     def __init__(self, inner: Readahead, hints: BtreeHints):
         self.inner = inner
         self.hints = hints
+        self._last_miss = 0
 
     def __getattr__(self, name: str):  # window_pages, segment_pages, ... of the inner policy
         return getattr(self.inner, name)
@@ -98,6 +103,12 @@ class BtreeReadahead:
              was_read: Optional[Callable[[int], bool]] = None) -> List[int]:
         pages = self.inner.plan(pgno, n_pages, is_present, was_read)
         hints = self.hints
+        parent = hints.parent_of(pgno)
+        if parent is not None and parent == self._last_miss:  # (3)
+            seg = self.inner.segment_pages
+            lo = (pgno - 1) // seg * seg
+            pages = [p for p in pages if lo < p <= lo + seg]
+        self._last_miss = pgno
         if hints.is_known_child(pgno):
             pages = [p for p in pages if p == pgno or hints.is_known_child(p)]  # (2)
         siblings = [p for p in hints.interior_siblings(pgno) if p <= n_pages and not is_present(p)]
