@@ -7,7 +7,10 @@ time including connect(); the baseline downloads the whole file through the same
 (one GET) and runs the same query with sqlite3. Full-scan bytes must stay <= 1.05 x the
 file (no page fetched twice).
 
-    python benchmarks/bench_cold_read.py [--quick] [--latency 0.02]
+    python benchmarks/bench_cold_read.py [--quick] [--latency 0.02] [-o name=value ...]
+
+``-o name=value`` (repeatable) passes a connect option (``url.OPTIONS``), e.g.
+``-o prefetch=true -o readahead_max=16m``; values are strings, parsed like URL options.
 """
 
 from __future__ import annotations
@@ -48,7 +51,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="~12 MB database instead of >= 100 MB")
     ap.add_argument("--latency", type=float, default=0.02, help="seconds added per request")
+    ap.add_argument("-o", dest="options", action="append", default=[], metavar="NAME=VALUE",
+                    help="connect option (repeatable), e.g. -o prefetch=true")
+    ap.add_argument("--only", action="append", default=[], help="run only this scenario (repeatable)")
     args = ap.parse_args()
+    options = {}
+    for item in args.options:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            ap.error(f"-o expects name=value, got {item!r}")
+        options[name.strip()] = value.strip()
     min_bytes = (12 if args.quick else 100) << 20
 
     with tempfile.TemporaryDirectory(prefix="tdb-bench-cold-") as tmp:
@@ -57,6 +69,7 @@ def main() -> None:
         size = os.path.getsize(src)
         print(f"generated {size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s; "
               f"latency {args.latency * 1000:.0f} ms per request")
+        print("options: " + (", ".join(f"{k}={v}" for k, v in options.items()) or "(defaults)"))
         os.environ["XDG_CACHE_HOME"] = os.path.join(tmp, "cache")
         with NginxServer(os.path.join(tmp, "nginx")) as nginx, \
                 FaultProxy(nginx.base_url, latency=args.latency) as proxy:
@@ -66,9 +79,11 @@ def main() -> None:
             print(f"{'scenario':<22} {'requests':>8} {'bytes':>12} {'x file':>7} {'ms':>9}"
                   f" {'download+query ms':>18} {'speed-up':>8}")
             for n, (name, queries) in enumerate(SCENARIOS.items()):
+                if args.only and name not in args.only:
+                    continue
                 expected = run_queries(ref, queries)
                 t0 = time.perf_counter()
-                con = turso_dbapi.connect(url, partial=True, local_path=os.path.join(tmp, f"r{n}", "db"))
+                con = turso_dbapi.connect(url, partial=True, local_path=os.path.join(tmp, f"r{n}", "db"), **options)
                 got = run_queries(con, queries)
                 lazy_ms = (time.perf_counter() - t0) * 1000
                 assert got == expected, name

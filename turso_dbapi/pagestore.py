@@ -32,7 +32,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from .errors import OperationalError, RemoteError
-from .readahead import Readahead, SingleFlight, missing_children
+from .readahead import BtreeSiblings, Lookahead, Readahead, SingleFlight
 
 log = logging.getLogger("turso_dbapi")
 
@@ -458,7 +458,23 @@ class MissHandler:
         self.source = source
         self.readahead = Readahead(store.page_size, segment_size, readahead_max)
         self.prefetch = prefetch
+        self.siblings = BtreeSiblings(store.page_size, limit=self.readahead.segment_pages) if prefetch else None
         self.last_error: Optional[BaseException] = None
+        # Background read-ahead of scans: only where pages cannot change under us (L6).
+        self.lookahead: Optional[Lookahead] = None
+        if getattr(source, "pinned_pages", False):
+            self.lookahead = Lookahead(
+                self._fetch_window, store.is_present, store.single_flight.in_flight,
+                lambda: store.remote_pages, self.readahead.max_pages,
+            )
+
+    def close(self) -> None:
+        """Stop background read-ahead (before the source closes)."""
+        if self.lookahead is not None:
+            self.lookahead.close()
+
+    def _fetch_window(self, pages: List[int], hold: Optional[int]) -> None:
+        self.fetch_and_store(pages, requested=(), hold=hold)
 
     def handle_miss(self, pgno: int, n_pages: int) -> int:
         """C's callback for a run of absent pages; 0 when every one of them is now present."""
@@ -467,12 +483,36 @@ class MissHandler:
             wanted = [p for p in range(pgno, pgno + n_pages) if not store.is_present(p)]
             if not wanted:
                 return 0
+            ahead = self.lookahead
+            if ahead is not None:
+                held = ahead.take(wanted)  # tripwires of the background read-ahead
+                for p, data in held.items():
+                    store.put_synced(p, data)
+                if held:
+                    ahead.advance(min(held))
+                    wanted = [p for p in wanted if not store.is_present(p)]
+                    if not wanted:
+                        return 0
             total = store.remote_pages
-            plan = set(self.readahead.plan(wanted[0], total, store.is_present, store.was_read))
+            readahead = self.readahead
+            plan = set(readahead.plan(wanted[0], total, store.is_present, store.was_read))
             plan.update(wanted)
+            siblings = self.siblings
+            if siblings is not None and not readahead.scanning():  # B-tree prefetch, same request
+                plan.update(siblings.plan(wanted[0], total, store.is_present, store.was_read, plan))
             self.fetch_and_store(sorted(p for p in plan if p <= total), requested=wanted)
-            if self.prefetch:
-                self._prefetch_children(wanted)
+            if siblings is not None:
+                for p in wanted:
+                    page = store.read_page(p)
+                    if page is not None:
+                        siblings.note(p, page)
+            if ahead is not None:
+                ahead.take(wanted)  # a tripwire stored through a shared flight: no longer held
+                if readahead.direction == 1 and readahead.window_pages >= 2 * readahead.segment_pages:
+                    ahead.start(max(plan) + 1, readahead.window_pages)
+                else:
+                    ahead.advance(wanted[0])
+                readahead.note_ahead(ahead.last_scheduled())
             missing = [p for p in wanted if not store.is_present(p)]
             if missing:
                 raise RemoteError(
@@ -487,8 +527,11 @@ class MissHandler:
             log.debug("fetch for page %d failed: %r", pgno, exc)
             return 1
 
-    def fetch_and_store(self, pgnos: List[int], *, requested: Iterable[int]) -> int:
-        """Fetch ``pgnos`` (sharing in-flight fetches) and store them; returns pages stored."""
+    def fetch_and_store(self, pgnos: List[int], *, requested: Iterable[int], hold: Optional[int] = None) -> int:
+        """Fetch ``pgnos`` (sharing in-flight fetches) and store them; returns pages stored.
+
+        ``hold``: a background read-ahead's tripwire, handed to ``lookahead.keep`` instead
+        of being stored (stored after all when it is no longer wanted)."""
         if not pgnos:
             return 0
         asked = set(requested)
@@ -506,6 +549,8 @@ class MissHandler:
             t0 = time.perf_counter()
             got = self.source.fetch(todo)
             for p, data in got.items():
+                if p == hold and self.lookahead is not None and self.lookahead.keep(p, data):
+                    continue
                 if store.put_synced(p, data, prefetched=p not in asked):
                     stored += 1
             if log.isEnabledFor(logging.DEBUG):
@@ -520,23 +565,11 @@ class MissHandler:
                 )
             return got
 
-        store.single_flight.fetch(pgnos, fetch)
+        out = store.single_flight.fetch(pgnos, fetch)
+        for p in asked:  # pages shared from another flight that held them back (a tripwire)
+            if p in out and not store.is_present(p) and store.put_synced(p, out[p]):
+                stored += 1
         return stored
-
-    def _prefetch_children(self, wanted: List[int]) -> None:
-        store = self.store
-        kids: List[int] = []
-        for p in wanted:
-            page = store.read_page(p)
-            if page is not None:
-                kids.extend(
-                    missing_children(page, p, store.page_size, store.remote_pages, store.is_present)
-                )
-        if kids:
-            try:
-                self.fetch_and_store(sorted(set(kids)), requested=())
-            except Exception as exc:  # prefetch is a bonus: the miss itself succeeded
-                log.debug("B-tree prefetch failed: %r", exc)
 
 
 def _install_callback() -> None:

@@ -14,14 +14,29 @@ Rules (numbered; the code tags them):
     continues a scan and doubles the window, up to ``max_bytes``; a reverse scan reads the
     window backwards from the missed page. Any other miss is random: one segment.
 (4) Waste: when more than half of the pages fetched speculatively by the previous plan
-    were never read (``was_read``), the window halves instead of growing.
+    were never read (``was_read``), the window halves instead of growing. A one-segment
+    plan (a random miss) is not judged: only windows are.
 (5) One scan state per ``Readahead``: give each file handle (connection) its own.
+(6) Interleaved B-trees: a jump (a miss far from the previous plan) plans one segment
+    but remembers the largest window of the scan so far; a miss that continues the
+    jump's plan resumes that window at once (the scan went on in the next region of the
+    same B-tree, after reading an interior page elsewhere) instead of growing again
+    from one segment. Waste on a continuation halves the remembered window too.
+(7) ``note_ahead(last)``: pages a background read-ahead (``Lookahead``) scheduled extend
+    the previous plan, so a miss just past them still continues the scan.
+
+``Lookahead`` (rules L1-L6 on the class) fetches the NEXT windows of an established
+forward scan in a background thread while SQLite reads the current one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+
+log = logging.getLogger("turso_dbapi")
 
 PAGE1_HEADER = 100  # the database file header precedes page 1's B-tree header
 INTERIOR_INDEX = 0x02
@@ -41,8 +56,11 @@ class Readahead:
         self.max_pages = max(self.segment_pages, cap)
         self._lock = threading.Lock()
         self._window = self.segment_pages
+        self._scan_window = self.segment_pages  # (6) the scan's window across jumps
+        self._ahead = 0  # (7) last page a background read-ahead scheduled past the plan
         self._span: Optional[tuple] = None  # (first, last) of the previous plan's range
         self._speculative: List[int] = []  # pages the previous plan fetched besides the miss
+        self.direction = 0  # of the last plan: 1 forward scan, -1 reverse, 2 inside, 0 random/jump
 
     @property
     def window_pages(self) -> int:
@@ -60,22 +78,28 @@ class Readahead:
         seg = self.segment_pages
         with self._lock:
             wasted = False
-            if was_read is not None and self._speculative:  # (4)
+            if was_read is not None and len(self._speculative) >= seg:  # (4) of a window, not of one segment
                 unused = sum(1 for p in self._speculative if not was_read(p))
                 wasted = unused * 2 > len(self._speculative)
             direction = 0
             if self._span is not None:
                 first, last = self._span
-                if last < pgno <= last + seg:
+                front = max(last, self._ahead)  # (7)
+                if last < pgno <= last + seg or front < pgno <= front + seg:
                     direction = 1
                 elif first - seg <= pgno < first:
                     direction = -1
-                elif first <= pgno <= last:
+                elif first <= pgno <= front:
                     direction = 2  # a miss inside the previous plan (fetched elsewhere, or failed)
             if direction in (1, -1):  # (3)
-                self._window = max(seg, self._window // 2) if wasted else min(self.max_pages, self._window * 2)
+                if wasted:
+                    self._window = max(seg, self._window // 2)
+                    self._scan_window = min(self._scan_window, self._window)
+                else:
+                    self._window = min(self.max_pages, max(self._window * 2, self._scan_window))  # (6)
+                    self._scan_window = self._window
             elif direction == 0:
-                self._window = seg
+                self._window = seg  # (6) random, or the first segment of another region
             elif wasted:
                 self._window = max(seg, self._window // 2)
             window = self._window
@@ -89,8 +113,23 @@ class Readahead:
             first, last = max(1, first), min(n_pages, last)
             pages = [p for p in range(first, last + 1) if p == pgno or not is_present(p)]  # (1)
             self._span = (first, last)
+            if direction == 0 or self._ahead <= last:
+                self._ahead = 0
             self._speculative = [p for p in pages if p != pgno]
+            self.direction = direction
+
             return pages
+
+    def note_ahead(self, last: int) -> None:
+        """(7) A background read-ahead scheduled pages up to ``last`` after the previous plan."""
+        with self._lock:
+            if self._span is not None and last > self._span[1]:
+                self._ahead = last
+
+    def scanning(self) -> bool:
+        """True while the window is larger than one segment (a scan is under way)."""
+        with self._lock:
+            return self._window > self.segment_pages
 
 
 def btree_children(page: bytes, pgno: int, page_size: int) -> List[int]:
@@ -136,6 +175,71 @@ def missing_children(page: bytes, pgno: int, page_size: int, n_pages: int,
     """The children of an interior page that are in the file and missing, sorted, at most ``limit``."""
     kids = [c for c in btree_children(page, pgno, page_size) if c <= n_pages and c != pgno and not is_present(c)]
     return sorted(kids[:limit])
+
+
+class BtreeSiblings:
+    """B-tree prefetch (``prefetch=True``) as part of the miss's own request.
+
+    (B1) ``note(pgno, page)`` records the children of interior pages SQLite missed (no
+         fetch: children alone would cost a request of their own, usually for nothing).
+    (B2) ``plan(pgno, ...)``: when ``pgno`` is a recorded child whose previous sibling was
+         read (SQLite walks this B-tree level in order: an index range or a table scan), the
+         next missing siblings in cell order, at most ``limit`` pages, join the miss's plan:
+         one request (one bitmap for Turso, one multi-range GET for HTTP). A point lookup
+         never reads the previous sibling first, so it fetches exactly what it would
+         without prefetch.
+    (B3) Bounded memory: the children of the last ``max_parents`` interior pages.
+    """
+
+    def __init__(self, page_size: int, limit: int = 32, max_parents: int = 256):
+        self.page_size = page_size
+        self.limit = max(1, limit)
+        self.max_parents = max_parents
+        self._lock = threading.Lock()
+        self._children: Dict[int, List[int]] = {}
+        self._parent: Dict[int, int] = {}
+        self.added = 0  # pages added to plans
+
+    def note(self, pgno: int, page: bytes) -> None:
+        kids = btree_children(page, pgno, self.page_size)
+        if not kids:
+            return
+        with self._lock:
+            old = self._children.pop(pgno, None)
+            for k in old or ():
+                if self._parent.get(k) == pgno:
+                    del self._parent[k]
+            self._children[pgno] = kids
+            for k in kids:
+                self._parent[k] = pgno
+            while len(self._children) > self.max_parents:  # (B3)
+                first = next(iter(self._children))
+                for k in self._children.pop(first):
+                    if self._parent.get(k) == first:
+                        del self._parent[k]
+
+    def plan(self, pgno: int, n_pages: int, is_present: Callable[[int], bool],
+             was_read: Optional[Callable[[int], bool]], planned: Set[int]) -> List[int]:
+        with self._lock:
+            parent = self._parent.get(pgno)
+            kids = self._children.get(parent) if parent is not None else None
+            if not kids:
+                return []
+            try:
+                i = kids.index(pgno)
+            except ValueError:
+                return []
+            prev = kids[i - 1] if i > 0 else None
+            if prev is None or not is_present(prev) or (was_read is not None and not was_read(prev)):
+                return []  # (B2) not walking this level in order
+            out: List[int] = []
+            for k in kids[i + 1:]:
+                if len(out) >= self.limit:
+                    break
+                if k <= n_pages and k not in planned and not is_present(k):
+                    out.append(k)
+            self.added += len(out)
+            return out
 
 
 class _Flight:
@@ -202,3 +306,149 @@ class SingleFlight:
             with self._lock:
                 self.shared_pages += shared
         return out
+
+
+class Lookahead:
+    """Background read-ahead of the next windows of a forward scan.
+
+    (L1) ``start(next_page, window)`` after a synchronous forward-scan plan ending at
+         ``next_page - 1``: windows of missing pages from ``next_page`` on are fetched in
+         background threads until ``depth`` windows lie ahead of the reader; each window is
+         ``max_pages`` (a segment multiple, so aligned): a reader that has cached pages
+         consumes them faster than any round trip, so only full windows keep up.
+    (L2) Tripwire: the first page of each background window is NOT stored but held in
+         memory. SQLite reading it misses; ``take`` hands it over at once (no request),
+         and the miss handler calls ``advance(pgno)``, which schedules the next window.
+         So the reader never waits while the server keeps up, with no C change.
+    (L3) Fetches go through ``fetch(pages, hold)`` (the miss handler's single-flight fetch:
+         pages present or in flight are skipped, present pages are never written; it hands
+         the tripwire's bytes to ``keep`` while the pages are still in flight, so a reader
+         of the tripwire finds it held or shares the flight); pages present or in flight
+         when a window is planned are left out of it.
+    (L4) Speculative: a failure is counted (``errors``) and logged at debug level, never
+         raised; the reader's own miss fetches whatever is still absent.
+    (L5) ``close()`` stops scheduling, drops held pages and waits for running fetches;
+         call it before the source is closed. Held pages are bounded (``max_held``).
+    (L6) Only for sources whose pages cannot change under an open connection (a pinned
+         version, e.g. ``HttpRangeSource``): a held page is stored later, so it must still
+         be the page of the synced version.
+    """
+
+    def __init__(self, fetch: Callable[[List[int], Optional[int]], None],
+                 is_present: Callable[[int], bool], in_flight: Callable[[], Set[int]],
+                 n_pages: Callable[[], int], max_pages: int, depth: int = 2, max_held: int = 64):
+        self._fetch = fetch
+        self._is_present = is_present
+        self._in_flight = in_flight
+        self._n_pages = n_pages
+        self.max_pages = max(1, max_pages)
+        self.depth = max(1, depth)
+        self.max_held = max_held
+        self._lock = threading.Lock()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._closed = False
+        self._next = 0  # first page not yet scheduled (0: no scan)
+        self._window = 0
+        self._held: Dict[int, bytes] = {}
+        self._trip: Dict[int, int] = {}  # tripwire page -> first page of its window
+        self.windows = 0  # background windows scheduled
+        self.pages = 0  # pages they asked for
+        self.tripped = 0  # tripwires SQLite reached
+        self.errors = 0  # background fetches that failed (never raised)
+
+    def stats(self) -> Dict[str, int]:
+        with self._lock:
+            return {"lookahead_windows": self.windows, "lookahead_pages": self.pages,
+                    "lookahead_tripped": self.tripped, "lookahead_errors": self.errors,
+                    "lookahead_held": len(self._held)}
+
+    def start(self, next_page: int, window: int) -> None:
+        """(L1) A synchronous forward plan ended at ``next_page - 1`` with this window."""
+        with self._lock:
+            if self._closed:
+                return
+            ahead = self.max_pages * self.depth
+            if not (next_page <= self._next <= next_page + ahead):
+                self._next = next_page  # a new scan (or one we lost): restart here
+                self._window = max(1, window)
+            self._schedule_locked(next_page)
+
+    def advance(self, pgno: int) -> None:
+        """(L2) The reader reached ``pgno`` (a tripwire, or a miss in the windows scheduled):
+        keep ``depth`` windows ahead. A page outside the scheduled windows does nothing."""
+        with self._lock:
+            if self._closed or not self._next:
+                return
+            if self._next - self.max_pages * (self.depth + 1) <= pgno < self._next:
+                self._schedule_locked(pgno)
+
+    def take(self, pgnos: Iterable[int]) -> Dict[int, bytes]:
+        """(L2) Held tripwire pages among ``pgnos`` (removed from the hold)."""
+        out: Dict[int, bytes] = {}
+        with self._lock:
+            for p in pgnos:
+                data = self._held.pop(p, None)
+                if data is not None:
+                    out[p] = data
+                    self._trip.pop(p, None)
+            self.tripped += len(out)
+        return out
+
+    def last_scheduled(self) -> int:
+        with self._lock:
+            return self._next - 1
+
+    def _schedule_locked(self, position: int) -> None:
+        n_pages = self._n_pages()
+        target = position + self.max_pages * self.depth
+        while self._next and self._next <= n_pages and self._next < target:
+            window = self.max_pages
+            first, last = self._next, min(n_pages, self._next + window - 1)
+            self._window = window
+            self._next = last + 1
+            busy = self._in_flight()
+            pages = [p for p in range(first, last + 1)
+                     if p not in busy and p not in self._held and not self._is_present(p)]  # (L3)
+            if not pages:
+                continue
+            hold = pages[0] if len(self._held) < self.max_held else None
+            if hold is not None:
+                self._trip[hold] = first
+            self.windows += 1
+            self.pages += len(pages)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.depth, thread_name_prefix="tdb-lookahead")
+            self._pool.submit(self._run, pages, hold)
+
+    def keep(self, hold: int, data: bytes) -> bool:
+        """(L3) Hold a tripwire's bytes; False when it is no longer wanted (store it then)."""
+        with self._lock:
+            if self._closed or hold not in self._trip:
+                return False
+            self._held[hold] = data
+            return True
+
+    def _run(self, pages: List[int], hold: Optional[int]) -> None:
+        if self._closed:
+            return
+        try:
+            self._fetch(pages, hold)
+        except BaseException as exc:  # (L4)
+            with self._lock:
+                self.errors += 1
+            log.debug("background read-ahead of pages %d..%d failed: %r", pages[0], pages[-1], exc)
+        finally:
+            if hold is not None:
+                with self._lock:
+                    if hold not in self._held:
+                        self._trip.pop(hold, None)
+
+    def close(self) -> None:
+        """(L5) Stop: no new windows, drop held pages, wait for running fetches."""
+        with self._lock:
+            self._closed = True
+            self._held.clear()
+            self._trip.clear()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -162,6 +162,7 @@ class Replica:
         if self._closed:
             return
         self._closed = True
+        self.handler.close()  # background read-ahead stops before the source closes
         close = getattr(self.source, "close", None)
         if close is not None:
             close()

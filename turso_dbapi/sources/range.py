@@ -20,6 +20,15 @@ Rules (numbered; the code tags them):
 (5) fetch() asks one request per contiguous run of the requested pages (at most
     ``parallel`` runs at once) and drops pages past the pinned size; a last page shorter than the page
     size (a file not a multiple of it) is zero-padded, as SQLite reads it.
+(6) Multi-range: several runs go in ONE request (``Range: bytes=a-b,c-d``, at most
+    ``max_ranges`` runs and ``MAX_RANGE_HEADER`` characters per request; more runs: more
+    requests, ``parallel`` at once). The ``multipart/byteranges`` reply is parsed strictly:
+    every part needs a ``Content-Range`` with the pinned size, an exact body, and the parts
+    must be exactly the runs asked (any order). A ``206`` with one range covering every run
+    (a server that merged them) is accepted and sliced. A server that answers a
+    multi-range request with ``200`` (body not read) or with one other range disables
+    multi-range for this source, and the runs are fetched one request each. (4) applies to
+    multi-range replies unchanged (preconditions, validators, size).
 """
 
 from __future__ import annotations
@@ -36,9 +45,16 @@ from .base import SourceStats
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_OPEN_BYTES = 4096  # covers page 1 of the common page sizes (<= 4096) in one request
 DEFAULT_PARALLEL = 4  # concurrent runs per fetch(); the session pool holds 8 connections
+DEFAULT_MAX_RANGES = 64  # runs per multi-range request (6)
+MAX_RANGE_HEADER = 4000  # characters of one Range header (nginx's default header buffer is 8k)
 
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
 _UNSATISFIED_RANGE = re.compile(r"\s*bytes\s+\*/(\d+)\s*$", re.I)
+_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.I)
+
+
+class _MultiRangeRefused(Exception):
+    """The server answered a multi-range request with 200 or another single range (6)."""
 
 
 def parse_page_size(header: bytes) -> int:
@@ -127,6 +143,7 @@ class HttpRangeSource:
         client_name: str = "turso-dbapi",
         open_bytes: int = DEFAULT_OPEN_BYTES,
         parallel: int = DEFAULT_PARALLEL,
+        max_ranges: int = DEFAULT_MAX_RANGES,
         stats: Optional[SourceStats] = None,
     ):
         self.stats = stats if stats is not None else SourceStats()
@@ -144,8 +161,14 @@ class HttpRangeSource:
         self.version = ""
         self._pinned: Optional[_Validators] = None
         self.parallel = max(1, int(parallel))
+        self.max_ranges = max(1, int(max_ranges))  # 1: never multi-range
+        self.multi_range = self.max_ranges > 1  # False once the server refused (6)
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
+
+    # Pages never change under an open source (a pinned version; a change raises
+    # RemoteChangedError), so a background read-ahead may hold pages and store them later.
+    pinned_pages = True
 
     @classmethod
     def from_options(cls, url: str, options: Mapping[str, Any], **extra: Any) -> HttpRangeSource:
@@ -233,17 +256,46 @@ class HttpRangeSource:
         wanted = [p for p in pgnos if 1 <= p <= n_pages]
         out: Dict[int, bytes] = {}
         runs = page_runs(wanted)
-        if len(runs) > 1 and self.parallel > 1:
-            datas = list(self._executor().map(lambda run: self._read_run(*run), runs))
+        groups = self._groups(runs) if self.multi_range and len(runs) > 1 else [[run] for run in runs]
+        if len(groups) > 1 and self.parallel > 1:
+            datas = list(self._executor().map(self._read_group, groups))
         else:
-            datas = [self._read_run(first, last) for first, last in runs]
-        for (first, last), data in zip(runs, datas):
-            ps = self.page_size
-            for i, p in enumerate(range(first, last + 1)):
-                page = data[i * ps:(i + 1) * ps]
-                out[p] = page if len(page) == ps else page.ljust(ps, b"\x00")
+            datas = [self._read_group(group) for group in groups]
+        ps = self.page_size
+        for group, parts in zip(groups, datas):
+            for (first, last), data in zip(group, parts):
+                for i, p in enumerate(range(first, last + 1)):
+                    page = data[i * ps:(i + 1) * ps]
+                    out[p] = page if len(page) == ps else page.ljust(ps, b"\x00")
         self.stats.add(pages=len(out))
         return out
+
+    def _byte_range(self, first: int, last: int) -> Tuple[int, int]:
+        return (first - 1) * self.page_size, min(last * self.page_size, self.size) - 1
+
+    def _groups(self, runs: List[Tuple[int, int]]) -> List[List[Tuple[int, int]]]:
+        """Runs in groups of one multi-range request each (6)."""
+        groups: List[List[Tuple[int, int]]] = []
+        length = 0
+        for run in runs:
+            a, b = self._byte_range(*run)
+            item = len(f"{a}-{b},")
+            if not groups or len(groups[-1]) >= self.max_ranges or length + item > MAX_RANGE_HEADER:
+                groups.append([])
+                length = len("bytes=")
+            groups[-1].append(run)
+            length += item
+        return groups
+
+    def _read_group(self, group: List[Tuple[int, int]]) -> List[bytes]:
+        if len(group) == 1:
+            return [self._read_run(*group[0])]
+        if self.multi_range:
+            try:
+                return self._read_multi(group)
+            except _MultiRangeRefused:
+                self.multi_range = False
+        return [self._read_run(first, last) for first, last in group]
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -292,6 +344,56 @@ class HttpRangeSource:
         return self._http.request("GET", headers=headers, read_body=read_body, check=check,
                                   what=f"cannot read pages {first}-{last}")
 
+    def _read_multi(self, group: List[Tuple[int, int]]) -> List[bytes]:
+        """One multi-range request for several runs (6); bodies in the order of ``group``."""
+        ranges = [self._byte_range(*run) for run in group]
+        pinned = self._pinned
+        assert pinned is not None
+        spec = ",".join(f"{a}-{b}" for a, b in ranges)
+        headers = {"Range": f"bytes={spec}"}
+        headers.update(pinned.preconditions())  # (4)
+        what = f"cannot read pages {group[0][0]}-{group[-1][1]} ({len(group)} runs)"
+
+        def read_body(reply: Reply) -> bool:
+            return reply.status == 206 and not _encoded(reply) and pinned.differs(reply.headers) is None
+
+        def check(reply: Reply) -> List[bytes]:
+            change = pinned.differs(reply.headers)
+            if reply.status == 412 or reply.status == 416 or change:
+                raise self._changed(change or f"{pinned.describe()} -> another version (HTTP {reply.status})",
+                                    reply)
+            if _encoded(reply):
+                raise _encoding_error(reply)
+            if reply.status == 200:
+                raise _MultiRangeRefused()  # body not read; per-run requests tell the rest (3)
+            if reply.status != 206:
+                raise self._http.error(reply, what)
+            body = reply.body or b""
+            ctype = reply.headers.get("Content-Type", "")
+            if not ctype.lower().lstrip().startswith("multipart/byteranges"):
+                got_first, got_last, total = _content_range(reply)
+                if total is not None and total != self.size:
+                    raise self._changed(f"size {self.size} -> {total} bytes", reply)
+                if len(body) != got_last - got_first + 1:
+                    raise TransientReplyError(f"short body: {len(body)} of {got_last - got_first + 1} bytes")
+                if got_first <= ranges[0][0] and got_last >= ranges[-1][1]:  # merged by the server
+                    return [body[a - got_first:b - got_first + 1] for a, b in ranges]
+                raise _MultiRangeRefused()
+            parts = parse_byteranges(body, ctype)
+            by_range: Dict[Tuple[int, int], bytes] = {}
+            for first, last, total, data in parts:
+                if total is not None and total != self.size:
+                    raise self._changed(f"size {self.size} -> {total} bytes", reply)
+                if (first, last) in by_range:
+                    raise TransientReplyError(f"multipart reply: bytes {first}-{last} twice")
+                by_range[(first, last)] = data
+            if set(by_range) != set(ranges):
+                raise TransientReplyError(f"multipart reply: parts {sorted(by_range)[:4]}... do not match "
+                                          f"the {len(ranges)} ranges asked")
+            return [by_range[r] for r in ranges]
+
+        return self._http.request("GET", headers=headers, read_body=read_body, check=check, what=what)
+
     def _changed(self, change: str, reply: Reply) -> RemoteChangedError:
         return RemoteChangedError(
             f"remote database changed since it was opened: {change}; reopen to read the new version"
@@ -326,6 +428,53 @@ def _encoding_error(reply: Reply) -> RangeNotSupportedError:
         "database uncompressed",
         url=reply.url, status=reply.status,
     )
+
+
+def parse_byteranges(body: bytes, content_type: str) -> List[Tuple[int, int, Optional[int], bytes]]:
+    """Strictly parse a ``multipart/byteranges`` body: [(first, last, total, data)] per part.
+
+    Every part must carry a valid ``Content-Range`` and exactly ``last - first + 1`` bytes
+    followed by the boundary delimiter; anything else is a ``TransientReplyError``."""
+    m = _BOUNDARY.search(content_type)
+    if not m:
+        raise TransientReplyError(f"multipart reply without a boundary: {content_type!r}")
+    delim = b"--" + (m.group(1) or m.group(2)).encode("latin-1")
+    parts: List[Tuple[int, int, Optional[int], bytes]] = []
+    pos = body.find(delim)
+    if pos < 0:
+        raise TransientReplyError("multipart reply: no boundary in the body")
+    pos += len(delim)
+    while True:
+        if body.startswith(b"--", pos):
+            break  # the closing delimiter
+        if not body.startswith(b"\r\n", pos):
+            raise TransientReplyError("multipart reply: malformed delimiter line")
+        head_end = body.find(b"\r\n\r\n", pos + 2)
+        if head_end < 0:
+            raise TransientReplyError("multipart reply: part headers not terminated")
+        fields: Dict[str, str] = {}
+        for line in body[pos + 2:head_end].split(b"\r\n"):
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                raise TransientReplyError(f"multipart reply: malformed part header {line[:80]!r}")
+            fields[name.strip().lower()] = value.strip()
+        cr = _CONTENT_RANGE.match(fields.get("content-range", ""))
+        if not cr:
+            raise TransientReplyError(f"multipart part: missing or malformed Content-Range "
+                                      f"{fields.get('content-range')!r}")
+        first, last = int(cr.group(1)), int(cr.group(2))
+        total = None if cr.group(3) == "*" else int(cr.group(3))
+        if last < first or (total is not None and last >= total):
+            raise TransientReplyError(f"multipart part: malformed Content-Range {fields['content-range']!r}")
+        start = head_end + 4
+        end = start + (last - first + 1)
+        if not body.startswith(b"\r\n" + delim, end):
+            raise TransientReplyError(f"multipart part {first}-{last}: body length does not match")
+        parts.append((first, last, total, body[start:end]))
+        pos = end + 2 + len(delim)
+    if not parts:
+        raise TransientReplyError("multipart reply without parts")
+    return parts
 
 
 def _content_range(reply: Reply) -> Tuple[int, int, Optional[int]]:
