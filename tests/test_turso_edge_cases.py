@@ -189,3 +189,34 @@ def test_a_crash_before_the_metadata_means_bootstrap_again(turso_server, tmp_pat
     conn = turso_dbapi.connect(turso_server.url, local_path=path)  # bootstraps again, fresh
     assert conn.execute("SELECT SUM(x) FROM t").fetchall() == [(6,)]
     assert conn.stats().requests == 1
+
+
+def test_a_full_bootstrap_streams_into_the_store(turso_server, tmp_path):
+    import tracemalloc
+
+    turso_server.db_sql("CREATE TABLE t(x)")
+    turso_server.db_sql("INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 8000)")
+    tracemalloc.start()
+    try:
+        conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert conn.stats().network_received_bytes > 8_000_000
+    assert peak < 4_000_000  # the ~8 MB body never sits in memory whole (server included)
+    assert conn.execute("SELECT COUNT(*), SUM(LENGTH(x)) FROM t").fetchall() == [(8000, 8_000_000)]
+
+
+def test_a_bootstrap_cut_mid_body_is_retried_from_scratch(turso_server, tmp_path):
+    from support.faultproxy import FaultProxy
+
+    turso_server.db_sql("CREATE TABLE t(x)")
+    turso_server.db_sql("INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 500)")
+    with FaultProxy(turso_server.url) as proxy:
+        proxy.inject("truncate", times=1)
+        conn = turso_dbapi.connect(proxy.base_url, local_path=str(tmp_path / "r.db"))
+        st = conn.stats()
+        assert [r.fault for r in proxy.records] == ["truncate", None]
+        assert st.requests == 2 and st.retries == 1
+        assert conn.execute("SELECT COUNT(*), SUM(LENGTH(x)) FROM t").fetchall() == [(500, 500_000)]
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

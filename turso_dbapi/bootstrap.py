@@ -22,9 +22,10 @@ import fcntl
 import hashlib
 import os
 import time
-from typing import Any, Iterator, Mapping, Optional, Tuple
+from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
 from . import pagestore, sync_meta
+from .errors import OperationalError
 from .http import split_credentials
 from .pull_apply import PAGE_SIZE, remove_stage
 from .sources.turso import PullReply, TursoSyncSource
@@ -74,6 +75,35 @@ def open_replica_store(replica: str, meta: sync_meta.SyncMeta, display_url: str)
     )
 
 
+class _Into:
+    """Streams bootstrap pages into the page store as they arrive (bounded memory)."""
+
+    def __init__(self, replica: str, meta: sync_meta.SyncMeta, display_url: str):
+        self.replica, self.meta, self.display_url = replica, meta, display_url
+        self.store: Optional[pagestore.PageStore] = None
+        self.db_size = 0
+        self.stored: List[int] = []
+
+    def on_header(self, header: Any) -> None:
+        self.db_size = int(header.db_size)
+        self.meta.db_size_pages = self.db_size
+        if self.store is None:
+            self.store = open_replica_store(self.replica, self.meta, self.display_url)
+        else:  # a retry may answer at a newer revision (on_reset dropped the old pages)
+            self.store.set_remote_size(self.db_size * PAGE_SIZE)
+
+    def on_page(self, pgno: int, data: bytes) -> None:
+        if self.store is not None and pgno <= self.db_size:
+            self.store.put_synced(pgno, data, overwrite=True)
+            self.stored.append(pgno)
+
+    def on_reset(self) -> None:
+        if self.store is not None:
+            for p in self.stored:
+                self.store.drop_synced(p)
+        self.stored.clear()
+
+
 def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
               client_name: str) -> Tuple[sync_meta.SyncMeta, pagestore.PageStore]:
     """Bootstrap ``replica`` (caller holds ``replica_lock`` and found no metadata)."""
@@ -83,13 +113,12 @@ def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
     remove_stage(replica)
     meta = sync_meta.SyncMeta.new(client_name)
     partial = is_partial(options)
+    into = _Into(replica, meta, source.display_url)
     reply: PullReply = source.bootstrap(prefix_pages=prefix_pages(options) if partial else None,
-                                        query=options.get("bootstrap_query") or None)
-    meta.db_size_pages = reply.db_size
-    store = open_replica_store(replica, meta, source.display_url)
-    for pgno, data in reply.pages.items():
-        if pgno <= reply.db_size:
-            store.put_synced(pgno, data, overwrite=True)
+                                        query=options.get("bootstrap_query") or None, sink=into)
+    store = into.store
+    if store is None:  # a header always comes first; this is only a guard
+        raise OperationalError(f"bootstrap from {source.display_url}: the reply had no header")
     if reply.db_size and not store.is_present(1):
         # The header page must be present (§6.3); a query bootstrap may not include it.
         more = source.fetch_at([1], reply.revision).pages

@@ -50,6 +50,7 @@ Token = Union[str, Callable[[], Optional[str]], None]
 DEFAULT_TIMEOUT = 30.0  # seconds, connect and read (option http_timeout)
 DEFAULT_RETRIES = 3  # retries after the first attempt (option retries)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+STREAM_CHUNK = 64 * 1024  # body chunk handed to a request's sink
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,6 +308,7 @@ class HttpClient:
         read_body: Optional[Callable[[Reply], bool]] = None,
         check: Optional[Callable[[Reply], T]] = None,
         what: str = "request failed",
+        sink: Optional[Callable[[Optional[bytes]], None]] = None,
     ) -> Any:
         """Send with retries; return ``check(reply)`` (or the reply when ``check`` is None).
 
@@ -314,6 +316,9 @@ class HttpClient:
         200 carrying a whole file when a range was asked). ``check`` may raise a
         ``RemoteError`` (final) or ``TransientReplyError`` (retried). Statuses in the retry
         policy are retried before ``check`` sees them; without ``check``, non-2xx raises.
+        ``sink``, if given, receives the body in chunks as they arrive instead of
+        ``reply.body`` (which stays empty), and ``None`` before a retry (start over); for
+        bodies too large to hold twice in memory (a full bootstrap).
         """
         method = method.upper()
         target = url or self.url
@@ -357,17 +362,27 @@ class HttpClient:
                     raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason,
                                       _STATUS_ADVICE.get(resp.status_code, "the server failed: retry later")) from None
                 if read_body is None or read_body(reply):
+                    streamed = 0
                     try:
-                        reply.body = resp.content
+                        if sink is None:
+                            reply.body = resp.content
+                        else:
+                            for chunk in resp.iter_content(STREAM_CHUNK):
+                                streamed += len(chunk)
+                                sink(chunk)
+                            reply.body = b""
                     except requests.RequestException as exc:
+                        self.stats.add(received=streamed)
                         reason, _, retryable, advice = _classify(exc, self.timeout)
                         self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
                         retry = retry.new(RetryEvent(reason, resp.status_code))
                         if retryable and idempotent and not retry.exhausted():
+                            if sink is not None:
+                                sink(None)
                             self._sleep(retry, None)
                             continue
                         raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason, advice) from None
-                    self.stats.add(received=len(reply.body))
+                    self.stats.add(received=len(reply.body) + streamed)
             finally:
                 resp.close()
             reply.elapsed_ms = (time.monotonic() - t0) * 1000
@@ -381,6 +396,8 @@ class HttpClient:
             except TransientReplyError as exc:
                 retry = retry.new(RetryEvent(str(exc), reply.status))
                 if idempotent and not retry.exhausted():
+                    if sink is not None:
+                        sink(None)
                     self._sleep(retry, None)
                     continue
                 raise ProtocolError(

@@ -35,7 +35,6 @@ from ..url import normalize_remote_url, redact
 from .base import SourceStats
 
 PULL_PATH = "/pull-updates"
-PARSE_CHUNK = 64 * 1024  # the body is parsed in chunks like pyturso feeds its engine
 _EXCERPT = 300
 _TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
@@ -114,45 +113,36 @@ class TursoSyncSource:
 
     # -- the one request ---------------------------------------------------------------
 
-    def pull_updates(self, req: PullUpdatesRequest, what: str) -> PullReply:
-        """POST one request; the parsed reply. Errors name the URL and what to do."""
-        body = req.encode()
+    def pull_updates(self, req: PullUpdatesRequest, what: str, *,
+                     on_header: Optional[Callable[[PullUpdatesResponseHeader], None]] = None,
+                     on_page: Optional[Callable[[int, bytes], None]] = None,
+                     on_reset: Optional[Callable[[], None]] = None) -> PullReply:
+        """POST one request; the parsed reply. Errors name the URL and what to do.
+
+        The body is parsed as it arrives (64 KiB chunks). With ``on_page`` each page goes
+        there instead of into the reply (a full bootstrap never holds the database in
+        memory); ``on_header`` runs first, ``on_reset`` when a retry starts over.
+        """
+        rx = _Receiver(self, what, on_header, on_page, on_reset)
 
         def check(reply: Reply) -> PullReply:
             if reply.status != 200:
-                excerpt = (reply.body or b"")[:_EXCERPT].decode("utf-8", "replace").strip()
+                excerpt = bytes(rx.error_body).decode("utf-8", "replace").strip()
                 text = f"remote server returned an error: status={reply.status}, body={excerpt!r}"
                 if reply.status in _TRANSIENT:
                     raise TransientReplyError(f"{text}; the server failed: retry later")
                 raise RemoteError(
                     f"{what}: {text} ({reply.where()}); check the URL, the auth token and "
                     "the server's log", url=self.display_url, status=reply.status)
-            return self._parse(reply.body or b"", what)
+            return rx.finish()
 
-        # /pull-updates only reads, so a retry after a lost reply is harmless: idempotent.
-        return self.http.request("POST", self.endpoint, data=body, idempotent=True, check=check, what=what)
-
-    def _parse(self, body: bytes, what: str) -> PullReply:
-        parser = PullUpdatesStreamParser(PAGE_SIZE)
-        pages: Dict[int, bytes] = {}
         try:
-            for start in range(0, len(body), PARSE_CHUNK):
-                for msg in parser.feed(body[start:start + PARSE_CHUNK]):
-                    if isinstance(msg, PageData):
-                        pages[msg.page_id + 1] = msg.encoded_page
-                    else:
-                        self._check_header(msg, what)
-            header = parser.finish()
+            # /pull-updates only reads, so a retry after a lost reply is harmless: idempotent.
+            return self.http.request("POST", self.endpoint, data=req.encode(), idempotent=True,
+                                     read_body=rx.read_body, sink=rx.sink, check=check, what=what)
         except DecodeError as exc:
             raise ProtocolError(f"{what}: bad /pull-updates reply from {self.display_url}: {exc}; "
                                 "is this a Turso sync server?", url=self.display_url) from None
-        if pages and header.db_size <= 0:
-            raise ProtocolError(f"{what}: {self.display_url} sent pages with db_size 0",
-                                url=self.display_url)
-        if 1 in pages:
-            pages[1] = rollback_mode_page1(pages[1])
-        self.stats.add(pages=len(pages))
-        return PullReply(header, pages)
 
     def _check_header(self, hdr: PullUpdatesResponseHeader, what: str) -> None:
         problem = None
@@ -167,14 +157,19 @@ class TursoSyncSource:
 
     # -- request shapes (§2.8) -----------------------------------------------------------
 
-    def bootstrap(self, *, prefix_pages: Optional[int] = None, query: Optional[str] = None) -> PullReply:
+    def bootstrap(self, *, prefix_pages: Optional[int] = None, query: Optional[str] = None,
+                  sink: Any = None) -> PullReply:
+        """A bootstrap request (§2.8); ``sink`` (on_header/on_page/on_reset) takes the pages."""
         if query is not None:
             req = PullUpdatesRequest(server_query_selector=query)
         elif prefix_pages is not None:
             req = PullUpdatesRequest(server_pages_selector=roaring.serialize_range(0, prefix_pages))
         else:
             req = PullUpdatesRequest()  # full: a zero-byte body
-        return self.pull_updates(req, "bootstrap")
+        if sink is None:
+            return self.pull_updates(req, "bootstrap")
+        return self.pull_updates(req, "bootstrap", on_header=sink.on_header, on_page=sink.on_page,
+                                 on_reset=sink.on_reset)
 
     def changes_since(self, client_revision: str) -> PullReply:
         req = PullUpdatesRequest(client_revision=client_revision,
@@ -222,6 +217,65 @@ class TursoSyncSource:
     def repin(self, revision: str) -> None:
         with self._lock:
             self.pinned_revision = revision
+
+
+class _Receiver:
+    """Parses one /pull-updates body chunk by chunk (the HTTP layer's ``sink``)."""
+
+    def __init__(self, source: TursoSyncSource, what: str,
+                 on_header: Optional[Callable[[PullUpdatesResponseHeader], None]],
+                 on_page: Optional[Callable[[int, bytes], None]],
+                 on_reset: Optional[Callable[[], None]]):
+        self.source, self.what = source, what
+        self.on_header, self.on_page, self.on_reset = on_header, on_page, on_reset
+        self.status = 0
+        self.error_body = bytearray()
+        self._start()
+
+    def _start(self) -> None:
+        self.parser = PullUpdatesStreamParser(PAGE_SIZE)
+        self.pages: Dict[int, bytes] = {}
+        self.count = 0
+
+    def read_body(self, reply: Reply) -> bool:
+        self.status = reply.status
+        return True
+
+    def sink(self, chunk: Optional[bytes]) -> None:
+        if chunk is None:  # the HTTP layer retries: start over
+            self.error_body.clear()
+            self._start()
+            if self.on_reset is not None:
+                self.on_reset()
+            return
+        if self.status != 200:
+            self.error_body += chunk[:max(0, _EXCERPT - len(self.error_body))]
+            return
+        for msg in self.parser.feed(chunk):
+            if isinstance(msg, PageData):
+                self._page(msg.page_id + 1, msg.encoded_page)
+            else:
+                self.source._check_header(msg, self.what)
+                if self.on_header is not None:
+                    self.on_header(msg)
+
+    def _page(self, pgno: int, data: bytes) -> None:
+        hdr = self.parser.header
+        if hdr is not None and hdr.db_size <= 0:
+            raise ProtocolError(f"{self.what}: {self.source.display_url} sent pages with db_size 0",
+                                url=self.source.display_url)
+        if pgno == 1:
+            data = rollback_mode_page1(data)
+        self.count += 1
+        if self.on_page is not None:
+            self.on_page(pgno, data)
+        else:
+            self.pages[pgno] = data
+
+    def finish(self) -> PullReply:
+        header = self.parser.finish()
+        self.source.stats.add(pages=self.count)
+        return PullReply(header, self.pages)
 
 
 def make_source(url: str, options: Mapping[str, Any], **kw: Any) -> TursoSyncSource:
