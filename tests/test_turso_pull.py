@@ -253,3 +253,58 @@ def test_journal_mode_wal_is_refused_and_cannot_break_pull(turso_server, tmp_pat
     turso_server.db_sql("UPDATE t SET v = 3")
     with pytest.raises(turso_dbapi.OperationalError, match="local changes"):
         conn.pull()
+
+
+def test_a_large_pull_streams_to_disk_and_a_cut_reply_starts_over(tmp_path):
+    import tracemalloc
+
+    import requests
+    from support.faultproxy import FaultProxy
+
+    # the server in its own process, so tracemalloc sees only the client
+    server = subprocess.Popen([sys.executable, "-m", "turso_dbapi.server", str(tmp_path / "s.db"),
+                               "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        url = server.stdout.readline().split(" at ", 1)[1].split()[0]
+
+        def sql(text):
+            body = {"requests": [{"type": "execute", "stmt": {"sql": text}}]}
+            assert requests.post(url + "/v2/pipeline", json=body, timeout=60).json()["results"][0]["type"] == "ok"
+
+        sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, x BLOB)")
+        conn = turso_dbapi.connect(url, local_path=str(tmp_path / "r.db"), partial=True)
+        sql("INSERT INTO t SELECT value, 1, randomblob(1000) FROM generate_series(1, 8000)")
+        tracemalloc.start()
+        try:
+            assert conn.pull() is True
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 2_000_000  # ~8 MB of pages went to the stage file, not to memory
+        assert conn.execute("SELECT COUNT(*), SUM(v), SUM(LENGTH(x)) FROM t").fetchall() == [(8000, 8000, 8_000_000)]
+        with FaultProxy(url) as proxy:  # (the proxy holds whole replies: not in the memory figure)
+            other = turso_dbapi.connect(proxy.base_url, local_path=str(tmp_path / "o.db"), partial=True)
+            sql("UPDATE t SET v = 2, x = randomblob(1000) WHERE id % 2 = 0")
+            proxy.inject("truncate", times=1)  # the pull's reply is cut: retried from scratch
+            assert other.pull() is True
+            assert [r.fault for r in proxy.records[-2:]] == ["truncate", None]
+        assert other.execute("SELECT COUNT(*), SUM(v) FROM t").fetchall() == [(8000, 12000)]
+        assert other.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_a_damaged_stage_of_a_pending_apply_is_reported(turso_server, tmp_path):
+    rows_table(turso_server, 10)
+    path = str(tmp_path / "r.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    pull_apply.write_stage(path, "77", 3, {2: b"\1" * 4096})
+    meta = sync_meta.load(path)
+    meta.pending_pull = {"revision": "77", "db_size": 3}
+    sync_meta.save(path, meta)
+    with open(pull_apply.stage_path(path), "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff")  # bit rot in the staged page
+    with pytest.raises(turso_dbapi.OperationalError, match="staged pages are missing or damaged"):
+        conn.pull()

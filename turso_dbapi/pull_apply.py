@@ -4,7 +4,8 @@ DESIGN §2.5. The replica runs in rollback-journal mode, where every connection 
 process) compares the file change counter (header offset 24) at the start of each read
 transaction and drops its page cache when it moved. So the apply:
 
-1. (network already done) the received pages sit durably in ``<replica>-tdbpull``;
+1. (network already done) the received pages sit durably in ``<replica>-tdbpull``
+   (``pull_stage``);
 2. an internal SQLite connection on the replica takes ``BEGIN EXCLUSIVE`` (waits out
    readers and writers in every process; on timeout nothing is changed);
 3. metadata records ``pending_pull`` (a crash from here on redoes steps 4-6 at the next
@@ -24,84 +25,20 @@ the crashing process's own data is never lost (there are no local changes during
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import struct
 import time
-import zlib
-from typing import Dict, Optional, Tuple
+from typing import Optional
 from urllib.parse import quote
 
 from . import sync_meta
 from .errors import OperationalError
 from .pagestore import PageStore
+from .pull_stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
 from .vfs import VFS_NAME
 
-STAGE_SUFFIX = "-tdbpull"
-_MAGIC = b"TDBPULL1"
 PAGE_SIZE = 4096
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
-
-
-def stage_path(replica: str) -> str:
-    return replica + STAGE_SUFFIX
-
-
-def write_stage(replica: str, revision: str, db_size: int, pages: Dict[int, bytes]) -> None:
-    """The pulled pages, durably (fsync) and self-checking (CRC-32 of the whole file)."""
-    rev = revision.encode()
-    parts = [_MAGIC, struct.pack(">I", len(rev)), rev, struct.pack(">QI", db_size, len(pages))]
-    for pgno in sorted(pages):
-        parts.append(struct.pack(">I", pgno))
-        parts.append(pages[pgno])
-    body = b"".join(parts)
-    data = body + struct.pack(">I", zlib.crc32(body))
-    path = stage_path(replica)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    sync_meta.fsync_dir(path)
-
-
-def read_stage(replica: str) -> Optional[Tuple[str, int, Dict[int, bytes]]]:
-    """(revision, db_size, pages) or None when missing or damaged."""
-    try:
-        with open(stage_path(replica), "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    if len(data) < 8 + 4 + 12 + 4 or not data.startswith(_MAGIC):
-        return None
-    body, (crc,) = data[:-4], struct.unpack(">I", data[-4:])
-    if zlib.crc32(body) != crc:
-        return None
-    pos = 8
-    (n,) = struct.unpack_from(">I", body, pos)
-    pos += 4
-    revision = body[pos:pos + n].decode()
-    pos += n
-    db_size, count = struct.unpack_from(">QI", body, pos)
-    pos += 12
-    pages: Dict[int, bytes] = {}
-    for _ in range(count):
-        (pgno,) = struct.unpack_from(">I", body, pos)
-        pages[pgno] = bytes(body[pos + 4:pos + 4 + PAGE_SIZE])
-        pos += 4 + PAGE_SIZE
-    return revision, db_size, pages
-
-
-def remove_stage(replica: str) -> None:
-    try:
-        os.remove(stage_path(replica))
-    except FileNotFoundError:
-        pass
 
 
 def local_pages(store: PageStore, limit: int = 3) -> list:
@@ -140,19 +77,22 @@ def patch_page1(new: bytes, old: Optional[bytes], db_size: int) -> bytes:
     return bytes(b)
 
 
-def store_revision(store: PageStore, db_size: int, pages: Dict[int, bytes]) -> None:
-    """Steps 4 of the module docstring (caller holds SQLite's EXCLUSIVE lock)."""
+def store_revision(store: PageStore, staged: Staged) -> None:
+    """Step 4 of the module docstring (caller holds SQLite's EXCLUSIVE lock)."""
+    db_size = staged.db_size
     old1 = store.read_page(1)
-    page1 = pages.get(1, old1)
-    if page1 is None and db_size:
+    if db_size and not staged.has_page1 and old1 is None:
         raise OperationalError(f"pull: page 1 of {store.path} is neither stored nor in the pull")
     old_pages = store.remote_pages
     store.set_remote_size(db_size * PAGE_SIZE)
     for p in range(db_size + 1, old_pages + 1):
         store.drop_synced(p)
-    for p in sorted(pages):
-        if p != 1 and p <= db_size:
-            store.put_synced(p, pages[p], overwrite=True)
+    page1 = old1
+    for p, data in staged.pages():
+        if p == 1:
+            page1 = data
+        elif p <= db_size:
+            store.put_synced(p, data, overwrite=True)
     if page1 is not None and db_size:
         store.put_synced(1, patch_page1(page1, old1, db_size), overwrite=True)  # last: the switch
     store.sync()
@@ -163,7 +103,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
     """Apply ``<replica>-tdbpull`` under an EXCLUSIVE lock; the new metadata, or None when
     there was nothing (valid) staged. Raises OperationalError, changing nothing, when the
     lock cannot be had or local changes appeared."""
-    staged = read_stage(replica)
+    staged = Staged.open(replica)
     if staged is None:
         remove_stage(replica)
         meta = sync_meta.load(replica)
@@ -175,7 +115,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                 f"{meta.pending_pull.get('revision')!r} and its staged pages are missing or "
                 "damaged; delete the replica files and connect again to bootstrap afresh")
         return None
-    revision, db_size, pages = staged
+    revision, db_size = staged.revision, staged.db_size
     timeout = LOCK_TIMEOUT if timeout is None else timeout
     started = False
     ic = sqlite3.connect(f"file:{quote(replica)}?vfs={VFS_NAME}&tdbconn={conn_id}", uri=True,
@@ -200,7 +140,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                 meta.pending_pull = {"revision": revision, "db_size": db_size}
                 sync_meta.save(replica, meta)
             started = True  # from here a failure leaves the stage for a redo
-            store_revision(store, db_size, pages)
+            store_revision(store, staged)
             meta.synced_revision = revision
             meta.db_size_pages = db_size
             meta.pull_gen += 1

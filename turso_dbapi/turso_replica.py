@@ -34,6 +34,7 @@ from urllib.parse import quote, urlsplit
 from . import bootstrap as boot
 from . import pagestore, pull_apply, sync_meta
 from .btree_readahead import BtreeHints, BtreeReadahead
+from .pull_stage import StageWriter
 from .errors import NotSupportedError, OperationalError, ProgrammingError
 from .sources.turso import TursoSyncSource, base_url
 from .url import redact
@@ -163,18 +164,25 @@ class TursoReplica:
                 pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
                 meta = self.meta()
             pull_apply.refuse_local_changes(self.store, self.url)
-            reply = self.source.changes_since(meta.synced_revision or "")
-            if not reply.pages:
+            stage = StageWriter(self.path)  # pages go to disk as they arrive
+            try:
+                reply = self.source.changes_since(meta.synced_revision or "", on_page=stage.add,
+                                                  on_reset=stage.reset)
+                if stage.count and 1 not in stage.pgnos and not self.store.is_present(1):
+                    for p, data in self.source.fetch_at([1], reply.revision).pages.items():
+                        stage.add(p, data)  # still no lock held
+            except BaseException:
+                stage.discard()
+                raise
+            if not stage.count:
+                stage.discard()
                 meta = self.meta()
                 meta.synced_revision = reply.revision
                 meta.last_pull_unix_time = int(time.time())
                 sync_meta.save(self.path, meta)
                 _repin(self.path, reply.revision)  # nothing changed: same pages at both
                 return False
-            pages = dict(reply.pages)
-            if 1 not in pages and not self.store.is_present(1):
-                pages.update(self.source.fetch_at([1], reply.revision).pages)  # still no lock held
-            pull_apply.write_stage(self.path, reply.revision, reply.db_size, pages)
+            stage.finish(reply.revision, reply.db_size)
             applied = pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
         # §6.6: the pull state comes from local metadata after applying, never the remote.
         if applied is not None:

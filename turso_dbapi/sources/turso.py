@@ -171,10 +171,11 @@ class TursoSyncSource:
         return self.pull_updates(req, "bootstrap", on_header=sink.on_header, on_page=sink.on_page,
                                  on_reset=sink.on_reset)
 
-    def changes_since(self, client_revision: str) -> PullReply:
+    def changes_since(self, client_revision: str, **stream: Any) -> PullReply:
+        """An incremental pull; ``stream`` (on_page, on_reset) takes the pages as they arrive."""
         req = PullUpdatesRequest(client_revision=client_revision,
                                  long_poll_timeout_ms=self.long_poll_timeout_ms)
-        return self.pull_updates(req, "pull")
+        return self.pull_updates(req, "pull", **stream)
 
     def fetch_at(self, pgnos: Sequence[int], revision: str) -> PullReply:
         req = PullUpdatesRequest(server_revision=revision,

@@ -1,0 +1,154 @@
+"""The staging file of a pull: ``<replica>-tdbpull``, written as the pages arrive.
+
+Layout (big-endian): ``"TDBPULL2"``, then one record per page (``u32 pgno``, 4096 bytes),
+then the trailer: revision bytes, ``u32 len(revision)``, ``u64 db_size`` (pages),
+``u32 count``, ``u32 crc32`` of everything before it, ``"TDBPULL."``. The trailer goes last
+because the page count is known only at the end of the stream; pages go straight to disk,
+so a large pull never sits in memory. The file is written under a temporary name, fsynced
+and renamed (then the directory fsynced): a stage either exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from typing import Iterator, Optional, Set, Tuple
+
+from . import sync_meta
+
+STAGE_SUFFIX = "-tdbpull"
+PAGE_SIZE = 4096
+_HEAD = b"TDBPULL2"
+_TAIL = b"TDBPULL."
+_FIXED = struct.Struct(">IQII")  # len(revision), db_size, count, crc
+_RECORD = 4 + PAGE_SIZE
+
+
+def stage_path(replica: str) -> str:
+    return replica + STAGE_SUFFIX
+
+
+def remove_stage(replica: str) -> None:
+    for path in (stage_path(replica), stage_path(replica) + ".tmp"):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+class StageWriter:
+    """Appends pulled pages to ``<replica>-tdbpull.tmp``; ``finish`` publishes it."""
+
+    def __init__(self, replica: str):
+        self.path = stage_path(replica)
+        self._tmp = self.path + ".tmp"
+        self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.pgnos: Set[int] = set()
+        self.count = 0
+        self._crc = 0
+        self._write(_HEAD)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self._crc = zlib.crc32(data, self._crc)
+
+    def add(self, pgno: int, data: bytes) -> None:
+        if len(data) != PAGE_SIZE:
+            raise ValueError(f"page {pgno}: {len(data)} bytes, expected {PAGE_SIZE}")
+        self._write(struct.pack(">I", pgno) + data)
+        self.pgnos.add(pgno)
+        self.count += 1
+
+    def reset(self) -> None:
+        """Start over (the HTTP layer retries the request)."""
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._crc = 0
+        self.pgnos.clear()
+        self.count = 0
+        self._write(_HEAD)
+
+    def finish(self, revision: str, db_size: int) -> None:
+        rev = revision.encode()
+        self._write(rev)
+        body = _FIXED.pack(len(rev), db_size, self.count, 0)[:-4]
+        self._write(body)
+        tail = struct.pack(">I", self._crc) + _TAIL
+        view = memoryview(tail)
+        while view:
+            view = view[os.write(self._fd, view):]
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self._tmp, self.path)
+        sync_meta.fsync_dir(self.path)
+
+    def discard(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            os.remove(self._tmp)
+        except FileNotFoundError:
+            pass
+
+
+class Staged:
+    """A complete, checked stage: ``revision``, ``db_size``, ``count``, ``has_page1``."""
+
+    def __init__(self, path: str, revision: str, db_size: int, count: int, has_page1: bool):
+        self.path, self.revision, self.db_size = path, revision, db_size
+        self.count, self.has_page1 = count, has_page1
+
+    @classmethod
+    def open(cls, replica: str) -> Optional["Staged"]:
+        """The stage, or None when it is missing or damaged (wrong size, CRC, magic)."""
+        path = stage_path(replica)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < len(_HEAD) + _FIXED.size + len(_TAIL):
+                    return None
+                f.seek(size - _FIXED.size - len(_TAIL))
+                tail = f.read()
+                if tail[-len(_TAIL):] != _TAIL:
+                    return None
+                n, db_size, count, crc = _FIXED.unpack(tail[:_FIXED.size])
+                if size != len(_HEAD) + count * _RECORD + n + _FIXED.size + len(_TAIL):
+                    return None
+                f.seek(0)
+                if f.read(len(_HEAD)) != _HEAD:
+                    return None
+                running = zlib.crc32(_HEAD)
+                has_page1 = False
+                for _ in range(count):
+                    rec = f.read(_RECORD)
+                    has_page1 = has_page1 or rec[:4] == b"\0\0\0\1"
+                    running = zlib.crc32(rec, running)
+                rev = f.read(n)
+                running = zlib.crc32(rev, running)
+                running = zlib.crc32(_FIXED.pack(n, db_size, count, 0)[:-4], running)
+                if running != crc:
+                    return None
+        except FileNotFoundError:
+            return None
+        return cls(path, rev.decode(), db_size, count, has_page1)
+
+    def pages(self) -> Iterator[Tuple[int, bytes]]:
+        """(pgno, page) in the order received, read from disk as needed."""
+        with open(self.path, "rb") as f:
+            f.seek(len(_HEAD))
+            for _ in range(self.count):
+                rec = f.read(_RECORD)
+                yield struct.unpack(">I", rec[:4])[0], rec[4:]
+
+
+def write_stage(replica: str, revision: str, db_size: int, pages: dict) -> None:
+    """A whole stage at once (tests, small pulls)."""
+    w = StageWriter(replica)
+    for pgno in sorted(pages):
+        w.add(pgno, pages[pgno])
+    w.finish(revision, db_size)
