@@ -329,3 +329,194 @@ def test_defaults_are_the_option_table_defaults():
     ra = readahead.Readahead(4096)
     assert ra.segment_pages * 4096 == url.OPTIONS["segment_size"].default
     assert ra.max_pages * 4096 == url.OPTIONS["readahead_max"].default
+
+
+# -- multi-range (rule (6)) ----------------------------------------------------------------
+
+from turso_dbapi.http import TransientReplyError  # noqa: E402
+from turso_dbapi.sources.range import parse_byteranges  # noqa: E402
+
+
+def test_several_runs_are_one_multi_range_request_with_exact_pages(nginx, databases):
+    nginx.place("multi.db", databases["p1024"])
+    data = Path(databases["p1024"]).read_bytes()
+    n = len(data) // 1024
+    before = len(nginx.access_log_lines())
+    with _source(nginx.url("multi.db")) as src:
+        src.open()
+        want = [10, 3, 4, 5, 9, 20, 40, n]  # five runs, the last page included
+        got = src.fetch(want)
+        assert got == {p: _page(data, p, 1024) for p in want}
+        assert src.stats.snapshot()["requests"] == 2  # open + ONE multi-range GET
+        assert src.multi_range
+    assert len(nginx.access_log_lines()) - before == 2
+
+
+def test_multi_range_requests_are_grouped_by_max_ranges(nginx, databases):
+    nginx.place("groups.db", databases["p1024"])
+    data = Path(databases["p1024"]).read_bytes()
+    with _source(nginx.url("groups.db"), max_ranges=2, parallel=1) as src:
+        src.open()
+        want = [3, 5, 7, 9, 11]  # five runs: 2 + 2 + 1
+        assert src.fetch(want) == {p: _page(data, p, 1024) for p in want}
+        assert src.stats.snapshot()["requests"] == 1 + 3
+
+
+def test_a_server_answering_multi_range_with_200_falls_back_to_one_request_per_run(
+        fault_proxy, served_databases, databases):
+    from support.faultproxy import is_fetch
+
+    data = Path(databases["p1024"]).read_bytes()
+    fault_proxy.inject("full200", when=lambda r: is_fetch(r) and "," in (r.range or ""))
+    with _source(fault_proxy.url("p1024.db")) as src:
+        src.open()
+        want = [3, 4, 9, 20]  # three runs
+        assert src.fetch(want) == {p: _page(data, p, 1024) for p in want}
+        assert not src.multi_range  # remembered: no more multi-range requests
+        st = src.stats.snapshot()
+        assert st["requests"] == 1 + 1 + 3
+        assert st["bytes_received"] == 4096 + 4 * 1024  # the 200's body was never read
+        assert src.fetch([30, 40]) == {p: _page(data, p, 1024) for p in (30, 40)}
+    assert [r.status for r in fault_proxy.records] == [206, 200, 206, 206, 206, 206, 206]
+
+
+def test_a_replaced_file_during_a_multi_range_fetch_is_a_remote_change(nginx, databases):
+    nginx.place("mchange.db", databases["p1024"])
+    with _source(nginx.url("mchange.db")) as src:
+        src.open()
+        nginx.place("mchange.db", databases["p4096"])
+        with pytest.raises(RemoteChangedError):
+            src.fetch([3, 9, 20])
+
+
+def _multipart(parts, boundary="XYZ", total=100000):
+    out = b""
+    for first, body in parts:
+        out += (f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Range: bytes {first}-{first + len(body) - 1}/{total}\r\n\r\n").encode() + body
+    return out + f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_parse_byteranges_is_strict():
+    ct = "multipart/byteranges; boundary=XYZ"
+    body = _multipart([(0, b"abcd"), (100, b"efgh")])
+    assert parse_byteranges(body, ct) == [(0, 3, 100000, b"abcd"), (100, 103, 100000, b"efgh")]
+    assert parse_byteranges(body.replace(b"XYZ", b"Q Z"), 'multipart/byteranges; boundary="Q Z"')[1][3] == b"efgh"
+    bad = [
+        body.replace(b"bytes 100-103", b"bytes 100-104"),  # length does not match the range
+        body.replace(b"Content-Range: bytes 0-3/100000\r\n", b""),  # no Content-Range
+        body.replace(b"bytes 0-3/100000", b"bytes 3-0/100000"),  # malformed
+        body[:-20],  # truncated
+        b"garbage",
+    ]
+    for b in bad:
+        with pytest.raises(TransientReplyError):
+            parse_byteranges(b, ct)
+    with pytest.raises(TransientReplyError):
+        parse_byteranges(body, "multipart/byteranges")  # no boundary
+
+
+class _OneRangeServer:
+    """A tiny server answering a multi-range request with ONE range: ``merge`` (one range
+    covering every range asked, as RFC 9110 allows) or ``first`` (only the first range)."""
+
+    def __init__(self, data: bytes, mode: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.ranges = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # quiet
+                pass
+
+            def do_GET(self):
+                spec = self.headers["Range"].split("=", 1)[1]
+                outer.ranges.append(spec)
+                pairs = [tuple(int(x) for x in r.split("-")) for r in spec.split(",")]
+                a, b = (pairs[0][0], pairs[-1][1]) if mode == "merge" else pairs[0]
+                body = data[a:b + 1]
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", '"v1"')
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/x.db"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("mode", ["merge", "first"])
+def test_a_single_range_answer_to_a_multi_range_request_is_used_or_falls_back(databases, mode):
+    data = Path(databases["p1024"]).read_bytes()
+    server = _OneRangeServer(data, mode)
+    try:
+        with _source(server.url, parallel=1) as src:
+            src.open()
+            want = [3, 4, 9, 20]
+            assert src.fetch(want) == {p: _page(data, p, 1024) for p in want}
+            if mode == "merge":  # one covering range: sliced, multi-range stays on
+                assert src.multi_range and src.stats.snapshot()["requests"] == 2
+            else:  # only the first range: per-run requests, multi-range off
+                assert not src.multi_range and src.stats.snapshot()["requests"] == 2 + 3
+        assert server.ranges[1] == "2048-4095,8192-9215,19456-20479"
+    finally:
+        server.close()
+
+
+# -- background read-ahead through a real connection (readahead.Lookahead) --------------------
+
+def _lookahead_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("tdb-lookahead")]
+
+
+def test_a_cold_scan_reads_ahead_in_the_background_fetches_nothing_twice_and_stops_at_close(
+        fault_proxy, served_databases, databases, tmp_path, monkeypatch):
+    import sqlite3
+
+    import turso_dbapi
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fault_proxy.latency = 0.01
+    size = Path(databases["p4096"]).stat().st_size
+    opts = dict(partial=True, retries=2, http_timeout=5.0, segment_size=4096, readahead_max=32 * 1024)
+    con = turso_dbapi.connect(fault_proxy.url("p4096.db"), local_path=str(tmp_path / "r" / "db"), **opts)
+    ref = sqlite3.connect(databases["p4096"])
+    for sql in ("SELECT count(*), sum(length(payload)) FROM items", "SELECT * FROM docs ORDER BY id",
+                "SELECT * FROM kv"):
+        assert con.execute(sql).fetchall() == ref.execute(sql).fetchall(), sql
+    st = con.stats()
+    la = con._replica.handler.lookahead.stats()
+    assert la["lookahead_windows"] > 0 and la["lookahead_errors"] == 0
+    assert st.bytes_received <= size  # nothing fetched twice
+    ranges = [r.range for r in fault_proxy.records]
+    assert len(ranges) == len(set(ranges)) == st.requests
+    con.close()
+    assert _lookahead_threads() == []
+
+
+def test_closing_mid_scan_waits_for_background_fetches_and_raises_nothing(
+        fault_proxy, served_databases, databases, tmp_path, monkeypatch):
+    import turso_dbapi
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fault_proxy.latency = 0.05
+    opts = dict(partial=True, retries=2, http_timeout=5.0, segment_size=4096, readahead_max=16 * 1024)
+    con = turso_dbapi.connect(fault_proxy.url("p4096.db"), local_path=str(tmp_path / "r" / "db"), **opts)
+    cur = con.execute("SELECT id, length(payload) FROM items")
+    for _ in range(200):  # part of the scan: background windows are in flight
+        assert cur.fetchone() is not None
+    handler = con._replica.handler
+    assert handler.lookahead.stats()["lookahead_windows"] > 0
+    cur.close()
+    con.close()
+    assert _lookahead_threads() == []
+    assert handler.lookahead.stats()["lookahead_held"] == 0
+    assert handler.lookahead.stats()["lookahead_errors"] == 0

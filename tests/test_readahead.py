@@ -350,3 +350,180 @@ def test_threads_missing_through_readahead_and_single_flight_get_the_file_bytes(
     assert errors == []
     assert store and all(store[p] == data[(p - 1) * 1024:p * 1024] for p in store)
     assert sf.in_flight() == set()
+
+
+# -- rules (6)/(7): scans across interleaved B-trees ------------------------------------------
+
+from turso_dbapi.readahead import BtreeSiblings, Lookahead  # noqa: E402
+
+
+def _grow(ra, pgno, n, steps):
+    plan = []
+    for _ in range(steps):
+        plan = ra.plan(pgno, n, _absent, lambda p: True)
+        pgno = plan[-1] + 1
+    return plan
+
+
+def test_a_jump_plans_one_segment_and_a_continuation_resumes_the_scan_window():
+    ra = Readahead(4096, 128 * KB, 1024 * KB)
+    _grow(ra, 1, 100000, 5)
+    assert ra.window_pages == 256
+    assert ra.scanning()
+    interior = ra.plan(50000, 100000, _absent, lambda p: p == 50000)  # an interior page elsewhere
+    assert len(interior) == 32 and ra.direction == 0
+    region = ra.plan(3000, 100000, _absent, lambda p: True)  # next region of the same B-tree
+    assert len(region) == 32
+    nxt = ra.plan(region[-1] + 1, 100000, _absent, lambda p: True)
+    assert len(nxt) == 256 and ra.direction == 1  # resumed, not 64
+
+
+def test_a_one_segment_plan_is_not_judged_for_waste():
+    ra = Readahead(4096, 128 * KB, 1024 * KB)
+    _grow(ra, 1, 100000, 4)
+    w = ra.window_pages
+    seg = ra.plan(40000, 100000, _absent)
+    # the scan goes on right after the one-segment plan, most of which was never read
+    ra.plan(seg[-1] + 1, 100000, _absent, lambda p: p > seg[-1])
+    assert ra.window_pages == w
+
+
+def test_pages_scheduled_by_the_lookahead_extend_the_plan_for_continuation():
+    ra = Readahead(4096, 128 * KB, 1024 * KB)
+    plan = _grow(ra, 1, 100000, 3)
+    ra.note_ahead(plan[-1] + 512)
+    ra.plan(plan[-1] + 513, 100000, _absent, lambda p: True)
+    assert ra.direction == 1
+    ra.plan(60000, 100000, _absent, lambda p: True)  # a jump forgets the lookahead frontier
+    ra.plan(plan[-1] + 513 + 256 + 1, 100000, _absent, lambda p: True)
+    assert ra.direction == 0
+
+
+# -- Lookahead ----------------------------------------------------------------------------------
+
+class _FakeStore:
+    def __init__(self, n, fail=False, delay=0.0):
+        self.n = n
+        self.present = set()
+        self.held = {}
+        self.calls = []
+        self.fail = fail
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.la = None
+
+    def fetch(self, pages, hold):
+        time.sleep(self.delay)
+        with self.lock:
+            self.calls.append((pages[0], pages[-1], len(pages), hold))
+        if self.fail:
+            raise OSError("network down")
+        for p in pages:
+            if p == hold and self.la.keep(p, b"%d" % p):
+                continue
+            with self.lock:
+                self.present.add(p)
+
+
+def _lookahead(store, max_pages=100, depth=2, in_flight=set):
+    la = Lookahead(store.fetch, store.present.__contains__, in_flight, lambda: store.n, max_pages, depth=depth)
+    store.la = la
+    return la
+
+
+def _drain(la):
+    pool = la._pool
+    if pool is not None:
+        pool.shutdown(wait=True)
+        la._pool = None
+
+
+def test_lookahead_schedules_depth_full_windows_and_holds_their_first_page():
+    store = _FakeStore(10000)
+    la = _lookahead(store)
+    la.start(201, 50)
+    _drain(la)
+    assert sorted(store.calls) == [(201, 300, 100, 201), (301, 400, 100, 301)]
+    assert 201 not in store.present and 202 in store.present  # the tripwire is held, not stored
+    assert la.take([201, 202]) == {201: b"201"}
+    la.advance(201)  # the reader reached the first window: one more window
+    _drain(la)
+    assert sorted(store.calls)[-1] == (401, 500, 100, 401)
+    assert la.stats()["lookahead_tripped"] == 1 and la.last_scheduled() == 500
+
+
+def test_lookahead_skips_present_in_flight_and_held_pages_and_stops_at_the_end():
+    store = _FakeStore(350)
+    store.present.update(range(220, 230))
+    la = _lookahead(store, in_flight=lambda: {250})
+    la.start(201, 100)
+    _drain(la)
+    fetched = [c for c in store.calls]
+    asked = set()
+    for first, last, n, hold in fetched:
+        assert n <= 100
+    for p in range(201, 351):
+        if p in range(220, 230) or p == 250:
+            continue
+        assert p in store.present or p in la._held, p
+    assert la.last_scheduled() == 350
+    la.advance(301)  # past the end: nothing new
+    _drain(la)
+    assert len(store.calls) == len(fetched)
+
+
+def test_lookahead_errors_are_counted_never_raised_and_close_stops_it():
+    store = _FakeStore(10000, fail=True)
+    la = _lookahead(store)
+    la.start(1, 100)
+    _drain(la)
+    assert la.stats()["lookahead_errors"] == 2 and la.take(range(1, 300)) == {}
+    slow = _FakeStore(10000, delay=0.2)
+    la2 = _lookahead(slow, depth=1)
+    la2.start(1, 100)
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    la2.close()  # waits for the running fetch
+    assert time.monotonic() - t0 >= 0.1 and len(slow.calls) == 1
+    assert la2._held == {}
+    la2.start(5000, 100)  # closed: nothing more
+    la2.advance(150)
+    assert len(slow.calls) == 1 and la2._pool is None
+
+
+def test_lookahead_a_far_start_restarts_the_scan_there():
+    store = _FakeStore(100000)
+    la = _lookahead(store)
+    la.start(201, 100)
+    la.start(50001, 100)
+    _drain(la)
+    assert sorted(c[0] for c in store.calls) == [201, 301, 50001, 50101]
+
+
+# -- BtreeSiblings (prefetch=True) --------------------------------------------------------------
+
+def test_siblings_join_the_plan_only_when_the_level_is_walked_in_order(databases):
+    data = Path(databases["p1024"]).read_bytes()
+    n = len(data) // 1024
+    kids_of = _dbstat_children(databases["p1024"])
+    parent, kids = max(kids_of.items(), key=lambda kv: len(kv[1]))
+    assert len(kids) >= 6
+    sib = BtreeSiblings(1024, limit=3)
+    sib.note(parent, data[(parent - 1) * 1024:parent * 1024])
+    present = set()
+    # a point lookup: a child whose previous sibling was never read -> nothing extra
+    assert sib.plan(kids[3], n, present.__contains__, lambda p: True, set()) == []
+    # a walk in cell order: the previous sibling was read -> the next missing siblings, bounded
+    present.add(kids[2])
+    extra = sib.plan(kids[3], n, present.__contains__, lambda p: True, set())
+    assert extra == [k for k in kids[4:7]][:3]
+    # prefetched-but-unread previous sibling does not count as a walk
+    assert sib.plan(kids[3], n, present.__contains__, lambda p: False, set()) == []
+    # pages already in the plan or present are not added twice
+    present.add(kids[4])
+    assert kids[4] not in sib.plan(kids[3], n, present.__contains__, lambda p: True, {kids[5]})
+    assert kids[5] not in sib.plan(kids[3], n, present.__contains__, lambda p: True, {kids[5]})
+    # a leaf records nothing
+    leaf = kids[0]
+    sib.note(leaf, data[(leaf - 1) * 1024:leaf * 1024])
+    assert sib.plan(leaf + 10 ** 6, n, present.__contains__, None, set()) == []

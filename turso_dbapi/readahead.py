@@ -313,9 +313,10 @@ class Lookahead:
 
     (L1) ``start(next_page, window)`` after a synchronous forward-scan plan ending at
          ``next_page - 1``: windows of missing pages from ``next_page`` on are fetched in
-         background threads until ``depth`` windows lie ahead of the reader; each window is
-         ``max_pages`` (a segment multiple, so aligned): a reader that has cached pages
-         consumes them faster than any round trip, so only full windows keep up.
+         background threads so that ``depth`` windows lie beyond the one the reader is in.
+         Each window is twice the previous one (the first twice the synchronous window), up
+         to ``max_pages`` (segment multiples, so aligned): what is fetched ahead stays
+         proportional to what the scan has read, as the synchronous window does.
     (L2) Tripwire: the first page of each background window is NOT stored but held in
          memory. SQLite reading it misses; ``take`` hands it over at once (no request),
          and the miss handler calls ``advance(pgno)``, which schedules the next window.
@@ -348,7 +349,9 @@ class Lookahead:
         self._pool: Optional[ThreadPoolExecutor] = None
         self._closed = False
         self._next = 0  # first page not yet scheduled (0: no scan)
-        self._window = 0
+        self._origin = 0  # where this scan's background windows began
+        self._window = 0  # size of the last window scheduled
+        self._starts: List[int] = []  # first pages of the scheduled windows
         self._held: Dict[int, bytes] = {}
         self._trip: Dict[int, int] = {}  # tripwire page -> first page of its window
         self.windows = 0  # background windows scheduled
@@ -367,11 +370,11 @@ class Lookahead:
         with self._lock:
             if self._closed:
                 return
-            ahead = self.max_pages * self.depth
-            if not (next_page <= self._next <= next_page + ahead):
-                self._next = next_page  # a new scan (or one we lost): restart here
+            if not (self._origin <= next_page <= self._next):
+                self._origin = self._next = next_page  # a new scan (or one we lost): restart here
                 self._window = max(1, window)
-            self._schedule_locked(next_page)
+                self._starts = []
+            self._schedule_locked(next_page - 1)
 
     def advance(self, pgno: int) -> None:
         """(L2) The reader reached ``pgno`` (a tripwire, or a miss in the windows scheduled):
@@ -379,7 +382,7 @@ class Lookahead:
         with self._lock:
             if self._closed or not self._next:
                 return
-            if self._next - self.max_pages * (self.depth + 1) <= pgno < self._next:
+            if self._origin <= pgno < self._next:
                 self._schedule_locked(pgno)
 
     def take(self, pgnos: Iterable[int]) -> Dict[int, bytes]:
@@ -400,12 +403,13 @@ class Lookahead:
 
     def _schedule_locked(self, position: int) -> None:
         n_pages = self._n_pages()
-        target = position + self.max_pages * self.depth
-        while self._next and self._next <= n_pages and self._next < target:
-            window = self.max_pages
+        self._starts = [f for f in self._starts if f > position]  # windows still ahead
+        while self._next and self._next <= n_pages and len(self._starts) < self.depth:
+            window = min(self.max_pages, self._window * 2)
             first, last = self._next, min(n_pages, self._next + window - 1)
             self._window = window
             self._next = last + 1
+            self._starts.append(first)
             busy = self._in_flight()
             pages = [p for p in range(first, last + 1)
                      if p not in busy and p not in self._held and not self._is_present(p)]  # (L3)
