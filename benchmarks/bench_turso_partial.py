@@ -145,10 +145,8 @@ def main(argv: List[str]) -> None:
                     print(f"{name:<7}{who:<9}{r['requests']:>9}{r['bytes']:>13}{r['ms']:>10.1f}   "
                           f"{bt['requests']:>8}{bt['bytes']:>12}{bt['ms']:>9.1f}")
 
-                def ratio(key: str) -> str:
-                    return f"{a[key] / b[key]:.3f}" if b[key] else "n/a"
-
-                print(f"{name:<7}{'ratio':<9}{ratio('requests'):>9}{ratio('bytes'):>13}{ratio('ms'):>10}"
+                r = {key: (f"{a[key] / b[key]:.3f}" if b[key] else "n/a") for key in ("requests", "bytes", "ms")}
+                print(f"{name:<7}{'ratio':<9}{r['requests']:>9}{r['bytes']:>13}{r['ms']:>10}"
                       "   (ours / pyturso)", flush=True)
     finally:
         if server is not None:

@@ -8,7 +8,6 @@ test bound).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -214,7 +213,7 @@ def test_concurrent_open_existing_replica(turso_server, tmp_path):
     for _ in range(3):
         errors, results = [], []
 
-        def worker():
+        def worker(errors=errors, results=results):
             try:
                 c = turso_dbapi.connect(turso_server.url, local_path=path)
                 results.append(c.execute("SELECT x FROM t").fetchall())

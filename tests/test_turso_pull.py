@@ -98,7 +98,7 @@ def test_other_connections_see_old_or_new_never_a_mix(turso_server, tmp_path):
     for t in threads:
         t.start()
     try:
-        for i in range(1, 6):
+        for _ in range(5):
             turso_server.db_sql("UPDATE t SET v = v + 1")  # every row, every page, one commit
             assert puller.pull() is True
             time.sleep(0.05)

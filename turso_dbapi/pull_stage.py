@@ -104,7 +104,7 @@ class Staged:
         self.count, self.has_page1 = count, has_page1
 
     @classmethod
-    def open(cls, replica: str) -> Optional["Staged"]:
+    def open(cls, replica: str) -> Optional[Staged]:
         """The stage, or None when it is missing or damaged (wrong size, CRC, magic)."""
         path = stage_path(replica)
         try:

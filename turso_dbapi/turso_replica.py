@@ -41,7 +41,7 @@ from .url import redact
 from .vfs import VFS_NAME, ensure_registered
 
 _tls = threading.local()
-_live_sources: "weakref.WeakValueDictionary[int, TursoSyncSource]" = weakref.WeakValueDictionary()
+_live_sources: weakref.WeakValueDictionary[int, TursoSyncSource] = weakref.WeakValueDictionary()
 _live_lock = threading.Lock()
 
 
@@ -242,10 +242,6 @@ def _repin(path: str, revision: str) -> None:
 # -- connections ---------------------------------------------------------------------------
 
 
-class _WalRefused(Exception):
-    pass
-
-
 def _authorizer(action: int, arg1: Optional[str], arg2: Optional[str], db: Optional[str],
                 source: Optional[str]) -> int:
     if (action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() == "journal_mode"
@@ -327,8 +323,7 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
             if url is None:
                 raise ProgrammingError(f"{path} has no sync metadata; give the server URL to bootstrap it")
             source = TursoSyncSource(url, options)
-            opts = dict(options)
-            meta, store = boot.bootstrap(path, source, opts, client_name)
+            meta, store = boot.bootstrap(path, source, options, client_name)
         else:
             if url is None:
                 if not meta.remote_url:
