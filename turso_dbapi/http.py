@@ -361,6 +361,7 @@ class HttpClient:
                         continue
                     raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason,
                                       _STATUS_ADVICE.get(resp.status_code, "the server failed: retry later")) from None
+                received = 0  # body bytes, for the log line (streamed ones included)
                 if read_body is None or read_body(reply):
                     streamed = 0
                     try:
@@ -383,10 +384,11 @@ class HttpClient:
                             continue
                         raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason, advice) from None
                     self.stats.add(received=len(reply.body) + streamed)
+                    received = len(reply.body) + streamed
             finally:
                 resp.close()
             reply.elapsed_ms = (time.monotonic() - t0) * 1000
-            self._log(method, shown, rng_hdr, reply.status, len(reply.body or b""), t0, None)
+            self._log(method, shown, rng_hdr, reply.status, received, t0, None)
             if check is None:
                 if not 200 <= reply.status < 300:
                     raise self.error(reply, what)

@@ -315,8 +315,9 @@ class Lookahead:
          ``next_page - 1``: windows of missing pages from ``next_page`` on are fetched in
          background threads so that ``depth`` windows lie beyond the one the reader is in.
          Each window is twice the previous one (the first twice the synchronous window), up
-         to ``max_pages`` (segment multiples, so aligned): what is fetched ahead stays
-         proportional to what the scan has read, as the synchronous window does.
+         to ``max_pages`` (segment multiples, so aligned; the miss handler allows several
+         times the synchronous cap): what is fetched ahead stays proportional to what the
+         scan has read, as the synchronous window does.
     (L2) Tripwire: the first page of each background window is NOT stored but held in
          memory. SQLite reading it misses; ``take`` hands it over at once (no request),
          and the miss handler calls ``advance(pgno)``, which schedules the next window.
