@@ -125,6 +125,7 @@ class TursoReplica:
         self.conn_id = conn_id
         self.path = path
         self._conn = weakref.ref(conn)
+        self._closed = False
 
     @property
     def url(self) -> str:
@@ -191,10 +192,18 @@ class TursoReplica:
         return applied is not None
 
     def close(self) -> None:
-        """The connection closed: drop its HTTP session (the replica stays for later)."""
+        """The connection closed: its HTTP session, and the store when no other connection
+        of this process uses it (the replica files stay for later)."""
+        if self._closed:
+            return
+        self._closed = True
         with _live_lock:
             _live_sources.pop(id(self.source), None)
+        closer = getattr(self.handler, "close", None)
+        if closer is not None:
+            closer()
         self.source.close()
+        pagestore.release_store(self.store)
 
     def push(self) -> None:
         raise NotSupportedError(
