@@ -215,12 +215,18 @@ def test_crash_during_apply_is_redone_at_the_next_open(turso_server, tmp_path):
     rows_table(turso_server, 300)
     path = str(tmp_path / "r.db")
     turso_dbapi.connect(turso_server.url, local_path=path).close()
+    reader = turso_dbapi.connect(path)  # stays open across the other process's crash
+    assert reader.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(0, 0)]
     turso_server.db_sql("UPDATE t SET v = 9, x = randomblob(1024)")
     proc = subprocess.run([sys.executable, "-c", _CRASHING_PULL, ROOT, path], capture_output=True,
                           text=True, timeout=90)
     assert proc.returncode == 3, proc.stderr
     assert sync_meta.load(path).pending_pull is not None and os.path.exists(pull_apply.stage_path(path))
-    conn = turso_dbapi.connect(path)  # redoes the apply before any read
+    # the open reader's next statement finishes the dead puller's apply: never a mix
+    assert reader.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(9, 9)]
+    assert sync_meta.load(path).pending_pull is None
+    reader.close()
+    conn = turso_dbapi.connect(path)
     assert sync_meta.load(path).pending_pull is None and not os.path.exists(pull_apply.stage_path(path))
     assert conn.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(9, 9)]
     assert local_rows(conn) == server_rows(turso_server)

@@ -40,12 +40,18 @@ def store_identity(client_unique_id: str) -> bytes:
 
 
 @contextlib.contextmanager
-def replica_lock(replica: str) -> Iterator[None]:
-    """Exclusive across processes and threads (flock on a private open file description)."""
+def replica_lock(replica: str, *, wait: bool = True) -> Iterator[bool]:
+    """Exclusive across processes and threads (flock on a private open file description).
+    Yields True when held; with ``wait=False`` it yields False at once if someone holds it.
+    A process that dies releases it."""
     fd = os.open(replica + "-tdbsync.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # releases the lock
 

@@ -18,9 +18,11 @@ transaction and drops its page cache when it moved. So the apply:
 6. the staging file is removed and the transaction is rolled back: it wrote nothing
    through SQLite, so that only releases the lock.
 
-LIMITATION: a process that crashes in step 4 leaves other processes that keep the replica
-open with a half-applied synced layer until one of them (or a new open) redoes the apply;
-the crashing process's own data is never lost (there are no local changes during a pull).
+After a crash in steps 3-6 the stage stays published with ``pending_pull`` set and the pull
+lock free: the next open, pull, or statement of any Turso connection on the replica (see
+``TursoReplica.recover_if_needed``) redoes the apply before reading. LIMITATION: a
+connection that only resumes an already-started statement, or that is not a Turso
+connection of this driver, is not covered by that check.
 """
 
 from __future__ import annotations

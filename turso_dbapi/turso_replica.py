@@ -126,6 +126,7 @@ class TursoReplica:
         self.path = path
         self._conn = weakref.ref(conn)
         self._closed = False
+        self._stage = pull_apply.stage_path(path)
 
     @property
     def url(self) -> str:
@@ -204,6 +205,28 @@ class TursoReplica:
             closer()
         self.source.close()
         pagestore.release_store(self.store)
+
+    def recover_if_needed(self) -> None:
+        """Before a statement: finish an apply whose puller died (one stat when there is none).
+
+        A published stage exists only while a pull applies it; if its pull lock is free, the
+        puller is gone (a crash mid-apply left the synced layer half-switched), so redo the
+        apply now rather than let this connection read a mix of two revisions.
+        """
+        if not os.path.exists(self._stage):
+            return
+        conn = self._conn()
+        if conn is not None and conn.in_transaction:
+            return  # its snapshot predates the stage: nothing it reads was switched
+        with boot.replica_lock(self.path + "-pull", wait=False) as held:
+            if not held:
+                return  # a live pull: SQLite's EXCLUSIVE lock orders us after its apply
+            meta = sync_meta.load(self.path)
+            if meta is not None and meta.pending_pull is not None:
+                pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
+                hints_for(self.store, reset=True)
+            elif os.path.exists(self._stage):
+                pull_apply.remove_stage(self.path)  # staged, but the apply never began
 
     def push(self) -> None:
         raise NotSupportedError(
@@ -284,13 +307,19 @@ def connection_class(factory: type) -> type:
     class TursoCursor(RemoteCursor):
         def execute(self, *args: Any, **kwargs: Any):
             _tls.wal_refused = False
+            _recover(self.connection)
             try:
                 return super().execute(*args, **kwargs)
             except sqlite3.DatabaseError as exc:
                 raise _translate(exc) from None
 
+        def executemany(self, *args: Any, **kwargs: Any):
+            _recover(self.connection)
+            return super().executemany(*args, **kwargs)
+
         def executescript(self, *args: Any, **kwargs: Any):
             _tls.wal_refused = False
+            _recover(self.connection)
             try:
                 return super().executescript(*args, **kwargs)
             except sqlite3.DatabaseError as exc:
@@ -305,6 +334,12 @@ def connection_class(factory: type) -> type:
 
 
 _classes: Dict[type, type] = {}
+
+
+def _recover(conn: Any) -> None:
+    replica = getattr(conn, "_replica", None)
+    if replica is not None:
+        replica.recover_if_needed()
 
 
 def _effective(explicit: Mapping[str, Any], saved: Any, name: str, default: Any) -> Any:
