@@ -31,7 +31,7 @@ from .pull_apply import PAGE_SIZE, remove_stage
 from .sources.turso import PullReply, TursoSyncSource
 
 # Files a bootstrap starts without: a stale journal would be rolled "back" into new pages.
-_STALE_SUFFIXES = ("", "-tdblocal", "-tdbmap", "-tdbmeta.json", "-journal", "-wal", "-shm")
+_STALE_SUFFIXES = ("", "-tdblocal", "-tdbmap", "-tdbmeta.json", "-tdbapply", "-journal", "-wal", "-shm")
 
 
 def store_identity(client_unique_id: str) -> bytes:

@@ -34,6 +34,7 @@ from typing import Optional
 from urllib.parse import quote
 
 from . import sync_meta
+from .apply_flag import ApplyFlag
 from .errors import OperationalError
 from .pagestore import PageStore
 from .pull_stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
@@ -142,6 +143,8 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                 meta.pending_pull = {"revision": revision, "db_size": db_size}
                 sync_meta.save(replica, meta)
             started = True  # from here a failure leaves the stage for a redo
+            flag = ApplyFlag(replica)
+            flag.set()  # statements of other connections now look for a dead puller
             store_revision(store, staged)
             meta.synced_revision = revision
             meta.db_size_pages = db_size
@@ -150,6 +153,8 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
             meta.pending_pull = None
             sync_meta.save(replica, meta)
             remove_stage(replica)
+            flag.clear()
+            flag.close()
         finally:
             # ROLLBACK only unlocks: nothing is written through SQLite. (COMMIT would write
             # the fresh page 1 SQLite prepares when a write transaction starts on an EMPTY

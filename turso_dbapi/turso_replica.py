@@ -33,6 +33,7 @@ from urllib.parse import quote, urlsplit
 
 from . import bootstrap as boot
 from . import pagestore, pull_apply, sync_meta
+from .apply_flag import ApplyFlag
 from .btree_readahead import BtreeHints, BtreeReadahead
 from .pull_stage import StageWriter
 from .errors import NotSupportedError, OperationalError, ProgrammingError
@@ -127,6 +128,7 @@ class TursoReplica:
         self._conn = weakref.ref(conn)
         self._closed = False
         self._stage = pull_apply.stage_path(path)
+        self._flag = ApplyFlag(path)
 
     @property
     def url(self) -> str:
@@ -207,13 +209,14 @@ class TursoReplica:
         pagestore.release_store(self.store)
 
     def recover_if_needed(self) -> None:
-        """Before a statement: finish an apply whose puller died (one stat when there is none).
+        """Before a statement: finish an apply whose puller died (one memory read if none).
 
-        A published stage exists only while a pull applies it; if its pull lock is free, the
-        puller is gone (a crash mid-apply left the synced layer half-switched), so redo the
-        apply now rather than let this connection read a mix of two revisions.
+        The shared apply flag (one mapped byte, ``apply_flag``) is set only while a pull
+        switches the synced layer; if it is set and the pull lock is free, the puller is gone
+        (a crash mid-apply left the synced layer half-switched), so redo the apply now rather
+        than let this connection read a mix of two revisions.
         """
-        if not os.path.exists(self._stage):
+        if not self._flag.is_set():
             return
         conn = self._conn()
         if conn is not None and conn.in_transaction:
@@ -225,8 +228,8 @@ class TursoReplica:
             if meta is not None and meta.pending_pull is not None:
                 pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
                 hints_for(self.store, reset=True)
-            elif os.path.exists(self._stage):
-                pull_apply.remove_stage(self.path)  # staged, but the apply never began
+            else:
+                self._flag.clear()  # the apply finished; its process died before clearing
 
     def push(self) -> None:
         raise NotSupportedError(
