@@ -156,7 +156,7 @@ def test_file_replaced_between_fetches_through_the_proxy_is_never_mixed(fault_pr
 def test_added_latency_applies_to_every_request_and_counts_match_the_source(fault_proxy, db):
     name, _ = db
     fault_proxy.latency = 0.05
-    with _open(fault_proxy, name, max_ranges=1) as src:  # one request per run
+    with _open(fault_proxy, name, max_ranges=1, coalesce_bytes=0) as src:  # one request per run
         t0 = time.monotonic()
         src.open()
         src.fetch([3, 4, 10])  # two runs, requested concurrently
@@ -187,7 +187,7 @@ def test_s3_version_id_change_is_a_remote_change(fault_proxy, db):
 
 def test_every_request_is_a_get_asking_for_identity_with_the_pinned_preconditions(fault_proxy, db):
     name, _ = db
-    with _open(fault_proxy, name, max_ranges=1) as src:  # one request per run
+    with _open(fault_proxy, name, max_ranges=1, coalesce_bytes=0) as src:  # one request per run
         src.open()
         src.fetch([2, 3, 8])
     first, *later = fault_proxy.records

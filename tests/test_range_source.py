@@ -89,7 +89,7 @@ def test_fetched_pages_equal_the_file_bytes(nginx, databases, name):
 
 def test_fetch_sends_one_request_per_contiguous_run_with_exact_bytes(nginx, databases):
     nginx.place("runs.db", databases["p1024"])
-    with _source(nginx.url("runs.db"), max_ranges=1) as src:
+    with _source(nginx.url("runs.db"), max_ranges=1, coalesce_bytes=0) as src:
         src.open()
         before = src.stats.snapshot()
         got = src.fetch([10, 3, 4, 5, 9, 20])
@@ -278,12 +278,12 @@ def test_runs_of_one_fetch_are_requested_concurrently_up_to_parallel(nginx, data
     data = Path(databases["p1024"]).read_bytes()
     want = [3, 10, 20, 30]  # four runs
     with FaultProxy(nginx.base_url, latency=0.2) as proxy:
-        with _source(proxy.url("par.db"), parallel=4, max_ranges=1) as src:
+        with _source(proxy.url("par.db"), parallel=4, max_ranges=1, coalesce_bytes=0) as src:
             src.open()
             t0 = time.monotonic()
             got = src.fetch(want)
             parallel_s = time.monotonic() - t0
-        with _source(proxy.url("par.db"), parallel=1, max_ranges=1) as src:
+        with _source(proxy.url("par.db"), parallel=1, max_ranges=1, coalesce_bytes=0) as src:
             src.open()
             t0 = time.monotonic()
             assert src.fetch(want) == got
@@ -368,7 +368,7 @@ def test_a_server_answering_multi_range_with_200_falls_back_to_one_request_per_r
 
     data = Path(databases["p1024"]).read_bytes()
     fault_proxy.inject("full200", when=lambda r: is_fetch(r) and "," in (r.range or ""))
-    with _source(fault_proxy.url("p1024.db")) as src:
+    with _source(fault_proxy.url("p1024.db"), coalesce_bytes=0) as src:
         src.open()
         want = [3, 4, 9, 20]  # three runs
         assert src.fetch(want) == {p: _page(data, p, 1024) for p in want}
@@ -378,6 +378,23 @@ def test_a_server_answering_multi_range_with_200_falls_back_to_one_request_per_r
         assert st["bytes_received"] == 4096 + 4 * 1024  # the 200's body was never read
         assert src.fetch([30, 40]) == {p: _page(data, p, 1024) for p in (30, 40)}
     assert [r.status for r in fault_proxy.records] == [206, 200, 206, 206, 206, 206, 206]
+
+
+def test_without_multi_range_runs_with_small_gaps_are_one_request(fault_proxy, served_databases, databases):
+    from support.faultproxy import is_fetch
+
+    data = Path(databases["p1024"]).read_bytes()
+    fault_proxy.inject("full200", when=lambda r: is_fetch(r) and "," in (r.range or ""))
+    with _source(fault_proxy.url("p1024.db"), coalesce_bytes=8 * 1024) as src:
+        src.open()
+        want = [3, 4, 9, 20, 21, 40]  # gaps of 4, 10 and 18 pages: (3..9) and 20..21, 40 apart
+        got = src.fetch(want)
+        assert got == {p: _page(data, p, 1024) for p in want}  # only the pages asked
+        st = src.stats.snapshot()
+        assert st["requests"] == 1 + 1 + 3  # open, the refused multi-range, 3 spans
+        assert st["bytes_received"] == 4096 + 7 * 1024 + 2 * 1024 + 1024  # gap bytes of 3..9 too
+    assert [r.range for r in fault_proxy.records][2:] == ["bytes=2048-9215", "bytes=19456-21503",
+                                                          "bytes=39936-40959"]
 
 
 def test_a_replaced_file_during_a_multi_range_fetch_is_a_remote_change(nginx, databases):
@@ -458,7 +475,7 @@ def test_a_single_range_answer_to_a_multi_range_request_is_used_or_falls_back(da
     data = Path(databases["p1024"]).read_bytes()
     server = _OneRangeServer(data, mode)
     try:
-        with _source(server.url, parallel=1) as src:
+        with _source(server.url, parallel=1, coalesce_bytes=0) as src:
             src.open()
             want = [3, 4, 9, 20]
             assert src.fetch(want) == {p: _page(data, p, 1024) for p in want}
