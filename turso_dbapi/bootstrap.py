@@ -27,6 +27,7 @@ from typing import Any, Iterator, List, Mapping, Optional, Tuple
 from . import pagestore, sync_meta
 from .errors import OperationalError
 from .http import split_credentials
+from .progress import Progress
 from .pull_apply import PAGE_SIZE, remove_stage
 from .sources.turso import PullReply, TursoSyncSource
 
@@ -84,15 +85,22 @@ def open_replica_store(replica: str, meta: sync_meta.SyncMeta, display_url: str)
 class _Into:
     """Streams bootstrap pages into the page store as they arrive (bounded memory)."""
 
-    def __init__(self, replica: str, meta: sync_meta.SyncMeta, display_url: str):
+    def __init__(self, replica: str, meta: sync_meta.SyncMeta, display_url: str,
+                 prefix: Optional[int] = None):
         self.replica, self.meta, self.display_url = replica, meta, display_url
         self.store: Optional[pagestore.PageStore] = None
         self.db_size = 0
         self.stored: List[int] = []
+        self.prefix = prefix
+        # Long bootstraps show a bar on a terminal (never in pipes); see progress.py.
+        self.progress: Optional[Progress] = None
 
     def on_header(self, header: Any) -> None:
         self.db_size = int(header.db_size)
         self.meta.db_size_pages = self.db_size
+        expected = self.db_size if self.prefix is None else min(self.prefix, self.db_size)
+        if self.progress is None:
+            self.progress = Progress(expected * PAGE_SIZE, f"bootstrap {self.display_url}")
         if self.store is None:
             self.store = open_replica_store(self.replica, self.meta, self.display_url)
         else:  # a retry may answer at a newer revision (on_reset dropped the old pages)
@@ -102,6 +110,8 @@ class _Into:
         if self.store is not None and pgno <= self.db_size:
             self.store.put_synced(pgno, data, overwrite=True)
             self.stored.append(pgno)
+            if self.progress is not None:
+                self.progress.update(len(data))
 
     def on_reset(self) -> None:
         if self.store is not None:
@@ -119,9 +129,14 @@ def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
     remove_stage(replica)
     meta = sync_meta.SyncMeta.new(client_name)
     partial = is_partial(options)
-    into = _Into(replica, meta, source.display_url)
-    reply: PullReply = source.bootstrap(prefix_pages=prefix_pages(options) if partial else None,
-                                        query=options.get("bootstrap_query") or None, sink=into)
+    prefix = prefix_pages(options) if partial else None
+    into = _Into(replica, meta, source.display_url, prefix)
+    try:
+        reply: PullReply = source.bootstrap(prefix_pages=prefix,
+                                            query=options.get("bootstrap_query") or None, sink=into)
+    finally:
+        if into.progress is not None:
+            into.progress.close()
     store = into.store
     if store is None:  # a header always comes first; this is only a guard
         raise OperationalError(f"bootstrap from {source.display_url}: the reply had no header")
