@@ -464,7 +464,8 @@ class MissHandler:
         self.source = source
         self.readahead = Readahead(store.page_size, segment_size, readahead_max)
         self.prefetch = prefetch
-        self.siblings = BtreeSiblings(store.page_size, limit=self.readahead.segment_pages) if prefetch else None
+        self.siblings = (BtreeSiblings(store.page_size, limit=2 * self.readahead.segment_pages)
+                         if prefetch else None)
         self.last_error: Optional[BaseException] = None
         # Background read-ahead of scans: only where pages cannot change under us (L6).
         self.lookahead: Optional[Lookahead] = None
@@ -507,11 +508,6 @@ class MissHandler:
             if siblings is not None and not readahead.scanning():  # B-tree prefetch, same request
                 plan.update(siblings.plan(wanted[0], total, store.is_present, store.was_read, plan))
             self.fetch_and_store(sorted(p for p in plan if p <= total), requested=wanted)
-            if siblings is not None:
-                for p in wanted:
-                    page = store.read_page(p)
-                    if page is not None:
-                        siblings.note(p, page)
             if ahead is not None:
                 ahead.take(wanted)  # a tripwire stored through a shared flight: no longer held
                 if readahead.direction == 1 and readahead.window_pages >= 2 * readahead.segment_pages:
@@ -554,6 +550,11 @@ class MissHandler:
                 return {}
             t0 = time.perf_counter()
             got = self.source.fetch(todo)
+            siblings = self.siblings
+            if siblings is not None:  # children of every interior page fetched (prefetch=True)
+                for p, data in got.items():
+                    if p == 1 or data[:1] in (b"\x02", b"\x05"):
+                        siblings.note(p, data)
             for p, data in got.items():
                 if p == hold and self.lookahead is not None and self.lookahead.keep(p, data):
                     continue

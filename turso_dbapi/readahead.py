@@ -180,8 +180,8 @@ def missing_children(page: bytes, pgno: int, page_size: int, n_pages: int,
 class BtreeSiblings:
     """B-tree prefetch (``prefetch=True``) as part of the miss's own request.
 
-    (B1) ``note(pgno, page)`` records the children of interior pages SQLite missed (no
-         fetch: children alone would cost a request of their own, usually for nothing).
+    (B1) ``note(pgno, page)`` records the children of every interior page fetched (no
+         fetch of its own: children alone would cost a request, usually for nothing).
     (B2) ``plan(pgno, ...)``: when ``pgno`` is a recorded child whose previous sibling was
          read (SQLite walks this B-tree level in order: an index range or a table scan), the
          next missing siblings in cell order, at most ``limit`` pages, join the miss's plan:
