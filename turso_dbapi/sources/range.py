@@ -57,6 +57,9 @@ _UNSATISFIED_RANGE = re.compile(r"\s*bytes\s+\*/(\d+)\s*$", re.I)
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.I)
 
 
+_Body = Union[bytes, bytearray, memoryview]  # a body, or one run's part of it
+
+
 class _MultiRangeRefused(Exception):
     """The server answered a multi-range request with 200 or another single range (6)."""
 
@@ -275,8 +278,9 @@ class HttpRangeSource:
         ps = self.page_size
         for group, parts in zip(groups, datas):
             for (first, last), data in zip(group, parts):
+                view = memoryview(data)  # one copy per page, none of the whole body
                 for i, p in enumerate(range(first, last + 1)):
-                    page = data[i * ps:(i + 1) * ps]
+                    page = view[i * ps:(i + 1) * ps].tobytes()
                     out[p] = page if len(page) == ps else page.ljust(ps, b"\x00")
         self.stats.add(pages=len(out))
         return out
@@ -309,7 +313,7 @@ class HttpRangeSource:
             length += item
         return groups
 
-    def _read_group(self, group: List[Tuple[int, int]]) -> List[bytes]:
+    def _read_group(self, group: List[Tuple[int, int]]) -> List[_Body]:
         if len(group) == 1:
             return [self._read_run(*group[0])]
         if self.multi_range:
@@ -319,15 +323,16 @@ class HttpRangeSource:
                 self.multi_range = False
         return self._read_runs(group)
 
-    def _read_runs(self, runs: List[Tuple[int, int]]) -> List[bytes]:
+    def _read_runs(self, runs: List[Tuple[int, int]]) -> List[_Body]:
         """One ranged request per span of runs whose gaps are small (7); bodies per run."""
         spans = self._coalesced(runs) if self.coalesce_bytes >= self.page_size else [[run] for run in runs]
-        out: List[bytes] = []
+        out: List[_Body] = []
         ps = self.page_size
         for span in spans:
             first = span[0][0]
             data = self._read_run(first, span[-1][1])
-            out.extend(data[(a - first) * ps:(b - first + 1) * ps] for a, b in span)
+            view = memoryview(data)
+            out.extend(view[(a - first) * ps:(b - first + 1) * ps] for a, b in span)
         return out
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -336,7 +341,7 @@ class HttpRangeSource:
                 self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="tdb-range")
             return self._pool
 
-    def _read_run(self, first: int, last: int) -> bytes:
+    def _read_run(self, first: int, last: int) -> _Body:
         ps = self.page_size
         start = (first - 1) * ps
         end = min(last * ps, self.size) - 1
@@ -370,10 +375,9 @@ class HttpRangeSource:
             if (got_first, got_last) != (start, end):
                 raise TransientReplyError(f"wrong Content-Range {reply.headers.get('Content-Range')!r}"
                                           f" for bytes={start}-{end}")
-            body = bytes(buf)
-            if len(body) != end - start + 1:
-                raise TransientReplyError(f"short body: {len(body)} of {end - start + 1} bytes")
-            return body
+            if len(buf) != end - start + 1:
+                raise TransientReplyError(f"short body: {len(buf)} of {end - start + 1} bytes")
+            return buf
 
         return self._http.request("GET", headers=headers, read_body=read_body, check=check,
                                   what=f"cannot read pages {first}-{last}", sink=sink)
