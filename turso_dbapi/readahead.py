@@ -17,11 +17,10 @@ Rules (numbered; the code tags them):
     were never read (``was_read``), the window halves instead of growing. A one-segment
     plan (a random miss) is not judged: only windows are.
 (5) One scan state per ``Readahead``: give each file handle (connection) its own.
-(6) Interleaved B-trees: a jump (a miss far from the previous plan) plans one segment
-    but remembers the largest window of the scan so far; a miss that continues the
-    jump's plan resumes that window at once (the scan went on in the next region of the
-    same B-tree, after reading an interior page elsewhere) instead of growing again
-    from one segment. Waste on a continuation halves the remembered window too.
+(6) Interleaved B-trees: a miss inside the pages a background read-ahead scheduled,
+    or just past them, continues the scan (rule (7)); a jump plans one segment. (A
+    variant that resumed the scan's window after a jump measured no gain once the
+    background read-ahead existed, and would give a lookup after a scan a big window.)
 (7) ``note_ahead(last)``: pages a background read-ahead (``Lookahead``) scheduled extend
     the previous plan, so a miss just past them still continues the scan.
 
@@ -56,7 +55,6 @@ class Readahead:
         self.max_pages = max(self.segment_pages, cap)
         self._lock = threading.Lock()
         self._window = self.segment_pages
-        self._scan_window = self.segment_pages  # (6) the scan's window across jumps
         self._ahead = 0  # (7) last page a background read-ahead scheduled past the plan
         self._span: Optional[tuple] = None  # (first, last) of the previous plan's range
         self._speculative: List[int] = []  # pages the previous plan fetched besides the miss
@@ -92,14 +90,9 @@ class Readahead:
                 elif first <= pgno <= front:
                     direction = 2  # a miss inside the previous plan (fetched elsewhere, or failed)
             if direction in (1, -1):  # (3)
-                if wasted:
-                    self._window = max(seg, self._window // 2)
-                    self._scan_window = min(self._scan_window, self._window)
-                else:
-                    self._window = min(self.max_pages, max(self._window * 2, self._scan_window))  # (6)
-                    self._scan_window = self._window
+                self._window = max(seg, self._window // 2) if wasted else min(self.max_pages, self._window * 2)
             elif direction == 0:
-                self._window = seg  # (6) random, or the first segment of another region
+                self._window = seg  # random, or the first segment of another region (6)
             elif wasted:
                 self._window = max(seg, self._window // 2)
             window = self._window
@@ -117,7 +110,6 @@ class Readahead:
                 self._ahead = 0
             self._speculative = [p for p in pages if p != pgno]
             self.direction = direction
-
             return pages
 
     def note_ahead(self, last: int) -> None:
