@@ -434,8 +434,10 @@ def test_parse_byteranges_is_strict():
 
 
 class _OneRangeServer:
-    """A tiny server answering a multi-range request with ONE range: ``merge`` (one range
-    covering every range asked, as RFC 9110 allows) or ``first`` (only the first range)."""
+    """A tiny server answering a multi-range request its own way: ``merge`` (ONE range
+    covering every range asked, as RFC 9110 allows), ``first`` (only the first range),
+    ``parts`` (multipart, the first two ranges merged into one part) or ``parts-missing``
+    (the same without the last range)."""
 
     def __init__(self, data: bytes, mode: str):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -451,6 +453,22 @@ class _OneRangeServer:
                 spec = self.headers["Range"].split("=", 1)[1]
                 outer.ranges.append(spec)
                 pairs = [tuple(int(x) for x in r.split("-")) for r in spec.split(",")]
+                if mode.startswith("parts") and len(pairs) > 1:
+                    # multipart: the first two ranges merged into one part; "parts-missing"
+                    # leaves the last range out
+                    merged = [(pairs[0][0], pairs[1][1])] + pairs[2:]
+                    if mode == "parts-missing":
+                        merged = merged[:-1]
+                    body = b"".join(
+                        f"\r\n--B\r\nContent-Range: bytes {a}-{b}/{len(data)}\r\n\r\n".encode() + data[a:b + 1]
+                        for a, b in merged) + b"\r\n--B--\r\n"
+                    self.send_response(206)
+                    self.send_header("Content-Type", "multipart/byteranges; boundary=B")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("ETag", '"v1"')
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 a, b = (pairs[0][0], pairs[-1][1]) if mode == "merge" else pairs[0]
                 body = data[a:b + 1]
                 self.send_response(206)
@@ -470,8 +488,8 @@ class _OneRangeServer:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("mode", ["merge", "first"])
-def test_a_single_range_answer_to_a_multi_range_request_is_used_or_falls_back(databases, mode):
+@pytest.mark.parametrize("mode", ["merge", "first", "parts", "parts-missing"])
+def test_a_multi_range_answer_that_covers_the_ranges_is_used_otherwise_falls_back(databases, mode):
     data = Path(databases["p1024"]).read_bytes()
     server = _OneRangeServer(data, mode)
     try:
@@ -479,7 +497,7 @@ def test_a_single_range_answer_to_a_multi_range_request_is_used_or_falls_back(da
             src.open()
             want = [3, 4, 9, 20]
             assert src.fetch(want) == {p: _page(data, p, 1024) for p in want}
-            if mode == "merge":  # one covering range: sliced, multi-range stays on
+            if mode in ("merge", "parts"):  # parts covering every range: sliced, multi-range stays on
                 assert src.multi_range and src.stats.snapshot()["requests"] == 2
             else:  # only the first range: per-run requests, multi-range off
                 assert not src.multi_range and src.stats.snapshot()["requests"] == 2 + 3

@@ -24,10 +24,11 @@ Rules (numbered; the code tags them):
     ``max_ranges`` runs and ``MAX_RANGE_HEADER`` characters per request; more runs: more
     requests, ``parallel`` at once). The ``multipart/byteranges`` reply is parsed strictly:
     every part needs a ``Content-Range`` with the pinned size, an exact body, and the parts
-    must be exactly the runs asked (any order). A ``206`` with one range covering every run
-    (a server that merged them) is accepted and sliced. A server that answers a
-    multi-range request with ``200`` (body not read) or with one other range disables
-    multi-range for this source, and the runs are fetched one request each. (4) applies to
+    must cover the runs asked (any order; a server may merge ranges into one part). A
+    ``206`` with one range covering every run is accepted and sliced too. A server that
+    answers a multi-range request with ``200`` (body not read), with one range that does
+    not cover them all, or with parts that do not, disables multi-range for this source,
+    and the runs are fetched by (7). (4) applies to
     multi-range replies unchanged (preconditions, validators, size).
 (7) Without multi-range (refused, or ``max_ranges=1``), runs separated by a gap of at most
     ``coalesce_bytes`` go in one ranged request (a small gap costs far less than a round
@@ -419,17 +420,16 @@ class HttpRangeSource:
                     return [body[a - got_first:b - got_first + 1] for a, b in ranges]
                 raise _MultiRangeRefused()
             parts = parse_byteranges(body, ctype)
-            by_range: Dict[Tuple[int, int], bytes] = {}
             for first, last, total, data in parts:
                 if total is not None and total != self.size:
                     raise self._changed(f"size {self.size} -> {total} bytes", reply)
-                if (first, last) in by_range:
-                    raise TransientReplyError(f"multipart reply: bytes {first}-{last} twice")
-                by_range[(first, last)] = data
-            if set(by_range) != set(ranges):
-                raise TransientReplyError(f"multipart reply: parts {sorted(by_range)[:4]}... do not match "
-                                          f"the {len(ranges)} ranges asked")
-            return [by_range[r] for r in ranges]
+            out: List[_Body] = []
+            for a, b in ranges:  # each range asked, from the part that holds it (servers may merge)
+                part = next((p for p in parts if p[0] <= a and b <= p[1]), None)
+                if part is None:
+                    raise _MultiRangeRefused()  # parts that do not cover what was asked
+                out.append(memoryview(part[3])[a - part[0]:b - part[0] + 1])
+            return out
 
         return self._http.request("GET", headers=headers, read_body=read_body, check=check, what=what,
                                   sink=sink)
