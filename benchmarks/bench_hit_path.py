@@ -7,6 +7,17 @@ round. Two SQLite page-cache settings: the default (most point-select pages come
 SQLite's own cache) and a tiny cache (every page read goes to xRead: the worst case for
 the VFS). Goal: ratio <= 1.05.
 
+Then the same through what users get, ``turso_dbapi.connect(...)``: an HTTP range replica
+and a Turso replica of the database (reference server, fully cached: ``partial=False``)
+against stdlib sqlite3 on the local file, same process, interleaved rounds, best of:
+point selects (``con.execute(...).fetchone()``), cursor reuse (``cur.execute(...)``) and
+scans by iteration. These rows include every Python layer of the driver (connection and
+cursor classes, error translation, authorizer). The source database is in WAL mode, like
+the range replica that mirrors it; a Turso replica always runs in rollback-journal mode
+(DESIGN 2.5), which costs SQLite itself a few system calls per statement (SHARED lock and
+unlock, hot-journal check, change-counter read), so Turso is also compared with sqlite3 on
+a rollback-journal copy ("sqlite3 rollback"): that ratio is the driver's own overhead.
+
     python benchmarks/bench_hit_path.py [--quick]
 """
 
@@ -25,6 +36,7 @@ sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
 from _util import report  # noqa: E402
 from support.databases import make_sized_database  # noqa: E402
 
+import turso_dbapi  # noqa: E402
 from turso_dbapi import pagestore  # noqa: E402
 from turso_dbapi.sources.file import FileSource  # noqa: E402
 from turso_dbapi.vfs import ensure_registered  # noqa: E402
@@ -42,6 +54,76 @@ def workload(con: sqlite3.Connection, ids: list) -> dict:
     con.execute("SELECT count(*) FROM kv").fetchone()
     out["full scans"] = time.perf_counter() - t0
     return out
+
+
+POINT_SQL = "SELECT name, price FROM items WHERE id = ?"
+SCAN_SQL = "SELECT id, name FROM items"
+
+
+def dbapi_workload(con: sqlite3.Connection, ids: list, scans: int) -> dict:
+    """Per-statement and per-row costs as users see them (seconds per op)."""
+    out = {}
+    execute = con.execute
+    t0 = time.perf_counter()
+    for i in ids:
+        execute(POINT_SQL, (i,)).fetchone()
+    out["point select (con.execute)"] = (time.perf_counter() - t0) / len(ids)
+    cur = con.cursor()
+    t0 = time.perf_counter()
+    for i in ids:
+        cur.execute(POINT_SQL, (i,))
+        cur.fetchone()
+    out["point select (cursor reuse)"] = (time.perf_counter() - t0) / len(ids)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(scans):
+        for _row in con.execute(SCAN_SQL):
+            n += 1
+    out["scan by iteration (per row)"] = (time.perf_counter() - t0) / n
+    return out
+
+
+def through_connect(src: str, tmp: str, ids: list, rounds: int, scans: int) -> None:
+    """Rows measured through ``turso_dbapi.connect``: range and Turso replicas vs sqlite3."""
+    from turso_dbapi.server import ReferenceServer
+
+    rollback = os.path.join(tmp, "rollback.db")
+    with sqlite3.connect(src) as a, sqlite3.connect(rollback) as b:
+        a.backup(b)
+        b.execute("PRAGMA journal_mode=DELETE")
+    b.close()
+    with ReferenceServer(src) as srv:
+        cons = {
+            "sqlite3": sqlite3.connect(src),
+            "sqlite3 rollback": sqlite3.connect(rollback),
+            "range": turso_dbapi.connect(f"{srv.url}/{os.path.basename(src)}", partial=False,
+                                         local_path=os.path.join(tmp, "range", "db")),
+            "turso": turso_dbapi.connect(srv.url, partial=False,
+                                         local_path=os.path.join(tmp, "turso", "db")),
+        }
+        try:
+            best: dict = {name: {} for name in cons}
+            for name, con in cons.items():  # warm-up: SQLite's page cache and our verified bits
+                dbapi_workload(con, ids[:200], 1)
+            for _ in range(rounds):
+                for name, con in cons.items():
+                    for k, v in dbapi_workload(con, ids, scans).items():
+                        best[name][k] = min(v, best[name].get(k, v))
+            print(f"through turso_dbapi.connect (fully cached), best of {rounds} rounds:")
+            for k in best["sqlite3"]:
+                report(f"{k} (sqlite3)", best["sqlite3"][k] * 1e6, "us")
+                report(f"{k} (sqlite3 rollback)", best["sqlite3 rollback"][k] * 1e6, "us")
+                for name in ("range", "turso"):
+                    report(f"{k} ({name})", best[name][k] * 1e6, "us",
+                           best[name][k] / best["sqlite3"][k], "sqlite3")
+                report(f"{k} (turso)", best["turso"][k] * 1e6, "us",
+                       best["turso"][k] / best["sqlite3 rollback"][k], "sqlite3 rollback")
+            for name in ("range", "turso"):
+                st = cons[name].stats()
+                print(f"{name}: misses {st['misses']} (0 expected after the download)")
+        finally:
+            for con in cons.values():
+                con.close()
 
 
 def main() -> None:
@@ -88,6 +170,8 @@ def main() -> None:
         c = store.counters()
         print(f"page store: hits {c['hits']}, misses {c['misses']}, pages read {c['pages_read']} "
               f"(misses must be 0 in the warm runs: {c['misses'] == 0})")
+        pagestore.release_store(store)
+        through_connect(src, tmp, ids, rounds, 1 if args.quick else 3)
 
 
 if __name__ == "__main__":

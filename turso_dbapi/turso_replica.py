@@ -31,13 +31,15 @@ import weakref
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import quote, urlsplit
 
+from . import apply_flag
 from . import bootstrap as boot
 from . import pagestore, pull_apply, sync_meta
-from .apply_flag import ApplyFlag
 from .btree_readahead import BtreeHints, BtreeReadahead
 from .pull_stage import StageWriter
 from .errors import NotSupportedError, OperationalError, ProgrammingError
 from .sources.turso import TursoSyncSource, base_url
+from .remote import RemoteCursor, ReportingMissHandler, describe_error, remote_class
+from .remote import _fail as remote_fail
 from .url import redact
 from .vfs import VFS_NAME, ensure_registered
 
@@ -104,6 +106,7 @@ class TursoStats:
     partial: bool
     url: str
     path: str
+    last_error: Optional[str] = None  # the last failed page fetch of this connection
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -128,7 +131,6 @@ class TursoReplica:
         self._conn = weakref.ref(conn)
         self._closed = False
         self._stage = pull_apply.stage_path(path)
-        self._flag = ApplyFlag(path)
 
     @property
     def url(self) -> str:
@@ -153,6 +155,7 @@ class TursoReplica:
             prefetched=c["prefetched"], prefetch_used=c["prefetch_used"], crc_failures=c["crc_failures"],
             local_writes=c["local_writes"], pull_gen=meta.pull_gen, db_size_pages=meta.db_size_pages,
             partial=meta.partial, url=self.url, path=self.path,
+            last_error=describe_error(self.handler.last_error),
         )
 
     def pull(self) -> bool:
@@ -165,7 +168,8 @@ class TursoReplica:
         with boot.replica_lock(self.path + "-pull"):  # one pull per replica at a time
             meta = self.meta()
             if meta.pending_pull is not None:  # an apply was interrupted: finish it first
-                pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
+                with apply_flag.applying():
+                    pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
                 meta = self.meta()
             pull_apply.refuse_local_changes(self.store, self.url)
             stage = StageWriter(self.path)  # pages go to disk as they arrive
@@ -187,7 +191,8 @@ class TursoReplica:
                 _repin(self.path, reply.revision)  # nothing changed: same pages at both
                 return False
             stage.finish(reply.revision, reply.db_size)
-            applied = pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
+            with apply_flag.applying():
+                applied = pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
         # §6.6: the pull state comes from local metadata after applying, never the remote.
         if applied is not None:
             _repin(self.path, applied.synced_revision or "")
@@ -208,33 +213,29 @@ class TursoReplica:
         self.source.close()
         pagestore.release_store(self.store)
 
-    def recover_if_needed(self) -> None:
-        """Before a statement: finish an apply whose puller died (one memory read if none).
-
-        The shared apply flag (one mapped byte, ``apply_flag``) is set only while a pull
-        switches the synced layer; if it is set and the pull lock is free, the puller is gone
-        (a crash mid-apply left the synced layer half-switched), so redo the apply now rather
-        than let this connection read a mix of two revisions.
-        """
-        if not self._flag.is_set():
-            return
-        conn = self._conn()
-        if conn is not None and conn.in_transaction:
-            return  # its snapshot predates the stage: nothing it reads was switched
-        with boot.replica_lock(self.path + "-pull", wait=False) as held:
-            if not held:
-                return  # a live pull: SQLite's EXCLUSIVE lock orders us after its apply
-            meta = sync_meta.load(self.path)
-            if meta is not None and meta.pending_pull is not None:
-                pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
-                hints_for(self.store, reset=True)
-            else:
-                self._flag.clear()  # the apply finished; its process died before clearing
-
     def push(self) -> None:
         raise NotSupportedError(
             f"push to {self.url} is not implemented yet; local changes stay in {self.path}, and "
             "pull() refuses to run while there are any (it never drops them)")
+
+
+def recover_dead_apply(store: pagestore.PageStore, conn_id: int) -> int:
+    """C found the apply flag set while a connection took its SHARED lock (vfs.c rule
+    (13)): finish the apply of a puller that died mid-switch, so no connection of any
+    process ever reads a mix of two revisions. Returns an ``apply_flag`` answer."""
+    path = store.path
+    with boot.replica_lock(path + "-pull", wait=False) as held:
+        if not held:
+            return apply_flag.BUSY  # a live pull: the busy handler retries after its apply
+        meta = sync_meta.load(path)
+        if meta is not None and meta.pending_pull is not None:
+            url = redact(meta.remote_url or path)
+            with apply_flag.applying():
+                pull_apply.apply_staged(store, path, conn_id, url)
+            hints_for(store, reset=True)
+        else:
+            apply_flag.ApplyFlag(path).clear()  # the apply finished; its process died before clearing
+    return apply_flag.RECOVERED
 
 
 _hints: Dict[str, BtreeHints] = {}
@@ -291,58 +292,35 @@ WAL_MESSAGE = ("journal_mode=WAL is not supported on a synced Turso replica: pul
                "the replica stays in rollback-journal mode")
 
 
-def _translate(exc: sqlite3.Error) -> BaseException:
+def _fail(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
+    """The remote cursor's translation, plus the refused WAL switch (only on the error
+    path: the authorizer's flag is read and reset when a statement failed)."""
     if getattr(_tls, "wal_refused", False):
         _tls.wal_refused = False
-        return NotSupportedError(WAL_MESSAGE)
-    return exc
+        if isinstance(exc, sqlite3.DatabaseError) and "not authorized" in str(exc):
+            return NotSupportedError(WAL_MESSAGE)
+    return remote_fail(cur, exc)
 
 
 def connection_class(factory: type) -> type:
-    """``remote_class(factory)`` whose cursors report a refused WAL switch clearly."""
-    from .remote import RemoteCursor, remote_class
+    """``remote_class(factory)`` whose cursors report a refused WAL switch clearly.
 
+    A dead puller's half-done apply is finished by the VFS when a connection starts a
+    read transaction (vfs.c rule (13), ``recover_dead_apply``): nothing per statement."""
     base = remote_class(factory)
     cls = _classes.get(base)
     if cls is not None:
         return cls
 
     class TursoCursor(RemoteCursor):
-        def execute(self, *args: Any, **kwargs: Any):
-            _tls.wal_refused = False
-            _recover(self.connection)
-            try:
-                return super().execute(*args, **kwargs)
-            except sqlite3.DatabaseError as exc:
-                raise _translate(exc) from None
+        _fail = _fail
 
-        def executemany(self, *args: Any, **kwargs: Any):
-            _recover(self.connection)
-            return super().executemany(*args, **kwargs)
-
-        def executescript(self, *args: Any, **kwargs: Any):
-            _tls.wal_refused = False
-            _recover(self.connection)
-            try:
-                return super().executescript(*args, **kwargs)
-            except sqlite3.DatabaseError as exc:
-                raise _translate(exc) from None
-
-    def cursor(self: Any, factory: Any = None) -> Any:
-        return base.cursor(self, factory or TursoCursor)
-
-    cls = type(f"Turso{factory.__name__}", (base,), {"cursor": cursor})
+    cls = type(f"Turso{factory.__name__}", (base,), {"_cursor_class": TursoCursor})
     _classes[base] = cls
     return cls
 
 
 _classes: Dict[type, type] = {}
-
-
-def _recover(conn: Any) -> None:
-    replica = getattr(conn, "_replica", None)
-    if replica is not None:
-        replica.recover_if_needed()
 
 
 def _effective(explicit: Mapping[str, Any], saved: Any, name: str, default: Any) -> Any:
@@ -389,7 +367,7 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     source.pin_provider = lambda: _synced_revision(path)
     with _live_lock:
         _live_sources[id(source)] = source
-    handler = pagestore.MissHandler(
+    handler = ReportingMissHandler(
         store, source,
         segment_size=_effective(explicit, meta.segment_size, "segment_size", options["segment_size"]),
         readahead_max=options["readahead_max"],
@@ -399,8 +377,9 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     source.page_observer = hints.note
     handler.readahead = BtreeReadahead(handler.readahead, hints)  # type: ignore[assignment]
     conn_id = store.attach(handler)
+    apply_flag.register_recovery(path, recover_dead_apply)
     if meta.pending_pull is not None:  # a pull crashed mid-apply: redo it before any read
-        with boot.replica_lock(path + "-pull"):
+        with boot.replica_lock(path + "-pull"), apply_flag.applying():
             if (sync_meta.load(path) or meta).pending_pull is not None:
                 pull_apply.apply_staged(store, path, conn_id, source.display_url)
     elif os.path.exists(pull_apply.stage_path(path)):

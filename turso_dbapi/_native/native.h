@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define TDB_NATIVE_VERSION 2
+#define TDB_NATIVE_VERSION 3
 
 /* cdef-begin */
 int tdb_native_version(void);

@@ -14,6 +14,8 @@
 **                         16  u64      remote size: bytes of the synced version
 **                         24  u64      logical size: what xFileSize reports
 **                         32  32 bytes identity (Python: sha256 of URL + version)
+**                         64  u32      apply flag (13): nonzero while a pull switches
+**                                      the synced layer (0 in sidecars of older builds)
 **                       4096  u32[2] per page n at 4096 + 8*(n-1):
 **                             [0] synced CRC32C, [1] local CRC32C
 **                A CRC word of 0 means "absent"; a real CRC of 0 is stored as 1 and
@@ -43,6 +45,16 @@
 **       reader that sees the CRC therefore sees the bytes. The store mutex is never
 **       held while Python runs.
 **   (9) The hit path (present + verified) is two atomic loads and one pread.
+**   (13) The apply flag (header offset 64) is set by a puller under SQLite's EXCLUSIVE
+**       lock before it switches the synced layer and cleared when the switch is
+**       complete (msync'd both times). Every process maps it, so the VFS checks it with
+**       one load when a connection takes its SHARED lock (vfs.c rule (13)); it is a
+**       hint for speed, the authority is the sync metadata's pending pull.
+**   (14) A miss whose Python callback failed sets a thread-local "Python failed"
+**       mark along with the SQLITE_IOERR_READ it returns; the VFS clears the mark at
+**       the start of each read transaction, and Python takes it (tdb_take_py_failure)
+**       to decide whether the I/O error SQLite raised has a cause kept on the Python
+**       side. Only error paths touch it: the hit path stays (9).
 **
 ** LIMITATIONS
 **   64-bit only (address-space reservation). Page size is fixed per store (VACUUM to
@@ -72,6 +84,7 @@ static const uint8_t MAGIC[8] = {'T', 'D', 'B', 'M', 'A', 'P', 0, 1};
 #define OFF_REMOTE 16
 #define OFF_LOGICAL 24
 #define OFF_IDENTITY 32
+#define OFF_APPLY 64
 
 /* Per-process bits (flags[pgno-1]). */
 #define F_SYNCED_OK 1
@@ -99,6 +112,7 @@ struct tdb_store {
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static tdb_store *g_stores;
+static __thread int t_py_failed; /* (14) */
 
 #define CNT(s, f, n) __atomic_fetch_add(&(s)->c.f, (n), __ATOMIC_RELAXED)
 
@@ -363,6 +377,7 @@ void tdb_store_release(tdb_store *s) {
 /* ---------------------------------------------------------------- accessors */
 
 uint32_t tdb_store_page_size(tdb_store *s) { return s->page_size; }
+void *tdb_store_py_handle(tdb_store *s) { return s->py_handle; }
 uint64_t tdb_store_remote_size(tdb_store *s) { return hdr_u64(s, OFF_REMOTE); }
 uint64_t tdb_store_logical_size(tdb_store *s) { return hdr_u64(s, OFF_LOGICAL); } /* (1) */
 
@@ -552,7 +567,10 @@ int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_
                 /* still absent (fetch failed) or dropped by its CRC check: one more try */
                 CNT(s, misses, 1);
                 called = 1;
-                if (tdb_py_miss(s->py_handle, conn_id, p, 1) != 0) return TDB_SQLITE_IOERR_READ; /* (2) */
+                if (tdb_py_miss(s->py_handle, conn_id, p, 1) != 0) {
+                    t_py_failed = 1; /* (14) */
+                    return TDB_SQLITE_IOERR_READ; /* (2) */
+                }
                 rc = page_copy(s, p, dst, a, b);
                 if (rc == PG_ABSENT) return TDB_SQLITE_IOERR_READ; /* (2) */
             }
@@ -655,4 +673,24 @@ int tdb_store_sync(tdb_store *s) {
     uint64_t cap = __atomic_load_n(&s->map_cap, __ATOMIC_ACQUIRE);
     if (msync(s->map, TDB_MAP_HEADER + cap * 8, MS_SYNC) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
     return rc;
+}
+
+/* ---------------------------------------------------------------- apply flag (13), (14) */
+
+int tdb_store_applying(tdb_store *s) {
+    return __atomic_load_n((uint32_t *)(s->map + OFF_APPLY), __ATOMIC_ACQUIRE) != 0;
+}
+
+int tdb_store_set_applying(tdb_store *s, int on) {
+    __atomic_store_n((uint32_t *)(s->map + OFF_APPLY), on ? 1u : 0u, __ATOMIC_RELEASE);
+    return msync(s->map, TDB_MAP_HEADER, MS_SYNC) == 0 ? TDB_SQLITE_OK : TDB_SQLITE_IOERR_FSYNC;
+}
+
+void tdb_set_py_failure(void) { t_py_failed = 1; }
+void tdb_clear_py_failure(void) { t_py_failed = 0; }
+
+int tdb_take_py_failure(void) {
+    int was = t_py_failed;
+    t_py_failed = 0;
+    return was;
 }

@@ -57,6 +57,20 @@ int tdb_store_drop_synced(tdb_store *s, uint32_t pgno);
 int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off);
 int tdb_store_write(tdb_store *s, uint64_t conn_id, const uint8_t *buf, int amt, int64_t off);
 int tdb_store_truncate(tdb_store *s, int64_t size);
+/* The shared apply flag (pagestore.c rule (13)): nonzero while a pull switches the
+** synced layer. set returns an SQLite code (the msync). */
+int tdb_store_applying(tdb_store *s);
+int tdb_store_set_applying(tdb_store *s, int on);
+/* Rule (14): 1 when, since the last take or the start of this thread's last read
+** transaction, a Python callback of this thread failed under an SQLite I/O error. */
+int tdb_take_py_failure(void);
+
+/* What tdb_py_applying returns (vfs.c rule (13)). 0 is what cffi returns when no Python
+** function is attached: the safe answer (wait, never read a half-applied revision). */
+#define TDB_APPLY_BUSY 0      /* a live puller or no recovery here: SQLITE_BUSY, retry */
+#define TDB_APPLY_RECOVERED 1 /* the apply was finished (or the flag was stale): recheck */
+#define TDB_APPLY_PROCEED 2   /* this thread is the one applying: take the lock */
+#define TDB_APPLY_FAILED 3    /* recovery failed; the cause is kept on the Python side */
 /* cdef-end */
 
 /* The miss callback. cffi defines it (non-static, "Python+C") from the cdef below, which
@@ -67,9 +81,13 @@ int tdb_store_truncate(tdb_store *s, int64_t size);
 /* cdef-begin */
 extern "Python+C" int tdb_py_miss(void *py_handle, uint64_t conn_id, uint32_t pgno,
                                   uint32_t n_pages);
+extern "Python+C" int tdb_py_applying(void *py_handle, uint64_t conn_id);
 /* cdef-end */
 #endif
 int tdb_py_miss(void *py_handle, uint64_t conn_id, uint32_t pgno, uint32_t n_pages);
+/* The apply flag was seen set while taking a SHARED lock (the lock is released
+** again): Python finishes a dead puller's apply. Returns a TDB_APPLY_* code. */
+int tdb_py_applying(void *py_handle, uint64_t conn_id);
 
 /* SQLite result codes the store returns to the VFS (no SQLite headers here). */
 #define TDB_SQLITE_OK 0
@@ -85,5 +103,8 @@ int tdb_py_miss(void *py_handle, uint64_t conn_id, uint32_t pgno, uint32_t n_pag
 /* C-only interface used by vfs.c (not visible to Python). */
 tdb_store *tdb_store_lookup(const char *path);           /* +1 ref, or NULL */
 uint32_t tdb_store_page_size(tdb_store *s);
+void *tdb_store_py_handle(tdb_store *s);
+void tdb_set_py_failure(void);   /* (14) */
+void tdb_clear_py_failure(void); /* (14) */
 
 #endif

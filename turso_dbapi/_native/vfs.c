@@ -31,6 +31,17 @@
 **   (11) SQLITE_FCNTL_SIZE_HINT is swallowed for lazy files (P holds the sparse synced
 **       layer; growing it is pointless), and SQLITE_IOCAP_BATCH_ATOMIC is masked (the
 **       default VFS's atomic-write ioctl would cover P, not where our writes go).
+**   (13) xLock of a lazy file to SHARED (the start of every read transaction) checks
+**       the store's shared apply flag (pagestore.c rule (13)) after taking the lock:
+**       one load when clear. When set, no live puller can hold EXCLUSIVE (we hold
+**       SHARED), so a puller died mid-apply: release the lock and call Python once
+**       (tdb_py_applying), which finishes the apply (or reports a live puller still
+**       holding the pull lock: SQLITE_BUSY, so the busy handler retries); then take
+**       the lock again and recheck. A connection therefore never starts a read
+**       transaction on a half-switched synced layer, whatever Python layer it uses.
+**   (14) The same xLock clears this thread's "Python failed" mark (pagestore.c rule
+**       (14)): an I/O error of an earlier transaction never lends its cause to a
+**       later one. A failed recovery sets it (the cause is kept on the Python side).
 **   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
 **       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
 **       layer, and serving it directly would read holes as zeros.
@@ -105,7 +116,11 @@ struct tdb_sqlite3_vfs {
 
 #define SQLITE_OK 0
 #define SQLITE_ERROR 1
+#define SQLITE_BUSY 5
 #define SQLITE_IOERR 10
+#define SQLITE_IOERR_LOCK (10 | (15 << 8))
+#define SQLITE_LOCK_NONE 0
+#define SQLITE_LOCK_SHARED 1
 #define SQLITE_CANTOPEN 14
 #define SQLITE_OK_LOAD_PERMANENTLY 256
 #define SQLITE_OPEN_MAIN_DB 0x00000100
@@ -237,6 +252,30 @@ static int lzFileControl(tdb_file *f, int op, void *a) {
     }
     return REAL(f)->pMethods->xFileControl(REAL(f), op, a);
 }
+/* (13) the apply flag was set when this connection took SHARED. */
+static int lzApplyInProgress(tdb_file *f) {
+    TdbFile *p = (TdbFile *)f;
+    for (int tries = 0; tries < 3; tries++) {
+        REAL(f)->pMethods->xUnlock(REAL(f), SQLITE_LOCK_NONE); /* Python may need EXCLUSIVE */
+        int r = tdb_py_applying(tdb_store_py_handle(p->store), p->conn_id);
+        if (r == TDB_APPLY_BUSY) return SQLITE_BUSY;
+        if (r != TDB_APPLY_RECOVERED && r != TDB_APPLY_PROCEED) {
+            tdb_set_py_failure(); /* (14) */
+            return SQLITE_IOERR_LOCK;
+        }
+        int rc = REAL(f)->pMethods->xLock(REAL(f), SQLITE_LOCK_SHARED);
+        if (rc != SQLITE_OK || r == TDB_APPLY_PROCEED || !tdb_store_applying(p->store)) return rc;
+    }
+    REAL(f)->pMethods->xUnlock(REAL(f), SQLITE_LOCK_NONE);
+    return SQLITE_BUSY; /* pullers keep dying under us: let the busy handler decide */
+}
+static int lzLock(tdb_file *f, int level) {
+    int rc = REAL(f)->pMethods->xLock(REAL(f), level);
+    if (rc != SQLITE_OK || level != SQLITE_LOCK_SHARED) return rc;
+    tdb_clear_py_failure(); /* (14) */
+    if (!tdb_store_applying(((TdbFile *)f)->store)) return SQLITE_OK; /* (13) */
+    return lzApplyInProgress(f);
+}
 static int lzDeviceCharacteristics(tdb_file *f) {
     return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)) & ~SQLITE_IOCAP_BATCH_ATOMIC; /* (11) */
 }
@@ -258,7 +297,7 @@ static const tdb_io_methods lazy_methods = {
     lzTruncate,              /* xTruncate */
     lzSync,                  /* xSync */
     lzFileSize,              /* xFileSize */
-    ptLock,                  /* xLock */
+    lzLock,                  /* xLock (13)(14) */
     ptUnlock,                /* xUnlock */
     ptCheckReservedLock,     /* xCheckReservedLock */
     lzFileControl,           /* xFileControl */
