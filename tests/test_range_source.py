@@ -377,7 +377,7 @@ def test_a_server_answering_multi_range_with_200_falls_back_to_one_request_per_r
         assert st["requests"] == 1 + 1 + 3
         assert st["bytes_received"] == 4096 + 4 * 1024  # the 200's body was never read
         assert src.fetch([30, 40]) == {p: _page(data, p, 1024) for p in (30, 40)}
-    assert [r.status for r in fault_proxy.records] == [206, 200, 206, 206, 206, 206, 206]
+    assert sorted(r.status for r in fault_proxy.records) == [200, 206, 206, 206, 206, 206, 206]
 
 
 def test_without_multi_range_runs_with_small_gaps_are_one_request(fault_proxy, served_databases, databases):
@@ -393,8 +393,9 @@ def test_without_multi_range_runs_with_small_gaps_are_one_request(fault_proxy, s
         st = src.stats.snapshot()
         assert st["requests"] == 1 + 1 + 3  # open, the refused multi-range, 3 spans
         assert st["bytes_received"] == 4096 + 7 * 1024 + 2 * 1024 + 1024  # gap bytes of 3..9 too
-    assert [r.range for r in fault_proxy.records][2:] == ["bytes=2048-9215", "bytes=19456-21503",
-                                                          "bytes=39936-40959"]
+    # (records are appended when the proxy is done: the refused 200 may finish last)
+    assert sorted(r.range for r in fault_proxy.records if r.status == 206)[1:] == [
+        "bytes=19456-21503", "bytes=2048-9215", "bytes=39936-40959"]
 
 
 def test_a_replaced_file_during_a_multi_range_fetch_is_a_remote_change(nginx, databases):
@@ -584,3 +585,31 @@ def test_prefetch_never_costs_more_requests_and_saves_some_on_in_order_walks(
         assert cost[True][0] < cost[False][0], cost
     else:
         assert cost[True] == cost[False], cost
+
+
+def test_failed_background_fetches_are_counted_never_raised_and_the_reader_fetches_itself(
+        fault_proxy, served_databases, databases, tmp_path, monkeypatch):
+    import sqlite3
+
+    import turso_dbapi
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def big(req):  # background windows grow past the synchronous cap (16 KiB here)
+        rng = req.range or ""
+        if not rng.startswith("bytes=") or "," in rng:
+            return False
+        a, b = (int(x) for x in rng[6:].split("-"))
+        return b - a + 1 > 16 * 1024
+
+    fault_proxy.inject("status", status=503, when=big, times=None)
+    opts = dict(partial=True, retries=1, http_timeout=5.0, segment_size=4096, readahead_max=16 * 1024)
+    con = turso_dbapi.connect(fault_proxy.url("p4096.db"), local_path=str(tmp_path / "r" / "db"), **opts)
+    ref = sqlite3.connect(databases["p4096"])
+    sql = "SELECT count(*), sum(length(payload)) FROM items"
+    assert con.execute(sql).fetchall() == ref.execute(sql).fetchall()
+    la = con._replica.handler.lookahead.stats()
+    assert la["lookahead_errors"] > 0
+    assert any(r.status == 503 for r in fault_proxy.records)
+    con.close()
+    assert _lookahead_threads() == []

@@ -523,3 +523,43 @@ def test_siblings_join_the_plan_only_when_the_level_is_walked_in_order(databases
     leaf = kids[0]
     sib.note(leaf, data[(leaf - 1) * 1024:leaf * 1024])
     assert sib.plan(leaf + 10 ** 6, n, present.__contains__, None, set()) == []
+
+
+def test_a_reader_waiting_on_a_failed_speculative_fetch_fetches_the_pages_itself():
+    sf = SingleFlight()
+    started = threading.Event()
+    release = threading.Event()
+    calls = []
+
+    def speculative_fn(pages):
+        calls.append(("spec", list(pages)))
+        started.set()
+        release.wait(5)
+        raise OSError("background window failed")
+
+    def reader_fn(pages):
+        calls.append(("reader", list(pages)))
+        return {p: b"%d" % p for p in pages}
+
+    errors = []
+
+    def background():
+        try:
+            sf.fetch([1, 2, 3, 4], speculative_fn, speculative=True)
+        except OSError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=background)
+    t.start()
+    assert started.wait(5)
+    result = {}
+    r = threading.Thread(target=lambda: result.update(sf.fetch([2, 3, 9], reader_fn)))
+    r.start()
+    time.sleep(0.05)
+    release.set()
+    t.join(5)
+    r.join(5)
+    assert len(errors) == 1  # the speculative caller sees its own failure (the lookahead counts it)
+    assert result == {2: b"2", 3: b"3", 9: b"9"}  # the reader never fails for it
+    assert ("reader", [9]) in calls and ("reader", [2, 3]) in calls
+    assert sf.in_flight() == set()

@@ -481,7 +481,7 @@ class MissHandler:
             self.lookahead.close()
 
     def _fetch_window(self, pages: List[int], hold: Optional[int]) -> None:
-        self.fetch_and_store(pages, requested=(), hold=hold)
+        self.fetch_and_store(pages, requested=(), hold=hold, speculative=True)
 
     def handle_miss(self, pgno: int, n_pages: int) -> int:
         """C's callback for a run of absent pages; 0 when every one of them is now present."""
@@ -529,7 +529,8 @@ class MissHandler:
             log.debug("fetch for page %d failed: %r", pgno, exc)
             return 1
 
-    def fetch_and_store(self, pgnos: List[int], *, requested: Iterable[int], hold: Optional[int] = None) -> int:
+    def fetch_and_store(self, pgnos: List[int], *, requested: Iterable[int], hold: Optional[int] = None,
+                        speculative: bool = False) -> int:
         """Fetch ``pgnos`` (sharing in-flight fetches) and store them; returns pages stored.
 
         ``hold``: a background read-ahead's tripwire, handed to ``lookahead.keep`` instead
@@ -572,7 +573,7 @@ class MissHandler:
                 )
             return got
 
-        out = store.single_flight.fetch(pgnos, fetch)
+        out = store.single_flight.fetch(pgnos, fetch, speculative)  # a reader never fails for a speculation
         for p in asked:  # pages shared from another flight that held them back (a tripwire)
             if p in out and not store.is_present(p) and store.put_synced(p, out[p]):
                 stored += 1

@@ -235,9 +235,10 @@ class BtreeSiblings:
 
 
 class _Flight:
-    __slots__ = ("pages", "done", "result", "error")
+    __slots__ = ("pages", "done", "result", "error", "speculative")
 
-    def __init__(self, pages: Sequence[int]):
+    def __init__(self, pages: Sequence[int], speculative: bool = False):
+        self.speculative = speculative
         self.pages = frozenset(pages)
         self.done = threading.Event()
         self.result: Mapping[int, bytes] = {}
@@ -250,7 +251,9 @@ class SingleFlight:
     ``fetch(pgnos, fetch_fn)``: pages nobody is fetching are fetched by this thread with
     ``fetch_fn(those_pages)`` (one call); pages already in flight are waited for. Returns
     {pgno: bytes} for every requested page the fetches returned. If the fetch this thread
-    waited for failed, its exception is raised here too.
+    waited for failed, its exception is raised here too, unless that fetch was
+    ``speculative`` (a background read-ahead): then this thread fetches those pages
+    itself, so a speculative failure never fails a reader.
     """
 
     def __init__(self) -> None:
@@ -262,12 +265,13 @@ class SingleFlight:
         with self._lock:
             return set(self._inflight)
 
-    def fetch(self, pgnos: Iterable[int], fetch_fn: Callable[[List[int]], Mapping[int, bytes]]) -> Dict[int, bytes]:
+    def fetch(self, pgnos: Iterable[int], fetch_fn: Callable[[List[int]], Mapping[int, bytes]],
+              speculative: bool = False) -> Dict[int, bytes]:
         want = sorted(set(pgnos))
         with self._lock:
             mine = [p for p in want if p not in self._inflight]
             theirs = {id(f): f for f in (self._inflight[p] for p in want if p in self._inflight)}
-            flight = _Flight(mine) if mine else None
+            flight = _Flight(mine, speculative) if mine else None
             for p in mine:
                 self._inflight[p] = flight  # type: ignore[assignment]
         out: Dict[int, bytes] = {}
@@ -286,10 +290,14 @@ class SingleFlight:
                             del self._inflight[p]
                 flight.done.set()
         shared = 0
+        again: List[int] = []
         for f in theirs.values():
             f.done.wait()
             if f.error is not None:
-                raise f.error
+                if not f.speculative or speculative:
+                    raise f.error
+                again.extend(p for p in want if p in f.pages)  # fetch them ourselves
+                continue
             for p in want:
                 if p in f.pages and p in f.result:
                     out[p] = f.result[p]
@@ -297,6 +305,8 @@ class SingleFlight:
         if shared:
             with self._lock:
                 self.shared_pages += shared
+        if again:
+            out.update(self.fetch(again, fetch_fn))
         return out
 
 
