@@ -449,7 +449,15 @@ LOOKAHEAD_FACTOR = 4
 
 
 class MissHandler:
-    """Fetches absent pages for one connection: readahead, single-flight, B-tree prefetch."""
+    """Fetches absent pages for one connection: readahead, single-flight, B-tree prefetch.
+
+    A miss: held tripwire pages of the background read-ahead are stored at once (no
+    request); otherwise ``Readahead.plan`` (plus, with ``prefetch``, the next B-tree
+    siblings of a level walked in order: ``BtreeSiblings``) is fetched in ONE
+    ``source.fetch`` call through the store's ``SingleFlight``. A forward scan then starts
+    or advances the ``Lookahead`` (background windows; only for sources with
+    ``pinned_pages``). ``close()`` stops it; call it before closing the source.
+    """
 
     def __init__(
         self,
