@@ -13,7 +13,7 @@ against stdlib sqlite3 on the local file, same process, interleaved rounds, best
 point selects (``con.execute(...).fetchone()``), cursor reuse (``cur.execute(...)``) and
 scans by iteration. These rows include every Python layer of the driver (connection and
 cursor classes, error translation, authorizer). The source database is in WAL mode, like
-the range replica that mirrors it; a Turso replica always runs in rollback-journal mode
+the range replica that mirrors it, and "sqlite3" reads a WAL-mode local copy; a Turso replica always runs in rollback-journal mode
 (DESIGN 2.5), which costs SQLite itself a few system calls per statement (SHARED lock and
 unlock, hot-journal check, change-counter read), so Turso is also compared with sqlite3 on
 a rollback-journal copy ("sqlite3 rollback"): that ratio is the driver's own overhead.
@@ -87,14 +87,19 @@ def through_connect(src: str, tmp: str, ids: list, rounds: int, scans: int) -> N
     """Rows measured through ``turso_dbapi.connect``: range and Turso replicas vs sqlite3."""
     from turso_dbapi.server import ReferenceServer
 
-    rollback = os.path.join(tmp, "rollback.db")
-    with sqlite3.connect(src) as a, sqlite3.connect(rollback) as b:
+    # Local copies, made before the server opens the source (which then holds it open):
+    # one as the source is (WAL), one in rollback-journal mode.
+    local, rollback = os.path.join(tmp, "local.db"), os.path.join(tmp, "rollback.db")
+    a = sqlite3.connect(src)
+    for path, mode in ((local, "WAL"), (rollback, "DELETE")):
+        b = sqlite3.connect(path)
         a.backup(b)
-        b.execute("PRAGMA journal_mode=DELETE")
-    b.close()
+        b.execute(f"PRAGMA journal_mode={mode}")
+        b.close()
+    a.close()
     with ReferenceServer(src) as srv:
         cons = {
-            "sqlite3": sqlite3.connect(src),
+            "sqlite3": sqlite3.connect(local),
             "sqlite3 rollback": sqlite3.connect(rollback),
             "range": turso_dbapi.connect(f"{srv.url}/{os.path.basename(src)}", partial=False,
                                          local_path=os.path.join(tmp, "range", "db")),

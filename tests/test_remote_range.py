@@ -237,3 +237,40 @@ def test_closing_the_last_connection_closes_the_store_and_reopen_uses_the_cache(
     c = turso_dbapi.connect(url, **_fast())
     assert c.execute(sql).fetchone() == ("item-00000321",)
     assert c.stats().requests == 1  # the revalidating open; pages came from the cache
+
+
+def test_a_fetch_failing_during_iteration_is_logged_and_kept_but_never_lent_to_later_errors(
+        fault_proxy, nginx, databases, caplog):
+    """Iteration is the stdlib's own (no Python per row): a fetch failing there raises the
+    plain "disk I/O error", but the cause is logged at WARNING with the URL, kept as
+    stats().last_error, and never attached to a later statement's error."""
+    from turso_dbapi import remote
+
+    nginx.place("iter.db", databases["p4096"])
+    con = turso_dbapi.connect(fault_proxy.url("/iter.db"),
+                              **_fast(retries=1, segment_size=4096, readahead_max=4096))
+    cur = con.execute("SELECT id, length(body) FROM docs ORDER BY id")
+    assert cur.fetchone() is not None and con.stats().last_error is None
+    fault_proxy.inject("status", status=500, times=None, when=is_fetch)
+    with caplog.at_level(logging.WARNING, logger="turso_dbapi"):
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error") as info:
+            for _row in cur:
+                pass
+    assert not isinstance(info.value, RemoteError)
+    warned = [r for r in caplog.records if r.name == "turso_dbapi" and r.levelno == logging.WARNING]
+    assert warned and "iter.db" in warned[-1].getMessage() and "500" in warned[-1].getMessage()
+    assert "RemoteError" in con.stats().last_error and "500" in con.stats().last_error
+    fault_proxy.clear_faults()
+    assert con.execute("SELECT count(*) FROM items").fetchone() == (1500,)
+    # an I/O error now (say, of the local disk) has no cause on the Python side: the one the
+    # iteration left must not be attached to it
+    late = sqlite3.OperationalError("disk I/O error")
+    late.sqlite_errorcode, late.sqlite_errorname = 266, "SQLITE_IOERR_READ"
+    assert remote._real_cause(late, "x") is late
+    # while a fetch failing under an execute is reported with its own, fresh cause
+    fault_proxy.inject("status", status=503, times=None, when=is_fetch)
+    with pytest.raises(RemoteError) as fresh:
+        con.execute("SELECT sum(length(body)) FROM docs").fetchall()
+    assert fresh.value.status == 503
+    fault_proxy.clear_faults()
+    assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -314,3 +314,82 @@ def test_a_damaged_stage_of_a_pending_apply_is_reported(turso_server, tmp_path):
         f.write(b"\xff")  # bit rot in the staged page
     with pytest.raises(turso_dbapi.OperationalError, match="staged pages are missing or damaged"):
         conn.pull()
+
+
+_LONG_READER = textwrap.dedent("""
+    import sqlite3, sys
+    sys.path.insert(0, sys.argv[1])
+    import turso_dbapi
+    path = sys.argv[2]
+    conn = turso_dbapi.connect(path, timeout=0.3)
+    # a plain sqlite3 connection through the VFS: no Python layer of ours per statement
+    raw = sqlite3.connect(f"file:{path}?vfs=turso_dbapi", uri=True, timeout=0.3)
+    sql = "SELECT MIN(v), MAX(v), COUNT(*) FROM t"
+    print("ready", conn.execute(sql).fetchall(), raw.execute(sql).fetchall(), flush=True)
+    for line in sys.stdin:
+        try:
+            print("raw", raw.execute(sql).fetchall(), "conn", conn.execute(sql).fetchall(), flush=True)
+        except sqlite3.OperationalError as exc:
+            print("error", exc, flush=True)
+""")
+
+
+def test_a_reader_in_another_process_never_sees_a_mix_after_a_killed_puller(turso_server, tmp_path):
+    from turso_dbapi import bootstrap
+
+    rows_table(turso_server, 300)
+    path = str(tmp_path / "r.db")
+    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    reader = subprocess.Popen([sys.executable, "-c", _LONG_READER, ROOT, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().split() == ["ready", "[(0,", "0,", "300)]", "[(0,", "0,", "300)]"]
+        turso_server.db_sql("UPDATE t SET v = 9, x = randomblob(1024)")
+        proc = subprocess.run([sys.executable, "-c", _CRASHING_PULL, ROOT, path], capture_output=True,
+                              text=True, timeout=90)
+        assert proc.returncode == 3, proc.stderr  # killed with the synced layer half switched
+        assert sync_meta.load(path).pending_pull is not None
+
+        def ask() -> str:
+            reader.stdin.write("go\n")
+            reader.stdin.flush()
+            return reader.stdout.readline().strip()
+
+        # while the pull lock is held (as by a live puller), readers wait: busy, never a mix
+        with bootstrap.replica_lock(path + "-pull") as held:
+            assert held
+            assert ask() == "error database is locked"
+        assert sync_meta.load(path).pending_pull is not None
+        # then the reader's next read transaction (the raw connection's, first) finishes the apply
+        assert ask() == "raw [(9, 9, 300)] conn [(9, 9, 300)]"
+        assert sync_meta.load(path).pending_pull is None
+        assert not os.path.exists(pull_apply.stage_path(path))
+    finally:
+        reader.stdin.close()
+        reader.wait(30)
+    assert reader.returncode == 0, reader.stderr.read()
+    conn = turso_dbapi.connect(path)
+    assert local_rows(conn) == server_rows(turso_server) and conn.stats().pull_gen == 1
+
+
+def test_a_user_authorizer_replaces_ours_and_a_wal_switch_still_cannot_break_pull(turso_server, tmp_path):
+    rows_table(turso_server, 10)
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    seen = []
+
+    def mine(action, arg1, arg2, db, source):
+        seen.append(action)
+        return turso_dbapi.SQLITE_OK
+
+    conn.set_authorizer(mine)  # sqlite3 keeps one authorizer per connection: ours is gone
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)] and seen
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchall() == [(10,)]
+    turso_server.db_sql("UPDATE t SET v = 3")
+    with pytest.raises(turso_dbapi.OperationalError, match="local changes"):
+        conn.pull()  # the switch wrote page 1 locally: pull refuses instead of mixing
+    assert conn.execute("SELECT MAX(v) FROM t").fetchall() == [(0,)]
+    # a statement refused by the user's own authorizer is not taken for a refused WAL switch
+    conn.set_authorizer(lambda *a: turso_dbapi.SQLITE_DENY)
+    with pytest.raises(turso_dbapi.DatabaseError, match="not authorized") as info:
+        conn.execute("SELECT 1")
+    assert not isinstance(info.value, turso_dbapi.NotSupportedError)

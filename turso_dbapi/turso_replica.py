@@ -313,6 +313,7 @@ def connection_class(factory: type) -> type:
         return cls
 
     class TursoCursor(RemoteCursor):
+        __slots__ = ()
         _fail = _fail
 
     cls = type(f"Turso{factory.__name__}", (base,), {"_cursor_class": TursoCursor})
