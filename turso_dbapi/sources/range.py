@@ -185,6 +185,12 @@ class HttpRangeSource:
         """Build from a parsed ``url.OPTIONS`` dict; options this source does not use are ignored."""
         keys = ("auth_token", "http_timeout", "retries", "verify", "client_name")
         kwargs = {k: options[k] for k in keys if options.get(k) is not None}
+        if options.get("segment_size") and options.get("partial", True):
+            # (1) open() reads the first segment: the one the first miss of nearly every
+            # query would fetch next (schema and the roots of the first tables), so the
+            # cold query costs one request less for the same bytes (partial=False
+            # downloads everything in batches anyway: the header is enough there)
+            kwargs["open_bytes"] = max(DEFAULT_OPEN_BYTES, int(options["segment_size"]))
         kwargs.update(extra)
         return cls(url, **kwargs)
 
