@@ -19,10 +19,10 @@ transaction and drops its page cache when it moved. So the apply:
    through SQLite, so that only releases the lock.
 
 After a crash in steps 3-6 the stage stays published with ``pending_pull`` set and the pull
-lock free: the next open, pull, or statement of any Turso connection on the replica (see
-``TursoReplica.recover_if_needed``) redoes the apply before reading. LIMITATION: a
-connection that only resumes an already-started statement, or that is not a Turso
-connection of this driver, is not covered by that check.
+lock free: the next open or pull, or the next read transaction of any connection of this
+driver's VFS on the replica (vfs.c rule (13): the sidecar's apply flag, checked in C at the
+SHARED lock, then ``turso_replica.recover_dead_apply``), redoes the apply before reading.
+A transaction that already held its SHARED lock read nothing the crash switched.
 """
 
 from __future__ import annotations
