@@ -426,7 +426,7 @@ class HttpRangeSource:
                     return [body[a - got_first:b - got_first + 1] for a, b in ranges]
                 raise _MultiRangeRefused()
             parts = parse_byteranges(body, ctype)
-            for first, last, total, data in parts:
+            for _first, _last, total, _data in parts:
                 if total is not None and total != self.size:
                     raise self._changed(f"size {self.size} -> {total} bytes", reply)
             out: List[_Body] = []
