@@ -444,7 +444,8 @@ def release_store(store: PageStore) -> bool:
 
 # Background read-ahead windows grow to this many times readahead_max: they cost the reader
 # no wait, and per-request costs dominate (measured, 106 MB cold full scan, 20 ms/request:
-# 36 requests / ~1.09 s with x1, 17 requests / ~0.86 s with x4).
+# 33-35 requests / ~1.08 s with x1, 15-16 requests / ~0.79 s with x4). An early-stopping
+# scan may have fetched up to about as much again as it read (2 windows ahead, doubling).
 LOOKAHEAD_FACTOR = 4
 
 
