@@ -233,15 +233,16 @@ _cursor_executemany = sqlite3.Cursor.executemany
 _cursor_executescript = sqlite3.Cursor.executescript
 _SQLITE_IOERR = 10
 
-if sys.version_info >= (3, 11):
+def _io_error_by_code(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_IOERR
 
-    def _is_io_error(exc: sqlite3.Error) -> bool:
-        return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_IOERR
 
-else:  # 3.9/3.10 have no sqlite_errorcode: the message of SQLITE_IOERR_*
+def _io_error_by_message(exc: sqlite3.Error) -> bool:
+    return "disk I/O error" in str(exc)  # SQLite's message for every SQLITE_IOERR_*
 
-    def _is_io_error(exc: sqlite3.Error) -> bool:
-        return "disk I/O error" in str(exc)
+
+# 3.9/3.10 exceptions carry no sqlite_errorcode: the message tells.
+_is_io_error = _io_error_by_code if sys.version_info >= (3, 11) else _io_error_by_message
 
 
 def _py_failed() -> bool:

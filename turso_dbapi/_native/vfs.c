@@ -42,6 +42,8 @@
 **   (14) The same xLock clears this thread's "Python failed" mark (pagestore.c rule
 **       (14)): an I/O error of an earlier transaction never lends its cause to a
 **       later one. A failed recovery sets it (the cause is kept on the Python side).
+**       In WAL mode the SHARED lock is held for the connection's life and a read
+**       transaction starts with a shared xShmLock (a read mark): that clears it too.
 **   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
 **       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
 **       layer, and serving it directly would read holes as zeros.
@@ -121,6 +123,8 @@ struct tdb_sqlite3_vfs {
 #define SQLITE_IOERR_LOCK (10 | (15 << 8))
 #define SQLITE_LOCK_NONE 0
 #define SQLITE_LOCK_SHARED 1
+#define SQLITE_SHM_LOCK 2
+#define SQLITE_SHM_SHARED 4
 #define SQLITE_CANTOPEN 14
 #define SQLITE_OK_LOAD_PERMANENTLY 256
 #define SQLITE_OPEN_MAIN_DB 0x00000100
@@ -276,6 +280,10 @@ static int lzLock(tdb_file *f, int level) {
     if (!tdb_store_applying(((TdbFile *)f)->store)) return SQLITE_OK; /* (13) */
     return lzApplyInProgress(f);
 }
+static int lzShmLock(tdb_file *f, int o, int n, int fl) {
+    if (fl == (SQLITE_SHM_LOCK | SQLITE_SHM_SHARED)) tdb_clear_py_failure(); /* (14) */
+    return ptShmLock(f, o, n, fl);
+}
 static int lzDeviceCharacteristics(tdb_file *f) {
     return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)) & ~SQLITE_IOCAP_BATCH_ATOMIC; /* (11) */
 }
@@ -304,7 +312,7 @@ static const tdb_io_methods lazy_methods = {
     ptSectorSize,            /* xSectorSize */
     lzDeviceCharacteristics, /* xDeviceCharacteristics */
     ptShmMap,                /* xShmMap */
-    ptShmLock,               /* xShmLock */
+    lzShmLock,               /* xShmLock (14) */
     ptShmBarrier,            /* xShmBarrier */
     ptShmUnmap,              /* xShmUnmap */
     lzFetch,                 /* xFetch */
