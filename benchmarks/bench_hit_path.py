@@ -108,7 +108,7 @@ def through_connect(src: str, tmp: str, ids: list, rounds: int, scans: int) -> N
         }
         try:
             best: dict = {name: {} for name in cons}
-            for name, con in cons.items():  # warm-up: SQLite's page cache and our verified bits
+            for con in cons.values():  # warm-up: SQLite's page cache and our verified bits
                 dbapi_workload(con, ids[:200], 1)
             for _ in range(rounds):
                 for name, con in cons.items():

@@ -28,7 +28,7 @@ RECOVERED = 1
 PROCEED = 2
 FAILED = 3
 
-Recovery = Callable[["pagestore.PageStore", int], int]
+Recovery = Callable[[pagestore.PageStore, int], int]
 _recoveries: Dict[str, Recovery] = {}
 _tls = threading.local()
 
@@ -50,7 +50,7 @@ def applying() -> Iterator[None]:
         _tls.applying = outer
 
 
-def _store_of(replica: str) -> "pagestore.PageStore":
+def _store_of(replica: str) -> pagestore.PageStore:
     path = os.path.realpath(replica)
     with pagestore._stores_lock:
         store = pagestore._stores.get(path)
