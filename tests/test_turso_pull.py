@@ -393,3 +393,23 @@ def test_a_user_authorizer_replaces_ours_and_a_wal_switch_still_cannot_break_pul
     with pytest.raises(turso_dbapi.DatabaseError, match="not authorized") as info:
         conn.execute("SELECT 1")
     assert not isinstance(info.value, turso_dbapi.NotSupportedError)
+
+
+def test_a_dead_pullers_apply_that_cannot_be_finished_fails_reads_with_the_cause(turso_server, tmp_path):
+    from turso_dbapi import apply_flag
+
+    rows_table(turso_server, 10)
+    path = str(tmp_path / "r.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    pull_apply.write_stage(path, "77", 3, {2: b"\1" * 4096})
+    meta = sync_meta.load(path)
+    meta.pending_pull = {"revision": "77", "db_size": 3}
+    sync_meta.save(path, meta)
+    with open(pull_apply.stage_path(path), "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff")  # bit rot in the staged page
+    apply_flag.ApplyFlag(path).set()  # as a puller that died mid-apply leaves it
+    for _ in range(2):  # every read transaction tries again, none reads a half-applied state
+        with pytest.raises(turso_dbapi.OperationalError, match="staged pages are missing or damaged"):
+            conn.execute("SELECT COUNT(*) FROM t")
+    assert apply_flag.ApplyFlag(path).is_set() and sync_meta.load(path).pending_pull is not None
