@@ -81,7 +81,10 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=100)
     ap.add_argument("--writes", type=int, default=200)
     ap.add_argument("--lookups", type=int, default=300)
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a CI smoke run")
     args = ap.parse_args()
+    if args.quick:
+        args.size_mb, args.writes, args.lookups = 8, 20, 30
 
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         db = os.path.join(tmp, "bench.db")
