@@ -38,6 +38,13 @@ from turso_dbapi.dialect import TursoDBAPIDialect  # noqa: E402
 from turso_dbapi.url import OPTIONS, parse_options  # noqa: E402
 
 
+def _dialect_entry_points():
+    eps = entry_points()
+    if hasattr(eps, "select"):  # 3.10+
+        return eps.select(group="sqlalchemy.dialects")
+    return eps.get("sqlalchemy.dialects", [])  # 3.9: a dict of groups
+
+
 @pytest.fixture
 def db_url(tmp_path):
     return f"sqlite+turso_dbapi:///{tmp_path / 'app.db'}"
@@ -73,7 +80,7 @@ def savepoint_ready(eng):
 
 def test_dialect_is_loaded_from_the_installed_entry_point_not_an_import_path():
     eps = [
-        ep for ep in entry_points(group="sqlalchemy.dialects") if ep.name == "sqlite.turso_dbapi"
+        ep for ep in _dialect_entry_points() if ep.name == "sqlite.turso_dbapi"
     ]
     assert [ep.value for ep in eps] == ["turso_dbapi.dialect:TursoDBAPIDialect"]
     assert registry.load("sqlite.turso_dbapi") is TursoDBAPIDialect

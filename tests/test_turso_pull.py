@@ -4,6 +4,7 @@ processes, partial replicas with server writes between pulls, crash recovery."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -254,7 +255,7 @@ def test_journal_mode_wal_is_refused_and_cannot_break_pull(turso_server, tmp_pat
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
     assert conn.execute("PRAGMA journal_mode = truncate").fetchall() == [("truncate",)]
     # a user who removes our authorizer can switch, but that is a local change: pull refuses
-    conn.set_authorizer(None)
+    conn.set_authorizer(lambda *args: sqlite3.SQLITE_OK)  # None clears only on 3.11+
     assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)]
     turso_server.db_sql("UPDATE t SET v = 3")
     with pytest.raises(turso_dbapi.OperationalError, match="local changes"):

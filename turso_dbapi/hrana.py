@@ -101,9 +101,12 @@ def encode_value(v: Any) -> Json:
 
 
 def _error_code(exc: sqlite3.Error) -> str:
-    # 3.11+ exposes SQLite's symbolic code (e.g. SQLITE_CONSTRAINT_PRIMARYKEY), as sqld sends.
+    # 3.11+ exposes SQLite's symbolic code (e.g. SQLITE_CONSTRAINT_PRIMARYKEY), as sqld sends;
+    # 3.9/3.10 only tell the class, which still separates constraint failures.
     name = getattr(exc, "sqlite_errorname", None)
-    return name if isinstance(name, str) and name else "SQLITE_ERROR"
+    if isinstance(name, str) and name:
+        return name
+    return "SQLITE_CONSTRAINT" if isinstance(exc, sqlite3.IntegrityError) else "SQLITE_ERROR"
 
 
 # ------------------------------------------------------------------------- pipeline
@@ -231,7 +234,8 @@ class Pipeline:
             rows = cur.fetchall()  # run to completion even when rows are not wanted
         except sqlite3.Error as exc:
             raise StmtError(str(exc), _error_code(exc))
-        except (ValueError, OverflowError) as exc:  # e.g. several statements, bad parameter
+        except (ValueError, OverflowError, sqlite3.Warning) as exc:
+            # e.g. a bad parameter, or several statements (sqlite3.Warning before 3.11)
             raise StmtError(str(exc), "SQLITE_ERROR")
         finally:
             cur.close()
