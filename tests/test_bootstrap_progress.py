@@ -47,3 +47,21 @@ def test_prefix_bootstrap_progress_counts_only_the_prefix(turso_server, tmp_path
                         local_path=str(tmp_path / "p.db"))
     (bar,) = bars
     assert bar.total == 2 * 4096 and bar.done == 2 * 4096
+
+
+def test_whole_file_download_of_a_range_database_reports_progress(served_databases, databases,
+                                                                  monkeypatch, tmp_path):
+    from turso_dbapi import pagestore
+
+    bars = []
+    monkeypatch.setattr(
+        pagestore, "Progress",
+        lambda *a, **k: bars.append(progress.Progress(*a, stream=io.StringIO(), **k)) or bars[-1],
+    )
+    con = turso_dbapi.connect(served_databases["p4096"], partial=False,
+                              local_path=str(tmp_path / "whole" / "db"))
+    (bar,) = bars
+    st = con.stats()
+    assert bar.total == bar.done == st.pages_fetched * 4096  # every downloaded page counted
+    opened = st.size - bar.done  # what open() brought before the download
+    assert 0 < bar.done and 0 < opened <= 128 * 1024 and opened % 4096 == 0

@@ -32,6 +32,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from .errors import OperationalError, RemoteError
+from .progress import Progress
 from .readahead import BtreeSiblings, Lookahead, Readahead, SingleFlight
 
 log = logging.getLogger("turso_dbapi")
@@ -331,22 +332,27 @@ class PageStore:
         return handler.handle_miss(pgno, n_pages)
 
     def download_all(self, handler: MissHandler, batch_bytes: int = 4 * 1024 * 1024) -> int:
-        """Fetch every absent page (``partial=False``); returns pages fetched."""
+        """Fetch every absent page (``partial=False``); returns pages fetched.
+
+        A long download shows a progress bar on a terminal (never in pipes)."""
         batch = max(1, batch_bytes // self.page_size)
         total = self.remote_pages
         fetched = 0
         p = self.first_absent(1, total)
-        while p:
-            end = min(total, p + batch - 1)
-            want = [q for q in range(p, end + 1) if not self.is_present(q)]
-            fetched += handler.fetch_and_store(want, requested=want)
-            missing = [q for q in want if not self.is_present(q)]
-            if missing:
-                raise RemoteError(
-                    f"{handler.source.display_url}: pages {missing[:5]} missing from the reply",
-                    url=handler.source.display_url,
-                )
-            p = self.first_absent(end + 1, total) if end < total else 0
+        absent = sum(1 for q in range(1, total + 1) if not self.is_present(q)) if p else 0
+        with Progress(absent * self.page_size, f"download {handler.source.display_url}") as bar:
+            while p:
+                end = min(total, p + batch - 1)
+                want = [q for q in range(p, end + 1) if not self.is_present(q)]
+                fetched += handler.fetch_and_store(want, requested=want)
+                missing = [q for q in want if not self.is_present(q)]
+                if missing:
+                    raise RemoteError(
+                        f"{handler.source.display_url}: pages {missing[:5]} missing from the reply",
+                        url=handler.source.display_url,
+                    )
+                bar.update(len(want) * self.page_size)
+                p = self.first_absent(end + 1, total) if end < total else 0
         return fetched
 
 
