@@ -10,23 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import zlib
-from typing import Callable
 
 from turso_dbapi import _reference, checksum
 from turso_dbapi._native import lib
 
+from _util import best_of as best  # noqa: E402 - benchmarks/ is sys.path[0]
+
 PAGE = 4096
-
-
-def best(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main(argv: list[str] | None = None) -> int:

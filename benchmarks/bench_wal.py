@@ -13,20 +13,11 @@ import os
 import sqlite3
 import sys
 import tempfile
-import time
-from typing import Callable
 
 from turso_dbapi import wal
 from turso_dbapi._native import lib
 
-
-def best(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from _util import best_of as best  # noqa: E402 - benchmarks/ is sys.path[0]
 
 
 def make_wal(directory: str, target: int) -> bytes:
