@@ -290,3 +290,18 @@ def test_writes_past_the_end_grow_and_truncate_shrinks_the_logical_size(backed):
     assert lib.tdb_store_truncate(store._ptr, 16384) == 0  # regrow: cut pages read as zeros
     rc, got = _pread(store, 1024, 8192)
     assert rc == 0 and got == bytes(1024)
+
+
+def test_first_local_finds_local_pages_in_order_and_only_them(backed):
+    store, _, data, _ = backed
+    assert store.first_local() == 0  # synced pages only: no local changes
+    page = b"\x05" * 1024
+    for pgno in (12, 3):
+        assert lib.tdb_store_write(store._ptr, 0, page, 1024, (pgno - 1) * 1024) == 0
+    assert store.first_local() == 3
+    assert store.first_local(4) == 12
+    assert store.first_local(13) == 0
+    assert store.first_local(1, 2) == 0  # bounded
+    end = len(data)
+    assert lib.tdb_store_write(store._ptr, 0, page, 1024, end) == 0  # growth past the remote
+    assert store.first_local(13) == end // 1024 + 1

@@ -228,6 +228,10 @@ class PageStore:
     def first_absent(self, start: int = 1, end: Optional[int] = None) -> int:
         return int(self._lib.tdb_store_first_absent(self._p, start, end or self.remote_pages))
 
+    def first_local(self, start: int = 1, end: int = 0) -> int:
+        """First page held in the local layer in [start, end] (end 0: all), or 0."""
+        return int(self._lib.tdb_store_first_local(self._p, start, end))
+
     def counters(self) -> Dict[str, int]:
         c = self._ffi.new("tdb_store_counters *")
         self._lib.tdb_store_get_counters(self._p, c)

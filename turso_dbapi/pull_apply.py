@@ -46,15 +46,11 @@ LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
 
 def local_pages(store: PageStore, limit: int = 3) -> list:
     """Up to ``limit`` page numbers held in the local layer (pages changed locally)."""
-    from ._native import lib
-
-    found = []
-    last = max(store.remote_pages, -(-store.logical_size // store.page_size))
-    for p in range(1, last + 1):
-        if store.state(p) & lib.TDB_PG_LOCAL:
-            found.append(p)
-            if len(found) >= limit:
-                break
+    found: list = []
+    p = store.first_local(1)
+    while p and len(found) < limit:
+        found.append(p)
+        p = store.first_local(p + 1)
     return found
 
 

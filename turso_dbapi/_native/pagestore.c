@@ -55,6 +55,8 @@
 **       the start of each read transaction, and Python takes it (tdb_take_py_failure)
 **       to decide whether the I/O error SQLite raised has a cause kept on the Python
 **       side. Only error paths touch it: the hit path stays (9).
+**   (15) tdb_store_first_local scans the shared map for the local layer's first page, so
+**       pull() can refuse to run over local changes without a Python call per page.
 **
 ** LIMITATIONS
 **   64-bit only (address-space reservation). Page size is fixed per store (VACUUM to
@@ -405,6 +407,15 @@ uint32_t tdb_store_first_absent(tdb_store *s, uint32_t from_pgno, uint32_t to_pg
     if (to_pgno > rp) to_pgno = (uint32_t)rp;
     for (uint32_t p = from_pgno ? from_pgno : 1; p && p <= to_pgno; p++)
         if (!synced_crc(s, p) && !local_crc(s, p)) return p;
+    return 0;
+}
+
+uint32_t tdb_store_first_local(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno) { /* (15) */
+    covered(s, s->max_pages); /* refresh map_cap: another process may have grown the map */
+    uint64_t cap = __atomic_load_n(&s->map_cap, __ATOMIC_ACQUIRE);
+    if (to_pgno == 0 || to_pgno > cap) to_pgno = (uint32_t)cap;
+    for (uint32_t p = from_pgno ? from_pgno : 1; p && p <= to_pgno; p++)
+        if (local_crc(s, p)) return p;
     return 0;
 }
 

@@ -49,6 +49,8 @@ uint64_t tdb_store_remote_size(tdb_store *s);
 uint64_t tdb_store_logical_size(tdb_store *s);
 void tdb_store_set_remote_size(tdb_store *s, uint64_t size);
 uint32_t tdb_store_first_absent(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
+/* first page held in the local layer in [from, to] (to = 0: the whole map), or 0 */
+uint32_t tdb_store_first_local(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
 void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out);
 int tdb_store_sync(tdb_store *s);
 int tdb_store_drop_synced(tdb_store *s, uint32_t pgno);
