@@ -238,6 +238,19 @@ class _Handler(BaseHTTPRequestHandler):
         )
         head = wire.frame(header.encode())
         length = len(head) + sum(_framed_page_size(pid) for pid, _ in plan)
+        # Counted and logged before the reply goes out: a client that has read the reply
+        # (and a test looking at the log right after) must find the request recorded.
+        self.server.count("pull_requests", 1)
+        self.server.count("pages_sent", len(plan))
+        self.server.pull_log.append(
+            PullRecord(
+                req,
+                {k.lower(): v for k, v in self.headers.items()},
+                str(server_rev),
+                db_size,
+                [p for p, _ in plan],
+            )
+        )
         self._streaming = True
         self.send_response(200)
         self.send_header("Content-Type", "application/protobuf")
@@ -250,17 +263,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"".join(out))
                 out = []
         self.wfile.write(b"".join(out))
-        self.server.count("pull_requests", 1)
-        self.server.pull_log.append(
-            PullRecord(
-                req,
-                {k.lower(): v for k, v in self.headers.items()},
-                str(server_rev),
-                db_size,
-                [p for p, _ in plan],
-            )
-        )
-        self.server.count("pages_sent", len(plan))
 
     def _pipeline(self, body: bytes) -> None:
         try:

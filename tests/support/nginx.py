@@ -135,9 +135,21 @@ class NginxServer:
         os.replace(tmp, dest)
         return dest
 
-    def access_log_lines(self) -> List[str]:
+    def access_log_lines(self, settle: float = 0.05) -> List[str]:
+        """The access log, once no line was added for ``settle`` seconds (max 2 s).
+
+        nginx writes a request's line after the reply has gone out, so a client that has
+        just read a reply may look before the line is there."""
         path = self.work / "access.log"
-        return path.read_text().splitlines() if path.exists() else []
+        deadline = time.monotonic() + 2.0
+        lines = path.read_text().splitlines() if path.exists() else []
+        while time.monotonic() < deadline:
+            time.sleep(settle)
+            again = path.read_text().splitlines() if path.exists() else []
+            if again == lines:
+                break
+            lines = again
+        return lines
 
     def start(self) -> NginxServer:
         binary = find_nginx()
