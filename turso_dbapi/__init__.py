@@ -40,14 +40,22 @@ from .url import OPTIONS as _OPTIONS  # noqa: E402
 from .url import is_remote as _is_remote  # noqa: E402
 
 
-def _is_turso_replica(database: Any) -> bool:
-    """A local path with Turso sync metadata beside it reopens that replica (saved URL)."""
+def _replica_kind(database: Any) -> str | None:
+    """What a local path is, when it is a replica this driver made: "turso" (sync metadata
+    beside it: reopens with the saved URL) or "range" (an HTTP-range cache: its file is sparse,
+    so plain sqlite3 would read holes as zeros). None for ordinary databases."""
     if database in (None, "", ":memory:") or not isinstance(database, (str, bytes, _os.PathLike)):
-        return False
+        return None
     try:
-        return _os.path.exists(_os.fsdecode(database) + "-tdbsync.json")
+        base = _os.fsdecode(database)
+        if _os.path.exists(base + "-tdbsync.json"):
+            return "turso"
+        if _os.path.exists(base + "-tdbmap"):
+            return "range"
     except (TypeError, ValueError):
-        return False
+        pass
+    return None
+
 
 dbapi2 = _sqlite3.dbapi2
 apilevel = "2.0"
@@ -66,7 +74,13 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
     also accepted in the URL's query string).
     """
     remote_opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}
-    if _is_remote(database) or remote_opts.get("url") or _is_turso_replica(database):
+    kind = None if _is_remote(database) or remote_opts.get("url") else _replica_kind(database)
+    if kind == "range":
+        from .remote import saved_range_url
+
+        remote_opts["url"] = saved_range_url(_os.fsdecode(database))
+        remote_opts.setdefault("partial", True)  # a cache reopens lazily, never downloads all
+    if _is_remote(database) or remote_opts.get("url") or kind == "turso":
         from .remote import connect_remote
 
         return connect_remote(database, args, kwargs, remote_opts)

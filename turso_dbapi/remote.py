@@ -88,6 +88,21 @@ def default_replica_path(display_url: str, version: str) -> str:
     return os.path.join(base, key, "db")
 
 
+def saved_range_url(replica: str) -> str:
+    """The URL an HTTP-range cache at ``replica`` was made from (its ``-tdbmeta.json``), so
+    ``connect(local_path)`` reopens it lazily instead of SQLite reading its sparse file.
+    Credentials are never stored: a URL that had them must be given again."""
+    meta = pagestore.read_json(replica + "-tdbmeta.json") or {}
+    url = meta.get("url")
+    if not isinstance(url, str) or "***" in url:
+        raise ProgrammingError(
+            f"{replica} is the page cache of a remote database, not a plain SQLite file (its "
+            "unfetched pages are holes); open it with turso_dbapi.connect(URL, "
+            "local_path=...) — credentials are never saved, so the URL must be given again"
+        )
+    return url
+
+
 # -- the miss handler of connections ------------------------------------------------------
 
 
