@@ -187,31 +187,6 @@ def test_addresses_past_the_sqlite_lock_page_at_1_gib(tmp_path):
     assert st.st_size == (lock_pgno + 10) * page_size and st.st_blocks * 512 < 1 << 20  # sparse
 
 
-def test_apply_revision_overwrites_drops_pages_past_the_new_size_and_sets_the_size(tmp_path):
-    s = _store(tmp_path, size=10 * PS)
-    for p in range(1, 11):
-        s.put_synced(p, _page(p))
-    s.apply_revision({2: _page(200), 6: _page(201)}, 6 * PS)
-    assert s.remote_size == s.logical_size == 6 * PS
-    assert s.read_page(2) == _page(200) and s.read_page(6) == _page(201) and s.read_page(3) == _page(3)
-    assert not s.is_present(8)
-    assert not Path(s.path + "-tdbstage.json").exists()
-
-
-def test_a_staged_revision_interrupted_by_a_crash_is_finished_by_the_next_open(tmp_path):
-    s = _store(tmp_path, size=4 * PS)
-    for p in range(1, 5):
-        s.put_synced(p, _page(p))
-    s._stage({3: _page(77), 5: _page(78)}, 5 * PS)  # ... and the process dies here
-    assert s.read_page(3) == _page(3)  # not applied yet: still the old revision
-    code = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom turso_dbapi import pagestore\n"
-            "s = pagestore.open_store(sys.argv[2], page_size=1024, size=4*1024, identity=b'\\x01'*32)\n"
-            "print(s.remote_size, s.read_page(3) == bytes([77]) * 1024, s.read_page(5) == bytes([78]) * 1024)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT), s.path], capture_output=True, text=True,
-                         timeout=60)
-    assert out.stdout.split() == [str(5 * PS), "True", "True"], out.stderr
-
-
 # -- byte-addressed reads and writes (the VFS methods), with a real source behind ----------
 
 SHORT_READ = 10 | (2 << 8)

@@ -37,14 +37,11 @@ from .readahead import BtreeSiblings, Lookahead, Readahead, SingleFlight
 
 log = logging.getLogger("turso_dbapi")
 
-STAGE_SUFFIX = "-tdbstage"
 SUFFIXES = (
     "",
     "-tdblocal",
     "-tdbmap",
     "-tdbmeta.json",
-    STAGE_SUFFIX,
-    STAGE_SUFFIX + ".json",
     "-journal",
     "-wal",
     "-shm",
@@ -252,63 +249,6 @@ class PageStore:
         if self._lib.tdb_store_sync(self._p) != 0:
             raise OperationalError(f"page store {self.path}: fsync failed")
 
-    # a new synced revision (for sources with a change feed, e.g. Turso pull) ---------------
-    def apply_revision(self, pages: Mapping[int, bytes], size: int) -> None:
-        """Switch the synced layer to a new remote revision, recoverably.
-
-        The caller holds SQLite's EXCLUSIVE lock on the replica (an internal connection's
-        ``BEGIN EXCLUSIVE``), so no connection reads mid-switch, and bumps the change
-        counter afterwards so every connection drops its page cache. Steps:
-          (a) stage: the pages go to ``P-tdbstage`` (fsync), then the manifest
-              ``P-tdbstage.json`` is written atomically: that rename is the commit point;
-          (b) redo: overwrite those pages in the synced layer, forget synced pages past
-              the new size, set the remote size, fsync;
-          (c) remove the manifest.
-        ``open_store`` redoes (b)-(c) when it finds a manifest: after a crash the replica
-        holds the old revision (no manifest) or, from its next open, the new one.
-        The local layer is not touched (it still reads over the synced one).
-        """
-        self._stage(pages, size)
-        self._redo_staged()
-
-    def _stage(self, pages: Mapping[int, bytes], size: int) -> None:
-        pgnos = sorted(pages)
-        for p in pgnos:
-            if len(pages[p]) != self.page_size or p < 1 or (p - 1) * self.page_size >= size:
-                raise ValueError(f"page {p}: not a page of a {size}-byte revision")
-        with open(self.path + STAGE_SUFFIX, "wb") as f:
-            for p in pgnos:
-                f.write(pages[p])
-            f.flush()
-            os.fsync(f.fileno())
-        write_json_atomic(
-            self.path + STAGE_SUFFIX + ".json",
-            {"size": size, "page_size": self.page_size, "pgnos": pgnos},
-        )
-
-    def _redo_staged(self) -> bool:
-        manifest = read_json(self.path + STAGE_SUFFIX + ".json")
-        if manifest is None or manifest.get("page_size") != self.page_size:
-            return False
-        size = int(manifest["size"])
-        old_pages = self.remote_pages
-        ps = self.page_size
-        self._lib.tdb_store_set_remote_size(
-            self._p, max(size, self.remote_size)
-        )  # room for every page
-        with open(self.path + STAGE_SUFFIX, "rb") as f:
-            for i, p in enumerate(manifest["pgnos"]):
-                f.seek(i * ps)
-                self.put_synced(p, f.read(ps), overwrite=True)
-        new_pages = -(-size // ps)
-        for p in range(new_pages + 1, old_pages + 1):
-            self.drop_synced(p)  # pages of the old revision only
-        self.set_remote_size(size)
-        self.sync()
-        os.remove(self.path + STAGE_SUFFIX + ".json")
-        os.remove(self.path + STAGE_SUFFIX)
-        return True
-
     # miss routing ---------------------------------------------------------------------
     def attach(self, handler: MissHandler) -> int:
         """Route misses of connections opened with ``tdbconn=<returned id>`` to handler."""
@@ -415,8 +355,6 @@ def open_store(
             log.info("replica %s: sidecar of another version; starting a fresh cache", path)
             remove_replica_files(path)
             store = PageStore(path, page_size, size, identity)
-        if store._redo_staged():
-            log.info("replica %s: finished applying a staged revision", path)
         if old is None or old.get("identity") != identity.hex():
             record = dict(meta or {})
             record.update(
