@@ -21,6 +21,8 @@ def test_a_range_cache_reopens_lazily_by_its_path(nginx, databases, tmp_path):
     first.close()
     con = turso_dbapi.connect(path)  # no URL: the cache's metadata has it
     assert con.stats().url == nginx.url("reopen.db")
+    # reopening costs one revalidation request that reads the header page only
+    assert (con.stats().requests, con.stats().bytes_received) == (1, 4096)
     assert con.execute("SELECT count(*), sum(id) FROM items").fetchone() == expected
     assert con.stats().pages_fetched < con.stats().size // 4096  # lazily, not a download
     assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

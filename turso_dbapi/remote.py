@@ -450,7 +450,12 @@ def connect_remote(
         )
 
     ensure_registered()
-    source = source_factory(url)(url, opts)
+    source_opts = opts
+    if local_path and os.path.exists(local_path + "-tdbmap"):
+        # A cache is there: open() only revalidates, so it reads the header, not the
+        # first segment (which the cache most likely holds already).
+        source_opts = dict(opts, segment_size=None)
+    source = source_factory(url)(url, source_opts)
     leading = source.open()
     display = source.display_url
     path = os.path.realpath(local_path or default_replica_path(redact(url), source.version))
