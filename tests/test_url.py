@@ -111,3 +111,11 @@ def test_redact_hides_user_info_and_secret_query_values():
     assert "s3cret" not in shown and "alice" not in shown
     assert "abc" not in shown and "zz" not in shown
     assert "partial=1" in shown and shown.startswith("https://***@host/db.sqlite?")
+
+
+def test_remote_errors_carry_sqlite_error_attributes_like_stdlib_errors():
+    err = turso_dbapi.RemoteError("x", url="https://h/db", status=503)
+    assert (err.sqlite_errorcode, err.sqlite_errorname) == (266, "SQLITE_IOERR_READ")
+    if hasattr(__import__("sqlite3"), "SQLITE_IOERR_READ"):
+        assert err.sqlite_errorcode == __import__("sqlite3").SQLITE_IOERR_READ
+    assert (err.url, err.status) == ("https://h/db", 503)

@@ -20,6 +20,9 @@ ProgrammingError = sqlite3.ProgrammingError
 NotSupportedError = sqlite3.NotSupportedError
 
 
+SQLITE_IOERR_READ = 10 | (1 << 8)  # 266; sqlite3 names it only from 3.11 on
+
+
 class RemoteError(sqlite3.OperationalError):
     """A remote database could not be read: network failure, bad status, bad reply."""
 
@@ -28,7 +31,8 @@ class RemoteError(sqlite3.OperationalError):
         self.url = url  # always redacted by the raiser
         self.status = status
         # Same attributes as the errors sqlite3 raises (3.11+), so handlers can rely on them.
-        self.sqlite_errorcode = sqlite3.SQLITE_IOERR if hasattr(sqlite3, "SQLITE_IOERR") else 10
+        # The extended code of the failure SQLite saw: the VFS returns SQLITE_IOERR_READ.
+        self.sqlite_errorcode = SQLITE_IOERR_READ
         self.sqlite_errorname = "SQLITE_IOERR_READ"
 
 
