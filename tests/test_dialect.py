@@ -18,7 +18,6 @@ from sqlalchemy import (  # noqa: E402
     String,
     Table,
     create_engine,
-    event,
     exc,
     inspect,
     select,
@@ -32,6 +31,7 @@ from sqlalchemy.orm import (  # noqa: E402
     mapped_column,
     relationship,
 )
+from support._sqlalchemy_recipes import savepoint_ready  # noqa: E402
 
 import turso_dbapi  # noqa: E402
 from turso_dbapi.dialect import TursoDBAPIDialect  # noqa: E402
@@ -55,24 +55,6 @@ def engine(db_url):
     eng = create_engine(db_url)
     yield eng
     eng.dispose()
-
-
-def savepoint_ready(eng):
-    """SQLAlchemy's documented pysqlite recipe: let SQLAlchemy, not the driver, emit BEGIN.
-
-    The sqlite3 module defers BEGIN until the first DML, so a SAVEPOINT issued first would
-    open (and its RELEASE would end) a transaction of its own. Same for pysqlite itself.
-    """
-
-    @event.listens_for(eng, "connect")
-    def _no_driver_begin(dbapi_connection, record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(eng, "begin")
-    def _begin(conn):
-        conn.exec_driver_sql("BEGIN")
-
-    return eng
 
 
 # -- loading -----------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from urllib.parse import quote
 import pytest
 
 sa = pytest.importorskip("sqlalchemy")
-from sqlalchemy import create_engine, event, exc, inspect, select  # noqa: E402
+from sqlalchemy import create_engine, exc, inspect, select  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
+from support._sqlalchemy_recipes import savepoint_ready  # noqa: E402
 
 pytest.importorskip("turso_dbapi.remote")
 
@@ -50,20 +51,6 @@ def server(turso_server_factory):
 def engine_url(remote: str, replica: Optional[str] = None, **query: str) -> str:
     q = "&".join([f"url={quote(remote, safe='')}"] + [f"{k}={v}" for k, v in query.items()])
     return f"sqlite+turso_dbapi:///{replica or ''}?{q}"
-
-
-def savepoint_ready(eng):
-    """SQLAlchemy's documented pysqlite recipe: SQLAlchemy, not the driver, emits BEGIN."""
-
-    @event.listens_for(eng, "connect")
-    def _no_driver_begin(dbapi_connection, record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(eng, "begin")
-    def _begin(conn):
-        conn.exec_driver_sql("BEGIN")
-
-    return eng
 
 
 class Base(DeclarativeBase):

@@ -302,9 +302,9 @@ def test_a_large_pull_streams_to_disk_and_a_cut_reply_starts_over(tmp_path):
         server.wait(10)
 
 
-def test_a_damaged_stage_of_a_pending_apply_is_reported(turso_server, tmp_path):
+def _replica_with_a_damaged_pending_stage(turso_server, path):
+    """A replica whose metadata says a pull is pending, with bit rot in the staged page."""
     rows_table(turso_server, 10)
-    path = str(tmp_path / "r.db")
     conn = turso_dbapi.connect(turso_server.url, local_path=path)
     pull_apply.write_stage(path, "77", 3, {2: b"\1" * 4096})
     meta = sync_meta.load(path)
@@ -312,7 +312,13 @@ def test_a_damaged_stage_of_a_pending_apply_is_reported(turso_server, tmp_path):
     sync_meta.save(path, meta)
     with open(pull_apply.stage_path(path), "r+b") as f:
         f.seek(100)
-        f.write(b"\xff")  # bit rot in the staged page
+        f.write(b"\xff")
+    return conn
+
+
+def test_a_damaged_stage_of_a_pending_apply_is_reported(turso_server, tmp_path):
+    path = str(tmp_path / "r.db")
+    conn = _replica_with_a_damaged_pending_stage(turso_server, path)
     with pytest.raises(turso_dbapi.OperationalError, match="staged pages are missing or damaged"):
         conn.pull()
 
@@ -399,16 +405,8 @@ def test_a_user_authorizer_replaces_ours_and_a_wal_switch_still_cannot_break_pul
 def test_a_dead_pullers_apply_that_cannot_be_finished_fails_reads_with_the_cause(turso_server, tmp_path):
     from turso_dbapi import apply_flag
 
-    rows_table(turso_server, 10)
     path = str(tmp_path / "r.db")
-    conn = turso_dbapi.connect(turso_server.url, local_path=path)
-    pull_apply.write_stage(path, "77", 3, {2: b"\1" * 4096})
-    meta = sync_meta.load(path)
-    meta.pending_pull = {"revision": "77", "db_size": 3}
-    sync_meta.save(path, meta)
-    with open(pull_apply.stage_path(path), "r+b") as f:
-        f.seek(100)
-        f.write(b"\xff")  # bit rot in the staged page
+    conn = _replica_with_a_damaged_pending_stage(turso_server, path)
     apply_flag.ApplyFlag(path).set()  # as a puller that died mid-apply leaves it
     for _ in range(2):  # every read transaction tries again, none reads a half-applied state
         with pytest.raises(turso_dbapi.OperationalError, match="staged pages are missing or damaged"):
