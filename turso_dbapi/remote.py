@@ -25,7 +25,7 @@ import os
 import sqlite3
 import sys
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from . import apply_flag, pagestore  # noqa: F401 - apply_flag installs C's apply callback
@@ -290,6 +290,13 @@ def _fail(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
     return _real_cause(exc, replica.url if replica is not None else "?")
 
 
+def _raise_cause(real: BaseException, exc: sqlite3.Error) -> NoReturn:
+    """Raise ``exc`` itself, or its real cause chained to it (error path only)."""
+    if real is exc:
+        raise exc
+    raise real from exc
+
+
 class RemoteCursor(sqlite3.Cursor):
     """A cursor whose execute family reports a failed page fetch as its real cause (a
     ``RemoteError``). Fetching and iteration are the stdlib's (see the trade-off above)."""
@@ -301,28 +308,19 @@ class RemoteCursor(sqlite3.Cursor):
         try:
             return _cursor_execute(self, sql, parameters)
         except sqlite3.Error as exc:
-            real = self._fail(exc)
-            if real is exc:
-                raise
-            raise real from exc
+            _raise_cause(self._fail(exc), exc)
 
     def executemany(self, sql: str, seq_of_parameters: Any):  # type: ignore[override]
         try:
             return _cursor_executemany(self, sql, seq_of_parameters)
         except sqlite3.Error as exc:
-            real = self._fail(exc)
-            if real is exc:
-                raise
-            raise real from exc
+            _raise_cause(self._fail(exc), exc)
 
     def executescript(self, sql_script: str):  # type: ignore[override]
         try:
             return _cursor_executescript(self, sql_script)
         except sqlite3.Error as exc:
-            real = self._fail(exc)
-            if real is exc:
-                raise
-            raise real from exc
+            _raise_cause(self._fail(exc), exc)
 
 
 class _RemoteMixin:
@@ -346,10 +344,7 @@ class _RemoteMixin:
         try:
             return _cursor_execute(cur, sql, parameters)
         except sqlite3.Error as exc:
-            real = self._cursor_class._fail(cur, exc)
-            if real is exc:
-                raise
-            raise real from exc
+            _raise_cause(self._cursor_class._fail(cur, exc), exc)
 
     def executemany(self, sql: str, parameters: Any):  # type: ignore[override]
         return self.cursor().executemany(sql, parameters)
