@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import shutil
-import subprocess
 import time
 
 import pytest
+import trustme
 from support.faultproxy import FaultProxy
 from support.nginx import NginxServer, free_port
 
@@ -155,18 +154,19 @@ def test_callable_token_is_asked_on_every_attempt(fault_proxy, nginx):
 
 @pytest.fixture(scope="module")
 def tls_nginx(tmp_path_factory):
-    """nginx with a self-signed certificate for 127.0.0.1 (HTTPS at ``tls_url``)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    """nginx with a certificate for 127.0.0.1 from a test CA (HTTPS at ``tls_url``); yields
+    the server and the CA's certificate (what a client passes as ``verify=``)."""
     d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    srv = NginxServer(d / "srv", tls_cert=cert, tls_key=key).start()
+    authority = trustme.CA()
+    leaf = authority.issue_cert("127.0.0.1")
+    chain, key, ca_cert = d / "chain.pem", d / "key.pem", d / "ca.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(chain))
+    for extra in leaf.cert_chain_pems[1:]:
+        extra.write_to_path(str(chain), append=True)
+    leaf.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(ca_cert))
+    cert = ca_cert
+    srv = NginxServer(d / "srv", tls_cert=chain, tls_key=key).start()
     srv.place("tls.db", b"SQLite format 3\x00" + b"\x10\x00" + b"\x01" * 4078)
     try:
         yield srv, cert

