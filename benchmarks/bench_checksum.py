@@ -12,7 +12,8 @@ import os
 import sys
 import zlib
 
-from turso_dbapi import _reference, checksum
+from turso_dbapi import _reference
+from turso_dbapi.storage import checksum
 from turso_dbapi._native import lib
 
 from _util import best_of as best  # noqa: E402 - benchmarks/ is sys.path[0]

@@ -37,9 +37,9 @@ from _util import report  # noqa: E402
 from support.databases import make_sized_database  # noqa: E402
 
 import turso_dbapi  # noqa: E402
-from turso_dbapi import pagestore  # noqa: E402
+from turso_dbapi.storage import pagestore  # noqa: E402
 from turso_dbapi.sources.file import FileSource  # noqa: E402
-from turso_dbapi.vfs import ensure_registered  # noqa: E402
+from turso_dbapi.storage.vfs import ensure_registered  # noqa: E402
 
 
 def workload(con: sqlite3.Connection, ids: list) -> dict:

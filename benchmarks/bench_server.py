@@ -28,9 +28,9 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from turso_dbapi import roaring  # noqa: E402
+from turso_dbapi.protocol import roaring  # noqa: E402
 from turso_dbapi.server import ReferenceServer  # noqa: E402
-from turso_dbapi.sync_wire import PullUpdatesRequest, parse_response  # noqa: E402
+from turso_dbapi.protocol.sync_wire import PullUpdatesRequest, parse_response  # noqa: E402
 
 PAGE = 4096
 

@@ -122,8 +122,8 @@ def main(argv: List[str]) -> None:
               f"(generated in {time.perf_counter() - t0:.1f} s); latency {args.latency_ms:g} ms/request",
               flush=True)
         server, url = start_server(db)
-        import turso_dbapi.turso_replica  # noqa: F401 (lazy imports: requests, http; pyturso's are done too)
-        from turso_dbapi.vfs import ensure_registered
+        import turso_dbapi.sync.replica  # noqa: F401 (lazy imports: requests, http; pyturso's are done too)
+        from turso_dbapi.storage.vfs import ensure_registered
 
         ensure_registered()  # one-time process set-up, not part of any bootstrap figure
         rng = random.Random(7)

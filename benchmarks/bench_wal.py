@@ -14,7 +14,7 @@ import sqlite3
 import sys
 import tempfile
 
-from turso_dbapi import wal
+from turso_dbapi.server import wal
 from turso_dbapi._native import lib
 
 from _util import best_of as best  # noqa: E402 - benchmarks/ is sys.path[0]

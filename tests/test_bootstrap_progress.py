@@ -1,4 +1,4 @@
-"""A long bootstrap reports progress through ``turso_dbapi.progress`` (drawn only on a
+"""A long bootstrap reports progress through ``turso_dbapi._util.progress`` (drawn only on a
 terminal: ``Progress`` itself decides, see tests/test_progress.py)."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 
 import turso_dbapi
-from turso_dbapi import bootstrap, progress
+from turso_dbapi.sync import bootstrap
+from turso_dbapi._util import progress
 
 
 def test_full_bootstrap_reports_every_page_to_the_progress_bar(turso_server, tmp_path, monkeypatch):
@@ -51,7 +52,7 @@ def test_prefix_bootstrap_progress_counts_only_the_prefix(turso_server, tmp_path
 
 def test_whole_file_download_of_a_range_database_reports_progress(served_databases, databases,
                                                                   monkeypatch, tmp_path):
-    from turso_dbapi import pagestore
+    from turso_dbapi.storage import pagestore
 
     bars = []
     monkeypatch.setattr(

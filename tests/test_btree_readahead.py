@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from turso_dbapi.btree_readahead import BtreeHints, BtreeReadahead
-from turso_dbapi.readahead import Readahead, btree_children
+from turso_dbapi.fetch.btree_readahead import BtreeHints, BtreeReadahead
+from turso_dbapi.fetch.readahead import Readahead, btree_children
 
 PS = 4096
 

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, exc, inspect, select  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
 from support._sqlalchemy_recipes import savepoint_ready  # noqa: E402
 
-pytest.importorskip("turso_dbapi.remote")
+pytest.importorskip("turso_dbapi.replica.base")
 
 ROWS = 3000
 

@@ -9,7 +9,7 @@ import pytest
 from support.faultproxy import FaultProxy, is_fetch, is_open
 
 from turso_dbapi.errors import ProtocolError, RangeNotSupportedError, RemoteChangedError, RemoteError
-from turso_dbapi.http import Retry
+from turso_dbapi.transport.http import Retry
 from turso_dbapi.sources.range import HttpRangeSource
 
 FAST = Retry(total=2, backoff_factor=0.001, backoff_max=0.01)

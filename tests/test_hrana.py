@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turso_dbapi.hrana import Pipeline, PipelineRequestError, decode_value, encode_value
-from turso_dbapi.sql_series import rewrite
+from turso_dbapi.server.pipeline import Pipeline, PipelineRequestError, decode_value, encode_value
+from turso_dbapi.server.sql_series import rewrite
 
 
 @pytest.fixture

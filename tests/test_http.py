@@ -13,7 +13,7 @@ from support.faultproxy import FaultProxy
 from support.nginx import NginxServer, free_port
 
 from turso_dbapi.errors import RemoteError
-from turso_dbapi.http import HttpClient, Retry, RetryEvent, split_credentials
+from turso_dbapi.transport.http import HttpClient, Retry, RetryEvent, split_credentials
 from turso_dbapi.sources.range import HttpRangeSource
 
 FAST = Retry(total=2, backoff_factor=0.001, backoff_max=0.01)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from turso_dbapi import _reference as ref
-from turso_dbapi import checksum
+from turso_dbapi.storage import checksum
 from turso_dbapi._native import ffi, lib
 
 needs_native = pytest.mark.skipif(lib is None, reason="native core not built")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from turso_dbapi import _reference as ref
-from turso_dbapi import wal
+from turso_dbapi.server import wal
 from turso_dbapi._native import ffi, lib
 
 needs_native = pytest.mark.skipif(lib is None, reason="native core not built")

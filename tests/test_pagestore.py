@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from turso_dbapi import pagestore
+from turso_dbapi.storage import pagestore
 from turso_dbapi._native import lib
-from turso_dbapi.checksum import crc32c
+from turso_dbapi.storage.checksum import crc32c
 from turso_dbapi.errors import OperationalError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def test_a_page_whose_crc_is_zero_is_present_and_verifies(tmp_path):
     entry = Path(str(tmp_path / "db") + "-tdbmap").read_bytes()[4096 + 8 * 3:4096 + 8 * 3 + 4]
     assert int.from_bytes(entry, sys.byteorder) == 1
     # a fresh process verifies it on first read (the tag 1 stands for a real CRC of 0)
-    code = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom turso_dbapi import pagestore\n"
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom turso_dbapi.storage import pagestore\n"
             "s = pagestore.open_store(sys.argv[2], page_size=1024, size=64*1024, identity=b'\\x01'*32)\n"
             "p = s.read_page(4); print(p is not None and s.counters()['crc_failures'] == 0)\n")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT), str(tmp_path / "db")],
@@ -127,7 +127,7 @@ def test_a_page_whose_crc_is_zero_is_present_and_verifies(tmp_path):
 def test_sidecar_is_shared_with_other_processes(tmp_path):
     s = _store(tmp_path)
     s.put_synced(3, _page(3))
-    code = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom turso_dbapi import pagestore\n"
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom turso_dbapi.storage import pagestore\n"
             "s = pagestore.open_store(sys.argv[2], page_size=1024, size=64*1024, identity=b'\\x01'*32)\n"
             "print(s.is_present(3), s.read_page(3) == bytes([3]) * 1024, s.is_present(4))\n"
             "s.put_synced(4, bytes([4]) * 1024)\n")
@@ -144,7 +144,7 @@ def test_metadata_is_json_beside_the_replica_and_a_new_identity_starts_fresh(tmp
     assert meta["identity"] == (b"\x01" * 32).hex() and meta["page_size"] == PS
     assert not list(Path(s.path).parent.glob("*.tmp-*"))  # temp file renamed away
     # another process, another version at the same path: a fresh cache, never a mix
-    code = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom turso_dbapi import pagestore\n"
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom turso_dbapi.storage import pagestore\n"
             "s = pagestore.open_store(sys.argv[2], page_size=1024, size=64*1024, identity=b'\\x02'*32)\n"
             "print(s.is_present(2))\n")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT), s.path], capture_output=True, text=True,

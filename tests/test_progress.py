@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from turso_dbapi import progress
-from turso_dbapi.progress import Progress
+from turso_dbapi._util import progress
+from turso_dbapi._util.progress import Progress
 
 
 class Terminal(io.StringIO):

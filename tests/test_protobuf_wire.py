@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support._proto_oracle import PageDataPB, PullUpdatesRequestPB, PullUpdatesResponseHeaderPB
 
-from turso_dbapi import protobuf as pb
-from turso_dbapi import roaring
+from turso_dbapi.protocol import protobuf as pb
+from turso_dbapi.protocol import roaring
 from turso_dbapi.errors import ProtocolError
-from turso_dbapi.sync_wire import (
+from turso_dbapi.protocol.sync_wire import (
     PageData,
     PullUpdatesRequest,
     PullUpdatesResponseHeader,

@@ -293,8 +293,8 @@ def test_long_poll_pull(turso_server, tmp_path):
 
 def test_request_shapes_match_the_spec_table(turso_server, tmp_path):
     """What pyturso puts on the wire, flow by flow (spec §1.2, §2.8), as the server saw it."""
-    from turso_dbapi import roaring
-    from turso_dbapi.sync_wire import PullUpdatesRequest
+    from turso_dbapi.protocol import roaring
+    from turso_dbapi.protocol.sync_wire import PullUpdatesRequest
 
     blobs(turso_server, 200)
     log = turso_server.server.httpd.pull_log

@@ -19,7 +19,7 @@ from turso_dbapi.errors import (
     RemoteChangedError,
     RemoteError,
 )
-from turso_dbapi.http import Retry
+from turso_dbapi.transport.http import Retry
 from turso_dbapi.sources.range import HttpRangeSource, page_runs, parse_page_size
 
 FAST = Retry(total=2, backoff_factor=0.001, backoff_max=0.01)
@@ -319,7 +319,9 @@ def test_one_source_serves_many_threads_with_the_right_pages(nginx, databases):
 
 
 def test_defaults_are_the_option_table_defaults():
-    from turso_dbapi import http, readahead, url
+    from turso_dbapi.transport import http
+    from turso_dbapi.fetch import readahead
+    from turso_dbapi import url
     from turso_dbapi.sources import range as range_mod
 
     assert http.DEFAULT_TIMEOUT == url.OPTIONS["http_timeout"].default == 30.0
@@ -333,7 +335,7 @@ def test_defaults_are_the_option_table_defaults():
 
 # -- multi-range (rule (6)) ----------------------------------------------------------------
 
-from turso_dbapi.http import TransientReplyError  # noqa: E402
+from turso_dbapi.transport.http import TransientReplyError  # noqa: E402
 from turso_dbapi.sources.range import parse_byteranges  # noqa: E402
 
 

@@ -245,7 +245,7 @@ def test_a_fetch_failing_during_iteration_is_logged_and_kept_but_never_lent_to_l
     """Iteration is the stdlib's own (no Python per row): a fetch failing there raises the
     plain "disk I/O error", but the cause is logged at WARNING with the URL, kept as
     stats().last_error, and never attached to a later statement's error."""
-    from turso_dbapi import remote
+    from turso_dbapi.replica import base as remote
 
     nginx.place("iter.db", databases[name])
     con = turso_dbapi.connect(fault_proxy.url("/iter.db"),
@@ -279,7 +279,7 @@ def test_a_fetch_failing_during_iteration_is_logged_and_kept_but_never_lent_to_l
 
 def test_only_io_errors_consume_a_kept_cause_on_every_python_version(tmp_path):
     """3.11+ tells an I/O error by sqlite_errorcode, 3.9/3.10 by SQLite's message."""
-    from turso_dbapi import remote
+    from turso_dbapi.replica import base as remote
 
     con = sqlite3.connect(str(tmp_path / "x.db"))
     with pytest.raises(sqlite3.OperationalError) as other:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from turso_dbapi import roaring
+from turso_dbapi.protocol import roaring
 
 H = bytes.fromhex
 

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from pyroaring import BitMap
 from support._proto_oracle import PullUpdatesRequestPB
 
-from turso_dbapi import roaring
+from turso_dbapi.protocol import roaring
 from turso_dbapi.server import ReferenceServer
-from turso_dbapi.sql_series import rewrite
-from turso_dbapi.sync_wire import PullUpdatesRequest, parse_response
+from turso_dbapi.server.sql_series import rewrite
+from turso_dbapi.protocol.sync_wire import PullUpdatesRequest, parse_response
 
 PAGE = 4096
 
@@ -441,7 +441,7 @@ def test_http_range_client_reads_the_served_db(turso_server, tmp_path):
 
 
 def test_page_log_lookups_use_indexes_not_history_scans(tmp_path):
-    from turso_dbapi import page_log
+    from turso_dbapi.server import page_log
 
     log = page_log.PageLog(str(tmp_path / "log.db"))
     try:

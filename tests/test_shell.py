@@ -203,7 +203,7 @@ def test_unopenable_local_database_exits_2_naming_it(tmp_path, make, message):
 
 
 def test_unreachable_server_exits_2_with_the_redacted_url():
-    pytest.importorskip("turso_dbapi.remote")
+    pytest.importorskip("turso_dbapi.replica.base")
     port = closed_loopback_port()
     url = f"http://127.0.0.1:{port}/db.sqlite"
     r = run(
@@ -376,7 +376,7 @@ def fill_remote(path: str) -> None:
 
 @pytest.fixture
 def remote_env(tmp_path):
-    pytest.importorskip("turso_dbapi.remote")
+    pytest.importorskip("turso_dbapi.replica.base")
     return {"XDG_CACHE_HOME": str(tmp_path / "cache")}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from turso_dbapi import table
+from turso_dbapi.cli import table
 
 
 def test_numbers_align_right_text_left_and_null_is_spelled_out():

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import turso_dbapi
-from turso_dbapi import sync_meta
+from turso_dbapi.sync import metadata as sync_meta
 
 try:
     import turso.sync as turso_sync
@@ -261,7 +261,7 @@ def test_two_processes_bootstrap_one_path(turso_server, tmp_path):
 
 def test_routing_option(turso_server, tmp_path):
     turso_server.db_sql("CREATE TABLE t(x)")
-    from turso_dbapi.turso_replica import wants_turso
+    from turso_dbapi.sync.replica import wants_turso
 
     assert wants_turso("libsql://db.example.com", {}) and wants_turso("turso://x", {})
     assert wants_turso("http://h:1", {}) and wants_turso("https://h/", {})

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import turso_dbapi
-from turso_dbapi import sync_wire
+from turso_dbapi.protocol import sync_wire
 from turso_dbapi.errors import ProtocolError, RemoteError
 from turso_dbapi.sources.turso import TursoSyncSource
-from turso_dbapi.sync_wire import PageData, PullUpdatesResponseHeader, ZstdEncoding
+from turso_dbapi.protocol.sync_wire import PageData, PullUpdatesResponseHeader, ZstdEncoding
 
 PAGE = bytes(range(256)) * 16
 
@@ -166,7 +166,7 @@ _DIES_BEFORE_METADATA = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
 import turso_dbapi
-from turso_dbapi import sync_meta
+from turso_dbapi.sync import metadata as sync_meta
 sync_meta.save = lambda *a, **k: os._exit(4)  # the process dies right before the commit point
 turso_dbapi.connect(sys.argv[2], local_path=sys.argv[3])
 """

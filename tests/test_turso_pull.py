@@ -14,7 +14,7 @@ import time
 import pytest
 
 import turso_dbapi
-from turso_dbapi import pull_apply, sync_meta
+from turso_dbapi.sync import apply as pull_apply, metadata as sync_meta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -198,7 +198,7 @@ _CRASHING_PULL = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, sys.argv[1])
     import turso_dbapi
-    from turso_dbapi import pull_apply
+    from turso_dbapi.sync import apply as pull_apply
     conn = turso_dbapi.connect(sys.argv[2])
     real_put = conn._replica.store.put_synced
     count = [0]
@@ -342,7 +342,7 @@ _LONG_READER = textwrap.dedent("""
 
 
 def test_a_reader_in_another_process_never_sees_a_mix_after_a_killed_puller(turso_server, tmp_path):
-    from turso_dbapi import bootstrap
+    from turso_dbapi.sync import bootstrap
 
     rows_table(turso_server, 300)
     path = str(tmp_path / "r.db")
@@ -403,7 +403,7 @@ def test_a_user_authorizer_replaces_ours_and_a_wal_switch_still_cannot_break_pul
 
 
 def test_a_dead_pullers_apply_that_cannot_be_finished_fails_reads_with_the_cause(turso_server, tmp_path):
-    from turso_dbapi import apply_flag
+    from turso_dbapi.storage import apply_flag
 
     path = str(tmp_path / "r.db")
     conn = _replica_with_a_damaged_pending_stage(turso_server, path)

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from turso_dbapi import pagestore
+import turso_dbapi
+from turso_dbapi.storage import pagestore
 from turso_dbapi.errors import RemoteError
-from turso_dbapi.remote import connect_remote, register_source
+from turso_dbapi.replica.range_cache import connect_range
 from turso_dbapi.sources.file import FileSource
-from turso_dbapi.vfs import ensure_registered
+from turso_dbapi.storage.vfs import ensure_registered
+from turso_dbapi.url import parse_options, with_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -334,8 +336,9 @@ def test_remote_connection_raises_the_real_cause_not_disk_io_error(databases, tm
         sources.append(FileSource(src))
         return sources[-1]
 
-    register_source("tdbtest", factory)
-    con = connect_remote("tdbtest://host/db", (), {}, {"partial": True, "local_path": str(tmp_path / "r" / "db")})
+    opts = with_defaults(parse_options({"partial": True}))
+    con = connect_range("tdbtest://host/db", str(tmp_path / "r" / "db"), opts, {}, turso_dbapi.Connection,
+                        source=factory("tdbtest://host/db", opts))
     assert con.stats().requests == 1  # open() only
     assert con.execute("SELECT name FROM items WHERE id = 2").fetchone() == ("item-00000002",)
     sources[0].fail_with = RemoteError("injected: HTTP 503 from tdbtest://host/db", url="tdbtest://host/db",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from turso_dbapi import vfs
+from turso_dbapi.storage import vfs
 from turso_dbapi._native import ffi, lib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def test_registration_is_idempotent_and_never_rewrites_the_registered_struct():
 
 
 def test_local_connections_do_not_register_anything(tmp_path):
-    code = ("import sys, turso_dbapi, turso_dbapi.vfs as v\n"
+    code = ("import sys, turso_dbapi, turso_dbapi.storage.vfs as v\n"
             "c = turso_dbapi.connect(sys.argv[1] + '/l.db'); c.execute('create table t(x)')\n"
             "print(v.probe(), v.registered_route())\n")
     out = _run(sys.executable, code, "", tmp_path)
@@ -79,7 +79,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(sys.argv[1])))
 import sqlite3
 from support.databases import make_database
-from turso_dbapi import pagestore, vfs
+from turso_dbapi.storage import pagestore, vfs
 from turso_dbapi._native import lib
 from turso_dbapi.sources.file import FileSource
 assert vfs.ensure_registered() == "B", vfs.registered_route()
@@ -111,7 +111,7 @@ def test_no_route_gives_not_supported_error_and_local_mode_still_works(tmp_path)
     # this interpreter (pyenv) has no load_extension: forcing route B leaves no route
     if hasattr(sqlite3.connect(":memory:"), "enable_load_extension"):
         pytest.skip("this Python has load_extension: route B would succeed here")
-    code = ("import sys, turso_dbapi\nfrom turso_dbapi import vfs\n"
+    code = ("import sys, turso_dbapi\nfrom turso_dbapi.storage import vfs\n"
             "try:\n    vfs.ensure_registered()\nexcept turso_dbapi.NotSupportedError as e:\n    print('ERR', e)\n"
             "c = turso_dbapi.connect(sys.argv[1] + '/l.db'); c.execute('create table t(x)'); print('local ok')\n"
             "try:\n    turso_dbapi.connect('http://127.0.0.1:9/x.db')\n"

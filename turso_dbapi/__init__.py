@@ -76,14 +76,12 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
     remote_opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}
     kind = None if _is_remote(database) or remote_opts.get("url") else _replica_kind(database)
     if kind == "range":
-        from .remote import saved_range_url
+        from .replica.range_cache import saved_range_url
 
         remote_opts["url"] = saved_range_url(_os.fsdecode(database))
         remote_opts.setdefault("partial", True)  # a cache reopens lazily, never downloads all
     if _is_remote(database) or remote_opts.get("url") or kind == "turso":
-        from .remote import connect_remote
-
-        return connect_remote(database, args, kwargs, remote_opts)
+        return _connect_remote(database, args, kwargs, remote_opts)
     if any(v not in (None, False) for v in remote_opts.values()):
         given = ", ".join(sorted(k for k, v in remote_opts.items() if v not in (None, False)))
         raise _errors.ProgrammingError(
@@ -92,3 +90,28 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
         )
     kwargs.setdefault("factory", Connection)
     return _sqlite3.connect(database, *args, **kwargs)
+
+
+def _connect_remote(database: Any, args: Any, kwargs: Any, remote_opts: Any) -> Any:
+    """Route a remote database to its kind of replica: a Turso sync replica (``sync``) or an
+    HTTP-range cache (``replica.range_cache``). Imported lazily: local use never loads them."""
+    from .replica import base
+    from .sync import replica as sync_replica
+
+    database, opts, explicit = base.remote_options(database, remote_opts)
+    if (
+        not opts.get("url")
+        and not (isinstance(database, str) and "://" in database)
+        and sync_replica.is_turso_replica(database)
+    ):
+        url, local_path = None, _os.fsdecode(database)  # reopen a Turso replica by its path
+    else:
+        url, local_path = base.target(database, opts)
+    connect_kwargs = base.split_connect_args(args, kwargs)
+    factory = connect_kwargs.pop("factory", None) or Connection
+    connect_kwargs.pop("uri", None)
+    if url is None or sync_replica.wants_turso(url, opts):
+        return sync_replica.connect_turso(url, local_path, opts, explicit, connect_kwargs, factory)
+    from .replica.range_cache import connect_range
+
+    return connect_range(url, local_path, opts, connect_kwargs, factory)

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 from . import __version__
 from . import connect as _connect
 from .errors import Error, ProgrammingError
-from .shell import OK, USAGE, Shell
+from .cli.shell import OK, USAGE, Shell
 from .url import OPTIONS, is_remote, parse_options, redact, split_url_options
 
 

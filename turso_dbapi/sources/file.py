@@ -17,7 +17,7 @@ import threading
 from typing import Dict, Optional, Sequence
 
 from ..errors import DatabaseError, RemoteChangedError
-from .base import SourceStats
+from ..transport.stats import SourceStats
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 

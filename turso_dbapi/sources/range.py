@@ -43,8 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import DatabaseError, RangeNotSupportedError, RemoteChangedError
-from ..http import DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Token, TransientReplyError
-from .base import SourceStats
+from ..transport.http import DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Token, TransientReplyError
+from ..transport.stats import SourceStats
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_OPEN_BYTES = 4096  # covers page 1 of the common page sizes (<= 4096) in one request

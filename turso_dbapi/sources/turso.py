@@ -18,11 +18,11 @@ import dataclasses
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
-from .. import roaring
+from ..protocol import roaring
 from ..errors import ProtocolError, RemoteError
-from ..http import HttpClient, Reply, TransientReplyError, client_from_options
-from ..protobuf import DecodeError
-from ..sync_wire import (
+from ..transport.http import HttpClient, Reply, TransientReplyError, client_from_options
+from ..protocol.protobuf import DecodeError
+from ..protocol.sync_wire import (
     APPLY_INCREMENTAL,
     PAGE_SIZE,
     STREAM_PAGES,
@@ -32,7 +32,7 @@ from ..sync_wire import (
     PullUpdatesStreamParser,
 )
 from ..url import normalize_remote_url, redact
-from .base import SourceStats
+from ..transport.stats import SourceStats
 
 PULL_PATH = "/pull-updates"
 _EXCERPT = 300

@@ -18,7 +18,7 @@ import sys
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import table
-from .errors import RemoteError
+from ..errors import RemoteError
 
 PROMPT = "turso> "
 CONTINUATION = "  ...> "
@@ -254,7 +254,7 @@ class Shell:
         self.say("pulled: changes applied" if changed else "already up to date")
 
     def cmd_version(self, args: List[str]) -> None:
-        from . import __version__
+        from .. import __version__
 
         self.say(f"turso_dbapi {__version__}, SQLite {sqlite3.sqlite_version}")
 

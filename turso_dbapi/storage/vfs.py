@@ -25,7 +25,7 @@ import sqlite3
 import threading
 from typing import List, Optional
 
-from .errors import NotSupportedError
+from ..errors import NotSupportedError
 
 VFS_NAME = "turso_dbapi"
 # Set to "A" or "B" to force one route (tests); anything else tries A then B.
@@ -37,7 +37,7 @@ _failures: List[str] = []
 
 
 def _native():
-    from ._native import ffi, import_error, lib
+    from .._native import ffi, import_error, lib
 
     if lib is None:
         raise NotSupportedError(
@@ -85,7 +85,7 @@ def ctypes_to_cffi(address: Optional[int]):
 
 def native_library_path() -> str:
     """Path of the compiled module (the file route B hands to load_extension)."""
-    from ._native import _tdb_native
+    from .._native import _tdb_native
 
     return _tdb_native.__file__
 

@@ -66,12 +66,12 @@ class ApplyFlag:
         self._store = _store_of(replica)
 
     def is_set(self) -> bool:
-        from ._native import lib
+        from .._native import lib
 
         return bool(lib.tdb_store_applying(self._store._p))
 
     def _write(self, on: bool) -> None:
-        from ._native import lib
+        from .._native import lib
 
         if lib.tdb_store_set_applying(self._store._p, int(on)) != 0:
             raise OSError(f"msync of the apply flag of {self._store.path} failed")

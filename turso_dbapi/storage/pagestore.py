@@ -31,9 +31,9 @@ import time
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
-from .errors import OperationalError, RemoteError
-from .progress import Progress
-from .readahead import BtreeSiblings, Lookahead, Readahead, SingleFlight
+from ..errors import OperationalError, RemoteError
+from .._util.progress import Progress
+from ..fetch.readahead import BtreeSiblings, Lookahead, Readahead, SingleFlight
 
 log = logging.getLogger("turso_dbapi")
 
@@ -55,7 +55,7 @@ _conn_ids = itertools.count(1)
 
 
 def _lib():
-    from ._native import ffi, lib
+    from .._native import ffi, lib
 
     if lib is None:
         from .vfs import ensure_registered

@@ -17,8 +17,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from . import _reference as ref
-from ._native import ffi, lib
+from .. import _reference as ref
+from .._native import ffi, lib
 
 Buffer = Union[bytes, bytearray, memoryview]
 Commit = Sequence[Tuple[int, bytes]]  # (page number, page image) in write order

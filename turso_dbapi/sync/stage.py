@@ -15,7 +15,7 @@ import struct
 import zlib
 from typing import Iterator, Optional, Set, Tuple
 
-from . import sync_meta
+from . import metadata as sync_meta
 
 STAGE_SUFFIX = "-tdbpull"
 PAGE_SIZE = 4096

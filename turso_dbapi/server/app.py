@@ -30,12 +30,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
-from . import roaring
-from . import sync_wire as wire
-from .hrana import PipelineRequestError
+from ..protocol import roaring
+from ..protocol import sync_wire as wire
+from .pipeline import PipelineRequestError
 from .page_log import read_bytes
-from .protobuf import DecodeError, encode_varint
-from .served_db import ServedDatabase
+from ..protocol.protobuf import DecodeError, encode_varint
+from .database import ServedDatabase
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000

@@ -31,17 +31,19 @@ import weakref
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import quote, urlsplit
 
-from . import apply_flag
+from ..storage import apply_flag
 from . import bootstrap as boot
-from . import pagestore, pull_apply, sync_meta
-from .btree_readahead import BtreeHints, BtreeReadahead
-from .pull_stage import StageWriter
-from .errors import NotSupportedError, OperationalError, ProgrammingError
-from .sources.turso import TursoSyncSource, base_url
-from .remote import RemoteCursor, ReportingMissHandler, describe_error, remote_class
-from .remote import _fail as remote_fail
-from .url import redact
-from .vfs import VFS_NAME, ensure_registered
+from ..storage import pagestore
+from . import apply as pull_apply, metadata as sync_meta
+from ..fetch.btree_readahead import BtreeHints, BtreeReadahead
+from .stage import StageWriter
+from ..errors import NotSupportedError, OperationalError, ProgrammingError
+from ..sources.turso import TursoSyncSource, base_url
+from ..replica.base import RemoteCursor, ReportingMissHandler, default_replica_path, describe_error
+from ..replica.base import real_error as remote_fail
+from ..replica.base import remote_class
+from ..url import redact
+from ..storage.vfs import VFS_NAME, ensure_registered
 
 _tls = threading.local()
 _live_sources: weakref.WeakValueDictionary[int, TursoSyncSource] = weakref.WeakValueDictionary()
@@ -337,8 +339,6 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     if local_path is None:
         if url is None:
             raise ProgrammingError("a Turso replica needs a URL or an existing local_path")
-        from .remote import default_replica_path
-
         local_path = default_replica_path(redact(base_url(url)), "turso-sync")
     path = os.path.realpath(os.fsdecode(local_path))
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -396,6 +396,6 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
 
 
 def _saved_url(url: str) -> str:
-    from .http import split_credentials
+    from ..transport.http import split_credentials
 
     return split_credentials(base_url(url))[0]

@@ -19,7 +19,7 @@ import threading
 import uuid
 from typing import Any, Dict, Optional
 
-from .errors import OperationalError
+from ..errors import OperationalError
 
 FORMAT = "v1"
 SUFFIX = "-tdbsync.json"

@@ -24,12 +24,13 @@ import os
 import time
 from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
-from . import pagestore, sync_meta
-from .errors import OperationalError
-from .http import split_credentials
-from .progress import Progress
-from .pull_apply import PAGE_SIZE, remove_stage
-from .sources.turso import PullReply, TursoSyncSource
+from ..storage import pagestore
+from . import metadata as sync_meta
+from ..errors import OperationalError
+from ..transport.http import split_credentials
+from .._util.progress import Progress
+from .apply import PAGE_SIZE, remove_stage
+from ..sources.turso import PullReply, TursoSyncSource
 
 # Files a bootstrap starts without: a stale journal would be rolled "back" into new pages.
 _STALE_SUFFIXES = ("", "-tdblocal", "-tdbmap", "-tdbmeta.json", "-tdbapply", "-journal", "-wal", "-shm")

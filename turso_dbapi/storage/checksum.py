@@ -9,8 +9,8 @@ from __future__ import annotations
 from array import array
 from typing import Union
 
-from . import _reference
-from ._native import ffi, lib
+from .. import _reference
+from .._native import ffi, lib
 
 Buffer = Union[bytes, bytearray, memoryview]
 

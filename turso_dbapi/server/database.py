@@ -23,7 +23,7 @@ import struct
 import threading
 from typing import Any, Dict, Optional, Tuple
 
-from .hrana import Pipeline
+from .pipeline import Pipeline
 from .page_log import PAGE_SIZE, PageLog, default_log_path
 from .sql_series import has_native_series, rewrite
 from .wal import WalFormatError, WalScan, parse_wal

@@ -1,43 +1,32 @@
-"""``connect_remote``: open a remote SQLite database through the lazy page store.
+"""What every remote connection shares, whatever its source (HTTP ranges or Turso sync).
 
-Steps (each one request or none):
-  1. options from keywords and the URL's query string (``url.parse_options``);
-  2. a source for the URL (``source_factory``: HTTP(S) -> ``HttpRangeSource``; other
-     schemes are added by ``register_source``, e.g. the Turso sync source);
-  3. ``source.open()`` — the ONE request that pins the remote version;
-  4. the replica at ``local_path`` or, by default, in the user cache directory keyed by
-     the redacted URL and the version (a new version starts a fresh cache; reopening the
-     same version serves every cached page without a page request);
-  5. ``sqlite3.connect("file:<replica>?vfs=turso_dbapi&tdbconn=<id>", uri=True)``.
+  * the options of ``connect`` (keywords and the URL's query string) and its target;
+  * where a replica lives by default (the user cache directory);
+  * the miss handler that logs a failed fetch (``ReportingMissHandler``);
+  * error surfacing: the connection and cursor classes (``remote_class``) whose execute
+    family re-raises the real cause of a failed page fetch.
 
-A failed page fetch reaches SQLite as SQLITE_IOERR_READ ("disk I/O error"); the
-connection class made here (``remote_class``) re-raises the real cause (a ``RemoteError``
-with the URL, status, what failed) from the execute family of its connections and cursors
-(see "error surfacing" below for what iteration does). Local connections never see it.
+A failed page fetch reaches SQLite as SQLITE_IOERR_READ ("disk I/O error"); the connection
+class made here re-raises the real cause (a ``RemoteError`` with the URL, status, what failed)
+from the execute family of its connections and cursors (see "error surfacing" below for what
+iteration does). Local connections never see it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
 import sqlite3
 import sys
 import threading
-from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
-from urllib.parse import quote
+from typing import Any, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
-from . import apply_flag, pagestore  # noqa: F401 - apply_flag installs C's apply callback
-from .connection import Connection
-from .errors import NotSupportedError, ProgrammingError, RemoteError
-from .url import normalize_remote_url, parse_options, redact, split_url_options, with_defaults
-from .vfs import VFS_NAME, ensure_registered
+from ..errors import NotSupportedError, ProgrammingError, RemoteError
+from ..storage import pagestore
+from ..url import parse_options, split_url_options, with_defaults
 
 log = logging.getLogger("turso_dbapi")
-
-SourceFactory = Callable[[str, Mapping[str, Any]], Any]
-_SOURCE_FACTORIES: Dict[str, SourceFactory] = {}
 
 # sqlite3.connect's positional parameters after ``database``.
 _CONNECT_PARAMS = (
@@ -49,27 +38,6 @@ _CONNECT_PARAMS = (
     "cached_statements",
     "uri",
 )
-
-
-def register_source(scheme: str, factory: SourceFactory) -> None:
-    """Let URLs of ``scheme`` (e.g. "libsql") be served by ``factory(url, options)``."""
-    _SOURCE_FACTORIES[scheme.lower()] = factory
-
-
-def _http_range_source(url: str, options: Mapping[str, Any]) -> Any:
-    from .sources.range import HttpRangeSource
-
-    return HttpRangeSource.from_options(normalize_remote_url(url), options)
-
-
-def source_factory(url: str) -> SourceFactory:
-    """The factory for a URL: a registered one for its scheme, else HTTP ranges."""
-    scheme = url.partition("://")[0].lower()
-    if scheme in _SOURCE_FACTORIES:
-        return _SOURCE_FACTORIES[scheme]
-    if scheme in ("http", "https", "libsql", "turso"):
-        return _http_range_source
-    raise NotSupportedError(f"no source for URL scheme {scheme!r}")
 
 
 def default_cache_dir() -> str:
@@ -86,21 +54,6 @@ def default_replica_path(display_url: str, version: str) -> str:
     os.makedirs(base, mode=0o700, exist_ok=True)
     os.makedirs(os.path.join(base, key), mode=0o700, exist_ok=True)
     return os.path.join(base, key, "db")
-
-
-def saved_range_url(replica: str) -> str:
-    """The URL an HTTP-range cache at ``replica`` was made from (its ``-tdbmeta.json``), so
-    ``connect(local_path)`` reopens it lazily instead of SQLite reading its sparse file.
-    Credentials are never stored: a URL that had them must be given again."""
-    meta = pagestore.read_json(replica + "-tdbmeta.json") or {}
-    url = meta.get("url")
-    if not isinstance(url, str) or "***" in url:
-        raise ProgrammingError(
-            f"{replica} is the page cache of a remote database, not a plain SQLite file (its "
-            "unfetched pages are holes); open it with turso_dbapi.connect(URL, "
-            "local_path=...) — credentials are never saved, so the URL must be given again"
-        )
-    return url
 
 
 # -- the miss handler of connections ------------------------------------------------------
@@ -123,106 +76,6 @@ class ReportingMissHandler(pagestore.MissHandler):
             log.warning("reading page %d of %s failed: %s", pgno, self.source.display_url,
                         describe_error(self.last_error))
         return rc
-
-
-# -- the replica object attached to connections ------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplicaStats:
-    """Counters of a remote connection (``conn.stats()``).
-
-    Network counters (requests, bytes, pages_fetched, retries) are this connection's;
-    page-store counters (hits, misses, pages_read, ...) are the replica's in this process.
-    """
-
-    url: str
-    version: str
-    page_size: int
-    size: int
-    requests: int
-    bytes_received: int
-    bytes_sent: int
-    pages_fetched: int
-    retries: int
-    hits: int
-    misses: int
-    pages_read: int
-    crc_failures: int
-    prefetched: int
-    prefetch_used: int
-    local_writes: int
-    last_error: Optional[str] = None  # the last failed page fetch of this connection
-
-    def __getitem__(self, key: str) -> Any:  # stats()["requests"] works too
-        return getattr(self, key)
-
-    def asdict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class Replica:
-    """What a remote connection carries as ``conn._replica``."""
-
-    def __init__(
-        self,
-        store: pagestore.PageStore,
-        source: Any,
-        handler: pagestore.MissHandler,
-        conn_id: int,
-        path: str,
-    ):
-        self.store = store
-        self.source = source
-        self.handler = handler  # strong ref: the store routes this connection's misses here
-        self.conn_id = conn_id
-        self.path = path
-        self._closed = False
-
-    @property
-    def url(self) -> str:
-        return self.source.display_url
-
-    def stats(self) -> ReplicaStats:
-        net = self.source.stats.snapshot()
-        c = self.store.counters()
-        return ReplicaStats(
-            url=self.url,
-            version=self.source.version,
-            page_size=self.store.page_size,
-            size=self.store.remote_size,
-            requests=net["requests"],
-            bytes_received=net["bytes_received"],
-            bytes_sent=net["bytes_sent"],
-            pages_fetched=net["pages_fetched"],
-            retries=net["retries"],
-            last_error=describe_error(self.handler.last_error),
-            **c,
-        )
-
-    def close(self) -> None:
-        """After the SQLite connection closed: the HTTP session, and the store when no
-        other connection of this process uses it (the cache files stay for reopening)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.handler.close()  # background read-ahead stops before the source closes
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            close()
-        pagestore.release_store(self.store)
-
-    def pull(self) -> bool:
-        raise NotSupportedError(
-            f"{self.url} is read over HTTP ranges, which has no change feed; reconnect to read a "
-            "newer version (the cache keeps pages of unchanged versions)"
-        )
-
-    def push(self) -> None:
-        raise NotSupportedError(
-            f"{self.url} is a static file; local changes stay in the replica "
-            f"{self.path} and cannot be pushed"
-        )
 
 
 # -- error surfacing ---------------------------------------------------------------------
@@ -261,7 +114,7 @@ _is_io_error = _io_error_by_code if sys.version_info >= (3, 11) else _io_error_b
 
 
 def _py_failed() -> bool:
-    from ._native import lib
+    from .._native import lib
 
     return bool(lib.tdb_take_py_failure())
 
@@ -284,7 +137,7 @@ def _real_cause(exc: sqlite3.Error, url: str) -> BaseException:
     return err
 
 
-def _fail(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
+def real_error(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
     """What to raise for ``exc`` raised by a statement of ``cur``."""
     replica = getattr(cur.connection, "_replica", None)
     return _real_cause(exc, replica.url if replica is not None else "?")
@@ -302,7 +155,7 @@ class RemoteCursor(sqlite3.Cursor):
     ``RemoteError``). Fetching and iteration are the stdlib's (see the trade-off above)."""
 
     __slots__ = ()  # no instance dict: cheaper to create and free
-    _fail = _fail  # TursoCursor adds the refused-WAL message
+    _fail = real_error  # TursoCursor adds the refused-WAL message
 
     def execute(self, sql: str, parameters: Any = ()):  # type: ignore[override]
         try:
@@ -381,10 +234,10 @@ def remote_class(factory: type) -> type:
         return cls
 
 
-# -- connect ------------------------------------------------------------------------------
+# -- connect's arguments ------------------------------------------------------------------
 
 
-def _split_args(args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+def split_connect_args(args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
     if len(args) > len(_CONNECT_PARAMS):
         raise ProgrammingError(
             f"connect() takes at most {len(_CONNECT_PARAMS) + 1} positional arguments"
@@ -397,7 +250,7 @@ def _split_args(args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
     return merged
 
 
-def _target(database: Any, opts: Dict[str, Any]) -> Tuple[str, Optional[str]]:
+def target(database: Any, opts: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     """(remote URL, local path or None) from the first argument and ``url=``."""
     url_opt = opts.pop("url", None)
     if isinstance(database, str) and "://" in database:
@@ -412,10 +265,9 @@ def _target(database: Any, opts: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     raise ProgrammingError(f"{database!r} is not a remote URL")
 
 
-def connect_remote(
-    database: Any, args: Sequence[Any], kwargs: Dict[str, Any], remote_opts: Mapping[str, Any]
-) -> Any:
-    """Open a remote database (see the module docstring); called by ``turso_dbapi.connect``."""
+def remote_options(database: Any, remote_opts: Mapping[str, Any]) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
+    """``(database, options with defaults, options given explicitly)``: keywords win over
+    the query strings of ``database`` and of ``url=`` (which are taken off them)."""
     raw = dict(remote_opts)
     if isinstance(database, str) and "://" in database:
         database, from_query = split_url_options(database)
@@ -425,62 +277,4 @@ def connect_remote(
         raw["url"], from_query = split_url_options(raw["url"])
         for key, value in from_query.items():
             raw.setdefault(key, value)
-    opts = with_defaults(parse_options(raw))
-    from . import turso_replica
-
-    if (
-        not opts.get("url")
-        and not (isinstance(database, str) and "://" in database)
-        and turso_replica.is_turso_replica(database)
-    ):
-        url, local_path = None, os.fsdecode(database)  # reopen a Turso replica by its path
-    else:
-        url, local_path = _target(database, opts)
-    connect_kwargs = _split_args(args, kwargs)
-    factory = connect_kwargs.pop("factory", None) or Connection
-    connect_kwargs.pop("uri", None)
-    if url is None or turso_replica.wants_turso(url, opts):
-        return turso_replica.connect_turso(
-            url, local_path, opts, parse_options(raw), connect_kwargs, factory
-        )
-
-    ensure_registered()
-    source_opts = opts
-    if local_path and os.path.exists(local_path + "-tdbmap"):
-        # A cache is there: open() only revalidates, so it reads the header, not the
-        # first segment (which the cache most likely holds already).
-        source_opts = dict(opts, segment_size=None)
-    source = source_factory(url)(url, source_opts)
-    leading = source.open()
-    display = source.display_url
-    path = os.path.realpath(local_path or default_replica_path(redact(url), source.version))
-    identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
-    store = pagestore.open_store(
-        path,
-        page_size=source.page_size,
-        size=source.size,
-        identity=identity,
-        meta={"url": display, "version": source.version},
-    )
-    _store_leading_pages(store, leading)
-    handler = ReportingMissHandler(
-        store,
-        source,
-        segment_size=opts["segment_size"],
-        readahead_max=opts["readahead_max"],
-        prefetch=opts["prefetch"],
-    )
-    conn_id = store.attach(handler)
-    if not opts["partial"]:
-        store.download_all(handler, batch_bytes=max(opts["readahead_max"], store.page_size))
-    target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
-    conn = sqlite3.connect(target, uri=True, factory=remote_class(factory), **connect_kwargs)
-    conn._replica = Replica(store, source, handler, conn_id, path)
-    return conn
-
-
-def _store_leading_pages(store: pagestore.PageStore, leading: bytes) -> None:
-    """open() already returned these bytes: keep the whole pages among them."""
-    ps = store.page_size
-    for i in range(min(len(leading) // ps, store.remote_pages)):
-        store.put_synced(i + 1, leading[i * ps : (i + 1) * ps])
+    return database, with_defaults(parse_options(raw)), parse_options(raw)

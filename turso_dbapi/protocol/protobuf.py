@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator, Tuple, Union
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 VARINT = 0
 FIXED64 = 1

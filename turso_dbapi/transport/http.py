@@ -38,9 +38,9 @@ import requests.adapters
 import requests.auth
 import urllib3.exceptions
 
-from .errors import ProtocolError, RemoteError
-from .sources.base import SourceStats
-from .url import redact
+from ..errors import ProtocolError, RemoteError
+from .stats import SourceStats
+from ..url import redact
 
 log = logging.getLogger("turso_dbapi.http")
 

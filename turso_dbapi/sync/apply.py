@@ -33,12 +33,12 @@ import time
 from typing import Optional
 from urllib.parse import quote
 
-from . import sync_meta
-from .apply_flag import ApplyFlag
-from .errors import OperationalError
-from .pagestore import PageStore
-from .pull_stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
-from .vfs import VFS_NAME
+from . import metadata as sync_meta
+from ..storage.apply_flag import ApplyFlag
+from ..errors import OperationalError
+from ..storage.pagestore import PageStore
+from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
+from ..storage.vfs import VFS_NAME
 
 PAGE_SIZE = 4096
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions

@@ -1,0 +1,1 @@
+"""The interactive shell (``python -m turso_dbapi``) and its table printer."""

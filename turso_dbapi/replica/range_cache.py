@@ -1,0 +1,208 @@
+"""The HTTP-range cache: open a remote SQLite file through the lazy page store.
+
+Steps (each one request or none):
+  1. options from keywords and the URL's query string (``url.parse_options``);
+  2. a source for the URL (``http_range_source``: an ``HttpRangeSource``; or the one the
+     caller passed);
+  3. ``source.open()`` — the ONE request that pins the remote version;
+  4. the replica at ``local_path`` or, by default, in the user cache directory keyed by
+     the redacted URL and the version (a new version starts a fresh cache; reopening the
+     same version serves every cached page without a page request);
+  5. ``sqlite3.connect("file:<replica>?vfs=turso_dbapi&tdbconn=<id>", uri=True)``.
+
+Error surfacing (the real cause of a failed fetch from execute) is ``replica.base``'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+from typing import Any, Dict, Mapping, Optional
+from urllib.parse import quote
+
+from ..errors import NotSupportedError, ProgrammingError
+from ..storage import apply_flag, pagestore  # noqa: F401 - apply_flag installs C's apply callback
+from ..storage.vfs import VFS_NAME, ensure_registered
+from ..url import normalize_remote_url, redact
+from .base import ReportingMissHandler, default_replica_path, describe_error, remote_class
+
+RANGE_SCHEMES = ("http", "https", "libsql", "turso")
+
+
+def http_range_source(url: str, options: Mapping[str, Any]) -> Any:
+    """The source of ``url``: HTTP ranges (``libsql://``/``turso://`` mean https)."""
+    scheme = url.partition("://")[0].lower()
+    if scheme not in RANGE_SCHEMES:
+        raise NotSupportedError(f"no source for URL scheme {scheme!r}")
+    from ..sources.range import HttpRangeSource
+
+    return HttpRangeSource.from_options(normalize_remote_url(url), options)
+
+
+def saved_range_url(replica: str) -> str:
+    """The URL an HTTP-range cache at ``replica`` was made from (its ``-tdbmeta.json``), so
+    ``connect(local_path)`` reopens it lazily instead of SQLite reading its sparse file.
+    Credentials are never stored: a URL that had them must be given again."""
+    meta = pagestore.read_json(replica + "-tdbmeta.json") or {}
+    url = meta.get("url")
+    if not isinstance(url, str) or "***" in url:
+        raise ProgrammingError(
+            f"{replica} is the page cache of a remote database, not a plain SQLite file (its "
+            "unfetched pages are holes); open it with turso_dbapi.connect(URL, "
+            "local_path=...) — credentials are never saved, so the URL must be given again"
+        )
+    return url
+
+
+# -- the replica object attached to connections ------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaStats:
+    """Counters of a remote connection (``conn.stats()``).
+
+    Network counters (requests, bytes, pages_fetched, retries) are this connection's;
+    page-store counters (hits, misses, pages_read, ...) are the replica's in this process.
+    """
+
+    url: str
+    version: str
+    page_size: int
+    size: int
+    requests: int
+    bytes_received: int
+    bytes_sent: int
+    pages_fetched: int
+    retries: int
+    hits: int
+    misses: int
+    pages_read: int
+    crc_failures: int
+    prefetched: int
+    prefetch_used: int
+    local_writes: int
+    last_error: Optional[str] = None  # the last failed page fetch of this connection
+
+    def __getitem__(self, key: str) -> Any:  # stats()["requests"] works too
+        return getattr(self, key)
+
+    def asdict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Replica:
+    """What a remote connection carries as ``conn._replica``."""
+
+    def __init__(
+        self,
+        store: pagestore.PageStore,
+        source: Any,
+        handler: pagestore.MissHandler,
+        conn_id: int,
+        path: str,
+    ):
+        self.store = store
+        self.source = source
+        self.handler = handler  # strong ref: the store routes this connection's misses here
+        self.conn_id = conn_id
+        self.path = path
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return self.source.display_url
+
+    def stats(self) -> ReplicaStats:
+        net = self.source.stats.snapshot()
+        c = self.store.counters()
+        return ReplicaStats(
+            url=self.url,
+            version=self.source.version,
+            page_size=self.store.page_size,
+            size=self.store.remote_size,
+            requests=net["requests"],
+            bytes_received=net["bytes_received"],
+            bytes_sent=net["bytes_sent"],
+            pages_fetched=net["pages_fetched"],
+            retries=net["retries"],
+            last_error=describe_error(self.handler.last_error),
+            **c,
+        )
+
+    def close(self) -> None:
+        """After the SQLite connection closed: the HTTP session, and the store when no
+        other connection of this process uses it (the cache files stay for reopening)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.handler.close()  # background read-ahead stops before the source closes
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+        pagestore.release_store(self.store)
+
+    def pull(self) -> bool:
+        raise NotSupportedError(
+            f"{self.url} is read over HTTP ranges, which has no change feed; reconnect to read a "
+            "newer version (the cache keeps pages of unchanged versions)"
+        )
+
+    def push(self) -> None:
+        raise NotSupportedError(
+            f"{self.url} is a static file; local changes stay in the replica "
+            f"{self.path} and cannot be pushed"
+        )
+
+
+# -- connect ------------------------------------------------------------------------------
+
+
+def connect_range(
+    url: str, local_path: Optional[str], opts: Mapping[str, Any], connect_kwargs: Dict[str, Any],
+    factory: type, *, source: Any = None,
+) -> Any:
+    """Open the HTTP-range cache of ``url`` (see the module docstring); routed here by
+    ``turso_dbapi.connect``. ``source`` (a ``PageSource``, not yet opened) replaces the HTTP
+    one, e.g. a ``FileSource`` in tests."""
+    ensure_registered()
+    source_opts = opts
+    if local_path and os.path.exists(local_path + "-tdbmap"):
+        # A cache is there: open() only revalidates, so it reads the header, not the
+        # first segment (which the cache most likely holds already).
+        source_opts = dict(opts, segment_size=None)
+    if source is None:
+        source = http_range_source(url, source_opts)
+    leading = source.open()
+    display = source.display_url
+    path = os.path.realpath(local_path or default_replica_path(redact(url), source.version))
+    identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
+    store = pagestore.open_store(
+        path,
+        page_size=source.page_size,
+        size=source.size,
+        identity=identity,
+        meta={"url": display, "version": source.version},
+    )
+    _store_leading_pages(store, leading)
+    handler = ReportingMissHandler(
+        store,
+        source,
+        segment_size=opts["segment_size"],
+        readahead_max=opts["readahead_max"],
+        prefetch=opts["prefetch"],
+    )
+    conn_id = store.attach(handler)
+    if not opts["partial"]:
+        store.download_all(handler, batch_bytes=max(opts["readahead_max"], store.page_size))
+    target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
+    conn = sqlite3.connect(target, uri=True, factory=remote_class(factory), **connect_kwargs)
+    conn._replica = Replica(store, source, handler, conn_id, path)
+    return conn
+
+
+def _store_leading_pages(store: pagestore.PageStore, leading: bytes) -> None:
+    """open() already returned these bytes: keep the whole pages among them."""
+    ps = store.page_size
+    for i in range(min(len(leading) // ps, store.remote_pages)):
+        store.put_synced(i + 1, leading[i * ps : (i + 1) * ps])

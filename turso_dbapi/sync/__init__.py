@@ -1,0 +1,1 @@
+"""Turso sync replicas: open and bootstrap, metadata, pull (stage, then apply)."""
