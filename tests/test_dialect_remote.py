@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
-sa = pytest.importorskip("sqlalchemy")
+import sqlalchemy as sa
 from sqlalchemy import create_engine, exc, inspect, select  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
 from support._sqlalchemy_recipes import savepoint_ready  # noqa: E402

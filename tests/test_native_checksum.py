@@ -16,7 +16,6 @@ from turso_dbapi import _reference as ref
 from turso_dbapi.storage import checksum
 from turso_dbapi._native import ffi, lib
 
-needs_native = pytest.mark.skipif(lib is None, reason="native core not built")
 
 # RFC 3720 (iSCSI) appendix B.4, plus the customary check value.
 VECTORS = [
@@ -33,7 +32,7 @@ VECTORS = [
 def path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run a native test once on the hardware path (when the CPU has it) and once on tables."""
     if lib is None:
-        pytest.skip("native core not built")
+        pytest.fail("native core not built (pip install .): see test_build.py")
     if request.param == "hw" and not lib.tdb_crc32c_hw():
         pytest.skip("no CRC instructions on this CPU")
     lib.tdb_crc32c_force_table(request.param == "table")
@@ -76,7 +75,7 @@ def test_api_vectors(data: bytes, expected: int) -> None:
 
 def test_hardware_detected_where_the_cpu_has_it() -> None:
     if lib is None:
-        pytest.skip("native core not built")
+        pytest.fail("native core not built (pip install .): see test_build.py")
     flags = ""
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
@@ -98,7 +97,6 @@ def test_native_edge_lengths(path: str, n: int) -> None:
     assert native_crc(data) == ref.crc32c(0, data)
 
 
-@needs_native
 @settings(max_examples=150, deadline=None)
 @given(data=st.binary(max_size=5000), skew=st.integers(0, 15), cut=st.integers(0, 5000))
 def test_native_matches_oracle_any_alignment_and_chaining(data: bytes, skew: int, cut: int) -> None:
@@ -117,7 +115,6 @@ def test_native_matches_oracle_any_alignment_and_chaining(data: bytes, skew: int
     assert checksum.crc32c(data[cut:], checksum.crc32c(data[:cut])) == expected
 
 
-@needs_native
 @settings(max_examples=60, deadline=None)
 @given(page_size=st.integers(0, 700), n=st.integers(0, 8), seed=st.binary(min_size=1, max_size=64))
 def test_native_pages_match_oracle(page_size: int, n: int, seed: bytes) -> None:

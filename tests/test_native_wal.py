@@ -17,7 +17,6 @@ from turso_dbapi import _reference as ref
 from turso_dbapi.server import wal
 from turso_dbapi._native import ffi, lib
 
-needs_native = pytest.mark.skipif(lib is None, reason="native core not built")
 PS = 1024  # small pages keep the SQLite fixtures tiny
 
 
@@ -138,7 +137,6 @@ def sqlite_wal(tmp_path_factory: pytest.TempPathFactory) -> Tuple[bytes, bytes, 
 # ---- the checksum -----------------------------------------------------------------------
 
 
-@needs_native
 @settings(max_examples=100, deadline=None)
 @given(
     words=st.binary(max_size=512).map(lambda b: b[: len(b) // 8 * 8]),
@@ -353,7 +351,6 @@ def test_torn_tail_drops_the_last_commit(built_wal: bytes, cut: int) -> None:
     assert scan.valid_frames == 5
 
 
-@needs_native
 def test_native_guards(built_wal: bytes) -> None:
     hdr = ffi.new("tdb_wal_header *")
     res = ffi.new("tdb_wal_result *")

@@ -251,11 +251,12 @@ def pty_env(tmp_path):
 
 
 def pexpect_eof():
-    return pytest.importorskip("pexpect").EOF
+    import pexpect
+    return pexpect.EOF
 
 
 def spawn(db, env, *options):
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
     child = pexpect.spawn(
         sys.executable,
         ["-m", "turso_dbapi", *options, db],
@@ -353,8 +354,8 @@ def test_file_uri_options_reach_sqlite(db):
 
 def test_installed_console_script_is_the_same_shell(db):
     script = os.path.join(os.path.dirname(sys.executable), "turso-dbapi")
-    if not os.path.exists(script):
-        pytest.skip("package not installed with its console script next to this interpreter")
+    assert os.path.exists(script), (
+        f"{script} missing: the tests run against an installed package (pip install '.[test]')")
     r = subprocess.run(
         [script, db, "select name from users where id = 2"],
         capture_output=True,

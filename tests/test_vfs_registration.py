@@ -63,11 +63,11 @@ def _system_python_reason() -> str:
     if not os.path.exists(SYSTEM_PYTHON):
         return f"{SYSTEM_PYTHON} not installed"
     probe = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import sqlite3, cffi, requests; "
+        [SYSTEM_PYTHON, "-c", "import sqlite3, cffi; "
          "print(hasattr(sqlite3.connect(':memory:'), 'enable_load_extension'))"],
         capture_output=True, text=True)
     if probe.returncode != 0:
-        return f"{SYSTEM_PYTHON} lacks cffi/requests (apt-get install python3-cffi python3-requests)"
+        return f"{SYSTEM_PYTHON} lacks cffi (apt-get install python3-cffi)"
     if probe.stdout.strip() != "True":
         return f"{SYSTEM_PYTHON}'s sqlite3 has no enable_load_extension"
     return ""
