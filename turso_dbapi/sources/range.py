@@ -92,6 +92,7 @@ class _Validators:
         self.etag: Optional[str] = headers.get("ETag") or None
         self.last_modified: Optional[str] = headers.get("Last-Modified") or None
         self.s3_version: Optional[str] = headers.get("x-amz-version-id") or None
+        self.date: Optional[str] = headers.get("Date") or None  # when the server pinned it (live.py)
 
     @property
     def weak(self) -> bool:
