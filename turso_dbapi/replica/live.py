@@ -41,12 +41,14 @@ import time
 from typing import Any, Dict, Optional
 from urllib.parse import quote
 
-from ..errors import NotSupportedError, OperationalError
+from .._util.atomic import read_json, write_json_atomic
+from ..errors import OperationalError
 from ..sources.live import LiveSource, Observation
-from ..storage import pagestore
-from ..storage.vfs import VFS_NAME
-from .base import RemoteCursor, _RemoteMixin
+from ..storage import files, pagestore
+from ..storage.vfs import replica_uri
+from .base import RemoteCursor, remote_class
 
+LIVE_LOCK = "-tdblive"  # flock held by the one connection following a cache
 LOCK_TIMEOUT = 5.0  # seconds pull() waits for the connection's own statements
 _private = itertools.count(1)
 
@@ -54,24 +56,24 @@ _private = itertools.count(1)
 def claim(path: str) -> tuple:
     """(path, lock fd, private?): the cache at ``path`` if no other connection follows
     it, else a private one beside it (removed at close)."""
-    fd = os.open(path + "-tdblive", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path + LIVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return path, fd, False
     except OSError:
         os.close(fd)
     private = f"{path}-p{os.getpid()}-{next(_private)}"
-    fd = os.open(private + "-tdblive", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(private + LIVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return private, fd, True
 
 
 def mark_pulled(store: pagestore.PageStore) -> None:
     """The cache no longer holds the version its metadata names: a later open starts over."""
-    path = store.path + "-tdbmeta.json"
-    meta = pagestore.read_json(path) or {}
+    path = store.path + files.CACHE_META
+    meta = read_json(path) or {}
     meta["identity"] = "pulled"
-    pagestore.write_json_atomic(path, meta)
+    write_json_atomic(path, meta)
 
 
 def apply(replica: Any, obs: Observation, timeout: float) -> bool:
@@ -82,12 +84,12 @@ def apply(replica: Any, obs: Observation, timeout: float) -> bool:
         return False
     store: pagestore.PageStore = replica.store
     source: LiveSource = replica.source
-    if obs.db_state[2] != store.page_size:
+    if obs.db_state is not None and obs.db_state[2] != store.page_size:
         raise OperationalError(
             f"pull from {source.display_url}: the page size changed ({store.page_size} -> "
             f"{obs.db_state[2]}); connect again to read the new database")
-    ic = sqlite3.connect(f"file:{quote(store.path)}?vfs={VFS_NAME}&tdbconn={replica.conn_id}", uri=True,
-                         timeout=timeout, isolation_level=None, check_same_thread=False)
+    ic = sqlite3.connect(replica_uri(store.path, replica.conn_id), uri=True, timeout=timeout,
+                         isolation_level=None, check_same_thread=False)
     try:
         ic.execute("PRAGMA journal_mode=MEMORY")  # never a journal file a later open takes for hot
         try:
@@ -182,12 +184,11 @@ class LiveReplica:
             os.close(self._lock_fd)
             self._lock_fd = -1
         if self._private and self.store.closed:
-            pagestore.remove_replica_files(self.store.path)
-            for suffix in ("-tdblive",):
-                try:
-                    os.remove(self.store.path + suffix)
-                except FileNotFoundError:
-                    pass
+            files.remove_store_files(self.store.path)
+            try:
+                os.remove(self.store.path + LIVE_LOCK)
+            except FileNotFoundError:
+                pass
 
 
 class LiveCursor(RemoteCursor):
@@ -214,28 +215,22 @@ class LiveCursor(RemoteCursor):
         return RemoteCursor.executescript(self, sql_script)
 
 
-class _LiveMixin(_RemoteMixin):
-    _cursor_class = LiveCursor
-
+class _LiveMixin:
     def execute(self, sql: str, parameters: Any = ()):  # type: ignore[override]
         if not self.in_transaction:  # type: ignore[attr-defined]
-            self._replica.before_read()
-        return _RemoteMixin.execute(self, sql, parameters)
+            self._replica.before_read()  # type: ignore[attr-defined]
+        return super().execute(sql, parameters)  # type: ignore[misc]
 
 
 _classes: Dict[type, type] = {}
 _classes_lock = threading.Lock()
 
 
-def live_class(remote_cls: type) -> type:
-    """``remote_cls`` (from ``base.remote_class``) with the live statement hook; cached."""
+def live_class(factory: type) -> type:
+    """The remote class of ``factory`` with the live statement hook (cursors too); cached."""
+    base = remote_class(factory, LiveCursor, "Live")
     with _classes_lock:
-        cls = _classes.get(remote_cls)
+        cls = _classes.get(base)
         if cls is None:
-            cls = type(f"Live{remote_cls.__name__}", (_LiveMixin, remote_cls), {})
-            _classes[remote_cls] = cls
+            cls = _classes[base] = type(base.__name__, (_LiveMixin, base), {})
         return cls
-
-
-def not_followable(url: str) -> NotSupportedError:
-    return NotSupportedError(f"{url}: pull() and follow need an http(s) source")

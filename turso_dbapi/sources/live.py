@@ -181,6 +181,15 @@ class LiveSource:
         self.counter = max(self.counter, self._raw_counter(obs)) + 1
         return self._leading(obs)
 
+    def adopt_pin(self, page1: Optional[bytes]) -> None:
+        """Follow a database source opened elsewhere: its pin is the snapshot (P3's state)."""
+        obs = Observation("new")
+        obs.db_state = self._db_state()
+        obs.leading = page1 or b""
+        obs.trusted_leading = True
+        self._install(obs)
+        self.counter = self._raw_counter(obs)
+
     def fetch(self, pgnos: Sequence[int]) -> Dict[int, bytes]:
         out: Dict[int, bytes] = {}
         wal = self.wal
@@ -479,8 +488,9 @@ class LiveSource:
             return reply.status == 206 and not _encoded(reply)
 
         def check(reply: Reply) -> Optional[Tuple[bytes, bytes]]:
-            if reply.status in _ABSENT or reply.status == 416:
-                return None  # gone, or shorter than the range asked: not our generation
+            if reply.status in _ABSENT or reply.status == 416 or (
+                    reply.status == 200 and reply.headers.get("Content-Length") == "0"):
+                return None  # gone, empty, or shorter than the range asked: not our generation
             if _encoded(reply):
                 raise self._wal_error(reply, "the server compressed it")
             if reply.status == 200:

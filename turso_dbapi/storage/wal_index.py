@@ -99,6 +99,7 @@ class WalIndex:
             s = ffi.new("uint32_t[2]", list(self.cksum))
             idx = ffi.from_buffer("uint32_t[]", self.index)
             rc = lib.tdb_wal_follow(buf, len(view), hdr, s, self.frames + 1, idx, len(self.index), res)
+            ffi.release(idx)  # the array may be resized below
             if rc != ref.WAL_OK:  # arguments come from a checked header: a bug here
                 raise RuntimeError(f"tdb_wal_follow failed with code {rc}")
             if res.db_size < len(self.index):
