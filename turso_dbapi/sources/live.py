@@ -83,7 +83,8 @@ from .. import _reference as ref
 from ..errors import RemoteChangedError, RemoteError
 from ..storage.wal_index import WalIndex, parse_header
 from ..transport.http import Reply, TransientReplyError
-from .range import HttpRangeSource, _content_range, _encoded, page_runs, parse_byteranges
+from .range import HttpRangeSource, page_runs
+from .range_reply import Validators, content_range, is_encoded, parse_byteranges
 
 MAX_SNAPSHOT_ATTEMPTS = 4  # a writer restarting the WAL under every attempt is an error
 _ABSENT = (403, 404)  # S3 answers 403 for a missing key without list permission
@@ -404,18 +405,16 @@ class LiveSource:
         return out
 
     def _read_unpinned(self, first: int, last: int) -> Tuple[bytes, Any]:
-        from .range import _Validators
-
         start, end = self.db._byte_range(first, last)
 
         def check(reply: Reply) -> Tuple[bytes, Any]:
-            if reply.status != 206 or _encoded(reply):
+            if reply.status != 206 or is_encoded(reply):
                 raise self.db._http.error(reply, f"cannot read pages {first}-{last}")
-            got_first, got_last, _total = _content_range(reply)
+            got_first, got_last, _total = content_range(reply)
             body = reply.body or b""
             if (got_first, got_last) != (start, end) or len(body) != end - start + 1:
                 raise TransientReplyError(f"short or misplaced body for bytes={start}-{end}")
-            return body, _Validators(reply.headers)
+            return body, Validators(reply.headers)
 
         return self.db._http.request("GET", headers={"Range": f"bytes={start}-{end}"}, check=check,
                                      what=f"cannot read pages {first}-{last}")
@@ -442,20 +441,20 @@ class LiveSource:
         """S2: (status, the whole WAL); an absent WAL is (404 or 403, b"")."""
 
         def read_body(reply: Reply) -> bool:
-            return reply.status in (200, 206) and not _encoded(reply)
+            return reply.status in (200, 206) and not is_encoded(reply)
 
         def check(reply: Reply) -> Tuple[int, bytes]:
             if reply.status in _ABSENT:
                 return reply.status, b""
             if reply.status == 416:
                 return 206, b""  # an empty WAL (after a TRUNCATE checkpoint)
-            if _encoded(reply):
+            if is_encoded(reply):
                 raise self._wal_error(reply, "the server compressed it")
             if reply.status not in (200, 206):
                 raise self.db._http.error(reply, f"cannot read {self.wal_display_url}")
             body = reply.body or b""
             if reply.status == 206:
-                first, last, total = _content_range(reply)
+                first, last, total = content_range(reply)
                 if first != 0 or len(body) != last - first + 1 or (total is not None and last != total - 1):
                     raise TransientReplyError(f"short WAL body: {len(body)} bytes")
             elif reply.headers.get("Content-Length") not in (None, str(len(body))):
@@ -485,13 +484,13 @@ class LiveSource:
 
     def _wal_ranges(self, spec: str, end: int) -> Optional[Tuple[bytes, bytes]]:
         def read_body(reply: Reply) -> bool:
-            return reply.status == 206 and not _encoded(reply)
+            return reply.status == 206 and not is_encoded(reply)
 
         def check(reply: Reply) -> Optional[Tuple[bytes, bytes]]:
             if reply.status in _ABSENT or reply.status == 416 or (
                     reply.status == 200 and reply.headers.get("Content-Length") == "0"):
                 return None  # gone, empty, or shorter than the range asked: not our generation
-            if _encoded(reply):
+            if is_encoded(reply):
                 raise self._wal_error(reply, "the server compressed it")
             if reply.status == 200:
                 if "," in spec:
@@ -502,7 +501,7 @@ class LiveSource:
             body = reply.body or b""
             ctype = reply.headers.get("Content-Type", "")
             parts = (parse_byteranges(body, ctype) if ctype.lower().lstrip().startswith("multipart/byteranges")
-                     else [(*_content_range(reply), body)])
+                     else [(*content_range(reply), body)])
             head = b""
             tail = b""
             for first, last, _total, data in parts:
