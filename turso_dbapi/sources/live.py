@@ -282,7 +282,16 @@ class LiveSource:
                 wal = None  # SQLite ignores a WAL of another page size
             obs.wal = wal
             # S3 (an empty or invalid WAL: the file alone is the state, pinned as in range.py)
-            obs.trusted_leading = wal is None or (settled(self.db._pinned) and self._db_unchanged())
+            if wal is not None and not (settled(self.db._pinned) and self._db_unchanged()):
+                # S3'/S4: the leading bytes again, then the WAL after them (C, at open)
+                obs.leading = self.db.open()
+                got = self._get_wal_tail(wal)
+                if got is None or not wal.same_generation(got[0]):
+                    continue
+                wal.extend(got[1])
+                if wal.newer_generation_at(got[1], wal.last_stop):
+                    continue
+            obs.trusted_leading = True
             obs.db_state = self._db_state()
             return obs
         raise RemoteChangedError(
@@ -392,6 +401,9 @@ class LiveSource:
         probe.cksum, probe.frames = wal.cksum, wal.frames
         probe.index = _tiny_index()
         newer = set(probe.extend(got[1]))
+        if probe.newer_generation_at(got[1], probe.last_stop):
+            self.stale = True
+            raise self._changed("the WAL was restarted while it was read")
         hit = sorted(newer.intersection(out))
         if hit:
             self.stale = True
