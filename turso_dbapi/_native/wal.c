@@ -175,6 +175,19 @@ int tdb_wal_write_frames(uint8_t *out, size_t out_len, const tdb_wal_header *hdr
   return TDB_WAL_OK;
 }
 
+int tdb_wal_index_frames(const uint8_t *buf, size_t len, uint32_t page_size, size_t n,
+                         uint32_t first_frame, uint32_t *index, size_t index_len) {
+  size_t frame, i, off;
+  if (!page_size_ok(page_size) || (n && !buf) || (index_len && !index)) return TDB_WAL_EARG;
+  frame = FRAME_HDR + (size_t)page_size;
+  if (n > len / frame) return TDB_WAL_EARG; /* (6) */
+  for (i = 0, off = 0; i < n; i++, off += frame) {
+    uint32_t p = get_be32(buf + off);
+    if (p < index_len) index[p] = first_frame + (uint32_t)i;
+  }
+  return TDB_WAL_OK;
+}
+
 /* (8) One pass validates (the checksum chain is serial), a second pass over the committed
 ** frames writes the index: no per-frame arrays, so a WAL of any size needs no allocation. */
 int tdb_wal_follow(const uint8_t *buf, size_t len, const tdb_wal_header *hdr, uint32_t *s,
@@ -207,10 +220,7 @@ int tdb_wal_follow(const uint8_t *buf, size_t len, const tdb_wal_header *hdr, ui
   }
   res->n_valid = i;
   n = res->n_frames;
-  for (i = 0, off = 0; i < n; i++, off += frame) {
-    uint32_t p = get_be32(buf + off);
-    if (p < index_len) index[p] = first_frame + (uint32_t)i;
-  }
+  tdb_wal_index_frames(buf, len, hdr->page_size, n, first_frame, index, index_len);
   s[0] = res->cksum1;
   s[1] = res->cksum2;
   return TDB_WAL_OK;

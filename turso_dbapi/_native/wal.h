@@ -45,6 +45,8 @@
 **       1-based, so 0 means "not in the WAL"). Page numbers >= index_len are not
 **       recorded (pages past the size the caller tracks). res reports the frame counts
 **       of buf alone and the last commit's db size. Never reads or writes out of bounds.
+**       tdb_wal_index_frames is the indexing pass alone, for the first n frames of buf
+**       (already validated), when the caller had to grow its index.
 */
 #ifndef TDB_WAL_H
 #define TDB_WAL_H
@@ -92,6 +94,8 @@ int tdb_wal_write_frames(uint8_t *out, size_t out_len, const tdb_wal_header *hdr
 int tdb_wal_follow(const uint8_t *buf, size_t len, const tdb_wal_header *hdr, uint32_t *s,
                    uint32_t first_frame, uint32_t *index, size_t index_len,
                    tdb_wal_result *res);
+int tdb_wal_index_frames(const uint8_t *buf, size_t len, uint32_t page_size, size_t n,
+                         uint32_t first_frame, uint32_t *index, size_t index_len);
 /* cdef-end */
 
 #endif

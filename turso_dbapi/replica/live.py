@@ -39,7 +39,6 @@ import sqlite3
 import threading
 import time
 from typing import Any, Dict, Optional
-from urllib.parse import quote
 
 from .._util.atomic import read_json, write_json_atomic
 from ..errors import OperationalError

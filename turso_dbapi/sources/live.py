@@ -28,7 +28,10 @@ THE SNAPSHOT is (generation G with committed frames 1..N, database pin E). Reque
 this order (each starts after the previous one ended):
   S1. the database open (leading bytes, pin E);                       [range.py]
   S2. the whole WAL, when S1's header says WAL mode: G, frames 1..N;
-  S3. with a settled pin: one byte of the database with If-Match E.
+  S3. with a settled pin: one byte of the database with If-Match E;
+  S3'/S4. otherwise (or S3 answered 412): the leading bytes again (pin E'), then the WAL
+      header and the bytes after frame N (one multi-range request): the snapshot becomes
+      frames 1..N' (N' >= N) over the file as S3' read it.
 PROOF (the image "frames 1..N over the file at E" is a state the writer committed):
   - S3 succeeds => the file did not change between S1 and S3 (settled, W4), so in
     particular not during S2. The file at S1 holds backfills (W2) of frames committed
@@ -38,18 +41,24 @@ PROOF (the image "frames 1..N over the file at E" is a state the writer committe
     an older generation, G exists because that generation was wholly backfilled before
     the restart (W3), and that was before S1 (the file did not change after): the file
     is the old generation's final state, on which G's frames were written.
-  - A restart WHILE S2 streams: the bytes after the header may be frames of G+1, which
-    fail G's salts, so the scan would stop early at a prefix of G whose later frames are
-    already in the file. The first untrusted frame then carries salt-1 = G + 1
-    (wal_index rule (3)): S1-S3 are repeated. (A G+1 frame torn exactly in its salt
+  - S3'/S4: S2 (before S3') and S4 (after it) show the same header, so no restart
+    happened in between (W3) and the file at S3' holds backfills of G only (or the final
+    state of the generation before G, as above), of frames committed before S3' — all in
+    the WAL when S4 started, so among 1..N'. Same argument: frames 1..N' over the file
+    at S3' is the state after frame N'. A different header at S4: S1-S4 are repeated.
+  - A restart WHILE S2 (or S4) streams: the bytes after the header may be frames of G+1,
+    which fail G's salts, so the scan would stop early at a prefix of G whose later
+    frames are already in the file. The first untrusted frame then carries salt-1 = G + 1
+    (wal_index rule (3)): the snapshot is repeated. (A G+1 frame torn exactly in its salt
     field cannot be told from a torn G frame; the window is one frame header.)
-  - S3 fails (the file changed) or the pin is not settled: the leading bytes of S1 are
-    not used; each later database read is "confirmed" (C below).
   - A WAL that is absent (404/403: S3-style hosts) or empty/invalid: the file alone is
-    the state, pinned by E as for any HTTP-range database.
+    the state, pinned by E as for any HTTP-range database. (A whole generation written,
+    checkpointed and truncated between S1 and S2 is not detected there when the pin is
+    not settled: the window is one request, the change needs a TRUNCATE checkpoint.)
 READS (misses) of pages not in frames 1..N:
   F. settled pin: a ranged read with If-Match E (range.py (4)): a reply means the file
-     is still the one the snapshot proved consistent.
+     is still the one the snapshot proved consistent (pages of frames 1..N are never
+     read from the file, so backfills of them do not matter; a 412 falls back to C).
   C. otherwise (not settled, or F answered 412): the pages are read without
      preconditions, then the WAL is read again (header + the bytes after frame N). If the
      header is still G and no committed frame after N wrote one of those pages, the
@@ -77,23 +86,16 @@ import email.utils
 import struct
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
-from urllib.parse import urlsplit, urlunsplit
 
 from .. import _reference as ref
-from ..errors import RemoteChangedError, RemoteError
+from ..errors import RemoteChangedError
 from ..storage.wal_index import WalIndex, parse_header
 from ..transport.http import Reply, TransientReplyError
 from .range import HttpRangeSource, page_runs
-from .range_reply import Validators, content_range, is_encoded, parse_byteranges
+from .range_reply import Validators, content_range, is_encoded
+from .wal_reader import ABSENT as _ABSENT, WalReader, wal_url
 
 MAX_SNAPSHOT_ATTEMPTS = 4  # a writer restarting the WAL under every attempt is an error
-_ABSENT = (403, 404)  # S3 answers 403 for a missing key without list permission
-
-
-def wal_url(url: str) -> str:
-    """``<url>-wal``: the suffix goes on the path, before any query string."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=parts.path + "-wal"))
 
 
 def is_wal_mode(header: bytes) -> bool:
@@ -147,12 +149,10 @@ class LiveSource:
         self.db = db
         self.stats = db.stats
         self.display_url = db.display_url
-        self.wal_display_url = wal_url(db.display_url)
-        self._wal_url = wal_url(db._http.url)
+        self.wal_reader = WalReader(db._http, wal_url(db._http.url), wal_url(db.display_url))
         self.wal: Optional[WalIndex] = None
         self.wal_absent = False  # (after a 404) no WAL requests until pull()
         self.wal_mode = False
-        self.multi_range = True  # P1 in one request until a server refuses
         self.settled = False
         self.refused: Set[int] = set()  # pages frames after N wrote (C): may be newer in the file
         self.counter = 0  # change counter of the page 1 served (moves at every applied change)
@@ -271,7 +271,7 @@ class LiveSource:
             if not obs.leading or not is_wal_mode(obs.leading):
                 obs.trusted_leading = True  # the file alone is the state (P3)
                 return obs
-            status, body = self._get_wal()  # S2
+            status, body = self.wal_reader.whole()  # S2
             if status in _ABSENT:
                 obs.wal_absent = obs.trusted_leading = True
                 return obs
@@ -285,7 +285,7 @@ class LiveSource:
             if wal is not None and not (settled(self.db._pinned) and self._db_unchanged()):
                 # S3'/S4: the leading bytes again, then the WAL after them (C, at open)
                 obs.leading = self.db.open()
-                got = self._get_wal_tail(wal)
+                got = self.wal_reader.tail(wal)
                 if got is None or not wal.same_generation(got[0]):
                     continue
                 wal.extend(got[1])
@@ -302,7 +302,7 @@ class LiveSource:
         """The network half of pull(): what changed since the installed snapshot (P1-P3)."""
         wal = self.wal
         if wal is not None:
-            got = self._get_wal_tail(wal)  # P1
+            got = self.wal_reader.tail(wal)  # P1
             if got is not None:
                 header, tail = got
                 if wal.same_generation(header):
@@ -393,7 +393,7 @@ class LiveSource:
             for i, p in enumerate(range(first, last + 1)):
                 page = data[i * ps:(i + 1) * ps]
                 out[p] = page if len(page) == ps else page.ljust(ps, b"\x00")
-        got = self._get_wal_tail(wal)
+        got = self.wal_reader.tail(wal)
         if got is None or not wal.same_generation(got[0]):
             self.stale = True
             raise self._changed("the WAL was restarted (a checkpoint completed)")
@@ -447,107 +447,10 @@ class LiveSource:
         return self.db._http.request("GET", headers=headers, check=check,
                                      what="cannot check the remote database")
 
-    # -- WAL requests ------------------------------------------------------------------------
-
-    def _get_wal(self) -> Tuple[int, bytes]:
-        """S2: (status, the whole WAL); an absent WAL is (404 or 403, b"")."""
-
-        def read_body(reply: Reply) -> bool:
-            return reply.status in (200, 206) and not is_encoded(reply)
-
-        def check(reply: Reply) -> Tuple[int, bytes]:
-            if reply.status in _ABSENT:
-                return reply.status, b""
-            if reply.status == 416:
-                return 206, b""  # an empty WAL (after a TRUNCATE checkpoint)
-            if is_encoded(reply):
-                raise self._wal_error(reply, "the server compressed it")
-            if reply.status not in (200, 206):
-                raise self.db._http.error(reply, f"cannot read {self.wal_display_url}")
-            body = reply.body or b""
-            if reply.status == 206:
-                first, last, total = content_range(reply)
-                if first != 0 or len(body) != last - first + 1 or (total is not None and last != total - 1):
-                    raise TransientReplyError(f"short WAL body: {len(body)} bytes")
-            elif reply.headers.get("Content-Length") not in (None, str(len(body))):
-                raise TransientReplyError(f"short WAL body: {len(body)} bytes")
-            return reply.status, body
-
-        # Range: bytes=0- asks the same as a plain GET, but a 200 answer then tells us the
-        # server ignores ranges before a pull depends on them.
-        return self.db._http.request("GET", self._wal_url, headers={"Range": "bytes=0-"},
-                                     read_body=read_body, check=check,
-                                     what=f"cannot read {self.wal_display_url}")
-
-    def _get_wal_tail(self, wal: WalIndex) -> Optional[Tuple[bytes, bytes]]:
-        """P1: (the WAL's 32 header bytes, the bytes after frame N), or None when the WAL is
-        gone or too short to hold a header. One multi-range request, else two."""
-        end = wal.end_offset
-        if self.multi_range:
-            try:
-                return self._wal_ranges(f"bytes=0-{ref.WAL_HDR - 1},{end}-", end)
-            except _Refused:
-                self.multi_range = False
-        head = self._wal_ranges(f"bytes=0-{ref.WAL_HDR - 1}", end)
-        if head is None:
-            return None
-        tail = self._wal_ranges(f"bytes={end}-", end)
-        return head[0], (tail[1] if tail is not None else b"")
-
-    def _wal_ranges(self, spec: str, end: int) -> Optional[Tuple[bytes, bytes]]:
-        def read_body(reply: Reply) -> bool:
-            return reply.status == 206 and not is_encoded(reply)
-
-        def check(reply: Reply) -> Optional[Tuple[bytes, bytes]]:
-            if reply.status in _ABSENT or reply.status == 416 or (
-                    reply.status == 200 and reply.headers.get("Content-Length") == "0"):
-                return None  # gone, empty, or shorter than the range asked: not our generation
-            if is_encoded(reply):
-                raise self._wal_error(reply, "the server compressed it")
-            if reply.status == 200:
-                if "," in spec:
-                    raise _Refused()
-                raise self._wal_error(reply, "the server ignored the Range header")
-            if reply.status != 206:
-                raise self.db._http.error(reply, f"cannot read {self.wal_display_url}")
-            body = reply.body or b""
-            ctype = reply.headers.get("Content-Type", "")
-            parts = (parse_byteranges(body, ctype) if ctype.lower().lstrip().startswith("multipart/byteranges")
-                     else [(*content_range(reply), body)])
-            head = b""
-            tail = b""
-            for first, last, _total, data in parts:
-                if len(data) != last - first + 1:
-                    raise TransientReplyError("short WAL body")
-                if first == 0:
-                    head = bytes(data[: ref.WAL_HDR])
-                    if last >= end:  # the server merged both ranges into one part
-                        tail = bytes(data[end:])
-                elif first == end:
-                    tail = bytes(data)
-                else:
-                    raise _Refused() if "," in spec else TransientReplyError("misplaced WAL range")
-            if spec.startswith(f"bytes={end}-"):
-                return b"", tail
-            if len(head) < ref.WAL_HDR:
-                return None
-            return head, tail
-
-        return self.db._http.request("GET", self._wal_url, headers={"Range": spec}, read_body=read_body,
-                                     check=check, what=f"cannot read {self.wal_display_url}")
-
-    def _wal_error(self, reply: Reply, why: str) -> RemoteError:
-        return RemoteError(f"cannot follow {self.wal_display_url}: {why}", url=self.wal_display_url,
-                           status=reply.status)
-
     def _changed(self, why: str) -> RemoteChangedError:
         return RemoteChangedError(
             f"remote database changed during this read transaction: {why}; the next transaction "
             f"after pull() sees the new state ({self.display_url})", url=self.display_url)
-
-
-class _Refused(Exception):
-    """The server answered a multi-range request with something else (then: two requests)."""
 
 
 def _tiny_index() -> Any:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 from .. import _reference as ref
 from .._native import ffi, lib
@@ -69,13 +69,13 @@ class WalIndex:
         if hdr is None:
             return None
         wal = cls(hdr, view[: ref.WAL_HDR].tobytes())
-        wal.extend(view[ref.WAL_HDR:])
+        wal.extend(view[ref.WAL_HDR:], pages=False)
         return wal
 
-    def extend(self, buf: Buffer) -> List[int]:
+    def extend(self, buf: Buffer, pages: bool = True) -> List[int]:
         """Trust the committed frames at the start of ``buf`` (bytes from ``end_offset``
         on), rules (2); returns the page numbers they wrote (in frame order, repeats
-        included). Untrusted bytes after them are left out."""
+        included; ``pages=False``: an empty list). Untrusted bytes after them are left out."""
         view = memoryview(buf)
         res, n_valid = self._follow(view)
         n = res.n_frames
@@ -84,28 +84,32 @@ class WalIndex:
             return []
         size = n * self.frame_size
         committed = view[:size]
-        pgnos = [struct.unpack_from(">I", committed, k * self.frame_size)[0] for k in range(n)]
+        fs = self.frame_size
+        pgnos = [struct.unpack_from(">I", committed, k * fs)[0] for k in range(n)] if pages else []
         self.data += committed
         self.frames += n
         self.db_size = res.db_size
         self.cksum = (res.cksum1, res.cksum2)
         return pgnos
 
-    def _follow(self, view: memoryview) -> Tuple[object, int]:
+    def _follow(self, view: memoryview) -> Tuple[Any, int]:
         hdr = ffi.new("tdb_wal_header *", self.header._asdict())
         res = ffi.new("tdb_wal_result *")
         buf = ffi.from_buffer("uint8_t[]", view) if len(view) else ffi.NULL
-        while True:
-            s = ffi.new("uint32_t[2]", list(self.cksum))
-            idx = ffi.from_buffer("uint32_t[]", self.index)
-            rc = lib.tdb_wal_follow(buf, len(view), hdr, s, self.frames + 1, idx, len(self.index), res)
-            ffi.release(idx)  # the array may be resized below
-            if rc != ref.WAL_OK:  # arguments come from a checked header: a bug here
-                raise RuntimeError(f"tdb_wal_follow failed with code {rc}")
-            if res.db_size < len(self.index):
-                return res, int(res.n_valid)
-            # The database grew past the index: grow it and index again (same entries).
+        s = ffi.new("uint32_t[2]", list(self.cksum))
+        idx = ffi.from_buffer("uint32_t[]", self.index)
+        rc = lib.tdb_wal_follow(buf, len(view), hdr, s, self.frames + 1, idx, len(self.index), res)
+        ffi.release(idx)  # the array may be resized below
+        if rc != ref.WAL_OK:  # arguments come from a checked header: a bug here
+            raise RuntimeError(f"tdb_wal_follow failed with code {rc}")
+        if res.db_size >= len(self.index):
+            # The database grew past the index: grow it, then index again (no re-validation).
             self.index.extend(bytes(4 * (res.db_size + 1 + res.db_size // 4 - len(self.index))))
+            idx = ffi.from_buffer("uint32_t[]", self.index)
+            lib.tdb_wal_index_frames(buf, len(view), self.page_size, res.n_frames, self.frames + 1, idx,
+                                     len(self.index))
+            ffi.release(idx)
+        return res, int(res.n_valid)
 
     def frame_of(self, pgno: int) -> int:
         """1-based frame number holding the latest committed image of ``pgno``, or 0."""
