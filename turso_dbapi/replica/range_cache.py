@@ -25,7 +25,7 @@ from ..errors import NotSupportedError, ProgrammingError
 from ..storage import apply_flag, pagestore  # noqa: F401 - apply_flag installs C's apply callback
 from ..storage.vfs import VFS_NAME, ensure_registered
 from ..url import normalize_remote_url, redact
-from .base import ReportingMissHandler, default_replica_path, describe_error, remote_class
+from .base import ReportingMissHandler, default_replica_path, describe_error, remote_class, usable_local_path
 
 RANGE_SCHEMES = ("http", "https", "libsql", "turso")
 
@@ -166,6 +166,8 @@ def connect_range(
     ``turso_dbapi.connect``. ``source`` (a ``PageSource``, not yet opened) replaces the HTTP
     one, e.g. a ``FileSource`` in tests."""
     ensure_registered()
+    if local_path:
+        local_path = usable_local_path(local_path)  # before any request: a bad path fails first
     source_opts = opts
     if local_path and os.path.exists(local_path + "-tdbmap"):
         # A cache is there: open() only revalidates, so it reads the header, not the
@@ -175,7 +177,7 @@ def connect_range(
         source = http_range_source(url, source_opts)
     leading = source.open()
     display = source.display_url
-    path = os.path.realpath(local_path or default_replica_path(redact(url), source.version))
+    path = local_path or usable_local_path(default_replica_path(redact(url), source.version))
     identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
     store = pagestore.open_store(
         path,

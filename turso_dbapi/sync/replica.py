@@ -41,7 +41,7 @@ from ..errors import NotSupportedError, OperationalError, ProgrammingError
 from ..sources.turso import TursoSyncSource, base_url
 from ..replica.base import RemoteCursor, ReportingMissHandler, default_replica_path, describe_error
 from ..replica.base import real_error as remote_fail
-from ..replica.base import remote_class
+from ..replica.base import remote_class, usable_local_path
 from ..url import redact
 from ..storage.vfs import VFS_NAME, ensure_registered
 
@@ -340,8 +340,7 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
         if url is None:
             raise ProgrammingError("a Turso replica needs a URL or an existing local_path")
         local_path = default_replica_path(redact(base_url(url)), "turso-sync")
-    path = os.path.realpath(os.fsdecode(local_path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = usable_local_path(local_path)
     client_name = str(options.get("client_name") or "turso-dbapi")
     with boot.replica_lock(path):
         meta = sync_meta.load(path)
