@@ -39,6 +39,7 @@ import requests.auth
 import urllib3.exceptions
 
 from ..errors import ProtocolError, RemoteError
+from .deadline import Watchdog
 from .stats import SourceStats
 from ..url import redact
 
@@ -254,10 +255,12 @@ class HttpClient:
         client_name: str = "turso-dbapi",
         stats: Optional[SourceStats] = None,
         pool_size: int = 8,
+        deadline: Optional[float] = None,
     ):
         self.url, basic = split_credentials(url)
         self.display_url = redact(self.url)
         self.timeout = float(timeout)
+        self.deadline = deadline  # total seconds per attempt, body included (deadline.py)
         if retry is None:
             retry = Retry()
         elif isinstance(retry, int):
@@ -331,10 +334,12 @@ class HttpClient:
         while True:
             wait_hint: Optional[float] = None
             t0 = time.monotonic()
+            dog = Watchdog(self.deadline, t0)
             try:
+                per_read = dog.remaining(self.timeout)
                 resp = self._session.request(
                     method, target, headers=hdrs, data=data, stream=True,
-                    timeout=(self.timeout, self.timeout), verify=self.verify, allow_redirects=True,
+                    timeout=(per_read, per_read), verify=self.verify, allow_redirects=True,
                 )
             except requests.RequestException as exc:
                 reason, sent, retryable, advice = _classify(exc, self.timeout)
@@ -349,6 +354,7 @@ class HttpClient:
 
             reply = Reply(method, shown, resp.status_code, resp.headers, None, 0.0, rng_hdr)
             self.stats.add(requests=1, sent=len(data or b""))
+            dog.watch(resp)
             try:
                 if resp.status_code in retry.statuses:
                     wait_hint = retry.parse_retry_after(resp.headers.get("Retry-After"))
@@ -375,6 +381,8 @@ class HttpClient:
                     except requests.RequestException as exc:
                         self.stats.add(received=streamed)
                         reason, _, retryable, advice = _classify(exc, self.timeout)
+                        if dog.expired:
+                            reason, retryable, advice = self._past_deadline()
                         self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
                         retry = retry.new(RetryEvent(reason, resp.status_code))
                         if retryable and idempotent and not retry.exhausted():
@@ -386,7 +394,18 @@ class HttpClient:
                     self.stats.add(received=len(reply.body) + streamed)
                     received = len(reply.body) + streamed
             finally:
+                dog.cancel()
                 resp.close()
+            if dog.expired:  # the cut body ended without an error: a failure all the same
+                reason, _, advice = self._past_deadline()
+                self._log(method, shown, rng_hdr, reply.status, received, t0, reason)
+                retry = retry.new(RetryEvent(reason, reply.status))
+                if idempotent and not retry.exhausted():
+                    if sink is not None:
+                        sink(None)
+                    self._sleep(retry, None)
+                    continue
+                raise self._final(method, shown, rng_hdr, retry, reply.status, reason, advice) from None
             reply.elapsed_ms = (time.monotonic() - t0) * 1000
             self._log(method, shown, rng_hdr, reply.status, received, t0, None)
             if check is None:
@@ -409,6 +428,11 @@ class HttpClient:
                 ) from None
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _past_deadline(self) -> Tuple[str, bool, str]:
+        """(reason, retryable, advice) of a request cut by ``http_deadline``: a timeout."""
+        return (f"no complete reply within http_deadline {self.deadline:g}s", True,
+                "the server is slow (it sends the body too slowly): raise http_deadline")
 
     def _sleep(self, retry: Retry, retry_after: Optional[float]) -> None:
         self.stats.add(retries=1)
@@ -468,6 +492,7 @@ def client_from_options(url: str, options: Mapping[str, Any], *, stats: Optional
         verify=options.get("verify", True),
         client_name=options.get("client_name") or "turso-dbapi",
         stats=stats,
+        deadline=options.get("http_deadline"),
     )
 
 
