@@ -171,7 +171,7 @@ def parse_options(raw: Mapping[str, Any]) -> Dict[str, Any]:
             parsed = opt.parse(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProgrammingError(f"bad value {shown} for option {name!r}: {exc}") from None
-        if opt.maximum is not None and parsed > opt.maximum:
+        if opt.maximum is not None and parsed is not None and parsed > opt.maximum:
             raise ProgrammingError(f"bad value {shown} for option {name!r}: at most {opt.maximum}")
         out[name] = parsed
     return out

@@ -311,3 +311,26 @@ def test_shell_pull(live, tmp_path):
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "already up to date" in out.stdout and "1500" in out.stdout
+
+
+def test_the_reference_server_image_has_no_wal_beside_it(turso_server_factory, tmp_path):
+    # the reference server serves one whole revision for any path; its page 1 says WAL
+    # mode (the server's file is), so the client asks for the WAL once: 404, then never
+    def setup(path):
+        w = sqlite3.connect(path)
+        w.execute("pragma journal_mode=wal")
+        w.execute("create table t(x)")
+        w.executemany("insert into t values (?)", [(i,) for i in range(3000)])
+        w.commit()
+        w.close()
+
+    srv = turso_server_factory(setup=setup)
+    con = turso_dbapi.connect(srv.url + "/db.sqlite", partial=True, local_path=str(tmp_path / "c.db"),
+                              segment_size=4096, protocol="range")
+    assert con.execute("select count(*), sum(x) from t").fetchone() == (3000, sum(range(3000)))
+    assert con._replica.source.wal_absent
+    assert con.stats().requests >= 3  # misses came, none of them for the WAL again
+    requests = con.stats().requests
+    assert con.pull() is False
+    assert con.stats().requests == requests + 2  # the database again, one WAL probe
+    con.close()

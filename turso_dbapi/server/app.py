@@ -9,7 +9,9 @@ Routes (spec §8):
 * ``POST /v2/pipeline`` — the Hrana subset (``hrana``) on one shared connection; writes
   become new revisions;
 * ``GET``/``HEAD`` of any other path — the database file itself, with ``Range`` (206 +
-  ``Content-Range``) and an ``ETag`` that changes with every revision; ``GET /`` is 404.
+  ``Content-Range``) and an ``ETag`` that changes with every revision; ``GET /`` is 404,
+  and so is a path ending in ``-wal``/``-shm``/``-journal`` (the image is one whole
+  revision: a client reading WAL-mode databases finds no WAL beside it).
 
 Bearer-token auth when a token is configured, compared in constant time; tokens are never
 logged. ``ReferenceServer(...).start()`` runs it in a thread (port 0 picks a free port).
@@ -142,7 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._send(404, b"Not Found")
             elif method in ("GET", "HEAD"):
-                if path == "/":
+                if path == "/" or path.endswith(("-wal", "-shm", "-journal")):
+                    # the image served is one whole revision: no WAL or journal beside it
                     self._send(404, b"Not Found", head_only=method == "HEAD")
                 else:
                     self._file(head_only=method == "HEAD")

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import _reference as ref
 from ..errors import RemoteError
-from ..storage.wal_index import WalIndex
+from ..storage.wal_index import WalIndex, parse_header
 from ..transport.http import HttpClient, Reply, TransientReplyError
 from .range_reply import content_range, is_encoded, parse_byteranges
 
@@ -30,6 +30,12 @@ def wal_url(url: str) -> str:
     """``<url>-wal``: the suffix goes on the path, before any query string."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=parts.path + "-wal"))
+
+
+class _NotAWal(Exception):
+    def __init__(self, received: int):
+        super().__init__(received)
+        self.received = received
 
 
 class _Refused(Exception):
@@ -46,7 +52,19 @@ class WalReader:
         self.multi_range = True  # (2) one request until a server refuses
 
     def whole(self) -> Tuple[int, bytes]:
-        """S2: (status, the whole WAL); an absent WAL is (404 or 403, b"")."""
+        """S2: (status, the whole WAL); an absent WAL is (404 or 403, b""). A body that does
+        not start with a WAL header SQLite would use (a server answering every path with
+        some file) is abandoned after its first chunk: (1), no WAL."""
+        buf = bytearray()
+
+        def sink(chunk: Optional[bytes]) -> None:
+            if chunk is None:
+                del buf[:]  # a retry starts over
+                return
+            before = len(buf)
+            buf.extend(chunk)
+            if before < ref.WAL_HDR <= len(buf) and parse_header(buf) is None:
+                raise _NotAWal(len(buf))
 
         def read_body(reply: Reply) -> bool:
             return reply.status in (200, 206) and not is_encoded(reply)
@@ -60,7 +78,7 @@ class WalReader:
                 raise self._error(reply, "the server compressed it")
             if reply.status not in (200, 206):
                 raise self.http.error(reply, f"cannot read {self.display_url}")
-            body = reply.body or b""
+            body = bytes(buf)
             if reply.status == 206:
                 first, last, total = content_range(reply)
                 if first != 0 or len(body) != last - first + 1 or (total is not None and last != total - 1):
@@ -69,11 +87,13 @@ class WalReader:
                 raise TransientReplyError(f"short WAL body: {len(body)} bytes")
             return reply.status, body
 
-        # Range: bytes=0- asks the same as a plain GET, but a 200 answer then tells us the
-        # server ignores ranges before a pull depends on them.
-        return self.http.request("GET", self.url, headers={"Range": "bytes=0-"},
-                                     read_body=read_body, check=check,
-                                     what=f"cannot read {self.display_url}")
+        # Range: bytes=0- asks the same as a plain GET (a 200 is accepted here).
+        try:
+            return self.http.request("GET", self.url, headers={"Range": "bytes=0-"}, read_body=read_body,
+                                     check=check, what=f"cannot read {self.display_url}", sink=sink)
+        except _NotAWal as exc:
+            self.http.stats.add(received=exc.received)
+            return 200, b""
 
     def tail(self, wal: WalIndex) -> Optional[Tuple[bytes, bytes]]:
         """P1: (the WAL's 32 header bytes, the bytes after frame N), or None when the WAL is
