@@ -50,11 +50,25 @@ def _replica_kind(database: Any) -> str | None:
         base = _os.fsdecode(database)
         if _os.path.exists(base + "-tdbsync.json"):
             return "turso"
-        if _os.path.exists(base + "-tdbmap"):
-            return "range"
+        if _os.path.exists(base + "-tdbmap") or _os.path.exists(base + "-tdbmeta.json"):
+            return "turso" if _store_version(base).startswith("turso-sync:") else "range"
     except (TypeError, ValueError):
         pass
     return None
+
+
+def _store_version(base: str) -> str:
+    """The version a page store records (``-tdbmeta.json``); a Turso replica's starts with
+    "turso-sync:", so one that lost its sync metadata still reopens as a Turso replica
+    (which reports the loss) instead of as a range cache."""
+    import json
+
+    try:
+        with open(base + "-tdbmeta.json", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("version", "")) if isinstance(data, dict) else ""
 
 
 dbapi2 = _sqlite3.dbapi2

@@ -22,6 +22,7 @@ from typing import Any, Dict, Mapping, Optional
 from urllib.parse import quote
 
 from ..errors import NotSupportedError, ProgrammingError
+from ..storage import claim
 from ..storage import apply_flag, pagestore  # noqa: F401 - apply_flag installs C's apply callback
 from ..storage.vfs import VFS_NAME, ensure_registered
 from ..url import normalize_remote_url, redact
@@ -176,6 +177,8 @@ def connect_range(
     leading = source.open()
     display = source.display_url
     path = os.path.realpath(local_path or default_replica_path(redact(url), source.version))
+    claim.refuse_foreign(path, display)
+    claim.refuse_repoint(path, claim.recorded_url(path), display)  # one remote per replica
     identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
     store = pagestore.open_store(
         path,

@@ -31,7 +31,7 @@ import weakref
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import quote, urlsplit
 
-from ..storage import apply_flag
+from ..storage import apply_flag, claim
 from . import bootstrap as boot
 from ..storage import pagestore
 from . import apply as pull_apply, metadata as sync_meta
@@ -66,10 +66,16 @@ def wants_turso(url: Optional[str], options: Mapping[str, Any]) -> bool:
 
 
 def is_turso_replica(path: Any) -> bool:
+    """Sync metadata beside it, or (metadata lost) a page store made for a Turso replica:
+    either way it must reopen as one, never as a plain file or a range cache."""
     try:
-        return os.path.exists(sync_meta.meta_path(os.fsdecode(path)))
+        base = os.fsdecode(path)
     except (TypeError, ValueError):
         return False
+    if os.path.exists(sync_meta.meta_path(base)):
+        return True
+    recorded = pagestore.read_json(base + "-tdbmeta.json") or {}
+    return str(recorded.get("version", "")).startswith("turso-sync:")
 
 
 # -- stats ---------------------------------------------------------------------------------
@@ -346,15 +352,22 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     with boot.replica_lock(path):
         meta = sync_meta.load(path)
         if meta is None:
+            claim.refuse_foreign(path, redact(base_url(url)) if url else "a Turso server")
+            claim.refuse_dropping_local(  # a bootstrap starts from nothing
+                path, "has lost its sync metadata (-tdbsync.json: which server revision its pages "
+                "are of)")
             if url is None:
                 raise ProgrammingError(f"{path} has no sync metadata; give the server URL to bootstrap it")
             source = TursoSyncSource(url, options)
+            claim.refuse_repoint(path, claim.recorded_url(path), source.display_url)
             meta, store = boot.bootstrap(path, source, options, client_name)
         else:
             if url is None:
                 if not meta.remote_url:
                     raise ProgrammingError(f"the replica {path} has no saved server URL; pass url=")
                 url = meta.remote_url
+            elif meta.remote_url and _saved_url(url) != meta.remote_url:
+                claim.refuse_repoint(path, redact(meta.remote_url), redact(_saved_url(url)))
             source = TursoSyncSource(url, options, pinned_revision=meta.synced_revision or "")
             changed = sync_meta.merge_configuration(
                 meta, remote_url=_saved_url(url), segment_size=explicit.get("segment_size"),
