@@ -38,37 +38,7 @@ from .connection import Connection  # noqa: E402
 from .errors import ProtocolError, RemoteChangedError, RemoteError  # noqa: E402,F401
 from .url import OPTIONS as _OPTIONS  # noqa: E402
 from .url import is_remote as _is_remote  # noqa: E402
-
-
-def _replica_kind(database: Any) -> str | None:
-    """What a local path is, when it is a replica this driver made: "turso" (sync metadata
-    beside it: reopens with the saved URL) or "range" (an HTTP-range cache: its file is sparse,
-    so plain sqlite3 would read holes as zeros). None for ordinary databases."""
-    if database in (None, "", ":memory:") or not isinstance(database, (str, bytes, _os.PathLike)):
-        return None
-    try:
-        base = _os.fsdecode(database)
-        if _os.path.exists(base + "-tdbsync.json"):
-            return "turso"
-        if _os.path.exists(base + "-tdbmap") or _os.path.exists(base + "-tdbmeta.json"):
-            return "turso" if _store_version(base).startswith("turso-sync:") else "range"
-    except (TypeError, ValueError):
-        pass
-    return None
-
-
-def _store_version(base: str) -> str:
-    """The version a page store records (``-tdbmeta.json``); a Turso replica's starts with
-    "turso-sync:", so one that lost its sync metadata still reopens as a Turso replica
-    (which reports the loss) instead of as a range cache."""
-    import json
-
-    try:
-        with open(base + "-tdbmeta.json", encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return ""
-    return str(data.get("version", "")) if isinstance(data, dict) else ""
+from .storage.files import replica_kind as _replica_kind  # noqa: E402
 
 
 dbapi2 = _sqlite3.dbapi2

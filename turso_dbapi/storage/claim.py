@@ -1,6 +1,6 @@
 """Which files at a replica path are ours, and whether ours are intact.
 
-A replica at ``P`` is made of files this driver created (``pagestore.SUFFIXES``). Three
+A replica at ``P`` is made of files this driver created (``files``). Three
 rules keep the user's data safe (README "Reliability"):
 
 1. **Never touch a file we did not create.** ``P`` counts as ours only when one of our
@@ -25,15 +25,16 @@ import os
 from typing import Optional
 
 from ..errors import OperationalError
+from . import files
 
 SIDECAR_MAGIC = b"TDBMAP\x00\x01"  # pagestore.c MAGIC
-_CLAIMS = ("-tdbmeta.json", "-tdbsync.json")
+_CLAIMS = (files.CACHE_META, files.SYNC_META)
 
 
 def has_local_data(path: str) -> bool:
     """Does ``P-tdblocal`` hold any bytes (pages SQLite wrote to this replica)?"""
     try:
-        return os.path.getsize(path + "-tdblocal") > 0
+        return os.path.getsize(path + files.LOCAL) > 0
     except OSError:
         return False
 
@@ -42,7 +43,7 @@ def sidecar_state(path: str, page_size: int, identity: bytes) -> str:
     """``"ok"``, ``"missing"``, ``"damaged"`` (no magic / short header) or ``"other"``
     (a valid sidecar of another replica, version or page size)."""
     try:
-        with open(path + "-tdbmap", "rb") as f:
+        with open(path + files.SIDECAR, "rb") as f:
             head = f.read(64)
     except FileNotFoundError:
         return "missing"
@@ -62,7 +63,7 @@ def is_ours(path: str) -> bool:
     if any(os.path.exists(path + s) for s in _CLAIMS):
         return True
     try:
-        with open(path + "-tdbmap", "rb") as f:
+        with open(path + files.SIDECAR, "rb") as f:
             return f.read(8) == SIDECAR_MAGIC
     except OSError:
         return False
@@ -91,7 +92,7 @@ def refuse_dropping_local(path: str, why: str, fix: str = "") -> None:
 def recorded_url(path: str) -> Optional[str]:
     """The (redacted) URL ``P-tdbmeta.json`` says this replica caches, if any."""
     try:
-        with open(path + "-tdbmeta.json", encoding="utf-8") as f:
+        with open(path + files.CACHE_META, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return None
