@@ -43,12 +43,16 @@ def test_a_libsql_style_authtoken_query_is_the_bearer_token_and_never_logged(tur
         assert TOKEN not in text  # ... without the token
         assert TOKEN not in repr(conn._replica.source) and TOKEN not in str(conn.stats())
         conn.close()
-    for name in os.listdir(tmp_path):
-        with open(tmp_path / name, "rb") as f:
-            assert TOKEN.encode() not in f.read(), name
-    conn = turso_dbapi.connect(str(tmp_path / "r.db"), auth_token=TOKEN,
-                               url=f"{server.url}?authToken={TOKEN}")
-    assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (50,)
+        for name in os.listdir(tmp_path):
+            with open(tmp_path / name, "rb") as f:
+                assert TOKEN.encode() not in f.read(), name  # not saved with the URL
+        # reopening by path with url=...?authToken=: the same remote, the token as a header
+        conn = turso_dbapi.connect(str(tmp_path / "r.db"), url=f"{proxy.base_url}/?authToken={TOKEN}")
+        server.db_sql("INSERT INTO t VALUES (51)")
+        assert conn.pull() is True and conn.execute("SELECT COUNT(*) FROM t").fetchone() == (51,)
+        assert proxy.records[-1].path == "/pull-updates"
+        assert proxy.records[-1].headers["authorization"] == f"Bearer {TOKEN}"
+        conn.close()
 
 
 def test_a_secret_in_a_range_urls_query_stays_out_of_urllib3s_debug_log(nginx, databases, tmp_path, caplog):
