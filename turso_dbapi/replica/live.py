@@ -52,7 +52,7 @@ LOCK_TIMEOUT = 5.0  # seconds pull() waits for the connection's own statements
 _private = itertools.count(1)
 
 
-def claim(path: str) -> tuple:
+def claim_live(path: str) -> tuple:
     """(path, lock fd, private?): the cache at ``path`` if no other connection follows
     it, else a private one beside it (removed at close)."""
     fd = os.open(path + LIVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)

@@ -42,6 +42,7 @@ from .database import ServedDatabase
 MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000
 _CHUNK_PAGES = 64
+MAX_REV_DIGITS = 20  # a u64 revision has at most 20 decimal digits
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -208,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         db.refresh()
         latest = db.revision
-        client_rev = _parse_rev(req.client_revision) or 0
+        client_rev = _parse_rev(req.client_revision, "client_revision") or 0
         if (
             req.long_poll_timeout_ms
             and req.client_revision
@@ -218,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Long poll (spec §2.6): hold until a newer revision exists or the timeout passes.
             timeout = min(req.long_poll_timeout_ms, MAX_LONG_POLL_MS) / 1000
             latest = db.wait_for_revision(latest, timeout)
-        server_rev = _parse_rev(req.server_revision)
+        server_rev = _parse_rev(req.server_revision, "server_revision")
         if server_rev is None:
             server_rev = latest  # "" or unparseable: latest, as the Rust server does
         elif server_rev > latest:
@@ -272,10 +273,14 @@ class _Handler(BaseHTTPRequestHandler):
             request = json.loads(body or b"null")
         except ValueError as exc:
             raise HttpError(400, f"invalid JSON: {exc}")
+        except RecursionError:  # the decoder recurses per nesting level
+            raise HttpError(400, "invalid JSON: nested too deeply")
         try:
             response = self.server.db.run_pipeline(request)
         except PipelineRequestError as exc:
             raise HttpError(400, str(exc))
+        except RecursionError:  # a value nested just below the decoder's limit
+            raise HttpError(400, "invalid pipeline request: nested too deeply")
         self._send(200, json.dumps(response).encode(), "application/json")
 
     def _file(self, head_only: bool) -> None:
@@ -320,8 +325,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, data, "application/vnd.sqlite3", headers)
 
 
-def _parse_rev(text: str) -> Optional[int]:
+def _parse_rev(text: str, field: str) -> Optional[int]:
     if text and text.isascii() and text.isdigit():
+        if len(text) > MAX_REV_DIGITS:  # int() of thousands of digits raises (and costs)
+            raise HttpError(400, f"{field} has {len(text)} digits; revisions have at most "
+                                 f"{MAX_REV_DIGITS}")
         return int(text)
     return None
 
