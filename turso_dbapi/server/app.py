@@ -1,4 +1,4 @@
-"""Reference server: a SQLite file over the Turso sync protocol and plain HTTP ranges.
+"""Reference server: a SQLite file over the Turso sync protocol, Hrana and HTTP ranges.
 
     python -m turso_dbapi.server DB_PATH [--host 127.0.0.1] [--port 8080] [--auth-token TOKEN]
 
@@ -6,13 +6,15 @@ Routes (spec §8):
 
 * ``POST /pull-updates`` — protobuf request, length-delimited header + pages answer, with
   time travel to any revision ever handed out (``page_log``);
-* ``POST /v2/pipeline`` — the Hrana subset (``hrana``) on one shared connection; writes
-  become new revisions;
-* ``GET``/``HEAD`` of any other path — the database file itself, with ``Range`` (206 +
-  ``Content-Range``) and an ``ETag`` that changes with every revision; ``GET /`` is 404.
+* ``POST /v2/pipeline``, ``/v3/pipeline``, ``/v3/cursor``, ``/v1/execute``, ``/v1/batch``
+  — Hrana over HTTP with real streams (``hrana_http``); every commit becomes a revision;
+* ``GET``/``HEAD /<file name of DB_PATH>`` — the database file itself, with ``Range`` (206
+  + ``Content-Range``) and an ``ETag`` that changes with every revision;
+* ``GET /v1``, ``/v2``, ``/v3``, ``/health`` as sqld; anything else is 404 with a JSON error.
 
-Bearer-token auth when a token is configured, compared in constant time; tokens are never
-logged. ``ReferenceServer(...).start()`` runs it in a thread (port 0 picks a free port).
+Bearer-token auth on every route when a token is configured, compared in constant time;
+tokens are never logged. ``ReferenceServer(...).start()`` runs it in a thread (port 0 picks
+a free port).
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 from ..protocol import roaring
 from ..protocol import sync_wire as wire
-from .pipeline import PipelineRequestError
-from .page_log import read_bytes
 from ..protocol.protobuf import DecodeError, encode_varint
+from . import hrana_http
 from .database import ServedDatabase
+from .page_log import read_bytes
+from .pipeline import dumps
+from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000
@@ -44,10 +48,21 @@ _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code or _STATUS_CODES.get(status, "ERROR")
+
+
+_STATUS_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+                 412: "PRECONDITION_FAILED", 413: "REQUEST_TOO_LARGE", 500: "INTERNAL_ERROR"}
+_HRANA_POST = {
+    "/v2/pipeline": hrana_http.pipeline,
+    "/v3/pipeline": hrana_http.pipeline,
+    "/v1/execute": hrana_http.v1_execute,
+    "/v1/batch": hrana_http.v1_batch,
+}
 
 
 def _framed_page_size(page_id: int) -> int:
@@ -99,7 +114,24 @@ class _Handler(BaseHTTPRequestHandler):
         expected = "Bearer " + token
         return hmac.compare_digest(got.encode("utf-8", "replace"), expected.encode("utf-8"))
 
-    def _body(self) -> bytes:
+    def _error(self, status: int, message: str, code: str = "", head_only: bool = False,
+               headers: Iterable[Tuple[str, str]] = ()) -> None:
+        body = dumps({"message": message, "code": code or _STATUS_CODES.get(status, "ERROR")})
+        self._send(status, body, "application/json", headers=headers, head_only=head_only)
+
+    def _chunked(self, chunks: Iterable[bytes], ctype: str) -> None:
+        self._streaming = True
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+        for chunk in chunks:
+            if chunk:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _body(self, limit: int = MAX_BODY) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             out = bytearray()
             while True:
@@ -112,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline(1024).strip():
                         pass  # trailers
                     return bytes(out)
-                if len(out) + size > MAX_BODY:
+                if len(out) + size > limit:
                     raise HttpError(413, "request body too large")
                 out += self.rfile.read(size)
                 self.rfile.readline(8)
@@ -120,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             raise HttpError(400, "invalid Content-Length")
-        if length < 0 or length > MAX_BODY:
+        if length < 0 or length > limit:
             raise HttpError(413, "request body too large")
         data = self.rfile.read(length)
         if len(data) != length:
@@ -130,22 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         try:
             if method != "OPTIONS" and not self._authorized():
-                self._send(401, b"Unauthorized", headers=[("WWW-Authenticate", "Bearer")])
+                self._error(401, "Unauthorized: send the server's bearer credential in the Authorization header",
+                            headers=[("WWW-Authenticate", "Bearer")], head_only=method == "HEAD")
                 return
             path = self.path.split("?", 1)[0]
             if method == "POST":
-                body = self._body()
-                if path == "/pull-updates":
-                    self._pull_updates(body)
-                elif path == "/v2/pipeline":
-                    self._pipeline(body)
-                else:
-                    self._send(404, b"Not Found")
+                self._post(path)
             elif method in ("GET", "HEAD"):
-                if path == "/":
-                    self._send(404, b"Not Found", head_only=method == "HEAD")
-                else:
-                    self._file(head_only=method == "HEAD")
+                self._get(path, head_only=method == "HEAD")
             elif method == "OPTIONS":
                 self._send(
                     204,
@@ -156,9 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
                     ],
                 )
             else:
-                self._send(405, b"Method Not Allowed")
+                self._error(405, f"Method {method} is not allowed")
         except HttpError as exc:
-            self._send(exc.status, exc.message.encode())
+            self._error(exc.status, exc.message, exc.code, head_only=method == "HEAD")
+        except hrana_http.HranaHttpError as exc:
+            self._send(exc.status, exc.body(), "application/json")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # the client sees the reason; the server keeps running
@@ -167,9 +193,37 @@ class _Handler(BaseHTTPRequestHandler):
                 # truncated message, rather than splice an error page into it.
                 self.close_connection = True
                 return
-            self._send(500, f"Internal Server Error: {exc}".encode())
+            self._error(500, f"Internal Server Error: {exc}")
         finally:
             self._streaming = False
+
+    def _post(self, path: str) -> None:
+        if path == "/pull-updates":
+            self._pull_updates(self._body())
+            return
+        handler = _HRANA_POST.get(path)
+        registry = self.server.db.streams
+        if handler is not None:
+            out = handler(registry, self._body(hrana_http.MAX_REQUEST_BYTES))
+            self._send(200, out, "application/json")
+        elif path == "/v3/cursor":
+            lines = hrana_http.cursor(registry, self._body(hrana_http.MAX_REQUEST_BYTES))
+            self._chunked(lines, "text/plain")
+        else:
+            raise HttpError(404, f"Not Found: no POST route {path}")
+
+    def _get(self, path: str, head_only: bool) -> None:
+        if path == "/" + self.server.db_name:
+            self._file(head_only=head_only)
+        elif path in hrana_http.INDEX_TEXT:
+            status, body = hrana_http.index(path)
+            self._send(status, body, head_only=head_only)
+        elif path == "/health":
+            self._send(200, b"", head_only=head_only)
+        else:
+            raise HttpError(
+                404, f"Not Found: no GET route {path} (the database file is at /{self.server.db_name})"
+            )
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch("GET")
@@ -264,17 +318,6 @@ class _Handler(BaseHTTPRequestHandler):
                 out = []
         self.wfile.write(b"".join(out))
 
-    def _pipeline(self, body: bytes) -> None:
-        try:
-            request = json.loads(body or b"null")
-        except ValueError as exc:
-            raise HttpError(400, f"invalid JSON: {exc}")
-        try:
-            response = self.server.db.run_pipeline(request)
-        except PipelineRequestError as exc:
-            raise HttpError(400, str(exc))
-        self._send(200, json.dumps(response).encode(), "application/json")
-
     def _file(self, head_only: bool) -> None:
         # Served from the page log, not the file: always exactly one revision's bytes, even
         # while a checkpoint is pending or a write is in progress.
@@ -359,6 +402,7 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, addr, db: ServedDatabase, auth_token: Optional[str], verbose: bool) -> None:
         super().__init__(addr, _Handler)
         self.db = db
+        self.db_name = os.path.basename(db.db_path)
         self.auth_token = auth_token
         self.verbose = verbose
         self.stats = {"pull_requests": 0, "pages_sent": 0}
@@ -382,8 +426,12 @@ class ReferenceServer:
         auth_token: Optional[str] = None,
         log_path: Optional[str] = None,
         verbose: bool = False,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
-        self.db = ServedDatabase(db_path, log_path)
+        self.db = ServedDatabase(
+            db_path, log_path, idle_timeout=idle_timeout, max_streams=max_streams
+        )
         try:
             self.httpd = _HTTPServer((host, port), self.db, auth_token, verbose)
         except BaseException:
@@ -407,6 +455,11 @@ class ReferenceServer:
         elif host == "0.0.0.0":
             host = "127.0.0.1"
         return f"http://{host}:{self.port}"
+
+    @property
+    def file_url(self) -> str:
+        """Where plain ranged GETs read the database file."""
+        return f"{self.url}/{self.httpd.db_name}"
 
     @property
     def stats(self) -> dict:
@@ -454,11 +507,20 @@ def main(argv: Optional[list] = None) -> int:
         help="require 'Authorization: Bearer TOKEN' (or set TURSO_SERVER_AUTH_TOKEN)",
     )
     parser.add_argument("--log-path", help="page-version log (default: DB_PATH-revlog)")
+    parser.add_argument(
+        "--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT,
+        help="seconds an idle Hrana stream (and its transaction) lives (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
+        help="Hrana streams open at once (default: %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log request lines")
     args = parser.parse_args(argv)
     try:
         server = ReferenceServer(
-            args.db_path, args.host, args.port, args.auth_token, args.log_path, args.verbose
+            args.db_path, args.host, args.port, args.auth_token, args.log_path, args.verbose,
+            args.idle_timeout, args.max_streams,
         )
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -467,7 +529,11 @@ def main(argv: Optional[list] = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     server.start()
-    print(f"serving {args.db_path} at {server.url} (revision {server.db.revision})", flush=True)
+    print(
+        f"serving {args.db_path} at {server.url} (revision {server.db.revision}); "
+        f"ranged GETs at {server.file_url}",
+        flush=True,
+    )
     while not done.wait(0.5):
         pass
     server.stop()
