@@ -37,6 +37,7 @@ from ..protocol import sync_wire as wire
 from ..protocol.protobuf import DecodeError, encode_varint
 from . import hrana_http
 from .database import ServedDatabase
+from .libsql_sync import EndOfGeneration, LibsqlSync, SyncRequestError
 from .page_log import read_bytes
 from .pipeline import dumps
 from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
@@ -45,6 +46,8 @@ MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000
 _CHUNK_PAGES = 64
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_EXPORT_RE = re.compile(r"^/export/(\d{1,10})$")
+_SYNC_RE = re.compile(r"^/sync/(\d{1,10})/(\d{1,10})/(\d{1,10})(?:/[^/]*)?$")
 
 
 class HttpError(Exception):
@@ -56,6 +59,7 @@ class HttpError(Exception):
 
 
 _STATUS_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+                 409: "CONFLICT", 501: "NOT_IMPLEMENTED",
                  412: "PRECONDITION_FAILED", 413: "REQUEST_TOO_LARGE", 500: "INTERNAL_ERROR"}
 _HRANA_POST = {
     "/v2/pipeline": hrana_http.pipeline,
@@ -201,6 +205,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/pull-updates":
             self._pull_updates(self._body())
             return
+        if _SYNC_RE.match(path):
+            raise HttpError(
+                501,
+                "pushing WAL frames (libSQL offline writes) is not supported by this server: "
+                "use remote writes (the default of libsql embedded replicas), which go "
+                "through Hrana",
+            )
         handler = _HRANA_POST.get(path)
         registry = self.server.db.streams
         if handler is not None:
@@ -220,6 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, body, head_only=head_only)
         elif path == "/health":
             self._send(200, b"", head_only=head_only)
+        elif path == "/info" or _EXPORT_RE.match(path) or _SYNC_RE.match(path):
+            self._libsql_sync(path, head_only)
         else:
             raise HttpError(
                 404, f"Not Found: no GET route {path} (the database file is at /{self.server.db_name})"
@@ -244,6 +257,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     # -------------------------------------------------------------- routes
+
+    def _libsql_sync(self, path: str, head_only: bool) -> None:
+        self.server.db.refresh()
+        sync = self.server.libsql
+        try:
+            if path == "/info":
+                self._send(200, dumps(sync.info()), "application/json", head_only=head_only)
+                return
+            m = _EXPORT_RE.match(path)
+            if m:
+                data = sync.export(int(m.group(1)))
+                self._send(200, data, "application/octet-stream", head_only=head_only)
+                return
+            gen, start, end = (int(g) for g in _SYNC_RE.match(path).groups())  # type: ignore[union-attr]
+            data = sync.frames(gen, start, end)
+            self._send(200, data, "application/octet-stream", head_only=head_only)
+        except EndOfGeneration as exc:
+            # libsql reads a 400 carrying "generation" as "no more frames in this generation"
+            body = dumps({"generation": exc.current, "message": "end of generation"})
+            self._send(400, body, "application/json", head_only=head_only)
+        except SyncRequestError as exc:
+            raise HttpError(409, str(exc), "SYNC_RANGE")
 
     def _pull_updates(self, body: bytes) -> None:
         db = self.server.db
@@ -403,6 +438,7 @@ class _HTTPServer(ThreadingHTTPServer):
         super().__init__(addr, _Handler)
         self.db = db
         self.db_name = os.path.basename(db.db_path)
+        self.libsql = LibsqlSync(db.log)
         self.auth_token = auth_token
         self.verbose = verbose
         self.stats = {"pull_requests": 0, "pages_sent": 0}
