@@ -14,8 +14,10 @@ the pages it wrote in page order (a revision that only changed the size re-sends
 So the frames of a generation replayed over its export are exactly the served history.
 The frames form a real WAL: salts fixed per generation, checksums chained from the
 generation's header (``header(g)``) by the native WAL writer, so header + frames is a WAL
-that plain SQLite recovers. When a generation has grown past twice the database (a fresh
-export is then cheaper than its frames) ``/info`` starts a new one at the latest revision.
+that plain SQLite recovers. ``/info`` is what a replica asks before it bootstraps, so when
+anything was written since the current generation began it starts a new one at the latest
+revision: a new replica's export is the current database, with no frames to replay.
+Replicas on older generations finish theirs and move on, generation by generation.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from .wal import wal_header, write_frames
 
 FRAME_SIZE = 24 + PAGE_SIZE
 MAX_FRAMES_PER_REPLY = 1024
-_MIN_GENERATION_FRAMES = 256  # never roll a generation shorter than this
 
 
 class EndOfGeneration(Exception):
@@ -80,10 +81,7 @@ class LibsqlSync:
     def info(self) -> Dict[str, int]:
         with self._lock:
             latest = self._extend()
-            base = self._bases[-1]
-            grown = self._cum[latest] - self._cum[base]
-            size = self.log.db_size_at(latest)
-            if latest > base and grown > max(_MIN_GENERATION_FRAMES, 2 * size):
+            if latest > self._bases[-1]:
                 self.log.add_generation(latest)
                 self._bases.append(latest)
             return {"current_generation": len(self._bases)}
