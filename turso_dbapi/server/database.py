@@ -26,8 +26,9 @@ import struct
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+from ..protocol.sync_wire import PAGE_SIZE
 from .describe import Describer
-from .page_log import PAGE_SIZE, PageLog, default_log_path
+from .page_log import PageLog, default_log_path
 from .pipeline import Executor
 from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS, StreamRegistry
 from .sql_series import has_native_series, rewrite

@@ -9,14 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turso_dbapi.server.pipeline import (
-    Executor,
-    PipelineRequestError,
-    decode_value,
-    dumps,
-    encode_value,
-    split_sql,
-)
+from turso_dbapi.protocol.hrana import decode_value, dumps, encode_value
+from turso_dbapi.server.pipeline import Executor, PipelineRequestError, split_sql
 from turso_dbapi.server.sql_series import rewrite
 
 
