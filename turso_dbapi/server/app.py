@@ -19,12 +19,9 @@ a free port).
 
 from __future__ import annotations
 
-import argparse
 import hmac
-import json
 import os
 import re
-import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,7 +36,7 @@ from . import hrana_http
 from .database import ServedDatabase
 from .libsql_sync import EndOfGeneration, LibsqlSync, SyncRequestError
 from .page_log import read_bytes
-from .pipeline import dumps
+from ..protocol.hrana import dumps
 from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
 
 MAX_BODY = 64 * 1024 * 1024
@@ -525,56 +522,3 @@ class ReferenceServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m turso_dbapi.server",
-        description="Serve a SQLite database over the Turso sync protocol.",
-    )
-    parser.add_argument(
-        "db_path", help="SQLite database file (created if missing; 4096-byte pages)"
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument(
-        "--auth-token",
-        default=os.environ.get("TURSO_SERVER_AUTH_TOKEN"),
-        help="require 'Authorization: Bearer TOKEN' (or set TURSO_SERVER_AUTH_TOKEN)",
-    )
-    parser.add_argument("--log-path", help="page-version log (default: DB_PATH-revlog)")
-    parser.add_argument(
-        "--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT,
-        help="seconds an idle Hrana stream (and its transaction) lives (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
-        help="Hrana streams open at once (default: %(default)s)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log request lines")
-    args = parser.parse_args(argv)
-    try:
-        server = ReferenceServer(
-            args.db_path, args.host, args.port, args.auth_token, args.log_path, args.verbose,
-            args.idle_timeout, args.max_streams,
-        )
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    server.start()
-    print(
-        f"serving {args.db_path} at {server.url} (revision {server.db.revision}); "
-        f"ranged GETs at {server.file_url}",
-        flush=True,
-    )
-    while not done.wait(0.5):
-        pass
-    server.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

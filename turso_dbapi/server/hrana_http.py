@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator, Tuple
 
-from .pipeline import PipelineRequestError, StmtError, dumps
+from ..protocol.hrana import StmtError, dumps
+from .pipeline import PipelineRequestError
 from .streams import StreamError, StreamRegistry
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # one pipeline/cursor/v1 request body

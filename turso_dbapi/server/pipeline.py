@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from ..protocol.hrana import Json, StmtError, decode_value, dumps, encode_value
+from ..protocol.hrana import Json, StmtError, decode_value, encode_value
 from .describe import DescribeError, Describer
 
 MAX_STORED_SQL = 50  # per stream, as sqld

@@ -70,8 +70,8 @@ class StreamRegistry:
         self.max_streams = max_streams
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._streams: "OrderedDict[int, Stream]" = OrderedDict()  # least recently used first
-        self._expired: "OrderedDict[int, None]" = OrderedDict()
+        self._streams: OrderedDict[int, Stream] = OrderedDict()  # least recently used first
+        self._expired: OrderedDict[int, None] = OrderedDict()
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap_loop, name="hrana-reaper", daemon=True)
         self._reaper.start()
