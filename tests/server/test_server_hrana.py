@@ -247,7 +247,7 @@ def test_protocol_errors_are_400_with_a_json_message(turso_server):
 
 def test_unknown_paths_are_404_json_and_the_file_lives_at_its_name(turso_server):
     turso_server.db_sql("CREATE TABLE t(x)")
-    for path in ("/info", "/v3", "/sync/1/0/128", "/app.db", "/", "/v3-protobuf"):
+    for path in ("/infos", "/v3", "/sync/1/0", "/app.db", "/", "/v3-protobuf", "/export/x"):
         r = requests.get(turso_server.url + path, timeout=10)
         if path == "/v3":
             assert r.status_code == 200
