@@ -279,3 +279,24 @@ def test_auth_on_every_hrana_endpoint(turso_server_factory, path, body):
     ok = requests.post(srv.url + path, json=body, timeout=10,
                        headers={"Authorization": "Bearer s3cret-t0ken"})
     assert ok.status_code == 200
+
+
+def test_the_cursor_baton_waits_for_the_cursor_to_finish(turso_server):
+    # libsql's remote client stops reading a cursor at its last step and sends the next
+    # request with the head's baton while the server is still writing the body.
+    srv = turso_server
+    srv.db_sql("CREATE TABLE t(x)")
+    srv.db_sql("INSERT INTO t SELECT value FROM generate_series(1, 20000)")
+    body = {"batch": {"steps": [{"stmt": stmt("SELECT x, randomblob(100) FROM t")}]}}
+    r = requests.post(srv.url + "/v3/cursor", json=body, stream=True, timeout=30)
+    lines = r.iter_lines()
+    baton = json.loads(next(lines))["baton"]
+    rows = []
+    reader = threading.Thread(target=lambda: rows.extend(line for line in lines if line))
+    reader.start()
+    out = pipe(srv, [ex("SELECT count(*) FROM t")], baton)  # not "in use by another request"
+    reader.join(30)
+    assert out["results"][0]["response"]["result"]["rows"] == [[{"type": "integer", "value": "20000"}]]
+    assert len(rows) == 20002  # step_begin, the rows, step_end: the cursor was not cut short
+    stale = post(srv, "/v2/pipeline", {"baton": baton, "requests": [ex("SELECT 1")]})
+    assert stale.json()["code"] == "BATON_REUSED"

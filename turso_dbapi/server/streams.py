@@ -34,6 +34,7 @@ from .pipeline import Executor
 
 DEFAULT_IDLE_TIMEOUT = 10.0  # seconds, as sqld
 DEFAULT_MAX_STREAMS = 128
+CURSOR_WAIT = 30.0  # seconds a request waits for its stream's cursor to finish
 _EXPIRED_MEMORY = 10_000  # how many expired stream ids keep answering STREAM_EXPIRED
 
 
@@ -70,6 +71,7 @@ class StreamRegistry:
         self.max_streams = max_streams
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
         self._streams: OrderedDict[int, Stream] = OrderedDict()  # least recently used first
         self._expired: OrderedDict[int, None] = OrderedDict()
         self._stop = threading.Event()
@@ -112,6 +114,16 @@ class StreamRegistry:
                         400, "The stream has expired due to inactivity", "STREAM_EXPIRED"
                     )
                 raise StreamError(400, "Invalid baton: the stream is closed", "BATON_STREAM_CLOSED")
+            if stream.acquired and stream.seq == seq:
+                # The baton a cursor's head handed out, used before the cursor's body ended
+                # (clients stop reading at the last step): wait for the cursor to finish.
+                self._released.wait_for(
+                    lambda: not stream.acquired or self._streams.get(stream_id) is not stream,
+                    timeout=CURSOR_WAIT,
+                )
+                if self._streams.get(stream_id) is not stream:
+                    raise StreamError(400, "Invalid baton: the stream is closed",
+                                      "BATON_STREAM_CLOSED")
             if stream.acquired:
                 raise StreamError(
                     400, "Invalid baton: the stream is in use by another request", "BATON_REUSED"
@@ -165,19 +177,22 @@ class StreamRegistry:
         if stream.executor.closed:
             with self._lock:
                 self._streams.pop(stream.id, None)
+                self._released.notify_all()
             _close_executor(stream.executor)
             self._on_release()
             return None
         baton = self.encode_baton(stream)
+        self._on_release()  # log the commit before anyone can see the stream free again
         with self._lock:
             stream.acquired = False
-        self._on_release()
+            self._released.notify_all()
         return baton
 
     def discard(self, stream: Stream) -> None:
         """Drop a stream whose request failed at the protocol level (as sqld does)."""
         with self._lock:
             self._streams.pop(stream.id, None)
+            self._released.notify_all()
         _close_executor(stream.executor)
         self._on_release()
 
