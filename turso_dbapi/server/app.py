@@ -35,14 +35,13 @@ from ..protocol.protobuf import DecodeError, encode_varint
 from . import hrana_http
 from .database import ServedDatabase
 from .libsql_sync import EndOfGeneration, LibsqlSync, SyncRequestError
-from .page_log import read_bytes
+from .file_route import PreconditionFailed, serve_file
 from ..protocol.hrana import dumps
 from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000
 _CHUNK_PAGES = 64
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _EXPORT_RE = re.compile(r"^/export/(\d{1,10})$")
 _SYNC_RE = re.compile(r"^/sync/(\d{1,10})/(\d{1,10})/(\d{1,10})(?:/[^/]*)?$")
 
@@ -184,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(405, f"Method {method} is not allowed")
         except HttpError as exc:
             self._error(exc.status, exc.message, exc.code, head_only=method == "HEAD")
+        except PreconditionFailed as exc:
+            self._error(412, str(exc), head_only=method == "HEAD")
         except hrana_http.HranaHttpError as exc:
             self._send(exc.status, exc.body(), "application/json")
         except (BrokenPipeError, ConnectionResetError):
@@ -222,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _get(self, path: str, head_only: bool) -> None:
         if path == "/" + self.server.db_name:
-            self._file(head_only=head_only)
+            serve_file(self, head_only=head_only)
         elif path in hrana_http.INDEX_TEXT:
             status, body = hrana_http.index(path)
             self._send(status, body, head_only=head_only)
@@ -350,72 +351,10 @@ class _Handler(BaseHTTPRequestHandler):
                 out = []
         self.wfile.write(b"".join(out))
 
-    def _file(self, head_only: bool) -> None:
-        # Served from the page log, not the file: always exactly one revision's bytes, even
-        # while a checkpoint is pending or a write is in progress.
-        db = self.server.db
-        db.refresh()
-        rev = db.revision
-        size = db.log.db_size_at(rev) * wire.PAGE_SIZE
-        etag = f'"{db.log.instance}-{rev}"'
-        range_header = self.headers.get("Range")
-        if_range = self.headers.get("If-Range")
-        if if_range is not None and if_range != etag:
-            range_header = None  # the client's copy is stale: send the whole file
-        if_match = self.headers.get("If-Match")
-        if if_match not in (None, "*") and etag not in [t.strip() for t in if_match.split(",")]:
-            raise HttpError(412, "Precondition Failed: the database changed")
-        span = _parse_range(range_header, size) if range_header else None
-        if span == "unsatisfiable":
-            self._send(
-                416,
-                b"Range Not Satisfiable",
-                headers=[("Content-Range", f"bytes */{size}")],
-                head_only=head_only,
-            )
-            return
-        start, end = span if isinstance(span, tuple) else (0, size)
-        headers = [("ETag", etag), ("Accept-Ranges", "bytes")]
-        status = 200
-        if isinstance(span, tuple):
-            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
-            status = 206
-        if head_only:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/vnd.sqlite3")
-            self.send_header("Content-Length", str(end - start))
-            for k, v in headers:
-                self.send_header(k, v)
-            self.end_headers()
-            return
-        data = read_bytes(db.log, rev, start, end)
-        self._send(status, data, "application/vnd.sqlite3", headers)
-
-
 def _parse_rev(text: str) -> Optional[int]:
     if text and text.isascii() and text.isdigit():
         return int(text)
     return None
-
-
-def _parse_range(header: str, size: int):
-    """``(start, end_exclusive)``, ``"unsatisfiable"``, or None to ignore (multi-range)."""
-    m = _RANGE_RE.match(header.strip())
-    if not m:
-        return None
-    first, last = m.groups()
-    if first == "" and last == "":
-        return None
-    if first == "":  # suffix: the last N bytes
-        n = int(last)
-        if n == 0 or size == 0:
-            return "unsatisfiable"
-        return (max(0, size - n), size)
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if start >= size or (last != "" and int(last) < start):
-        return "unsatisfiable"
-    return (start, end)
 
 
 @dataclass
