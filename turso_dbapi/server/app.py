@@ -42,6 +42,7 @@ from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
 MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000
 _CHUNK_PAGES = 64
+MAX_REV_DIGITS = 20  # a u64 revision has at most 20 decimal digits
 _EXPORT_RE = re.compile(r"^/export/(\d{1,10})$")
 _SYNC_RE = re.compile(r"^/sync/(\d{1,10})/(\d{1,10})/(\d{1,10})(?:/[^/]*)?$")
 
@@ -292,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         db.refresh()
         latest = db.revision
-        client_rev = _parse_rev(req.client_revision) or 0
+        client_rev = _parse_rev(req.client_revision, "client_revision") or 0
         if (
             req.long_poll_timeout_ms
             and req.client_revision
@@ -302,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Long poll (spec §2.6): hold until a newer revision exists or the timeout passes.
             timeout = min(req.long_poll_timeout_ms, MAX_LONG_POLL_MS) / 1000
             latest = db.wait_for_revision(latest, timeout)
-        server_rev = _parse_rev(req.server_revision)
+        server_rev = _parse_rev(req.server_revision, "server_revision")
         if server_rev is None:
             server_rev = latest  # "" or unparseable: latest, as the Rust server does
         elif server_rev > latest:
@@ -351,8 +352,11 @@ class _Handler(BaseHTTPRequestHandler):
                 out = []
         self.wfile.write(b"".join(out))
 
-def _parse_rev(text: str) -> Optional[int]:
+def _parse_rev(text: str, field: str) -> Optional[int]:
     if text and text.isascii() and text.isdigit():
+        if len(text) > MAX_REV_DIGITS:  # int() of thousands of digits raises (and costs)
+            raise HttpError(400, f"{field} has {len(text)} digits; revisions have at most "
+                                 f"{MAX_REV_DIGITS}")
         return int(text)
     return None
 

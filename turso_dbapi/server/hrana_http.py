@@ -41,6 +41,9 @@ def _decode(body: bytes, what: str) -> dict:
         req = json.loads(body or b"null")
     except ValueError as exc:
         raise HranaHttpError(400, f"invalid JSON in {what} request: {exc}", "JSON_DESERIALIZE")
+    except RecursionError:  # the decoder recurses per nesting level
+        raise HranaHttpError(400, f"invalid JSON in {what} request: nested too deeply",
+                             "JSON_DESERIALIZE")
     if not isinstance(req, dict):
         raise HranaHttpError(400, f"{what} request body must be a JSON object", "JSON_DESERIALIZE")
     return req
@@ -66,6 +69,9 @@ def pipeline(registry: StreamRegistry, body: bytes) -> bytes:
     except PipelineRequestError as exc:
         registry.discard(stream)
         raise HranaHttpError(400, str(exc), "PROTOCOL_ERROR")
+    except RecursionError:  # a value nested just below the decoder's limit
+        registry.discard(stream)
+        raise HranaHttpError(400, "invalid pipeline request: nested too deeply", "PROTOCOL_ERROR")
     except BaseException:
         registry.discard(stream)
         raise
@@ -86,6 +92,9 @@ def cursor(registry: StreamRegistry, body: bytes) -> Iterator[bytes]:
     except PipelineRequestError as exc:
         registry.discard(stream)
         raise HranaHttpError(400, str(exc), "PROTOCOL_ERROR")
+    except RecursionError:
+        registry.discard(stream)
+        raise HranaHttpError(400, "invalid cursor request: nested too deeply", "PROTOCOL_ERROR")
     except BaseException:
         registry.discard(stream)
         raise
@@ -133,6 +142,8 @@ def _v1(registry: StreamRegistry, run) -> bytes:
         raise HranaHttpError(status, exc.message, exc.code)
     except PipelineRequestError as exc:
         raise HranaHttpError(400, str(exc), "PROTOCOL_ERROR")
+    except RecursionError:
+        raise HranaHttpError(400, "invalid request: nested too deeply", "PROTOCOL_ERROR")
     finally:
         stream.executor.closed = True
         registry.release(stream)
