@@ -314,8 +314,9 @@ def test_shell_pull(live, tmp_path):
 
 
 def test_the_reference_server_image_has_no_wal_beside_it(turso_server_factory, tmp_path):
-    # the reference server serves one whole revision for any path; its page 1 says WAL
-    # mode (the server's file is), so the client asks for the WAL once: 404, then never
+    # the reference server serves one whole revision at its file's name and 404 elsewhere;
+    # its page 1 says WAL mode (the server's file is), so the client asks for the WAL once:
+    # 404, then never
     def setup(path):
         w = sqlite3.connect(path)
         w.execute("pragma journal_mode=wal")
@@ -325,7 +326,7 @@ def test_the_reference_server_image_has_no_wal_beside_it(turso_server_factory, t
         w.close()
 
     srv = turso_server_factory(setup=setup)
-    con = turso_dbapi.connect(srv.url + "/db.sqlite", partial=True, local_path=str(tmp_path / "c.db"),
+    con = turso_dbapi.connect(srv.file_url, partial=True, local_path=str(tmp_path / "c.db"),
                               segment_size=4096, protocol="range")
     assert con.execute("select count(*), sum(x) from t").fetchone() == (3000, sum(range(3000)))
     assert con._replica.source.wal_absent
