@@ -33,13 +33,16 @@ class Connection(sqlite3.Connection):
         """Counters of the remote replica (requests, bytes, pages fetched, hits, ...)."""
         return self._require_replica("stats").stats()
 
-    def pull(self) -> bool:
-        """Fetch and apply remote changes; True when something changed."""
-        return self._require_replica("pull").pull()
+    def pull(self, on_conflict: Any = None) -> bool:
+        """Fetch and apply remote changes, replaying unpushed local ones on top; True when
+        something changed. ``on_conflict(conflict)`` decides rows both sides changed."""
+        replica = self._require_replica("pull")
+        return replica.pull(on_conflict=on_conflict) if on_conflict is not None else replica.pull()
 
-    def push(self) -> None:
-        """Send local changes to the remote."""
-        self._require_replica("push").push()
+    def push(self, transform: Any = None) -> Any:
+        """Send local changes to the remote; ``transform(change)`` may map or drop each."""
+        replica = self._require_replica("push")
+        return replica.push(transform=transform) if transform is not None else replica.push()
 
     def sync(self) -> bool:
         """push() then pull(); returns what pull() returned."""

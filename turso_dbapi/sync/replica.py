@@ -28,13 +28,13 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 from urllib.parse import quote, urlsplit
 
 from ..storage import apply_flag
 from . import bootstrap as boot
 from ..storage import pagestore
-from . import apply as pull_apply, metadata as sync_meta
+from . import apply as pull_apply, capture, internal, metadata as sync_meta, push as sync_push, rebase
 from ..fetch.btree_readahead import BtreeHints, BtreeReadahead
 from .stage import StageWriter
 from ..errors import NotSupportedError, OperationalError, ProgrammingError
@@ -80,9 +80,9 @@ class TursoStats:
     """``conn.stats()`` of a Turso replica: pyturso's fields (§6.9) plus our counters.
 
     Network counters are this connection's (body bytes, as pyturso counts them; bootstrap
-    included when this connection bootstrapped). ``cdc_operations`` is 0 and the WAL sizes
-    are 0 because this replica keeps no change log (push is not implemented) and runs in
-    rollback-journal mode (no main or revert WAL).
+    included when this connection bootstrapped). ``cdc_operations`` = ``pending_changes``:
+    changed rows not pushed yet (our log records keys, not statements, so it counts rows,
+    not pyturso's CDC rows). The WAL sizes are 0: the replica runs in rollback-journal mode.
     """
 
     revision: Optional[str]
@@ -109,6 +109,9 @@ class TursoStats:
     url: str
     path: str
     last_error: Optional[str] = None  # the last failed page fetch of this connection
+    pending_changes: int = 0  # changed rows not pushed yet (distinct keys)
+    pushed_rows: int = 0  # row changes sent by pushes of this replica, all processes
+    pushed_bytes: int = 0  # request bytes of those pushes
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -133,6 +136,10 @@ class TursoReplica:
         self._conn = weakref.ref(conn)
         self._closed = False
         self._stage = pull_apply.stage_path(path)
+        self.push_threshold: Optional[int] = None  # push_operations_threshold
+        self.transform: Optional[sync_push.Transform] = None
+        self.on_conflict: Optional[rebase.OnConflict] = None
+        self.last_apply_misses = 0  # page misses inside the last apply's lock (partial mode)
 
     @property
     def url(self) -> str:
@@ -148,39 +155,47 @@ class TursoReplica:
         meta = self.meta()
         net = self.source.stats.snapshot()
         c = self.store.counters()
+        pushed = sync_push.load_state(self.path)
+        conn = self._conn()
+        waiting = sync_push.pending(conn, self.path) if conn is not None else 0
         return TursoStats(
             revision=meta.synced_revision, network_sent_bytes=net["bytes_sent"],
             network_received_bytes=net["bytes_received"], last_pull_unix_time=meta.last_pull_unix_time,
-            last_push_unix_time=meta.last_push_unix_time, cdc_operations=0, main_wal_size=0,
+            last_push_unix_time=pushed.get("last_push_unix_time"), cdc_operations=waiting, main_wal_size=0,
             revert_wal_size=0, requests=net["requests"], pages_fetched=net["pages_fetched"],
             retries=net["retries"], hits=c["hits"], misses=c["misses"], pages_read=c["pages_read"],
             prefetched=c["prefetched"], prefetch_used=c["prefetch_used"], crc_failures=c["crc_failures"],
             local_writes=c["local_writes"], pull_gen=meta.pull_gen, db_size_pages=meta.db_size_pages,
             partial=meta.partial, url=self.url, path=self.path,
-            last_error=describe_error(self.handler.last_error),
+            last_error=describe_error(self.handler.last_error), pending_changes=waiting,
+            pushed_rows=int(pushed.get("pushed_rows", 0)), pushed_bytes=int(pushed.get("pushed_bytes", 0)),
         )
 
-    def pull(self) -> bool:
-        """Network first (no lock), then a coherent apply; True when pages changed."""
+    def pull(self, on_conflict: Optional[rebase.OnConflict] = None) -> bool:
+        """Network first (no lock), then a coherent apply that replays the unpushed local
+        changes on top (sync/rebase.py); True when pages changed."""
+        on_conflict = on_conflict if on_conflict is not None else self.on_conflict
         conn = self._conn()
         if conn is not None and conn.in_transaction:
             raise OperationalError(
                 f"pull from {self.url}: this connection is inside a transaction; commit or roll "
                 "back first (a pull replaces the state every transaction reads)")
+        _refuse_wal(self.store, self.url)
         with boot.replica_lock(self.path + "-pull"):  # one pull per replica at a time
             meta = self.meta()
             if meta.pending_pull is not None:  # an apply was interrupted: finish it first
                 with apply_flag.applying():
                     pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
                 meta = self.meta()
-            pull_apply.refuse_local_changes(self.store, self.url)
             stage = StageWriter(self.path)  # pages go to disk as they arrive
             try:
                 reply = self.source.changes_since(meta.synced_revision or "", on_page=stage.add,
                                                   on_reset=stage.reset)
-                if stage.count and 1 not in stage.pgnos and not self.store.is_present(1):
-                    for p, data in self.source.fetch_at([1], reply.revision).pages.items():
-                        stage.add(p, data)  # still no lock held
+                if stage.count:  # still no lock held: what the apply and the replay will read
+                    needed = _replay_pages(self.store, stage.pgnos, reply.db_size)
+                    if needed:
+                        for p, data in self.source.fetch_at(needed, reply.revision).pages.items():
+                            stage.add(p, data)
             except BaseException:
                 stage.discard()
                 raise
@@ -193,8 +208,11 @@ class TursoReplica:
                 _repin(self.path, reply.revision)  # nothing changed: same pages at both
                 return False
             stage.finish(reply.revision, reply.db_size)
+            misses = self.store.counters()["misses"]
             with apply_flag.applying():
-                applied = pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
+                applied = pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url,
+                                                  on_conflict=on_conflict)
+            self.last_apply_misses = self.store.counters()["misses"] - misses
         # §6.6: the pull state comes from local metadata after applying, never the remote.
         if applied is not None:
             _repin(self.path, applied.synced_revision or "")
@@ -215,10 +233,48 @@ class TursoReplica:
         self.source.close()
         pagestore.release_store(self.store)
 
-    def push(self) -> None:
-        raise NotSupportedError(
-            f"push to {self.url} is not implemented yet; local changes stay in {self.path}, and "
-            "pull() refuses to run while there are any (it never drops them)")
+    def push(self, transform: Optional[sync_push.Transform] = None) -> sync_push.PushResult:
+        """Send the unpushed local changes (sync/push.py); no local lock is held on the
+        network, so writers of every connection keep writing."""
+        transform = transform if transform is not None else self.transform
+        pipeline = sync_push.Pipeline(self.source.http, self.source.url, self.url)
+        with boot.replica_lock(self.path + "-push"):
+            ic = internal.connect(self.path, self.conn_id)
+            try:
+                return sync_push.push(ic, self.path, self.meta().client_unique_id, pipeline,
+                                      transform=transform, threshold=self.push_threshold)
+            finally:
+                ic.close()
+
+
+def _refuse_wal(store: pagestore.PageStore, display_url: str) -> None:
+    """A connection whose authorizer was replaced can still switch the replica to WAL; a
+    pull can neither lock nor keep such a replica coherent (DESIGN §2.5): refuse, before
+    any network, with the way back."""
+    page1 = store.read_page(1)
+    if page1 is not None and (page1[18] == 2 or page1[19] == 2):
+        raise OperationalError(
+            f"pull from {display_url}: the replica {store.path} was switched to WAL mode "
+            "(PRAGMA journal_mode=WAL with our authorizer replaced), which pull cannot keep coherent; "
+            "nothing was changed. Run PRAGMA journal_mode=DELETE on it and pull again")
+
+
+def _replay_pages(store: pagestore.PageStore, staged: Any, db_size: int) -> List[int]:
+    """Pages to fetch before the lock (partial replicas): page 1 when the synced layer
+    lacks it, and the synced version of every page the local layer changed - the replay
+    rewrites the same rows, so it walks those B-tree pages again. (Pages it reaches that
+    no local change touched are fetched inside the lock; ``last_apply_misses`` counts
+    the misses an apply took.)"""
+    def wanted(p: int) -> bool:
+        return p <= db_size and p not in staged and not store.state(p) & pagestore.PG_SYNCED
+
+    out = [1] if wanted(1) else []
+    p = store.first_local(2)
+    while p:
+        if wanted(p):
+            out.append(p)
+        p = store.first_local(p + 1)
+    return out
 
 
 def recover_dead_apply(store: pagestore.PageStore, conn_id: int) -> int:
@@ -318,7 +374,12 @@ def connection_class(factory: type) -> type:
         __slots__ = ()
         _fail = _fail
 
-    cls = type(f"Turso{factory.__name__}", (base,), {"_cursor_class": TursoCursor})
+    def iterdump(self: sqlite3.Connection, *args: Any, **kw: Any) -> Any:
+        """The stdlib dump without the change-capture triggers (tables named sqlite_* are
+        already skipped by it): the user's schema and rows only."""
+        return (line for line in base.iterdump(self, *args, **kw) if not capture.hide_dump_line(line))
+
+    cls = type(f"Turso{factory.__name__}", (base,), {"_cursor_class": TursoCursor, "iterdump": iterdump})
     _classes[base] = cls
     return cls
 
@@ -388,11 +449,34 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
             current = sync_meta.load(path)
             if current is not None and current.pending_pull is None and os.path.exists(pull_apply.stage_path(path)):
                 pull_apply.remove_stage(path)  # staged by a pull that never started applying
+                rebase.remove_replay(path)
     target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
     conn = sqlite3.connect(target, uri=True, factory=connection_class(factory), **connect_kwargs)
     conn.set_authorizer(_authorizer)
-    conn._replica = TursoReplica(store, source, handler, conn_id, path, conn)
+    conn._replica = replica = TursoReplica(store, source, handler, conn_id, path, conn)
+    threshold = options.get("push_operations_threshold")
+    replica.push_threshold = int(threshold) if threshold else None
+    _install_capture(path, conn_id)
     return conn
+
+
+def _install_capture(path: str, conn_id: int) -> None:
+    """Change capture on a replica that has none yet (just bootstrapped, or made by an
+    older version): one local write transaction, under the lock every writer takes."""
+    ic = internal.connect(path, conn_id)
+    try:
+        if capture.installed(ic):
+            return
+        ic.execute("BEGIN IMMEDIATE")
+        try:
+            if not capture.installed(ic):
+                capture.install(ic, gen=0)
+            ic.execute("COMMIT")
+        except BaseException:
+            ic.execute("ROLLBACK")
+            raise
+    finally:
+        ic.close()
 
 
 def _saved_url(url: str) -> str:

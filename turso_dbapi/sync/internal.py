@@ -1,0 +1,19 @@
+"""The driver's own connections to a replica (push, capture install, rebase).
+
+They go through the VFS with the opening connection's id, so their misses are fetched by
+that connection's source; ``isolation_level=None`` so every transaction is explicit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from urllib.parse import quote
+
+from ..storage.vfs import VFS_NAME
+
+LOCK_TIMEOUT = 5.0  # seconds a transaction waits for another connection's lock
+
+
+def connect(replica: str, conn_id: int, timeout: float = LOCK_TIMEOUT) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{quote(replica)}?vfs={VFS_NAME}&tdbconn={conn_id}", uri=True,
+                           timeout=timeout, isolation_level=None, check_same_thread=False)
