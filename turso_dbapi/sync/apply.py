@@ -5,7 +5,7 @@ process) compares the file change counter (header offset 24) at the start of eac
 transaction and drops its page cache when it moved. So the apply:
 
 1. (network already done) the received pages sit durably in ``<replica>-tdbpull``
-   (``pull_stage``);
+   (``sync.stage``);
 2. an internal SQLite connection on the replica takes ``BEGIN EXCLUSIVE`` (waits out
    readers and writers in every process; on timeout nothing is changed);
 3. the local changes go to the replay file (rebase.py step 1) and metadata records
@@ -25,7 +25,7 @@ transaction and drops its page cache when it moved. So the apply:
 After a crash in steps 3-6 the stage stays published with ``pending_pull`` set and the pull
 lock free: the next open or pull, or the next read transaction of any connection of this
 driver's VFS on the replica (vfs.c rule (13): the sidecar's apply flag, checked in C at the
-SHARED lock, then ``turso_replica.recover_dead_apply``), redoes the apply before reading.
+SHARED lock, then ``sync.replica.recover_dead_apply``), redoes the apply before reading.
 A transaction that already held its SHARED lock read nothing the crash switched.
 """
 
@@ -37,52 +37,33 @@ import struct
 import time
 from typing import Optional
 
-from . import capture, internal, metadata as sync_meta, rebase
-from ..storage.apply_flag import ApplyFlag
 from ..errors import OperationalError
+from ..protocol.sync_wire import PAGE_SIZE
+from ..storage import header
+from ..storage.apply_flag import ApplyFlag
+from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
+from ..storage.vfs import replica_uri
+from . import capture, internal, metadata as sync_meta, rebase
 from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
-
-PAGE_SIZE = 4096
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
 
 
-def local_pages(store: PageStore, limit: int = 3) -> list:
-    """Up to ``limit`` page numbers held in the local layer (pages changed locally)."""
-    found: list = []
-    p = store.first_local(1)
-    while p and len(found) < limit:
-        found.append(p)
-        p = store.first_local(p + 1)
-    return found
-
-
-def refuse_local_changes(store: PageStore, display_url: str) -> None:
-    pages = local_pages(store)
-    if pages:
-        raise OperationalError(
-            f"pull from {display_url}: the replica {store.path} has local changes (pages "
-            f"{', '.join(map(str, pages))}...) and push is not implemented yet, so pulling would "
-            "lose them; nothing was changed. Copy the data you need elsewhere, or open a fresh "
-            "replica (another local_path) to read the server's new state")
-
-
 def patch_page1(new: bytes, old: Optional[bytes], db_size: int) -> bytes:
-    """Page 1 for the replica: rollback journal, a change counter and a schema cookie that
-    moved, the size."""
-    b = bytearray(new)
-    b[18] = b[19] = 1
-    old_counter = struct.unpack_from(">I", old, 24)[0] if old else 0
-    counter = (max(old_counter, struct.unpack_from(">I", new, 24)[0]) + 1) & 0xFFFFFFFF
-    struct.pack_into(">I", b, 24, counter)
-    struct.pack_into(">I", b, 28, db_size)
-    struct.pack_into(">I", b, 92, counter)
+    """Page 1 for the replica: rollback journal, a change counter and a schema cookie
+    that moved, the size."""
+    b = bytearray(rollback_journal(new))
+    old_counter = struct.unpack_from(">I", old, header.CHANGE_COUNTER)[0] if old else 0
+    counter = (max(old_counter, struct.unpack_from(">I", new, header.CHANGE_COUNTER)[0]) + 1) & 0xFFFFFFFF
+    struct.pack_into(">I", b, header.CHANGE_COUNTER, counter)
+    struct.pack_into(">I", b, header.IN_HEADER_SIZE, db_size)
+    struct.pack_into(">I", b, header.VERSION_VALID_FOR, counter)
     # The schema cookie moves past every value a connection may have cached (the local
     # schema included: the replay recreates objects at other root pages), so each one
     # re-reads the schema (spec §6.5 step 7).
-    old_cookie = struct.unpack_from(">I", old, 40)[0] if old else 0
-    cookie = (max(old_cookie, struct.unpack_from(">I", new, 40)[0]) + 1) & 0xFFFFFFFF
-    struct.pack_into(">I", b, 40, cookie)
+    old_cookie = struct.unpack_from(">I", old, header.SCHEMA_COOKIE)[0] if old else 0
+    cookie = (max(old_cookie, struct.unpack_from(">I", new, header.SCHEMA_COOKIE)[0]) + 1) & 0xFFFFFFFF
+    struct.pack_into(">I", b, header.SCHEMA_COOKIE, cookie)
     return bytes(b)
 
 
@@ -153,7 +134,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                 meta.pending_pull = {"revision": revision, "db_size": db_size, "rebase": True}
                 sync_meta.save(replica, meta)
             started = True  # from here a failure leaves the stage for a redo
-            flag = ApplyFlag(replica)
+            flag = ApplyFlag(store)
             flag.set()  # (2) statements of other connections now wait (or finish a dead puller)
             store_revision(store, staged)
         finally:

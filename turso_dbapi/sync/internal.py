@@ -7,13 +7,12 @@ that connection's source; ``isolation_level=None`` so every transaction is expli
 from __future__ import annotations
 
 import sqlite3
-from urllib.parse import quote
 
-from ..storage.vfs import VFS_NAME
+from ..storage.vfs import replica_uri
 
 LOCK_TIMEOUT = 5.0  # seconds a transaction waits for another connection's lock
 
 
 def connect(replica: str, conn_id: int, timeout: float = LOCK_TIMEOUT) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{quote(replica)}?vfs={VFS_NAME}&tdbconn={conn_id}", uri=True,
+    return sqlite3.connect(replica_uri(replica, conn_id), uri=True,
                            timeout=timeout, isolation_level=None, check_same_thread=False)

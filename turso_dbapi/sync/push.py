@@ -34,11 +34,12 @@ import time
 from typing import Any, Callable, List, Optional, Tuple
 
 from ..errors import ProtocolError, PushConstraintError, PushRejectedError, RemoteError
-from ..protocol import hrana
+from ..protocol import hrana_batch as hrana
 from ..transport.http import HttpClient, Reply
 from . import capture
 from .changes import Change, Changes, Stmt, collect
-from .metadata import write_atomic
+from .._util.atomic import write_atomic
+from ..storage.files import PUSH_STATE
 
 PIPELINE_PATH = "/v2/pipeline"
 HW_CREATE = ("CREATE TABLE IF NOT EXISTS turso_sync_last_change_id "
@@ -46,7 +47,6 @@ HW_CREATE = ("CREATE TABLE IF NOT EXISTS turso_sync_last_change_id "
 HW_SELECT = "SELECT pull_gen, change_id FROM turso_sync_last_change_id WHERE client_id = ?"
 HW_UPSERT = ("INSERT INTO turso_sync_last_change_id(client_id, pull_gen, change_id) VALUES (?, ?, ?) "
              "ON CONFLICT(client_id) DO UPDATE SET pull_gen=excluded.pull_gen, change_id=excluded.change_id")
-PUSH_STATE_SUFFIX = "-tdbpush.json"
 RETRIES = 3  # pushes redone from the high-water row after a lost reply
 
 Transform = Callable[[Change], Optional[Change]]
@@ -67,7 +67,7 @@ class PushResult:
 
 def load_state(replica: str) -> dict:
     try:
-        with open(replica + PUSH_STATE_SUFFIX, encoding="utf-8") as f:
+        with open(replica + PUSH_STATE, encoding="utf-8") as f:
             data = json.load(f)
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
@@ -81,7 +81,7 @@ def _save_state(replica: str, result: PushResult) -> None:
     state["pushed_bytes"] = int(state.get("pushed_bytes", 0)) + result.bytes
     state["last_pushed_pull_gen_hint"] = result.gen
     state["last_pushed_change_id_hint"] = result.last_change_id
-    write_atomic(replica + PUSH_STATE_SUFFIX, json.dumps(state).encode())
+    write_atomic(replica + PUSH_STATE, json.dumps(state).encode())
 
 
 # -- the pipeline ------------------------------------------------------------------------------

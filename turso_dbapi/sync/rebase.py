@@ -46,18 +46,18 @@ import os
 import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ..protocol import hrana
+from ..protocol import hrana_batch as hrana
 from . import capture
 from .changes import Change, Stmt, collect, statements
-from .metadata import fsync_dir, write_atomic
+from .._util.atomic import fsync_dir, write_atomic
+from ..storage.files import REPLAY
 
 log = logging.getLogger("turso_dbapi")
-REPLAY_SUFFIX = "-tdbreplay"
 FORMAT = 1
 
 
 def replay_path(replica: str) -> str:
-    return replica + REPLAY_SUFFIX
+    return replica + REPLAY
 
 
 def remove_replay(replica: str) -> None:

@@ -1,4 +1,5 @@
-"""Turso replicas: routing, open (bootstrap or reopen), ``pull()``, ``stats()``.
+"""Turso replicas: routing, open (bootstrap or reopen), ``stats()``; ``pull()`` is
+``sync.engine``'s.
 
 Routing (option ``protocol``: auto | range | turso): ``libsql://`` and ``turso://`` URLs
 (https), and http(s) URLs with an empty path or "/", are Turso sync servers; other http(s)
@@ -10,14 +11,18 @@ Pinned revision of lazy fetches: pyturso pins them to the bootstrap revision for
 pin them to the LATEST SYNCED revision. Both are correct: a pull stores every page that
 changed in (old, new], so a page still absent from the synced layer is identical at the
 bootstrap revision and at every later synced one. Pinning to the latest means the server
-only needs history back to the last pull instead of back to the bootstrap. A connection of
-another process re-reads the pin from the metadata at each miss (one small file read next
-to a network round trip), so a page re-fetched after a torn write is of the right revision.
+only needs history back to the last pull instead of back to the bootstrap. Every
+connection's source re-reads the pin from the metadata at each miss (its ``pin``
+parameter: one small file read next to a network round trip), so a pull by any connection
+of any process moves it, and a page re-fetched after a torn write is of the right revision.
 
 Journal mode: the replica stays in rollback-journal mode (DESIGN §2.5); ``journal_mode=WAL``
 is refused with a clear message (an authorizer on every connection we open; a user who
-replaces it loses only the message: switching writes page 1 locally, and ``pull()`` refuses
-replicas with local changes, so coherence still holds).
+replaces it loses only the message: ``pull()`` then refuses, before any network, a replica
+whose page 1 says WAL, so coherence still holds).
+
+Two-way sync: change capture (``capture``) is installed at open on a replica that has none;
+``push()`` is ``sync.push``; ``pull()`` rebases (``sync.rebase``).
 """
 
 from __future__ import annotations
@@ -26,28 +31,33 @@ import dataclasses
 import os
 import sqlite3
 import threading
-import time
 import weakref
-from typing import Any, Dict, List, Mapping, Optional
-from urllib.parse import quote, urlsplit
+from typing import Any, Dict, Mapping, Optional
+from urllib.parse import urlsplit
 
-from ..storage import apply_flag
-from . import bootstrap as boot
-from ..storage import pagestore
-from . import apply as pull_apply, capture, internal, metadata as sync_meta, push as sync_push, rebase
-from ..fetch.btree_readahead import BtreeHints, BtreeReadahead
-from .stage import StageWriter
-from ..errors import NotSupportedError, OperationalError, ProgrammingError
+from ..errors import NotSupportedError, OperationalError, ProgrammingError, RemoteError
+from ..fetch.btree_readahead import hints_for
+from ..protocol.sync_wire import PAGE_SIZE
+from ..replica.base import (
+    RemoteCursor,
+    RemoteReplica,
+    ReportingMissHandler,
+    StatsRecord,
+    default_replica_path,
+    real_error,
+    remote_class,
+)
 from ..sources.turso import TursoSyncSource, base_url
-from ..replica.base import RemoteCursor, ReportingMissHandler, default_replica_path, describe_error
-from ..replica.base import real_error as remote_fail
-from ..replica.base import remote_class
+from ..storage import apply_flag, pagestore
+from ..storage.vfs import ensure_registered, replica_uri
+from ..transport.http import split_credentials
 from ..url import redact
-from ..storage.vfs import VFS_NAME, ensure_registered
+from . import bootstrap as boot
+from . import capture, engine, internal, rebase
+from . import metadata as sync_meta
+from . import push as sync_push
 
 _tls = threading.local()
-_live_sources: weakref.WeakValueDictionary[int, TursoSyncSource] = weakref.WeakValueDictionary()
-_live_lock = threading.Lock()
 
 
 def wants_turso(url: Optional[str], options: Mapping[str, Any]) -> bool:
@@ -76,7 +86,7 @@ def is_turso_replica(path: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class TursoStats:
+class TursoStats(StatsRecord):
     """``conn.stats()`` of a Turso replica: pyturso's fields (§6.9) plus our counters.
 
     Network counters are this connection's (body bytes, as pyturso counts them; bootstrap
@@ -113,48 +123,29 @@ class TursoStats:
     pushed_rows: int = 0  # row changes sent by pushes of this replica, all processes
     pushed_bytes: int = 0  # request bytes of those pushes
 
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def asdict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 # -- the replica object -------------------------------------------------------------------
 
 
-class TursoReplica:
+class TursoReplica(RemoteReplica):
     """``conn._replica`` of a Turso connection."""
 
-    def __init__(self, store: pagestore.PageStore, source: TursoSyncSource, handler: pagestore.MissHandler,
-                 conn_id: int, path: str, conn: sqlite3.Connection):
-        self.store = store
-        self.source = source
-        self.handler = handler  # strong ref: the store routes this connection's misses here
-        self.conn_id = conn_id
-        self.path = path
+    def __init__(self, store: pagestore.PageStore, source: TursoSyncSource,
+                 handler: ReportingMissHandler, conn_id: int, path: str, conn: sqlite3.Connection):
+        super().__init__(store, source, handler, conn_id, path)
         self._conn = weakref.ref(conn)
-        self._closed = False
-        self._stage = pull_apply.stage_path(path)
         self.push_threshold: Optional[int] = None  # push_operations_threshold
         self.transform: Optional[sync_push.Transform] = None
         self.on_conflict: Optional[rebase.OnConflict] = None
         self.last_apply_misses = 0  # page misses inside the last apply's lock (partial mode)
 
-    @property
-    def url(self) -> str:
-        return self.source.display_url
-
     def meta(self) -> sync_meta.SyncMeta:
-        meta = sync_meta.load(self.path)
-        if meta is None:
-            raise OperationalError(f"the sync metadata of {self.path} is missing")
-        return meta
+        return engine.load_meta(self.path)
 
     def stats(self) -> TursoStats:
         meta = self.meta()
-        net = self.source.stats.snapshot()
-        c = self.store.counters()
+        counters = self.counters()
+        net, c = counters["net"], counters["store"]
         pushed = sync_push.load_state(self.path)
         conn = self._conn()
         waiting = sync_push.pending(conn, self.path) if conn is not None else 0
@@ -166,171 +157,41 @@ class TursoReplica:
             retries=net["retries"], hits=c["hits"], misses=c["misses"], pages_read=c["pages_read"],
             prefetched=c["prefetched"], prefetch_used=c["prefetch_used"], crc_failures=c["crc_failures"],
             local_writes=c["local_writes"], pull_gen=meta.pull_gen, db_size_pages=meta.db_size_pages,
-            partial=meta.partial, url=self.url, path=self.path,
-            last_error=describe_error(self.handler.last_error), pending_changes=waiting,
-            pushed_rows=int(pushed.get("pushed_rows", 0)), pushed_bytes=int(pushed.get("pushed_bytes", 0)),
+            partial=meta.partial, url=self.url, path=self.path, last_error=counters["last_error"],
+            pending_changes=waiting, pushed_rows=int(pushed.get("pushed_rows", 0)),
+            pushed_bytes=int(pushed.get("pushed_bytes", 0)),
         )
 
     def pull(self, on_conflict: Optional[rebase.OnConflict] = None) -> bool:
-        """Network first (no lock), then a coherent apply that replays the unpushed local
-        changes on top (sync/rebase.py); True when pages changed."""
-        on_conflict = on_conflict if on_conflict is not None else self.on_conflict
+        """Fetch and apply the server's changes, replaying the unpushed local ones on top
+        (``sync.engine.pull``); True when pages changed."""
         conn = self._conn()
         if conn is not None and conn.in_transaction:
             raise OperationalError(
                 f"pull from {self.url}: this connection is inside a transaction; commit or roll "
                 "back first (a pull replaces the state every transaction reads)")
-        _refuse_wal(self.store, self.url)
-        with boot.replica_lock(self.path + "-pull"):  # one pull per replica at a time
-            meta = self.meta()
-            if meta.pending_pull is not None:  # an apply was interrupted: finish it first
-                with apply_flag.applying():
-                    pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url)
-                meta = self.meta()
-            stage = StageWriter(self.path)  # pages go to disk as they arrive
-            try:
-                reply = self.source.changes_since(meta.synced_revision or "", on_page=stage.add,
-                                                  on_reset=stage.reset)
-                if stage.count:  # still no lock held: what the apply and the replay will read
-                    needed = _replay_pages(self.store, stage.pgnos, reply.db_size)
-                    if needed:
-                        for p, data in self.source.fetch_at(needed, reply.revision).pages.items():
-                            stage.add(p, data)
-            except BaseException:
-                stage.discard()
-                raise
-            if not stage.count:
-                stage.discard()
-                meta = self.meta()
-                meta.synced_revision = reply.revision
-                meta.last_pull_unix_time = int(time.time())
-                sync_meta.save(self.path, meta)
-                _repin(self.path, reply.revision)  # nothing changed: same pages at both
-                return False
-            stage.finish(reply.revision, reply.db_size)
-            misses = self.store.counters()["misses"]
-            with apply_flag.applying():
-                applied = pull_apply.apply_staged(self.store, self.path, self.conn_id, self.url,
-                                                  on_conflict=on_conflict)
-            self.last_apply_misses = self.store.counters()["misses"] - misses
-        # §6.6: the pull state comes from local metadata after applying, never the remote.
-        if applied is not None:
-            _repin(self.path, applied.synced_revision or "")
-            hints_for(self.store, reset=True)  # the B-trees changed: learn them again
-        return applied is not None
-
-    def close(self) -> None:
-        """The connection closed: its HTTP session, and the store when no other connection
-        of this process uses it (the replica files stay for later)."""
-        if self._closed:
-            return
-        self._closed = True
-        with _live_lock:
-            _live_sources.pop(id(self.source), None)
-        closer = getattr(self.handler, "close", None)
-        if closer is not None:
-            closer()
-        self.source.close()
-        pagestore.release_store(self.store)
+        try:
+            pulled = engine.pull(self.store, self.source, self.path, self.conn_id,
+                                 on_conflict=on_conflict if on_conflict is not None else self.on_conflict)
+        except RemoteError as exc:
+            raise exc.outside_a_read()  # no page read failed: SQLITE_IOERR, not _READ
+        self.last_apply_misses = pulled.apply_misses
+        return pulled.changed
 
     def push(self, transform: Optional[sync_push.Transform] = None) -> sync_push.PushResult:
         """Send the unpushed local changes (sync/push.py); no local lock is held on the
         network, so writers of every connection keep writing."""
         transform = transform if transform is not None else self.transform
         pipeline = sync_push.Pipeline(self.source.http, self.source.url, self.url)
-        with boot.replica_lock(self.path + "-push"):
+        with boot.push_lock(self.path):
             ic = internal.connect(self.path, self.conn_id)
             try:
                 return sync_push.push(ic, self.path, self.meta().client_unique_id, pipeline,
                                       transform=transform, threshold=self.push_threshold)
+            except RemoteError as exc:
+                raise exc.outside_a_read()
             finally:
                 ic.close()
-
-
-def _refuse_wal(store: pagestore.PageStore, display_url: str) -> None:
-    """A connection whose authorizer was replaced can still switch the replica to WAL; a
-    pull can neither lock nor keep such a replica coherent (DESIGN §2.5): refuse, before
-    any network, with the way back."""
-    page1 = store.read_page(1)
-    if page1 is not None and (page1[18] == 2 or page1[19] == 2):
-        raise OperationalError(
-            f"pull from {display_url}: the replica {store.path} was switched to WAL mode "
-            "(PRAGMA journal_mode=WAL with our authorizer replaced), which pull cannot keep coherent; "
-            "nothing was changed. Run PRAGMA journal_mode=DELETE on it and pull again")
-
-
-def _replay_pages(store: pagestore.PageStore, staged: Any, db_size: int) -> List[int]:
-    """Pages to fetch before the lock (partial replicas): page 1 when the synced layer
-    lacks it, and the synced version of every page the local layer changed - the replay
-    rewrites the same rows, so it walks those B-tree pages again. (Pages it reaches that
-    no local change touched are fetched inside the lock; ``last_apply_misses`` counts
-    the misses an apply took.)"""
-    def wanted(p: int) -> bool:
-        return p <= db_size and p not in staged and not store.state(p) & pagestore.PG_SYNCED
-
-    out = [1] if wanted(1) else []
-    p = store.first_local(2)
-    while p:
-        if wanted(p):
-            out.append(p)
-        p = store.first_local(p + 1)
-    return out
-
-
-def recover_dead_apply(store: pagestore.PageStore, conn_id: int) -> int:
-    """C found the apply flag set while a connection took its SHARED lock (vfs.c rule
-    (13)): finish the apply of a puller that died mid-switch, so no connection of any
-    process ever reads a mix of two revisions. Returns an ``apply_flag`` answer."""
-    path = store.path
-    with boot.replica_lock(path + "-pull", wait=False) as held:
-        if not held:
-            return apply_flag.BUSY  # a live pull: the busy handler retries after its apply
-        meta = sync_meta.load(path)
-        if meta is not None and meta.pending_pull is not None:
-            url = redact(meta.remote_url or path)
-            with apply_flag.applying():
-                pull_apply.apply_staged(store, path, conn_id, url)
-            hints_for(store, reset=True)
-        else:
-            apply_flag.ApplyFlag(path).clear()  # the apply finished; its process died before clearing
-    return apply_flag.RECOVERED
-
-
-_hints: Dict[str, BtreeHints] = {}
-HINT_PAGES = 32  # pages read at open to seed the B-tree hints (roots sit near the start)
-
-
-def hints_for(store: pagestore.PageStore, *, reset: bool = False) -> BtreeHints:
-    """The B-tree hints of a replica in this process, seeded from its first pages."""
-    with _live_lock:
-        hints = _hints.get(store.path)
-        if hints is not None and not reset:
-            return hints
-        if hints is None:
-            hints = _hints[store.path] = BtreeHints(store.page_size)
-        hints.clear()
-    for p in range(1, min(HINT_PAGES, store.remote_pages) + 1):
-        page = store.read_page(p)
-        if page is not None:
-            hints.note(p, page)
-    return hints
-
-
-def _synced_revision(path: str) -> Optional[str]:
-    """The synced revision as the metadata says now (a miss runs inside a read transaction,
-    so no apply is in progress and metadata and synced layer agree)."""
-    try:
-        meta = sync_meta.load(path)
-    except (OSError, OperationalError):
-        return None
-    return meta.synced_revision if meta is not None else None
-
-
-def _repin(path: str, revision: str) -> None:
-    with _live_lock:
-        sources = [s for s in _live_sources.values() if getattr(s, "_replica_path", None) == path]
-    for s in sources:
-        s.repin(revision)
 
 
 # -- connections ---------------------------------------------------------------------------
@@ -357,34 +218,33 @@ def _fail(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
         _tls.wal_refused = False
         if isinstance(exc, sqlite3.DatabaseError) and "not authorized" in str(exc):
             return NotSupportedError(WAL_MESSAGE)
-    return remote_fail(cur, exc)
+    return real_error(cur, exc)
 
 
-def connection_class(factory: type) -> type:
-    """``remote_class(factory)`` whose cursors report a refused WAL switch clearly.
-
-    A dead puller's half-done apply is finished by the VFS when a connection starts a
-    read transaction (vfs.c rule (13), ``recover_dead_apply``): nothing per statement."""
-    base = remote_class(factory)
-    cls = _classes.get(base)
-    if cls is not None:
-        return cls
-
-    class TursoCursor(RemoteCursor):
-        __slots__ = ()
-        _fail = _fail
-
-    def iterdump(self: sqlite3.Connection, *args: Any, **kw: Any) -> Any:
-        """The stdlib dump without the change-capture triggers (tables named sqlite_* are
-        already skipped by it): the user's schema and rows only."""
-        return (line for line in base.iterdump(self, *args, **kw) if not capture.hide_dump_line(line))
-
-    cls = type(f"Turso{factory.__name__}", (base,), {"_cursor_class": TursoCursor, "iterdump": iterdump})
-    _classes[base] = cls
-    return cls
+class TursoCursor(RemoteCursor):
+    __slots__ = ()
+    _fail = _fail
 
 
 _classes: Dict[type, type] = {}
+
+
+def connection_class(factory: type) -> type:
+    """``remote_class(factory)`` whose cursors report a refused WAL switch clearly and
+    whose ``iterdump`` leaves the capture machinery out.
+
+    A dead puller's half-done apply is finished by the VFS when a connection starts a
+    read transaction (vfs.c rule (13), ``engine.recover_dead_apply``): nothing per statement."""
+    base = remote_class(factory, TursoCursor, "Turso")
+    cls = _classes.get(base)
+    if cls is None:
+        def iterdump(self: sqlite3.Connection, *args: Any, **kw: Any) -> Any:
+            """The stdlib dump without the change-capture triggers (tables named sqlite_*
+            are already skipped by it): the user's schema and rows only."""
+            return (line for line in base.iterdump(self, *args, **kw) if not capture.hide_dump_line(line))
+
+        cls = _classes[base] = type(base.__name__, (base,), {"iterdump": iterdump})
+    return cls
 
 
 def _effective(explicit: Mapping[str, Any], saved: Any, name: str, default: Any) -> Any:
@@ -404,54 +264,44 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     path = os.path.realpath(os.fsdecode(local_path))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     client_name = str(options.get("client_name") or "turso-dbapi")
-    with boot.replica_lock(path):
+    client = None  # the bootstrap's HTTP client (and counters) carry on into the connection
+    with boot.open_lock(path):
         meta = sync_meta.load(path)
         if meta is None:
             if url is None:
                 raise ProgrammingError(f"{path} has no sync metadata; give the server URL to bootstrap it")
-            source = TursoSyncSource(url, options)
-            meta, store = boot.bootstrap(path, source, options, client_name)
+            bootstrapper = TursoSyncSource(url, options)
+            meta, store = boot.bootstrap(path, bootstrapper, options, client_name)
+            client = bootstrapper.http
         else:
             if url is None:
                 if not meta.remote_url:
                     raise ProgrammingError(f"the replica {path} has no saved server URL; pass url=")
                 url = meta.remote_url
-            source = TursoSyncSource(url, options, pinned_revision=meta.synced_revision or "")
             changed = sync_meta.merge_configuration(
                 meta, remote_url=_saved_url(url), segment_size=explicit.get("segment_size"),
                 prefetch=explicit.get("prefetch"))
             if changed:
                 sync_meta.save(path, meta)
-            store = boot.open_replica_store(path, meta, source.display_url)
-    source.pinned_revision = meta.synced_revision or ""
-    source.size = meta.db_size_pages * pull_apply.PAGE_SIZE
-    source._replica_path = path  # type: ignore[attr-defined]
-    source.pin_provider = lambda: _synced_revision(path)
-    with _live_lock:
-        _live_sources[id(source)] = source
+            store = boot.open_replica_store(path, meta, redact(base_url(url)))
+    hints = hints_for(store)
+    source = TursoSyncSource(
+        url, options, client=client, pinned_revision=meta.synced_revision or "",
+        size=meta.db_size_pages * PAGE_SIZE, pin=lambda: engine.synced_revision(path),
+        page_observer=hints.note,
+    )
     handler = ReportingMissHandler(
         store, source,
         segment_size=_effective(explicit, meta.segment_size, "segment_size", options["segment_size"]),
         readahead_max=options["readahead_max"],
         prefetch=bool(_effective(explicit, meta.prefetch, "prefetch", False)),
+        btree_hints=hints,
     )
-    hints = hints_for(store)
-    source.page_observer = hints.note
-    handler.readahead = BtreeReadahead(handler.readahead, hints)  # type: ignore[assignment]
     conn_id = store.attach(handler)
-    apply_flag.register_recovery(path, recover_dead_apply)
-    if meta.pending_pull is not None:  # a pull crashed mid-apply: redo it before any read
-        with boot.replica_lock(path + "-pull"), apply_flag.applying():
-            if (sync_meta.load(path) or meta).pending_pull is not None:
-                pull_apply.apply_staged(store, path, conn_id, source.display_url)
-    elif os.path.exists(pull_apply.stage_path(path)):
-        with boot.replica_lock(path + "-pull"):
-            current = sync_meta.load(path)
-            if current is not None and current.pending_pull is None and os.path.exists(pull_apply.stage_path(path)):
-                pull_apply.remove_stage(path)  # staged by a pull that never started applying
-                rebase.remove_replay(path)
-    target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
-    conn = sqlite3.connect(target, uri=True, factory=connection_class(factory), **connect_kwargs)
+    apply_flag.register_recovery(path, engine.recover_dead_apply)
+    engine.finish_interrupted(store, path, conn_id, source.display_url, meta)
+    conn = sqlite3.connect(replica_uri(path, conn_id), uri=True, factory=connection_class(factory),
+                           **connect_kwargs)
     conn.set_authorizer(_authorizer)
     conn._replica = replica = TursoReplica(store, source, handler, conn_id, path, conn)
     threshold = options.get("push_operations_threshold")
@@ -480,6 +330,4 @@ def _install_capture(path: str, conn_id: int) -> None:
 
 
 def _saved_url(url: str) -> str:
-    from ..transport.http import split_credentials
-
     return split_credentials(base_url(url))[0]

@@ -13,7 +13,7 @@ import time
 
 import turso_dbapi
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def rows_table(server, n=300):

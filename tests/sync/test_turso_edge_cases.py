@@ -183,7 +183,7 @@ def test_a_crash_before_the_metadata_means_bootstrap_again(turso_server, tmp_pat
     turso_server.db_sql("CREATE TABLE t(x)")
     turso_server.db_sql("INSERT INTO t VALUES (1), (2)")
     path = str(tmp_path / "r.db")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run([sys.executable, "-c", _DIES_BEFORE_METADATA, root, turso_server.url, path],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4, proc.stderr
