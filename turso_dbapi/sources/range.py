@@ -116,6 +116,7 @@ class HttpRangeSource:
         max_ranges: int = DEFAULT_MAX_RANGES,
         coalesce_bytes: int = DEFAULT_COALESCE_BYTES,
         stats: Optional[SourceStats] = None,
+        http_deadline: Optional[float] = None,
     ):
         self.stats = stats if stats is not None else SourceStats()
         extra = {"Accept-Encoding": "identity"}  # (2)
@@ -123,7 +124,7 @@ class HttpRangeSource:
         self._http = HttpClient(
             url, auth_token=auth_token, headers=extra, timeout=http_timeout,
             retry=retry if retry is not None else Retry(total=retries), verify=verify,
-            client_name=client_name, stats=self.stats,
+            client_name=client_name, stats=self.stats, deadline=http_deadline,
         )
         self.display_url = self._http.display_url
         self.open_bytes = max(100, int(open_bytes))
@@ -145,7 +146,7 @@ class HttpRangeSource:
     @classmethod
     def from_options(cls, url: str, options: Mapping[str, Any], **extra: Any) -> HttpRangeSource:
         """Build from a parsed ``url.OPTIONS`` dict; options this source does not use are ignored."""
-        keys = ("auth_token", "http_timeout", "retries", "verify", "client_name")
+        keys = ("auth_token", "http_timeout", "http_deadline", "retries", "verify", "client_name")
         kwargs = {k: options[k] for k in keys if options.get(k) is not None}
         if options.get("segment_size") and options.get("partial", True):
             # (1) open() reads the first segment: the one the first miss of nearly every
