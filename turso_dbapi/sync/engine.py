@@ -74,8 +74,12 @@ def replay_pages(store: PageStore, staged: Any, db_size: int) -> List[int]:
     synced version of every page the local layer changed (the replay rewrites the same
     rows, so it walks those B-tree pages again). Pages it reaches that no local change
     touched are fetched inside the lock (``Pulled.apply_misses`` counts them)."""
+    # A page past the old synced size did not exist before: if the new revision has it, it
+    # changed, so it is staged already; only pages inside both sizes can be missing.
+    limit = min(db_size, store.remote_pages)
+
     def wanted(p: int) -> bool:
-        return p <= db_size and p not in staged and not store.state(p) & PG_SYNCED
+        return p <= limit and p not in staged and not store.state(p) & PG_SYNCED
 
     out = [1] if wanted(1) else []
     p = store.first_local(2)
