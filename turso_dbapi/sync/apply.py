@@ -39,7 +39,7 @@ from typing import Optional
 
 from ..errors import OperationalError, ProtocolError
 from ..protocol.sync_wire import MAX_DB_PAGES, PAGE_SIZE
-from ..storage import header
+from ..storage import files, header
 from ..storage.apply_flag import ApplyFlag
 from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
@@ -47,6 +47,17 @@ from ..storage.vfs import replica_uri
 from . import capture, internal, metadata as sync_meta, rebase
 from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
+
+
+def _drop_unreferenced_local_bytes(replica: str) -> None:
+    """No page is local (the layer was just set aside, under the EXCLUSIVE lock): whatever
+    ``-tdblocal`` still holds is unreferenced. Emptying it keeps
+    "has local data" (storage/claim.py) meaning "has local changes"."""
+    try:
+        if os.path.getsize(replica + files.LOCAL):
+            os.truncate(replica + files.LOCAL, 0)
+    except FileNotFoundError:
+        pass
 
 
 def patch_page1(new: bytes, old: Optional[bytes], db_size: int) -> bytes:
@@ -73,6 +84,7 @@ def store_revision(store: PageStore, staged: Staged) -> None:
     db_size = staged.db_size
     old1 = store.read_page(1)  # local over synced: its change counter must be passed
     store.drop_local()
+    _drop_unreferenced_local_bytes(store.path)  # the replay file holds the changes now
     base1 = store.read_page(1)  # the synced page 1 (the pull may not carry one)
     if db_size and not staged.has_page1 and base1 is None:
         raise OperationalError(f"pull: page 1 of {store.path} is neither stored nor in the pull")
