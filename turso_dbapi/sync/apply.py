@@ -161,7 +161,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
             if meta is None:
                 raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
             if meta.pending_pull is None:
-                rebase.extract(ic, replica)  # (1) the local changes, durable, before any switch
+                rebase.extract(ic, replica, store, display_url)  # (1) the local changes, durable
                 meta.pending_pull = {"revision": revision, "db_size": db_size, "rebase": True}
                 sync_meta.save(replica, meta)
             started = True  # from here a failure leaves the stage for a redo

@@ -182,10 +182,11 @@ class Writable:
         self.conn.execute("PRAGMA writable_schema = OFF")
 
 
-def install(conn: sqlite3.Connection, *, gen: int) -> None:
+def install(conn: sqlite3.Connection, *, gen: int, log_rows: bool = False) -> None:
     """Create the machinery over the current (synced) state, inside the caller's write
     transaction: empty log, the current schema as the synced one, triggers on every table
-    without logging their rows (they are the server's)."""
+    without logging their rows (they are the server's) - unless ``log_rows``: a replica
+    that already holds uncaptured local changes logs every row, so none is lost."""
     with Writable(conn):
         conn.execute(f"CREATE TABLE IF NOT EXISTS {LOG}(id INTEGER PRIMARY KEY, t INTEGER NOT NULL, k)")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLES}(id INTEGER PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL)")
@@ -193,7 +194,7 @@ def install(conn: sqlite3.Connection, *, gen: int) -> None:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {STATE}(key TEXT PRIMARY KEY, value) WITHOUT ROWID")
     snapshot_schema(conn)
     conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES ('gen', ?)", (gen,))
-    ensure_triggers(conn, log_rows=False)
+    ensure_triggers(conn, log_rows=log_rows)
 
 
 def snapshot_schema(conn: sqlite3.Connection) -> None:

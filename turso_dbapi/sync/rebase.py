@@ -46,6 +46,7 @@ import os
 import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from ..errors import OperationalError
 from ..protocol import hrana_batch as hrana
 from . import capture
 from .changes import Change, Stmt, collect, statements
@@ -84,10 +85,32 @@ def _stmt_of(j: Any) -> Stmt:
     return Stmt(j[0], _dec(j[1]), j[2], j[3], j[4])
 
 
-def extract(ic: sqlite3.Connection, replica: str) -> int:
-    """Step 1: the replay file; returns the number of row changes in it."""
+def local_changes(store: Any) -> List[int]:
+    """Up to 3 pages the local layer changed (entries that change nothing - a rolled-back
+    transaction that spilled pages wrote the old bytes back - are cleared on the way)."""
+    found: List[int] = []
+    p = store.first_local(1)
+    while p and len(found) < 3:
+        if not store.forget_unchanged_local(p):
+            found.append(p)
+        p = store.first_local(p + 1)
+    return found
+
+
+def extract(ic: sqlite3.Connection, replica: str, store: Any, display_url: str) -> int:
+    """Step 1: the replay file; returns the number of row changes in it. A replica without
+    change capture (written by a raw connection of this VFS) that has local changes is
+    refused: nothing records them, so setting the layer aside would lose them."""
     doc: Dict[str, Any] = {"format": FORMAT, "gen": 0, "before": [], "rows": [], "after": []}
-    if capture.installed(ic):
+    if not capture.installed(ic):
+        pages = local_changes(store)
+        if pages:
+            raise OperationalError(
+                f"pull from {display_url}: the replica {replica} has local changes (pages "
+                f"{', '.join(map(str, pages))}...) made without change capture, so pulling would "
+                "lose them; nothing was changed. Open it with turso_dbapi.connect() (which "
+                "installs capture and logs every row) and pull again")
+    else:
         changes = collect(ic, 0, untracked_rows=True)
         wr: Dict[str, bool] = {}
         doc["gen"] = capture.generation(ic)

@@ -316,13 +316,14 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     conn._replica = replica = TursoReplica(store, source, handler, conn_id, path, conn)
     threshold = options.get("push_operations_threshold")
     replica.push_threshold = int(threshold) if threshold else None
-    _install_capture(path, conn_id)
+    _install_capture(store, path, conn_id)
     return conn
 
 
-def _install_capture(path: str, conn_id: int) -> None:
+def _install_capture(store: pagestore.PageStore, path: str, conn_id: int) -> None:
     """Change capture on a replica that has none yet (just bootstrapped, or made by an
-    older version): one local write transaction, under the lock every writer takes."""
+    older version): one local write transaction, under the lock every writer takes. Local
+    changes made before (an older version's scratchpad) are kept: every row is logged."""
     ic = internal.connect(path, conn_id)
     try:
         if capture.installed(ic):
@@ -330,7 +331,7 @@ def _install_capture(path: str, conn_id: int) -> None:
         ic.execute("BEGIN IMMEDIATE")
         try:
             if not capture.installed(ic):
-                capture.install(ic, gen=0)
+                capture.install(ic, gen=0, log_rows=bool(rebase.local_changes(store)))
             ic.execute("COMMIT")
         except BaseException:
             ic.execute("ROLLBACK")
