@@ -429,14 +429,19 @@ class HttpClient:
 
 
 def client_from_options(url: str, options: Mapping[str, Any], *, stats: Optional[SourceStats] = None,
-                        headers: Optional[Mapping[str, str]] = None) -> HttpClient:
-    """An HttpClient configured from a parsed option dict (``url.OPTIONS`` names)."""
+                        headers: Optional[Mapping[str, str]] = None,
+                        retry_statuses: Optional[FrozenSet[int]] = None) -> HttpClient:
+    """An HttpClient configured from a parsed option dict (``url.OPTIONS`` names);
+    ``retry_statuses`` replaces the statuses its retry policy retries by itself."""
+    retry = Retry(total=options.get("retries", DEFAULT_RETRIES))
+    if retry_statuses is not None:
+        retry = dataclasses.replace(retry, statuses=retry_statuses)
     return HttpClient(
         url,
         auth_token=options.get("auth_token"),
         headers=headers,
         timeout=options.get("http_timeout") or DEFAULT_TIMEOUT,
-        retry=Retry(total=options.get("retries", DEFAULT_RETRIES)),
+        retry=retry,
         verify=options.get("verify", True),
         client_name=options.get("client_name") or "turso-dbapi",
         stats=stats,
