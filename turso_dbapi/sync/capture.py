@@ -55,7 +55,7 @@ STATE = "sqlite_tdb_state"
 HW_TABLE = "turso_sync_last_change_id"  # the server's high-water table: never captured
 _PEER_INTERNAL = ("turso_cdc", "__turso_internal")  # pyturso's own objects
 
-_WITHOUT_ROWID = re.compile(r"\)\s*WITHOUT\s+ROWID\s*(,\s*STRICT\s*)?;?\s*$", re.I)
+WITHOUT_ROWID = re.compile(r"\)\s*WITHOUT\s+ROWID\s*(,\s*STRICT\s*)?;?\s*$", re.I)
 _TRIGGER_DUMP = re.compile(r'^CREATE TRIGGER "?sqlite_tdb_', re.I)
 
 
@@ -117,7 +117,7 @@ def table_info(conn: sqlite3.Connection, name: str, sql: Optional[str] = None) -
         return None
     stored = tuple(c[1] for c in cols if c[6] == 0)  # hidden: 2/3 generated, 1 vtab
     pk = tuple(c[1] for c in sorted((c for c in cols if c[5]), key=lambda c: c[5]))
-    without_rowid = bool(_WITHOUT_ROWID.search(sql))
+    without_rowid = bool(WITHOUT_ROWID.search(sql))
     names = {c.lower() for c in stored}
     rowid_name = next((n for n in ("rowid", "_rowid_", "oid") if n not in names), "rowid")
     if not pk:

@@ -137,7 +137,7 @@ def _key_values(conn: sqlite3.Connection, kind: str, k: Any) -> Optional[Tuple[A
     return tuple(row)
 
 
-def _current_row(conn: sqlite3.Connection, info: TableInfo, key: Sequence[Any]) -> Optional[Dict[str, Any]]:
+def current_row(conn: sqlite3.Connection, info: TableInfo, key: Sequence[Any]) -> Optional[Dict[str, Any]]:
     cols = ", ".join(qi(c) for c in info.columns)
     if info.kind == "pk":
         where = " AND ".join(f"{qi(c)} IS ?" for c in info.pk)
@@ -170,7 +170,7 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
         if key is None:
             continue
         seen.add((name, key))
-        rows.append(Change(name, key, _current_row(conn, info, key), newest))
+        rows.append(Change(name, key, current_row(conn, info, key), newest))
     before, after_ddl, full = schema_diff(conn, infos)
     if untracked_rows:
         full.update(i.name for i in capture.untracked(conn))
@@ -181,7 +181,7 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
             key = _key_values(conn, info.kind, k)
             if key is not None and (name, key) not in seen:
                 seen.add((name, key))
-                rows.append(Change(name, key, _current_row(conn, info, key), last))
+                rows.append(Change(name, key, current_row(conn, info, key), last))
     return Changes(before, rows, after_ddl, last, infos)
 
 

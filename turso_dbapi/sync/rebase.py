@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from ..errors import OperationalError
 from ..protocol import hrana_batch as hrana
 from . import capture
-from .changes import Change, Stmt, collect, statements
+from .changes import Change, Stmt, collect, current_row, statements
 from .._util.atomic import fsync_dir, write_atomic
 from ..storage.files import REPLAY
 
@@ -129,7 +129,7 @@ def extract(ic: sqlite3.Connection, replica: str, store: Any, display_url: str) 
 
 def _without_rowid(ic: sqlite3.Connection, table: str) -> bool:
     row = ic.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)).fetchone()
-    return bool(row and capture._WITHOUT_ROWID.search(row[0] or ""))
+    return bool(row and capture.WITHOUT_ROWID.search(row[0] or ""))
 
 
 @dataclasses.dataclass
@@ -163,10 +163,8 @@ def replay_floor(rc: sqlite3.Connection, client_id: str, gen: int) -> int:
 
 
 def _server_row(rc: sqlite3.Connection, info: capture.TableInfo, key: Tuple[Any, ...]) -> Optional[Dict[str, Any]]:
-    from .changes import _current_row
-
     try:
-        return _current_row(rc, info, key)
+        return current_row(rc, info, key)
     except sqlite3.Error:
         return None  # the table or a column is gone in the new revision
 
