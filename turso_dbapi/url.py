@@ -146,6 +146,8 @@ OPTIONS: Dict[str, Option] = {
         Option("follow", _parse_follow, None,
                "HTTP ranges: pull at the start of a read transaction when the last check is older "
                "than this many ms (true = 1000); off by default", maximum=7 * 86400 * 1000),
+        Option("push_operations_threshold", _parse_int, None,
+               "Turso push: seal a batch (one server transaction) after this many row changes"),
         Option("protocol", _parse_protocol, "auto",
                "auto | range | turso: how to read an http(s) URL (auto: Turso sync for libsql://, "
                "turso:// and http(s) URLs with an empty path, HTTP ranges otherwise)"),
