@@ -25,7 +25,7 @@ import threading
 from typing import List, Optional, Set, Tuple
 
 from ..protocol.sync_wire import PAGE_SIZE
-from .describe import _load_library
+from .describe import load_sqlite_library
 from .page_log import PageLog
 
 VFS_NAME = b"tdb-query-trace"
@@ -55,7 +55,7 @@ class _Tracer:
     """The registered VFS; ``pages`` collects page ids while ``active``."""
 
     def __init__(self) -> None:
-        self.lib = _load_library()
+        self.lib = load_sqlite_library()
         if self.lib is None:
             raise QueryTraceError("this Python's SQLite library is not reachable with ctypes")
         lib = self.lib
