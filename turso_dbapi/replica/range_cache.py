@@ -120,7 +120,7 @@ class Replica(LiveReplica, RemoteReplica):
         from ..sources.live import LiveSource
         from ..sources.range import HttpRangeSource
 
-        if not isinstance(self.source, LiveSource):
+        if not isinstance(self.source, LiveSource) and not hasattr(self.source, "observe"):
             if not isinstance(self.source, HttpRangeSource):
                 raise NotSupportedError(f"{self.url}: pull() needs an http(s) source")
             self._follow_from_now_on()
