@@ -103,3 +103,13 @@ def test_frames_that_break_the_chain_are_refused(turso_server, tmp_path, monkeyp
     monkeypatch.setattr(source, "_frames", real)
     assert con.pull() is True and ours(con) == server_rows(srv)
     con.close()
+
+
+def test_follow_pulls_frames_at_the_next_read_transaction(turso_server, tmp_path):
+    srv = turso_server
+    srv.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    con = turso_dbapi.connect(srv.url + "?follow=0&protocol=libsql", local_path=str(tmp_path / "f.db"))
+    assert con.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    srv.db_sql("INSERT INTO t(v) VALUES ('seen without pull()')")
+    assert ours(con) == server_rows(srv)
+    con.close()
