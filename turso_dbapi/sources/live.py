@@ -497,5 +497,3 @@ def _tiny_index() -> Any:
 
     return array("I", bytes(4))  # validation only: the scratch chain records no pages
 
-
-__all__ = ["LiveSource", "Observation", "is_wal_mode", "settled", "wal_url", "parse_header"]
