@@ -20,6 +20,7 @@ import os
 import sqlite3
 import sys
 import threading
+import weakref
 from typing import Any, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from ..errors import NotSupportedError, ProgrammingError, RemoteError
@@ -176,14 +177,18 @@ class RemoteCursor(sqlite3.Cursor):
             _raise_cause(self._fail(exc), exc)
 
 
+_DEFAULT: Any = object()
+
+
 class _RemoteMixin:
     """Connection methods of remote connections: cursors that surface fetch errors."""
 
     _replica: Any = None
     _cursor_class: Any = RemoteCursor
 
-    def cursor(self, factory: Any = None):  # type: ignore[override]
-        return super().cursor(factory or self._cursor_class)  # type: ignore[misc]
+    def cursor(self, factory: Any = _DEFAULT):  # type: ignore[override]
+        # cursor(None) is the stdlib's TypeError, not a default cursor
+        return super().cursor(self._cursor_class if factory is _DEFAULT else factory)  # type: ignore[misc]
 
     # sqlite3.Connection.execute* build their cursor in C, out of our reach: redo execute
     # with the fewest steps, one Python frame around the stdlib's C cursor() (which also
@@ -211,9 +216,11 @@ class _RemoteMixin:
         return self._replica.stats()
 
     def close(self) -> None:  # type: ignore[override]
-        super().close()  # type: ignore[misc]
-        if self._replica is not None:
-            self._replica.close()  # the HTTP session; the cache stays for the next connect
+        try:
+            super().close()  # type: ignore[misc]
+        finally:  # also when a factory's __init__ never opened the connection
+            if self._replica is not None:
+                self._replica.close()  # the HTTP session; the cache stays for the next connect
 
 
 _classes: Dict[type, type] = {}
@@ -222,16 +229,71 @@ _classes_lock = threading.Lock()
 
 def remote_class(factory: type) -> type:
     """``factory`` (a sqlite3.Connection subclass) with the remote mixin; cached."""
-    if not (isinstance(factory, type) and issubclass(factory, sqlite3.Connection)):
-        raise ProgrammingError(
-            "factory= must be a subclass of sqlite3.Connection for remote databases"
-        )
     with _classes_lock:
         cls = _classes.get(factory)
         if cls is None:
             cls = type(f"Remote{factory.__name__}", (_RemoteMixin, factory), {})
             _classes[factory] = cls
         return cls
+
+
+def open_connection(target: str, factory: Any, connect_kwargs: Dict[str, Any]) -> Any:
+    """``sqlite3.connect`` of a replica's VFS URI through the caller's ``factory``.
+
+    A ``sqlite3.Connection`` subclass gets the remote mixin (error surfacing, ``close()``
+    that releases the replica). Any other callable is called as the stdlib calls it and
+    must return a ``sqlite3.Connection``; that object is what the caller gets (see
+    ``attach_replica``)."""
+    if isinstance(factory, type) and issubclass(factory, sqlite3.Connection):
+        return sqlite3.connect(target, uri=True, factory=remote_class(factory), **connect_kwargs)
+    conn = sqlite3.connect(target, uri=True, factory=factory, **connect_kwargs)
+    if not isinstance(conn, sqlite3.Connection):
+        close = getattr(conn, "close", None)
+        if callable(close):
+            close()
+        raise ProgrammingError(
+            f"factory= returned a {type(conn).__name__}, not a sqlite3.Connection: a remote "
+            "database needs a connection to attach its replica to"
+        )
+    return conn
+
+
+# SQLite drops a connection's functions when it closes it: a function that holds the replica
+# ties the replica's life to a connection whose class does not know about it.
+_LIFETIME_FUNCTION = "turso_dbapi_replica_lifetime"
+
+
+class _ReplicaLifetime:
+    __slots__ = ("replica", "__weakref__")
+
+    def __init__(self, replica: Any):
+        self.replica = replica
+
+    def __call__(self) -> None:
+        return None
+
+
+def attach_replica(conn: Any, replica: Any) -> None:
+    """Make ``replica`` the remote state of ``conn`` (``conn._replica``).
+
+    Connections of a class made by ``remote_class`` close it in ``close()``. Any other (a
+    factory function's result) gets ``_replica`` when it can hold attributes (so a
+    ``turso_dbapi.Connection``'s ``stats()``/``pull()`` work) and the replica is released
+    when SQLite closes the connection. Such a connection's statements do not translate a
+    failed fetch into its real cause (it is still logged and kept in ``stats()``)."""
+    if isinstance(conn, _RemoteMixin):
+        conn._replica = replica
+        return
+    try:
+        conn._replica = replica
+    except AttributeError:
+        pass  # a bare sqlite3.Connection has no __dict__
+    holder = _ReplicaLifetime(replica)
+    weakref.finalize(holder, replica.close)
+    try:
+        conn.create_function(_LIFETIME_FUNCTION, 0, holder)
+    except sqlite3.ProgrammingError:  # a factory whose __init__ never opened it: nothing to serve
+        replica.close()
 
 
 # -- connect's arguments ------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sqlite3
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import quote
 
@@ -25,7 +24,8 @@ from ..errors import NotSupportedError, ProgrammingError
 from ..storage import apply_flag, pagestore  # noqa: F401 - apply_flag installs C's apply callback
 from ..storage.vfs import VFS_NAME, ensure_registered
 from ..url import normalize_remote_url, redact
-from .base import ReportingMissHandler, default_replica_path, describe_error, remote_class
+from .base import ReportingMissHandler, attach_replica, default_replica_path, describe_error
+from .base import open_connection
 
 RANGE_SCHEMES = ("http", "https", "libsql", "turso")
 
@@ -196,8 +196,8 @@ def connect_range(
     if not opts["partial"]:
         store.download_all(handler, batch_bytes=max(opts["readahead_max"], store.page_size))
     target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
-    conn = sqlite3.connect(target, uri=True, factory=remote_class(factory), **connect_kwargs)
-    conn._replica = Replica(store, source, handler, conn_id, path)
+    conn = open_connection(target, factory, connect_kwargs)
+    attach_replica(conn, Replica(store, source, handler, conn_id, path))
     return conn
 
 

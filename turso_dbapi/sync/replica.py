@@ -14,10 +14,10 @@ only needs history back to the last pull instead of back to the bootstrap. A con
 another process re-reads the pin from the metadata at each miss (one small file read next
 to a network round trip), so a page re-fetched after a torn write is of the right revision.
 
-Journal mode: the replica stays in rollback-journal mode (DESIGN §2.5); ``journal_mode=WAL``
-is refused with a clear message (an authorizer on every connection we open; a user who
-replaces it loses only the message: switching writes page 1 locally, and ``pull()`` refuses
-replicas with local changes, so coherence still holds).
+Journal mode: the replica stays in rollback-journal mode (DESIGN §2.5) until WAL replicas
+are proven. ``PRAGMA journal_mode=WAL`` never raises: like SQLite where a mode cannot be set,
+it returns the mode in effect ("delete"). The VFS does it (vfs.c rule (16), URI parameter
+``tdbnowal``), so it holds for every connection whatever authorizer its user sets.
 """
 
 from __future__ import annotations
@@ -39,13 +39,11 @@ from ..fetch.btree_readahead import BtreeHints, BtreeReadahead
 from .stage import StageWriter
 from ..errors import NotSupportedError, OperationalError, ProgrammingError
 from ..sources.turso import TursoSyncSource, base_url
-from ..replica.base import RemoteCursor, ReportingMissHandler, default_replica_path, describe_error
-from ..replica.base import real_error as remote_fail
-from ..replica.base import remote_class
+from ..replica.base import ReportingMissHandler, attach_replica, default_replica_path, describe_error
+from ..replica.base import open_connection
 from ..url import redact
 from ..storage.vfs import VFS_NAME, ensure_registered
 
-_tls = threading.local()
 _live_sources: weakref.WeakValueDictionary[int, TursoSyncSource] = weakref.WeakValueDictionary()
 _live_lock = threading.Lock()
 
@@ -130,7 +128,10 @@ class TursoReplica:
         self.handler = handler  # strong ref: the store routes this connection's misses here
         self.conn_id = conn_id
         self.path = path
-        self._conn = weakref.ref(conn)
+        try:
+            self._conn: Any = weakref.ref(conn)
+        except TypeError:  # a bare sqlite3.Connection from a factory function
+            self._conn = lambda: None
         self._closed = False
         self._stage = pull_apply.stage_path(path)
 
@@ -280,52 +281,6 @@ def _repin(path: str, revision: str) -> None:
 # -- connections ---------------------------------------------------------------------------
 
 
-def _authorizer(action: int, arg1: Optional[str], arg2: Optional[str], db: Optional[str],
-                source: Optional[str]) -> int:
-    if (action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() == "journal_mode"
-            and (arg2 or "").strip().lower() == "wal"):
-        _tls.wal_refused = True
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
-
-
-WAL_MESSAGE = ("journal_mode=WAL is not supported on a synced Turso replica: pull() keeps every "
-               "connection coherent through the rollback journal's change counter (DESIGN 2.5); "
-               "the replica stays in rollback-journal mode")
-
-
-def _fail(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
-    """The remote cursor's translation, plus the refused WAL switch (only on the error
-    path: the authorizer's flag is read and reset when a statement failed)."""
-    if getattr(_tls, "wal_refused", False):
-        _tls.wal_refused = False
-        if isinstance(exc, sqlite3.DatabaseError) and "not authorized" in str(exc):
-            return NotSupportedError(WAL_MESSAGE)
-    return remote_fail(cur, exc)
-
-
-def connection_class(factory: type) -> type:
-    """``remote_class(factory)`` whose cursors report a refused WAL switch clearly.
-
-    A dead puller's half-done apply is finished by the VFS when a connection starts a
-    read transaction (vfs.c rule (13), ``recover_dead_apply``): nothing per statement."""
-    base = remote_class(factory)
-    cls = _classes.get(base)
-    if cls is not None:
-        return cls
-
-    class TursoCursor(RemoteCursor):
-        __slots__ = ()
-        _fail = _fail
-
-    cls = type(f"Turso{factory.__name__}", (base,), {"_cursor_class": TursoCursor})
-    _classes[base] = cls
-    return cls
-
-
-_classes: Dict[type, type] = {}
-
-
 def _effective(explicit: Mapping[str, Any], saved: Any, name: str, default: Any) -> Any:
     if explicit.get(name) is not None:
         return explicit[name]
@@ -388,10 +343,10 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
             current = sync_meta.load(path)
             if current is not None and current.pending_pull is None and os.path.exists(pull_apply.stage_path(path)):
                 pull_apply.remove_stage(path)  # staged by a pull that never started applying
-    target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
-    conn = sqlite3.connect(target, uri=True, factory=connection_class(factory), **connect_kwargs)
-    conn.set_authorizer(_authorizer)
-    conn._replica = TursoReplica(store, source, handler, conn_id, path, conn)
+    # tdbnowal: the VFS answers PRAGMA journal_mode=WAL with the mode in effect (vfs.c (16))
+    target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}&tdbnowal=1"
+    conn = open_connection(target, factory, connect_kwargs)
+    attach_replica(conn, TursoReplica(store, source, handler, conn_id, path, conn))
     return conn
 
 
