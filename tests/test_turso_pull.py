@@ -161,8 +161,8 @@ def test_partial_replica_with_server_writes_between_pulls(turso_server, tmp_path
     assert conn.pull() is True
     rev1 = conn.stats().revision
     assert rev1 == turso_server.revision
-    # lazy fetches now pin the latest synced revision (see turso_replica's docstring)
-    assert conn._replica.source.pinned_revision == rev1
+    # lazy fetches now pin the latest synced revision (see sync.replica's docstring)
+    assert conn._replica.source.current_pin() == rev1  # what the next lazy fetch uses
     # round 2: more writes on the server before this replica reads anything
     turso_server.db_sql("DELETE FROM t WHERE id BETWEEN 100 AND 200")
     turso_server.db_sql("UPDATE t SET v = 7 WHERE id > 650")
@@ -366,7 +366,7 @@ def test_a_reader_in_another_process_never_sees_a_mix_after_a_killed_puller(turs
             return reader.stdout.readline().strip()
 
         # while the pull lock is held (as by a live puller), readers wait: busy, never a mix
-        with bootstrap.replica_lock(path + "-pull") as held:
+        with bootstrap.pull_lock(path) as held:
             assert held
             assert ask() == "error database is locked"
         assert sync_meta.load(path).pending_pull is not None
@@ -406,8 +406,8 @@ def test_a_dead_pullers_apply_that_cannot_be_finished_fails_reads_with_the_cause
 
     path = str(tmp_path / "r.db")
     conn = _replica_with_a_damaged_pending_stage(turso_server, path)
-    apply_flag.ApplyFlag(path).set()  # as a puller that died mid-apply leaves it
+    apply_flag.ApplyFlag(conn._replica.store).set()  # as a puller that died mid-apply leaves it
     for _ in range(2):  # every read transaction tries again, none reads a half-applied state
         with pytest.raises(turso_dbapi.OperationalError, match="staged pages are missing or damaged"):
             conn.execute("SELECT COUNT(*) FROM t")
-    assert apply_flag.ApplyFlag(path).is_set() and sync_meta.load(path).pending_pull is not None
+    assert apply_flag.ApplyFlag(conn._replica.store).is_set() and sync_meta.load(path).pending_pull is not None

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 import turso_dbapi
+from turso_dbapi.fetch.miss import MissHandler
 from turso_dbapi.storage import pagestore
+from turso_dbapi.storage.callbacks import take_error
 from turso_dbapi.errors import RemoteError
 from turso_dbapi.replica.range_cache import connect_range
 from turso_dbapi.sources.file import FileSource
@@ -53,7 +55,7 @@ class Lazy:
         self.store = pagestore.open_store(str(directory / "replica" / "db"), page_size=self.source.page_size,
                                           size=self.source.size, identity=ident)
         del leading  # FileSource's leading bytes are not stored: page 1 goes through a miss
-        self.handler = pagestore.MissHandler(self.store, self.source, **handler_opts)
+        self.handler = MissHandler(self.store, self.source, **handler_opts)
         self.conn_id = self.store.attach(self.handler)
 
     def connect(self, **kw) -> sqlite3.Connection:
@@ -141,7 +143,7 @@ def test_fetch_failure_is_ioerr_read_and_the_same_connection_retries(databases, 
         con.execute("SELECT sum(length(body)) FROM docs").fetchall()
     if sys.version_info >= (3, 11):  # the error attributes are 3.11+
         assert info.value.sqlite_errorname == "SQLITE_IOERR_READ"
-    assert isinstance(pagestore.take_error(), RemoteError)  # the real cause was kept
+    assert isinstance(take_error(), RemoteError)  # the real cause was kept
     lazy.source.fail_with = None
     sql = "SELECT sum(length(body)) FROM docs"
     assert con.execute(sql).fetchall() == ref.execute(sql).fetchall()
@@ -154,7 +156,7 @@ def _populate_in_subprocess(lazy: Lazy, src: Path) -> None:
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']\n"
         "from test_vfs import Lazy\nfrom pathlib import Path\n"
         "lazy = Lazy(Path(sys.argv[2]), Path(sys.argv[3]))\n"
-        "lazy.store.download_all(lazy.handler)\n"
+        "from turso_dbapi.fetch.miss import download_all\ndownload_all(lazy.store, lazy.handler)\n"
     )
     subprocess.run([sys.executable, "-c", code, str(ROOT), str(src), str(Path(lazy.store.path).parent.parent)],
                    check=True, timeout=60)

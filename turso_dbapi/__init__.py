@@ -46,23 +46,7 @@ from .connection import Connection  # noqa: E402
 from .errors import ProtocolError, RemoteChangedError, RemoteError  # noqa: E402,F401
 from .url import OPTIONS as _OPTIONS  # noqa: E402
 from .url import is_remote as _is_remote  # noqa: E402
-
-
-def _replica_kind(database: Any) -> str | None:
-    """What a local path is, when it is a replica this driver made: "turso" (sync metadata
-    beside it: reopens with the saved URL) or "range" (an HTTP-range cache: its file is sparse,
-    so plain sqlite3 would read holes as zeros). None for ordinary databases."""
-    if database in (None, "", ":memory:") or not isinstance(database, (str, bytes, _os.PathLike)):
-        return None
-    try:
-        base = _os.fsdecode(database)
-        if _os.path.exists(base + "-tdbsync.json"):
-            return "turso"
-        if _os.path.exists(base + "-tdbmap"):
-            return "range"
-    except (TypeError, ValueError):
-        pass
-    return None
+from .storage.files import replica_kind as _replica_kind  # noqa: E402
 
 
 dbapi2 = _sqlite3.dbapi2

@@ -27,7 +27,7 @@ Hints never affect correctness (they only choose what to fetch) and are dropped 
 from __future__ import annotations
 
 import threading
-from typing import Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from .readahead import Readahead, btree_children
 
@@ -115,3 +115,25 @@ class BtreeReadahead:
         if siblings:  # (1)
             pages = sorted(set(pages).union(siblings[:SIBLING_LIMIT]))
         return pages
+
+
+_hints: Dict[str, BtreeHints] = {}
+_hints_lock = threading.Lock()
+HINT_PAGES = 32  # pages read at open to seed the B-tree hints (roots sit near the start)
+
+
+def hints_for(store: Any, *, reset: bool = False) -> BtreeHints:
+    """The B-tree hints of the replica of ``store`` in this process (shared by its
+    connections), seeded from its first pages; ``reset`` after a pull changed the B-trees."""
+    with _hints_lock:
+        hints = _hints.get(store.path)
+        if hints is not None and not reset:
+            return hints
+        if hints is None:
+            hints = _hints[store.path] = BtreeHints(store.page_size)
+        hints.clear()
+    for p in range(1, min(HINT_PAGES, store.remote_pages) + 1):
+        page = store.read_page(p)
+        if page is not None:
+            hints.note(p, page)
+    return hints

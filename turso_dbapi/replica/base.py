@@ -14,6 +14,7 @@ iteration does). Local connections never see it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -23,8 +24,11 @@ import threading
 import weakref
 from typing import Any, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
-from ..errors import NotSupportedError, ProgrammingError, RemoteError
+from ..connection import StatsMethod
+from ..errors import ProgrammingError, RemoteError
+from ..fetch.miss import MissHandler
 from ..storage import pagestore
+from ..storage.callbacks import take_error
 from ..url import parse_options, split_url_options, with_defaults
 
 log = logging.getLogger("turso_dbapi")
@@ -64,7 +68,7 @@ def describe_error(exc: Optional[BaseException]) -> Optional[str]:
     return None if exc is None else f"{type(exc).__name__}: {exc}"
 
 
-class ReportingMissHandler(pagestore.MissHandler):
+class ReportingMissHandler(MissHandler):
     """The miss handler of remote connections: a failed fetch is also logged at WARNING.
 
     Iteration and fetch* do not translate errors (no Python per row, see "error
@@ -82,7 +86,7 @@ class ReportingMissHandler(pagestore.MissHandler):
 # -- error surfacing ---------------------------------------------------------------------
 #
 # A failed page fetch reaches SQLite as SQLITE_IOERR_READ ("disk I/O error"); the miss
-# handler keeps the real cause (pagestore._keep_error) and C marks the failure
+# handler keeps the real cause (storage.callbacks.keep_error) and C marks the failure
 # (pagestore.c rule (14): a thread-local mark, cleared at the start of each read
 # transaction). The execute family of remote connections and cursors re-raises that cause,
 # consuming it only when the SQLite error really is an I/O error and C says a Python
@@ -124,9 +128,9 @@ def _real_cause(exc: sqlite3.Error, url: str) -> BaseException:
     if not isinstance(exc, sqlite3.OperationalError) or not _is_io_error(exc):
         return exc
     if not _py_failed():
-        pagestore.take_error()  # whatever is kept belongs to an earlier failure
+        take_error()  # whatever is kept belongs to an earlier failure
         return exc
-    cause = pagestore.take_error()
+    cause = take_error()
     if cause is None:
         return exc
     if isinstance(cause, sqlite3.Error):  # a RemoteError, or a failed apply's own error
@@ -156,7 +160,7 @@ class RemoteCursor(sqlite3.Cursor):
     ``RemoteError``). Fetching and iteration are the stdlib's (see the trade-off above)."""
 
     __slots__ = ()  # no instance dict: cheaper to create and free
-    _fail = real_error  # TursoCursor adds the refused-WAL message
+    _fail = real_error
 
     def execute(self, sql: str, parameters: Any = ()):  # type: ignore[override]
         try:
@@ -180,10 +184,9 @@ class RemoteCursor(sqlite3.Cursor):
 _DEFAULT: Any = object()
 
 
-class _RemoteMixin:
+class _RemoteMixin(StatsMethod):
     """Connection methods of remote connections: cursors that surface fetch errors."""
 
-    _replica: Any = None
     _cursor_class: Any = RemoteCursor
 
     def cursor(self, factory: Any = _DEFAULT):  # type: ignore[override]
@@ -210,11 +213,6 @@ class _RemoteMixin:
     def executescript(self, script: str):  # type: ignore[override]
         return self.cursor().executescript(script)
 
-    def stats(self) -> Any:
-        if self._replica is None:
-            raise NotSupportedError("stats() needs a remote database")
-        return self._replica.stats()
-
     def close(self) -> None:  # type: ignore[override]
         try:
             super().close()  # type: ignore[misc]
@@ -223,7 +221,7 @@ class _RemoteMixin:
                 self._replica.close()  # the HTTP session; the cache stays for the next connect
 
 
-_classes: Dict[type, type] = {}
+_classes: Dict[type, type] = {}  # the one cache of connection classes
 _classes_lock = threading.Lock()
 
 
@@ -232,8 +230,7 @@ def remote_class(factory: type) -> type:
     with _classes_lock:
         cls = _classes.get(factory)
         if cls is None:
-            cls = type(f"Remote{factory.__name__}", (_RemoteMixin, factory), {})
-            _classes[factory] = cls
+            cls = _classes[factory] = type(f"Remote{factory.__name__}", (_RemoteMixin, factory), {})
         return cls
 
 
@@ -294,6 +291,52 @@ def attach_replica(conn: Any, replica: Any) -> None:
         conn.create_function(_LIFETIME_FUNCTION, 0, holder)
     except sqlite3.ProgrammingError:  # a factory whose __init__ never opened it: nothing to serve
         replica.close()
+
+
+# -- what a remote connection carries ------------------------------------------------------
+
+
+class StatsRecord:
+    """What every ``conn.stats()`` result offers besides its fields (frozen dataclasses)."""
+
+    def __getitem__(self, key: str) -> Any:  # stats()["requests"] works too
+        return getattr(self, key)
+
+    def asdict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+class RemoteReplica:
+    """``conn._replica`` of a remote connection: its store, source and miss handler.
+    ``replica.range_cache.Replica`` and ``sync.replica.TursoReplica`` add stats, pull and
+    push; this is what they share."""
+
+    def __init__(self, store: Any, source: Any, handler: MissHandler, conn_id: int, path: str):
+        self.store = store
+        self.source = source
+        self.handler = handler  # strong ref: the store routes this connection's misses here
+        self.conn_id = conn_id
+        self.path = path
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return self.source.display_url
+
+    def counters(self) -> Dict[str, Any]:
+        """This connection's network counters and the replica's page-store counters."""
+        return {"net": self.source.stats.snapshot(), "store": self.store.counters(),
+                "last_error": describe_error(self.handler.last_error)}
+
+    def close(self) -> None:
+        """After the SQLite connection closed: background read-ahead, the HTTP session, and
+        the store when no other connection of this process uses it (the files stay)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.handler.close()  # background read-ahead stops before the source closes
+        self.source.close()
+        pagestore.release_store(self.store)
 
 
 # -- connect's arguments ------------------------------------------------------------------

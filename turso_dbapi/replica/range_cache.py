@@ -18,14 +18,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from typing import Any, Dict, Mapping, Optional
-from urllib.parse import quote
 
 from ..errors import NotSupportedError, ProgrammingError
-from ..storage import apply_flag, pagestore  # noqa: F401 - apply_flag installs C's apply callback
-from ..storage.vfs import VFS_NAME, ensure_registered
+from .._util.atomic import read_json
+from ..fetch.miss import download_all
+from ..storage import files, pagestore
+from ..storage.vfs import ensure_registered, replica_uri
 from ..url import normalize_remote_url, redact
-from .base import ReportingMissHandler, attach_replica, default_replica_path, describe_error
-from .base import open_connection
+from .base import RemoteReplica, ReportingMissHandler, StatsRecord, attach_replica
+from .base import default_replica_path, open_connection
 
 RANGE_SCHEMES = ("http", "https", "libsql", "turso")
 
@@ -44,7 +45,7 @@ def saved_range_url(replica: str) -> str:
     """The URL an HTTP-range cache at ``replica`` was made from (its ``-tdbmeta.json``), so
     ``connect(local_path)`` reopens it lazily instead of SQLite reading its sparse file.
     Credentials are never stored: a URL that had them must be given again."""
-    meta = pagestore.read_json(replica + "-tdbmeta.json") or {}
+    meta = read_json(replica + files.CACHE_META) or {}
     url = meta.get("url")
     if not isinstance(url, str) or "***" in url:
         raise ProgrammingError(
@@ -59,7 +60,7 @@ def saved_range_url(replica: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class ReplicaStats:
+class ReplicaStats(StatsRecord):
     """Counters of a remote connection (``conn.stats()``).
 
     Network counters (requests, bytes, pages_fetched, retries) are this connection's;
@@ -84,38 +85,13 @@ class ReplicaStats:
     local_writes: int
     last_error: Optional[str] = None  # the last failed page fetch of this connection
 
-    def __getitem__(self, key: str) -> Any:  # stats()["requests"] works too
-        return getattr(self, key)
 
-    def asdict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class Replica:
-    """What a remote connection carries as ``conn._replica``."""
-
-    def __init__(
-        self,
-        store: pagestore.PageStore,
-        source: Any,
-        handler: pagestore.MissHandler,
-        conn_id: int,
-        path: str,
-    ):
-        self.store = store
-        self.source = source
-        self.handler = handler  # strong ref: the store routes this connection's misses here
-        self.conn_id = conn_id
-        self.path = path
-        self._closed = False
-
-    @property
-    def url(self) -> str:
-        return self.source.display_url
+class Replica(RemoteReplica):
+    """``conn._replica`` of an HTTP-range cache."""
 
     def stats(self) -> ReplicaStats:
-        net = self.source.stats.snapshot()
-        c = self.store.counters()
+        c = self.counters()
+        net = c["net"]
         return ReplicaStats(
             url=self.url,
             version=self.source.version,
@@ -126,21 +102,9 @@ class Replica:
             bytes_sent=net["bytes_sent"],
             pages_fetched=net["pages_fetched"],
             retries=net["retries"],
-            last_error=describe_error(self.handler.last_error),
-            **c,
+            last_error=c["last_error"],
+            **c["store"],
         )
-
-    def close(self) -> None:
-        """After the SQLite connection closed: the HTTP session, and the store when no
-        other connection of this process uses it (the cache files stay for reopening)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.handler.close()  # background read-ahead stops before the source closes
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            close()
-        pagestore.release_store(self.store)
 
     def pull(self) -> bool:
         raise NotSupportedError(
@@ -167,7 +131,7 @@ def connect_range(
     one, e.g. a ``FileSource`` in tests."""
     ensure_registered()
     source_opts = opts
-    if local_path and os.path.exists(local_path + "-tdbmap"):
+    if local_path and os.path.exists(local_path + files.SIDECAR):
         # A cache is there: open() only revalidates, so it reads the header, not the
         # first segment (which the cache most likely holds already).
         source_opts = dict(opts, segment_size=None)
@@ -194,9 +158,8 @@ def connect_range(
     )
     conn_id = store.attach(handler)
     if not opts["partial"]:
-        store.download_all(handler, batch_bytes=max(opts["readahead_max"], store.page_size))
-    target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
-    conn = open_connection(target, factory, connect_kwargs)
+        download_all(store, handler, batch_bytes=max(opts["readahead_max"], store.page_size))
+    conn = open_connection(replica_uri(path, conn_id), factory, connect_kwargs)
     attach_replica(conn, Replica(store, source, handler, conn_id, path))
     return conn
 

@@ -6,10 +6,11 @@ Spec: shared/spec/turso-sync-protocol.md §1.2 (headers), §1.3 (status handling
 One source per connection; it owns the connection's HTTP client and network counters
 (``SourceStats``: requests, request-body bytes sent, response-body bytes received, pages).
 Lazy fetches (``fetch``) are pinned to ``pinned_revision``, which the replica moves to the
-latest synced revision after each pull (see ``turso_replica`` for why that is safe).
+latest synced revision after each pull (see ``sync.replica`` for why that is safe).
 
 The server's page 1 says "WAL" (bytes 18/19 = 2); the replica runs in rollback-journal
-mode (DESIGN §2.5), so every page 1 this source returns is patched to 1/1.
+mode (DESIGN §2.5), so every page 1 this source returns is patched to 1/1
+(``storage.header.rollback_journal``).
 """
 
 from __future__ import annotations
@@ -31,21 +32,13 @@ from ..protocol.sync_wire import (
     PullUpdatesResponseHeader,
     PullUpdatesStreamParser,
 )
+from ..storage.header import rollback_journal
 from ..url import normalize_remote_url, redact
 from ..transport.stats import SourceStats
 
 PULL_PATH = "/pull-updates"
 _EXCERPT = 300
 _TRANSIENT = frozenset({429, 500, 502, 503, 504})
-
-
-def rollback_mode_page1(page: bytes) -> bytes:
-    """Page 1 with the file format bytes (18 write, 19 read) set to 1: rollback journal."""
-    if page[18] == 1 and page[19] == 1:
-        return page
-    b = bytearray(page)
-    b[18] = b[19] = 1
-    return bytes(b)
 
 
 def base_url(url: str) -> str:
@@ -75,7 +68,13 @@ class TursoSyncSource:
     page_size = PAGE_SIZE
 
     def __init__(self, url: str, options: Mapping[str, Any], *, pinned_revision: str = "",
-                 size: int = 0, client: Optional[HttpClient] = None):
+                 size: int = 0, client: Optional[HttpClient] = None,
+                 pin: Optional[Callable[[], Optional[str]]] = None,
+                 page_observer: Optional[Callable[[int, bytes], None]] = None):
+        """``pinned_revision``: the revision lazy fetches use; ``pin`` (a replica's: it reads
+        the synced revision from the metadata) moves it before each fetch, None keeps it.
+        ``page_observer(pgno, page)`` sees every page a fetch returns (B-tree hints).
+        ``client``: an HTTP client (and its counters) to carry on, e.g. the bootstrap's."""
         self.url = base_url(url)
         self.display_url = redact(self.url)
         self.endpoint = self.url + PULL_PATH
@@ -92,8 +91,8 @@ class TursoSyncSource:
         self.http.retry = dataclasses.replace(self.http.retry, statuses=frozenset())
         self.long_poll_timeout_ms = int(options.get("long_poll_timeout_ms") or 0)
         self.pinned_revision = pinned_revision
-        self.pin_provider: Optional[Callable[[], Optional[str]]] = None
-        self.page_observer: Optional[Callable[[int, bytes], None]] = None  # B-tree hints
+        self._pin = pin
+        self._page_observer = page_observer
         self.size = size
         self._lock = threading.Lock()
 
@@ -198,26 +197,20 @@ class TursoSyncSource:
                 f"{reply.db_size} pages at revision {reply.revision!r}", url=self.display_url)
         wanted = set(pgnos)
         out = {p: data for p, data in pages.items() if p in wanted}
-        observer = self.page_observer
+        observer = self._page_observer
         if observer is not None:
             for p, data in out.items():
                 observer(p, data)
         return out
 
     def current_pin(self) -> str:
-        """The revision lazy fetches use now: ``pin_provider()`` if set (the replica reads
-        its metadata, so a pull by another process moves this pin too), else the attribute."""
-        if self.pin_provider is not None:
-            revision = self.pin_provider()
+        """The revision lazy fetches use now: what ``pin()`` says (the replica reads its
+        metadata, so a pull by any process moves this pin too), else the last one known."""
+        revision = self._pin() if self._pin is not None else None
+        with self._lock:
             if revision is not None:
-                self.repin(revision)
-                return revision
-        with self._lock:
+                self.pinned_revision = revision
             return self.pinned_revision
-
-    def repin(self, revision: str) -> None:
-        with self._lock:
-            self.pinned_revision = revision
 
 
 class _Receiver:
@@ -266,7 +259,7 @@ class _Receiver:
             raise ProtocolError(f"{self.what}: {self.source.display_url} sent pages with db_size 0",
                                 url=self.source.display_url)
         if pgno == 1:
-            data = rollback_mode_page1(data)
+            data = rollback_journal(data)
         self.count += 1
         if self.on_page is not None:
             self.on_page(pgno, data)
@@ -279,8 +272,4 @@ class _Receiver:
         return PullReply(header, self.pages)
 
 
-def make_source(url: str, options: Mapping[str, Any], **kw: Any) -> TursoSyncSource:
-    return TursoSyncSource(url, options, **kw)
-
-
-__all__ = ["TursoSyncSource", "PullReply", "rollback_mode_page1", "base_url", "make_source"]
+__all__ = ["TursoSyncSource", "PullReply", "base_url"]

@@ -5,7 +5,7 @@ process) compares the file change counter (header offset 24) at the start of eac
 transaction and drops its page cache when it moved. So the apply:
 
 1. (network already done) the received pages sit durably in ``<replica>-tdbpull``
-   (``pull_stage``);
+   (``sync.stage``);
 2. an internal SQLite connection on the replica takes ``BEGIN EXCLUSIVE`` (waits out
    readers and writers in every process; on timeout nothing is changed);
 3. metadata records ``pending_pull`` (a crash from here on redoes steps 4-6 at the next
@@ -21,7 +21,7 @@ transaction and drops its page cache when it moved. So the apply:
 After a crash in steps 3-6 the stage stays published with ``pending_pull`` set and the pull
 lock free: the next open or pull, or the next read transaction of any connection of this
 driver's VFS on the replica (vfs.c rule (13): the sidecar's apply flag, checked in C at the
-SHARED lock, then ``turso_replica.recover_dead_apply``), redoes the apply before reading.
+SHARED lock, then ``sync.replica.recover_dead_apply``), redoes the apply before reading.
 A transaction that already held its SHARED lock read nothing the crash switched.
 """
 
@@ -31,16 +31,16 @@ import sqlite3
 import struct
 import time
 from typing import Optional
-from urllib.parse import quote
 
-from . import metadata as sync_meta
-from ..storage.apply_flag import ApplyFlag
 from ..errors import OperationalError
+from ..protocol.sync_wire import PAGE_SIZE
+from ..storage import header
+from ..storage.apply_flag import ApplyFlag
+from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
+from ..storage.vfs import replica_uri
+from . import metadata as sync_meta
 from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
-from ..storage.vfs import VFS_NAME
-
-PAGE_SIZE = 4096
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
 
 
@@ -66,13 +66,12 @@ def refuse_local_changes(store: PageStore, display_url: str) -> None:
 
 def patch_page1(new: bytes, old: Optional[bytes], db_size: int) -> bytes:
     """Page 1 for the replica: rollback journal, a change counter that moved, the size."""
-    b = bytearray(new)
-    b[18] = b[19] = 1
-    old_counter = struct.unpack_from(">I", old, 24)[0] if old else 0
-    counter = (max(old_counter, struct.unpack_from(">I", new, 24)[0]) + 1) & 0xFFFFFFFF
-    struct.pack_into(">I", b, 24, counter)
-    struct.pack_into(">I", b, 28, db_size)
-    struct.pack_into(">I", b, 92, counter)
+    b = bytearray(rollback_journal(new))
+    old_counter = struct.unpack_from(">I", old, header.CHANGE_COUNTER)[0] if old else 0
+    counter = (max(old_counter, struct.unpack_from(">I", new, header.CHANGE_COUNTER)[0]) + 1) & 0xFFFFFFFF
+    struct.pack_into(">I", b, header.CHANGE_COUNTER, counter)
+    struct.pack_into(">I", b, header.IN_HEADER_SIZE, db_size)
+    struct.pack_into(">I", b, header.VERSION_VALID_FOR, counter)
     return bytes(b)
 
 
@@ -117,7 +116,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
     revision, db_size = staged.revision, staged.db_size
     timeout = LOCK_TIMEOUT if timeout is None else timeout
     started = False
-    ic = sqlite3.connect(f"file:{quote(replica)}?vfs={VFS_NAME}&tdbconn={conn_id}", uri=True,
+    ic = sqlite3.connect(replica_uri(replica, conn_id), uri=True,
                          timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
         # No journal file for this connection: its transaction must never leave one that a
@@ -139,7 +138,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                 meta.pending_pull = {"revision": revision, "db_size": db_size}
                 sync_meta.save(replica, meta)
             started = True  # from here a failure leaves the stage for a redo
-            flag = ApplyFlag(replica)
+            flag = ApplyFlag(store)
             flag.set()  # statements of other connections now look for a dead puller
             store_revision(store, staged)
             meta.synced_revision = revision

@@ -15,10 +15,10 @@ import struct
 import zlib
 from typing import Iterator, Optional, Set, Tuple
 
-from . import metadata as sync_meta
+from .._util.atomic import publish
+from ..protocol.sync_wire import PAGE_SIZE
+from ..storage.files import STAGE
 
-STAGE_SUFFIX = "-tdbpull"
-PAGE_SIZE = 4096
 _HEAD = b"TDBPULL2"
 _TAIL = b"TDBPULL."
 _FIXED = struct.Struct(">IQII")  # len(revision), db_size, count, crc
@@ -26,7 +26,7 @@ _RECORD = 4 + PAGE_SIZE
 
 
 def stage_path(replica: str) -> str:
-    return replica + STAGE_SUFFIX
+    return replica + STAGE
 
 
 def remove_stage(replica: str) -> None:
@@ -83,8 +83,7 @@ class StageWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        os.replace(self._tmp, self.path)
-        sync_meta.fsync_dir(self.path)
+        publish(self._tmp, self.path)
 
     def discard(self) -> None:
         if self._fd >= 0:
