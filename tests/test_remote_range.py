@@ -267,7 +267,7 @@ def test_a_fetch_failing_during_iteration_is_logged_and_kept_but_never_lent_to_l
     # iteration left must not be attached to it
     late = sqlite3.OperationalError("disk I/O error")
     late.sqlite_errorcode, late.sqlite_errorname = 266, "SQLITE_IOERR_READ"
-    assert remote._real_cause(late, "x") is late
+    assert remote.real_cause(late, "x") is late
     # while a fetch failing under an execute is reported with its own, fresh cause
     fault_proxy.inject("status", status=503, times=None, when=is_fetch)
     with pytest.raises(RemoteError) as fresh:
@@ -279,16 +279,16 @@ def test_a_fetch_failing_during_iteration_is_logged_and_kept_but_never_lent_to_l
 
 def test_only_io_errors_consume_a_kept_cause_on_every_python_version(tmp_path):
     """3.11+ tells an I/O error by sqlite_errorcode, 3.9/3.10 by SQLite's message."""
-    from turso_dbapi.replica import base as remote
+    from turso_dbapi import errors
 
     con = sqlite3.connect(str(tmp_path / "x.db"))
     with pytest.raises(sqlite3.OperationalError) as other:
         con.execute("SELECT * FROM nowhere")
     io = sqlite3.OperationalError("disk I/O error")
-    assert remote._io_error_by_message(io) and not remote._io_error_by_message(other.value)
+    assert errors.is_io_error_by_message(io) and not errors.is_io_error_by_message(other.value)
     if sys.version_info >= (3, 11):
         io.sqlite_errorcode = 266  # SQLITE_IOERR_READ
-        assert remote._io_error_by_code(io) and not remote._io_error_by_code(other.value)
-        assert remote._is_io_error is remote._io_error_by_code
+        assert errors.is_io_error_by_code(io) and not errors.is_io_error_by_code(other.value)
+        assert errors.is_io_error is errors.is_io_error_by_code
     else:
-        assert remote._is_io_error is remote._io_error_by_message
+        assert errors.is_io_error is errors.is_io_error_by_message

@@ -129,8 +129,11 @@ def _connect_remote(database: Any, args: Any, kwargs: Any, remote_opts: Any) -> 
     connect_kwargs = base.split_connect_args(args, kwargs)
     factory = connect_kwargs.pop("factory", None) or Connection
     connect_kwargs.pop("uri", None)
-    if url is None or sync_replica.wants_turso(url, opts):
-        return sync_replica.connect_turso(url, local_path, opts, explicit, connect_kwargs, factory)
-    from .replica.range_cache import connect_range
+    try:
+        if url is None or sync_replica.wants_turso(url, opts):
+            return sync_replica.connect_turso(url, local_path, opts, explicit, connect_kwargs, factory)
+        from .replica.range_cache import connect_range
 
-    return connect_range(url, local_path, opts, connect_kwargs, factory)
+        return connect_range(url, local_path, opts, connect_kwargs, factory)
+    except RemoteError as exc:
+        raise exc.outside_a_read()  # open, bootstrap, download: no page read failed

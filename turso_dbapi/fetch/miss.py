@@ -21,8 +21,8 @@ from .._util.progress import Progress
 from ..errors import RemoteError
 from ..storage.callbacks import keep_error
 from ..storage.pagestore import PageStore
-from .btree_readahead import BtreeHints, BtreeReadahead
-from .readahead import BtreeSiblings, Lookahead, Readahead, SingleFlight
+from .btree_readahead import BtreeMap, BtreeReadahead, BtreeSiblings
+from .readahead import Lookahead, Readahead, SingleFlight
 
 log = logging.getLogger("turso_dbapi")
 
@@ -66,7 +66,7 @@ class MissHandler:
         segment_size: int = 128 * 1024,
         readahead_max: int = 4 * 1024 * 1024,
         prefetch: bool = False,
-        btree_hints: Optional[BtreeHints] = None,
+        btree_hints: Optional[BtreeMap] = None,
     ):
         self.store = store
         self.source = source
@@ -75,8 +75,11 @@ class MissHandler:
         if btree_hints is not None:  # Turso replicas: B-tree rules over the segment policy
             self.readahead = BtreeReadahead(self.readahead, btree_hints)
         self.prefetch = prefetch
-        self.siblings = (BtreeSiblings(store.page_size, limit=2 * self.readahead.segment_pages)
-                         if prefetch else None)
+        # One B-tree map: a Turso replica's (its source notes every fetched page into it)
+        # serves both prefetchers; otherwise prefetch keeps a bounded one of its own.
+        self.siblings = (BtreeSiblings(store.page_size, limit=2 * self.readahead.segment_pages,
+                                       btree_map=btree_hints) if prefetch else None)
+        self._note_siblings = prefetch and btree_hints is None
         self.last_error: Optional[BaseException] = None
         # Background read-ahead of scans: only where pages cannot change under us (L6).
         self.lookahead: Optional[Lookahead] = None
@@ -162,7 +165,7 @@ class MissHandler:
                 return {}
             t0 = time.perf_counter()
             got = self.source.fetch(todo)
-            siblings = self.siblings
+            siblings = self.siblings if self._note_siblings else None
             if siblings is not None:  # children of every interior page fetched (prefetch=True)
                 for p, data in got.items():
                     if p == 1 or data[:1] in (b"\x02", b"\x05"):

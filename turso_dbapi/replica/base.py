@@ -19,13 +19,12 @@ import hashlib
 import logging
 import os
 import sqlite3
-import sys
 import threading
 import weakref
 from typing import Any, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from ..connection import StatsMethod
-from ..errors import ProgrammingError, RemoteError
+from ..errors import ProgrammingError, RemoteError, is_io_error
 from ..fetch.miss import MissHandler
 from ..storage import pagestore
 from ..storage.callbacks import take_error
@@ -104,19 +103,6 @@ _connection_cursor = sqlite3.Connection.cursor
 _cursor_execute = sqlite3.Cursor.execute
 _cursor_executemany = sqlite3.Cursor.executemany
 _cursor_executescript = sqlite3.Cursor.executescript
-_SQLITE_IOERR = 10
-
-def _io_error_by_code(exc: sqlite3.Error) -> bool:
-    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_IOERR
-
-
-def _io_error_by_message(exc: sqlite3.Error) -> bool:
-    return "disk I/O error" in str(exc)  # SQLite's message for every SQLITE_IOERR_*
-
-
-# 3.9/3.10 exceptions carry no sqlite_errorcode: the message tells.
-_is_io_error = _io_error_by_code if sys.version_info >= (3, 11) else _io_error_by_message
-
 
 def _py_failed() -> bool:
     from .._native import lib
@@ -124,8 +110,8 @@ def _py_failed() -> bool:
     return bool(lib.tdb_take_py_failure())
 
 
-def _real_cause(exc: sqlite3.Error, url: str) -> BaseException:
-    if not isinstance(exc, sqlite3.OperationalError) or not _is_io_error(exc):
+def real_cause(exc: sqlite3.Error, url: str) -> BaseException:
+    if not isinstance(exc, sqlite3.OperationalError) or not is_io_error(exc):  # errors' table
         return exc
     if not _py_failed():
         take_error()  # whatever is kept belongs to an earlier failure
@@ -145,7 +131,7 @@ def _real_cause(exc: sqlite3.Error, url: str) -> BaseException:
 def real_error(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
     """What to raise for ``exc`` raised by a statement of ``cur``."""
     replica = getattr(cur.connection, "_replica", None)
-    return _real_cause(exc, replica.url if replica is not None else "?")
+    return real_cause(exc, replica.url if replica is not None else "?")
 
 
 def _raise_cause(real: BaseException, exc: sqlite3.Error) -> NoReturn:

@@ -31,7 +31,7 @@ import weakref
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
-from ..errors import NotSupportedError, OperationalError, ProgrammingError
+from ..errors import NotSupportedError, OperationalError, ProgrammingError, RemoteError
 from ..fetch.btree_readahead import hints_for
 from ..protocol.sync_wire import PAGE_SIZE
 from ..replica.base import (
@@ -153,7 +153,10 @@ class TursoReplica(RemoteReplica):
             raise OperationalError(
                 f"pull from {self.url}: this connection is inside a transaction; commit or roll "
                 "back first (a pull replaces the state every transaction reads)")
-        return engine.pull(self.store, self.source, self.path, self.conn_id)
+        try:
+            return engine.pull(self.store, self.source, self.path, self.conn_id)
+        except RemoteError as exc:
+            raise exc.outside_a_read()  # no page read failed: SQLITE_IOERR, not _READ
 
     def push(self) -> None:
         raise NotSupportedError(

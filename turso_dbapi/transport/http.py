@@ -93,6 +93,10 @@ class Retry:
         # (2) a request the server never saw is always safe to send again.
         return (not sent) or idempotent
 
+    def should_retry(self, *, retryable: bool, sent: bool, idempotent: bool) -> bool:
+        """After ``new()``: send again? (a retryable failure, safe to resend, retries left)"""
+        return retryable and self.allows(sent=sent, idempotent=idempotent) and not self.exhausted()
+
     def backoff(self, rng: Optional[random.Random] = None) -> float:
         n = len(self.history)
         if n == 0:
@@ -340,10 +344,9 @@ class HttpClient:
                 reason, sent, retryable, advice = _classify(exc, self.timeout)
                 self.stats.add(requests=1, sent=len(data or b""))
                 self._log(method, shown, rng_hdr, None, 0, t0, reason)
-                event = RetryEvent(reason)
-                retry = retry.new(event)
-                if retryable and retry.allows(sent=sent, idempotent=idempotent) and not retry.exhausted():
-                    self._sleep(retry, None)
+                retry, again = self._step(retry, RetryEvent(reason), retryable=retryable, sent=sent,
+                                          idempotent=idempotent)
+                if again:
                     continue
                 raise self._final(method, shown, rng_hdr, retry, None, reason, advice) from None  # (1)
 
@@ -355,9 +358,9 @@ class HttpClient:
                     self._drain(resp)
                     reason = f"HTTP {resp.status_code}"
                     self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
-                    retry = retry.new(RetryEvent(reason, resp.status_code))
-                    if retry.allows(sent=True, idempotent=idempotent) and not retry.exhausted():
-                        self._sleep(retry, wait_hint)
+                    retry, again = self._step(retry, RetryEvent(reason, resp.status_code),
+                                              idempotent=idempotent, wait=wait_hint)
+                    if again:
                         continue
                     raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason,
                                       _STATUS_ADVICE.get(resp.status_code, "the server failed: retry later")) from None
@@ -376,11 +379,9 @@ class HttpClient:
                         self.stats.add(received=streamed)
                         reason, _, retryable, advice = _classify(exc, self.timeout)
                         self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
-                        retry = retry.new(RetryEvent(reason, resp.status_code))
-                        if retryable and idempotent and not retry.exhausted():
-                            if sink is not None:
-                                sink(None)
-                            self._sleep(retry, None)
+                        retry, again = self._step(retry, RetryEvent(reason, resp.status_code),
+                                                  retryable=retryable, idempotent=idempotent, sink=sink)
+                        if again:
                             continue
                         raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason, advice) from None
                     self.stats.add(received=len(reply.body) + streamed)
@@ -396,11 +397,9 @@ class HttpClient:
             try:
                 return check(reply)
             except TransientReplyError as exc:
-                retry = retry.new(RetryEvent(str(exc), reply.status))
-                if idempotent and not retry.exhausted():
-                    if sink is not None:
-                        sink(None)
-                    self._sleep(retry, None)
+                retry, again = self._step(retry, RetryEvent(str(exc), reply.status),
+                                          idempotent=idempotent, sink=sink)
+                if again:
                     continue
                 raise ProtocolError(
                     f"{what}: {reply.where()}: {exc}{self._attempts(retry)}; the server or a proxy "
@@ -409,6 +408,19 @@ class HttpClient:
                 ) from None
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _step(self, retry: Retry, event: RetryEvent, *, idempotent: bool, retryable: bool = True,
+              sent: bool = True, wait: Optional[float] = None,
+              sink: Optional[Callable[[Optional[bytes]], None]] = None) -> Tuple[Retry, bool]:
+        """The one retry step of ``request``: record the failure; when the policy allows
+        another attempt, tell ``sink`` to start over, back off and answer True."""
+        retry = retry.new(event)
+        if not retry.should_retry(retryable=retryable, sent=sent, idempotent=idempotent):
+            return retry, False
+        if sink is not None:
+            sink(None)
+        self._sleep(retry, wait)
+        return retry, True
 
     def _sleep(self, retry: Retry, retry_after: Optional[float]) -> None:
         self.stats.add(retries=1)
