@@ -7,6 +7,7 @@ with the import swapped, prints exactly the same thing. The rest pins the surfac
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sqlite3
@@ -315,3 +316,35 @@ def test_remote_factory_whose_init_skips_the_base_is_returned_like_sqlite3(remot
     assert isinstance(con, Defect)
     with pytest.raises(turso_dbapi.ProgrammingError, match="__init__ not called"):
         con.execute("select 1")
+
+
+# -- CPython's own sqlite3 tests, through the drop-in ----------------------------------------
+
+CPYTHON_TESTS = os.path.join(HERE, "scripts", "cpython_test_sqlite3.py")
+
+
+def test_iterdump_works_where_the_drop_in_is_swapped_in_as_sys_modules_sqlite3(tmp_path):
+    # Connection.iterdump() imports "sqlite3.dump" by name, when called
+    out = _run_script(
+        "import sqlite3, sys\n"
+        "import turso_dbapi\n"
+        "sys.modules['sqlite3'] = turso_dbapi\n"
+        "con = turso_dbapi.connect(':memory:')\n"
+        "con.execute('create table t(x)')\n"
+        "print(list(con.iterdump()))\n", tmp_path)
+    assert "CREATE TABLE t(x);" in out
+
+
+def test_cpythons_own_sqlite3_tests_pass_through_the_drop_in(tmp_path):
+    import importlib.util
+
+    tests = "test.test_sqlite3" if sys.version_info >= (3, 11) else "test.test_sqlite"
+    if importlib.util.find_spec(tests) is None:
+        pytest.skip(f"this interpreter ships no {tests} (Debian: package libpython3.X-testsuite)")
+    proc = subprocess.run([sys.executable, CPYTHON_TESTS], capture_output=True, text=True,
+                          timeout=300, cwd=str(tmp_path))
+    result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and result, proc.stderr[-4000:]
+    counts = json.loads(result[-1][len("RESULT "):])
+    print(f"CPython {sys.version_info[0]}.{sys.version_info[1]} {tests} through turso_dbapi: {counts}")
+    assert counts["failures"] == counts["errors"] == 0 and counts["run"] > 250

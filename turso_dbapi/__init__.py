@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os as _os
 import sqlite3 as _sqlite3
+import sqlite3.dump as _sqlite3_dump  # noqa: F401 - see below
 import sys as _sys
 import warnings as _warnings
 from typing import Any
@@ -34,6 +35,10 @@ for _name in dir(_sqlite3):
     if not _name.startswith("__"):
         globals().setdefault(_name, getattr(_sqlite3, _name))
 del _name
+
+# Connection.iterdump() imports "sqlite3.dump" by name when called; loaded now, it is found
+# in sys.modules even where an application made this module sys.modules["sqlite3"] (the
+# usual way to swap a drop-in in), whose path has no dump module.
 
 # Deprecated and lazy names (3.10/3.11 ``OptimizedUnicode``, 3.12+ ``version``/``version_info``)
 # come from the stdlib module's ``__getattr__``: the very function, so the value, the warning
