@@ -78,7 +78,12 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
         remote_opts["url"] = saved_range_url(_os.fsdecode(database))
         remote_opts.setdefault("partial", True)  # a cache reopens lazily, never downloads all
     if _is_remote(database) or remote_opts.get("url") or kind == "turso":
-        return _connect_remote(database, args, kwargs, remote_opts)
+        try:
+            return _connect_remote(database, args, kwargs, remote_opts)
+        except OSError as exc:  # a local file the replica needs (network errors are ours already)
+            where = f" {exc.filename!r}" if exc.filename else ""
+            raise _errors.OperationalError(
+                f"unable to open database file{where}: {exc.strerror or exc}") from exc
     if any(v not in (None, False) for v in remote_opts.values()):
         given = ", ".join(sorted(k for k, v in remote_opts.items() if v not in (None, False)))
         raise _errors.ProgrammingError(

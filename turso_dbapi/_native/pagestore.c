@@ -382,6 +382,7 @@ uint32_t tdb_store_page_size(tdb_store *s) { return s->page_size; }
 void *tdb_store_py_handle(tdb_store *s) { return s->py_handle; }
 uint64_t tdb_store_remote_size(tdb_store *s) { return hdr_u64(s, OFF_REMOTE); }
 uint64_t tdb_store_logical_size(tdb_store *s) { return hdr_u64(s, OFF_LOGICAL); } /* (1) */
+uint32_t tdb_store_max_pages(tdb_store *s) { return s->max_pages; }
 
 void tdb_store_set_remote_size(tdb_store *s, uint64_t size) {
     /* For a new synced revision (sync engine, under SQLite's EXCLUSIVE lock): the

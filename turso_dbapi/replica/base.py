@@ -24,7 +24,7 @@ import weakref
 from typing import Any, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from ..connection import StatsMethod
-from ..errors import ProgrammingError, RemoteError, is_io_error
+from ..errors import OperationalError, ProgrammingError, RemoteError, is_io_error
 from ..fetch.miss import MissHandler
 from ..storage import pagestore
 from ..storage.callbacks import take_error
@@ -58,6 +58,33 @@ def default_replica_path(display_url: str, version: str) -> str:
     os.makedirs(base, mode=0o700, exist_ok=True)
     os.makedirs(os.path.join(base, key), mode=0o700, exist_ok=True)
     return os.path.join(base, key, "db")
+
+
+def usable_local_path(local_path: Any) -> str:
+    """The real path of a replica's file, its directory created; a path that cannot hold a
+    replica is the OperationalError sqlite3 gives for a file it cannot open, naming the
+    path and why (instead of a raw OSError from deep inside the open)."""
+    given = os.fsdecode(local_path)
+    path = os.path.realpath(given)
+    why = None
+    if os.path.isdir(path):
+        why = "it is a directory"
+    else:
+        ancestor = os.path.dirname(path)
+        while ancestor != os.path.dirname(ancestor) and not os.path.lexists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        try:
+            if not os.path.isdir(ancestor):
+                raise NotADirectoryError(0, f"{ancestor} is a file, not a directory")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as exc:
+            why = f"its directory cannot be created ({exc.strerror or exc})"
+        else:
+            if not os.access(os.path.dirname(path), os.W_OK):
+                why = "its directory is not writable (a read-only file system?)"
+    if why is not None:
+        raise OperationalError(f"unable to open database file: local_path {given!r}: {why}")
+    return path
 
 
 # -- the miss handler of connections ------------------------------------------------------

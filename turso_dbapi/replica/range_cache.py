@@ -26,7 +26,7 @@ from ..storage import files, pagestore
 from ..storage.vfs import ensure_registered, replica_uri
 from ..url import normalize_remote_url, redact
 from .base import RemoteReplica, ReportingMissHandler, StatsRecord, attach_replica
-from .base import default_replica_path, open_connection
+from .base import default_replica_path, open_connection, usable_local_path
 
 RANGE_SCHEMES = ("http", "https", "libsql", "turso")
 
@@ -130,6 +130,8 @@ def connect_range(
     ``turso_dbapi.connect``. ``source`` (a ``PageSource``, not yet opened) replaces the HTTP
     one, e.g. a ``FileSource`` in tests."""
     ensure_registered()
+    if local_path:
+        local_path = usable_local_path(local_path)  # before any request: a bad path fails first
     source_opts = opts
     if local_path and os.path.exists(local_path + files.SIDECAR):
         # A cache is there: open() only revalidates, so it reads the header, not the
@@ -139,7 +141,7 @@ def connect_range(
         source = http_range_source(url, source_opts)
     leading = source.open()
     display = source.display_url
-    path = os.path.realpath(local_path or default_replica_path(redact(url), source.version))
+    path = local_path or usable_local_path(default_replica_path(redact(url), source.version))
     identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
     store = pagestore.open_store(
         path,

@@ -23,6 +23,7 @@ from ..protocol import roaring
 from ..errors import ProtocolError, RemoteError
 from ..transport.http import HttpClient, Reply, TransientReplyError, client_from_options
 from ..protocol.protobuf import DecodeError
+from ..storage.page_check import header_problem
 from ..protocol.sync_wire import (
     APPLY_INCREMENTAL,
     PAGE_SIZE,
@@ -115,14 +116,17 @@ class TursoSyncSource:
     def pull_updates(self, req: PullUpdatesRequest, what: str, *,
                      on_header: Optional[Callable[[PullUpdatesResponseHeader], None]] = None,
                      on_page: Optional[Callable[[int, bytes], None]] = None,
-                     on_reset: Optional[Callable[[], None]] = None) -> PullReply:
+                     on_reset: Optional[Callable[[], None]] = None,
+                     selected: Optional[Callable[[int], bool]] = None) -> PullReply:
         """POST one request; the parsed reply. Errors name the URL and what to do.
 
         The body is parsed as it arrives (64 KiB chunks). With ``on_page`` each page goes
         there instead of into the reply (a full bootstrap never holds the database in
         memory); ``on_header`` runs first, ``on_reset`` when a retry starts over.
+        ``selected(page_id)`` says whether the request's selector asked for a page: a
+        page it did not ask for is a protocol error (§2.6), refused before it is stored.
         """
-        rx = _Receiver(self, what, on_header, on_page, on_reset)
+        rx = _Receiver(self, what, on_header, on_page, on_reset, selected)
 
         def check(reply: Reply) -> PullReply:
             if reply.status != 200:
@@ -159,16 +163,18 @@ class TursoSyncSource:
     def bootstrap(self, *, prefix_pages: Optional[int] = None, query: Optional[str] = None,
                   sink: Any = None) -> PullReply:
         """A bootstrap request (§2.8); ``sink`` (on_header/on_page/on_reset) takes the pages."""
+        selected: Optional[Callable[[int], bool]] = None
         if query is not None:
             req = PullUpdatesRequest(server_query_selector=query)
         elif prefix_pages is not None:
             req = PullUpdatesRequest(server_pages_selector=roaring.serialize_range(0, prefix_pages))
+            selected = prefix_pages.__gt__  # page ids [0, prefix_pages)
         else:
             req = PullUpdatesRequest()  # full: a zero-byte body
         if sink is None:
-            return self.pull_updates(req, "bootstrap")
+            return self.pull_updates(req, "bootstrap", selected=selected)
         return self.pull_updates(req, "bootstrap", on_header=sink.on_header, on_page=sink.on_page,
-                                 on_reset=sink.on_reset)
+                                 on_reset=sink.on_reset, selected=selected)
 
     def changes_since(self, client_revision: str, **stream: Any) -> PullReply:
         """An incremental pull; ``stream`` (on_page, on_reset) takes the pages as they arrive."""
@@ -177,9 +183,9 @@ class TursoSyncSource:
         return self.pull_updates(req, "pull", **stream)
 
     def fetch_at(self, pgnos: Sequence[int], revision: str) -> PullReply:
-        req = PullUpdatesRequest(server_revision=revision,
-                                 server_pages_selector=roaring.serialize(p - 1 for p in pgnos))
-        return self.pull_updates(req, f"fetching {len(pgnos)} page(s)")
+        ids = {p - 1 for p in pgnos}
+        req = PullUpdatesRequest(server_revision=revision, server_pages_selector=roaring.serialize(ids))
+        return self.pull_updates(req, f"fetching {len(pgnos)} page(s)", selected=ids.__contains__)
 
     def fetch(self, pgnos: Sequence[int]) -> Dict[int, bytes]:
         """PageSource.fetch at the pinned revision; pages beyond the server size are absent."""
@@ -219,9 +225,11 @@ class _Receiver:
     def __init__(self, source: TursoSyncSource, what: str,
                  on_header: Optional[Callable[[PullUpdatesResponseHeader], None]],
                  on_page: Optional[Callable[[int, bytes], None]],
-                 on_reset: Optional[Callable[[], None]]):
+                 on_reset: Optional[Callable[[], None]],
+                 selected: Optional[Callable[[int], bool]] = None):
         self.source, self.what = source, what
         self.on_header, self.on_page, self.on_reset = on_header, on_page, on_reset
+        self.selected = selected
         self.status = 0
         self.error_body = bytearray()
         self._start()
@@ -247,6 +255,8 @@ class _Receiver:
             return
         for msg in self.parser.feed(chunk):
             if isinstance(msg, PageData):
+                if self.selected is not None and not self.selected(msg.page_id):
+                    raise DecodeError(f"page_id {msg.page_id} was not asked for")
                 self._page(msg.page_id + 1, msg.encoded_page)
             else:
                 self.source._check_header(msg, self.what)
@@ -259,6 +269,9 @@ class _Receiver:
             raise ProtocolError(f"{self.what}: {self.source.display_url} sent pages with db_size 0",
                                 url=self.source.display_url)
         if pgno == 1:
+            problem = header_problem(data, PAGE_SIZE)
+            if problem is not None:  # refused before anything is stored (issue 14, item 5)
+                raise DecodeError(f"page 1 is not a database header: {problem}")
             data = rollback_journal(data)
         self.count += 1
         if self.on_page is not None:

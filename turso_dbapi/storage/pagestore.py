@@ -109,6 +109,13 @@ class PageStore:
     def remote_pages(self) -> int:
         return -(-self.remote_size // self.page_size)
 
+    @property
+    def max_pages(self) -> int:
+        """The highest page number this store can ever hold (its sidecar reservation, fixed
+        at open). A build of the core without the accessor guarantees its minimum, 2^24."""
+        getter = getattr(self._lib, "tdb_store_max_pages", None)
+        return int(getter(self._p)) if getter is not None else 1 << 24
+
     def set_remote_size(self, size: int) -> None:
         """For a new synced revision: the synced layer (and SQLite's view) has ``size`` bytes."""
         self._lib.tdb_store_set_remote_size(self._p, size)

@@ -32,8 +32,8 @@ import struct
 import time
 from typing import Optional
 
-from ..errors import OperationalError
-from ..protocol.sync_wire import PAGE_SIZE
+from ..errors import OperationalError, ProtocolError
+from ..protocol.sync_wire import MAX_DB_PAGES, PAGE_SIZE
 from ..storage import header
 from ..storage.apply_flag import ApplyFlag
 from ..storage.header import rollback_journal
@@ -96,6 +96,19 @@ def store_revision(store: PageStore, staged: Staged) -> None:
     store.sync()
 
 
+def _unusable(store: PageStore, staged: Staged) -> Optional[str]:
+    """Why this stage cannot be applied whole, checked before anything is recorded: a
+    stage that would fail half-way must never get as far as ``pending_pull``."""
+    if staged.db_size > MAX_DB_PAGES:
+        return f"db_size {staged.db_size} pages is more than SQLite allows"
+    if staged.max_pgno > store.max_pages:
+        return (f"page {staged.max_pgno} is past the {store.max_pages} pages this replica can "
+                "hold; connect with a fresh local_path to bootstrap the grown database")
+    if staged.db_size and not staged.has_page1 and store.read_page(1) is None:
+        return "page 1 is neither stored nor in the pull"
+    return None
+
+
 def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                  timeout: Optional[float] = None) -> Optional[sync_meta.SyncMeta]:
     """Apply ``<replica>-tdbpull`` under an EXCLUSIVE lock; the new metadata, or None when
@@ -114,6 +127,12 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                 "damaged; delete the replica files and connect again to bootstrap afresh")
         return None
     revision, db_size = staged.revision, staged.db_size
+    pending = sync_meta.load(replica)
+    problem = _unusable(store, staged) if pending is None or pending.pending_pull is None else None
+    if problem is not None:
+        remove_stage(replica)
+        raise ProtocolError(f"pull from {display_url}: {problem}; nothing was changed",
+                            url=display_url)
     timeout = LOCK_TIMEOUT if timeout is None else timeout
     started = False
     ic = sqlite3.connect(replica_uri(replica, conn_id), uri=True,

@@ -41,6 +41,7 @@ from ..replica.base import (
     attach_replica,
     default_replica_path,
     open_connection,
+    usable_local_path,
 )
 from ..sources.turso import TursoSyncSource, base_url
 from ..storage import apply_flag, pagestore
@@ -181,8 +182,7 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
         if url is None:
             raise ProgrammingError("a Turso replica needs a URL or an existing local_path")
         local_path = default_replica_path(redact(base_url(url)), "turso-sync")
-    path = os.path.realpath(os.fsdecode(local_path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = usable_local_path(local_path)
     client_name = str(options.get("client_name") or "turso-dbapi")
     client = None  # the bootstrap's HTTP client (and counters) carry on into the connection
     with boot.open_lock(path):

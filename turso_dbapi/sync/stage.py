@@ -98,9 +98,11 @@ class StageWriter:
 class Staged:
     """A complete, checked stage: ``revision``, ``db_size``, ``count``, ``has_page1``."""
 
-    def __init__(self, path: str, revision: str, db_size: int, count: int, has_page1: bool):
+    def __init__(self, path: str, revision: str, db_size: int, count: int, has_page1: bool,
+                 max_pgno: int = 0):
         self.path, self.revision, self.db_size = path, revision, db_size
         self.count, self.has_page1 = count, has_page1
+        self.max_pgno = max_pgno  # highest staged page within db_size (others are ignored)
 
     @classmethod
     def open(cls, replica: str) -> Optional[Staged]:
@@ -123,9 +125,13 @@ class Staged:
                     return None
                 running = zlib.crc32(_HEAD)
                 has_page1 = False
+                max_pgno = 0
                 for _ in range(count):
                     rec = f.read(_RECORD)
                     has_page1 = has_page1 or rec[:4] == b"\0\0\0\1"
+                    pgno = struct.unpack(">I", rec[:4])[0]
+                    if max_pgno < pgno <= db_size:
+                        max_pgno = pgno
                     running = zlib.crc32(rec, running)
                 rev = f.read(n)
                 running = zlib.crc32(rev, running)
@@ -134,7 +140,7 @@ class Staged:
                     return None
         except FileNotFoundError:
             return None
-        return cls(path, rev.decode(), db_size, count, has_page1)
+        return cls(path, rev.decode(), db_size, count, has_page1, max_pgno)
 
     def pages(self) -> Iterator[Tuple[int, bytes]]:
         """(pgno, page) in the order received, read from disk as needed."""

@@ -39,6 +39,7 @@ import requests.auth
 import urllib3.exceptions
 
 from ..errors import ProtocolError, RemoteError
+from .deadline import Watchdog
 from .stats import SourceStats
 from ..url import redact
 
@@ -258,10 +259,12 @@ class HttpClient:
         client_name: str = "turso-dbapi",
         stats: Optional[SourceStats] = None,
         pool_size: int = 8,
+        deadline: Optional[float] = None,
     ):
         self.url, basic = split_credentials(url)
         self.display_url = redact(self.url)
         self.timeout = float(timeout)
+        self.deadline = deadline  # total seconds per attempt, body included (deadline.py)
         if retry is None:
             retry = Retry()
         elif isinstance(retry, int):
@@ -335,10 +338,12 @@ class HttpClient:
         while True:
             wait_hint: Optional[float] = None
             t0 = time.monotonic()
+            dog = Watchdog(self.deadline, t0)
             try:
+                per_read = dog.remaining(self.timeout)
                 resp = self._session.request(
                     method, target, headers=hdrs, data=data, stream=True,
-                    timeout=(self.timeout, self.timeout), verify=self.verify, allow_redirects=True,
+                    timeout=(per_read, per_read), verify=self.verify, allow_redirects=True,
                 )
             except requests.RequestException as exc:
                 reason, sent, retryable, advice = _classify(exc, self.timeout)
@@ -352,6 +357,7 @@ class HttpClient:
 
             reply = Reply(method, shown, resp.status_code, resp.headers, None, 0.0, rng_hdr)
             self.stats.add(requests=1, sent=len(data or b""))
+            dog.watch(resp)
             try:
                 if resp.status_code in retry.statuses:
                     wait_hint = retry.parse_retry_after(resp.headers.get("Retry-After"))
@@ -378,6 +384,8 @@ class HttpClient:
                     except requests.RequestException as exc:
                         self.stats.add(received=streamed)
                         reason, _, retryable, advice = _classify(exc, self.timeout)
+                        if dog.expired:
+                            reason, retryable, advice = self._past_deadline()
                         self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
                         retry, again = self._step(retry, RetryEvent(reason, resp.status_code),
                                                   retryable=retryable, idempotent=idempotent, sink=sink)
@@ -387,7 +395,16 @@ class HttpClient:
                     self.stats.add(received=len(reply.body) + streamed)
                     received = len(reply.body) + streamed
             finally:
+                dog.cancel()
                 resp.close()
+            if dog.expired:  # the cut body ended without an error: a failure all the same
+                reason, _, advice = self._past_deadline()
+                self._log(method, shown, rng_hdr, reply.status, received, t0, reason)
+                retry, again = self._step(retry, RetryEvent(reason, reply.status),
+                                          idempotent=idempotent, sink=sink)
+                if again:
+                    continue
+                raise self._final(method, shown, rng_hdr, retry, reply.status, reason, advice) from None
             reply.elapsed_ms = (time.monotonic() - t0) * 1000
             self._log(method, shown, rng_hdr, reply.status, received, t0, None)
             if check is None:
@@ -408,6 +425,11 @@ class HttpClient:
                 ) from None
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _past_deadline(self) -> Tuple[str, bool, str]:
+        """(reason, retryable, advice) of a request cut by ``http_deadline``: a timeout."""
+        return (f"no complete reply within http_deadline {self.deadline:g}s", True,
+                "the server is slow (it sends the body too slowly): raise http_deadline")
 
     def _step(self, retry: Retry, event: RetryEvent, *, idempotent: bool, retryable: bool = True,
               sent: bool = True, wait: Optional[float] = None,
@@ -480,6 +502,7 @@ def client_from_options(url: str, options: Mapping[str, Any], *, stats: Optional
         verify=options.get("verify", True),
         client_name=options.get("client_name") or "turso-dbapi",
         stats=stats,
+        deadline=options.get("http_deadline"),
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 from turso_dbapi.storage import vfs
 from turso_dbapi._native import ffi, lib
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/this file)
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 

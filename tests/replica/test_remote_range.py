@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from support.databases import make_database
 from support.faultproxy import is_fetch
-from test_vfs import QUERIES, Lazy
+from support._lazy_replica import QUERIES, Lazy
 
 import turso_dbapi
 from turso_dbapi.errors import RemoteChangedError, RemoteError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/this file)
 
 
 @pytest.fixture(autouse=True)

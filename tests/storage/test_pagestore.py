@@ -17,7 +17,7 @@ from turso_dbapi._native import lib
 from turso_dbapi.storage.checksum import crc32c
 from turso_dbapi.errors import OperationalError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/this file)
 PS = 1024
 
 

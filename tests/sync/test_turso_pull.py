@@ -15,7 +15,7 @@ import pytest
 import turso_dbapi
 from turso_dbapi.sync import apply as pull_apply, metadata as sync_meta
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 
 
 def rows_table(server, n=300):
