@@ -292,3 +292,28 @@ def test_only_io_errors_consume_a_kept_cause_on_every_python_version(tmp_path):
         assert errors.is_io_error is errors.is_io_error_by_code
     else:
         assert errors.is_io_error is errors.is_io_error_by_message
+
+
+def test_after_remote_changed_the_same_process_reopens_the_path_once_closed(nginx, tmp_path):
+    """A stored RemoteChangedError (conn.stats().last_error, the cursor's exception) must
+    not keep the failed statement, hence the C store, alive: close() + gc frees the path."""
+    import gc
+
+    nginx.place("again.db", make_database(tmp_path / "a1.db", rows=1500, seed=7))
+    local = str(tmp_path / "again" / "replica.db")
+    con = turso_dbapi.connect(nginx.url("again.db"), local_path=local, **_fast(segment_size=4096))
+    cur = con.cursor()
+    assert cur.execute("SELECT count(*) FROM items").fetchone() == (1500,)
+    nginx.place("again.db", make_database(tmp_path / "a2.db", rows=1600, seed=8))
+    try:
+        cur.execute("SELECT sum(length(body)) FROM docs").fetchall()
+    except RemoteChangedError as exc:
+        kept = exc  # a caller may well keep the exception
+    assert "RemoteChangedError" in con.stats().last_error
+    con.close()
+    del cur, con
+    gc.collect()
+    again = turso_dbapi.connect(nginx.url("again.db"), local_path=local, **_fast())
+    assert again.execute("SELECT count(*) FROM items").fetchone() == (1600,)
+    assert "again.db" in str(kept)
+    again.close()

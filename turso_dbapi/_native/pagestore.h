@@ -52,6 +52,9 @@ void tdb_store_set_remote_size(tdb_store *s, uint64_t size);
 uint32_t tdb_store_first_absent(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
 /* first page held in the local layer in [from, to] (to = 0: the whole map), or 0 */
 uint32_t tdb_store_first_local(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
+/* 1 when pgno holds no local change (its local entry, if any, is cleared; rule (17)),
+** 0 when it does, -1 on an I/O error */
+int tdb_store_forget_unchanged_local(tdb_store *s, uint32_t pgno);
 void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out);
 int tdb_store_sync(tdb_store *s);
 int tdb_store_drop_synced(tdb_store *s, uint32_t pgno);

@@ -162,7 +162,11 @@ def real_error(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
 
 
 def _raise_cause(real: BaseException, exc: sqlite3.Error) -> NoReturn:
-    """Raise ``exc`` itself, or its real cause chained to it (error path only)."""
+    """Raise ``exc`` itself, or its real cause chained to it (error path only).
+
+    Callers drop their cursor and connection locals first: the traceback of an exception
+    a caller keeps holds these frames, and a live cursor keeps its statement, hence the
+    replica's file and store, open after ``close()`` (issue 14.7)."""
     if real is exc:
         raise exc
     raise real from exc
@@ -179,19 +183,25 @@ class RemoteCursor(sqlite3.Cursor):
         try:
             return _cursor_execute(self, sql, parameters)
         except sqlite3.Error as exc:
-            _raise_cause(self._fail(exc), exc)
+            real, err = self._fail(exc), exc
+        del self  # see _raise_cause
+        _raise_cause(real, err)
 
     def executemany(self, sql: str, seq_of_parameters: Any):  # type: ignore[override]
         try:
             return _cursor_executemany(self, sql, seq_of_parameters)
         except sqlite3.Error as exc:
-            _raise_cause(self._fail(exc), exc)
+            real, err = self._fail(exc), exc
+        del self  # see _raise_cause
+        _raise_cause(real, err)
 
     def executescript(self, sql_script: str):  # type: ignore[override]
         try:
             return _cursor_executescript(self, sql_script)
         except sqlite3.Error as exc:
-            _raise_cause(self._fail(exc), exc)
+            real, err = self._fail(exc), exc
+        del self  # see _raise_cause
+        _raise_cause(real, err)
 
 
 _DEFAULT: Any = object()
@@ -218,7 +228,9 @@ class _RemoteMixin(StatsMethod):
         try:
             return _cursor_execute(cur, sql, parameters)
         except sqlite3.Error as exc:
-            _raise_cause(self._cursor_class._fail(cur, exc), exc)
+            real, err = self._cursor_class._fail(cur, exc), exc
+        del cur, self  # see _raise_cause
+        _raise_cause(real, err)
 
     def executemany(self, sql: str, parameters: Any):  # type: ignore[override]
         return self.cursor().executemany(sql, parameters)

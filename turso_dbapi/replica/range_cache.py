@@ -22,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional
 from ..errors import NotSupportedError, ProgrammingError
 from .._util.atomic import read_json
 from ..fetch.miss import download_all
-from ..storage import files, pagestore
+from ..storage import claim, files, pagestore
 from ..storage.vfs import ensure_registered, replica_uri
 from ..url import normalize_remote_url, redact
 from .base import RemoteReplica, ReportingMissHandler, StatsRecord, attach_replica
@@ -142,6 +142,8 @@ def connect_range(
     leading = source.open()
     display = source.display_url
     path = local_path or usable_local_path(default_replica_path(redact(url), source.version))
+    claim.refuse_foreign(path, display)
+    claim.refuse_repoint(path, claim.recorded_url(path), display)  # one remote per replica
     identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
     store = pagestore.open_store(
         path,

@@ -15,7 +15,6 @@ mode (DESIGN §2.5), so every page 1 this source returns is patched to 1/1
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -84,12 +83,12 @@ class TursoSyncSource:
         # §1.2: User-Agent is exactly client_name; accept-encoding is NOT a compression ask.
         headers = {"User-Agent": name, "content-type": "application/protobuf",
                    "accept-encoding": "application/protobuf"}
-        self.http = client or client_from_options(self.url, options, stats=self.stats, headers=headers)
-        if client is not None:
-            self.stats = client.stats
         # Statuses reach check() so their body lands in the message (§1.3); check() marks
-        # the transient ones for retry itself.
-        self.http.retry = dataclasses.replace(self.http.retry, statuses=frozenset())
+        # the transient ones for retry itself: the client's policy retries no status.
+        self.http = client or client_from_options(self.url, options, stats=self.stats, headers=headers,
+                                                  retry_statuses=frozenset())
+        if client is not None:  # another source's client (the bootstrap's), configured the same
+            self.stats = client.stats
         self.long_poll_timeout_ms = int(options.get("long_poll_timeout_ms") or 0)
         self.pinned_revision = pinned_revision
         self._pin = pin

@@ -24,6 +24,7 @@ checks that every ``-tdb...`` literal in the C sources is one of the names here.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import Any
 
@@ -50,15 +51,29 @@ def remove_store_files(path: str) -> None:
 
 def replica_kind(database: Any) -> str | None:
     """What a local path is, when it is a replica this driver made: "turso" (sync metadata
-    beside it) or "range" (an HTTP-range cache: its file is sparse). None otherwise."""
+    beside it, or a Turso store without it) or "range" (an HTTP-range cache: its file is
+    sparse). None otherwise."""
     if database in (None, "", ":memory:") or not isinstance(database, (str, bytes, os.PathLike)):
         return None
     try:
         base = os.fsdecode(database)
         if os.path.exists(base + SYNC_META):
             return "turso"
-        if os.path.exists(base + SIDECAR):
-            return "range"
+        if os.path.exists(base + SIDECAR) or os.path.exists(base + CACHE_META):
+            # A Turso replica that lost its sync metadata still reopens as one (which
+            # reports the loss), never as a range cache.
+            return "turso" if store_version(base).startswith("turso-sync:") else "range"
     except (TypeError, ValueError):
         pass
     return None
+
+
+def store_version(base: str) -> str:
+    """The version a replica's store records in ``-tdbmeta.json`` ("" when unknown); a
+    Turso replica's starts with "turso-sync:"."""
+    try:
+        with open(base + CACHE_META, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("version", "")) if isinstance(data, dict) else ""

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 from .._util.atomic import read_json, write_json_atomic
 from ..errors import OperationalError, RemoteError
-from . import callbacks, files
+from . import callbacks, claim, files
 
 log = logging.getLogger("turso_dbapi")
 
@@ -170,6 +170,15 @@ class PageStore:
         """First page held in the local layer in [start, end] (end 0: all), or 0."""
         return int(self._lib.tdb_store_first_local(self._p, start, end))
 
+    def forget_unchanged_local(self, pgno: int) -> bool:
+        """True when ``pgno`` holds no local change; a local entry that changes nothing
+        (bytes equal to the synced page, e.g. after a rolled-back transaction spilled it)
+        is cleared first (pagestore.c rule (17))."""
+        rc = self._lib.tdb_store_forget_unchanged_local(self._p, pgno)
+        if rc < 0:
+            raise OperationalError(f"page store {self.path}: cannot read page {pgno}")
+        return rc == 1
+
     def counters(self) -> Dict[str, int]:
         c = self._ffi.new("tdb_store_counters *")
         self._lib.tdb_store_get_counters(self._p, c)
@@ -240,6 +249,13 @@ class StoreOpenError(OperationalError):
         self.sys_errno = sys_errno
 
 
+_SIDECAR_TROUBLE = {
+    "missing": "has lost its sidecar (-tdbmap, which records which pages are valid)",
+    "damaged": "has a damaged sidecar (-tdbmap: its header is not ours)",
+    "other": "has a sidecar (-tdbmap) of another replica, version or page size",
+}
+
+
 def open_store(
     path: str,
     *,
@@ -250,48 +266,58 @@ def open_store(
 ) -> PageStore:
     """Open (or create) the replica at ``path`` for this identity.
 
-    A replica left by another version or page size is removed first (a fresh cache,
-    never a mix). ``meta`` is recorded in ``P-tdbmeta.json``.
+    A replica left by another version or page size, or whose sidecar is missing or
+    damaged, is removed first (a fresh cache, never a mix) unless it holds local changes:
+    then, and for a file we did not create, it raises (``claim``). ``meta`` is recorded in
+    ``P-tdbmeta.json``.
     """
     path = os.path.realpath(path)  # the name SQLite's xFullPathname produces
     with _stores_lock:
         store = _stores.get(path)
+        if store is not None and not store._users and _close_if_unused(store):
+            store = None  # its last lazy file closed after its last release (a late cursor)
         if store is not None:
             if store.identity == identity and store.page_size == page_size:
                 store._users += 1
                 return store
             raise OperationalError(
                 f"the replica at {path} is open in this process for another version of the "
-                "remote database; close those connections or use another local_path"
+                "remote database; close those connections (and drop their cursors: a cursor "
+                "keeps its statement, hence the file, open) or use another local_path"
             )
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        claim.refuse_foreign(path, str((meta or {}).get("url") or "a remote database"))
         meta_path = path + files.CACHE_META
         old = read_json(meta_path)
         if old is not None and old.get("identity") != identity.hex():
-            log.info(
-                "replica %s held another version (%s); starting a fresh cache",
-                path,
-                old.get("version"),
-            )
+            claim.refuse_dropping_local(
+                path, f"holds another version of its remote database ({old.get('version')})")
+            log.info("replica %s held another version (%s); starting a fresh cache", path,
+                     old.get("version"))
             files.remove_store_files(path)
+            old = None
+        state = claim.sidecar_state(path, page_size, identity)
+        if state != "ok" and (os.path.exists(path) or os.path.exists(path + files.SIDECAR)):
+            claim.refuse_dropping_local(path, _SIDECAR_TROUBLE[state])
+            if state != "missing":
+                log.warning("replica %s %s; starting a fresh cache (it held no local changes)",
+                            path, _SIDECAR_TROUBLE[state])
+            files.remove_store_files(path)
+            old = None
+        record = dict(meta or {}, format=META_FORMAT, identity=identity.hex(),
+                      page_size=page_size, size=size, created=time.time())
+        if old is None:  # the claim (claim.py rule 1) is written before the files exist
+            write_json_atomic(meta_path, record)
         try:
             store = PageStore(path, page_size, size, identity)
-        except StoreOpenError as exc:
+        except StoreOpenError as exc:  # another process changed the sidecar meanwhile
             if exc.code != 2:
                 raise
+            claim.refuse_dropping_local(path, _SIDECAR_TROUBLE["other"])
             log.info("replica %s: sidecar of another version; starting a fresh cache", path)
             files.remove_store_files(path)
-            store = PageStore(path, page_size, size, identity)
-        if old is None or old.get("identity") != identity.hex():
-            record = dict(meta or {})
-            record.update(
-                format=META_FORMAT,
-                identity=identity.hex(),
-                page_size=page_size,
-                size=size,
-                created=time.time(),
-            )
             write_json_atomic(meta_path, record)
+            store = PageStore(path, page_size, size, identity)
         _stores[path] = store
         store._users += 1
         return store
@@ -305,10 +331,18 @@ def release_store(store: PageStore) -> bool:
         if store._ptr is None:
             return True
         store._users = max(0, store._users - 1)
-        if store._users or store._lib.tdb_store_refs(store._ptr) != 1:
+        return not store._users and _close_if_unused(store)
+
+
+def _close_if_unused(store: PageStore) -> bool:
+    """Close a store no ``open_store`` user holds once SQLite has no file of it open (a
+    cursor of a closed connection keeps its statement, hence the file, open until it is
+    freed: then the next ``open_store`` of the path closes it). Under ``_stores_lock``."""
+    if store._ptr is not None:
+        if store._lib.tdb_store_refs(store._ptr) != 1:
             return False
         store._lib.tdb_store_release(store._ptr)
         store._ptr = None
-        if _stores.get(store.path) is store:
-            del _stores[store.path]
-        return True
+    if _stores.get(store.path) is store:
+        del _stores[store.path]
+    return True

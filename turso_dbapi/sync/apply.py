@@ -27,6 +27,7 @@ A transaction that already held its SHARED lock read nothing the crash switched.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import struct
 import time
@@ -34,7 +35,7 @@ from typing import Optional
 
 from ..errors import OperationalError, ProtocolError
 from ..protocol.sync_wire import MAX_DB_PAGES, PAGE_SIZE
-from ..storage import header
+from ..storage import files, header
 from ..storage.apply_flag import ApplyFlag
 from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
@@ -45,11 +46,14 @@ LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
 
 
 def local_pages(store: PageStore, limit: int = 3) -> list:
-    """Up to ``limit`` page numbers held in the local layer (pages changed locally)."""
+    """Up to ``limit`` page numbers changed locally. Local entries that change nothing are
+    cleared on the way (a rolled-back transaction that spilled pages to the file wrote
+    the old bytes back: not a change, and must not block ``pull()`` forever)."""
     found: list = []
     p = store.first_local(1)
     while p and len(found) < limit:
-        found.append(p)
+        if not store.forget_unchanged_local(p):
+            found.append(p)
         p = store.first_local(p + 1)
     return found
 
@@ -62,6 +66,17 @@ def refuse_local_changes(store: PageStore, display_url: str) -> None:
             f"{', '.join(map(str, pages))}...) and push is not implemented yet, so pulling would "
             "lose them; nothing was changed. Copy the data you need elsewhere, or open a fresh "
             "replica (another local_path) to read the server's new state")
+
+
+def _drop_unreferenced_local_bytes(replica: str) -> None:
+    """No page is local (just checked, under the EXCLUSIVE lock): whatever ``-tdblocal``
+    still holds (pages of rolled-back transactions) is unreferenced. Emptying it keeps
+    "has local data" (storage/claim.py) meaning "has local changes"."""
+    try:
+        if os.path.getsize(replica + files.LOCAL):
+            os.truncate(replica + files.LOCAL, 0)
+    except FileNotFoundError:
+        pass
 
 
 def patch_page1(new: bytes, old: Optional[bytes], db_size: int) -> bytes:
@@ -154,6 +169,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                 raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
             if meta.pending_pull is None:
                 refuse_local_changes(store, display_url)  # a writer may have won the race
+                _drop_unreferenced_local_bytes(replica)
                 meta.pending_pull = {"revision": revision, "db_size": db_size}
                 sync_meta.save(replica, meta)
             started = True  # from here a failure leaves the stage for a redo

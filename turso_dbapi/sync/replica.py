@@ -44,7 +44,7 @@ from ..replica.base import (
     usable_local_path,
 )
 from ..sources.turso import TursoSyncSource, base_url
-from ..storage import apply_flag, pagestore
+from ..storage import apply_flag, claim, files, pagestore
 from ..storage.vfs import ensure_registered, replica_uri
 from ..transport.http import split_credentials
 from ..url import redact
@@ -70,10 +70,13 @@ def wants_turso(url: Optional[str], options: Mapping[str, Any]) -> bool:
 
 
 def is_turso_replica(path: Any) -> bool:
+    """Sync metadata beside it, or (metadata lost) a page store made for a Turso replica:
+    either way it must reopen as one, never as a plain file or a range cache."""
     try:
-        return os.path.exists(sync_meta.meta_path(os.fsdecode(path)))
+        base = os.fsdecode(path)
     except (TypeError, ValueError):
         return False
+    return files.replica_kind(base) == "turso"
 
 
 # -- stats ---------------------------------------------------------------------------------
@@ -188,9 +191,14 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     with boot.open_lock(path):
         meta = sync_meta.load(path)
         if meta is None:
+            claim.refuse_foreign(path, redact(base_url(url)) if url else "a Turso server")
+            claim.refuse_dropping_local(  # a bootstrap starts from nothing
+                path, "has lost its sync metadata (-tdbsync.json: which server revision its pages "
+                "are of)")
             if url is None:
                 raise ProgrammingError(f"{path} has no sync metadata; give the server URL to bootstrap it")
             bootstrapper = TursoSyncSource(url, options)
+            claim.refuse_repoint(path, claim.recorded_url(path), bootstrapper.display_url)
             meta, store = boot.bootstrap(path, bootstrapper, options, client_name)
             client = bootstrapper.http
         else:
@@ -198,6 +206,8 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
                 if not meta.remote_url:
                     raise ProgrammingError(f"the replica {path} has no saved server URL; pass url=")
                 url = meta.remote_url
+            elif meta.remote_url and _saved_url(url) != meta.remote_url:
+                claim.refuse_repoint(path, redact(meta.remote_url), redact(_saved_url(url)))
             changed = sync_meta.merge_configuration(
                 meta, remote_url=_saved_url(url), segment_size=explicit.get("segment_size"),
                 prefetch=explicit.get("prefetch"))
