@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from ..protocol import roaring
 from ..errors import ProtocolError, RemoteError
@@ -42,8 +43,17 @@ _TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 
 def base_url(url: str) -> str:
-    """The server's base URL: libsql:// and turso:// mean https://, no trailing slash."""
-    return normalize_remote_url(url).rstrip("/")
+    """The server's base URL: libsql:// and turso:// mean https://; no trailing slash, no
+    query string (endpoints are built from the path; libSQL's ``?authToken=`` became the
+    auth_token option before this, see ``url.split_url_options``)."""
+    parts = urlsplit(normalize_remote_url(url))
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/"), query="", fragment=""))
+
+
+def endpoint_url(url: str, path: str) -> str:
+    """``path`` under the server's base path, keeping other query parameters."""
+    parts = urlsplit(normalize_remote_url(url))
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))
 
 
 class PullReply:
@@ -77,7 +87,7 @@ class TursoSyncSource:
         ``client``: an HTTP client (and its counters) to carry on, e.g. the bootstrap's."""
         self.url = base_url(url)
         self.display_url = redact(self.url)
-        self.endpoint = self.url + PULL_PATH
+        self.endpoint = endpoint_url(url, PULL_PATH)
         self.stats = SourceStats()
         name = str(options.get("client_name") or "turso-dbapi")
         # §1.2: User-Agent is exactly client_name; accept-encoding is NOT a compression ask.
@@ -129,7 +139,7 @@ class TursoSyncSource:
 
         def check(reply: Reply) -> PullReply:
             if reply.status != 200:
-                excerpt = bytes(rx.error_body).decode("utf-8", "replace").strip()
+                excerpt = self.http.redact(bytes(rx.error_body).decode("utf-8", "replace").strip())
                 text = f"remote server returned an error: status={reply.status}, body={excerpt!r}"
                 if reply.status in _TRANSIENT:
                     raise TransientReplyError(f"{text}; the server failed: retry later")
