@@ -258,7 +258,7 @@ def _small_table(path):
 def remote(request, turso_server_factory):
     """connect(**remote) opens a fresh replica of a small served database."""
     server = turso_server_factory(setup=_small_table)
-    url = server.url if request.param == "turso" else server.url + "/db.sqlite"
+    url = server.url if request.param == "turso" else server.file_url
     count = iter(range(1000))
     tmp = request.getfixturevalue("tmp_path")
 

@@ -63,7 +63,7 @@ def test_compliance_suite_on_a_local_file(tmp_path):
 @pytest.mark.parametrize("mode", ["turso", "range"])
 def test_compliance_suite_through_a_remote_replica(mode, turso_server_factory, tmp_path):
     server = turso_server_factory(setup=_empty_database)
-    remote = server.url if mode == "turso" else server.url + "/db.sqlite"
+    remote = server.url if mode == "turso" else server.file_url
     query = f"url={quote(remote, safe='')}" + ("&partial=true" if mode == "range" else "")
     _assert_clean(run_suite(f"sqlite+turso_dbapi:///replica.db?{query}", str(tmp_path)))
     # the suite's database was that replica (SQLite's provisioning names it replica_<driver>.db)
