@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from typing import Any, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from ..connection import StatsMethod
 from ..errors import OperationalError, ProgrammingError, RemoteError, is_io_error
@@ -259,15 +259,16 @@ def remote_class(factory: type) -> type:
         return cls
 
 
-def open_connection(target: str, factory: Any, connect_kwargs: Dict[str, Any]) -> Any:
+def open_connection(target: str, factory: Any, connect_kwargs: Dict[str, Any],
+                    class_for: Callable[[type], type] = remote_class) -> Any:
     """``sqlite3.connect`` of a replica's VFS URI through the caller's ``factory``.
 
-    A ``sqlite3.Connection`` subclass gets the remote mixin (error surfacing, ``close()``
-    that releases the replica). Any other callable is called as the stdlib calls it and
+    A ``sqlite3.Connection`` subclass gets the remote mixin (``class_for``: error surfacing,
+    ``close()`` that releases the replica). Any other callable is called as the stdlib calls it and
     must return a ``sqlite3.Connection``; that object is what the caller gets (see
     ``attach_replica``)."""
     if isinstance(factory, type) and issubclass(factory, sqlite3.Connection):
-        return sqlite3.connect(target, uri=True, factory=remote_class(factory), **connect_kwargs)
+        return sqlite3.connect(target, uri=True, factory=class_for(factory), **connect_kwargs)
     conn = sqlite3.connect(target, uri=True, factory=factory, **connect_kwargs)
     if not isinstance(conn, sqlite3.Connection):
         close = getattr(conn, "close", None)
