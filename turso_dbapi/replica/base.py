@@ -246,16 +246,26 @@ class _RemoteMixin(StatsMethod):
                 self._replica.close()  # the HTTP session; the cache stays for the next connect
 
 
-_classes: Dict[type, type] = {}  # the one cache of connection classes
+_classes: Dict[Tuple[type, type], type] = {}  # the one cache of connection classes
 _classes_lock = threading.Lock()
 
 
-def remote_class(factory: type) -> type:
-    """``factory`` (a sqlite3.Connection subclass) with the remote mixin; cached."""
+def remote_class(factory: type, cursor_class: type = RemoteCursor, prefix: str = "Remote") -> type:
+    """``factory`` (a sqlite3.Connection subclass) with the remote mixin, its cursors of
+    ``cursor_class`` (a ``RemoteCursor``); cached per (factory, cursor class). A class with
+    another cursor class derives from the plain remote class of the same factory."""
     with _classes_lock:
-        cls = _classes.get(factory)
+        cls = _classes.get((factory, cursor_class))
         if cls is None:
-            cls = _classes[factory] = type(f"Remote{factory.__name__}", (_RemoteMixin, factory), {})
+            if cursor_class is RemoteCursor:
+                cls = type(f"{prefix}{factory.__name__}", (_RemoteMixin, factory), {})
+            else:
+                base = _classes.get((factory, RemoteCursor))
+                if base is None:
+                    base = _classes[(factory, RemoteCursor)] = type(
+                        f"Remote{factory.__name__}", (_RemoteMixin, factory), {})
+                cls = type(f"{prefix}{factory.__name__}", (base,), {"_cursor_class": cursor_class})
+            _classes[(factory, cursor_class)] = cls
         return cls
 
 
