@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
-from ..protocol import roaring
+from ..protocol import revision, roaring
 from ..protocol import sync_wire as wire
 from .pipeline import PipelineRequestError
 from .page_log import read_bytes
@@ -205,7 +205,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         db.refresh()
         latest = db.revision
-        client_rev = _parse_rev(req.client_revision) or 0
+        history = db.log.instance
+        client_rev = _parse_rev(req.client_revision, history)
+        if client_rev is None:
+            client_rev = 0  # unparseable, or of another history: resend everything
         if (
             req.long_poll_timeout_ms
             and req.client_revision
@@ -215,7 +218,14 @@ class _Handler(BaseHTTPRequestHandler):
             # Long poll (spec §2.6): hold until a newer revision exists or the timeout passes.
             timeout = min(req.long_poll_timeout_ms, MAX_LONG_POLL_MS) / 1000
             latest = db.wait_for_revision(latest, timeout)
-        server_rev = _parse_rev(req.server_revision)
+        if not revision.same_history(req.server_revision, revision.mint(history, 1)):
+            # Pages of a history this log does not have: serving this log's revision of the
+            # same number would mix two databases in the client (protocol/revision.py).
+            raise HttpError(
+                410, f"revision {req.server_revision!r} belongs to another history of this "
+                f"database: the server's page log was reset (its history is now {history!r}, "
+                f"at revision {revision.mint(history, latest)!r}); bootstrap the replica afresh")
+        server_rev = _parse_rev(req.server_revision, history)
         if server_rev is None:
             server_rev = latest  # "" or unparseable: latest, as the Rust server does
         elif server_rev > latest:
@@ -234,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.count(f"selector_cookie_{cookie}", 1)
         db_size, plan = db.log.plan(client_rev, server_rev, selector)
         header = wire.PullUpdatesResponseHeader(
-            server_revision=str(server_rev), db_size=db_size, protocol=wire.PROTOCOL_PAGES
+            server_revision=revision.mint(history, server_rev), db_size=db_size, protocol=wire.PROTOCOL_PAGES
         )
         head = wire.frame(header.encode())
         length = len(head) + sum(_framed_page_size(pid) for pid, _ in plan)
@@ -246,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
             PullRecord(
                 req,
                 {k.lower(): v for k, v in self.headers.items()},
-                str(server_rev),
+                revision.mint(history, server_rev),
                 db_size,
                 [p for p, _ in plan],
             )
@@ -317,10 +327,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, data, "application/vnd.sqlite3", headers)
 
 
-def _parse_rev(text: str) -> Optional[int]:
-    if text and text.isascii() and text.isdigit():
-        return int(text)
-    return None
+def _parse_rev(text: str, history: str) -> Optional[int]:
+    """The revision number of ``text`` in this server's ``history``; None when it is not
+    one of ours (or of another history)."""
+    parsed = revision.parse(text)
+    if parsed is None or parsed[0] not in (None, history):
+        return None
+    return parsed[1]
 
 
 def _parse_range(header: str, size: int):
@@ -467,7 +480,7 @@ def main(argv: Optional[list] = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     server.start()
-    print(f"serving {args.db_path} at {server.url} (revision {server.db.revision})", flush=True)
+    print(f"serving {args.db_path} at {server.url} (revision {server.db.revision_text!r})", flush=True)
     while not done.wait(0.5):
         pass
     server.stop()

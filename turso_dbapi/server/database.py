@@ -23,6 +23,7 @@ import struct
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+from ..protocol import revision
 from .pipeline import Pipeline
 from ..protocol.sync_wire import PAGE_SIZE
 from .page_log import PageLog, default_log_path
@@ -65,6 +66,12 @@ class ServedDatabase:
     @property
     def revision(self) -> int:
         return self.log.latest
+
+    @property
+    def revision_text(self) -> str:
+        """The latest revision as the protocol names it: unique across a reset of the page
+        log (``protocol/revision.py``)."""
+        return revision.mint(self.log.instance, self.log.latest)
 
     def run_pipeline(self, body: Any) -> Dict[str, Any]:
         with self.lock:

@@ -29,6 +29,8 @@ from typing import Any, Optional
 
 from ..errors import OperationalError
 from ..fetch.btree_readahead import hints_for
+from ..protocol.revision import same_history
+from ..sources.turso import history_reset
 from ..storage import apply_flag
 from ..storage.pagestore import PageStore
 from ..url import redact
@@ -60,6 +62,9 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int) -> bool:
         try:
             reply = source.changes_since(meta.synced_revision or "", on_page=stage.add,
                                          on_reset=stage.reset)
+            if not same_history(meta.synced_revision, reply.revision):  # never mix histories
+                raise history_reset(url, "pull", f"this replica is at revision "
+                                    f"{meta.synced_revision!r}, the server at {reply.revision!r}")
             if stage.count and 1 not in stage.pgnos and not store.is_present(1):
                 for p, data in source.fetch_at([1], reply.revision).pages.items():
                     stage.add(p, data)  # still no lock held
