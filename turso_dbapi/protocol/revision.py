@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Optional, Tuple
 
-MAX_DIGITS = 18  # a revision number fits in 63 bits; longer digit strings are not ours
+MAX_DIGITS = 20  # a u64 revision number has at most 20 decimal digits
 _MINTED = re.compile(r"([0-9a-f]{16})-([0-9]{1,%d})" % MAX_DIGITS)
 
 

@@ -40,6 +40,7 @@ from .database import ServedDatabase
 MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000
 _CHUNK_PAGES = 64
+MAX_REV_DIGITS = revision.MAX_DIGITS  # a u64 revision has at most 20 decimal digits
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -206,7 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
         db.refresh()
         latest = db.revision
         history = db.log.instance
-        client_rev = _parse_rev(req.client_revision, history)
+        client_rev = _parse_rev(req.client_revision, "client_revision", history)
         if client_rev is None:
             client_rev = 0  # unparseable, or of another history: resend everything
         if (
@@ -225,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
                 410, f"revision {req.server_revision!r} belongs to another history of this "
                 f"database: the server's page log was reset (its history is now {history!r}, "
                 f"at revision {revision.mint(history, latest)!r}); bootstrap the replica afresh")
-        server_rev = _parse_rev(req.server_revision, history)
+        server_rev = _parse_rev(req.server_revision, "server_revision", history)
         if server_rev is None:
             server_rev = latest  # "" or unparseable: latest, as the Rust server does
         elif server_rev > latest:
@@ -279,10 +280,14 @@ class _Handler(BaseHTTPRequestHandler):
             request = json.loads(body or b"null")
         except ValueError as exc:
             raise HttpError(400, f"invalid JSON: {exc}")
+        except RecursionError:  # the decoder recurses per nesting level
+            raise HttpError(400, "invalid JSON: nested too deeply")
         try:
             response = self.server.db.run_pipeline(request)
         except PipelineRequestError as exc:
             raise HttpError(400, str(exc))
+        except RecursionError:  # a value nested just below the decoder's limit
+            raise HttpError(400, "invalid pipeline request: nested too deeply")
         self._send(200, json.dumps(response).encode(), "application/json")
 
     def _file(self, head_only: bool) -> None:
@@ -327,9 +332,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, data, "application/vnd.sqlite3", headers)
 
 
-def _parse_rev(text: str, history: str) -> Optional[int]:
+def _parse_rev(text: str, field: str, history: str) -> Optional[int]:
     """The revision number of ``text`` in this server's ``history``; None when it is not
-    one of ours (or of another history)."""
+    one of ours (or of another history). Too many digits is a bad request."""
+    number = text.rpartition("-")[2]
+    if text.isascii() and number.isdigit() and len(number) > MAX_REV_DIGITS:
+        # int() of thousands of digits raises (and costs)
+        raise HttpError(400, f"{field} has {len(number)} digits; revisions have at most "
+                             f"{MAX_REV_DIGITS}")
     parsed = revision.parse(text)
     if parsed is None or parsed[0] not in (None, history):
         return None
