@@ -220,8 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
             timeout = min(req.long_poll_timeout_ms, MAX_LONG_POLL_MS) / 1000
             latest = db.wait_for_revision(latest, timeout)
         if not revision.same_history(req.server_revision, revision.mint(history, 1)):
-            # Pages of a history this log does not have: serving this log's revision of the
-            # same number would mix two databases in the client (protocol/revision.py).
+            # Serving this log's revision of that number would mix two databases (revision.py).
             raise HttpError(
                 410, f"revision {req.server_revision!r} belongs to another history of this "
                 f"database: the server's page log was reset (its history is now {history!r}, "
@@ -333,11 +332,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _parse_rev(text: str, field: str, history: str) -> Optional[int]:
-    """The revision number of ``text`` in this server's ``history``; None when it is not
-    one of ours (or of another history). Too many digits is a bad request."""
+    """Its number in this ``history``; None when not ours (or of another history)."""
     number = text.rpartition("-")[2]
-    if text.isascii() and number.isdigit() and len(number) > MAX_REV_DIGITS:
-        # int() of thousands of digits raises (and costs)
+    if text.isascii() and number.isdigit() and len(number) > MAX_REV_DIGITS:  # int() would cost
         raise HttpError(400, f"{field} has {len(number)} digits; revisions have at most "
                              f"{MAX_REV_DIGITS}")
     parsed = revision.parse(text)
