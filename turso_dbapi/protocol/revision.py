@@ -50,3 +50,22 @@ def same_history(a: Optional[str], b: Optional[str]) -> bool:
     """False only when both revisions carry a history id and the ids differ."""
     ha, hb = history_of(a), history_of(b)
     return ha is None or hb is None or ha == hb
+
+
+def number_in(text: str, history: str) -> Optional[int]:
+    """The number of ``text`` as a revision of ``history``: None when it is not one of the
+    reference server's (or is of another history). ValueError: too many digits."""
+    digits = text.rpartition("-")[2]
+    if text.isascii() and digits.isdigit() and len(digits) > MAX_DIGITS:
+        raise ValueError(f"has {len(digits)} digits; revisions have at most {MAX_DIGITS}")
+    parsed = parse(text)
+    if parsed is None or parsed[0] not in (None, history):
+        return None
+    return parsed[1]
+
+
+def foreign(text: str, history: str, latest: int) -> str:
+    """The server's message for a revision of another history (HTTP 410)."""
+    return (f"revision {text!r} belongs to another history of this database: the server's page "
+            f"log was reset (its history is now {history!r}, at revision "
+            f"{mint(history, latest)!r}); bootstrap the replica afresh")
