@@ -226,3 +226,13 @@ def test_turso_sync_js(node_clients, turso_server_factory, tmp_path):
     assert out["query_count"] == 401 and out["query_total_bytes"] > db_bytes / 2
     assert out["remote_write_seen"] == 1  # went to the server over Hrana, then pulled back
     assert srv.db_sql("SELECT count(*) FROM t WHERE v = 'remote write'") == [["1"]]
+
+
+def test_libsql_client_js_offline_writes_are_refused_clearly(node_clients, turso_server_factory,
+                                                              tmp_path):
+    srv = turso_server_factory(auth_token=TOKEN)
+    srv.db_sql("CREATE TABLE r(id INTEGER PRIMARY KEY, v)")
+    out = node_clients.run("libsql_client.mjs", SCENARIO="offline", URL=srv.url, TOKEN=TOKEN,
+                           REPLICA=str(tmp_path / "offline.db"))
+    assert "405" in out["push"]["message"] and "remote writes" in out["push"]["message"]
+    assert srv.db_sql("SELECT count(*) FROM r") == [["0"]]
