@@ -36,6 +36,7 @@ del _name
 from . import errors as _errors  # noqa: E402
 from .connection import Connection  # noqa: E402
 from .errors import (  # noqa: E402,F401
+    HistoryResetError,
     ProtocolError,
     PushConstraintError,
     PushRejectedError,
