@@ -93,7 +93,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import _reference as ref
 from ..errors import RemoteChangedError
-from ..storage.wal_index import WalIndex, parse_header
+from ..storage.wal_index import WalIndex
 from ..transport.http import Reply, TransientReplyError
 from .range import HttpRangeSource, page_runs
 from .range_reply import Validators, content_range, is_encoded
