@@ -180,26 +180,31 @@ def connect_range(
     lock_fd, private = -1, False
     if follows:
         path, lock_fd, private = claim_live(path)
-    identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
-    store = pagestore.open_store(
-        path,
-        page_size=source.page_size,
-        size=source.size,
-        identity=identity,
-        meta={"url": display, "version": source.version},
-    )
-    _store_leading_pages(store, leading)
-    handler_opts = {"segment_size": opts["segment_size"], "readahead_max": opts["readahead_max"],
-                    "prefetch": opts["prefetch"]}
-    handler = ReportingMissHandler(store, source, **handler_opts)
-    conn_id = store.attach(handler)
-    if not opts["partial"]:
-        download_all(store, handler, batch_bytes=max(opts["readahead_max"], store.page_size))
-    class_for = live_class if follows else remote_class
-    conn = open_connection(replica_uri(path, conn_id), factory, connect_kwargs, class_for)
-    attach_replica(conn, Replica(store, source, handler, conn_id, path, follow_ms=opts.get("follow"),
-                                 lock_fd=lock_fd, private=private, handler_opts=handler_opts))
-    return conn
+    try:
+        identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
+        store = pagestore.open_store(
+            path,
+            page_size=source.page_size,
+            size=source.size,
+            identity=identity,
+            meta={"url": display, "version": source.version},
+        )
+        _store_leading_pages(store, leading)
+        handler_opts = {"segment_size": opts["segment_size"], "readahead_max": opts["readahead_max"],
+                        "prefetch": opts["prefetch"]}
+        handler = ReportingMissHandler(store, source, **handler_opts)
+        conn_id = store.attach(handler)
+        if not opts["partial"]:
+            download_all(store, handler, batch_bytes=max(opts["readahead_max"], store.page_size))
+        class_for = live_class if follows else remote_class
+        conn = open_connection(replica_uri(path, conn_id), factory, connect_kwargs, class_for)
+        attach_replica(conn, Replica(store, source, handler, conn_id, path, follow_ms=opts.get("follow"),
+                                     lock_fd=lock_fd, private=private, handler_opts=handler_opts))
+        return conn
+    except BaseException:
+        if lock_fd >= 0:
+            os.close(lock_fd)  # another connection may follow this cache now
+        raise
 
 
 def _follows(source: Any, leading: bytes, opts: Mapping[str, Any]) -> Any:
