@@ -43,7 +43,6 @@ from ..storage import files, header
 from ..storage.apply_flag import ApplyFlag
 from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
-from ..storage.vfs import replica_uri
 from . import capture, internal, metadata as sync_meta, rebase
 from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions

@@ -48,7 +48,6 @@ import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import OperationalError
-from ..protocol import hrana_batch as hrana
 from . import capture
 from .changes import Change, Stmt, collect, current_row, statements
 from .._util.atomic import fsync_dir, write_atomic
