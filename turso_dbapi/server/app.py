@@ -32,9 +32,10 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 from ..protocol import roaring
 from ..protocol import sync_wire as wire
 from ..protocol.protobuf import DecodeError, encode_varint
-from . import hrana_http
+from . import hrana_http, hrana_ws
 from .database import ServedDatabase
 from .libsql_sync import EndOfGeneration, LibsqlSync, SyncRequestError
+from .query_pages import QueryPages, QueryTraceError
 from .file_route import PreconditionFailed, serve_file
 from ..protocol.hrana import dumps
 from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
@@ -162,7 +163,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
-            if method != "OPTIONS" and not self._authorized():
+            # A WebSocket upgrade may authenticate in its Hrana hello instead of a header.
+            ws_hello_auth = (
+                method == "GET"
+                and self.headers.get("Upgrade", "").lower() == "websocket"
+                and "Authorization" not in self.headers
+            )
+            if method != "OPTIONS" and not ws_hello_auth and not self._authorized():
                 self._error(401, "Unauthorized: send the server's bearer credential in the Authorization header",
                             headers=[("WWW-Authenticate", "Bearer")], head_only=method == "HEAD")
                 return
@@ -184,6 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(405, f"Method {method} is not allowed")
         except HttpError as exc:
             self._error(exc.status, exc.message, exc.code, head_only=method == "HEAD")
+        except hrana_ws.UpgradeError as exc:
+            self._error(400, str(exc))
         except PreconditionFailed as exc:
             self._error(412, str(exc), head_only=method == "HEAD")
         except hrana_http.HranaHttpError as exc:
@@ -223,7 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(404, f"Not Found: no POST route {path}")
 
     def _get(self, path: str, head_only: bool) -> None:
-        if path == "/" + self.server.db_name:
+        if path == "/" and self.headers.get("Upgrade", "").lower() == "websocket":
+            hrana_ws.serve(self)
+        elif path == "/" + self.server.db_name:
             serve_file(self, head_only=head_only)
         elif path in hrana_http.INDEX_TEXT:
             status, body = hrana_http.index(path)
@@ -320,6 +331,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HttpError(400, f"invalid server_pages_selector: {exc}")
             cookie = int.from_bytes(req.server_pages_selector[:2], "little")
             self.server.count(f"selector_cookie_{cookie}", 1)
+        elif req.server_query_selector:
+            # Query bootstrap: the pages SQLite reads running the query at that revision.
+            try:
+                pages = self.server.query_pages.pages(req.server_query_selector, server_rev)
+            except QueryTraceError as exc:
+                raise HttpError(400, f"invalid server_query_selector: {exc}")
+            selector = _ranges(pages)
+            self.server.count("query_bootstraps", 1)
         db_size, plan = db.log.plan(client_rev, server_rev, selector)
         header = wire.PullUpdatesResponseHeader(
             server_revision=str(server_rev), db_size=db_size, protocol=wire.PROTOCOL_PAGES
@@ -352,6 +371,17 @@ class _Handler(BaseHTTPRequestHandler):
                 out = []
         self.wfile.write(b"".join(out))
 
+def _ranges(pages: List[int]) -> List[Tuple[int, int]]:
+    """Sorted page ids as half-open ranges."""
+    out: List[Tuple[int, int]] = []
+    for p in pages:
+        if out and out[-1][1] == p:
+            out[-1] = (out[-1][0], p + 1)
+        else:
+            out.append((p, p + 1))
+    return out
+
+
 def _parse_rev(text: str, field: str) -> Optional[int]:
     if text and text.isascii() and text.isdigit():
         if len(text) > MAX_REV_DIGITS:  # int() of thousands of digits raises (and costs)
@@ -379,6 +409,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self.db = db
         self.db_name = os.path.basename(db.db_path)
         self.libsql = LibsqlSync(db.log)
+        self.query_pages = QueryPages(db.log)
         self.auth_token = auth_token
         self.verbose = verbose
         self.stats = {"pull_requests": 0, "pages_sent": 0}
@@ -458,6 +489,7 @@ class ReferenceServer:
             self._thread.join()
             self._thread = None
         self.httpd.server_close()
+        self.httpd.query_pages.close()
         self.db.close()
 
     def __enter__(self) -> ReferenceServer:
