@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import sqlite3
 import time
@@ -271,3 +272,22 @@ def test_a_batch_delayed_in_the_network_past_its_retry_rolls_back_instead_of_app
     assert len(guard) == 2 and guard[0] == guard[1]  # both built on "no high-water row"
     assert turso_server.db_sql("SELECT n FROM applied") == [["5"]]  # not 10
     assert turso_server.db_sql("SELECT COUNT(*) FROM t") == [["5"]]
+
+
+def test_changes_of_another_process_are_captured_and_pushed(turso_server, tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    path = str(tmp_path / "r.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import turso_dbapi\n"
+              "c = turso_dbapi.connect(sys.argv[2])\n"
+              "c.execute('INSERT INTO t VALUES (7, 7)'); c.execute('CREATE TABLE theirs(a)')\n"
+              "c.execute('INSERT INTO theirs VALUES (1)'); c.commit()\n")
+    subprocess.run([sys.executable, "-c", script, root, path], check=True, timeout=60)
+    assert conn.stats().pending_changes >= 1
+    conn.push()  # this process pushes what the other one wrote
+    assert turso_server.db_sql("SELECT * FROM t") == [["7", "7"]]
+    assert turso_server.db_sql("SELECT * FROM theirs") == [["1"]]
