@@ -143,6 +143,7 @@ def test_transient_fetch_faults_are_retried_and_the_cache_stays_sound(fault_prox
     assert con.execute(sql).fetchall() == ref.execute(sql).fetchall()
     assert con.stats().retries >= 1
     assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    con.close()  # its read-ahead threads end here, not whenever GC finds them
 
 
 def test_persistent_failure_raises_remote_error_and_the_connection_recovers(fault_proxy, nginx, databases):
@@ -155,6 +156,7 @@ def test_persistent_failure_raises_remote_error_and_the_connection_recovers(faul
     fault_proxy.clear_faults()
     assert con.execute("SELECT count(*) FROM items").fetchone() == (1500,)
     assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    con.close()
 
 
 def test_server_ignoring_range_on_fetch_is_a_clear_error_never_a_wrong_page(fault_proxy, nginx, databases):
