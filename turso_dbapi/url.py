@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ProgrammingError
 
-REMOTE_SCHEMES = ("http", "https", "libsql", "turso")
+REMOTE_SCHEMES = ("http", "https", "libsql", "turso", "s3")
 
 
 def _parse_bool(value: Any) -> bool:
@@ -112,6 +112,11 @@ OPTIONS: Dict[str, Option] = {
         Option("retries", _parse_int, 3, "retries of a failed fetch (connection errors, 5xx, short bodies)"),
         Option("verify", _parse_verify, True, "TLS verification: true, false, or a CA bundle path"),
         Option("long_poll_timeout_ms", _parse_int, 0, "Turso pull: let the server wait this long for changes"),
+        Option("endpoint_url", _parse_str, None,
+               "S3: endpoint of an S3-compatible store (R2, MinIO, ...); default: the AWS chain "
+               "(AWS_ENDPOINT_URL, config files)"),
+        Option("region", _parse_str, None, "S3: the bucket's region (default: the AWS chain, AWS_REGION)"),
+        Option("profile", _parse_str, None, "S3: the AWS profile whose credentials sign requests"),
         Option("protocol", _parse_protocol, "auto",
                "auto | range | turso: how to read an http(s) URL (auto: Turso sync for libsql://, "
                "turso:// and http(s) URLs with an empty path, HTTP ranges otherwise)"),

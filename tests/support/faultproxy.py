@@ -23,6 +23,8 @@ Faults (``FAULTS``):
 ``times`` is how many matching requests the fault hits (``None``: every one). ``when``
 selects requests (``is_open``: the leading-bytes read; ``is_fetch``: every other ranged
 read). ``latency`` adds a fixed delay to every request (benchmarks set it, e.g. 0.02).
+``keep_host=True`` forwards the client's ``Host`` header unchanged (a SigV4 signature covers
+it, so an S3 server behind the proxy must see the host the client signed).
 Counters: ``records`` (one ``Record`` per request: method, path, Range, status, body
 bytes sent, fault, request headers), ``request_count``, ``bytes_sent``; ``clear()`` resets them.
 
@@ -133,8 +135,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, *, latency: float = 0.0):
+    def __init__(self, upstream: str, *, latency: float = 0.0, keep_host: bool = False):
         parts = urlsplit(upstream)
+        self.keep_host = keep_host
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.latency = latency
@@ -254,7 +257,8 @@ class FaultProxy:
         if fault == "slow":
             if self._stop.wait(float(params.get("delay", 2.0))):
                 return
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP}
+        headers = {k: v for k, v in h.headers.items()
+                   if k.lower() not in _HOP or (self.keep_host and k.lower() == "host")}
         if fault in ("full200", "no_validators"):
             dropped = ("if-range", "if-match", "if-unmodified-since")
             for k in list(headers):

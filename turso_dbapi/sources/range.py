@@ -43,7 +43,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import DatabaseError, RangeNotSupportedError, RemoteChangedError
-from ..transport.http import DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Token, TransientReplyError
+from ..transport.http import (
+    DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Signer, Token, TransientReplyError,
+)
 from ..transport.stats import SourceStats
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -135,6 +137,8 @@ class HttpRangeSource:
     (extra request headers, e.g. an API key), ``open_bytes`` (leading bytes read by
     open(); page 1 needs a second request only when the page size is larger) and
     ``parallel`` (runs of one fetch() requested concurrently; 1 = one after another).
+    ``sign`` and ``explain`` are the transport's per-request hooks (``transport.http``
+    rules (3) and (6)); a subclass may pin the version in the URL (``_pinned_url``).
     Safe to use from several threads.
     """
 
@@ -154,6 +158,8 @@ class HttpRangeSource:
         max_ranges: int = DEFAULT_MAX_RANGES,
         coalesce_bytes: int = DEFAULT_COALESCE_BYTES,
         stats: Optional[SourceStats] = None,
+        sign: Optional[Signer] = None,
+        explain: Optional[Any] = None,
     ):
         self.stats = stats if stats is not None else SourceStats()
         extra = {"Accept-Encoding": "identity"}  # (2)
@@ -161,7 +167,7 @@ class HttpRangeSource:
         self._http = HttpClient(
             url, auth_token=auth_token, headers=extra, timeout=http_timeout,
             retry=retry if retry is not None else Retry(total=retries), verify=verify,
-            client_name=client_name, stats=self.stats,
+            client_name=client_name, stats=self.stats, sign=sign, explain=explain,
         )
         self.display_url = self._http.display_url
         self.open_bytes = max(100, int(open_bytes))
@@ -169,6 +175,7 @@ class HttpRangeSource:
         self.size = 0
         self.version = ""
         self._pinned: Optional[_Validators] = None
+        self._fetch_url: Optional[str] = None  # pages are read here (None: the URL itself)
         self.parallel = max(1, int(parallel))
         self.max_ranges = max(1, int(max_ranges))  # 1: never multi-range
         self.multi_range = self.max_ranges > 1  # False once the server refused (6)
@@ -248,10 +255,16 @@ class HttpRangeSource:
                 raise DatabaseError(f"file is not a database: {self.display_url} does not start with the SQLite header")
             page_size = parse_page_size(body)
         self._pinned = validators
+        self._fetch_url = self._pinned_url(validators)
         self.size = total
         self.page_size = page_size
         self.version = _version_string(validators, total)
         return body
+
+    def _pinned_url(self, validators: _Validators) -> Optional[str]:
+        """The URL pages are read from after open() pinned ``validators`` (None: the same
+        URL). S3 names the pinned object version in it (``versionId``)."""
+        return None
 
     def revalidate(self, version: str) -> bool:
         """Open again (exactly one request) and tell whether the remote is still at ``version``.
@@ -386,7 +399,7 @@ class HttpRangeSource:
                 raise TransientReplyError(f"short body: {len(buf)} of {end - start + 1} bytes")
             return buf
 
-        return self._http.request("GET", headers=headers, read_body=read_body, check=check,
+        return self._http.request("GET", self._fetch_url, headers=headers, read_body=read_body, check=check,
                                   what=f"cannot read pages {first}-{last}", sink=sink)
 
     def _read_multi(self, group: List[Tuple[int, int]]) -> List[bytes]:
@@ -437,8 +450,8 @@ class HttpRangeSource:
                 out.append(memoryview(part[3])[a - part[0]:b - part[0] + 1])
             return out
 
-        return self._http.request("GET", headers=headers, read_body=read_body, check=check, what=what,
-                                  sink=sink)
+        return self._http.request("GET", self._fetch_url, headers=headers, read_body=read_body, check=check,
+                                  what=what, sink=sink)
 
     def _changed(self, change: str, reply: Reply) -> RemoteChangedError:
         return RemoteChangedError(

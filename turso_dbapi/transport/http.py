@@ -14,9 +14,13 @@ Rules (numbered; the code tags them):
 (3) Auth is applied per request attempt (a callable token is evaluated each time) by an
     ``AuthBase`` hook, so ``.netrc`` never overrides it and requests strips it on a
     redirect to another host. User-info in the URL moves into a Basic header and out of
-    the URL. Tokens never appear in logs, reprs or messages.
+    the URL. A ``sign`` hook (e.g. S3 SigV4) runs there too, per attempt, on the final
+    method, URL and headers, and returns the headers to add: a retry is signed afresh.
+    Tokens and signatures never appear in logs, reprs or messages.
 (4) One DEBUG log line per request: method, redacted URL, Range, status, body bytes, ms.
 (5) Counters (requests sent, body bytes, retries) go into the caller's ``SourceStats``.
+(6) An ``explain`` hook turns an error reply into advice (e.g. S3's XML ``<Code>``); for it
+    the client reads small error bodies (at most 64 KiB) the caller did not ask for.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ log = logging.getLogger("turso_dbapi.http")
 
 T = TypeVar("T")
 Token = Union[str, Callable[[], Optional[str]], None]
+# (3) sign(method, url, headers) -> headers to add to this attempt
+Signer = Callable[[str, str, Mapping[str, str]], Mapping[str, str]]
 
 DEFAULT_TIMEOUT = 30.0  # seconds, connect and read (option http_timeout)
 DEFAULT_RETRIES = 3  # retries after the first attempt (option retries)
@@ -146,9 +152,10 @@ class Reply:
 class _Auth(requests.auth.AuthBase):
     """Sets Authorization per attempt (3). Its repr never shows the secret."""
 
-    def __init__(self, token: Token, basic: Optional[Tuple[str, str]]):
+    def __init__(self, token: Token, basic: Optional[Tuple[str, str]], sign: Optional[Signer] = None):
         self._token = token
         self._basic = basic
+        self._sign = sign
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self._token() if callable(self._token) else self._token
@@ -157,10 +164,12 @@ class _Auth(requests.auth.AuthBase):
         elif self._basic is not None:
             raw = f"{self._basic[0]}:{self._basic[1]}".encode()
             r.headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
+        if self._sign is not None:
+            r.headers.update(self._sign(r.method or "GET", r.url or "", r.headers))
         return r
 
     def __repr__(self) -> str:
-        kind = "bearer" if self._token else ("basic" if self._basic else "none")
+        kind = "signed" if self._sign else "bearer" if self._token else ("basic" if self._basic else "none")
         return f"<auth {kind} ***>"
 
 
@@ -254,8 +263,11 @@ class HttpClient:
         client_name: str = "turso-dbapi",
         stats: Optional[SourceStats] = None,
         pool_size: int = 8,
+        sign: Optional[Signer] = None,
+        explain: Optional[Callable[[Reply], Optional[str]]] = None,
     ):
         self.url, basic = split_credentials(url)
+        self._explain = explain  # (6)
         self.display_url = redact(self.url)
         self.timeout = float(timeout)
         if retry is None:
@@ -269,7 +281,7 @@ class HttpClient:
         s = requests.Session()
         self.verify = verify  # True unless the caller opts out; passed per request because a
         s.verify = verify  # session-level value loses to REQUESTS_CA_BUNDLE in requests
-        s.auth = _Auth(auth_token, basic)
+        s.auth = _Auth(auth_token, basic, sign)
         s.headers["User-Agent"] = f"{client_name} python-requests/{requests.__version__}"
         for k, v in (headers or {}).items():
             s.headers[k] = v
@@ -292,7 +304,8 @@ class HttpClient:
 
     def error(self, reply: Reply, what: str, *, cls: type = RemoteError) -> RemoteError:
         """A RemoteError for an unexpected status, with what to do."""
-        advice = _STATUS_ADVICE.get(reply.status)
+        advice = self._explain(reply) if self._explain is not None else None
+        advice = advice or _STATUS_ADVICE.get(reply.status)
         if advice is None:
             advice = "the server failed: retry later" if reply.status >= 500 else "unexpected reply"
         return cls(f"{what}: {reply.where()} -> HTTP {reply.status}; {advice}", url=reply.url, status=reply.status)
@@ -385,6 +398,10 @@ class HttpClient:
                         raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason, advice) from None
                     self.stats.add(received=len(reply.body) + streamed)
                     received = len(reply.body) + streamed
+                elif self._explain is not None and reply.status >= 400:
+                    reply.body = self._small_body(resp)  # (6)
+                    self.stats.add(received=len(reply.body))
+                    received = len(reply.body)
             finally:
                 resp.close()
             reply.elapsed_ms = (time.monotonic() - t0) * 1000
@@ -419,6 +436,19 @@ class HttpClient:
         log.debug("retry %d/%d in %.3fs after %s", retry.retries_used, retry.total, wait, retry.history[-1].reason)
         if wait > 0:
             time.sleep(wait)
+
+    @staticmethod
+    def _small_body(resp: requests.Response) -> bytes:
+        try:
+            length = int(resp.headers.get("Content-Length", "-1"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= 65536:
+            return b""
+        try:
+            return resp.content
+        except requests.RequestException:
+            return b""
 
     @staticmethod
     def _drain(resp: requests.Response) -> None:
@@ -471,5 +501,5 @@ def client_from_options(url: str, options: Mapping[str, Any], *, stats: Optional
     )
 
 
-__all__ = ["HttpClient", "Reply", "Retry", "RetryEvent", "TransientReplyError", "client_from_options",
+__all__ = ["HttpClient", "Reply", "Retry", "RetryEvent", "Signer", "TransientReplyError", "client_from_options",
            "split_credentials"]
