@@ -26,6 +26,9 @@ def test_defaults_are_pinned():
         "retries": 3,
         "verify": True,
         "long_poll_timeout_ms": 0,
+        "endpoint_url": None,
+        "region": None,
+        "profile": None,
         "protocol": "auto",
     }
     assert defaults["readahead_max"] % (128 * 1024) == 0 and defaults["readahead_max"] >= 4 << 20

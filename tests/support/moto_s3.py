@@ -29,8 +29,6 @@ try:
 except ImportError:  # usable from benchmarks without pytest
     pytest = None  # type: ignore[assignment]
 
-from .nginx import free_port
-
 NOT_FOUND = ("moto is not installed: the S3 tests run against moto's standalone server. "
              "Install the test extras: pip install '.[test]' (brings moto[server] and boto3)")
 REGION = "us-east-1"
@@ -64,6 +62,8 @@ class MotoS3:
             import moto.server  # noqa: F401
         except ImportError:
             raise RuntimeError(NOT_FOUND) from None
+        from .nginx import free_port  # here: importing it at the top would pre-empt its plugin
+
         self.port = free_port()
         env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="inf")  # set-up runs without auth
         self.proc = subprocess.Popen(
