@@ -21,12 +21,21 @@ from __future__ import annotations
 
 import os as _os
 import sqlite3 as _sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 # Re-export everything the running stdlib module offers (names differ between 3.9 and
 # 3.13, so copy what is there rather than keeping a list). ``connect`` and ``Connection``
 # are ours; the rest are the very same objects.
-from sqlite3 import *  # noqa: F401,F403
+if TYPE_CHECKING:  # the names type checkers see (the star import would shadow connect)
+    from sqlite3 import (  # noqa: F401
+        PARSE_COLNAMES, PARSE_DECLTYPES, Binary, Blob, Cursor, DatabaseError, DataError, Error,
+        IntegrityError, InterfaceError, InternalError, NotSupportedError, OperationalError,
+        PrepareProtocol, ProgrammingError, Row, Warning, adapt, adapters, complete_statement,
+        converters, enable_callback_tracebacks, register_adapter, register_converter,
+        sqlite_version, sqlite_version_info,
+    )
+else:
+    from sqlite3 import *  # noqa: F401,F403
 
 for _name in dir(_sqlite3):
     if not _name.startswith("__"):
@@ -36,7 +45,9 @@ del _name
 from . import errors as _errors  # noqa: E402
 from .connection import Connection  # noqa: E402
 from .errors import ProtocolError, RemoteChangedError, RemoteError  # noqa: E402,F401
+from .connection import Stats  # noqa: E402,F401
 from .url import OPTIONS as _OPTIONS  # noqa: E402
+from .url import ConnectArgs, ConnectOptions  # noqa: E402,F401
 from .url import is_remote as _is_remote  # noqa: E402
 
 
@@ -64,7 +75,13 @@ paramstyle = "qmark"
 __version__ = "0.1.0"
 
 
-def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+Database = Union[str, bytes, "_os.PathLike[str]", "_os.PathLike[bytes]"]
+
+
+def connect(database: Database, *args: Any, **kwargs: Unpack[ConnectArgs]) -> Connection:
     """Open a database; same signature as ``sqlite3.connect`` plus remote options.
 
     A local path or ``":memory:"`` is handed to ``sqlite3.connect`` unchanged, with
@@ -73,7 +90,7 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
     remote database; see ``turso_dbapi.url.OPTIONS`` for every remote option (each is
     also accepted in the URL's query string).
     """
-    remote_opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}
+    remote_opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}  # type: ignore[misc]
     kind = None if _is_remote(database) or remote_opts.get("url") else _replica_kind(database)
     if kind == "range":
         from .replica.range_cache import saved_range_url

@@ -9,8 +9,10 @@ before a URL is put into a message or a log line.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+import sqlite3
+from typing import Any, Callable, Dict, Literal, Mapping, Optional, TypedDict, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ProgrammingError
@@ -122,6 +124,44 @@ OPTIONS: Dict[str, Option] = {
                "turso:// and http(s) URLs with an empty path, HTTP ranges otherwise)"),
     ]
 }
+
+class ConnectOptions(TypedDict, total=False):
+    """``OPTIONS`` as keyword types (for type checkers; strings are accepted too, as in a
+    query string). A test keeps the two in step."""
+
+    url: str
+    partial: bool
+    local_path: Union[str, os.PathLike[str]]
+    segment_size: Union[int, str]
+    readahead_max: Union[int, str]
+    prefetch: bool
+    bootstrap_prefix: Union[int, str]
+    bootstrap_query: str
+    auth_token: Union[str, Callable[[], Optional[str]]]
+    client_name: str
+    http_timeout: float
+    retries: int
+    verify: Union[bool, str]
+    long_poll_timeout_ms: int
+    endpoint_url: str
+    region: str
+    profile: str
+    protocol: Literal["auto", "range", "turso"]
+
+
+class ConnectArgs(ConnectOptions, total=False):
+    """Everything ``turso_dbapi.connect`` takes by keyword: ``sqlite3.connect``'s own
+    parameters and ``ConnectOptions``."""
+
+    timeout: float
+    detect_types: int
+    isolation_level: Optional[str]
+    check_same_thread: bool
+    factory: type[sqlite3.Connection]
+    cached_statements: int
+    uri: bool
+    autocommit: bool
+
 
 # Query parameters that may carry credentials; their values are redacted.
 _SECRET_QUERY_KEYS = re.compile(r"(token|auth|key|secret|password|signature|credential|sig)", re.I)

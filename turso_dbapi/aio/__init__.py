@@ -17,9 +17,11 @@ iterating a cursor).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import turso_dbapi
+from turso_dbapi import Database
+from turso_dbapi.url import ConnectArgs
 
 from ..errors import (  # noqa: F401 - the DB-API names, as aiosqlite re-exports them
     DatabaseError, Error, IntegrityError, InterfaceError, NotSupportedError, OperationalError,
@@ -33,12 +35,19 @@ Row = turso_dbapi.Row
 __version__ = turso_dbapi.__version__
 
 
-def connect(database: Any, *, iter_chunk_size: int = 64, **kwargs: Any) -> Connection:
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+def connect(database: Database, *, iter_chunk_size: int = 64, **kwargs: Unpack[ConnectArgs]) -> Connection:
     """An asyncio connection: ``await`` it, or use it as ``async with``. Same arguments as
     ``turso_dbapi.connect``; the connection is made on its own thread, and may be read
     from the loop's thread too (``check_same_thread=False`` unless you say otherwise)."""
     kwargs.setdefault("check_same_thread", False)
     return Connection(lambda: turso_dbapi.connect(database, **kwargs), iter_chunk_size=iter_chunk_size)
+
+
+
 
 
 __all__ = ["Connection", "Cursor", "connect", "Row", "Error", "DatabaseError", "OperationalError",

@@ -10,6 +10,7 @@ from typing import (
     Any, AsyncIterator, Awaitable, Callable, Generator, Iterable, List, Optional, Sequence, TypeVar,
 )
 
+from ..connection import Stats
 from ..errors import ProgrammingError
 from .worker import Worker
 
@@ -259,7 +260,7 @@ class Connection:
     async def sync(self) -> bool:
         return await self._call(self.connection.sync)  # type: ignore[attr-defined]
 
-    async def stats(self) -> Any:
+    async def stats(self) -> Stats:
         """The replica's counters (``turso_dbapi.Connection.stats``)."""
         return await self._call(self.connection.stats)  # type: ignore[attr-defined]
 
