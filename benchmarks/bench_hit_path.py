@@ -37,6 +37,7 @@ from _util import report  # noqa: E402
 from support.databases import make_sized_database  # noqa: E402
 
 import turso_dbapi  # noqa: E402
+from turso_dbapi.fetch.miss import MissHandler, download_all  # noqa: E402
 from turso_dbapi.storage import pagestore  # noqa: E402
 from turso_dbapi.sources.file import FileSource  # noqa: E402
 from turso_dbapi.storage.vfs import ensure_registered  # noqa: E402
@@ -147,9 +148,9 @@ def main() -> None:
         ident = pagestore.identity_of(src, source.version, source.page_size, source.size)
         store = pagestore.open_store(os.path.join(tmp, "replica", "db"), page_size=source.page_size,
                                      size=source.size, identity=ident)
-        handler = pagestore.MissHandler(store, source)
+        handler = MissHandler(store, source)
         conn_id = store.attach(handler)
-        store.download_all(handler)
+        download_all(store, handler)
         n_rows = sqlite3.connect(src).execute("SELECT max(id) FROM items").fetchone()[0]
         rng = random.Random(7)
         ids = [rng.randint(1, n_rows) for _ in range(n_lookups)]

@@ -23,6 +23,7 @@ def test_defaults_are_pinned():
         "auth_token": None,
         "client_name": "turso-dbapi",
         "http_timeout": 30.0,
+        "http_deadline": None,  # no total limit unless asked: a full bootstrap is one request
         "retries": 3,
         "verify": True,
         "long_poll_timeout_ms": 0,

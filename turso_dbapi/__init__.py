@@ -49,23 +49,7 @@ from .connection import Stats  # noqa: E402,F401
 from .url import OPTIONS as _OPTIONS  # noqa: E402
 from .url import ConnectArgs, ConnectOptions  # noqa: E402,F401
 from .url import is_remote as _is_remote  # noqa: E402
-
-
-def _replica_kind(database: Any) -> str | None:
-    """What a local path is, when it is a replica this driver made: "turso" (sync metadata
-    beside it: reopens with the saved URL) or "range" (an HTTP-range cache: its file is sparse,
-    so plain sqlite3 would read holes as zeros). None for ordinary databases."""
-    if database in (None, "", ":memory:") or not isinstance(database, (str, bytes, _os.PathLike)):
-        return None
-    try:
-        base = _os.fsdecode(database)
-        if _os.path.exists(base + "-tdbsync.json"):
-            return "turso"
-        if _os.path.exists(base + "-tdbmap"):
-            return "range"
-    except (TypeError, ValueError):
-        pass
-    return None
+from .storage.files import replica_kind as _replica_kind  # noqa: E402
 
 
 dbapi2 = _sqlite3.dbapi2
@@ -98,7 +82,12 @@ def connect(database: Database, *args: Any, **kwargs: Unpack[ConnectArgs]) -> Co
         remote_opts["url"] = saved_range_url(_os.fsdecode(database))
         remote_opts.setdefault("partial", True)  # a cache reopens lazily, never downloads all
     if _is_remote(database) or remote_opts.get("url") or kind == "turso":
-        return _connect_remote(database, args, kwargs, remote_opts)
+        try:
+            return _connect_remote(database, args, kwargs, remote_opts)
+        except OSError as exc:  # a local file the replica needs (network errors are ours already)
+            where = f" {exc.filename!r}" if exc.filename else ""
+            raise _errors.OperationalError(
+                f"unable to open database file{where}: {exc.strerror or exc}") from exc
     if any(v not in (None, False) for v in remote_opts.values()):
         given = ", ".join(sorted(k for k, v in remote_opts.items() if v not in (None, False)))
         raise _errors.ProgrammingError(
@@ -127,8 +116,11 @@ def _connect_remote(database: Any, args: Any, kwargs: Any, remote_opts: Any) -> 
     connect_kwargs = base.split_connect_args(args, kwargs)
     factory = connect_kwargs.pop("factory", None) or Connection
     connect_kwargs.pop("uri", None)
-    if url is None or sync_replica.wants_turso(url, opts):
-        return sync_replica.connect_turso(url, local_path, opts, explicit, connect_kwargs, factory)
-    from .replica.range_cache import connect_range
+    try:
+        if url is None or sync_replica.wants_turso(url, opts):
+            return sync_replica.connect_turso(url, local_path, opts, explicit, connect_kwargs, factory)
+        from .replica.range_cache import connect_range
 
-    return connect_range(url, local_path, opts, connect_kwargs, factory)
+        return connect_range(url, local_path, opts, connect_kwargs, factory)
+    except RemoteError as exc:
+        raise exc.outside_a_read()  # open, bootstrap, download: no page read failed

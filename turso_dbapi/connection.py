@@ -34,34 +34,42 @@ class Stats(Protocol):
     def asdict(self) -> Dict[str, Any]: ...
 
 
-class Connection(sqlite3.Connection):
+def require_replica(conn: Any, what: str) -> Any:
+    """The replica of ``conn`` (``conn._replica``), or NotSupportedError naming ``what``."""
+    replica = getattr(conn, "_replica", None)
+    if replica is None:
+        raise NotSupportedError(
+            f"{what}() needs a remote database: this connection is a plain local file; "
+            "open it with turso_dbapi.connect(url, ...) to get a replica"
+        )
+    return replica
+
+
+class StatsMethod:
+    """``stats()``: of this class and of every remote connection class, whatever its
+    ``factory=`` (``replica.base.remote_class``)."""
+
+    _replica: Any = None
+
+    def stats(self) -> Stats:
+        """Counters of the remote replica (requests, bytes, pages fetched, hits, ...)."""
+        return require_replica(self, "stats").stats()
+
+
+class Connection(StatsMethod, sqlite3.Connection):
     """A ``sqlite3.Connection`` that may be backed by a remote database.
 
     For remote databases, the replica object (``_replica``) is attached after
     ``sqlite3.connect`` returns; it provides ``stats()``, ``pull()`` and ``push()``.
     """
 
-    _replica: Any = None
-
-    def _require_replica(self, what: str) -> Any:
-        if self._replica is None:
-            raise NotSupportedError(
-                f"{what}() needs a remote database: this connection is a plain local file; "
-                "open it with turso_dbapi.connect(url, ...) to get a replica"
-            )
-        return self._replica
-
-    def stats(self) -> Stats:
-        """Counters of the remote replica (requests, bytes, pages fetched, hits, ...)."""
-        return self._require_replica("stats").stats()
-
     def pull(self) -> bool:
         """Fetch and apply remote changes; True when something changed."""
-        return self._require_replica("pull").pull()
+        return require_replica(self, "pull").pull()
 
     def push(self) -> None:
         """Send local changes to the remote."""
-        self._require_replica("push").push()
+        require_replica(self, "push").push()
 
     def sync(self) -> bool:
         """push() then pull(); returns what pull() returned."""

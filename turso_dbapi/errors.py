@@ -7,6 +7,7 @@ error derives from the stdlib class of the matching kind.
 from __future__ import annotations
 
 import sqlite3
+import sys
 
 Warning = sqlite3.Warning
 Error = sqlite3.Error
@@ -20,20 +21,83 @@ ProgrammingError = sqlite3.ProgrammingError
 NotSupportedError = sqlite3.NotSupportedError
 
 
-SQLITE_IOERR_READ = 10 | (1 << 8)  # 266; sqlite3 names it only from 3.11 on
+# -- the code table (STYLE §1: one table) ------------------------------------------------
+#
+# The extended result codes this driver's errors carry or its C core returns to SQLite
+# (``_native/pagestore.h`` defines the same numbers; tests/test_errors.py checks them).
+# sqlite3 exposes these names only from 3.11 on, so they are spelled out here.
+
+SQLITE_IOERR = 10
+SQLITE_IOERR_READ = SQLITE_IOERR | (1 << 8)  # 266: a remote page could not be read
+SQLITE_IOERR_SHORT_READ = SQLITE_IOERR | (2 << 8)
+SQLITE_IOERR_WRITE = SQLITE_IOERR | (3 << 8)
+SQLITE_IOERR_FSYNC = SQLITE_IOERR | (4 << 8)
+SQLITE_IOERR_TRUNCATE = SQLITE_IOERR | (6 << 8)
+SQLITE_IOERR_NOMEM = SQLITE_IOERR | (12 << 8)
+SQLITE_IOERR_DATA = SQLITE_IOERR | (32 << 8)
+
+CODE_NAMES = {
+    SQLITE_IOERR: "SQLITE_IOERR",
+    SQLITE_IOERR_READ: "SQLITE_IOERR_READ",
+    SQLITE_IOERR_SHORT_READ: "SQLITE_IOERR_SHORT_READ",
+    SQLITE_IOERR_WRITE: "SQLITE_IOERR_WRITE",
+    SQLITE_IOERR_FSYNC: "SQLITE_IOERR_FSYNC",
+    SQLITE_IOERR_TRUNCATE: "SQLITE_IOERR_TRUNCATE",
+    SQLITE_IOERR_NOMEM: "SQLITE_IOERR_NOMEM",
+    SQLITE_IOERR_DATA: "SQLITE_IOERR_DATA",
+}
+
+
+def error_name(code: int) -> str:
+    """The name of an extended result code of the table above."""
+    return CODE_NAMES[code]
+
+
+def is_io_error_by_code(exc: BaseException) -> bool:
+    """An SQLITE_IOERR_* by its ``sqlite_errorcode`` (3.11+ errors carry it)."""
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_IOERR
+
+
+def is_io_error_by_message(exc: BaseException) -> bool:
+    """An SQLITE_IOERR_* by SQLite's message for every one of them. 3.9/3.10 exceptions
+    carry no code, and the message is the only signal Python gets there."""
+    return "disk I/O error" in str(exc)
+
+
+is_io_error = is_io_error_by_code if sys.version_info >= (3, 11) else is_io_error_by_message
+
+
+# -- the driver's own errors ----------------------------------------------------------------
 
 
 class RemoteError(sqlite3.OperationalError):
-    """A remote database could not be read: network failure, bad status, bad reply."""
+    """A remote database could not be read: network failure, bad status, bad reply.
 
-    def __init__(self, message: str, *, url: str | None = None, status: int | None = None):
+    Like the errors sqlite3 raises (3.11+), it carries ``sqlite_errorcode`` and
+    ``sqlite_errorname``: SQLITE_IOERR_READ when a page read failed (what SQLite saw: the
+    VFS returned it; the default, since most remote failures surface through a read), and
+    SQLITE_IOERR when the failure was outside any page read: ``connect()`` (open,
+    bootstrap, a full download) and ``pull()`` stamp the errors they raise with it
+    (``outside_a_read``).
+    """
+
+    code = SQLITE_IOERR_READ
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None,
+                 code: int | None = None):
         super().__init__(message)
         self.url = url  # always redacted by the raiser
         self.status = status
-        # Same attributes as the errors sqlite3 raises (3.11+), so handlers can rely on them.
-        # The extended code of the failure SQLite saw: the VFS returns SQLITE_IOERR_READ.
-        self.sqlite_errorcode = SQLITE_IOERR_READ
-        self.sqlite_errorname = "SQLITE_IOERR_READ"
+        self._set_code(self.code if code is None else code)
+
+    def _set_code(self, code: int) -> None:
+        self.sqlite_errorcode = code
+        self.sqlite_errorname = error_name(code)
+
+    def outside_a_read(self) -> RemoteError:
+        """Mark this error as raised outside any page read (SQLITE_IOERR); returns it."""
+        self._set_code(SQLITE_IOERR)
+        return self
 
 
 class RemoteChangedError(RemoteError):

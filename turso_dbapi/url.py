@@ -9,6 +9,7 @@ before a URL is put into a message or a log line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import sqlite3
@@ -48,9 +49,11 @@ def _parse_size(value: Any) -> int:
 
 
 def _parse_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
     f = float(value)
-    if f <= 0:
-        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    if not math.isfinite(f) or f <= 0:  # nan and inf would fail late, at the first request
+        raise ValueError(f"expected a positive, finite number of seconds, got {value!r}")
     return f
 
 
@@ -95,6 +98,13 @@ class Option:
     default: Any
     doc: str
     secret: bool = False
+    maximum: Optional[float] = None  # checked at parsing: huge values would hang or fail late
+
+
+GIB = 1 << 30
+# The largest SQLite database of 4096-byte pages (4294967294 pages): a bootstrap prefix
+# beyond it selects nothing more and would only cost time building the page set.
+MAX_PREFIX = 0xFFFFFFFE * 4096
 
 
 OPTIONS: Dict[str, Option] = {
@@ -103,17 +113,28 @@ OPTIONS: Dict[str, Option] = {
         Option("url", _parse_str, None, "remote database URL (when the first argument is a local path)"),
         Option("partial", _parse_bool, False, "read lazily: fetch pages on first use instead of up front"),
         Option("local_path", _parse_str, None, "where the local replica/cache lives (default: user cache dir)"),
-        Option("segment_size", _parse_size, 128 * 1024, "readahead segment in bytes (pages fetched per miss, aligned)"),
-        Option("readahead_max", _parse_size, 4 * 1024 * 1024, "cap of the adaptive sequential readahead window, bytes"),
+        Option("segment_size", _parse_size, 128 * 1024, "readahead segment in bytes (pages fetched per miss, aligned)",
+               maximum=GIB),
+        Option("readahead_max", _parse_size, 4 * 1024 * 1024, "cap of the adaptive sequential readahead window, bytes",
+               maximum=GIB),
         Option("prefetch", _parse_bool, False, "on a miss of a B-tree interior page, also fetch its children"),
-        Option("bootstrap_prefix", _parse_size, None, "Turso partial bootstrap: fetch the first N bytes up front"),
+        Option("bootstrap_prefix", _parse_size, None, "Turso partial bootstrap: fetch the first N bytes up front",
+               maximum=MAX_PREFIX),
         Option("bootstrap_query", _parse_str, None, "Turso partial bootstrap: pages a query touches"),
         Option("auth_token", _parse_token, None, "bearer token (string or callable), never logged", secret=True),
         Option("client_name", _parse_str, "turso-dbapi", "User-Agent and client id prefix"),
-        Option("http_timeout", _parse_float, 30.0, "seconds to wait for a server (connect and read)"),
-        Option("retries", _parse_int, 3, "retries of a failed fetch (connection errors, 5xx, short bodies)"),
+        Option("http_timeout", _parse_float, 30.0, "seconds to wait for a server (connect and read)",
+               maximum=86400),
+        Option("http_deadline", _parse_float, None,
+               "seconds one HTTP request may take in total, body included (a server dripping "
+               "bytes keeps each read under http_timeout); past it the request fails like a "
+               "timeout. Unset: no total limit (a full bootstrap of a large database is one request)",
+               maximum=7 * 86400),
+        Option("retries", _parse_int, 3, "retries of a failed fetch (connection errors, 5xx, short bodies)",
+               maximum=100),
         Option("verify", _parse_verify, True, "TLS verification: true, false, or a CA bundle path"),
-        Option("long_poll_timeout_ms", _parse_int, 0, "Turso pull: let the server wait this long for changes"),
+        Option("long_poll_timeout_ms", _parse_int, 0, "Turso pull: let the server wait this long for changes",
+               maximum=0xFFFFFFFF),
         Option("endpoint_url", _parse_str, None,
                "S3: endpoint of an S3-compatible store (R2, MinIO, ...); default: the AWS chain "
                "(AWS_ENDPOINT_URL, config files)"),
@@ -140,6 +161,7 @@ class ConnectOptions(TypedDict, total=False):
     auth_token: Union[str, Callable[[], Optional[str]]]
     client_name: str
     http_timeout: float
+    http_deadline: float
     retries: int
     verify: Union[bool, str]
     long_poll_timeout_ms: int
@@ -177,11 +199,14 @@ def parse_options(raw: Mapping[str, Any]) -> Dict[str, Any]:
             raise ProgrammingError(f"unknown option {name!r}; known options: {known}")
         if value is None:
             continue
+        shown = "<redacted>" if opt.secret else repr(value)
         try:
-            out[name] = opt.parse(value)
-        except (TypeError, ValueError) as exc:
-            shown = "<redacted>" if opt.secret else repr(value)
+            parsed = opt.parse(value)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ProgrammingError(f"bad value {shown} for option {name!r}: {exc}") from None
+        if opt.maximum is not None and parsed > opt.maximum:
+            raise ProgrammingError(f"bad value {shown} for option {name!r}: at most {opt.maximum}")
+        out[name] = parsed
     return out
 
 
@@ -197,7 +222,7 @@ def split_url_options(url: str) -> tuple:
     Returns (url_without_our_options, options_dict). S3 presigned URLs keep their
     parameters because they are not our option names.
     """
-    parts = urlsplit(url)
+    parts = parse_url(url)
     ours: Dict[str, str] = {}
     theirs = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -207,6 +232,18 @@ def split_url_options(url: str) -> tuple:
             theirs.append((key, value))
     rebuilt = urlunsplit(parts._replace(query=urlencode(theirs)))
     return rebuilt, ours
+
+
+def parse_url(url: str) -> Any:
+    """``urlsplit(url)``; a malformed URL (``http://[::1``) is a ProgrammingError that shows
+    the URL without its user-info and query string (either may hold a secret)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError as exc:
+        shown = re.sub(r"//[^/?#]*@", "//***@", url.split("?", 1)[0].split("#", 1)[0])
+        raise ProgrammingError(f"invalid URL {shown!r}: {exc}") from None
+    return parts
 
 
 def normalize_remote_url(url: str) -> str:

@@ -10,7 +10,9 @@ request, keeping the client connection alive. Faults are scripted per request:
 
 Faults (``FAULTS``):
   reset      close the client connection with RST before any response
-  status     answer ``status`` (default 500) with a small body and ``headers``
+  status     answer ``status`` (default 500) with a small body and ``headers``; ``body``
+             (bytes) replaces the body (a scripted reply), ``echo=True`` makes it the
+             request's headers (a hostile server reflecting what it was sent)
   truncate   forward the reply but cut the body at ``keep`` (default half), then close
   full200    drop Range and preconditions upstream: 200 with the whole file
   bad_range  shift the Content-Range by ``shift`` bytes (default 1); body unchanged
@@ -19,6 +21,9 @@ Faults (``FAULTS``):
   no_validators  drop If-* preconditions from the request and ETag/Last-Modified from the
              reply (a cache that neither honours nor keeps validators)
   headers    set reply headers from ``set`` (a dict), e.g. ``{"x-amz-version-id": "v2"}``
+  drip       forward the reply, but send its body ``chunk`` bytes (default 64) every
+             ``chunk / rate`` seconds (``rate`` bytes/s, default 512): a slow-drip server
+  garbage    forward the reply with its body replaced by random bytes of the same length
 
 ``times`` is how many matching requests the fault hits (``None``: every one). ``when``
 selects requests (``is_open``: the leading-bytes read; ``is_fetch``: every other ranged
@@ -37,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import http.client
+import random
 import socket
 import struct
 import threading
@@ -49,7 +55,8 @@ try:
 except ImportError:  # usable from benchmarks without pytest
     pytest = None  # type: ignore[assignment]
 
-FAULTS = ("reset", "status", "truncate", "full200", "bad_range", "slow", "gzip", "no_validators", "headers")
+FAULTS = ("reset", "status", "truncate", "full200", "bad_range", "slow", "gzip", "no_validators", "headers",
+          "drip", "garbage")
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade", "host",
         "content-length"}
 
@@ -244,7 +251,9 @@ class FaultProxy:
             return
         if fault == "status":
             status = int(params.get("status", 500))
-            body = f"injected {status}\n".encode()
+            body = params.get("body", f"injected {status}\n".encode())
+            if params.get("echo"):
+                body = "".join(f"{k}: {v}\n" for k, v in h.headers.items()).encode()
             h.send_response(status)
             for k, v in params.get("headers", {}).items():
                 h.send_header(k, v)
@@ -272,6 +281,8 @@ class FaultProxy:
                     span, total = v[6:].split("/")
                     a, b = (int(x) for x in span.split("-"))
                     reply_headers[i] = (k, f"bytes {a + shift}-{b + shift}/{total}")
+        if fault == "garbage":
+            body = random.Random(len(body)).randbytes(len(body))  # same length, not a page
         if fault == "gzip":
             body = gzip.compress(body)
             reply_headers.append(("Content-Encoding", "gzip"))
@@ -300,6 +311,15 @@ class FaultProxy:
                 pass
             return
         self._record(h, status, len(body), rule)
+        if fault == "drip":
+            chunk = int(params.get("chunk", 64))
+            pause = chunk / float(params.get("rate", 512))
+            for i in range(0, len(body), chunk):
+                if self._stop.is_set() or not _write(h, body[i:i + chunk]):
+                    return
+                h.wfile.flush()
+                self._stop.wait(pause)
+            return
         _write(h, body)
 
     def _forward(self, method: str, path: str, headers: Dict[str, str], body: Optional[bytes]):
@@ -314,11 +334,13 @@ class FaultProxy:
             conn.close()
 
 
-def _write(h: _Handler, data: bytes) -> None:
+def _write(h: _Handler, data: bytes) -> bool:
     try:
         h.wfile.write(data)
+        return True
     except OSError:
         h.close_connection = True  # the client gave up (e.g. its timeout fired)
+        return False
 
 
 def _reset(h: _Handler) -> None:

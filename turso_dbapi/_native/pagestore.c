@@ -57,6 +57,16 @@
 **       side. Only error paths touch it: the hit path stays (9).
 **   (15) tdb_store_first_local scans the shared map for the local layer's first page, so
 **       pull() can refuse to run over local changes without a Python call per page.
+**   (16) A local entry whose page reads as all zeros (a hole of P-tdblocal: nothing was
+**       ever written there) yet does not match is a bogus entry (garbage in the sidecar),
+**       not data: it is cleared and the synced layer answers (a damaged synced entry is
+**       then dropped and re-fetched, (7)). A real local page is never all zeros with a
+**       CRC other than the zero page's: pages are written before their CRC (8).
+**   (17) tdb_store_forget_unchanged_local clears the local entry of a page that holds no
+**       change: bytes equal to the synced page (a transaction that spilled pages to the
+**       file and rolled back wrote the old bytes back), a bogus entry (16), or a page past
+**       both the remote and the logical end. A compare-and-swap on the entry keeps a write
+**       that raced with the check.
 **
 ** LIMITATIONS
 **   64-bit only (address-space reservation). Page size is fixed per store (VACUUM to
@@ -382,6 +392,7 @@ uint32_t tdb_store_page_size(tdb_store *s) { return s->page_size; }
 void *tdb_store_py_handle(tdb_store *s) { return s->py_handle; }
 uint64_t tdb_store_remote_size(tdb_store *s) { return hdr_u64(s, OFF_REMOTE); }
 uint64_t tdb_store_logical_size(tdb_store *s) { return hdr_u64(s, OFF_LOGICAL); } /* (1) */
+uint32_t tdb_store_max_pages(tdb_store *s) { return s->max_pages; }
 
 void tdb_store_set_remote_size(tdb_store *s, uint64_t size) {
     /* For a new synced revision (sync engine, under SQLite's EXCLUSIVE lock): the
@@ -468,6 +479,12 @@ int tdb_store_drop_synced(tdb_store *s, uint32_t pgno) {
 
 enum { PG_READY = 0, PG_ABSENT = 1 };
 
+static int all_zero(const uint8_t *p, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        if (p[i]) return 0;
+    return 1;
+}
+
 /* Copy bytes [a, b) of page pgno into dst. Returns PG_READY, PG_ABSENT (fetch it),
 ** or an SQLite error code (> 1). */
 static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint32_t b) {
@@ -490,6 +507,13 @@ static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint
         } else {
             if (got < ps) memset(page + got, 0, ps - got);
             if (crc_tag(tdb_crc32c(0, page, ps)) != lc) {
+                if (all_zero(page, ps)) { /* (16) nothing was written there: a bogus entry */
+                    CNT(s, crc_failures, 1);
+                    __atomic_compare_exchange_n(&entry(s, pgno)[1], &lc, 0, 0, __ATOMIC_ACQ_REL,
+                                                __ATOMIC_RELAXED);
+                    if (page != dst) free(page);
+                    return page_copy(s, pgno, dst, a, b); /* now the synced layer answers */
+                }
                 rc = TDB_SQLITE_IOERR_DATA; /* (7) local data has no other copy */
             } else {
                 __atomic_or_fetch(&s->flags[pgno - 1], F_LOCAL_OK, __ATOMIC_RELAXED);
@@ -683,6 +707,62 @@ int tdb_store_sync(tdb_store *s) {
     if (fdatasync(s->fd_synced) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
     uint64_t cap = __atomic_load_n(&s->map_cap, __ATOMIC_ACQUIRE);
     if (msync(s->map, TDB_MAP_HEADER + cap * 8, MS_SYNC) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- (17) unchanged local pages */
+
+/* Read a whole page of fd (zeros past its end). 0, or -1 on an I/O error. */
+static int read_whole(int fd, uint8_t *buf, uint32_t ps, off_t off) {
+    size_t got;
+    if (pread_full(fd, buf, ps, off, &got) != 0) return -1;
+    if (got < ps) memset(buf + got, 0, ps - got);
+    return 0;
+}
+
+int tdb_store_forget_unchanged_local(tdb_store *s, uint32_t pgno) {
+    /* 1 when pgno holds no local change (any local entry is cleared), 0 when it does,
+    ** -1 on an I/O error. (17) */
+    const uint32_t ps = s->page_size;
+    uint32_t lc = local_crc(s, pgno);
+    if (!lc) return 1;
+    uint8_t *mine = malloc(ps), *theirs = malloc(ps);
+    int rc = 0;
+    if (!mine || !theirs) {
+        rc = -1;
+        goto done;
+    }
+    const off_t base = (off_t)(pgno - 1) * ps;
+    if (read_whole(s->fd_local, mine, ps, base) != 0) {
+        rc = -1;
+        goto done;
+    }
+    uint64_t rp = remote_pages(s), lp = (hdr_u64(s, OFF_LOGICAL) + ps - 1) / ps;
+    int same = 0;
+    if (crc_tag(tdb_crc32c(0, mine, ps)) != lc) {
+        same = all_zero(mine, ps); /* (16) a bogus entry; otherwise damaged local data: kept */
+    } else if (pgno > rp && pgno > lp) {
+        same = 1; /* past both ends (a rolled-back growth): never read */
+    } else {
+        uint32_t sc = synced_crc(s, pgno);
+        if (sc) {
+            same = read_whole(s->fd_synced, theirs, ps, base) == 0 &&
+                   crc_tag(tdb_crc32c(0, theirs, ps)) == sc && memcmp(mine, theirs, ps) == 0;
+        } else if (pgno > rp) {
+            same = all_zero(mine, ps); /* a hole past the remote end reads as zeros (6) */
+        }
+    }
+    if (same) {
+        /* Only if nobody wrote the page meanwhile: a new write changed the entry. */
+        if (__atomic_compare_exchange_n(&entry(s, pgno)[1], &lc, 0, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED)) {
+            __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~F_LOCAL_OK, __ATOMIC_RELAXED);
+            rc = 1;
+        }
+    }
+done:
+    free(mine);
+    free(theirs);
     return rc;
 }
 

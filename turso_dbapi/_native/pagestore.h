@@ -47,10 +47,14 @@ int tdb_store_page_state(tdb_store *s, uint32_t pgno);
 int tdb_store_read_page(tdb_store *s, uint32_t pgno, uint8_t *out);
 uint64_t tdb_store_remote_size(tdb_store *s);
 uint64_t tdb_store_logical_size(tdb_store *s);
+uint32_t tdb_store_max_pages(tdb_store *s); /* highest page this store can ever hold */
 void tdb_store_set_remote_size(tdb_store *s, uint64_t size);
 uint32_t tdb_store_first_absent(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
 /* first page held in the local layer in [from, to] (to = 0: the whole map), or 0 */
 uint32_t tdb_store_first_local(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
+/* 1 when pgno holds no local change (its local entry, if any, is cleared; rule (17)),
+** 0 when it does, -1 on an I/O error */
+int tdb_store_forget_unchanged_local(tdb_store *s, uint32_t pgno);
 void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out);
 int tdb_store_sync(tdb_store *s);
 int tdb_store_drop_synced(tdb_store *s, uint32_t pgno);

@@ -1,8 +1,8 @@
 """Readahead policy for page misses: what to fetch besides the page SQLite asked for.
 
-Pure policy, no I/O: the VFS miss handler asks ``Readahead.plan`` which pages to fetch,
-``btree_children`` which pages an interior B-tree page points to, and ``SingleFlight``
-makes concurrent misses of the same page share one fetch.
+Pure policy, no I/O: the miss handler (``fetch.miss``) asks ``Readahead.plan`` which pages
+to fetch, and ``SingleFlight`` makes concurrent misses of the same page share one fetch.
+What B-trees add (``BtreeSiblings``, ``BtreeReadahead``) is in ``fetch.btree_readahead``.
 
 Rules (numbered; the code tags them):
 
@@ -37,10 +37,6 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 log = logging.getLogger("turso_dbapi")
 
-PAGE1_HEADER = 100  # the database file header precedes page 1's B-tree header
-INTERIOR_INDEX = 0x02
-INTERIOR_TABLE = 0x05
-_MAX_PGNO = 0xFFFFFFFE  # SQLite's largest page number
 
 
 class Readahead:
@@ -122,116 +118,6 @@ class Readahead:
         """True while the window is larger than one segment (a scan is under way)."""
         with self._lock:
             return self._window > self.segment_pages
-
-
-def btree_children(page: bytes, pgno: int, page_size: int) -> List[int]:
-    """Child page numbers of an interior table (0x05) or index (0x02) B-tree page.
-
-    Child pointers are stored as 1-based page numbers, the same numbering the pager uses,
-    so they are returned as stored (no -1/+1). Page 1 has the 100-byte file header before
-    its B-tree header. Cell order, then the right-most pointer. Malformed pages -> [].
-    """
-    try:
-        limit = min(len(page), page_size)
-        hdr = PAGE1_HEADER if pgno == 1 else 0
-        if limit < hdr + 12 or page[hdr] not in (INTERIOR_INDEX, INTERIOR_TABLE):
-            return []
-        n_cells = int.from_bytes(page[hdr + 3:hdr + 5], "big")
-        ptr_array = hdr + 12
-        if ptr_array + 2 * n_cells > limit:
-            return []
-        children: List[int] = []
-        seen: Set[int] = set()
-        for i in range(n_cells):
-            off = int.from_bytes(page[ptr_array + 2 * i:ptr_array + 2 * i + 2], "big")
-            if off < ptr_array + 2 * n_cells or off + 4 > limit:
-                return []
-            child = int.from_bytes(page[off:off + 4], "big")
-            if not 1 <= child <= _MAX_PGNO:
-                return []
-            if child not in seen:
-                seen.add(child)
-                children.append(child)
-        right = int.from_bytes(page[hdr + 8:hdr + 12], "big")
-        if not 1 <= right <= _MAX_PGNO:
-            return []
-        if right not in seen:
-            children.append(right)
-        return children
-    except (TypeError, IndexError):
-        return []
-
-
-def missing_children(page: bytes, pgno: int, page_size: int, n_pages: int,
-                     is_present: Callable[[int], bool], limit: int = 256) -> List[int]:
-    """The children of an interior page that are in the file and missing, sorted, at most ``limit``."""
-    kids = [c for c in btree_children(page, pgno, page_size) if c <= n_pages and c != pgno and not is_present(c)]
-    return sorted(kids[:limit])
-
-
-class BtreeSiblings:
-    """B-tree prefetch (``prefetch=True``) as part of the miss's own request.
-
-    (B1) ``note(pgno, page)`` records the children of every interior page fetched (no
-         fetch of its own: children alone would cost a request, usually for nothing).
-    (B2) ``plan(pgno, ...)``: when ``pgno`` is a recorded child whose previous sibling was
-         read (SQLite walks this B-tree level in order: an index range or a table scan), the
-         next missing siblings in cell order, at most ``limit`` pages, join the miss's plan:
-         one request (one bitmap for Turso, one multi-range GET for HTTP). A point lookup
-         never reads the previous sibling first, so it fetches exactly what it would
-         without prefetch.
-    (B3) Bounded memory: the children of the last ``max_parents`` interior pages.
-    """
-
-    def __init__(self, page_size: int, limit: int = 32, max_parents: int = 256):
-        self.page_size = page_size
-        self.limit = max(1, limit)
-        self.max_parents = max_parents
-        self._lock = threading.Lock()
-        self._children: Dict[int, List[int]] = {}
-        self._parent: Dict[int, int] = {}
-        self.added = 0  # pages added to plans
-
-    def note(self, pgno: int, page: bytes) -> None:
-        kids = btree_children(page, pgno, self.page_size)
-        if not kids:
-            return
-        with self._lock:
-            old = self._children.pop(pgno, None)
-            for k in old or ():
-                if self._parent.get(k) == pgno:
-                    del self._parent[k]
-            self._children[pgno] = kids
-            for k in kids:
-                self._parent[k] = pgno
-            while len(self._children) > self.max_parents:  # (B3)
-                first = next(iter(self._children))
-                for k in self._children.pop(first):
-                    if self._parent.get(k) == first:
-                        del self._parent[k]
-
-    def plan(self, pgno: int, n_pages: int, is_present: Callable[[int], bool],
-             was_read: Optional[Callable[[int], bool]], planned: Set[int]) -> List[int]:
-        with self._lock:
-            parent = self._parent.get(pgno)
-            kids = self._children.get(parent) if parent is not None else None
-            if not kids:
-                return []
-            try:
-                i = kids.index(pgno)
-            except ValueError:
-                return []
-            prev = kids[i - 1] if i > 0 else None
-            if prev is None or not is_present(prev) or (was_read is not None and not was_read(prev)):
-                return []  # (B2) not walking this level in order
-            out: List[int] = []
-            for k in kids[i + 1:]:
-                if len(out) >= self.limit:
-                    break
-                if k <= n_pages and k not in planned and not is_present(k):
-                    out.append(k)
-            self.added += len(out)
-            return out
 
 
 class _Flight:

@@ -74,6 +74,10 @@ def serialize(values: Iterable[int]) -> bytes:
         cards.append(len(lows))
         datas.append(data)
         flags.append(is_run)
+    return _assemble(keys, cards, datas, flags)
+
+
+def _assemble(keys: List[int], cards: List[int], datas: List[bytes], flags: List[bool]) -> bytes:
     n = len(keys)
     desc = b"".join(struct.pack("<HH", k, c - 1) for k, c in zip(keys, cards))
     if any(flags):
@@ -98,8 +102,26 @@ def serialize(values: Iterable[int]) -> bytes:
 
 
 def serialize_range(start: int, stop: int) -> bytes:
-    """Bitmap of ``range(start, stop)`` (a bootstrap prefix or chunk)."""
-    return serialize(range(start, stop))
+    """Bitmap of ``range(start, stop)`` (a bootstrap prefix or chunk), byte-identical to
+    ``serialize(range(start, stop))`` but built per 65536-id container, never per id: the
+    whole u32 space is 65536 containers (~0.1 s), not 2^32 values."""
+    if start < 0 or stop > 1 << 32:
+        raise ValueError("roaring bitmap members must be in [0, 2**32)")
+    keys: List[int] = []
+    cards: List[int] = []
+    datas: List[bytes] = []
+    flags: List[bool] = []
+    for k in range(start >> 16, ((stop - 1) >> 16) + 1 if stop > start else start >> 16):
+        a = max(start, k << 16) & 0xFFFF
+        b = min(stop, (k + 1) << 16) - (k << 16)  # exclusive, up to 65536
+        card = b - a
+        is_run = 6 <= 2 * card  # one run (2 + 4 bytes) against an array; ties go to the run
+        keys.append(k)
+        cards.append(card)
+        flags.append(is_run)
+        datas.append(struct.pack("<HHH", 1, a, card - 1) if is_run
+                     else struct.pack(f"<{card}H", *range(a, b)))
+    return _assemble(keys, cards, datas, flags)
 
 
 # --------------------------------------------------------------------------- decoding

@@ -32,6 +32,13 @@ PROTOCOL_MVCC_LOGICAL = 2
 # The client's varint reader for the length prefix accepts at most 9 bytes.
 MAX_PREFIX_VARINT = 9
 
+# Reply bounds a client checks before it stores anything (a reply outside them is refused
+# whole, so it can never be recorded and wedge a replica):
+MAX_DB_PAGES = 0xFFFFFFFE  # SQLite's largest page count: page numbers are u32, 2^32-1 unused
+MAX_REVISION_BYTES = 4096  # revisions are opaque but short ("17", a small JSON object)
+MAX_HEADER_FRAME = 1 << 20  # a header frame; a page frame is PAGE_SIZE plus a few bytes
+_PAGE_FRAME_SLACK = 32
+
 
 @dataclass
 class PullUpdatesRequest:
@@ -243,6 +250,10 @@ class PullUpdatesStreamParser:
                 if str(exc) == pb.TRUNCATED:
                     break  # the prefix itself is still incomplete
                 raise
+            limit = MAX_HEADER_FRAME if self.header is None else self._page_size + _PAGE_FRAME_SLACK
+            if length > limit:  # refused before buffering it: a hostile length costs nothing
+                what = "header" if self.header is None else "page"
+                raise DecodeError(f"{what} message of {length} bytes (at most {limit})")
             if body_start + length > len(buf):
                 break
             out.append(self._message(bytes(buf[body_start : body_start + length])))
@@ -253,14 +264,19 @@ class PullUpdatesStreamParser:
 
     def _message(self, data: bytes) -> Message:
         if self.header is None:
-            self.header = PullUpdatesResponseHeader.decode(data)
-            return self.header
+            header = PullUpdatesResponseHeader.decode(data)
+            check_header(header)
+            self.header = header
+            return header
         hdr = self.header
         if hdr.zstd_encoding is not None:
             raise DecodeError("zstd encoding is not supported")
         if not hdr.raw_encoding:
             raise DecodeError("pull-updates header has no page encoding")
         page = PageData.decode(data)
+        if page.page_id >= MAX_DB_PAGES:
+            raise DecodeError(f"page_id {page.page_id} is past the largest SQLite page "
+                              f"({MAX_DB_PAGES - 1}, 0-based)")
         if len(page.encoded_page) != self._page_size:
             raise DecodeError(
                 f"page has unexpected size: {len(page.encoded_page)} (page_id {page.page_id})"
@@ -274,6 +290,18 @@ class PullUpdatesStreamParser:
         if self._buf or self.header is None:
             raise DecodeError(pb.TRUNCATED)
         return self.header
+
+
+def check_header(header: PullUpdatesResponseHeader) -> None:
+    """The header fields a client relies on, within what a SQLite database can be."""
+    if header.db_size > MAX_DB_PAGES:
+        raise DecodeError(f"db_size {header.db_size} pages is more than SQLite allows "
+                          f"({MAX_DB_PAGES})")
+    rev = header.server_revision
+    if not rev:
+        raise DecodeError("the header has no server_revision")
+    if len(rev.encode()) > MAX_REVISION_BYTES:
+        raise DecodeError(f"server_revision of {len(rev.encode())} bytes (at most {MAX_REVISION_BYTES})")
 
 
 def parse_response(

@@ -14,16 +14,19 @@ iteration does). Local connections never see it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import sqlite3
-import sys
 import threading
 from typing import Any, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
-from ..errors import NotSupportedError, ProgrammingError, RemoteError
+from ..connection import StatsMethod
+from ..errors import OperationalError, ProgrammingError, RemoteError, is_io_error
+from ..fetch.miss import MissHandler
 from ..storage import pagestore
+from ..storage.callbacks import take_error
 from ..url import parse_options, split_url_options, with_defaults
 
 log = logging.getLogger("turso_dbapi")
@@ -56,6 +59,33 @@ def default_replica_path(display_url: str, version: str) -> str:
     return os.path.join(base, key, "db")
 
 
+def usable_local_path(local_path: Any) -> str:
+    """The real path of a replica's file, its directory created; a path that cannot hold a
+    replica is the OperationalError sqlite3 gives for a file it cannot open, naming the
+    path and why (instead of a raw OSError from deep inside the open)."""
+    given = os.fsdecode(local_path)
+    path = os.path.realpath(given)
+    why = None
+    if os.path.isdir(path):
+        why = "it is a directory"
+    else:
+        ancestor = os.path.dirname(path)
+        while ancestor != os.path.dirname(ancestor) and not os.path.lexists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        try:
+            if not os.path.isdir(ancestor):
+                raise NotADirectoryError(0, f"{ancestor} is a file, not a directory")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as exc:
+            why = f"its directory cannot be created ({exc.strerror or exc})"
+        else:
+            if not os.access(os.path.dirname(path), os.W_OK):
+                why = "its directory is not writable (a read-only file system?)"
+    if why is not None:
+        raise OperationalError(f"unable to open database file: local_path {given!r}: {why}")
+    return path
+
+
 # -- the miss handler of connections ------------------------------------------------------
 
 
@@ -63,7 +93,7 @@ def describe_error(exc: Optional[BaseException]) -> Optional[str]:
     return None if exc is None else f"{type(exc).__name__}: {exc}"
 
 
-class ReportingMissHandler(pagestore.MissHandler):
+class ReportingMissHandler(MissHandler):
     """The miss handler of remote connections: a failed fetch is also logged at WARNING.
 
     Iteration and fetch* do not translate errors (no Python per row, see "error
@@ -81,7 +111,7 @@ class ReportingMissHandler(pagestore.MissHandler):
 # -- error surfacing ---------------------------------------------------------------------
 #
 # A failed page fetch reaches SQLite as SQLITE_IOERR_READ ("disk I/O error"); the miss
-# handler keeps the real cause (pagestore._keep_error) and C marks the failure
+# handler keeps the real cause (storage.callbacks.keep_error) and C marks the failure
 # (pagestore.c rule (14): a thread-local mark, cleared at the start of each read
 # transaction). The execute family of remote connections and cursors re-raises that cause,
 # consuming it only when the SQLite error really is an I/O error and C says a Python
@@ -99,19 +129,6 @@ _connection_cursor = sqlite3.Connection.cursor
 _cursor_execute = sqlite3.Cursor.execute
 _cursor_executemany = sqlite3.Cursor.executemany
 _cursor_executescript = sqlite3.Cursor.executescript
-_SQLITE_IOERR = 10
-
-def _io_error_by_code(exc: sqlite3.Error) -> bool:
-    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_IOERR
-
-
-def _io_error_by_message(exc: sqlite3.Error) -> bool:
-    return "disk I/O error" in str(exc)  # SQLite's message for every SQLITE_IOERR_*
-
-
-# 3.9/3.10 exceptions carry no sqlite_errorcode: the message tells.
-_is_io_error = _io_error_by_code if sys.version_info >= (3, 11) else _io_error_by_message
-
 
 def _py_failed() -> bool:
     from .._native import lib
@@ -119,13 +136,13 @@ def _py_failed() -> bool:
     return bool(lib.tdb_take_py_failure())
 
 
-def _real_cause(exc: sqlite3.Error, url: str) -> BaseException:
-    if not isinstance(exc, sqlite3.OperationalError) or not _is_io_error(exc):
+def real_cause(exc: sqlite3.Error, url: str) -> BaseException:
+    if not isinstance(exc, sqlite3.OperationalError) or not is_io_error(exc):  # errors' table
         return exc
     if not _py_failed():
-        pagestore.take_error()  # whatever is kept belongs to an earlier failure
+        take_error()  # whatever is kept belongs to an earlier failure
         return exc
-    cause = pagestore.take_error()
+    cause = take_error()
     if cause is None:
         return exc
     if isinstance(cause, sqlite3.Error):  # a RemoteError, or a failed apply's own error
@@ -140,11 +157,15 @@ def _real_cause(exc: sqlite3.Error, url: str) -> BaseException:
 def real_error(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
     """What to raise for ``exc`` raised by a statement of ``cur``."""
     replica = getattr(cur.connection, "_replica", None)
-    return _real_cause(exc, replica.url if replica is not None else "?")
+    return real_cause(exc, replica.url if replica is not None else "?")
 
 
 def _raise_cause(real: BaseException, exc: sqlite3.Error) -> NoReturn:
-    """Raise ``exc`` itself, or its real cause chained to it (error path only)."""
+    """Raise ``exc`` itself, or its real cause chained to it (error path only).
+
+    Callers drop their cursor and connection locals first: the traceback of an exception
+    a caller keeps holds these frames, and a live cursor keeps its statement, hence the
+    replica's file and store, open after ``close()`` (issue 14.7)."""
     if real is exc:
         raise exc
     raise real from exc
@@ -161,25 +182,30 @@ class RemoteCursor(sqlite3.Cursor):
         try:
             return _cursor_execute(self, sql, parameters)
         except sqlite3.Error as exc:
-            _raise_cause(self._fail(exc), exc)
+            real, err = self._fail(exc), exc
+        del self  # see _raise_cause
+        _raise_cause(real, err)
 
     def executemany(self, sql: str, seq_of_parameters: Any):  # type: ignore[override]
         try:
             return _cursor_executemany(self, sql, seq_of_parameters)
         except sqlite3.Error as exc:
-            _raise_cause(self._fail(exc), exc)
+            real, err = self._fail(exc), exc
+        del self  # see _raise_cause
+        _raise_cause(real, err)
 
     def executescript(self, sql_script: str):  # type: ignore[override]
         try:
             return _cursor_executescript(self, sql_script)
         except sqlite3.Error as exc:
-            _raise_cause(self._fail(exc), exc)
+            real, err = self._fail(exc), exc
+        del self  # see _raise_cause
+        _raise_cause(real, err)
 
 
-class _RemoteMixin:
+class _RemoteMixin(StatsMethod):
     """Connection methods of remote connections: cursors that surface fetch errors."""
 
-    _replica: Any = None
     _cursor_class: Any = RemoteCursor
 
     def cursor(self, factory: Any = None):  # type: ignore[override]
@@ -197,7 +223,9 @@ class _RemoteMixin:
         try:
             return _cursor_execute(cur, sql, parameters)
         except sqlite3.Error as exc:
-            _raise_cause(self._cursor_class._fail(cur, exc), exc)
+            real, err = self._cursor_class._fail(cur, exc), exc
+        del cur, self  # see _raise_cause
+        _raise_cause(real, err)
 
     def executemany(self, sql: str, parameters: Any):  # type: ignore[override]
         return self.cursor().executemany(sql, parameters)
@@ -205,33 +233,84 @@ class _RemoteMixin:
     def executescript(self, script: str):  # type: ignore[override]
         return self.cursor().executescript(script)
 
-    def stats(self) -> Any:
-        if self._replica is None:
-            raise NotSupportedError("stats() needs a remote database")
-        return self._replica.stats()
-
     def close(self) -> None:  # type: ignore[override]
         super().close()  # type: ignore[misc]
         if self._replica is not None:
             self._replica.close()  # the HTTP session; the cache stays for the next connect
 
 
-_classes: Dict[type, type] = {}
+_classes: Dict[Tuple[type, type], type] = {}  # the one cache of connection classes
 _classes_lock = threading.Lock()
 
 
-def remote_class(factory: type) -> type:
-    """``factory`` (a sqlite3.Connection subclass) with the remote mixin; cached."""
+def remote_class(factory: type, cursor_class: type = RemoteCursor, prefix: str = "Remote") -> type:
+    """``factory`` (a sqlite3.Connection subclass) with the remote mixin, its cursors of
+    ``cursor_class`` (a ``RemoteCursor``; a Turso replica's also explains a refused WAL
+    switch); cached per (factory, cursor class). A class with another cursor class derives
+    from the plain remote class of the same factory."""
     if not (isinstance(factory, type) and issubclass(factory, sqlite3.Connection)):
         raise ProgrammingError(
             "factory= must be a subclass of sqlite3.Connection for remote databases"
         )
     with _classes_lock:
-        cls = _classes.get(factory)
+        cls = _classes.get((factory, cursor_class))
         if cls is None:
-            cls = type(f"Remote{factory.__name__}", (_RemoteMixin, factory), {})
-            _classes[factory] = cls
+            if cursor_class is RemoteCursor:
+                cls = type(f"{prefix}{factory.__name__}", (_RemoteMixin, factory), {})
+            else:
+                base = _classes.get((factory, RemoteCursor))
+                if base is None:
+                    base = _classes[(factory, RemoteCursor)] = type(
+                        f"Remote{factory.__name__}", (_RemoteMixin, factory), {})
+                cls = type(f"{prefix}{factory.__name__}", (base,), {"_cursor_class": cursor_class})
+            _classes[(factory, cursor_class)] = cls
         return cls
+
+
+# -- what a remote connection carries ------------------------------------------------------
+
+
+class StatsRecord:
+    """What every ``conn.stats()`` result offers besides its fields (frozen dataclasses)."""
+
+    def __getitem__(self, key: str) -> Any:  # stats()["requests"] works too
+        return getattr(self, key)
+
+    def asdict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+class RemoteReplica:
+    """``conn._replica`` of a remote connection: its store, source and miss handler.
+    ``replica.range_cache.Replica`` and ``sync.replica.TursoReplica`` add stats, pull and
+    push; this is what they share."""
+
+    def __init__(self, store: Any, source: Any, handler: MissHandler, conn_id: int, path: str):
+        self.store = store
+        self.source = source
+        self.handler = handler  # strong ref: the store routes this connection's misses here
+        self.conn_id = conn_id
+        self.path = path
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return self.source.display_url
+
+    def counters(self) -> Dict[str, Any]:
+        """This connection's network counters and the replica's page-store counters."""
+        return {"net": self.source.stats.snapshot(), "store": self.store.counters(),
+                "last_error": describe_error(self.handler.last_error)}
+
+    def close(self) -> None:
+        """After the SQLite connection closed: background read-ahead, the HTTP session, and
+        the store when no other connection of this process uses it (the files stay)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.handler.close()  # background read-ahead stops before the source closes
+        self.source.close()
+        pagestore.release_store(self.store)
 
 
 # -- connect's arguments ------------------------------------------------------------------

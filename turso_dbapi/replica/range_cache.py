@@ -19,13 +19,15 @@ import dataclasses
 import os
 import sqlite3
 from typing import Any, Dict, Mapping, Optional
-from urllib.parse import quote
 
 from ..errors import NotSupportedError, ProgrammingError
-from ..storage import apply_flag, pagestore  # noqa: F401 - apply_flag installs C's apply callback
-from ..storage.vfs import VFS_NAME, ensure_registered
+from .._util.atomic import read_json
+from ..fetch.miss import download_all
+from ..storage import claim, files, pagestore
+from ..storage.vfs import ensure_registered, replica_uri
 from ..url import normalize_remote_url, redact
-from .base import ReportingMissHandler, default_replica_path, describe_error, remote_class
+from .base import (RemoteReplica, ReportingMissHandler, StatsRecord, default_replica_path, remote_class,
+                   usable_local_path)
 
 RANGE_SCHEMES = ("http", "https", "libsql", "turso", "s3")
 S3_OPTIONS = ("endpoint_url", "region", "profile")
@@ -54,7 +56,7 @@ def saved_range_url(replica: str) -> str:
     """The URL an HTTP-range cache at ``replica`` was made from (its ``-tdbmeta.json``), so
     ``connect(local_path)`` reopens it lazily instead of SQLite reading its sparse file.
     Credentials are never stored: a URL that had them must be given again."""
-    meta = pagestore.read_json(replica + "-tdbmeta.json") or {}
+    meta = read_json(replica + files.CACHE_META) or {}
     url = meta.get("url")
     if not isinstance(url, str) or "***" in url:
         raise ProgrammingError(
@@ -69,7 +71,7 @@ def saved_range_url(replica: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class ReplicaStats:
+class ReplicaStats(StatsRecord):
     """Counters of a remote connection (``conn.stats()``).
 
     Network counters (requests, bytes, pages_fetched, retries) are this connection's;
@@ -94,38 +96,13 @@ class ReplicaStats:
     local_writes: int
     last_error: Optional[str] = None  # the last failed page fetch of this connection
 
-    def __getitem__(self, key: str) -> Any:  # stats()["requests"] works too
-        return getattr(self, key)
 
-    def asdict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class Replica:
-    """What a remote connection carries as ``conn._replica``."""
-
-    def __init__(
-        self,
-        store: pagestore.PageStore,
-        source: Any,
-        handler: pagestore.MissHandler,
-        conn_id: int,
-        path: str,
-    ):
-        self.store = store
-        self.source = source
-        self.handler = handler  # strong ref: the store routes this connection's misses here
-        self.conn_id = conn_id
-        self.path = path
-        self._closed = False
-
-    @property
-    def url(self) -> str:
-        return self.source.display_url
+class Replica(RemoteReplica):
+    """``conn._replica`` of an HTTP-range cache."""
 
     def stats(self) -> ReplicaStats:
-        net = self.source.stats.snapshot()
-        c = self.store.counters()
+        c = self.counters()
+        net = c["net"]
         return ReplicaStats(
             url=self.url,
             version=self.source.version,
@@ -136,21 +113,9 @@ class Replica:
             bytes_sent=net["bytes_sent"],
             pages_fetched=net["pages_fetched"],
             retries=net["retries"],
-            last_error=describe_error(self.handler.last_error),
-            **c,
+            last_error=c["last_error"],
+            **c["store"],
         )
-
-    def close(self) -> None:
-        """After the SQLite connection closed: the HTTP session, and the store when no
-        other connection of this process uses it (the cache files stay for reopening)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.handler.close()  # background read-ahead stops before the source closes
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            close()
-        pagestore.release_store(self.store)
 
     def pull(self) -> bool:
         raise NotSupportedError(
@@ -176,8 +141,10 @@ def connect_range(
     ``turso_dbapi.connect``. ``source`` (a ``PageSource``, not yet opened) replaces the HTTP
     one, e.g. a ``FileSource`` in tests."""
     ensure_registered()
+    if local_path:
+        local_path = usable_local_path(local_path)  # before any request: a bad path fails first
     source_opts = opts
-    if local_path and os.path.exists(local_path + "-tdbmap"):
+    if local_path and os.path.exists(local_path + files.SIDECAR):
         # A cache is there: open() only revalidates, so it reads the header, not the
         # first segment (which the cache most likely holds already).
         source_opts = dict(opts, segment_size=None)
@@ -185,7 +152,9 @@ def connect_range(
         source = http_range_source(url, source_opts)
     leading = source.open()
     display = source.display_url
-    path = os.path.realpath(local_path or default_replica_path(redact(url), source.version))
+    path = local_path or usable_local_path(default_replica_path(redact(url), source.version))
+    claim.refuse_foreign(path, display)
+    claim.refuse_repoint(path, claim.recorded_url(path), display)  # one remote per replica
     identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
     store = pagestore.open_store(
         path,
@@ -204,8 +173,8 @@ def connect_range(
     )
     conn_id = store.attach(handler)
     if not opts["partial"]:
-        store.download_all(handler, batch_bytes=max(opts["readahead_max"], store.page_size))
-    target = f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
+        download_all(store, handler, batch_bytes=max(opts["readahead_max"], store.page_size))
+    target = replica_uri(path, conn_id)
     conn = sqlite3.connect(target, uri=True, factory=remote_class(factory), **connect_kwargs)
     conn._replica = Replica(store, source, handler, conn_id, path)
     return conn

@@ -24,7 +24,8 @@ import threading
 from typing import Any, Dict, Optional, Tuple
 
 from .pipeline import Pipeline
-from .page_log import PAGE_SIZE, PageLog, default_log_path
+from ..protocol.sync_wire import PAGE_SIZE
+from .page_log import PageLog, default_log_path
 from .sql_series import has_native_series, rewrite
 from .wal import WalFormatError, WalScan, parse_wal
 

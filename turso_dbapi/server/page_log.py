@@ -25,7 +25,8 @@ from bisect import bisect_right
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-PAGE_SIZE = 4096
+from ..protocol.sync_wire import PAGE_SIZE
+
 ZERO_PAGE = bytes(PAGE_SIZE)
 
 _SCHEMA = """

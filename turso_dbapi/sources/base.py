@@ -8,7 +8,7 @@ afterwards belongs to that version; if the remote changed, the source raises
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Protocol, Sequence
+from typing import Dict, Protocol, Sequence
 
 from ..transport.stats import SourceStats
 
@@ -45,7 +45,3 @@ class PageSource(Protocol):
 
     def close(self) -> None:
         ...
-
-
-def version_key(source: PageSource) -> Optional[str]:
-    return getattr(source, "version", None)

@@ -37,7 +37,6 @@ Rules (numbered; the code tags them):
 
 from __future__ import annotations
 
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -47,6 +46,16 @@ from ..transport.http import (
     DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Signer, Token, TransientReplyError,
 )
 from ..transport.stats import SourceStats
+from .range_reply import (
+    UNSATISFIED_RANGE,
+    Validators,
+    body_sink,
+    content_range,
+    encoding_error,
+    is_encoded,
+    parse_byteranges,
+    version_string,
+)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_OPEN_BYTES = 4096  # covers page 1 of the common page sizes (<= 4096) in one request
@@ -54,11 +63,6 @@ DEFAULT_PARALLEL = 4  # concurrent runs per fetch(); the session pool holds 8 co
 DEFAULT_MAX_RANGES = 64  # runs per multi-range request (6)
 MAX_RANGE_HEADER = 4000  # characters of one Range header (nginx's default header buffer is 8k)
 DEFAULT_COALESCE_BYTES = 128 * 1024  # (7) largest gap fetched to join two runs without multi-range
-
-_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
-_UNSATISFIED_RANGE = re.compile(r"\s*bytes\s+\*/(\d+)\s*$", re.I)
-_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.I)
-
 
 _Body = Union[bytes, bytearray, memoryview]  # a body, or one run's part of it
 
@@ -85,48 +89,6 @@ def page_runs(pgnos: Sequence[int]) -> List[Tuple[int, int]]:
         else:
             runs.append((p, p))
     return runs
-
-
-class _Validators:
-    """ETag / Last-Modified as pinned at open, and the checks of rule (4)."""
-
-    def __init__(self, headers: Mapping[str, str]):
-        self.etag: Optional[str] = headers.get("ETag") or None
-        self.last_modified: Optional[str] = headers.get("Last-Modified") or None
-        self.s3_version: Optional[str] = headers.get("x-amz-version-id") or None
-
-    @property
-    def weak(self) -> bool:
-        return bool(self.etag and self.etag.startswith("W/"))
-
-    def preconditions(self) -> Dict[str, str]:
-        if self.etag and not self.weak:
-            return {"If-Match": self.etag, "If-Range": self.etag}
-        if self.last_modified and not self.etag:
-            return {"If-Unmodified-Since": self.last_modified, "If-Range": self.last_modified}
-        if self.last_modified:  # weak ETag: the date still guards
-            return {"If-Unmodified-Since": self.last_modified}
-        return {}
-
-    def describe(self) -> str:
-        if self.etag:
-            return f"ETag {self.etag}"
-        if self.last_modified:
-            return f"Last-Modified {self.last_modified}"
-        return "no ETag/Last-Modified"
-
-    def differs(self, headers: Mapping[str, str]) -> Optional[str]:
-        """A description of the change, or None when the reply matches the pinned version."""
-        s3 = headers.get("x-amz-version-id")
-        if self.s3_version and s3 and s3 != self.s3_version:
-            return f"S3 versionId {self.s3_version} -> {s3}"
-        etag = headers.get("ETag")
-        if self.etag and etag and etag != self.etag:
-            return f"ETag {self.etag} -> {etag}"
-        lm = headers.get("Last-Modified")
-        if self.last_modified and lm and lm != self.last_modified and not (self.etag and etag):
-            return f"Last-Modified {self.last_modified} -> {lm}"
-        return None
 
 
 class HttpRangeSource:
@@ -158,6 +120,7 @@ class HttpRangeSource:
         max_ranges: int = DEFAULT_MAX_RANGES,
         coalesce_bytes: int = DEFAULT_COALESCE_BYTES,
         stats: Optional[SourceStats] = None,
+        http_deadline: Optional[float] = None,
         sign: Optional[Signer] = None,
         explain: Optional[Any] = None,
     ):
@@ -167,14 +130,14 @@ class HttpRangeSource:
         self._http = HttpClient(
             url, auth_token=auth_token, headers=extra, timeout=http_timeout,
             retry=retry if retry is not None else Retry(total=retries), verify=verify,
-            client_name=client_name, stats=self.stats, sign=sign, explain=explain,
+            client_name=client_name, stats=self.stats, deadline=http_deadline, sign=sign, explain=explain,
         )
         self.display_url = self._http.display_url
         self.open_bytes = max(100, int(open_bytes))
         self.page_size = 0
         self.size = 0
         self.version = ""
-        self._pinned: Optional[_Validators] = None
+        self._pinned: Optional[Validators] = None
         self._fetch_url: Optional[str] = None  # pages are read here (None: the URL itself)
         self.parallel = max(1, int(parallel))
         self.max_ranges = max(1, int(max_ranges))  # 1: never multi-range
@@ -190,7 +153,7 @@ class HttpRangeSource:
     @classmethod
     def from_options(cls, url: str, options: Mapping[str, Any], **extra: Any) -> HttpRangeSource:
         """Build from a parsed ``url.OPTIONS`` dict; options this source does not use are ignored."""
-        keys = ("auth_token", "http_timeout", "retries", "verify", "client_name")
+        keys = ("auth_token", "http_timeout", "http_deadline", "retries", "verify", "client_name")
         kwargs = {k: options[k] for k in keys if options.get(k) is not None}
         if options.get("segment_size") and options.get("partial", True):
             # (1) open() reads the first segment: the one the first miss of nearly every
@@ -215,13 +178,13 @@ class HttpRangeSource:
         want_end = self.open_bytes - 1
 
         def read_body(reply: Reply) -> bool:
-            return reply.status == 206 and not _encoded(reply)
+            return reply.status == 206 and not is_encoded(reply)
 
-        def check(reply: Reply) -> Tuple[bytes, int, _Validators]:
-            if _encoded(reply):
-                raise _encoding_error(reply)
+        def check(reply: Reply) -> Tuple[bytes, int, Validators]:
+            if is_encoded(reply):
+                raise encoding_error(reply)
             if reply.status == 200 and reply.headers.get("Content-Length") == "0":
-                return b"", 0, _Validators(reply.headers)  # nginx answers a range of an empty file so
+                return b"", 0, Validators(reply.headers)  # nginx answers a range of an empty file so
             if reply.status == 200:
                 raise RangeNotSupportedError(  # (3)
                     f"cannot read {self.display_url} lazily: the server ignored the Range header "
@@ -229,20 +192,20 @@ class HttpRangeSource:
                     url=self.display_url, status=200,
                 )
             if reply.status == 416:
-                m = _UNSATISFIED_RANGE.match(reply.headers.get("Content-Range", ""))
+                m = UNSATISFIED_RANGE.match(reply.headers.get("Content-Range", ""))
                 if m and int(m.group(1)) == 0:
-                    return b"", 0, _Validators(reply.headers)  # an empty file is an empty database
+                    return b"", 0, Validators(reply.headers)  # an empty file is an empty database
                 raise self._http.error(reply, "cannot open remote database")
             if reply.status != 206:
                 raise self._http.error(reply, "cannot open remote database")
-            first, last, total = _content_range(reply)
+            first, last, total = content_range(reply)
             if first != 0 or total is None or last != min(want_end, total - 1):
                 raise TransientReplyError(f"wrong Content-Range {reply.headers.get('Content-Range')!r}"
                                           f" for bytes=0-{want_end}")
             body = reply.body or b""
             if len(body) != last + 1:
                 raise TransientReplyError(f"short body: {len(body)} of {last + 1} bytes")
-            return body, total, _Validators(reply.headers)
+            return body, total, Validators(reply.headers)
 
         body, total, validators = self._http.request(
             "GET", headers={"Range": f"bytes=0-{want_end}"}, read_body=read_body, check=check,
@@ -258,10 +221,10 @@ class HttpRangeSource:
         self._fetch_url = self._pinned_url(validators)
         self.size = total
         self.page_size = page_size
-        self.version = _version_string(validators, total)
+        self.version = version_string(validators, total)
         return body
 
-    def _pinned_url(self, validators: _Validators) -> Optional[str]:
+    def _pinned_url(self, validators: Validators) -> Optional[str]:
         """The URL pages are read from after open() pinned ``validators`` (None: the same
         URL). S3 names the pinned object version in it (``versionId``)."""
         return None
@@ -369,18 +332,18 @@ class HttpRangeSource:
         assert pinned is not None
         headers = {"Range": f"bytes={start}-{end}"}
         headers.update(pinned.preconditions())  # (4)
-        buf, sink = _body_sink()
+        buf, sink = body_sink()
 
         def read_body(reply: Reply) -> bool:
-            return reply.status == 206 and not _encoded(reply) and pinned.differs(reply.headers) is None
+            return reply.status == 206 and not is_encoded(reply) and pinned.differs(reply.headers) is None
 
         def check(reply: Reply) -> bytes:
             change = pinned.differs(reply.headers)
             if reply.status == 412 or (reply.status == 416) or change:
                 raise self._changed(change or f"{pinned.describe()} -> another version (HTTP {reply.status})",
                                     reply)
-            if _encoded(reply):
-                raise _encoding_error(reply)
+            if is_encoded(reply):
+                raise encoding_error(reply)
             if reply.status == 200:
                 raise RangeNotSupportedError(  # (3)
                     f"cannot read {self.display_url} lazily: the server ignored the Range header "
@@ -389,7 +352,7 @@ class HttpRangeSource:
                 )
             if reply.status != 206:
                 raise self._http.error(reply, f"cannot read pages {first}-{last}")
-            got_first, got_last, total = _content_range(reply)
+            got_first, got_last, total = content_range(reply)
             if total is not None and total != self.size:
                 raise self._changed(f"size {self.size} -> {total} bytes", reply)
             if (got_first, got_last) != (start, end):
@@ -410,19 +373,19 @@ class HttpRangeSource:
         spec = ",".join(f"{a}-{b}" for a, b in ranges)
         headers = {"Range": f"bytes={spec}"}
         headers.update(pinned.preconditions())  # (4)
-        buf, sink = _body_sink()
+        buf, sink = body_sink()
         what = f"cannot read pages {group[0][0]}-{group[-1][1]} ({len(group)} runs)"
 
         def read_body(reply: Reply) -> bool:
-            return reply.status == 206 and not _encoded(reply) and pinned.differs(reply.headers) is None
+            return reply.status == 206 and not is_encoded(reply) and pinned.differs(reply.headers) is None
 
         def check(reply: Reply) -> List[bytes]:
             change = pinned.differs(reply.headers)
             if reply.status == 412 or reply.status == 416 or change:
                 raise self._changed(change or f"{pinned.describe()} -> another version (HTTP {reply.status})",
                                     reply)
-            if _encoded(reply):
-                raise _encoding_error(reply)
+            if is_encoded(reply):
+                raise encoding_error(reply)
             if reply.status == 200:
                 raise _MultiRangeRefused()  # body not read; per-run requests tell the rest (3)
             if reply.status != 206:
@@ -430,7 +393,7 @@ class HttpRangeSource:
             body = bytes(buf)
             ctype = reply.headers.get("Content-Type", "")
             if not ctype.lower().lstrip().startswith("multipart/byteranges"):
-                got_first, got_last, total = _content_range(reply)
+                got_first, got_last, total = content_range(reply)
                 if total is not None and total != self.size:
                     raise self._changed(f"size {self.size} -> {total} bytes", reply)
                 if len(body) != got_last - got_first + 1:
@@ -472,102 +435,3 @@ class HttpRangeSource:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _body_sink() -> Tuple[bytearray, Any]:
-    """A buffer and the ``sink`` filling it (None: a retry starts over). Streaming the body
-    in 64 KiB chunks costs ~13 ms per 16 MiB against ~45-55 ms for ``reply.body`` (measured,
-    nginx on loopback), and a scan reads the whole file this way."""
-    buf = bytearray()
-
-    def sink(chunk: Optional[bytes]) -> None:
-        if chunk is None:
-            del buf[:]
-        else:
-            buf.extend(chunk)
-
-    return buf, sink
-
-
-def _encoded(reply: Reply) -> bool:
-    enc = reply.headers.get("Content-Encoding", "").strip().lower()
-    return enc not in ("", "identity")
-
-
-def _encoding_error(reply: Reply) -> RangeNotSupportedError:
-    enc = reply.headers.get("Content-Encoding")
-    return RangeNotSupportedError(
-        f"cannot read {reply.url} lazily: the server compressed the reply (Content-Encoding: {enc}) "
-        "although identity was asked for, so byte ranges do not address the file; serve the "
-        "database uncompressed",
-        url=reply.url, status=reply.status,
-    )
-
-
-def parse_byteranges(body: bytes, content_type: str) -> List[Tuple[int, int, Optional[int], bytes]]:
-    """Strictly parse a ``multipart/byteranges`` body: [(first, last, total, data)] per part.
-
-    Every part must carry a valid ``Content-Range`` and exactly ``last - first + 1`` bytes
-    followed by the boundary delimiter; anything else is a ``TransientReplyError``."""
-    m = _BOUNDARY.search(content_type)
-    if not m:
-        raise TransientReplyError(f"multipart reply without a boundary: {content_type!r}")
-    delim = b"--" + (m.group(1) or m.group(2)).encode("latin-1")
-    parts: List[Tuple[int, int, Optional[int], bytes]] = []
-    pos = body.find(delim)
-    if pos < 0:
-        raise TransientReplyError("multipart reply: no boundary in the body")
-    pos += len(delim)
-    while True:
-        if body.startswith(b"--", pos):
-            break  # the closing delimiter
-        if not body.startswith(b"\r\n", pos):
-            raise TransientReplyError("multipart reply: malformed delimiter line")
-        head_end = body.find(b"\r\n\r\n", pos + 2)
-        if head_end < 0:
-            raise TransientReplyError("multipart reply: part headers not terminated")
-        fields: Dict[str, str] = {}
-        for line in body[pos + 2:head_end].split(b"\r\n"):
-            name, sep, value = line.decode("latin-1").partition(":")
-            if not sep:
-                raise TransientReplyError(f"multipart reply: malformed part header {line[:80]!r}")
-            fields[name.strip().lower()] = value.strip()
-        cr = _CONTENT_RANGE.match(fields.get("content-range", ""))
-        if not cr:
-            raise TransientReplyError(f"multipart part: missing or malformed Content-Range "
-                                      f"{fields.get('content-range')!r}")
-        first, last = int(cr.group(1)), int(cr.group(2))
-        total = None if cr.group(3) == "*" else int(cr.group(3))
-        if last < first or (total is not None and last >= total):
-            raise TransientReplyError(f"multipart part: malformed Content-Range {fields['content-range']!r}")
-        start = head_end + 4
-        end = start + (last - first + 1)
-        if not body.startswith(b"\r\n" + delim, end):
-            raise TransientReplyError(f"multipart part {first}-{last}: body length does not match")
-        parts.append((first, last, total, body[start:end]))
-        pos = end + 2 + len(delim)
-    if not parts:
-        raise TransientReplyError("multipart reply without parts")
-    return parts
-
-
-def _content_range(reply: Reply) -> Tuple[int, int, Optional[int]]:
-    value = reply.headers.get("Content-Range")
-    m = _CONTENT_RANGE.match(value or "")
-    if not m:
-        raise TransientReplyError(f"missing or malformed Content-Range {value!r}")
-    first, last = int(m.group(1)), int(m.group(2))
-    total = None if m.group(3) == "*" else int(m.group(3))
-    if last < first or (total is not None and last >= total):
-        raise TransientReplyError(f"malformed Content-Range {value!r}")
-    return first, last, total
-
-
-def _version_string(v: _Validators, size: int) -> str:
-    if v.s3_version:
-        return f"s3-version={v.s3_version};etag={v.etag};size={size}"
-    if v.etag:
-        return f"etag={v.etag};size={size}"
-    if v.last_modified:
-        return f"last-modified={v.last_modified};size={size}"
-    return f"size={size}"

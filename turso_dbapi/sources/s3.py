@@ -38,7 +38,8 @@ from xml.etree import ElementTree
 
 from ..errors import NotSupportedError, ProgrammingError, RemoteError
 from ..transport.http import Reply
-from .range import HttpRangeSource, _Validators
+from .range import HttpRangeSource
+from .range_reply import Validators
 
 INSTALL_HINT = "pip install turso_dbapi[s3]"
 # (1) virtual-host style: <bucket>.s3[.-]<region>.amazonaws.com; path style: s3[.-]<region>...
@@ -273,7 +274,7 @@ class S3Source(HttpRangeSource):
                 extra.setdefault(key, options[key])
         return super().from_options(url, options, **extra)
 
-    def _pinned_url(self, validators: _Validators) -> Optional[str]:
+    def _pinned_url(self, validators: Validators) -> Optional[str]:
         """(3) A versioned bucket's object: every read names the pinned version."""
         version = validators.s3_version
         if not version or version == "null" or self.location.version_id:

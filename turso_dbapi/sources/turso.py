@@ -6,10 +6,11 @@ Spec: shared/spec/turso-sync-protocol.md §1.2 (headers), §1.3 (status handling
 One source per connection; it owns the connection's HTTP client and network counters
 (``SourceStats``: requests, request-body bytes sent, response-body bytes received, pages).
 Lazy fetches (``fetch``) are pinned to ``pinned_revision``, which the replica moves to the
-latest synced revision after each pull (see ``turso_replica`` for why that is safe).
+latest synced revision after each pull (see ``sync.replica`` for why that is safe).
 
 The server's page 1 says "WAL" (bytes 18/19 = 2); the replica runs in rollback-journal
-mode (DESIGN §2.5), so every page 1 this source returns is patched to 1/1.
+mode (DESIGN §2.5), so every page 1 this source returns is patched to 1/1
+(``storage.header.rollback_journal``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..protocol import roaring
 from ..errors import ProtocolError, RemoteError
 from ..transport.http import HttpClient, Reply, TransientReplyError, client_from_options
 from ..protocol.protobuf import DecodeError
+from ..storage.page_check import header_problem
 from ..protocol.sync_wire import (
     APPLY_INCREMENTAL,
     PAGE_SIZE,
@@ -31,21 +33,13 @@ from ..protocol.sync_wire import (
     PullUpdatesResponseHeader,
     PullUpdatesStreamParser,
 )
+from ..storage.header import rollback_journal
 from ..url import normalize_remote_url, redact
 from ..transport.stats import SourceStats
 
 PULL_PATH = "/pull-updates"
 _EXCERPT = 300
 _TRANSIENT = frozenset({429, 500, 502, 503, 504})
-
-
-def rollback_mode_page1(page: bytes) -> bytes:
-    """Page 1 with the file format bytes (18 write, 19 read) set to 1: rollback journal."""
-    if page[18] == 1 and page[19] == 1:
-        return page
-    b = bytearray(page)
-    b[18] = b[19] = 1
-    return bytes(b)
 
 
 def base_url(url: str) -> str:
@@ -75,7 +69,13 @@ class TursoSyncSource:
     page_size = PAGE_SIZE
 
     def __init__(self, url: str, options: Mapping[str, Any], *, pinned_revision: str = "",
-                 size: int = 0, client: Optional[HttpClient] = None):
+                 size: int = 0, client: Optional[HttpClient] = None,
+                 pin: Optional[Callable[[], Optional[str]]] = None,
+                 page_observer: Optional[Callable[[int, bytes], None]] = None):
+        """``pinned_revision``: the revision lazy fetches use; ``pin`` (a replica's: it reads
+        the synced revision from the metadata) moves it before each fetch, None keeps it.
+        ``page_observer(pgno, page)`` sees every page a fetch returns (B-tree hints).
+        ``client``: an HTTP client (and its counters) to carry on, e.g. the bootstrap's."""
         self.url = base_url(url)
         self.display_url = redact(self.url)
         self.endpoint = self.url + PULL_PATH
@@ -92,8 +92,8 @@ class TursoSyncSource:
         self.http.retry = dataclasses.replace(self.http.retry, statuses=frozenset())
         self.long_poll_timeout_ms = int(options.get("long_poll_timeout_ms") or 0)
         self.pinned_revision = pinned_revision
-        self.pin_provider: Optional[Callable[[], Optional[str]]] = None
-        self.page_observer: Optional[Callable[[int, bytes], None]] = None  # B-tree hints
+        self._pin = pin
+        self._page_observer = page_observer
         self.size = size
         self._lock = threading.Lock()
 
@@ -116,14 +116,17 @@ class TursoSyncSource:
     def pull_updates(self, req: PullUpdatesRequest, what: str, *,
                      on_header: Optional[Callable[[PullUpdatesResponseHeader], None]] = None,
                      on_page: Optional[Callable[[int, bytes], None]] = None,
-                     on_reset: Optional[Callable[[], None]] = None) -> PullReply:
+                     on_reset: Optional[Callable[[], None]] = None,
+                     selected: Optional[Callable[[int], bool]] = None) -> PullReply:
         """POST one request; the parsed reply. Errors name the URL and what to do.
 
         The body is parsed as it arrives (64 KiB chunks). With ``on_page`` each page goes
         there instead of into the reply (a full bootstrap never holds the database in
         memory); ``on_header`` runs first, ``on_reset`` when a retry starts over.
+        ``selected(page_id)`` says whether the request's selector asked for a page: a
+        page it did not ask for is a protocol error (§2.6), refused before it is stored.
         """
-        rx = _Receiver(self, what, on_header, on_page, on_reset)
+        rx = _Receiver(self, what, on_header, on_page, on_reset, selected)
 
         def check(reply: Reply) -> PullReply:
             if reply.status != 200:
@@ -160,16 +163,18 @@ class TursoSyncSource:
     def bootstrap(self, *, prefix_pages: Optional[int] = None, query: Optional[str] = None,
                   sink: Any = None) -> PullReply:
         """A bootstrap request (§2.8); ``sink`` (on_header/on_page/on_reset) takes the pages."""
+        selected: Optional[Callable[[int], bool]] = None
         if query is not None:
             req = PullUpdatesRequest(server_query_selector=query)
         elif prefix_pages is not None:
             req = PullUpdatesRequest(server_pages_selector=roaring.serialize_range(0, prefix_pages))
+            selected = prefix_pages.__gt__  # page ids [0, prefix_pages)
         else:
             req = PullUpdatesRequest()  # full: a zero-byte body
         if sink is None:
-            return self.pull_updates(req, "bootstrap")
+            return self.pull_updates(req, "bootstrap", selected=selected)
         return self.pull_updates(req, "bootstrap", on_header=sink.on_header, on_page=sink.on_page,
-                                 on_reset=sink.on_reset)
+                                 on_reset=sink.on_reset, selected=selected)
 
     def changes_since(self, client_revision: str, **stream: Any) -> PullReply:
         """An incremental pull; ``stream`` (on_page, on_reset) takes the pages as they arrive."""
@@ -178,9 +183,9 @@ class TursoSyncSource:
         return self.pull_updates(req, "pull", **stream)
 
     def fetch_at(self, pgnos: Sequence[int], revision: str) -> PullReply:
-        req = PullUpdatesRequest(server_revision=revision,
-                                 server_pages_selector=roaring.serialize(p - 1 for p in pgnos))
-        return self.pull_updates(req, f"fetching {len(pgnos)} page(s)")
+        ids = {p - 1 for p in pgnos}
+        req = PullUpdatesRequest(server_revision=revision, server_pages_selector=roaring.serialize(ids))
+        return self.pull_updates(req, f"fetching {len(pgnos)} page(s)", selected=ids.__contains__)
 
     def fetch(self, pgnos: Sequence[int]) -> Dict[int, bytes]:
         """PageSource.fetch at the pinned revision; pages beyond the server size are absent."""
@@ -198,26 +203,20 @@ class TursoSyncSource:
                 f"{reply.db_size} pages at revision {reply.revision!r}", url=self.display_url)
         wanted = set(pgnos)
         out = {p: data for p, data in pages.items() if p in wanted}
-        observer = self.page_observer
+        observer = self._page_observer
         if observer is not None:
             for p, data in out.items():
                 observer(p, data)
         return out
 
     def current_pin(self) -> str:
-        """The revision lazy fetches use now: ``pin_provider()`` if set (the replica reads
-        its metadata, so a pull by another process moves this pin too), else the attribute."""
-        if self.pin_provider is not None:
-            revision = self.pin_provider()
+        """The revision lazy fetches use now: what ``pin()`` says (the replica reads its
+        metadata, so a pull by any process moves this pin too), else the last one known."""
+        revision = self._pin() if self._pin is not None else None
+        with self._lock:
             if revision is not None:
-                self.repin(revision)
-                return revision
-        with self._lock:
+                self.pinned_revision = revision
             return self.pinned_revision
-
-    def repin(self, revision: str) -> None:
-        with self._lock:
-            self.pinned_revision = revision
 
 
 class _Receiver:
@@ -226,9 +225,11 @@ class _Receiver:
     def __init__(self, source: TursoSyncSource, what: str,
                  on_header: Optional[Callable[[PullUpdatesResponseHeader], None]],
                  on_page: Optional[Callable[[int, bytes], None]],
-                 on_reset: Optional[Callable[[], None]]):
+                 on_reset: Optional[Callable[[], None]],
+                 selected: Optional[Callable[[int], bool]] = None):
         self.source, self.what = source, what
         self.on_header, self.on_page, self.on_reset = on_header, on_page, on_reset
+        self.selected = selected
         self.status = 0
         self.error_body = bytearray()
         self._start()
@@ -254,6 +255,8 @@ class _Receiver:
             return
         for msg in self.parser.feed(chunk):
             if isinstance(msg, PageData):
+                if self.selected is not None and not self.selected(msg.page_id):
+                    raise DecodeError(f"page_id {msg.page_id} was not asked for")
                 self._page(msg.page_id + 1, msg.encoded_page)
             else:
                 self.source._check_header(msg, self.what)
@@ -266,7 +269,10 @@ class _Receiver:
             raise ProtocolError(f"{self.what}: {self.source.display_url} sent pages with db_size 0",
                                 url=self.source.display_url)
         if pgno == 1:
-            data = rollback_mode_page1(data)
+            problem = header_problem(data, PAGE_SIZE)
+            if problem is not None:  # refused before anything is stored (issue 14, item 5)
+                raise DecodeError(f"page 1 is not a database header: {problem}")
+            data = rollback_journal(data)
         self.count += 1
         if self.on_page is not None:
             self.on_page(pgno, data)
@@ -279,8 +285,4 @@ class _Receiver:
         return PullReply(header, self.pages)
 
 
-def make_source(url: str, options: Mapping[str, Any], **kw: Any) -> TursoSyncSource:
-    return TursoSyncSource(url, options, **kw)
-
-
-__all__ = ["TursoSyncSource", "PullReply", "rollback_mode_page1", "base_url", "make_source"]
+__all__ = ["TursoSyncSource", "PullReply", "base_url"]

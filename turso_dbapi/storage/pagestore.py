@@ -1,17 +1,15 @@
 """The page store of a lazily read database: Python side of ``_native/pagestore.c``.
 
-A replica at path ``P`` is four files (layout and rules in pagestore.c's header):
-``P`` (synced layer, the file SQLite opens and locks), ``P-tdblocal`` (local layer),
-``P-tdbmap`` (shared presence/CRC sidecar) and ``P-tdbmeta.json`` (what this cache
-holds: URL, version, page size, size; written temp -> fsync -> rename -> fsync dir).
+A replica's store at path ``P`` is four files (``storage.files``; layout and rules in
+pagestore.c's header): ``P`` (synced layer, the file SQLite opens and locks), ``P-tdblocal``
+(local layer), ``P-tdbmap`` (shared presence/CRC sidecar) and ``P-tdbmeta.json`` (what this
+cache holds: URL, version, page size, size; written by ``_util.atomic``).
 
-``PageStore`` owns one C store per path and process (``open_store``), and the miss
-path: when SQLite reads an absent page, C calls ``tdb_py_miss`` ONCE for the run of
-absent pages; the connection's ``MissHandler`` plans readahead, fetches through a
-``SingleFlight`` shared by every connection of the store, and hands the bytes to C
-(``put_synced``), which fills only absent slots. Errors never cross into C: they are
-kept (per thread) so the cursor of a remote connection can raise the real cause
-instead of SQLite's "disk I/O error".
+``PageStore`` owns one C store per path and process (``open_store``) and routes misses:
+when SQLite reads an absent page, C calls ``tdb_py_miss`` (``storage.callbacks``) ONCE for
+the run of absent pages, and the store hands it to the miss handler its connection was
+attached with (``fetch.miss.MissHandler``), which fetches and hands the bytes back
+(``put_synced``); C fills only absent slots.
 
 Lifetime: ``open_store`` / ``release_store`` count users; the last release closes the C
 store unless SQLite still has the replica open in this process (a C miss callback must
@@ -23,32 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
+from .._util.atomic import read_json, write_json_atomic
 from ..errors import OperationalError, RemoteError
-from .._util.progress import Progress
-from ..fetch.readahead import BtreeSiblings, Lookahead, Readahead, SingleFlight
+from . import callbacks, claim, files
 
 log = logging.getLogger("turso_dbapi")
 
-SUFFIXES = (
-    "",
-    "-tdblocal",
-    "-tdbmap",
-    "-tdbmeta.json",
-    "-journal",
-    "-wal",
-    "-shm",
-)
 META_FORMAT = 1
 
-_tls = threading.local()
 _stores_lock = threading.Lock()
 _stores: Dict[str, PageStore] = {}
 _conn_ids = itertools.count(1)
@@ -64,58 +51,7 @@ def _lib():
     return ffi, lib
 
 
-# -- error capture --------------------------------------------------------------------
-
-
-def take_error() -> Optional[BaseException]:
-    """The exception of the last failed miss on this thread (and forget it)."""
-    exc = getattr(_tls, "error", None)
-    _tls.error = None
-    return exc
-
-
-def clear_error() -> None:
-    _tls.error = None
-
-
-def _keep_error(exc: BaseException) -> None:
-    _tls.error = exc
-
-
-# -- metadata ---------------------------------------------------------------------------
-
-
-def write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
-    """temp -> fsync -> rename -> fsync dir: after a crash the old or the new file, whole."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_json(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def remove_replica_files(path: str) -> None:
-    for suffix in SUFFIXES:
-        try:
-            os.remove(path + suffix)
-        except FileNotFoundError:
-            pass
+# -- identity --------------------------------------------------------------------------
 
 
 def identity_of(url: str, version: str, page_size: int, size: int) -> bytes:
@@ -135,11 +71,9 @@ class PageStore:
         self.path = path
         self.page_size = page_size
         self.identity = identity
-        self.single_flight = SingleFlight()
-        self._handlers: weakref.WeakValueDictionary[int, MissHandler] = (
-            weakref.WeakValueDictionary()
-        )
-        self._last_handler: Optional[Callable[[], Optional[MissHandler]]] = None
+        self._handlers: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._last_handler: Optional[Callable[[], Any]] = None
+        callbacks.install(ffi)  # C may call back as soon as it holds our handle
         self._handle = ffi.new_handle(self)  # kept alive by self: outlives the C pointer
         err = ffi.new("int *")
         sys_errno = ffi.new("int *")
@@ -174,6 +108,13 @@ class PageStore:
     @property
     def remote_pages(self) -> int:
         return -(-self.remote_size // self.page_size)
+
+    @property
+    def max_pages(self) -> int:
+        """The highest page number this store can ever hold (its sidecar reservation, fixed
+        at open). A build of the core without the accessor guarantees its minimum, 2^24."""
+        getter = getattr(self._lib, "tdb_store_max_pages", None)
+        return int(getter(self._p)) if getter is not None else 1 << 24
 
     def set_remote_size(self, size: int) -> None:
         """For a new synced revision: the synced layer (and SQLite's view) has ``size`` bytes."""
@@ -229,6 +170,15 @@ class PageStore:
         """First page held in the local layer in [start, end] (end 0: all), or 0."""
         return int(self._lib.tdb_store_first_local(self._p, start, end))
 
+    def forget_unchanged_local(self, pgno: int) -> bool:
+        """True when ``pgno`` holds no local change; a local entry that changes nothing
+        (bytes equal to the synced page, e.g. after a rolled-back transaction spilled it)
+        is cleared first (pagestore.c rule (17))."""
+        rc = self._lib.tdb_store_forget_unchanged_local(self._p, pgno)
+        if rc < 0:
+            raise OperationalError(f"page store {self.path}: cannot read page {pgno}")
+        return rc == 1
+
     def counters(self) -> Dict[str, int]:
         c = self._ffi.new("tdb_store_counters *")
         self._lib.tdb_store_get_counters(self._p, c)
@@ -249,24 +199,35 @@ class PageStore:
         if self._lib.tdb_store_sync(self._p) != 0:
             raise OperationalError(f"page store {self.path}: fsync failed")
 
+    def apply_flag(self) -> bool:
+        """The sidecar's apply flag (``storage.apply_flag``)."""
+        return bool(self._lib.tdb_store_applying(self._p))
+
+    def set_apply_flag(self, on: bool) -> None:
+        if self._lib.tdb_store_set_applying(self._p, int(on)) != 0:
+            raise OSError(f"msync of the apply flag of {self.path} failed")
+
     # miss routing ---------------------------------------------------------------------
-    def attach(self, handler: MissHandler) -> int:
-        """Route misses of connections opened with ``tdbconn=<returned id>`` to handler."""
+    def attach(self, handler: Any) -> int:
+        """Route misses of connections opened with ``tdbconn=<returned id>`` to ``handler``
+        (anything with ``handle_miss(pgno, n_pages) -> int``, e.g. ``fetch.miss.MissHandler``;
+        held weakly: the connection's replica keeps it alive)."""
         conn_id = next(_conn_ids)
         self._handlers[conn_id] = handler
         self._last_handler = weakref.ref(handler)
         return conn_id
 
-    def _handler_for(self, conn_id: int) -> Optional[MissHandler]:
+    def _handler_for(self, conn_id: int) -> Any:
         handler = self._handlers.get(conn_id)
         if handler is None and self._last_handler is not None:
             handler = self._last_handler()  # a connection without tdbconn: any live one
         return handler
 
-    def _on_miss(self, conn_id: int, pgno: int, n_pages: int) -> int:
+    def on_miss(self, conn_id: int, pgno: int, n_pages: int) -> int:
+        """C's ``tdb_py_miss`` for a connection of this store (``storage.callbacks``)."""
         handler = self._handler_for(conn_id)
         if handler is None:
-            _keep_error(
+            callbacks.keep_error(
                 RemoteError(
                     f"page {pgno} of {self.path} is not cached and no remote "
                     "connection is open to fetch it"
@@ -274,31 +235,6 @@ class PageStore:
             )
             return 1
         return handler.handle_miss(pgno, n_pages)
-
-    def download_all(self, handler: MissHandler, batch_bytes: int = 4 * 1024 * 1024) -> int:
-        """Fetch every absent page (``partial=False``); returns pages fetched.
-
-        A long download shows a progress bar on a terminal (never in pipes)."""
-        batch = max(1, batch_bytes // self.page_size)
-        total = self.remote_pages
-        fetched = 0
-        p = self.first_absent(1, total)
-        absent = sum(1 for q in range(1, total + 1) if not self.is_present(q)) if p else 0
-        with Progress(absent * self.page_size, f"download {handler.source.display_url}") as bar:
-            while p:
-                end = min(total, p + batch - 1)
-                want = [q for q in range(p, end + 1) if not self.is_present(q)]
-                fetched += handler.fetch_and_store(want, requested=want)
-                missing = [q for q in want if not self.is_present(q)]
-                if missing:
-                    raise RemoteError(
-                        f"{handler.source.display_url}: pages {missing[:5]} missing from the reply",
-                        url=handler.source.display_url,
-                    )
-                bar.update(len(want) * self.page_size)
-                p = self.first_absent(end + 1, total) if end < total else 0
-        return fetched
-
 
 class StoreOpenError(OperationalError):
     def __init__(self, code: int, sys_errno: int, path: str):
@@ -313,6 +249,13 @@ class StoreOpenError(OperationalError):
         self.sys_errno = sys_errno
 
 
+_SIDECAR_TROUBLE = {
+    "missing": "has lost its sidecar (-tdbmap, which records which pages are valid)",
+    "damaged": "has a damaged sidecar (-tdbmap: its header is not ours)",
+    "other": "has a sidecar (-tdbmap) of another replica, version or page size",
+}
+
+
 def open_store(
     path: str,
     *,
@@ -323,48 +266,58 @@ def open_store(
 ) -> PageStore:
     """Open (or create) the replica at ``path`` for this identity.
 
-    A replica left by another version or page size is removed first (a fresh cache,
-    never a mix). ``meta`` is recorded in ``P-tdbmeta.json``.
+    A replica left by another version or page size, or whose sidecar is missing or
+    damaged, is removed first (a fresh cache, never a mix) unless it holds local changes:
+    then, and for a file we did not create, it raises (``claim``). ``meta`` is recorded in
+    ``P-tdbmeta.json``.
     """
     path = os.path.realpath(path)  # the name SQLite's xFullPathname produces
     with _stores_lock:
         store = _stores.get(path)
+        if store is not None and not store._users and _close_if_unused(store):
+            store = None  # its last lazy file closed after its last release (a late cursor)
         if store is not None:
             if store.identity == identity and store.page_size == page_size:
                 store._users += 1
                 return store
             raise OperationalError(
                 f"the replica at {path} is open in this process for another version of the "
-                "remote database; close those connections or use another local_path"
+                "remote database; close those connections (and drop their cursors: a cursor "
+                "keeps its statement, hence the file, open) or use another local_path"
             )
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        meta_path = path + "-tdbmeta.json"
+        claim.refuse_foreign(path, str((meta or {}).get("url") or "a remote database"))
+        meta_path = path + files.CACHE_META
         old = read_json(meta_path)
         if old is not None and old.get("identity") != identity.hex():
-            log.info(
-                "replica %s held another version (%s); starting a fresh cache",
-                path,
-                old.get("version"),
-            )
-            remove_replica_files(path)
+            claim.refuse_dropping_local(
+                path, f"holds another version of its remote database ({old.get('version')})")
+            log.info("replica %s held another version (%s); starting a fresh cache", path,
+                     old.get("version"))
+            files.remove_store_files(path)
+            old = None
+        state = claim.sidecar_state(path, page_size, identity)
+        if state != "ok" and (os.path.exists(path) or os.path.exists(path + files.SIDECAR)):
+            claim.refuse_dropping_local(path, _SIDECAR_TROUBLE[state])
+            if state != "missing":
+                log.warning("replica %s %s; starting a fresh cache (it held no local changes)",
+                            path, _SIDECAR_TROUBLE[state])
+            files.remove_store_files(path)
+            old = None
+        record = dict(meta or {}, format=META_FORMAT, identity=identity.hex(),
+                      page_size=page_size, size=size, created=time.time())
+        if old is None:  # the claim (claim.py rule 1) is written before the files exist
+            write_json_atomic(meta_path, record)
         try:
             store = PageStore(path, page_size, size, identity)
-        except StoreOpenError as exc:
+        except StoreOpenError as exc:  # another process changed the sidecar meanwhile
             if exc.code != 2:
                 raise
+            claim.refuse_dropping_local(path, _SIDECAR_TROUBLE["other"])
             log.info("replica %s: sidecar of another version; starting a fresh cache", path)
-            remove_replica_files(path)
-            store = PageStore(path, page_size, size, identity)
-        if old is None or old.get("identity") != identity.hex():
-            record = dict(meta or {})
-            record.update(
-                format=META_FORMAT,
-                identity=identity.hex(),
-                page_size=page_size,
-                size=size,
-                created=time.time(),
-            )
+            files.remove_store_files(path)
             write_json_atomic(meta_path, record)
+            store = PageStore(path, page_size, size, identity)
         _stores[path] = store
         store._users += 1
         return store
@@ -378,176 +331,18 @@ def release_store(store: PageStore) -> bool:
         if store._ptr is None:
             return True
         store._users = max(0, store._users - 1)
-        if store._users or store._lib.tdb_store_refs(store._ptr) != 1:
+        return not store._users and _close_if_unused(store)
+
+
+def _close_if_unused(store: PageStore) -> bool:
+    """Close a store no ``open_store`` user holds once SQLite has no file of it open (a
+    cursor of a closed connection keeps its statement, hence the file, open until it is
+    freed: then the next ``open_store`` of the path closes it). Under ``_stores_lock``."""
+    if store._ptr is not None:
+        if store._lib.tdb_store_refs(store._ptr) != 1:
             return False
         store._lib.tdb_store_release(store._ptr)
         store._ptr = None
-        if _stores.get(store.path) is store:
-            del _stores[store.path]
-        return True
-
-
-# -- the miss path ----------------------------------------------------------------------
-
-
-# Background read-ahead windows grow to this many times readahead_max: they cost the reader
-# no wait, and per-request costs dominate (measured, 106 MB cold full scan, 20 ms/request:
-# 33-35 requests / ~1.08 s with x1, 15-16 requests / ~0.79 s with x4). An early-stopping
-# scan may have fetched up to about as much again as it read (2 windows ahead, doubling).
-LOOKAHEAD_FACTOR = 4
-
-
-class MissHandler:
-    """Fetches absent pages for one connection: readahead, single-flight, B-tree prefetch.
-
-    A miss: held tripwire pages of the background read-ahead are stored at once (no
-    request); otherwise ``Readahead.plan`` (plus, with ``prefetch``, the next B-tree
-    siblings of a level walked in order: ``BtreeSiblings``) is fetched in ONE
-    ``source.fetch`` call through the store's ``SingleFlight``. A forward scan then starts
-    or advances the ``Lookahead`` (background windows; only for sources with
-    ``pinned_pages``). ``close()`` stops it; call it before closing the source.
-    """
-
-    def __init__(
-        self,
-        store: PageStore,
-        source: Any,
-        *,
-        segment_size: int = 128 * 1024,
-        readahead_max: int = 4 * 1024 * 1024,
-        prefetch: bool = False,
-    ):
-        self.store = store
-        self.source = source
-        self.readahead = Readahead(store.page_size, segment_size, readahead_max)
-        self.prefetch = prefetch
-        self.siblings = (BtreeSiblings(store.page_size, limit=2 * self.readahead.segment_pages)
-                         if prefetch else None)
-        self.last_error: Optional[BaseException] = None
-        # Background read-ahead of scans: only where pages cannot change under us (L6).
-        self.lookahead: Optional[Lookahead] = None
-        if getattr(source, "pinned_pages", False):
-            self.lookahead = Lookahead(
-                self._fetch_window, store.is_present, store.single_flight.in_flight,
-                lambda: store.remote_pages, LOOKAHEAD_FACTOR * self.readahead.max_pages,
-            )
-
-    def close(self) -> None:
-        """Stop background read-ahead (before the source closes)."""
-        if self.lookahead is not None:
-            self.lookahead.close()
-
-    def _fetch_window(self, pages: List[int], hold: Optional[int]) -> None:
-        self.fetch_and_store(pages, requested=(), hold=hold, speculative=True)
-
-    def handle_miss(self, pgno: int, n_pages: int) -> int:
-        """C's callback for a run of absent pages; 0 when every one of them is now present."""
-        try:
-            store = self.store
-            wanted = [p for p in range(pgno, pgno + n_pages) if not store.is_present(p)]
-            if not wanted:
-                return 0
-            ahead = self.lookahead
-            if ahead is not None:
-                held = ahead.take(wanted)  # tripwires of the background read-ahead
-                for p, data in held.items():
-                    store.put_synced(p, data)
-                if held:
-                    ahead.advance(min(held))
-                    wanted = [p for p in wanted if not store.is_present(p)]
-                    if not wanted:
-                        return 0
-            total = store.remote_pages
-            readahead = self.readahead
-            plan = set(readahead.plan(wanted[0], total, store.is_present, store.was_read))
-            plan.update(wanted)
-            siblings = self.siblings
-            if siblings is not None and not readahead.scanning():  # B-tree prefetch, same request
-                plan.update(siblings.plan(wanted[0], total, store.is_present, store.was_read, plan))
-            self.fetch_and_store(sorted(p for p in plan if p <= total), requested=wanted)
-            if ahead is not None:
-                ahead.take(wanted)  # a tripwire stored through a shared flight: no longer held
-                if readahead.direction == 1 and readahead.window_pages >= 2 * readahead.segment_pages:
-                    ahead.start(max(plan) + 1, readahead.window_pages)
-                else:
-                    ahead.advance(wanted[0])
-                readahead.note_ahead(ahead.last_scheduled())
-            missing = [p for p in wanted if not store.is_present(p)]
-            if missing:
-                raise RemoteError(
-                    f"{self.source.display_url}: page {missing[0]} is missing from the "
-                    f"reply (the remote has {total} pages)",
-                    url=self.source.display_url,
-                )
-            return 0
-        except BaseException as exc:  # never let an exception cross into C
-            self.last_error = exc
-            _keep_error(exc)
-            log.debug("fetch for page %d failed: %r", pgno, exc)
-            return 1
-
-    def fetch_and_store(self, pgnos: List[int], *, requested: Iterable[int], hold: Optional[int] = None,
-                        speculative: bool = False) -> int:
-        """Fetch ``pgnos`` (sharing in-flight fetches) and store them; returns pages stored.
-
-        ``hold``: a background read-ahead's tripwire, handed to ``lookahead.keep`` instead
-        of being stored (stored after all when it is no longer wanted)."""
-        if not pgnos:
-            return 0
-        asked = set(requested)
-        store = self.store
-        stored = 0
-
-        def fetch(pages: List[int]) -> Dict[int, bytes]:
-            # Runs while these pages are registered in flight: pages another thread
-            # stored since our plan are skipped, and ours are stored before the flight
-            # ends, so no page is ever fetched twice.
-            nonlocal stored
-            todo = [p for p in pages if not store.is_present(p)]
-            if not todo:
-                return {}
-            t0 = time.perf_counter()
-            got = self.source.fetch(todo)
-            siblings = self.siblings
-            if siblings is not None:  # children of every interior page fetched (prefetch=True)
-                for p, data in got.items():
-                    if p == 1 or data[:1] in (b"\x02", b"\x05"):
-                        siblings.note(p, data)
-            for p, data in got.items():
-                if p == hold and self.lookahead is not None and self.lookahead.keep(p, data):
-                    continue
-                if store.put_synced(p, data, prefetched=p not in asked):
-                    stored += 1
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "fetched %d pages (%d..%d, %d asked) of %s in %.1f ms",
-                    len(got),
-                    todo[0],
-                    todo[-1],
-                    len(asked),
-                    self.source.display_url,
-                    (time.perf_counter() - t0) * 1000,
-                )
-            return got
-
-        out = store.single_flight.fetch(pgnos, fetch, speculative)  # a reader never fails for a speculation
-        for p in asked:  # pages shared from another flight that held them back (a tripwire)
-            if p in out and not store.is_present(p) and store.put_synced(p, out[p]):
-                stored += 1
-        return stored
-
-
-def _install_callback() -> None:
-    ffi, lib = _lib()
-
-    @ffi.def_extern()
-    def tdb_py_miss(py_handle, conn_id, pgno, n_pages):  # noqa: ANN001 - cffi signature
-        try:
-            store: PageStore = ffi.from_handle(py_handle)
-            return store._on_miss(int(conn_id), int(pgno), int(n_pages))
-        except BaseException as exc:  # pragma: no cover - _on_miss catches its own
-            _keep_error(exc)
-            return 1
-
-
-_install_callback()
+    if _stores.get(store.path) is store:
+        del _stores[store.path]
+    return True

@@ -24,12 +24,21 @@ import os
 import sqlite3
 import threading
 from typing import List, Optional
+from urllib.parse import quote
 
 from ..errors import NotSupportedError
 
 VFS_NAME = "turso_dbapi"
 # Set to "A" or "B" to force one route (tests); anything else tries A then B.
 ROUTE_ENV = "TURSO_DBAPI_VFS_ROUTE"
+
+
+
+def replica_uri(path: str, conn_id: int) -> str:
+    """The URI SQLite opens a replica by: this VFS, and the connection whose miss handler
+    fetches its absent pages (``PageStore.attach``)."""
+    return f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
+
 
 _lock = threading.Lock()
 _route: Optional[str] = None

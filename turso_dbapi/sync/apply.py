@@ -5,7 +5,7 @@ process) compares the file change counter (header offset 24) at the start of eac
 transaction and drops its page cache when it moved. So the apply:
 
 1. (network already done) the received pages sit durably in ``<replica>-tdbpull``
-   (``pull_stage``);
+   (``sync.stage``);
 2. an internal SQLite connection on the replica takes ``BEGIN EXCLUSIVE`` (waits out
    readers and writers in every process; on timeout nothing is changed);
 3. metadata records ``pending_pull`` (a crash from here on redoes steps 4-6 at the next
@@ -21,35 +21,39 @@ transaction and drops its page cache when it moved. So the apply:
 After a crash in steps 3-6 the stage stays published with ``pending_pull`` set and the pull
 lock free: the next open or pull, or the next read transaction of any connection of this
 driver's VFS on the replica (vfs.c rule (13): the sidecar's apply flag, checked in C at the
-SHARED lock, then ``turso_replica.recover_dead_apply``), redoes the apply before reading.
+SHARED lock, then ``sync.replica.recover_dead_apply``), redoes the apply before reading.
 A transaction that already held its SHARED lock read nothing the crash switched.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import struct
 import time
 from typing import Optional
-from urllib.parse import quote
 
-from . import metadata as sync_meta
+from ..errors import OperationalError, ProtocolError
+from ..protocol.sync_wire import MAX_DB_PAGES, PAGE_SIZE
+from ..storage import files, header
 from ..storage.apply_flag import ApplyFlag
-from ..errors import OperationalError
+from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
+from ..storage.vfs import replica_uri
+from . import metadata as sync_meta
 from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
-from ..storage.vfs import VFS_NAME
-
-PAGE_SIZE = 4096
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
 
 
 def local_pages(store: PageStore, limit: int = 3) -> list:
-    """Up to ``limit`` page numbers held in the local layer (pages changed locally)."""
+    """Up to ``limit`` page numbers changed locally. Local entries that change nothing are
+    cleared on the way (a rolled-back transaction that spilled pages to the file wrote
+    the old bytes back: not a change, and must not block ``pull()`` forever)."""
     found: list = []
     p = store.first_local(1)
     while p and len(found) < limit:
-        found.append(p)
+        if not store.forget_unchanged_local(p):
+            found.append(p)
         p = store.first_local(p + 1)
     return found
 
@@ -64,15 +68,25 @@ def refuse_local_changes(store: PageStore, display_url: str) -> None:
             "replica (another local_path) to read the server's new state")
 
 
+def _drop_unreferenced_local_bytes(replica: str) -> None:
+    """No page is local (just checked, under the EXCLUSIVE lock): whatever ``-tdblocal``
+    still holds (pages of rolled-back transactions) is unreferenced. Emptying it keeps
+    "has local data" (storage/claim.py) meaning "has local changes"."""
+    try:
+        if os.path.getsize(replica + files.LOCAL):
+            os.truncate(replica + files.LOCAL, 0)
+    except FileNotFoundError:
+        pass
+
+
 def patch_page1(new: bytes, old: Optional[bytes], db_size: int) -> bytes:
     """Page 1 for the replica: rollback journal, a change counter that moved, the size."""
-    b = bytearray(new)
-    b[18] = b[19] = 1
-    old_counter = struct.unpack_from(">I", old, 24)[0] if old else 0
-    counter = (max(old_counter, struct.unpack_from(">I", new, 24)[0]) + 1) & 0xFFFFFFFF
-    struct.pack_into(">I", b, 24, counter)
-    struct.pack_into(">I", b, 28, db_size)
-    struct.pack_into(">I", b, 92, counter)
+    b = bytearray(rollback_journal(new))
+    old_counter = struct.unpack_from(">I", old, header.CHANGE_COUNTER)[0] if old else 0
+    counter = (max(old_counter, struct.unpack_from(">I", new, header.CHANGE_COUNTER)[0]) + 1) & 0xFFFFFFFF
+    struct.pack_into(">I", b, header.CHANGE_COUNTER, counter)
+    struct.pack_into(">I", b, header.IN_HEADER_SIZE, db_size)
+    struct.pack_into(">I", b, header.VERSION_VALID_FOR, counter)
     return bytes(b)
 
 
@@ -97,6 +111,19 @@ def store_revision(store: PageStore, staged: Staged) -> None:
     store.sync()
 
 
+def _unusable(store: PageStore, staged: Staged) -> Optional[str]:
+    """Why this stage cannot be applied whole, checked before anything is recorded: a
+    stage that would fail half-way must never get as far as ``pending_pull``."""
+    if staged.db_size > MAX_DB_PAGES:
+        return f"db_size {staged.db_size} pages is more than SQLite allows"
+    if staged.max_pgno > store.max_pages:
+        return (f"page {staged.max_pgno} is past the {store.max_pages} pages this replica can "
+                "hold; connect with a fresh local_path to bootstrap the grown database")
+    if staged.db_size and not staged.has_page1 and store.read_page(1) is None:
+        return "page 1 is neither stored nor in the pull"
+    return None
+
+
 def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                  timeout: Optional[float] = None) -> Optional[sync_meta.SyncMeta]:
     """Apply ``<replica>-tdbpull`` under an EXCLUSIVE lock; the new metadata, or None when
@@ -115,9 +142,15 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                 "damaged; delete the replica files and connect again to bootstrap afresh")
         return None
     revision, db_size = staged.revision, staged.db_size
+    pending = sync_meta.load(replica)
+    problem = _unusable(store, staged) if pending is None or pending.pending_pull is None else None
+    if problem is not None:
+        remove_stage(replica)
+        raise ProtocolError(f"pull from {display_url}: {problem}; nothing was changed",
+                            url=display_url)
     timeout = LOCK_TIMEOUT if timeout is None else timeout
     started = False
-    ic = sqlite3.connect(f"file:{quote(replica)}?vfs={VFS_NAME}&tdbconn={conn_id}", uri=True,
+    ic = sqlite3.connect(replica_uri(replica, conn_id), uri=True,
                          timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
         # No journal file for this connection: its transaction must never leave one that a
@@ -136,10 +169,11 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                 raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
             if meta.pending_pull is None:
                 refuse_local_changes(store, display_url)  # a writer may have won the race
+                _drop_unreferenced_local_bytes(replica)
                 meta.pending_pull = {"revision": revision, "db_size": db_size}
                 sync_meta.save(replica, meta)
             started = True  # from here a failure leaves the stage for a redo
-            flag = ApplyFlag(replica)
+            flag = ApplyFlag(store)
             flag.set()  # statements of other connections now look for a dead puller
             store_revision(store, staged)
             meta.synced_revision = revision

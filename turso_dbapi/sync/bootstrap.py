@@ -12,28 +12,25 @@ Strategies:
 Order (crash safety, §6.1 step 2): pages are stored and fsynced BEFORE the metadata is
 written; a crash before that leaves no metadata, and the next open bootstraps again into a
 store with a new identity (old files are discarded). Bootstraps of one path are serialised
-by a file lock (``<replica>-tdbsync.lock``), so a second process simply opens the result.
+by a file lock (``open_lock``: ``<replica>-tdbsync.lock``), so a second process simply opens the result.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import os
 import time
-from typing import Any, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, ContextManager, List, Mapping, Optional, Tuple
 
-from ..storage import pagestore
+from .._util.filelock import file_lock
+from ..storage import files, pagestore
 from . import metadata as sync_meta
 from ..errors import OperationalError
 from ..transport.http import split_credentials
 from .._util.progress import Progress
-from .apply import PAGE_SIZE, remove_stage
+from ..protocol.sync_wire import PAGE_SIZE
+from .stage import remove_stage
 from ..sources.turso import PullReply, TursoSyncSource
 
-# Files a bootstrap starts without: a stale journal would be rolled "back" into new pages.
-_STALE_SUFFIXES = ("", "-tdblocal", "-tdbmap", "-tdbmeta.json", "-tdbapply", "-journal", "-wal", "-shm")
 
 
 def store_identity(client_unique_id: str) -> bytes:
@@ -41,21 +38,15 @@ def store_identity(client_unique_id: str) -> bytes:
     return hashlib.sha256(f"turso-sync\n{client_unique_id}".encode()).digest()
 
 
-@contextlib.contextmanager
-def replica_lock(replica: str, *, wait: bool = True) -> Iterator[bool]:
-    """Exclusive across processes and threads (flock on a private open file description).
-    Yields True when held; with ``wait=False`` it yields False at once if someone holds it.
-    A process that dies releases it."""
-    fd = os.open(replica + "-tdbsync.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # releases the lock
+def open_lock(replica: str) -> ContextManager[bool]:
+    """Serialises bootstraps and opens of ``replica`` across processes (``-tdbsync.lock``)."""
+    return file_lock(replica + files.LOCK)
+
+
+def pull_lock(replica: str, *, wait: bool = True) -> ContextManager[bool]:
+    """One pull (or apply) of ``replica`` at a time, across processes; with ``wait=False``
+    it yields False at once when another holds it."""
+    return file_lock(replica + files.PULL_LOCK, wait=wait)
 
 
 def prefix_pages(options: Mapping[str, Any]) -> Optional[int]:
@@ -123,10 +114,8 @@ class _Into:
 
 def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
               client_name: str) -> Tuple[sync_meta.SyncMeta, pagestore.PageStore]:
-    """Bootstrap ``replica`` (caller holds ``replica_lock`` and found no metadata)."""
-    for suffix in _STALE_SUFFIXES:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(replica + suffix)
+    """Bootstrap ``replica`` (caller holds ``open_lock`` and found no metadata)."""
+    files.remove_store_files(replica)  # a stale journal would be rolled "back" into new pages
     remove_stage(replica)
     meta = sync_meta.SyncMeta.new(client_name)
     partial = is_partial(options)

@@ -4,7 +4,7 @@ It records what the local files mean: which server revision the synced layer hol
 revision lazy fetches are pinned to, the client id used for pushes, and the saved
 configuration that lets ``connect(local_path)`` reopen without the URL.
 
-Writes are atomic and durable: temp file, fsync, rename, fsync of the directory — so a
+Writes are atomic and durable (``_util.atomic``): temp file, fsync, rename, fsync of the directory — so a
 crash leaves either the old or the new metadata, never a torn file. The configuration is
 rewritten only when a new non-null value differs, so concurrent opens do not race on it.
 Auth tokens are never stored.
@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import threading
 import uuid
 from typing import Any, Dict, Optional
 
+from .._util.atomic import write_atomic
 from ..errors import OperationalError
+from ..storage.files import SYNC_META
 
 FORMAT = "v1"
-SUFFIX = "-tdbsync.json"
 
 
 @dataclasses.dataclass
@@ -72,7 +71,7 @@ class SyncMeta:
 
 
 def meta_path(replica_path: str) -> str:
-    return replica_path + SUFFIX
+    return replica_path + SYNC_META
 
 
 def load(replica_path: str) -> Optional[SyncMeta]:
@@ -92,27 +91,6 @@ def save(replica_path: str, meta: SyncMeta) -> None:
     write_atomic(meta_path(replica_path), meta.to_json().encode())
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path)
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename of ``path`` durable: fsync its directory."""
-    dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def merge_configuration(meta: SyncMeta, **new: Any) -> bool:
     """Apply non-null configuration values that differ; True when something changed."""
     changed = False
@@ -121,7 +99,3 @@ def merge_configuration(meta: SyncMeta, **new: Any) -> bool:
             setattr(meta, key, value)
             changed = True
     return changed
-
-
-def as_dict(meta: SyncMeta) -> Dict[str, Any]:
-    return dataclasses.asdict(meta)

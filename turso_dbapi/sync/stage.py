@@ -15,10 +15,10 @@ import struct
 import zlib
 from typing import Iterator, Optional, Set, Tuple
 
-from . import metadata as sync_meta
+from .._util.atomic import publish
+from ..protocol.sync_wire import PAGE_SIZE
+from ..storage.files import STAGE
 
-STAGE_SUFFIX = "-tdbpull"
-PAGE_SIZE = 4096
 _HEAD = b"TDBPULL2"
 _TAIL = b"TDBPULL."
 _FIXED = struct.Struct(">IQII")  # len(revision), db_size, count, crc
@@ -26,7 +26,7 @@ _RECORD = 4 + PAGE_SIZE
 
 
 def stage_path(replica: str) -> str:
-    return replica + STAGE_SUFFIX
+    return replica + STAGE
 
 
 def remove_stage(replica: str) -> None:
@@ -83,8 +83,7 @@ class StageWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        os.replace(self._tmp, self.path)
-        sync_meta.fsync_dir(self.path)
+        publish(self._tmp, self.path)
 
     def discard(self) -> None:
         if self._fd >= 0:
@@ -99,9 +98,11 @@ class StageWriter:
 class Staged:
     """A complete, checked stage: ``revision``, ``db_size``, ``count``, ``has_page1``."""
 
-    def __init__(self, path: str, revision: str, db_size: int, count: int, has_page1: bool):
+    def __init__(self, path: str, revision: str, db_size: int, count: int, has_page1: bool,
+                 max_pgno: int = 0):
         self.path, self.revision, self.db_size = path, revision, db_size
         self.count, self.has_page1 = count, has_page1
+        self.max_pgno = max_pgno  # highest staged page within db_size (others are ignored)
 
     @classmethod
     def open(cls, replica: str) -> Optional[Staged]:
@@ -124,9 +125,13 @@ class Staged:
                     return None
                 running = zlib.crc32(_HEAD)
                 has_page1 = False
+                max_pgno = 0
                 for _ in range(count):
                     rec = f.read(_RECORD)
                     has_page1 = has_page1 or rec[:4] == b"\0\0\0\1"
+                    pgno = struct.unpack(">I", rec[:4])[0]
+                    if max_pgno < pgno <= db_size:
+                        max_pgno = pgno
                     running = zlib.crc32(rec, running)
                 rev = f.read(n)
                 running = zlib.crc32(rev, running)
@@ -135,7 +140,7 @@ class Staged:
                     return None
         except FileNotFoundError:
             return None
-        return cls(path, rev.decode(), db_size, count, has_page1)
+        return cls(path, rev.decode(), db_size, count, has_page1, max_pgno)
 
     def pages(self) -> Iterator[Tuple[int, bytes]]:
         """(pgno, page) in the order received, read from disk as needed."""

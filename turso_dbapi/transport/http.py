@@ -43,6 +43,7 @@ import requests.auth
 import urllib3.exceptions
 
 from ..errors import ProtocolError, RemoteError
+from .deadline import Watchdog
 from .stats import SourceStats
 from ..url import redact
 
@@ -98,6 +99,10 @@ class Retry:
     def allows(self, *, sent: bool, idempotent: bool) -> bool:
         # (2) a request the server never saw is always safe to send again.
         return (not sent) or idempotent
+
+    def should_retry(self, *, retryable: bool, sent: bool, idempotent: bool) -> bool:
+        """After ``new()``: send again? (a retryable failure, safe to resend, retries left)"""
+        return retryable and self.allows(sent=sent, idempotent=idempotent) and not self.exhausted()
 
     def backoff(self, rng: Optional[random.Random] = None) -> float:
         n = len(self.history)
@@ -263,6 +268,7 @@ class HttpClient:
         client_name: str = "turso-dbapi",
         stats: Optional[SourceStats] = None,
         pool_size: int = 8,
+        deadline: Optional[float] = None,
         sign: Optional[Signer] = None,
         explain: Optional[Callable[[Reply], Optional[str]]] = None,
     ):
@@ -270,6 +276,7 @@ class HttpClient:
         self._explain = explain  # (6)
         self.display_url = redact(self.url)
         self.timeout = float(timeout)
+        self.deadline = deadline  # total seconds per attempt, body included (deadline.py)
         if retry is None:
             retry = Retry()
         elif isinstance(retry, int):
@@ -344,33 +351,35 @@ class HttpClient:
         while True:
             wait_hint: Optional[float] = None
             t0 = time.monotonic()
+            dog = Watchdog(self.deadline, t0)
             try:
+                per_read = dog.remaining(self.timeout)
                 resp = self._session.request(
                     method, target, headers=hdrs, data=data, stream=True,
-                    timeout=(self.timeout, self.timeout), verify=self.verify, allow_redirects=True,
+                    timeout=(per_read, per_read), verify=self.verify, allow_redirects=True,
                 )
             except requests.RequestException as exc:
                 reason, sent, retryable, advice = _classify(exc, self.timeout)
                 self.stats.add(requests=1, sent=len(data or b""))
                 self._log(method, shown, rng_hdr, None, 0, t0, reason)
-                event = RetryEvent(reason)
-                retry = retry.new(event)
-                if retryable and retry.allows(sent=sent, idempotent=idempotent) and not retry.exhausted():
-                    self._sleep(retry, None)
+                retry, again = self._step(retry, RetryEvent(reason), retryable=retryable, sent=sent,
+                                          idempotent=idempotent)
+                if again:
                     continue
                 raise self._final(method, shown, rng_hdr, retry, None, reason, advice) from None  # (1)
 
             reply = Reply(method, shown, resp.status_code, resp.headers, None, 0.0, rng_hdr)
             self.stats.add(requests=1, sent=len(data or b""))
+            dog.watch(resp)
             try:
                 if resp.status_code in retry.statuses:
                     wait_hint = retry.parse_retry_after(resp.headers.get("Retry-After"))
                     self._drain(resp)
                     reason = f"HTTP {resp.status_code}"
                     self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
-                    retry = retry.new(RetryEvent(reason, resp.status_code))
-                    if retry.allows(sent=True, idempotent=idempotent) and not retry.exhausted():
-                        self._sleep(retry, wait_hint)
+                    retry, again = self._step(retry, RetryEvent(reason, resp.status_code),
+                                              idempotent=idempotent, wait=wait_hint)
+                    if again:
                         continue
                     raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason,
                                       _STATUS_ADVICE.get(resp.status_code, "the server failed: retry later")) from None
@@ -388,12 +397,12 @@ class HttpClient:
                     except requests.RequestException as exc:
                         self.stats.add(received=streamed)
                         reason, _, retryable, advice = _classify(exc, self.timeout)
+                        if dog.expired:
+                            reason, retryable, advice = self._past_deadline()
                         self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
-                        retry = retry.new(RetryEvent(reason, resp.status_code))
-                        if retryable and idempotent and not retry.exhausted():
-                            if sink is not None:
-                                sink(None)
-                            self._sleep(retry, None)
+                        retry, again = self._step(retry, RetryEvent(reason, resp.status_code),
+                                                  retryable=retryable, idempotent=idempotent, sink=sink)
+                        if again:
                             continue
                         raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason, advice) from None
                     self.stats.add(received=len(reply.body) + streamed)
@@ -403,7 +412,16 @@ class HttpClient:
                     self.stats.add(received=len(reply.body))
                     received = len(reply.body)
             finally:
+                dog.cancel()
                 resp.close()
+            if dog.expired:  # the cut body ended without an error: a failure all the same
+                reason, _, advice = self._past_deadline()
+                self._log(method, shown, rng_hdr, reply.status, received, t0, reason)
+                retry, again = self._step(retry, RetryEvent(reason, reply.status),
+                                          idempotent=idempotent, sink=sink)
+                if again:
+                    continue
+                raise self._final(method, shown, rng_hdr, retry, reply.status, reason, advice) from None
             reply.elapsed_ms = (time.monotonic() - t0) * 1000
             self._log(method, shown, rng_hdr, reply.status, received, t0, None)
             if check is None:
@@ -413,11 +431,9 @@ class HttpClient:
             try:
                 return check(reply)
             except TransientReplyError as exc:
-                retry = retry.new(RetryEvent(str(exc), reply.status))
-                if idempotent and not retry.exhausted():
-                    if sink is not None:
-                        sink(None)
-                    self._sleep(retry, None)
+                retry, again = self._step(retry, RetryEvent(str(exc), reply.status),
+                                          idempotent=idempotent, sink=sink)
+                if again:
                     continue
                 raise ProtocolError(
                     f"{what}: {reply.where()}: {exc}{self._attempts(retry)}; the server or a proxy "
@@ -426,6 +442,24 @@ class HttpClient:
                 ) from None
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _past_deadline(self) -> Tuple[str, bool, str]:
+        """(reason, retryable, advice) of a request cut by ``http_deadline``: a timeout."""
+        return (f"no complete reply within http_deadline {self.deadline:g}s", True,
+                "the server is slow (it sends the body too slowly): raise http_deadline")
+
+    def _step(self, retry: Retry, event: RetryEvent, *, idempotent: bool, retryable: bool = True,
+              sent: bool = True, wait: Optional[float] = None,
+              sink: Optional[Callable[[Optional[bytes]], None]] = None) -> Tuple[Retry, bool]:
+        """The one retry step of ``request``: record the failure; when the policy allows
+        another attempt, tell ``sink`` to start over, back off and answer True."""
+        retry = retry.new(event)
+        if not retry.should_retry(retryable=retryable, sent=sent, idempotent=idempotent):
+            return retry, False
+        if sink is not None:
+            sink(None)
+        self._sleep(retry, wait)
+        return retry, True
 
     def _sleep(self, retry: Retry, retry_after: Optional[float]) -> None:
         self.stats.add(retries=1)
@@ -498,6 +532,7 @@ def client_from_options(url: str, options: Mapping[str, Any], *, stats: Optional
         verify=options.get("verify", True),
         client_name=options.get("client_name") or "turso-dbapi",
         stats=stats,
+        deadline=options.get("http_deadline"),
     )
 
 

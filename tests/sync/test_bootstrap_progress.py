@@ -52,11 +52,11 @@ def test_prefix_bootstrap_progress_counts_only_the_prefix(turso_server, tmp_path
 
 def test_whole_file_download_of_a_range_database_reports_progress(served_databases, databases,
                                                                   monkeypatch, tmp_path):
-    from turso_dbapi.storage import pagestore
+    from turso_dbapi.fetch import miss
 
     bars = []
     monkeypatch.setattr(
-        pagestore, "Progress",
+        miss, "Progress",
         lambda *a, **k: bars.append(progress.Progress(*a, stream=io.StringIO(), **k)) or bars[-1],
     )
     con = turso_dbapi.connect(served_databases["p4096"], partial=False,

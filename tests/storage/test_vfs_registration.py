@@ -14,7 +14,7 @@ import pytest
 from turso_dbapi.storage import vfs
 from turso_dbapi._native import ffi, lib
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/this file)
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -79,6 +79,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(sys.argv[1])))
 import sqlite3
 from support.databases import make_database
+from turso_dbapi.fetch.miss import MissHandler
 from turso_dbapi.storage import pagestore, vfs
 from turso_dbapi._native import lib
 from turso_dbapi.sources.file import FileSource
@@ -88,7 +89,7 @@ src = make_database(Path(sys.argv[1]) / "src.db", rows=300)
 source = FileSource(src); source.open()
 ident = pagestore.identity_of("b", source.version, source.page_size, source.size)
 store = pagestore.open_store(sys.argv[1] + "/rep/db", page_size=source.page_size, size=source.size, identity=ident)
-handler = pagestore.MissHandler(store, source)  # the store holds it weakly: keep it
+handler = MissHandler(store, source)  # the store holds it weakly: keep it
 cid = store.attach(handler)
 con = sqlite3.connect(f"file:{store.path}?vfs=turso_dbapi&tdbconn={cid}", uri=True)
 ref = sqlite3.connect(src)

@@ -20,6 +20,10 @@ from turso_dbapi.sources.turso import TursoSyncSource
 from turso_dbapi.protocol.sync_wire import PageData, PullUpdatesResponseHeader, ZstdEncoding
 
 PAGE = bytes(range(256)) * 16
+# Page 1 must carry a database header (page size 4096, payload fractions 64/32/32) and a
+# B-tree header at offset 100 (an empty leaf table): other bytes are refused as page 1.
+PAGE1 = (b"SQLite format 3\x00\x10\x00\x01\x01\x00\x40\x20\x20" + bytes(76)
+         + b"\x0d\x00\x00\x00\x00\x10\x00\x00").ljust(4096, b"\x00")
 
 
 class _Scripted(BaseHTTPRequestHandler):
@@ -78,21 +82,21 @@ def test_bad_replies_raise_clear_errors(scripted, reply, match):
 
 
 def test_a_server_may_not_omit_pages_inside_its_size(scripted):
-    scripted.reply = (200, body(PullUpdatesResponseHeader("5", 3), [PageData(0, PAGE)]))
+    scripted.reply = (200, body(PullUpdatesResponseHeader("5", 3), [PageData(0, PAGE1)]))
     with pytest.raises(ProtocolError, match=r"omitted page\(s\) \[2\]"):
         source_for(scripted).fetch([1, 2])
     # pages at or past db_size may be omitted: absent, never an error (§2.6)
-    scripted.reply = (200, body(PullUpdatesResponseHeader("5", 1), [PageData(0, PAGE)]))
+    scripted.reply = (200, body(PullUpdatesResponseHeader("5", 1), [PageData(0, PAGE1)]))
     assert list(source_for(scripted).fetch([1, 2, 3])) == [1]
 
 
 def test_page_one_is_switched_to_rollback_journal_mode(scripted):
-    wal_page1 = bytearray(PAGE)
+    wal_page1 = bytearray(PAGE1)
     wal_page1[18] = wal_page1[19] = 2
     scripted.reply = (200, body(PullUpdatesResponseHeader("5", 2), [PageData(0, bytes(wal_page1)),
                                                                      PageData(1, PAGE)]))
     pages = source_for(scripted).fetch([1, 2])
-    assert pages[1][18:20] == b"\x01\x01" and pages[1][:18] == PAGE[:18] and pages[1][20:] == PAGE[20:]
+    assert pages[1][18:20] == b"\x01\x01" and pages[1][:18] == PAGE1[:18] and pages[1][20:] == PAGE1[20:]
     assert pages[2] == PAGE
 
 
@@ -180,7 +184,7 @@ def test_a_crash_before_the_metadata_means_bootstrap_again(turso_server, tmp_pat
     turso_server.db_sql("CREATE TABLE t(x)")
     turso_server.db_sql("INSERT INTO t VALUES (1), (2)")
     path = str(tmp_path / "r.db")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run([sys.executable, "-c", _DIES_BEFORE_METADATA, root, turso_server.url, path],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4, proc.stderr
@@ -220,3 +224,11 @@ def test_a_bootstrap_cut_mid_body_is_retried_from_scratch(turso_server, tmp_path
         assert st.requests == 2 and st.retries == 1
         assert conn.execute("SELECT COUNT(*), SUM(LENGTH(x)) FROM t").fetchall() == [(500, 500_000)]
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_page_the_selector_did_not_ask_for_is_refused(scripted):
+    # §2.6: the server restricts its pages to the selector; one outside it is refused
+    # before anything is stored (a hostile page id would otherwise grow the sidecar).
+    scripted.reply = (200, body(PullUpdatesResponseHeader("5", 9), [PageData(0, PAGE1), PageData(7, PAGE)]))
+    with pytest.raises(ProtocolError, match="page_id 7 was not asked for"):
+        source_for(scripted).fetch([1, 2])

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turso_dbapi.server.pipeline import Pipeline, PipelineRequestError, decode_value, encode_value
+from turso_dbapi.protocol.hrana import decode_value, encode_value
+from turso_dbapi.server.pipeline import Pipeline, PipelineRequestError
 from turso_dbapi.server.sql_series import rewrite
 
 

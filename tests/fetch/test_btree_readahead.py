@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from turso_dbapi.fetch.btree_readahead import BtreeHints, BtreeReadahead
-from turso_dbapi.fetch.readahead import Readahead, btree_children
+from turso_dbapi.fetch.btree_readahead import BtreeMap, BtreeReadahead, btree_children
+from turso_dbapi.fetch.readahead import Readahead
 
 PS = 4096
 
@@ -31,7 +31,7 @@ def test_interior_siblings_and_known_children_only(tmp_path):
     root, n, pages = build(str(tmp_path / "a.db"))
     level1 = btree_children(pages[root], root, PS)
     assert len(level1) >= 3 and all(btree_children(pages[c], c, PS) for c in level1)  # 3 levels
-    hints = BtreeHints(PS)
+    hints = BtreeMap(PS)
     hints.note(root, pages[root])
     present = {1, root}
     ra = BtreeReadahead(Readahead(PS, 128 * 1024), hints)
@@ -63,7 +63,7 @@ def test_interior_siblings_and_known_children_only(tmp_path):
 
 def test_unknown_pages_keep_the_plain_segment_policy(tmp_path):
     root, n, pages = build(str(tmp_path / "b.db"))
-    hints = BtreeHints(PS)
+    hints = BtreeMap(PS)
     inner = Readahead(PS, 128 * 1024)
     plain = Readahead(PS, 128 * 1024).plan(100, n, lambda p: False)
     assert BtreeReadahead(inner, hints).plan(100, n, lambda p: False) == plain
@@ -86,7 +86,7 @@ def interior_page(children, right):
 
 
 def test_a_descent_is_not_taken_for_a_scan():
-    hints = BtreeHints(PS)
+    hints = BtreeMap(PS)
     ra = BtreeReadahead(Readahead(PS, 128 * 1024), hints)
     assert ra.plan(30, 200, lambda p: False)[-1] == 32  # the interior page's own segment
     hints.note(30, interior_page(list(range(33, 96)), 96))  # its children follow it in the file

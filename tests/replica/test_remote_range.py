@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from support.databases import make_database
 from support.faultproxy import is_fetch
-from test_vfs import QUERIES, Lazy
+from support._lazy_replica import QUERIES, Lazy
 
 import turso_dbapi
 from turso_dbapi.errors import RemoteChangedError, RemoteError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/this file)
 
 
 @pytest.fixture(autouse=True)
@@ -267,7 +267,7 @@ def test_a_fetch_failing_during_iteration_is_logged_and_kept_but_never_lent_to_l
     # iteration left must not be attached to it
     late = sqlite3.OperationalError("disk I/O error")
     late.sqlite_errorcode, late.sqlite_errorname = 266, "SQLITE_IOERR_READ"
-    assert remote._real_cause(late, "x") is late
+    assert remote.real_cause(late, "x") is late
     # while a fetch failing under an execute is reported with its own, fresh cause
     fault_proxy.inject("status", status=503, times=None, when=is_fetch)
     with pytest.raises(RemoteError) as fresh:
@@ -279,16 +279,41 @@ def test_a_fetch_failing_during_iteration_is_logged_and_kept_but_never_lent_to_l
 
 def test_only_io_errors_consume_a_kept_cause_on_every_python_version(tmp_path):
     """3.11+ tells an I/O error by sqlite_errorcode, 3.9/3.10 by SQLite's message."""
-    from turso_dbapi.replica import base as remote
+    from turso_dbapi import errors
 
     con = sqlite3.connect(str(tmp_path / "x.db"))
     with pytest.raises(sqlite3.OperationalError) as other:
         con.execute("SELECT * FROM nowhere")
     io = sqlite3.OperationalError("disk I/O error")
-    assert remote._io_error_by_message(io) and not remote._io_error_by_message(other.value)
+    assert errors.is_io_error_by_message(io) and not errors.is_io_error_by_message(other.value)
     if sys.version_info >= (3, 11):
         io.sqlite_errorcode = 266  # SQLITE_IOERR_READ
-        assert remote._io_error_by_code(io) and not remote._io_error_by_code(other.value)
-        assert remote._is_io_error is remote._io_error_by_code
+        assert errors.is_io_error_by_code(io) and not errors.is_io_error_by_code(other.value)
+        assert errors.is_io_error is errors.is_io_error_by_code
     else:
-        assert remote._is_io_error is remote._io_error_by_message
+        assert errors.is_io_error is errors.is_io_error_by_message
+
+
+def test_after_remote_changed_the_same_process_reopens_the_path_once_closed(nginx, tmp_path):
+    """A stored RemoteChangedError (conn.stats().last_error, the cursor's exception) must
+    not keep the failed statement, hence the C store, alive: close() + gc frees the path."""
+    import gc
+
+    nginx.place("again.db", make_database(tmp_path / "a1.db", rows=1500, seed=7))
+    local = str(tmp_path / "again" / "replica.db")
+    con = turso_dbapi.connect(nginx.url("again.db"), local_path=local, **_fast(segment_size=4096))
+    cur = con.cursor()
+    assert cur.execute("SELECT count(*) FROM items").fetchone() == (1500,)
+    nginx.place("again.db", make_database(tmp_path / "a2.db", rows=1600, seed=8))
+    try:
+        cur.execute("SELECT sum(length(body)) FROM docs").fetchall()
+    except RemoteChangedError as exc:
+        kept = exc  # a caller may well keep the exception
+    assert "RemoteChangedError" in con.stats().last_error
+    con.close()
+    del cur, con
+    gc.collect()
+    again = turso_dbapi.connect(nginx.url("again.db"), local_path=local, **_fast())
+    assert again.execute("SELECT count(*) FROM items").fetchone() == (1600,)
+    assert "again.db" in str(kept)
+    again.close()

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from turso_dbapi._util import atomic
+from turso_dbapi.fetch.miss import MissHandler
 from turso_dbapi.storage import pagestore
 from turso_dbapi._native import lib
 from turso_dbapi.storage.checksum import crc32c
 from turso_dbapi.errors import OperationalError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/this file)
 PS = 1024
 
 
@@ -162,11 +164,11 @@ def test_same_path_another_identity_in_one_process_is_refused(tmp_path):
 
 def test_write_json_atomic_replaces_whole(tmp_path):
     target = str(tmp_path / "m.json")
-    pagestore.write_json_atomic(target, {"a": 1})
-    pagestore.write_json_atomic(target, {"b": 2})
-    assert pagestore.read_json(target) == {"b": 2}
+    atomic.write_json_atomic(target, {"a": 1})
+    atomic.write_json_atomic(target, {"b": 2})
+    assert atomic.read_json(target) == {"b": 2}
     Path(target).write_text("{broken")
-    assert pagestore.read_json(target) is None
+    assert atomic.read_json(target) is None
 
 
 def test_addresses_past_the_sqlite_lock_page_at_1_gib(tmp_path):
@@ -202,7 +204,7 @@ def backed(tmp_path, databases):
     source.open()
     store = pagestore.open_store(str(tmp_path / "bk" / "db"), page_size=1024, size=source.size,
                                  identity=pagestore.identity_of("bk", source.version, 1024, source.size))
-    handler = pagestore.MissHandler(store, source, segment_size=1024, readahead_max=1024)
+    handler = MissHandler(store, source, segment_size=1024, readahead_max=1024)
     store.attach(handler)
     return store, source, Path(src).read_bytes(), handler
 

@@ -336,7 +336,7 @@ def test_defaults_are_the_option_table_defaults():
 # -- multi-range (rule (6)) ----------------------------------------------------------------
 
 from turso_dbapi.transport.http import TransientReplyError  # noqa: E402
-from turso_dbapi.sources.range import parse_byteranges  # noqa: E402
+from turso_dbapi.sources.range_reply import parse_byteranges  # noqa: E402
 
 
 def test_several_runs_are_one_multi_range_request_with_exact_pages(nginx, databases):

@@ -16,7 +16,7 @@ import pytest
 import turso_dbapi
 from turso_dbapi.sync import apply as pull_apply, metadata as sync_meta
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 
 
 def rows_table(server, n=300):
@@ -162,8 +162,8 @@ def test_partial_replica_with_server_writes_between_pulls(turso_server, tmp_path
     assert conn.pull() is True
     rev1 = conn.stats().revision
     assert rev1 == turso_server.revision
-    # lazy fetches now pin the latest synced revision (see turso_replica's docstring)
-    assert conn._replica.source.pinned_revision == rev1
+    # lazy fetches now pin the latest synced revision (see sync.replica's docstring)
+    assert conn._replica.source.current_pin() == rev1  # what the next lazy fetch uses
     # round 2: more writes on the server before this replica reads anything
     turso_server.db_sql("DELETE FROM t WHERE id BETWEEN 100 AND 200")
     turso_server.db_sql("UPDATE t SET v = 7 WHERE id > 650")
@@ -363,7 +363,7 @@ def test_a_reader_in_another_process_never_sees_a_mix_after_a_killed_puller(turs
             return reader.stdout.readline().strip()
 
         # while the pull lock is held (as by a live puller), readers wait: busy, never a mix
-        with bootstrap.replica_lock(path + "-pull") as held:
+        with bootstrap.pull_lock(path) as held:
             assert held
             assert ask() == "error database is locked"
         assert sync_meta.load(path).pending_pull is not None
@@ -407,8 +407,45 @@ def test_a_dead_pullers_apply_that_cannot_be_finished_fails_reads_with_the_cause
 
     path = str(tmp_path / "r.db")
     conn = _replica_with_a_damaged_pending_stage(turso_server, path)
-    apply_flag.ApplyFlag(path).set()  # as a puller that died mid-apply leaves it
+    apply_flag.ApplyFlag(conn._replica.store).set()  # as a puller that died mid-apply leaves it
     for _ in range(2):  # every read transaction tries again, none reads a half-applied state
         with pytest.raises(turso_dbapi.OperationalError, match="staged pages are missing or damaged"):
             conn.execute("SELECT COUNT(*) FROM t")
-    assert apply_flag.ApplyFlag(path).is_set() and sync_meta.load(path).pending_pull is not None
+    assert apply_flag.ApplyFlag(conn._replica.store).is_set() and sync_meta.load(path).pending_pull is not None
+
+
+def test_a_rolled_back_transaction_that_spilled_pages_does_not_block_pull(turso_server, tmp_path):
+    """Issue 14.6: a transaction larger than the page cache writes pages to the file before
+    it ends; its rollback writes the old bytes back. Nothing changed, so pull() must run."""
+    rows_table(turso_server, 30)
+    path = str(tmp_path / "r.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    conn.execute("PRAGMA cache_size=5")
+    conn.execute("BEGIN")
+    conn.execute("UPDATE t SET x = randomblob(1024)")  # every page of t
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "
+                 "INSERT INTO t SELECT i + 1000, 9, randomblob(3000) FROM n")
+    assert conn.stats().local_writes > 0  # it spilled
+    conn.rollback()
+    assert os.path.getsize(path + "-tdblocal") > 0
+    turso_server.db_sql("UPDATE t SET v = 7")
+    assert conn.pull() is True
+    assert conn.execute("SELECT count(*), min(v), max(v) FROM t").fetchone() == (30, 7, 7)
+    assert local_rows(conn) == server_rows(turso_server)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert os.path.getsize(path + "-tdblocal") == 0  # nothing local is left behind
+
+
+def test_a_committed_local_change_still_blocks_pull_after_a_rolled_back_spill(turso_server, tmp_path):
+    rows_table(turso_server, 30)
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    conn.execute("PRAGMA cache_size=5")
+    conn.execute("UPDATE t SET v = 3 WHERE id = 30")
+    conn.commit()
+    conn.execute("BEGIN")
+    conn.execute("UPDATE t SET x = randomblob(1024)")
+    conn.rollback()
+    turso_server.db_sql("UPDATE t SET v = 7")
+    with pytest.raises(turso_dbapi.OperationalError, match="local changes"):
+        conn.pull()
+    assert conn.execute("SELECT v FROM t WHERE id = 30").fetchone() == (3,)

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.databases import make_database
 
-from turso_dbapi.fetch.readahead import Readahead, SingleFlight, btree_children, missing_children
+from turso_dbapi.fetch.btree_readahead import btree_children, missing_children
+from turso_dbapi.fetch.readahead import Readahead, SingleFlight
 
 KB = 1024
 
@@ -354,7 +355,8 @@ def test_threads_missing_through_readahead_and_single_flight_get_the_file_bytes(
 
 # -- rules (6)/(7): scans across interleaved B-trees ------------------------------------------
 
-from turso_dbapi.fetch.readahead import BtreeSiblings, Lookahead  # noqa: E402
+from turso_dbapi.fetch.btree_readahead import BtreeSiblings  # noqa: E402
+from turso_dbapi.fetch.readahead import Lookahead  # noqa: E402
 
 
 def _grow(ra, pgno, n, steps):

@@ -17,52 +17,16 @@ from pathlib import Path
 import pytest
 
 import turso_dbapi
-from turso_dbapi.storage import pagestore
+from turso_dbapi.storage.callbacks import take_error
 from turso_dbapi.errors import RemoteError
 from turso_dbapi.replica.range_cache import connect_range
 from turso_dbapi.sources.file import FileSource
 from turso_dbapi.storage.vfs import ensure_registered
 from turso_dbapi.url import parse_options, with_defaults
 
-ROOT = Path(__file__).resolve().parent.parent
+from support._lazy_replica import QUERIES, Lazy
 
-QUERIES = [
-    "SELECT count(*) FROM items",
-    "SELECT * FROM items WHERE id = 777",
-    "SELECT id, name, price FROM items WHERE category = 7 ORDER BY price",
-    "SELECT category, count(*), round(sum(price), 2) FROM items GROUP BY category",
-    "SELECT id FROM items WHERE name BETWEEN 'item-00000100' AND 'item-00000150'",
-    "SELECT id, length(payload), hex(substr(payload, 1, 8)) FROM items WHERE id % 7 = 0",
-    "SELECT id, length(body), substr(body, -20) FROM docs",
-    "SELECT * FROM kv ORDER BY k",
-    "SELECT * FROM kv WHERE k > 'key-8' LIMIT 20",
-    "SELECT count(*) FROM items i JOIN docs d ON d.id = i.id",
-    "SELECT id, name FROM items ORDER BY id DESC LIMIT 30",
-    "PRAGMA integrity_check",
-]
-
-
-class Lazy:
-    """A replica of ``src`` in ``directory`` with its source and miss handler."""
-
-    def __init__(self, src: Path, directory: Path, **handler_opts):
-        ensure_registered()
-        self.source = FileSource(src)
-        leading = self.source.open()
-        ident = pagestore.identity_of(str(src), self.source.version, self.source.page_size, self.source.size)
-        self.store = pagestore.open_store(str(directory / "replica" / "db"), page_size=self.source.page_size,
-                                          size=self.source.size, identity=ident)
-        del leading  # FileSource's leading bytes are not stored: page 1 goes through a miss
-        self.handler = pagestore.MissHandler(self.store, self.source, **handler_opts)
-        self.conn_id = self.store.attach(self.handler)
-
-    def connect(self, **kw) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.store.path}?vfs=turso_dbapi&tdbconn={self.conn_id}", uri=True, **kw)
-
-    @property
-    def requests(self) -> int:
-        return self.source.stats.snapshot()["requests"]
-
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/this file)
 
 def _rows(con: sqlite3.Connection, sql: str):
     return con.execute(sql).fetchall()
@@ -141,7 +105,7 @@ def test_fetch_failure_is_ioerr_read_and_the_same_connection_retries(databases, 
         con.execute("SELECT sum(length(body)) FROM docs").fetchall()
     if sys.version_info >= (3, 11):  # the error attributes are 3.11+
         assert info.value.sqlite_errorname == "SQLITE_IOERR_READ"
-    assert isinstance(pagestore.take_error(), RemoteError)  # the real cause was kept
+    assert isinstance(take_error(), RemoteError)  # the real cause was kept
     lazy.source.fail_with = None
     sql = "SELECT sum(length(body)) FROM docs"
     assert con.execute(sql).fetchall() == ref.execute(sql).fetchall()
@@ -152,9 +116,9 @@ def _populate_in_subprocess(lazy: Lazy, src: Path) -> None:
     """Fill the replica from another process, so this process has verified nothing."""
     code = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']\n"
-        "from test_vfs import Lazy\nfrom pathlib import Path\n"
+        "from support._lazy_replica import Lazy\nfrom pathlib import Path\n"
         "lazy = Lazy(Path(sys.argv[2]), Path(sys.argv[3]))\n"
-        "lazy.store.download_all(lazy.handler)\n"
+        "from turso_dbapi.fetch.miss import download_all\ndownload_all(lazy.store, lazy.handler)\n"
     )
     subprocess.run([sys.executable, "-c", code, str(ROOT), str(src), str(Path(lazy.store.path).parent.parent)],
                    check=True, timeout=60)
@@ -202,7 +166,7 @@ def test_wal_mode_across_processes_sees_the_other_writer(databases, tmp_path):
     assert con.execute("SELECT count(*) FROM items WHERE price < 0").fetchone() == (0,)
     writer = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']\n"
-        "from test_vfs import Lazy\nfrom pathlib import Path\n"
+        "from support._lazy_replica import Lazy\nfrom pathlib import Path\n"
         "lazy = Lazy(Path(sys.argv[2]), Path(sys.argv[3]))\n"
         "c = lazy.connect(isolation_level=None)\n"
         "c.execute('UPDATE items SET price = -price - 1 WHERE id <= 500')\n"
@@ -237,7 +201,7 @@ def test_local_writes_persist_and_read_local_over_synced(databases, tmp_path):
     out = subprocess.run(
         [sys.executable, "-c",
          "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']\n"
-         "from test_vfs import Lazy\nfrom pathlib import Path\n"
+         "from support._lazy_replica import Lazy\nfrom pathlib import Path\n"
          "lazy = Lazy(Path(sys.argv[2]), Path(sys.argv[3]))\n"
          "print(lazy.connect().execute('SELECT count(*) FROM items WHERE price = -1').fetchone()[0])\n",
          str(ROOT), str(src), str(tmp_path)],

@@ -1,0 +1,265 @@
+"""A bad /pull-updates reply is refused whole and recorded nowhere (issue 14, item 5).
+
+The replica talks to the reference server through the fault proxy; the proxy replaces one
+reply with scripted bytes (real HTTP, real sockets, only the body is made up). After a
+refused reply the replica's files are byte-for-byte what they were, and the next good
+reply works. The hypothesis fuzz puts every header and page field at its bounds
+(0, 2^31, 2^32-1, 2^32, 2^63, ...) and checks the same against a model of the rules
+written from the spec (§2.1-2.7) and SQLite's limits, not from the code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import turso_dbapi
+from support.faultproxy import FaultProxy
+from turso_dbapi.protocol.sync_wire import (
+    PageData,
+    PullUpdatesResponseHeader,
+    ZstdEncoding,
+    encode_response,
+    parse_response,
+)
+
+BOUNDS = [0, 1, 2**31, 2**32 - 3, 2**32 - 2, 2**32 - 1, 2**32, 2**63]
+SQLITE_MAX_PAGES = 2**32 - 2
+ROWS, MORE = 60, 25
+PREFIX = 32 * 4096  # bytes: a bootstrap of page ids 0-31
+
+
+def is_pull(req) -> bool:
+    return req.method == "POST" and req.path.endswith("/pull-updates")
+
+
+def snapshot(path: str) -> dict:
+    """Every file of the replica (lock files hold no state) -> its bytes."""
+    d, base = os.path.split(path)
+    out = {}
+    for name in sorted(os.listdir(d)):
+        if name.startswith(base) and not name.endswith(".lock"):
+            with open(os.path.join(d, name), "rb") as f:
+                out[name] = f.read()
+    return out
+
+
+def count(conn) -> int:
+    return conn.execute("SELECT COUNT(*) FROM t").fetchone()[0]
+
+
+class World(dict):
+    def __repr__(self) -> str:  # hypothesis prints it with each failing case: keep it short
+        return "<world>"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The reference server behind a proxy, a replica bootstrapped at revision A (ROWS rows)
+    kept as a template, and the server moved on to revision B (ROWS + MORE rows)."""
+    from support.turso_server import TestServer
+
+    root = tmp_path_factory.mktemp("replies")
+    server = TestServer(str(root / "server.db"))
+    server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)")
+    server.db_sql(f"INSERT INTO t SELECT value, randomblob(700) FROM generate_series(1, {ROWS})")
+    proxy = FaultProxy(server.url).start()
+    template = root / "template"
+    template.mkdir()
+    conn = turso_dbapi.connect(proxy.base_url, local_path=str(template / "r.db"))
+    assert count(conn) == ROWS
+    max_pages = conn._replica.store.max_pages
+    conn.close()
+    rev_a = server.revision
+    header, pages = parse_response(server.pull_updates(b"").content)
+    server.db_sql(f"INSERT INTO t SELECT value, randomblob(700) FROM generate_series({ROWS + 1}, {ROWS + MORE})")
+    world = World(server=server, proxy=proxy, template=template, rev_a=rev_a, root=root,
+                  page1=pages[0].encoded_page, page2=pages[1].encoded_page,
+                  max_pages=max_pages, n=0)
+    yield world
+    proxy.stop()
+    server.stop()
+
+
+def fresh_replica(world) -> str:
+    """A copy of the template replica in a new directory (each case starts from A)."""
+    world["n"] += 1
+    d = world["root"] / f"case{world['n']}"
+    shutil.copytree(world["template"], d)
+    return str(d / "r.db")
+
+
+def script(world, body: bytes) -> None:
+    world["proxy"].clear_faults()
+    world["proxy"].inject("status", status=200, body=body, when=is_pull,
+                          headers={"Content-Type": "application/protobuf"})
+
+
+def refused_pull_leaves_nothing(world, body: bytes) -> None:
+    path = fresh_replica(world)
+    conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path)
+    before = snapshot(path)
+    script(world, body)
+    with pytest.raises(turso_dbapi.ProtocolError) as err:
+        conn.pull()
+    assert isinstance(err.value, sqlite3.Error)
+    assert snapshot(path) == before  # nothing staged, nothing recorded
+    assert count(conn) == ROWS
+    conn.close()
+    conn = turso_dbapi.connect(path)  # reopens (no wedged apply) and a good pull works
+    assert conn.pull() is True and count(conn) == ROWS + MORE
+    conn.close()
+    shutil.rmtree(os.path.dirname(path))
+
+
+def test_a_pull_reply_with_db_size_2_32_is_refused_and_recorded_nowhere(world):
+    body = encode_response(PullUpdatesResponseHeader("999", 2**32),
+                           [PageData(0, world["page1"]), PageData(1, world["page2"])])
+    refused_pull_leaves_nothing(world, body)
+
+
+def test_a_pull_reply_with_page_id_2_32_is_refused_and_recorded_nowhere(world):
+    body = encode_response(PullUpdatesResponseHeader("999", 3),
+                           [PageData(0, world["page1"]), PageData(2**32, world["page2"])])
+    refused_pull_leaves_nothing(world, body)
+
+
+def test_a_pull_reply_with_pages_past_what_the_replica_can_hold_is_refused_before_recording(world):
+    # Within SQLite's limits, but past the sidecar this replica reserved: refused before
+    # pending_pull is written (it used to fail half-way through the apply, for good).
+    big = world["max_pages"] + 5
+    body = encode_response(PullUpdatesResponseHeader("999", big),
+                           [PageData(0, world["page1"]), PageData(big - 1, world["page2"])])
+    refused_pull_leaves_nothing(world, body)
+
+
+def test_a_pull_reply_whose_page_1_is_not_a_database_header_is_refused(world):
+    body = encode_response(PullUpdatesResponseHeader("999", 3), [PageData(0, bytes(range(256)) * 16)])
+    refused_pull_leaves_nothing(world, body)
+
+
+def test_a_bootstrap_reply_with_db_size_2_33_is_refused_and_a_later_bootstrap_works(world):
+    path = str(world["root"] / "boot33" / "r.db")
+    os.makedirs(os.path.dirname(path))
+    script(world, encode_response(PullUpdatesResponseHeader(world["rev_a"], 2**33),
+                                  [PageData(0, world["page1"])]))
+    with pytest.raises(turso_dbapi.ProtocolError, match="db_size 8589934592"):
+        turso_dbapi.connect(world["proxy"].base_url, local_path=path)
+    assert not os.path.exists(path + "-tdbsync.json")  # no replica was recorded
+    conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path)
+    assert count(conn) == ROWS + MORE
+    conn.close()
+
+
+# -- the fuzz ------------------------------------------------------------------------------
+
+REVISIONS = ["", "999", "x" * 4096, "x" * 4097]
+
+
+@st.composite
+def replies(draw, revisions=REVISIONS):
+    header = dict(
+        server_revision=draw(st.sampled_from(revisions)),
+        db_size=draw(st.sampled_from(BOUNDS + [3, 4])),
+        raw_encoding=draw(st.booleans()),
+        zstd=draw(st.booleans()),
+        stream_kind=draw(st.sampled_from([0, 0] + BOUNDS)),
+        apply_mode=draw(st.sampled_from([0, 0] + BOUNDS)),
+        protocol=draw(st.sampled_from([0, 1] + BOUNDS)),
+    )
+    pages = draw(st.lists(st.tuples(st.sampled_from([0, 1, 2] + BOUNDS),
+                                    st.sampled_from([4096, 4096, 0, 4095, 4097]),
+                                    st.sampled_from(["real", "garbage"])), max_size=3))
+    return header, pages
+
+
+def build(world, header, pages) -> bytes:
+    hdr = PullUpdatesResponseHeader(
+        header["server_revision"], header["db_size"], raw_encoding=header["raw_encoding"],
+        zstd_encoding=ZstdEncoding(3) if header["zstd"] else None, stream_kind=header["stream_kind"],
+        apply_mode=header["apply_mode"], protocol=header["protocol"])
+    out = []
+    for page_id, size, kind in pages:
+        data = (world["page1"] if page_id == 0 else world["page2"]) if kind == "real" \
+            else bytes(range(256)) * 16
+        out.append(PageData(page_id, (data * 2)[:size]))
+    return encode_response(hdr, out)
+
+
+def valid(world, header, pages, prefix=None) -> bool:
+    """The rules, from the spec and SQLite's limits (not from the code under test)."""
+    rev = header["server_revision"]
+    if not rev or len(rev) > 4096:  # an opaque but present, bounded revision (§2.5)
+        return False
+    if header["db_size"] > SQLITE_MAX_PAGES:  # page numbers are u32 (2^32-1 unused)
+        return False
+    if header["zstd"] or header["stream_kind"] or header["apply_mode"]:  # §2.7, pages only
+        return False
+    if pages and (header["zstd"] or not header["raw_encoding"] or header["db_size"] == 0):
+        return False  # §2.6/2.7: raw pages only, and pages need db_size > 0
+    for page_id, size, kind in pages:
+        if size != 4096 or page_id + 1 > SQLITE_MAX_PAGES:  # §2.3
+            return False
+        if page_id == 0 and kind != "real":  # page 1 must be a database header
+            return False
+        if prefix is not None and page_id >= prefix:  # only the pages asked for (§2.6)
+            return False
+        if page_id < header["db_size"] and page_id + 1 > world["max_pages"]:
+            return False  # storable by this replica (checked before anything is recorded)
+    return True
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(reply=replies())
+def test_fuzz_pull_replies_are_applied_or_refused_without_a_trace(world, reply):
+    header, pages = reply
+    path = fresh_replica(world)
+    conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path)
+    before = snapshot(path)
+    script(world, build(world, header, pages))
+    try:
+        conn.pull()
+    except turso_dbapi.ProtocolError:
+        assert not valid(world, header, pages), "a valid reply was refused"
+        assert snapshot(path) == before
+        world["proxy"].clear_faults()
+        assert conn.pull() is True and count(conn) == ROWS + MORE
+    else:
+        assert valid(world, header, pages), f"an invalid reply was accepted: {header} {pages}"
+        assert conn.stats().revision == header["server_revision"]
+    finally:
+        world["proxy"].clear_faults()
+        conn.close()
+    shutil.rmtree(os.path.dirname(path))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(reply=replies(revisions=["", "REAL", "x" * 4097]))
+def test_fuzz_bootstrap_replies_are_refused_without_recording_a_replica(world, reply):
+    header, pages = reply
+    if header["server_revision"] == "REAL":
+        header = dict(header, server_revision=world["server"].revision)
+    world["n"] += 1
+    path = str(world["root"] / f"boot{world['n']}" / "r.db")
+    os.makedirs(os.path.dirname(path))
+    pages = [(0, 4096, "real")] + pages
+    script(world, build(world, header, pages))
+    try:  # a prefix bootstrap of 32 pages: the reply may hold page ids 0-31 only
+        conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path, bootstrap_prefix=PREFIX)
+    except turso_dbapi.ProtocolError:
+        assert not valid(world, header, pages, prefix=32), "a valid reply was refused"
+        assert not os.path.exists(path + "-tdbsync.json")
+        world["proxy"].clear_faults()
+        conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path)
+        assert count(conn) == ROWS + MORE
+    else:
+        assert valid(world, header, pages, prefix=32), f"accepted: {header} {pages}"
+    finally:
+        world["proxy"].clear_faults()
+    conn.close()
+    shutil.rmtree(os.path.dirname(path))
