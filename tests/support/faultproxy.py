@@ -273,7 +273,7 @@ class FaultProxy:
             for k in list(headers):
                 if k.lower() in dropped or (fault == "full200" and k.lower() == "range"):
                     del headers[k]
-        status, reply_headers, body = self._forward(h.command, h.path, headers, body_in)
+        status, reply_headers, body, head_length = self._forward(h.command, h.path, headers, body_in)
         if fault == "bad_range":
             shift = int(params.get("shift", 1))
             for i, (k, v) in enumerate(reply_headers):
@@ -294,7 +294,8 @@ class FaultProxy:
         h.send_response(status)
         for k, v in reply_headers:
             h.send_header(k, v)
-        h.send_header("Content-Length", str(len(body)))
+        # a HEAD reply has no body but the length of the GET's (a client sizes the file by it)
+        h.send_header("Content-Length", head_length if h.command == "HEAD" and head_length else str(len(body)))
         h.end_headers()
         if h.command == "HEAD":
             self._record(h, status, 0, rule)
@@ -329,7 +330,7 @@ class FaultProxy:
             resp = conn.getresponse()
             data = resp.read()
             reply_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
-            return resp.status, reply_headers, data
+            return resp.status, reply_headers, data, resp.getheader("Content-Length")
         finally:
             conn.close()
 

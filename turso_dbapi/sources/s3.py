@@ -30,6 +30,7 @@ It is the HTTP range source (``sources.range``) with three differences, no fork 
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -192,16 +193,45 @@ class _Built(Exception):
         self.url = url
 
 
-def _get_object_url(client: Any, params: Mapping[str, str]) -> str:
-    def stop(request: Any, **_: Any) -> None:
-        raise _Built(request.url)
+def _stop(request: Any, **_: Any) -> None:
+    raise _Built(request.url)
 
-    client.meta.events.register("before-send.s3.GetObject", stop)
+
+def _get_object_url(client: Any, params: Mapping[str, str]) -> str:
     try:
         client.get_object(**params)
     except _Built as built:
         return built.url
-    raise RemoteError("botocore sent GetObject instead of stopping before it")  # never: stop() raises
+    raise RemoteError("botocore sent GetObject instead of stopping before it")  # never: _stop raises
+
+
+# URL-building clients by everything that decides their endpoint: making one loads S3's
+# service model (~50-80 ms), which a connect should pay once per process, not each time.
+_clients: Dict[Tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _url_client(session: Any, profile: Optional[str], region: Optional[str], endpoint_url: Optional[str]) -> Any:
+    config_file = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
+    try:
+        config_mtime = os.stat(config_file).st_mtime_ns
+    except OSError:
+        config_mtime = None
+    env = tuple(sorted((k, v) for k, v in os.environ.items()
+                       if k.startswith("AWS_") and "SECRET" not in k and "TOKEN" not in k))
+    key = (profile, region, endpoint_url, config_file, config_mtime, env)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            # The client only builds the URL, exactly as a GetObject call would (endpoint
+            # rules: virtual-host or path style, region, custom endpoint): the request is
+            # stopped before it is sent, so placeholder keys do. Real requests are signed by
+            # _SigV4 with the credentials of the chain.
+            client = session.create_client("s3", region_name=region, endpoint_url=endpoint_url,
+                                           aws_access_key_id="-", aws_secret_access_key="-")
+            client.meta.events.register("before-send.s3.GetObject", _stop)
+            _clients[key] = client
+        return client
 
 
 def resolve(location: S3Location, *, endpoint_url: Optional[str] = None, region: Optional[str] = None,
@@ -217,13 +247,7 @@ def resolve(location: S3Location, *, endpoint_url: Optional[str] = None, region:
         ) from None
     try:
         session = botocore.session.Session(profile=profile)
-        # The client only builds the URL, exactly as a GetObject call would (endpoint rules:
-        # virtual-host or path style, region, custom endpoint): the request is stopped before
-        # it is sent, so placeholder keys do. Each real request is signed by _SigV4.
-        client = session.create_client(
-            "s3", region_name=region or location.region, endpoint_url=endpoint_url,
-            aws_access_key_id="-", aws_secret_access_key="-",
-        )
+        client = _url_client(session, profile, region or location.region, endpoint_url)
         params: Dict[str, str] = {"Bucket": location.bucket, "Key": location.key}
         if location.version_id:
             params["VersionId"] = location.version_id
