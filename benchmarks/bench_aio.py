@@ -11,7 +11,7 @@ One round = 100 point selects by random id, all in flight at once:
 Reports selects per second (best of ``--repeat`` runs of ``--rounds`` rounds) and the
 ratio aio/sync (goal >= 0.9).
 
-    python benchmarks/bench_aio.py [--connections 4] [--rounds 50] [--repeat 5]
+    python benchmarks/bench_aio.py [--quick] [--connections 4] [--rounds 50] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="10 rounds, best of 3")
     args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.repeat = 10, 3
     rng = random.Random(0)
     ids = [[rng.randint(1, 2000) for _ in range(PER_ROUND)] for _ in range(args.rounds)]
     n = args.connections

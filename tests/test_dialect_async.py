@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import ForeignKey, String, exc, select, text
 from sqlalchemy.dialects import registry
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
 
 import turso_dbapi
