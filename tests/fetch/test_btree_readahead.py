@@ -1,4 +1,4 @@
-"""B-tree-aware readahead rules (turso_dbapi/btree_readahead.py) on a real SQLite file."""
+"""B-tree-aware readahead rules (turso_dbapi/fetch/btree_readahead.py) on a real SQLite file."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ def test_btree_prefetch_fetches_children_of_interior_pages_and_stays_correct(dat
     assert _rows(con, sql) == _rows(ref, sql)
     for sql in QUERIES:
         assert _rows(con, sql) == _rows(ref, sql), sql
-    # siblings of B-tree pages walked in order ride along with the misses (readahead.BtreeSiblings)
+    # siblings of B-tree pages walked in order ride along with the misses (btree_readahead.BtreeSiblings)
     assert lazy.store.counters()["prefetched"] > 0
 
 

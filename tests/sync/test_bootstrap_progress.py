@@ -1,5 +1,5 @@
 """A long bootstrap reports progress through ``turso_dbapi._util.progress`` (drawn only on a
-terminal: ``Progress`` itself decides, see tests/test_progress.py)."""
+terminal: ``Progress`` itself decides, see tests/util/test_progress.py)."""
 
 from __future__ import annotations
 

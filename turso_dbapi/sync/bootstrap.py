@@ -84,7 +84,7 @@ class _Into:
         self.db_size = 0
         self.stored: List[int] = []
         self.prefix = prefix
-        # Long bootstraps show a bar on a terminal (never in pipes); see progress.py.
+        # Long bootstraps show a bar on a terminal (never in pipes); see _util/progress.py.
         self.progress: Optional[Progress] = None
 
     def on_header(self, header: Any) -> None:

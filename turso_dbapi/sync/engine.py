@@ -18,7 +18,8 @@ reads the synced revision from the metadata (``sync.replica``).
 
 ``recover_dead_apply`` is what C's apply-flag callback runs for a Turso replica (vfs.c
 rule (13)): the apply of a puller that died mid-switch is finished before anyone reads.
-The empty places of push (capture local changes, push them, rebase) are here too.
+Push (capturing local changes, sending them, rebasing on the pulled revision) is not
+implemented; when it is, this is where it is sequenced with the pull.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ policy that is a value, auth, and the one place where requests/urllib3 errors be
 
 Rules (numbered; the code tags them):
 
-(1) Only this module sees ``requests``/``urllib3`` exceptions. Each becomes a ``RemoteError``
+(1) Only this module (and ``failures``, which classifies them) sees ``requests``/``urllib3``
+    exceptions. Each becomes a ``RemoteError``
     whose message names the method, the *redacted* URL, the status if any and what to do.
     The original exception is not chained (``from None``): its text may hold the raw URL
     with credentials or presigned-URL signatures.
@@ -28,9 +29,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import email.utils
-import errno as _errno
 import logging
-import os
 import random
 import threading
 import time
@@ -40,10 +39,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 import requests.adapters
 import requests.auth
-import urllib3.exceptions
 
 from ..errors import ProtocolError, RemoteError
 from .deadline import Watchdog
+from .failures import STATUS_ADVICE, classify
 from .stats import SourceStats
 from ..url import redact
 
@@ -188,67 +187,6 @@ def split_credentials(url: str) -> Tuple[str, Optional[Tuple[str, str]]]:
     return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
 
 
-def _os_reason(exc: BaseException) -> str:
-    """A short cause without URLs: the innermost OS error's text, if there is one."""
-    seen = set()
-    cur: Optional[BaseException] = exc
-    found: Optional[OSError] = None
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno:
-            found = cur
-        nxt = getattr(cur, "reason", None)
-        if not isinstance(nxt, BaseException):
-            nxt = cur.__cause__ or cur.__context__
-        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
-            nxt = cur.args[0]
-        cur = nxt
-    if found is not None and found.errno in _errno.errorcode:
-        return f"{_errno.errorcode[found.errno]}: {os.strerror(found.errno)}"
-    return type(exc).__name__
-
-
-def _classify(exc: requests.RequestException, timeout: float) -> Tuple[str, bool, bool, str]:
-    """(reason, sent, retryable, advice) for a requests exception (1)(2)."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        return (
-            "TLS certificate verification failed",
-            False,
-            False,
-            "check the server certificate, or pass verify=<CA bundle path> (verify=false disables checks)",
-        )
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return (f"connect timed out after {timeout:g}s", False, True, "check the host, or raise http_timeout")
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return (f"no reply within {timeout:g}s", True, True, "the server is slow: raise http_timeout")
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-        return ("connection broke while reading the body (short body)", True, True, "retry later")
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        inner = exc.args[0] if exc.args else None
-        reason = getattr(inner, "reason", inner)
-        if isinstance(reason, urllib3.exceptions.NewConnectionError):
-            return (f"could not connect ({_os_reason(reason)})", False, True, "check the URL and that the server is up")
-        if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
-            return (f"no reply within {timeout:g}s", True, True, "the server is slow: raise http_timeout")
-        return (f"connection failed ({_os_reason(exc)})", True, True, "retry later")
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
-        return ("invalid URL", False, False, "use an http:// or https:// URL")
-    return (type(exc).__name__, True, False, "retry later")
-
-
-_STATUS_ADVICE = {
-    400: "the server rejected the request",
-    401: "authentication failed: check auth_token or the URL credentials",
-    403: "access denied: check auth_token, the URL credentials or the presigned URL's expiry",
-    404: "no file at this URL: check the path",
-    405: "this URL does not allow the request method",
-    410: "the file is gone: check the URL",
-    412: "a precondition failed",
-    416: "the requested range is outside the file",
-    429: "the server is rate-limiting: retry later",
-}
-
-
 class HttpClient:
     """One remote's HTTP: a keep-alive session, auth, timeouts, retries, counters.
 
@@ -312,7 +250,7 @@ class HttpClient:
     def error(self, reply: Reply, what: str, *, cls: type = RemoteError) -> RemoteError:
         """A RemoteError for an unexpected status, with what to do."""
         advice = self._explain(reply) if self._explain is not None else None
-        advice = advice or _STATUS_ADVICE.get(reply.status)
+        advice = advice or STATUS_ADVICE.get(reply.status)
         if advice is None:
             advice = "the server failed: retry later" if reply.status >= 500 else "unexpected reply"
         return cls(f"{what}: {reply.where()} -> HTTP {reply.status}; {advice}", url=reply.url, status=reply.status)
@@ -359,7 +297,7 @@ class HttpClient:
                     timeout=(per_read, per_read), verify=self.verify, allow_redirects=True,
                 )
             except requests.RequestException as exc:
-                reason, sent, retryable, advice = _classify(exc, self.timeout)
+                reason, sent, retryable, advice = classify(exc, self.timeout)
                 self.stats.add(requests=1, sent=len(data or b""))
                 self._log(method, shown, rng_hdr, None, 0, t0, reason)
                 retry, again = self._step(retry, RetryEvent(reason), retryable=retryable, sent=sent,
@@ -382,7 +320,7 @@ class HttpClient:
                     if again:
                         continue
                     raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason,
-                                      _STATUS_ADVICE.get(resp.status_code, "the server failed: retry later")) from None
+                                      STATUS_ADVICE.get(resp.status_code, "the server failed: retry later")) from None
                 received = 0  # body bytes, for the log line (streamed ones included)
                 if read_body is None or read_body(reply):
                     streamed = 0
@@ -396,7 +334,7 @@ class HttpClient:
                             reply.body = b""
                     except requests.RequestException as exc:
                         self.stats.add(received=streamed)
-                        reason, _, retryable, advice = _classify(exc, self.timeout)
+                        reason, _, retryable, advice = classify(exc, self.timeout)
                         if dog.expired:
                             reason, retryable, advice = self._past_deadline()
                         self._log(method, shown, rng_hdr, resp.status_code, 0, t0, reason)
