@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite.base import SQLiteExecutionContext
 from sqlalchemy.engine.interfaces import AdaptedConnection
 from sqlalchemy.engine.url import URL
 
-from .dialect import TursoDBAPIDialect, _is_remote_url
+from .dialect import TursoDBAPIDialect
 
 try:  # SQLAlchemy 2.1 names it await_ (await_only stays as an alias until 2.2)
     from sqlalchemy.util.concurrency import await_ as await_only
@@ -48,6 +48,14 @@ def _execute(conn: sqlite3.Connection, operation: str, parameters: Any, many: bo
     return cursor, cursor.description, cursor.rowcount, cursor.lastrowid, rows
 
 
+def _close(conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> None:
+    cursor.close()
+
+
+def _cursor_call(conn: sqlite3.Connection, cursor: sqlite3.Cursor, method: str, *args: Any) -> Any:
+    return getattr(cursor, method)(*args)
+
+
 class AsyncAdapt_turso_cursor:
     server_side = False
 
@@ -65,16 +73,16 @@ class AsyncAdapt_turso_cursor:
         self._rows.clear()
         if self._cursor is not None:
             cursor, self._cursor = self._cursor, None
-            if self._connection._open:
-                await_only(self._connection._call(cursor.close))
+            if not self._connection.closed:
+                await_only(self._connection.run(_close, cursor))
 
     async def _async_soft_close(self) -> None:
         """SQLAlchemy 2.1 calls this from the loop when a result leaves the greenlet:
         a server-side cursor lets go of its statement (the description stays)."""
         if self.server_side and self._cursor is not None:
             cursor, self._cursor = self._cursor, None
-            if self._connection._open:
-                await self._connection._call(cursor.close)
+            if not self._connection.closed:
+                await self._connection.run(_close, cursor)
 
     def execute(self, operation: str, parameters: Any = None) -> Any:
         return self._run(operation, parameters, False)
@@ -83,9 +91,8 @@ class AsyncAdapt_turso_cursor:
         return self._run(operation, seq_of_parameters, True)
 
     def _run(self, operation: str, parameters: Any, many: bool) -> Any:
-        conn = self._connection.connection
         cursor, self.description, self.rowcount, self.lastrowid, rows = await_only(
-            self._connection._call(_execute, conn, operation, parameters, many, not self.server_side))
+            self._connection.run(_execute, operation, parameters, many, not self.server_side))
         self._rows = collections.deque(rows or ())
         self._cursor = None if rows is not None else cursor
 
@@ -117,7 +124,7 @@ class AsyncAdapt_turso_ss_cursor(AsyncAdapt_turso_cursor):
     def _fetch(self, method: str, *args: Any) -> Any:
         if self._cursor is None:
             return [] if method != "fetchone" else None
-        return await_only(self._connection._call(getattr(self._cursor, method), *args))
+        return await_only(self._connection.run(_cursor_call, self._cursor, method, *args))
 
     def fetchone(self) -> Optional[Any]:
         return self._fetch("fetchone")
@@ -165,11 +172,11 @@ class AsyncAdapt_turso_connection(AdaptedConnection):
         return cursor
 
     def rollback(self) -> None:
-        if self._connection._open:
+        if not self._connection.closed:
             await_only(self._connection.rollback())
 
     def commit(self) -> None:
-        if self._connection._open:
+        if not self._connection.closed:
             await_only(self._connection.commit())
 
     def close(self) -> None:
@@ -222,7 +229,7 @@ class AsyncTursoDBAPIDialect(TursoDBAPIDialect):
 
     @classmethod
     def get_pool_class(cls, url: URL) -> Any:
-        if _is_remote_url(url) or cls._is_url_file_db(url):
+        if url.query.get("url") or cls._is_url_file_db(url):  # a replica is a file, as sqlite+turso_dbapi
             return pool.AsyncAdaptedQueuePool
         return pool.StaticPool  # :memory: lives in its one connection
 

@@ -170,6 +170,11 @@ class Connection:
     def _open(self) -> bool:
         return self._conn is not None and self._worker.alive
 
+    @property
+    def closed(self) -> bool:
+        """True before the connection opened and after close()."""
+        return not self._open
+
     async def close(self) -> None:
         """Close the connection and end its thread (again: no-op)."""
         if not self._open:
@@ -203,7 +208,8 @@ class Connection:
         return self._conn
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` on the connection's thread: any sqlite3 call not wrapped here."""
+        """``fn(connection, *args)`` on the connection's thread: any sqlite3 call not wrapped
+        here (cancelling it interrupts it, like every call)."""
         return await self._call(fn, self.connection, *args)
 
     def cursor(self) -> _Awaitable[Cursor]:
