@@ -13,7 +13,7 @@ import math
 import os
 import re
 import sqlite3
-from typing import Any, Callable, Dict, Literal, Mapping, Optional, TypedDict, Union
+from typing import Any, Callable, Dict, Iterable, Literal, Mapping, Optional, TypedDict, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ProgrammingError
@@ -187,6 +187,17 @@ class ConnectArgs(ConnectOptions, total=False):
 
 # Query parameters that may carry credentials; their values are redacted.
 _SECRET_QUERY_KEYS = re.compile(r"(token|auth|key|secret|password|signature|credential|sig)", re.I)
+# The same inside free text (a log line, a server's error body): ``name=value`` pairs of a
+# query string, HTTP auth schemes with their credentials, an Authorization header line.
+_SECRET_IN_TEXT = [
+    (re.compile(r"([?&;][^=&\s\"']*(?:token|auth|key|secret|password|signature|credential|sig)"
+                r"[^=&\s\"']*=)[^&\s\"']*", re.I), r"\1***"),
+    (re.compile(r"\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=:-]+", re.I), r"\1\2***"),
+    (re.compile(r"(authorization\s*[:=]\s*)[^\r\n,}\]]+", re.I), r"\1***"),
+    (re.compile(r"(//)[^/@\s]+@"), r"\1***@"),  # user-info of a URL
+]
+# libSQL clients take the token as ``?authToken=`` (libsql://host?authToken=...).
+LIBSQL_TOKEN_PARAM = "authToken"
 
 
 def parse_options(raw: Mapping[str, Any]) -> Dict[str, Any]:
@@ -226,7 +237,9 @@ def split_url_options(url: str) -> tuple:
     ours: Dict[str, str] = {}
     theirs = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in OPTIONS and key != "url":
+        if key == LIBSQL_TOKEN_PARAM:  # libSQL's spelling: the token leaves the URL
+            ours["auth_token"] = value
+        elif key in OPTIONS and key != "url":
             ours[key] = value
         else:
             theirs.append((key, value))
@@ -277,3 +290,14 @@ def redact(url: str) -> str:
             [(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs], safe="*"
         )
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with known secrets and anything that looks like a credential replaced by
+    '***' (for server error bodies and third-party log lines we do not control)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    for pattern, repl in _SECRET_IN_TEXT:
+        text = pattern.sub(repl, text)
+    return text

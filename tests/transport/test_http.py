@@ -167,7 +167,9 @@ def tls_nginx(tmp_path_factory):
     authority.cert_pem.write_to_path(str(ca_cert))
     cert = ca_cert
     srv = NginxServer(d / "srv", tls_cert=chain, tls_key=key).start()
-    srv.place("tls.db", b"SQLite format 3\x00" + b"\x10\x00" + b"\x01" * 4078)
+    # a database header (page size 4096, payload fractions 64/32/32) and one empty leaf page
+    srv.place("tls.db", (b"SQLite format 3\x00\x10\x00\x01\x01\x00\x40\x20\x20" + bytes(76)
+                         + b"\x0d\x00\x00\x00\x00\x10\x00\x00").ljust(4096, b"\x00"))
     try:
         yield srv, cert
     finally:

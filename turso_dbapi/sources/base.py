@@ -4,6 +4,12 @@ A source is pinned to one version of the remote database when it opens (an ETag 
 Last-Modified for HTTP ranges, a revision for the Turso protocol). Every page it returns
 afterwards belongs to that version; if the remote changed, the source raises
 ``RemoteChangedError`` instead of returning pages of another version.
+
+Everything a source needs from its replica is a constructor parameter, never an attribute
+set afterwards: ``TursoSyncSource(pinned_revision=, pin=, page_observer=, client=)`` (``pin``
+reads the synced revision from the replica's metadata before each fetch, so a pull by any
+process moves it; ``page_observer`` feeds the replica's B-tree map), ``HttpRangeSource`` pins
+its version itself at ``open()``.
 """
 
 from __future__ import annotations

@@ -33,15 +33,20 @@ Rules (numbered; the code tags them):
 (7) Without multi-range (refused, or ``max_ranges=1``), runs separated by a gap of at most
     ``coalesce_bytes`` go in one ranged request (a small gap costs far less than a round
     trip); the gap's bytes are dropped, only the pages asked are returned.
+(8) Every fetched page must be plausible as a page of the pinned database
+    (``storage/page_check.py``: page 1's header equal to the pinned one, sane B-tree
+    headers, ...): a body of garbage with the right length is fetched again, up to
+    ``retries`` times, then refused with a ``ProtocolError``; it is never cached.
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
-from ..errors import DatabaseError, RangeNotSupportedError, RemoteChangedError
+from ..errors import DatabaseError, ProtocolError, RangeNotSupportedError, RemoteChangedError
+from ..storage.page_check import PageGeometry, freelist_leaves, header_problem, page_problem
 from ..transport.http import (
     DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Signer, Token, TransientReplyError,
 )
@@ -139,6 +144,8 @@ class HttpRangeSource:
         self.version = ""
         self._pinned: Optional[Validators] = None
         self._fetch_url: Optional[str] = None  # pages are read here (None: the URL itself)
+        self._geometry: Optional[PageGeometry] = None  # of the pinned page 1 (8)
+        self._free_leaves: Optional[Set[int]] = None
         self.parallel = max(1, int(parallel))
         self.max_ranges = max(1, int(max_ranges))  # 1: never multi-range
         self.multi_range = self.max_ranges > 1  # False once the server refused (6)
@@ -217,12 +224,42 @@ class HttpRangeSource:
             if len(body) < 100 or body[:16] != SQLITE_MAGIC:
                 raise DatabaseError(f"file is not a database: {self.display_url} does not start with the SQLite header")
             page_size = parse_page_size(body)
+            problem = header_problem(body, page_size)
+            if problem is not None:
+                raise DatabaseError(f"file is not a database: {self.display_url}: {problem}")
         self._pinned = validators
         self._fetch_url = self._pinned_url(validators)
         self.size = total
         self.page_size = page_size
         self.version = version_string(validators, total)
-        return body
+        self._geometry = PageGeometry(body[:page_size], page_size, self.n_pages) if total else None
+        self._free_leaves = None
+        return body[:self._plausible_prefix(body)] if total else body
+
+    # -- page checks (8) -----------------------------------------------------------------
+    # A body of garbage with the right length passes every HTTP check; cached, it would be
+    # served (checksum-verified) forever. Pages that cannot belong to the pinned database
+    # are fetched again, up to ``retries`` times, then refused with a ProtocolError.
+
+    def _plausible_prefix(self, body: bytes) -> int:
+        """Bytes of open()'s leading pages up to the first implausible one (those pages are
+        fetched, and checked, when read)."""
+        ps = self.page_size
+        for i in range(len(body) // ps):
+            if self._problems({i + 1: body[i * ps:(i + 1) * ps]}):
+                return i * ps
+        return len(body)
+
+    def _problems(self, pages: Mapping[int, bytes]) -> Dict[int, str]:
+        geo = self._geometry
+        if geo is None:
+            return {}
+        bad = {p: why for p, page in pages.items() if (why := page_problem(p, page, geo))}
+        if bad and geo.freelist_count:  # (4) a freelist leaf may hold anything
+            if self._free_leaves is None:
+                self._free_leaves = freelist_leaves(geo, lambda p: self._fetch_raw([p])[p])
+            bad = {p: why for p, why in bad.items() if p not in self._free_leaves}
+        return bad
 
     def _pinned_url(self, validators: Validators) -> Optional[str]:
         """The URL pages are read from after open() pinned ``validators`` (None: the same
@@ -241,7 +278,27 @@ class HttpRangeSource:
     # -- fetch ---------------------------------------------------------------------------
 
     def fetch(self, pgnos: Sequence[int]) -> Dict[int, bytes]:
-        """Pages by 1-based number at the pinned version (5); pages past the size are absent."""
+        """Pages by 1-based number at the pinned version (5); pages past the size are absent.
+        Pages that cannot be pages of the pinned database are fetched again, then refused."""
+        out = self._fetch_raw(pgnos)
+        bad = self._problems(out)
+        attempts = 1
+        while bad:
+            if attempts > self._http.retry.total:
+                p, why = next(iter(sorted(bad.items())))
+                raise ProtocolError(
+                    f"{self.display_url} sent bytes that are not page {p} of the database it "
+                    f"opened ({why}; {len(bad)} such page(s), {attempts} attempt(s)); the file or "
+                    "a proxy or CDN on the way serves corrupt data. Nothing was cached",
+                    url=self.display_url)
+            attempts += 1
+            self.stats.add(retries=1)
+            again = self._fetch_raw(sorted(bad))
+            out.update(again)
+            bad = self._problems({p: again[p] for p in bad if p in again})
+        return out
+
+    def _fetch_raw(self, pgnos: Sequence[int]) -> Dict[int, bytes]:
         if self._pinned is None:
             raise RuntimeError("HttpRangeSource.fetch() before open()")
         n_pages = self.n_pages

@@ -15,9 +15,9 @@ mode (DESIGN §2.5), so every page 1 this source returns is patched to 1/1
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from ..protocol import roaring
 from ..errors import ProtocolError, RemoteError
@@ -43,8 +43,17 @@ _TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 
 def base_url(url: str) -> str:
-    """The server's base URL: libsql:// and turso:// mean https://, no trailing slash."""
-    return normalize_remote_url(url).rstrip("/")
+    """The server's base URL: libsql:// and turso:// mean https://; no trailing slash, no
+    query string (endpoints are built from the path; libSQL's ``?authToken=`` became the
+    auth_token option before this, see ``url.split_url_options``)."""
+    parts = urlsplit(normalize_remote_url(url))
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/"), query="", fragment=""))
+
+
+def endpoint_url(url: str, path: str) -> str:
+    """``path`` under the server's base path, keeping other query parameters."""
+    parts = urlsplit(normalize_remote_url(url))
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))
 
 
 class PullReply:
@@ -78,18 +87,18 @@ class TursoSyncSource:
         ``client``: an HTTP client (and its counters) to carry on, e.g. the bootstrap's."""
         self.url = base_url(url)
         self.display_url = redact(self.url)
-        self.endpoint = self.url + PULL_PATH
+        self.endpoint = endpoint_url(url, PULL_PATH)
         self.stats = SourceStats()
         name = str(options.get("client_name") or "turso-dbapi")
         # §1.2: User-Agent is exactly client_name; accept-encoding is NOT a compression ask.
         headers = {"User-Agent": name, "content-type": "application/protobuf",
                    "accept-encoding": "application/protobuf"}
-        self.http = client or client_from_options(self.url, options, stats=self.stats, headers=headers)
-        if client is not None:
-            self.stats = client.stats
         # Statuses reach check() so their body lands in the message (§1.3); check() marks
-        # the transient ones for retry itself.
-        self.http.retry = dataclasses.replace(self.http.retry, statuses=frozenset())
+        # the transient ones for retry itself: the client's policy retries no status.
+        self.http = client or client_from_options(self.url, options, stats=self.stats, headers=headers,
+                                                  retry_statuses=frozenset())
+        if client is not None:  # another source's client (the bootstrap's), configured the same
+            self.stats = client.stats
         self.long_poll_timeout_ms = int(options.get("long_poll_timeout_ms") or 0)
         self.pinned_revision = pinned_revision
         self._pin = pin
@@ -130,7 +139,7 @@ class TursoSyncSource:
 
         def check(reply: Reply) -> PullReply:
             if reply.status != 200:
-                excerpt = bytes(rx.error_body).decode("utf-8", "replace").strip()
+                excerpt = self.http.redact(bytes(rx.error_body).decode("utf-8", "replace").strip())
                 text = f"remote server returned an error: status={reply.status}, body={excerpt!r}"
                 if reply.status in _TRANSIENT:
                     raise TransientReplyError(f"{text}; the server failed: retry later")

@@ -11,7 +11,7 @@ cannot be a page of a valid database, in O(cells) per page and without other pag
     fragmented bytes <= 60, the cell pointer array before the cell content area, every cell
     pointer inside the content area, the first freeblock inside the page, an interior
     page's right child within the file.
-(3) Any other page must be all zeros, or start with a page number within the file (an
+(3) Any other page inside the database's size must be all zeros, or start with a page number within the file (an
     overflow page or a freelist trunk page: their first 4 bytes are the next page, or 0),
     or sit where a pointer-map page or the lock-byte page belongs.
 (4) A freelist LEAF page may hold anything (the bytes of whatever it was before), so a
@@ -44,6 +44,11 @@ class PageGeometry:
         self.auto_vacuum = len(page1) >= 56 and struct.unpack_from(">I", page1, 52)[0] != 0
         self.freelist_trunk = struct.unpack_from(">I", page1, 32)[0] if len(page1) >= 40 else 0
         self.freelist_count = struct.unpack_from(">I", page1, 36)[0] if len(page1) >= 40 else 0
+        # The in-header size, when valid (its "version-valid-for" equals the change counter):
+        # bytes past it are not part of the database (a file with trailing bytes).
+        counter, in_header = struct.unpack_from(">II", page1, 24) if len(page1) >= 96 else (0, 0)
+        valid_for = struct.unpack_from(">I", page1, 92)[0] if len(page1) >= 96 else -1
+        self.db_pages = in_header if in_header and valid_for == counter else n_pages
 
     def is_ptrmap(self, pgno: int) -> bool:
         if not self.auto_vacuum or pgno < 2:
@@ -104,6 +109,8 @@ def page_problem(pgno: int, page: bytes, geo: PageGeometry) -> Optional[str]:
     ``freelist_leaves``."""
     if len(page) != geo.page_size:
         return f"{len(page)} bytes, not {geo.page_size}"
+    if pgno > geo.db_pages:
+        return None  # past the database's own size: SQLite never reads it
     if pgno == 1:
         if page[:100] != geo.header:
             return "page 1 differs from the header pinned when the database was opened"

@@ -41,12 +41,14 @@ import requests.adapters
 import requests.auth
 
 from ..errors import ProtocolError, RemoteError
+from . import redaction
 from .deadline import Watchdog
 from .failures import STATUS_ADVICE, classify
 from .stats import SourceStats
-from ..url import redact
+from ..url import redact, redact_text
 
 log = logging.getLogger("turso_dbapi.http")
+redaction.install()  # urllib3's DEBUG lines carry request URLs (with presigned secrets)
 
 T = TypeVar("T")
 Token = Union[str, Callable[[], Optional[str]], None]
@@ -160,9 +162,19 @@ class _Auth(requests.auth.AuthBase):
         self._token = token
         self._basic = basic
         self._sign = sign
+        self._last: Optional[str] = None  # the token a callable gave last (for redaction)
+
+    def secrets(self) -> Tuple[str, ...]:
+        """Every secret this auth may have sent, to blank out of text a server echoes."""
+        out = [self._token if isinstance(self._token, str) else self._last or ""]
+        if self._basic is not None:
+            raw = f"{self._basic[0]}:{self._basic[1]}"
+            out += [self._basic[1], base64.b64encode(raw.encode()).decode("ascii")]
+        return tuple(s for s in out if s)
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self._token() if callable(self._token) else self._token
+        self._last = token if callable(self._token) else None
         if token:
             r.headers["Authorization"] = f"Bearer {token}"
         elif self._basic is not None:
@@ -237,6 +249,11 @@ class HttpClient:
 
     def __repr__(self) -> str:
         return f"<HttpClient {self.display_url}>"
+
+    def redact(self, text: str) -> str:
+        """Server-sent text (an error body) without our credentials: a hostile server may
+        echo the request headers back (issue 14, item 9)."""
+        return redact_text(text, self._session.auth.secrets())  # type: ignore[union-attr]
 
     def close(self) -> None:
         self._session.close()
@@ -459,14 +476,19 @@ class HttpClient:
 
 
 def client_from_options(url: str, options: Mapping[str, Any], *, stats: Optional[SourceStats] = None,
-                        headers: Optional[Mapping[str, str]] = None) -> HttpClient:
-    """An HttpClient configured from a parsed option dict (``url.OPTIONS`` names)."""
+                        headers: Optional[Mapping[str, str]] = None,
+                        retry_statuses: Optional[FrozenSet[int]] = None) -> HttpClient:
+    """An HttpClient configured from a parsed option dict (``url.OPTIONS`` names);
+    ``retry_statuses`` replaces the statuses its retry policy retries by itself."""
+    retry = Retry(total=options.get("retries", DEFAULT_RETRIES))
+    if retry_statuses is not None:
+        retry = dataclasses.replace(retry, statuses=retry_statuses)
     return HttpClient(
         url,
         auth_token=options.get("auth_token"),
         headers=headers,
         timeout=options.get("http_timeout") or DEFAULT_TIMEOUT,
-        retry=Retry(total=options.get("retries", DEFAULT_RETRIES)),
+        retry=retry,
         verify=options.get("verify", True),
         client_name=options.get("client_name") or "turso-dbapi",
         stats=stats,
