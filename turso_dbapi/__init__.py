@@ -44,7 +44,13 @@ del _name
 
 from . import errors as _errors  # noqa: E402
 from .connection import Connection  # noqa: E402
-from .errors import ProtocolError, RemoteChangedError, RemoteError  # noqa: E402,F401
+from .errors import (  # noqa: E402,F401
+    ProtocolError,
+    PushConstraintError,
+    PushRejectedError,
+    RemoteChangedError,
+    RemoteError,
+)
 from .connection import Stats  # noqa: E402,F401
 from .url import OPTIONS as _OPTIONS  # noqa: E402
 from .url import ConnectArgs, ConnectOptions  # noqa: E402,F401

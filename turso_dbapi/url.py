@@ -84,6 +84,16 @@ def _parse_verify(value: Any) -> Union[bool, str]:
         return str(value)
 
 
+def _parse_follow(value: Any) -> Optional[int]:
+    """Milliseconds between checks for changes; true means 1000, false/off none."""
+    if isinstance(value, bool) or str(value).strip().lower() in ("true", "yes", "on", "false", "no", "off"):
+        return FOLLOW_DEFAULT_MS if _parse_bool(value) else None
+    return _parse_int(value)
+
+
+FOLLOW_DEFAULT_MS = 1000
+
+
 def _parse_protocol(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("auto", "range", "turso"):
@@ -140,6 +150,11 @@ OPTIONS: Dict[str, Option] = {
                "(AWS_ENDPOINT_URL, config files)"),
         Option("region", _parse_str, None, "S3: the bucket's region (default: the AWS chain, AWS_REGION)"),
         Option("profile", _parse_str, None, "S3: the AWS profile whose credentials sign requests"),
+        Option("follow", _parse_follow, None,
+               "HTTP ranges: pull at the start of a read transaction when the last check is older "
+               "than this many ms (true = 1000); off by default", maximum=7 * 86400 * 1000),
+        Option("push_operations_threshold", _parse_int, None,
+               "Turso push: seal a batch (one server transaction) after this many row changes"),
         Option("protocol", _parse_protocol, "auto",
                "auto | range | turso: how to read an http(s) URL (auto: Turso sync for libsql://, "
                "turso:// and http(s) URLs with an empty path, HTTP ranges otherwise)"),
@@ -168,6 +183,8 @@ class ConnectOptions(TypedDict, total=False):
     endpoint_url: str
     region: str
     profile: str
+    follow: Union[bool, int]
+    push_operations_threshold: int
     protocol: Literal["auto", "range", "turso"]
 
 
@@ -215,7 +232,7 @@ def parse_options(raw: Mapping[str, Any]) -> Dict[str, Any]:
             parsed = opt.parse(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProgrammingError(f"bad value {shown} for option {name!r}: {exc}") from None
-        if opt.maximum is not None and parsed > opt.maximum:
+        if opt.maximum is not None and parsed is not None and parsed > opt.maximum:
             raise ProgrammingError(f"bad value {shown} for option {name!r}: at most {opt.maximum}")
         out[name] = parsed
     return out

@@ -199,7 +199,7 @@ def test_remote_errors_are_the_drivers(nginx, tmp_path):
     run(main())
 
 
-def test_pull_stats_and_push_on_a_turso_replica(turso_server, tmp_path):
+def test_pull_push_and_stats_on_a_turso_replica(turso_server, tmp_path):
     turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
     turso_server.db_sql("INSERT INTO t VALUES (1, 10)")
 
@@ -209,11 +209,13 @@ def test_pull_stats_and_push_on_a_turso_replica(turso_server, tmp_path):
             turso_server.db_sql("UPDATE t SET v = 11")
             assert await db.pull() is True
             assert await db.execute_fetchall("select v from t") == [(11,)]
+            await db.execute("insert into t values (2, 20)")
+            await db.commit()
+            await db.push()
             assert (await db.stats()).url
-            with pytest.raises(turso_dbapi.NotSupportedError):  # until push exists
-                await db.push()
 
     run(main())
+    assert turso_server.db_sql("SELECT id, v FROM t ORDER BY id") == [["1", "11"], ["2", "20"]]
 
 
 def test_each_connection_has_its_own_thread_and_it_ends_on_close():

@@ -35,6 +35,8 @@ from . import callbacks, claim, files
 log = logging.getLogger("turso_dbapi")
 
 META_FORMAT = 1
+PG_SYNCED = 1  # PageStore.state bits (pagestore.h TDB_PG_*)
+PG_LOCAL = 2
 
 _stores_lock = threading.Lock()
 _stores: Dict[str, PageStore] = {}
@@ -153,6 +155,11 @@ class PageStore:
         """Forget a synced page (it will be fetched again on its next read)."""
         self._lib.tdb_store_drop_synced(self._p, pgno)
 
+    def drop_local(self) -> int:
+        """Set the whole local layer aside (pagestore.c rule (18)); pages dropped. The
+        caller holds SQLite's EXCLUSIVE lock and calls ``sync()`` to make it durable."""
+        return int(self._lib.tdb_store_drop_local(self._p))
+
     def read_page(self, pgno: int) -> Optional[bytes]:
         """A page as SQLite sees it (local over synced), or None when absent; no network."""
         buf = self._ffi.new("uint8_t[]", self.page_size)  # per call: threads may read at once
@@ -208,11 +215,13 @@ class PageStore:
             raise OSError(f"msync of the apply flag of {self.path} failed")
 
     # miss routing ---------------------------------------------------------------------
-    def attach(self, handler: Any) -> int:
+    def attach(self, handler: Any, conn_id: Optional[int] = None) -> int:
         """Route misses of connections opened with ``tdbconn=<returned id>`` to ``handler``
         (anything with ``handle_miss(pgno, n_pages) -> int``, e.g. ``fetch.miss.MissHandler``;
-        held weakly: the connection's replica keeps it alive)."""
-        conn_id = next(_conn_ids)
+        held weakly: the connection's replica keeps it alive). ``conn_id``: replace the
+        handler of that connection instead (a pull that changes its source)."""
+        if conn_id is None:
+            conn_id = next(_conn_ids)
         self._handlers[conn_id] = handler
         self._last_handler = weakref.ref(handler)
         return conn_id
