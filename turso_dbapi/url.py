@@ -96,8 +96,8 @@ FOLLOW_DEFAULT_MS = 1000
 
 def _parse_protocol(value: Any) -> str:
     text = str(value).strip().lower()
-    if text not in ("auto", "range", "turso"):
-        raise ValueError("expected auto, range or turso")
+    if text not in ("auto", "range", "turso", "libsql"):
+        raise ValueError("expected auto, range, turso or libsql")
     return text
 
 
@@ -156,7 +156,8 @@ OPTIONS: Dict[str, Option] = {
         Option("push_operations_threshold", _parse_int, None,
                "Turso push: seal a batch (one server transaction) after this many row changes"),
         Option("protocol", _parse_protocol, "auto",
-               "auto | range | turso: how to read an http(s) URL (auto: Turso sync for libsql://, "
+               "auto | range | turso | libsql: how to read an http(s) URL (libsql: a libSQL server's "
+               "embedded-replica protocol, /export + /sync frames; auto: Turso sync for libsql://, "
                "turso:// and http(s) URLs with an empty path, HTTP ranges otherwise)"),
     ]
 }

@@ -106,7 +106,7 @@ def test_pull_sees_a_checkpoint_and_a_restarted_wal(live, tmp_path):
     assert con.pull() is True
     lines = [line.split(" status")[0] for line in log.lines()]
     # the tail read sees another header; then S1-S3 again (open, whole WAL, If-Match byte)
-    assert lines[0].endswith(",") is False and "-wal range=bytes=0-31," in lines[0]
+    assert f"GET /{live.name}-wal range=bytes=0-31," in lines[0]
     assert [line.split(" range=")[0] for line in lines[1:]] == [
         f"GET /{live.name}", f"GET /{live.name}-wal", f"GET /{live.name}"]
     assert con.execute("select count(*), max(id) from t").fetchone() == (1517, 1517)

@@ -130,7 +130,7 @@ class Replica(LiveReplica, RemoteReplica):
         from ..sources.live import LiveSource
         from ..sources.range import HttpRangeSource
 
-        if not isinstance(self.source, LiveSource):
+        if not isinstance(self.source, LiveSource) and not hasattr(self.source, "observe"):
             if not isinstance(self.source, HttpRangeSource):
                 raise NotSupportedError(f"{self.url}: pull() needs an http(s) source")
             self._follow_from_now_on()
@@ -187,8 +187,9 @@ def connect_range(
     path = local_path or usable_local_path(default_replica_path(redact(url), source.version))
     claim.refuse_foreign(path, display)
     claim.refuse_repoint(path, claim.recorded_url(path), display)  # one remote per replica
+    follows = live is not None or hasattr(source, "observe")  # pull() switches its pages
     lock_fd, private = -1, False
-    if live is not None:
+    if follows:
         path, lock_fd, private = claim_live(path)
     identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
     store = pagestore.open_store(
@@ -206,7 +207,7 @@ def connect_range(
     if not opts["partial"]:
         download_all(store, handler, batch_bytes=max(opts["readahead_max"], store.page_size))
     target = replica_uri(path, conn_id)
-    cls = live_class(factory) if live is not None else remote_class(factory)
+    cls = live_class(factory) if follows else remote_class(factory)
     conn = sqlite3.connect(target, uri=True, factory=cls, **connect_kwargs)
     conn._replica = Replica(store, source, handler, conn_id, path, follow_ms=opts.get("follow"),
                             lock_fd=lock_fd, private=private, handler_opts=handler_opts)

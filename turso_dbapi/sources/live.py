@@ -98,6 +98,17 @@ from .wal_reader import ABSENT as _ABSENT, WalReader, wal_url
 MAX_SNAPSHOT_ATTEMPTS = 4  # a writer restarting the WAL under every attempt is an error
 
 
+def patch_page1(page: bytes, counter: int, n_pages: int) -> bytes:
+    """Page 1 for the replica: rollback-journal mode (18/19 = 1), the change counter (24)
+    readers compare at each transaction start, the size in pages (28) valid for it (92)."""
+    b = bytearray(page)
+    b[18] = b[19] = 1
+    struct.pack_into(">I", b, 24, counter & 0xFFFFFFFF)
+    struct.pack_into(">I", b, 28, n_pages)
+    struct.pack_into(">I", b, 92, counter & 0xFFFFFFFF)
+    return bytes(b)
+
+
 def is_wal_mode(header: bytes) -> bool:
     """SQLite reads a WAL only when the header's format bytes 18/19 say so (2)."""
     return len(header) >= 20 and (header[18] == 2 or header[19] == 2)
@@ -216,13 +227,7 @@ class LiveSource:
     # -- page 1 ----------------------------------------------------------------------------
 
     def patch_page1(self, page: bytes) -> bytes:
-        """Rollback-journal mode, the served change counter, the logical size."""
-        b = bytearray(page)
-        b[18] = b[19] = 1
-        struct.pack_into(">I", b, 24, self.counter & 0xFFFFFFFF)
-        struct.pack_into(">I", b, 28, self.n_pages)
-        struct.pack_into(">I", b, 92, self.counter & 0xFFFFFFFF)
-        return bytes(b)
+        return patch_page1(page, self.counter, self.n_pages)
 
     def _raw_counter(self, obs: Observation) -> int:
         page1 = obs.wal.page(1) if obs.wal is not None else None

@@ -43,7 +43,7 @@ class WalIndex:
         self.frames = 0  # committed frames (SQLite's mxFrame)
         self.db_size = 0  # pages after the last commit; 0 when no commit yet
         self.cksum = (header.cksum1, header.cksum2)  # running checksum after the last commit
-        self.data = bytearray()  # the committed frames, laid end to end (offset 32 onward)
+        self.data: Buffer = bytearray()  # the committed frames, end to end (offset 32 onward)
         self.index = array("I", bytes(4 * 64))
         self.last_stop = 0  # valid frames in the last buffer given to extend()
         if lib is None:  # pragma: no cover - the pure-Python path is the oracle in tests
@@ -86,7 +86,12 @@ class WalIndex:
         committed = view[:size]
         fs = self.frame_size
         pgnos = [struct.unpack_from(">I", committed, k * fs)[0] for k in range(n)] if pages else []
-        self.data += committed
+        if not self.frames and not len(self.data):
+            self.data = committed  # the first frames: no copy (the caller's bytes are kept)
+        else:
+            if not isinstance(self.data, bytearray):
+                self.data = bytearray(self.data)
+            self.data += committed
         self.frames += n
         self.db_size = res.db_size
         self.cksum = (res.cksum1, res.cksum2)
