@@ -110,3 +110,4 @@ def test_a_remote_that_keeps_serving_garbage_gets_a_clear_error_and_nothing_cach
     fault_proxy.clear_faults()
     assert conn.execute(QUERY).fetchone() == expected  # healed: the garbage was never stored
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()  # its read-ahead threads would outlive the test (test_range_source counts them)
