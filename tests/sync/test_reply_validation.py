@@ -156,25 +156,63 @@ def test_a_bootstrap_reply_with_db_size_2_33_is_refused_and_a_later_bootstrap_wo
     conn.close()
 
 
+def leftovers(path: str) -> list:
+    """Files of the replica at ``path`` besides its (stateless) lock files."""
+    d, base = os.path.split(path)
+    return sorted(n for n in os.listdir(d) if n.startswith(base) and not n.endswith(".lock"))
+
+
+def test_a_bootstrap_refused_mid_stream_leaves_no_files_and_the_next_one_works(world):
+    # The header is fine (the store is already created when it arrives); a later page is
+    # not one the prefix asked for: the files made so far go, and this process can
+    # bootstrap the same path again (its store used to stay open, for "another version").
+    path = str(world["root"] / "midstream" / "r.db")
+    os.makedirs(os.path.dirname(path))
+    script(world, encode_response(PullUpdatesResponseHeader(world["rev_a"], 4),
+                                  [PageData(0, world["page1"]), PageData(40, world["page2"])]))
+    with pytest.raises(turso_dbapi.ProtocolError, match="page_id 40 was not asked for"):
+        turso_dbapi.connect(world["proxy"].base_url, local_path=path, bootstrap_prefix=PREFIX)
+    assert leftovers(path) == []
+    conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path, bootstrap_prefix=PREFIX)
+    assert count(conn) == ROWS + MORE
+    conn.close()
+
+
 # -- the fuzz ------------------------------------------------------------------------------
 
 REVISIONS = ["", "999", "x" * 4096, "x" * 4097]
 
 
+PAGES = st.tuples(st.sampled_from([0, 1, 2] + BOUNDS), st.sampled_from([4096, 4096, 0, 4095, 4097]),
+                  st.sampled_from(["real", "garbage"]))
+
+
 @st.composite
 def replies(draw, revisions=REVISIONS):
-    header = dict(
-        server_revision=draw(st.sampled_from(revisions)),
-        db_size=draw(st.sampled_from(BOUNDS + [3, 4])),
-        raw_encoding=draw(st.booleans()),
-        zstd=draw(st.booleans()),
-        stream_kind=draw(st.sampled_from([0, 0] + BOUNDS)),
-        apply_mode=draw(st.sampled_from([0, 0] + BOUNDS)),
-        protocol=draw(st.sampled_from([0, 1] + BOUNDS)),
+    """Either every field drawn from its bounds, or a valid reply with one to three fields
+    put at a bound (so a bad field also shows up behind a good header, mid-stream)."""
+    fields = dict(
+        server_revision=st.sampled_from(revisions),
+        db_size=st.sampled_from(BOUNDS + [3, 4]),
+        raw_encoding=st.booleans(),
+        zstd=st.booleans(),
+        stream_kind=st.sampled_from([0, 0] + BOUNDS),
+        apply_mode=st.sampled_from([0, 0] + BOUNDS),
+        protocol=st.sampled_from([0, 1] + BOUNDS),
     )
-    pages = draw(st.lists(st.tuples(st.sampled_from([0, 1, 2] + BOUNDS),
-                                    st.sampled_from([4096, 4096, 0, 4095, 4097]),
-                                    st.sampled_from(["real", "garbage"])), max_size=3))
+    if draw(st.booleans()):
+        return {k: draw(v) for k, v in fields.items()}, draw(st.lists(PAGES, max_size=3))
+    header = dict(server_revision=revisions[1], db_size=3, raw_encoding=True, zstd=False,
+                  stream_kind=0, apply_mode=0, protocol=1)
+    pages = [(0, 4096, "real"), (1, 4096, "real"), (2, 4096, "real")]
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(sorted(fields) + ["page", "page", "extra page"]))
+        if name == "page":
+            pages[draw(st.integers(0, len(pages) - 1))] = draw(PAGES)
+        elif name == "extra page":
+            pages.append(draw(PAGES))
+        else:
+            header[name] = draw(fields[name])
     return header, pages
 
 
@@ -238,8 +276,8 @@ def test_fuzz_pull_replies_are_applied_or_refused_without_a_trace(world, reply):
     shutil.rmtree(os.path.dirname(path))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(reply=replies(revisions=["", "REAL", "x" * 4097]))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(reply=replies(revisions=["", "REAL", "x" * 4097]))  # "REAL": the server's revision
 def test_fuzz_bootstrap_replies_are_refused_without_recording_a_replica(world, reply):
     header, pages = reply
     if header["server_revision"] == "REAL":
@@ -247,13 +285,13 @@ def test_fuzz_bootstrap_replies_are_refused_without_recording_a_replica(world, r
     world["n"] += 1
     path = str(world["root"] / f"boot{world['n']}" / "r.db")
     os.makedirs(os.path.dirname(path))
-    pages = [(0, 4096, "real")] + pages
+    pages = [(0, 4096, "real")] + [pg for pg in pages if pg[0] != 0 or pg[2] != "real"]
     script(world, build(world, header, pages))
     try:  # a prefix bootstrap of 32 pages: the reply may hold page ids 0-31 only
         conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path, bootstrap_prefix=PREFIX)
     except turso_dbapi.ProtocolError:
         assert not valid(world, header, pages, prefix=32), "a valid reply was refused"
-        assert not os.path.exists(path + "-tdbsync.json")
+        assert leftovers(path) == []  # no replica recorded, no half-made store
         world["proxy"].clear_faults()
         conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path)
         assert count(conn) == ROWS + MORE
