@@ -1,6 +1,6 @@
 """The SQLAlchemy dialect on remote databases served by the reference server (tests/support).
 
-Two sources behind the same dialect: HTTP ranges (``<server>/db.sqlite``, read-only) and
+Two sources behind the same dialect: HTTP ranges (``<server>/server.db``, read-only) and
 the Turso sync protocol (``<server>`` itself; the local replica is writable).
 """
 
@@ -67,7 +67,7 @@ class Note(Base):
 def test_range_source_engine_reads_lazily_and_reflects(server, tmp_path):
     size = os.path.getsize(server.db_path)
     eng = create_engine(
-        engine_url(server.url + "/db.sqlite", str(tmp_path / "replica.db"), partial="true")
+        engine_url(server.file_url, str(tmp_path / "replica.db"), partial="true")
     )
     with eng.connect() as conn:
         assert conn.execute(select(Note.title).where(Note.id == 1234)).scalar() == "note 1233"
@@ -86,7 +86,7 @@ def test_range_source_engine_reads_lazily_and_reflects(server, tmp_path):
 
 def test_remote_without_a_local_path_uses_the_user_cache_dir(server, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    eng = create_engine(engine_url(server.url + "/db.sqlite", partial="true"))
+    eng = create_engine(engine_url(server.file_url, partial="true"))
     assert type(eng.pool).__name__ == "QueuePool"
     with eng.connect() as a, eng.connect() as b:  # two pooled connections, one replica
         assert a.exec_driver_sql("select count(*) from tags").scalar() == len(range(1, ROWS, 10))

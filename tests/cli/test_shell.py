@@ -392,7 +392,7 @@ def test_stats_of_a_range_read_remote_show_requests_bytes_and_hits(
     srv = turso_server_factory(setup=fill_remote)
     r = run(
         "--partial",
-        srv.url + "/db.sqlite",
+        srv.file_url,
         stdin="select v from t where id = 1500;\n.stats\n",
         env=remote_env,
     )
@@ -401,7 +401,7 @@ def test_stats_of_a_range_read_remote_show_requests_bytes_and_hits(
     size = os.path.getsize(srv.db_path)
     assert int(stats["requests"]) >= 1 and int(stats["hits"]) >= 0
     assert 0 < int(stats["bytes_received"]) < size / 2  # lazy: a point lookup, not the file
-    assert stats["url"] == srv.url + "/db.sqlite"
+    assert stats["url"] == srv.file_url
 
 
 def test_pull_in_a_session_applies_changes_made_on_the_server(
@@ -471,7 +471,7 @@ def test_replica_location_from_the_path_or_local_path_and_options_from_the_url(
     turso_server_factory, remote_env, tmp_path
 ):
     srv = turso_server_factory(setup=fill_remote)
-    file_url = srv.url + "/db.sqlite"
+    file_url = srv.file_url
     # PATH -o url=...: the path is the replica (the SQLAlchemy form, sqlite+turso_dbapi:///PATH?url=)
     r = run(
         str(tmp_path / "a.db"),

@@ -1,4 +1,4 @@
-"""`/v2/pipeline` Hrana subset (spec §3) on a real sqlite3 connection, plus generate_series."""
+"""Hrana stream requests (spec §3) on a real sqlite3 connection, plus generate_series."""
 
 from __future__ import annotations
 
@@ -9,16 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turso_dbapi.protocol.hrana import decode_value, encode_value
-from turso_dbapi.server.pipeline import Pipeline, PipelineRequestError
+from turso_dbapi.protocol.hrana import decode_value, dumps, encode_value
+from turso_dbapi.server.pipeline import Executor, PipelineRequestError, split_sql
 from turso_dbapi.server.sql_series import rewrite
 
 
 @pytest.fixture
 def pipe():
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-    yield Pipeline(conn, rewrite_sql=rewrite)
+    yield Executor(conn, rewrite_sql=rewrite)
     conn.close()
+
+
+def run(pipe, body):
+    """One pipeline's results on the stream, as the HTTP layer builds them."""
+    return {"results": [pipe.handle(r) for r in body["requests"]]}
 
 
 def execute(pipe, sql, args=None, **stmt):
@@ -27,8 +32,8 @@ def execute(pipe, sql, args=None, **stmt):
             {"type": "execute", "stmt": dict(sql=sql, **({"args": args} if args else {}), **stmt)}
         ]
     }
-    out = pipe.run(json.loads(json.dumps(body)))
-    return json.loads(json.dumps(out))["results"][0]
+    out = run(pipe, json.loads(json.dumps(body)))
+    return json.loads(dumps(out))["results"][0]
 
 
 def rows(result):
@@ -51,14 +56,12 @@ def step(sql, args=(), condition=None, want_rows=True):
     }
 
 
-def batch(pipe, steps, baton=None):
-    out = pipe.run(
-        {
-            "baton": baton,
-            "requests": [{"type": "batch", "batch": {"steps": steps, "replication_index": None}}],
-        }
+def batch(pipe, steps):
+    out = run(
+        pipe,
+        {"requests": [{"type": "batch", "batch": {"steps": steps, "replication_index": None}}]},
     )
-    return json.loads(json.dumps(out))
+    return json.loads(dumps(out))
 
 
 NOT_AUTOCOMMIT = {"type": "not", "cond": {"type": "is_autocommit"}}
@@ -132,11 +135,12 @@ def test_errors_have_string_codes_and_sqlite_wording(pipe):
     assert res["response"]["result"]["step_results"] == [None]
     assert (
         execute(pipe, "SELECT ?", [{"type": "integer", "value": 1.5}])["error"]["code"]
-        == "BIND_ERROR"
+        == "ARGS_INVALID"
     )
-    assert execute(pipe, "SELECT 1; SELECT 2")["type"] == "error"
-    bad = pipe.run({"requests": [{"type": "execute", "stmt": {}}]})["results"][0]
-    assert bad["error"]["code"] == "NO_SQL"
+    assert execute(pipe, "SELECT 1; SELECT 2")["error"]["code"] == "SQL_MANY_STATEMENTS"
+    assert execute(pipe, "  ;")["error"]["code"] == "SQL_NO_STATEMENT"
+    with pytest.raises(PipelineRequestError, match='needs "sql" or "sql_id"'):
+        run(pipe, {"requests": [{"type": "execute", "stmt": {}}]})
 
 
 def test_push_batch_shape_commits(pipe):
@@ -158,8 +162,7 @@ def test_push_batch_shape_commits(pipe):
         ),
         step("COMMIT", condition=NOT_AUTOCOMMIT),
     ]
-    out = batch(pipe, steps, baton="b1")
-    assert out["baton"] == "b1" and out["base_url"] is None
+    out = batch(pipe, steps)
     res = out["results"][0]["response"]["result"]
     assert res["step_errors"] == [None] * 4 and all(r is not None for r in res["step_results"])
     got = execute(
@@ -195,16 +198,18 @@ def test_conditions(pipe):
             ),  # 6 runs
             step("SELECT 7", condition={"type": "is_autocommit"}),  # 7 runs
             step("SELECT 8", condition=NOT_AUTOCOMMIT),  # 8 skipped
-            step("SELECT 9", condition={"type": "ok", "step": 10}),  # 9 future step -> skipped
-            step("SELECT 10", condition={"type": "ok", "step": 3}),  # 10 skipped step has no result
+            step("SELECT 9", condition={"type": "ok", "step": 3}),  # 9 skipped step has no result
         ],
     )["results"][0]["response"]["result"]
     ran = [r is not None for r in out["step_results"]]
-    assert ran == [True, False, True, False, True, False, True, True, False, False, False]
-    assert [e is not None for e in out["step_errors"]] == [False, True] + [False] * 9
+    assert ran == [True, False, True, False, True, False, True, True, False, False]
+    assert [e is not None for e in out["step_errors"]] == [False, True] + [False] * 8
+    # A condition on a step that has not run is a protocol error, as in sqld.
+    with pytest.raises(PipelineRequestError, match="step 1, which has not run yet"):
+        batch(pipe, [step("SELECT 1", condition={"type": "ok", "step": 1})])
 
 
-def test_failed_step_inside_transaction_then_rollback_at_end(pipe):
+def test_failed_step_inside_transaction_keeps_it_open_on_the_stream(pipe):
     execute(pipe, "CREATE TABLE t(x PRIMARY KEY)")
     out = batch(
         pipe,
@@ -215,20 +220,55 @@ def test_failed_step_inside_transaction_then_rollback_at_end(pipe):
         ],
     )["results"][0]["response"]["result"]
     assert out["step_errors"][2]["code"].startswith("SQLITE_CONSTRAINT")
-    # no COMMIT was sent: the transaction is rolled back when the request ends
-    assert not pipe.conn.in_transaction
+    # no COMMIT was sent: the transaction lives on with the stream (as in sqld)
+    assert pipe.conn.in_transaction
+    assert rows(execute(pipe, "SELECT count(*) FROM t")) == [["1"]]
+    execute(pipe, "ROLLBACK")
     assert rows(execute(pipe, "SELECT count(*) FROM t")) == [["0"]]
 
 
 def test_malformed_requests(pipe):
-    with pytest.raises(PipelineRequestError):
-        pipe.run({"requests": [{"type": "sequence", "sql": "x"}]})
-    with pytest.raises(PipelineRequestError):
-        pipe.run({"baton": None})
-    with pytest.raises(PipelineRequestError):
-        pipe.run([])
-    out = pipe.run({"requests": [{"type": "close"}, {"type": "get_autocommit"}]})
-    assert out["results"][1]["response"]["is_autocommit"] is True
+    with pytest.raises(PipelineRequestError, match="unsupported pipeline request type: 'nope'"):
+        run(pipe, {"requests": [{"type": "nope"}]})
+    with pytest.raises(PipelineRequestError, match="must be an object"):
+        run(pipe, {"requests": [[]]})
+    with pytest.raises(PipelineRequestError, match="not stored"):
+        run(pipe, {"requests": [{"type": "execute", "stmt": {"sql_id": 7}}]})
+    out = run(pipe, {"requests": [{"type": "get_autocommit"}, {"type": "close"}]})
+    assert out["results"][0]["response"]["is_autocommit"] is True
+    assert pipe.closed
+
+
+def test_store_sql_sequence_describe(pipe):
+    out = run(
+        pipe,
+        {
+            "requests": [
+                {"type": "sequence", "sql": "CREATE TABLE t(a INTEGER, b TEXT); -- x;\n"
+                 "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; SELECT 2; END;"
+                 "INSERT INTO t VALUES (1, 'a;b')"},
+                {"type": "store_sql", "sql_id": 1, "sql": "SELECT b FROM t WHERE a = ?"},
+                {"type": "execute", "stmt": {"sql_id": 1, "args": [{"type": "integer", "value": "1"}]}},
+                {"type": "close_sql", "sql_id": 1},
+                {"type": "sequence", "sql": "INSERT INTO t VALUES (2, 'x'); SELECT * FROM nope"},
+            ]
+        },
+    )
+    kinds = [r["type"] for r in out["results"]]
+    assert kinds == ["ok", "ok", "ok", "ok", "error"]
+    assert out["results"][2]["response"]["result"]["rows"] == [[{"type": "text", "value": "a;b"}]]
+    assert "no such table: nope" in out["results"][4]["error"]["message"]
+    assert rows(execute(pipe, "SELECT count(*) FROM t")) == [["2"]]  # steps before the error stay
+    with pytest.raises(PipelineRequestError, match="not stored"):
+        run(pipe, {"requests": [{"type": "execute", "stmt": {"sql_id": 1}}]})
+    assert split_sql("SELECT ';'; ; SELECT 2") == ["SELECT ';';", " SELECT 2"]
+
+
+def test_infinities_are_valid_json():
+    text = dumps({"v": [encode_value(float("inf")), encode_value(-float("inf")), "Infinity"]})
+    assert b"Infinity\"" in text and b":Infinity" not in text  # the string stays a string
+    assert json.loads(text)["v"][0]["value"] == float("inf")
+    assert b"1e999" in text and b"-1e999" in text
 
 
 def test_named_args(pipe):

@@ -110,3 +110,4 @@ def test_a_range_cache_of_the_previous_release_reopens_and_serves_its_pages(
     # revalidation request of the open, no page fetched again
     assert (con.stats().requests, con.stats().pages_fetched) == (1, 0)
     assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    con.close()  # its background read-ahead threads stop with it

@@ -204,7 +204,7 @@ def test_pipeline_cannot_disable_the_wal_log(turso_server):
 def test_open_transaction_is_rolled_back_and_not_a_revision(turso_server):
     turso_server.db_sql("CREATE TABLE t(x)")
     rev = turso_server.revision
-    turso_server.pipeline(
+    out = turso_server.pipeline(
         {
             "requests": [
                 {"type": "execute", "stmt": {"sql": "BEGIN"}},
@@ -217,10 +217,13 @@ def test_open_transaction_is_rolled_back_and_not_a_revision(turso_server):
             ]
         }
     )
-    assert turso_server.revision == rev
+    assert turso_server.revision == rev  # the transaction stays open on its stream
     assert turso_server.db_sql("SELECT count(*) FROM t") == [["0"]]
+    closed = turso_server.pipeline({"baton": out["baton"], "requests": [{"type": "close"}]})
+    assert closed["baton"] is None  # closing the stream rolled the transaction back
     turso_server.db_sql("INSERT INTO t VALUES (1)")
     assert int(turso_server.revision) == int(rev) + 1
+    assert turso_server.db_sql("SELECT count(*) FROM t") == [["1"]]
 
 
 def test_restart_keeps_history_and_logs_offline_changes(turso_server_factory, tmp_path):

@@ -20,11 +20,12 @@ from turso_dbapi.server import ReferenceServer
 class TestServer:
     __test__ = False  # not a test class, despite the name
 
-    def __init__(self, db_path: str, auth_token: Optional[str] = None) -> None:
+    def __init__(self, db_path: str, auth_token: Optional[str] = None, **options: Any) -> None:
         self.db_path = db_path
         self.auth_token = auth_token
-        self.server = ReferenceServer(db_path, auth_token=auth_token).start()
+        self.server = ReferenceServer(db_path, auth_token=auth_token, **options).start()
         self.url = self.server.url
+        self.file_url = self.server.file_url  # where plain ranged GETs read the database
         self.session: Optional[requests.Session] = requests.Session()
 
     def db_url(self) -> str:
@@ -81,12 +82,13 @@ def turso_server_factory(tmp_path_factory) -> Callable[..., TestServer]:
         db_path: Optional[str] = None,
         auth_token: Optional[str] = None,
         setup: Optional[Callable[[str], None]] = None,
+        **options: Any,  # ReferenceServer options, e.g. idle_timeout=0.5
     ) -> TestServer:
         if db_path is None:
             db_path = os.path.join(str(tmp_path_factory.mktemp("server")), "server.db")
         if setup is not None:
             setup(db_path)  # e.g. generate the database with sqlite3 before serving it
-        srv = TestServer(db_path, auth_token)
+        srv = TestServer(db_path, auth_token, **options)
         started.append(srv)
         return srv
 

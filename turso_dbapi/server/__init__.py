@@ -4,6 +4,7 @@ Server-only: it imports nothing of the client but the bottom layers (errors, pro
 codecs, the native core), and no client module imports it.
 """
 
-from .app import ReferenceServer, main
+from .app import ReferenceServer
+from .command import main
 
 __all__ = ["ReferenceServer", "main"]

@@ -1,4 +1,4 @@
-"""Reference server: a SQLite file over the Turso sync protocol and plain HTTP ranges.
+"""Reference server: a SQLite file over the Turso sync protocol, Hrana and HTTP ranges.
 
     python -m turso_dbapi.server DB_PATH [--host 127.0.0.1] [--port 8080] [--auth-token TOKEN]
 
@@ -6,23 +6,22 @@ Routes (spec §8):
 
 * ``POST /pull-updates`` — protobuf request, length-delimited header + pages answer, with
   time travel to any revision ever handed out (``page_log``);
-* ``POST /v2/pipeline`` — the Hrana subset (``hrana``) on one shared connection; writes
-  become new revisions;
-* ``GET``/``HEAD`` of any other path — the database file itself, with ``Range`` (206 +
-  ``Content-Range``) and an ``ETag`` that changes with every revision; ``GET /`` is 404.
+* ``POST /v2/pipeline``, ``/v3/pipeline``, ``/v3/cursor``, ``/v1/execute``, ``/v1/batch``
+  — Hrana over HTTP with real streams (``hrana_http``); every commit becomes a revision;
+* ``GET``/``HEAD /<file name of DB_PATH>`` — the database file itself, with ``Range`` (206
+  + ``Content-Range``) and an ``ETag`` that changes with every revision;
+* ``GET /v1``, ``/v2``, ``/v3``, ``/health`` as sqld; anything else is 404 with a JSON error.
 
-Bearer-token auth when a token is configured, compared in constant time; tokens are never
-logged. ``ReferenceServer(...).start()`` runs it in a thread (port 0 picks a free port).
+Bearer-token auth on every route when a token is configured, compared in constant time;
+tokens are never logged. ``ReferenceServer(...).start()`` runs it in a thread (port 0 picks
+a free port).
 """
 
 from __future__ import annotations
 
-import argparse
 import hmac
-import json
 import os
 import re
-import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,23 +31,39 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 from ..protocol import roaring
 from ..protocol import sync_wire as wire
-from .pipeline import PipelineRequestError
-from .page_log import read_bytes
 from ..protocol.protobuf import DecodeError, encode_varint
+from . import hrana_http
 from .database import ServedDatabase
+from .libsql_sync import EndOfGeneration, LibsqlSync, SyncRequestError
+from .file_route import PreconditionFailed, serve_file
+from ..protocol.hrana import dumps
+from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000
 _CHUNK_PAGES = 64
 MAX_REV_DIGITS = 20  # a u64 revision has at most 20 decimal digits
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_EXPORT_RE = re.compile(r"^/export/(\d{1,10})$")
+_SYNC_RE = re.compile(r"^/sync/(\d{1,10})/(\d{1,10})/(\d{1,10})(?:/[^/]*)?$")
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code or _STATUS_CODES.get(status, "ERROR")
+
+
+_STATUS_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+                 409: "CONFLICT", 501: "NOT_IMPLEMENTED",
+                 412: "PRECONDITION_FAILED", 413: "REQUEST_TOO_LARGE", 500: "INTERNAL_ERROR"}
+_HRANA_POST = {
+    "/v2/pipeline": hrana_http.pipeline,
+    "/v3/pipeline": hrana_http.pipeline,
+    "/v1/execute": hrana_http.v1_execute,
+    "/v1/batch": hrana_http.v1_batch,
+}
 
 
 def _framed_page_size(page_id: int) -> int:
@@ -100,7 +115,24 @@ class _Handler(BaseHTTPRequestHandler):
         expected = "Bearer " + token
         return hmac.compare_digest(got.encode("utf-8", "replace"), expected.encode("utf-8"))
 
-    def _body(self) -> bytes:
+    def _error(self, status: int, message: str, code: str = "", head_only: bool = False,
+               headers: Iterable[Tuple[str, str]] = ()) -> None:
+        body = dumps({"message": message, "code": code or _STATUS_CODES.get(status, "ERROR")})
+        self._send(status, body, "application/json", headers=headers, head_only=head_only)
+
+    def _chunked(self, chunks: Iterable[bytes], ctype: str) -> None:
+        self._streaming = True
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+        for chunk in chunks:
+            if chunk:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _body(self, limit: int = MAX_BODY) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             out = bytearray()
             while True:
@@ -113,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline(1024).strip():
                         pass  # trailers
                     return bytes(out)
-                if len(out) + size > MAX_BODY:
+                if len(out) + size > limit:
                     raise HttpError(413, "request body too large")
                 out += self.rfile.read(size)
                 self.rfile.readline(8)
@@ -121,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             raise HttpError(400, "invalid Content-Length")
-        if length < 0 or length > MAX_BODY:
+        if length < 0 or length > limit:
             raise HttpError(413, "request body too large")
         data = self.rfile.read(length)
         if len(data) != length:
@@ -131,22 +163,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         try:
             if method != "OPTIONS" and not self._authorized():
-                self._send(401, b"Unauthorized", headers=[("WWW-Authenticate", "Bearer")])
+                self._error(401, "Unauthorized: send the server's bearer credential in the Authorization header",
+                            headers=[("WWW-Authenticate", "Bearer")], head_only=method == "HEAD")
                 return
             path = self.path.split("?", 1)[0]
             if method == "POST":
-                body = self._body()
-                if path == "/pull-updates":
-                    self._pull_updates(body)
-                elif path == "/v2/pipeline":
-                    self._pipeline(body)
-                else:
-                    self._send(404, b"Not Found")
+                self._post(path)
             elif method in ("GET", "HEAD"):
-                if path == "/":
-                    self._send(404, b"Not Found", head_only=method == "HEAD")
-                else:
-                    self._file(head_only=method == "HEAD")
+                self._get(path, head_only=method == "HEAD")
             elif method == "OPTIONS":
                 self._send(
                     204,
@@ -157,9 +181,13 @@ class _Handler(BaseHTTPRequestHandler):
                     ],
                 )
             else:
-                self._send(405, b"Method Not Allowed")
+                self._error(405, f"Method {method} is not allowed")
         except HttpError as exc:
-            self._send(exc.status, exc.message.encode())
+            self._error(exc.status, exc.message, exc.code, head_only=method == "HEAD")
+        except PreconditionFailed as exc:
+            self._error(412, str(exc), head_only=method == "HEAD")
+        except hrana_http.HranaHttpError as exc:
+            self._send(exc.status, exc.body(), "application/json")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # the client sees the reason; the server keeps running
@@ -168,9 +196,46 @@ class _Handler(BaseHTTPRequestHandler):
                 # truncated message, rather than splice an error page into it.
                 self.close_connection = True
                 return
-            self._send(500, f"Internal Server Error: {exc}".encode())
+            self._error(500, f"Internal Server Error: {exc}")
         finally:
             self._streaming = False
+
+    def _post(self, path: str) -> None:
+        if path == "/pull-updates":
+            self._pull_updates(self._body())
+            return
+        if _SYNC_RE.match(path):
+            raise HttpError(
+                501,
+                "pushing WAL frames (libSQL offline writes) is not supported by this server: "
+                "use remote writes (the default of libsql embedded replicas), which go "
+                "through Hrana",
+            )
+        handler = _HRANA_POST.get(path)
+        registry = self.server.db.streams
+        if handler is not None:
+            out = handler(registry, self._body(hrana_http.MAX_REQUEST_BYTES))
+            self._send(200, out, "application/json")
+        elif path == "/v3/cursor":
+            lines = hrana_http.cursor(registry, self._body(hrana_http.MAX_REQUEST_BYTES))
+            self._chunked(lines, "text/plain")
+        else:
+            raise HttpError(404, f"Not Found: no POST route {path}")
+
+    def _get(self, path: str, head_only: bool) -> None:
+        if path == "/" + self.server.db_name:
+            serve_file(self, head_only=head_only)
+        elif path in hrana_http.INDEX_TEXT:
+            status, body = hrana_http.index(path)
+            self._send(status, body, head_only=head_only)
+        elif path == "/health":
+            self._send(200, b"", head_only=head_only)
+        elif path == "/info" or _EXPORT_RE.match(path) or _SYNC_RE.match(path):
+            self._libsql_sync(path, head_only)
+        else:
+            raise HttpError(
+                404, f"Not Found: no GET route {path} (the database file is at /{self.server.db_name})"
+            )
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch("GET")
@@ -191,6 +256,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     # -------------------------------------------------------------- routes
+
+    def _libsql_sync(self, path: str, head_only: bool) -> None:
+        self.server.db.refresh()
+        sync = self.server.libsql
+        try:
+            if path == "/info":
+                self._send(200, dumps(sync.info()), "application/json", head_only=head_only)
+                return
+            m = _EXPORT_RE.match(path)
+            if m:
+                data = sync.export(int(m.group(1)))
+                self._send(200, data, "application/octet-stream", head_only=head_only)
+                return
+            gen, start, end = (int(g) for g in _SYNC_RE.match(path).groups())  # type: ignore[union-attr]
+            data = sync.frames(gen, start, end)
+            self._send(200, data, "application/octet-stream", head_only=head_only)
+        except EndOfGeneration as exc:
+            # libsql reads a 400 carrying "generation" as "no more frames in this generation"
+            body = dumps({"generation": exc.current, "message": "end of generation"})
+            self._send(400, body, "application/json", head_only=head_only)
+        except SyncRequestError as exc:
+            raise HttpError(409, str(exc), "SYNC_RANGE")
 
     def _pull_updates(self, body: bytes) -> None:
         db = self.server.db
@@ -265,63 +352,6 @@ class _Handler(BaseHTTPRequestHandler):
                 out = []
         self.wfile.write(b"".join(out))
 
-    def _pipeline(self, body: bytes) -> None:
-        try:
-            request = json.loads(body or b"null")
-        except ValueError as exc:
-            raise HttpError(400, f"invalid JSON: {exc}")
-        except RecursionError:  # the decoder recurses per nesting level
-            raise HttpError(400, "invalid JSON: nested too deeply")
-        try:
-            response = self.server.db.run_pipeline(request)
-        except PipelineRequestError as exc:
-            raise HttpError(400, str(exc))
-        except RecursionError:  # a value nested just below the decoder's limit
-            raise HttpError(400, "invalid pipeline request: nested too deeply")
-        self._send(200, json.dumps(response).encode(), "application/json")
-
-    def _file(self, head_only: bool) -> None:
-        # Served from the page log, not the file: always exactly one revision's bytes, even
-        # while a checkpoint is pending or a write is in progress.
-        db = self.server.db
-        db.refresh()
-        rev = db.revision
-        size = db.log.db_size_at(rev) * wire.PAGE_SIZE
-        etag = f'"{db.log.instance}-{rev}"'
-        range_header = self.headers.get("Range")
-        if_range = self.headers.get("If-Range")
-        if if_range is not None and if_range != etag:
-            range_header = None  # the client's copy is stale: send the whole file
-        if_match = self.headers.get("If-Match")
-        if if_match not in (None, "*") and etag not in [t.strip() for t in if_match.split(",")]:
-            raise HttpError(412, "Precondition Failed: the database changed")
-        span = _parse_range(range_header, size) if range_header else None
-        if span == "unsatisfiable":
-            self._send(
-                416,
-                b"Range Not Satisfiable",
-                headers=[("Content-Range", f"bytes */{size}")],
-                head_only=head_only,
-            )
-            return
-        start, end = span if isinstance(span, tuple) else (0, size)
-        headers = [("ETag", etag), ("Accept-Ranges", "bytes")]
-        status = 200
-        if isinstance(span, tuple):
-            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
-            status = 206
-        if head_only:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/vnd.sqlite3")
-            self.send_header("Content-Length", str(end - start))
-            for k, v in headers:
-                self.send_header(k, v)
-            self.end_headers()
-            return
-        data = read_bytes(db.log, rev, start, end)
-        self._send(status, data, "application/vnd.sqlite3", headers)
-
-
 def _parse_rev(text: str, field: str) -> Optional[int]:
     if text and text.isascii() and text.isdigit():
         if len(text) > MAX_REV_DIGITS:  # int() of thousands of digits raises (and costs)
@@ -329,26 +359,6 @@ def _parse_rev(text: str, field: str) -> Optional[int]:
                                  f"{MAX_REV_DIGITS}")
         return int(text)
     return None
-
-
-def _parse_range(header: str, size: int):
-    """``(start, end_exclusive)``, ``"unsatisfiable"``, or None to ignore (multi-range)."""
-    m = _RANGE_RE.match(header.strip())
-    if not m:
-        return None
-    first, last = m.groups()
-    if first == "" and last == "":
-        return None
-    if first == "":  # suffix: the last N bytes
-        n = int(last)
-        if n == 0 or size == 0:
-            return "unsatisfiable"
-        return (max(0, size - n), size)
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if start >= size or (last != "" and int(last) < start):
-        return "unsatisfiable"
-    return (start, end)
 
 
 @dataclass
@@ -367,6 +377,8 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, addr, db: ServedDatabase, auth_token: Optional[str], verbose: bool) -> None:
         super().__init__(addr, _Handler)
         self.db = db
+        self.db_name = os.path.basename(db.db_path)
+        self.libsql = LibsqlSync(db.log)
         self.auth_token = auth_token
         self.verbose = verbose
         self.stats = {"pull_requests": 0, "pages_sent": 0}
@@ -390,8 +402,12 @@ class ReferenceServer:
         auth_token: Optional[str] = None,
         log_path: Optional[str] = None,
         verbose: bool = False,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
-        self.db = ServedDatabase(db_path, log_path)
+        self.db = ServedDatabase(
+            db_path, log_path, idle_timeout=idle_timeout, max_streams=max_streams
+        )
         try:
             self.httpd = _HTTPServer((host, port), self.db, auth_token, verbose)
         except BaseException:
@@ -415,6 +431,11 @@ class ReferenceServer:
         elif host == "0.0.0.0":
             host = "127.0.0.1"
         return f"http://{host}:{self.port}"
+
+    @property
+    def file_url(self) -> str:
+        """Where plain ranged GETs read the database file."""
+        return f"{self.url}/{self.httpd.db_name}"
 
     @property
     def stats(self) -> dict:
@@ -444,43 +465,3 @@ class ReferenceServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m turso_dbapi.server",
-        description="Serve a SQLite database over the Turso sync protocol.",
-    )
-    parser.add_argument(
-        "db_path", help="SQLite database file (created if missing; 4096-byte pages)"
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument(
-        "--auth-token",
-        default=os.environ.get("TURSO_SERVER_AUTH_TOKEN"),
-        help="require 'Authorization: Bearer TOKEN' (or set TURSO_SERVER_AUTH_TOKEN)",
-    )
-    parser.add_argument("--log-path", help="page-version log (default: DB_PATH-revlog)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log request lines")
-    args = parser.parse_args(argv)
-    try:
-        server = ReferenceServer(
-            args.db_path, args.host, args.port, args.auth_token, args.log_path, args.verbose
-        )
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    server.start()
-    print(f"serving {args.db_path} at {server.url} (revision {server.db.revision})", flush=True)
-    while not done.wait(0.5):
-        pass
-    server.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS versions(
     id INTEGER PRIMARY KEY, pgno INTEGER NOT NULL, rev INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS versions_by_page ON versions(pgno, rev);
 CREATE INDEX IF NOT EXISTS versions_by_rev ON versions(rev, pgno);
+CREATE TABLE IF NOT EXISTS generations(gen INTEGER PRIMARY KEY, base_rev INTEGER NOT NULL);
+INSERT OR IGNORE INTO generations VALUES (1, 0);
 """
 
 # Newest version of one page in (r_c, r_s]: a single seek in versions_by_page.
@@ -126,7 +128,53 @@ class PageLog:
         ).fetchone()
         return row[0] if row else None
 
+    def add_generation(self, base_rev: int) -> int:
+        """Start a libSQL generation at ``base_rev`` (see ``libsql_sync``); its number."""
+        cur = self._writer.execute(
+            "INSERT INTO generations(gen, base_rev) "
+            "SELECT max(gen) + 1, ? FROM generations", (base_rev,)
+        )
+        return cur.lastrowid
+
     # ------------------------------------------------------------------ reading
+
+    def generations(self) -> List[int]:
+        """Base revision of each libSQL generation: generation g starts at ``[g - 1]``."""
+        with self.reader() as conn:
+            return [r[0] for r in conn.execute("SELECT base_rev FROM generations ORDER BY gen")]
+
+    def pages_per_revision(self, after: int, upto: int) -> List[Tuple[int, int]]:
+        """``(rev, pages written)`` for every revision in ``(after, upto]``, in order."""
+        with self.reader() as conn:
+            counts = dict(conn.execute(
+                "SELECT rev, count(*) FROM versions WHERE rev > ? AND rev <= ? GROUP BY rev",
+                (after, upto),
+            ))
+        return [(r, counts.get(r, 0)) for r in range(after + 1, upto + 1)]
+
+    def revision_pages(self, rev: int) -> List[Tuple[int, int]]:
+        """``(pgno, version id)`` of the pages written by ``rev``, by page number."""
+        with self.reader() as conn:
+            return conn.execute(
+                "SELECT pgno, id FROM versions WHERE rev = ? ORDER BY pgno", (rev,)
+            ).fetchall()
+
+    def version_at(self, pgno: int, rev: int) -> Optional[int]:
+        """Version id of ``pgno`` as of ``rev`` (None: never written by then)."""
+        with self.reader() as conn:
+            row = conn.execute(SEEK_SQL, (pgno, 0, rev)).fetchone()
+        return row[0] if row else None
+
+    def read_versions(self, ids: Sequence[int]) -> Dict[int, bytes]:
+        with self.reader() as conn:
+            out: Dict[int, bytes] = {}
+            for i in range(0, len(ids), _READ_CHUNK):
+                chunk = list(ids[i : i + _READ_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                out.update(conn.execute(
+                    f"SELECT id, data FROM versions WHERE id IN ({marks})", chunk
+                ))
+            return out
 
     def version_count(self) -> int:
         with self.reader() as conn:

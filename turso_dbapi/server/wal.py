@@ -197,10 +197,21 @@ def _flatten(
 
 
 def _frames(hdr: ref.WalHeader, pgnos: List[int], marks: List[int], pages: bytes) -> bytes:
-    cksum = (hdr.cksum1, hdr.cksum2)
+    return write_frames(hdr, pgnos, marks, pages, (hdr.cksum1, hdr.cksum2))[0]
+
+
+def write_frames(
+    hdr: ref.WalHeader,
+    pgnos: List[int],
+    marks: List[int],
+    pages: bytes,
+    cksum: Tuple[int, int],
+) -> Tuple[bytes, Tuple[int, int]]:
+    """Frames for ``hdr``'s WAL continuing the running checksum ``cksum``; returns the
+    frames and the checksum after the last one (to continue from)."""
     if lib is None:
-        rc, out, _ = ref.wal_write_frames(hdr, pgnos, marks, pages, cksum)
-        return out
+        rc, out, after = ref.wal_write_frames(hdr, pgnos, marks, pages, cksum)
+        return out, tuple(after)  # type: ignore[return-value]
     chdr = ffi.new("tdb_wal_header *", hdr._asdict())
     s = ffi.new("uint32_t[2]", list(cksum))
     out = bytearray(len(pgnos) * (ref.FRAME_HDR + hdr.page_size))
@@ -211,7 +222,22 @@ def _frames(hdr: ref.WalHeader, pgnos: List[int], marks: List[int], pages: bytes
     )  # fmt: skip
     if rc != ref.WAL_OK:  # arguments were validated above, so this is a bug
         raise RuntimeError(f"tdb_wal_write_frames failed with code {rc}")
-    return bytes(out)
+    return bytes(out), (s[0], s[1])
+
+
+def wal_header(page_size: int, salts: Tuple[int, int], big_endian: bool = True,
+               checkpoint_seq: int = 0) -> Tuple[bytes, ref.WalHeader]:
+    """A WAL header (32 bytes, checksummed) and its fields, for ``write_frames``."""
+    magic = ref.WAL_MAGIC | (1 if big_endian else 0)
+    if lib is None:
+        _, head, hdr = ref.wal_write_header(magic, page_size, checkpoint_seq, *salts)
+        return head, hdr
+    chdr = ffi.new("tdb_wal_header *", {"magic": magic, "page_size": page_size,
+                                         "checkpoint_seq": checkpoint_seq,
+                                         "salt1": salts[0], "salt2": salts[1]})  # fmt: skip
+    raw = bytearray(ref.WAL_HDR)
+    lib.tdb_wal_write_header(ffi.from_buffer("uint8_t[]", raw), len(raw), chdr)
+    return bytes(raw), ref.WalHeader(*(getattr(chdr, f) for f in ref.WalHeader._fields))
 
 
 def build_wal(
