@@ -49,6 +49,7 @@ def run_previous(release: Path, script: str, *args: str) -> str:
             f"assert turso_dbapi.__file__.startswith({str(release)!r}), turso_dbapi.__file__\n"
             + textwrap.dedent(script))
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                         cwd=str(release),  # "python -c" puts the cwd first: not this checkout
                          env={"PYTHONPATH": str(release), "PATH": "/usr/bin:/bin",
                               "HOME": str(release)})
     assert out.returncode == 0, out.stderr[-3000:]
