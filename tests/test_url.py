@@ -27,6 +27,7 @@ def test_defaults_are_pinned():
         "retries": 3,
         "verify": True,
         "long_poll_timeout_ms": 0,
+        "push_operations_threshold": None,  # one batch (one server transaction) per push
         "protocol": "auto",
     }
     assert defaults["readahead_max"] % (128 * 1024) == 0 and defaults["readahead_max"] >= 4 << 20

@@ -35,7 +35,13 @@ del _name
 
 from . import errors as _errors  # noqa: E402
 from .connection import Connection  # noqa: E402
-from .errors import ProtocolError, RemoteChangedError, RemoteError  # noqa: E402,F401
+from .errors import (  # noqa: E402,F401
+    ProtocolError,
+    PushConstraintError,
+    PushRejectedError,
+    RemoteChangedError,
+    RemoteError,
+)
 from .url import OPTIONS as _OPTIONS  # noqa: E402
 from .url import is_remote as _is_remote  # noqa: E402
 from .storage.files import replica_kind as _replica_kind  # noqa: E402

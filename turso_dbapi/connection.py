@@ -41,13 +41,16 @@ class Connection(StatsMethod, sqlite3.Connection):
     ``sqlite3.connect`` returns; it provides ``stats()``, ``pull()`` and ``push()``.
     """
 
-    def pull(self) -> bool:
-        """Fetch and apply remote changes; True when something changed."""
-        return require_replica(self, "pull").pull()
+    def pull(self, on_conflict: Any = None) -> bool:
+        """Fetch and apply remote changes, replaying unpushed local ones on top; True when
+        something changed. ``on_conflict(conflict)`` decides rows both sides changed."""
+        replica = require_replica(self, "pull")
+        return replica.pull(on_conflict=on_conflict) if on_conflict is not None else replica.pull()
 
-    def push(self) -> None:
-        """Send local changes to the remote."""
-        require_replica(self, "push").push()
+    def push(self, transform: Any = None) -> Any:
+        """Send local changes to the remote; ``transform(change)`` may map or drop each."""
+        replica = require_replica(self, "push")
+        return replica.push(transform=transform) if transform is not None else replica.push()
 
     def sync(self) -> bool:
         """push() then pull(); returns what pull() returned."""

@@ -114,3 +114,17 @@ class ProtocolError(RemoteError):
 class RangeNotSupportedError(RemoteError):
     """The server ignores HTTP ``Range`` (answers 200 with the whole file) or compresses the
     reply, so pages cannot be read lazily from it."""
+
+
+class PushRejectedError(sqlite3.OperationalError):
+    """The server refused a statement of a push batch; the batch was rolled back whole.
+
+    ``table`` and ``statement`` name the step, ``code`` is the server's error code."""
+
+    def __init__(self, message: str, *, table: str = "", statement: str = "", code: str = ""):
+        super().__init__(message)
+        self.table, self.statement, self.code = table, statement, code
+
+
+class PushConstraintError(PushRejectedError, sqlite3.IntegrityError):
+    """A push batch violated a constraint on the server (UNIQUE, NOT NULL, CHECK, ...)."""

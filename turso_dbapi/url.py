@@ -133,6 +133,8 @@ OPTIONS: Dict[str, Option] = {
         Option("verify", _parse_verify, True, "TLS verification: true, false, or a CA bundle path"),
         Option("long_poll_timeout_ms", _parse_int, 0, "Turso pull: let the server wait this long for changes",
                maximum=0xFFFFFFFF),
+        Option("push_operations_threshold", _parse_int, None,
+               "Turso push: seal a batch (one server transaction) after this many row changes"),
         Option("protocol", _parse_protocol, "auto",
                "auto | range | turso: how to read an http(s) URL (auto: Turso sync for libsql://, "
                "turso:// and http(s) URLs with an empty path, HTTP ranges otherwise)"),

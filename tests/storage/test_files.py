@@ -36,7 +36,8 @@ def test_remove_store_files_keeps_sync_metadata_locks_and_stage(tmp_path):
     files.remove_store_files(base)  # missing files are fine
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted("db" + s for s in (files.SYNC_META, files.LOCK, files.PULL_LOCK,
-                                                files.STAGE, files.STAGE + ".tmp"))
+                                                files.STAGE, files.STAGE + ".tmp", files.REPLAY,
+                                                files.PUSH_STATE, files.PUSH_LOCK))
 
 
 def test_replica_kind(tmp_path):

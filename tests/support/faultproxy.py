@@ -24,6 +24,9 @@ Faults (``FAULTS``):
   drip       forward the reply, but send its body ``chunk`` bytes (default 64) every
              ``chunk / rate`` seconds (``rate`` bytes/s, default 512): a slow-drip server
   garbage    forward the reply with its body replaced by random bytes of the same length
+  drop_reply forward the request (the server acts on it), then RST instead of the reply: a
+             reply lost after the server committed
+  replace_body  forward, then answer 200 with ``body`` (bytes) instead of the reply
 
 ``times`` is how many matching requests the fault hits (``None``: every one). ``when``
 selects requests (``is_open``: the leading-bytes read; ``is_fetch``: every other ranged
@@ -54,7 +57,7 @@ except ImportError:  # usable from benchmarks without pytest
     pytest = None  # type: ignore[assignment]
 
 FAULTS = ("reset", "status", "truncate", "full200", "bad_range", "slow", "gzip", "no_validators", "headers",
-          "drip", "garbage")
+          "drip", "garbage", "drop_reply", "replace_body")
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade", "host",
         "content-length"}
 
@@ -66,6 +69,7 @@ class Request:
     method: str
     path: str
     headers: Dict[str, str]
+    body: bytes = b""
 
     @property
     def range(self) -> Optional[str]:
@@ -81,6 +85,7 @@ class Record:
     body_bytes: int
     fault: Optional[str]
     headers: Dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # lower-case names
+    request_body: bytes = dataclasses.field(default=b"", repr=False)
 
 
 def is_open(req: Request) -> bool:
@@ -231,12 +236,14 @@ class FaultProxy:
         with self._lock:
             self.records.append(Record(h.command, h.path, h.headers.get("Range"), status, nbytes,
                                        rule.fault if rule else None,
-                                       {k.lower(): v for k, v in h.headers.items()}))
+                                       {k.lower(): v for k, v in h.headers.items()},
+                                       getattr(h, "request_body", b"")))
 
     def _handle(self, h: _Handler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         body_in = h.rfile.read(length) if length else None
-        req = Request(h.command, h.path, {k.lower(): v for k, v in h.headers.items()})
+        req = Request(h.command, h.path, {k.lower(): v for k, v in h.headers.items()}, body_in or b"")
+        h.request_body = body_in or b""  # type: ignore[attr-defined]
         rule = self._take(req)
         fault = rule.fault if rule else None
         params = rule.params if rule else {}
@@ -270,6 +277,12 @@ class FaultProxy:
                 if k.lower() in dropped or (fault == "full200" and k.lower() == "range"):
                     del headers[k]
         status, reply_headers, body = self._forward(h.command, h.path, headers, body_in)
+        if fault == "drop_reply":
+            self._record(h, None, 0, rule)
+            _reset(h)
+            return
+        if fault == "replace_body":
+            status, body = 200, bytes(params.get("body", b"garbage"))
         if fault == "bad_range":
             shift = int(params.get("shift", 1))
             for i, (k, v) in enumerate(reply_headers):

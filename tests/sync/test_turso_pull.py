@@ -34,21 +34,20 @@ def local_rows(conn):
     return conn.execute("SELECT id, length(x), hex(substr(x, 1, 12)) FROM t ORDER BY id").fetchall()
 
 
-def test_pull_refuses_local_changes_and_changes_nothing(turso_server, tmp_path):
+def test_pull_keeps_local_changes_by_replaying_them_on_the_new_revision(turso_server, tmp_path):
     rows_table(turso_server, 10)
     conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
     conn.execute("INSERT INTO t VALUES (1000, 5, x'00')")
+    conn.execute("UPDATE t SET v = 9 WHERE id = 2")
     conn.commit()
     turso_server.db_sql("UPDATE t SET v = 1")
-    rev = conn.stats().revision
-    before = turso_server.stats["pull_requests"]
-    with pytest.raises(turso_dbapi.OperationalError, match="local changes"):
-        conn.pull()
-    assert turso_server.stats["pull_requests"] == before  # refused before any network
-    assert conn.stats().revision == rev and conn.stats().pull_gen == 0
-    assert conn.execute("SELECT COUNT(*), MAX(v) FROM t").fetchall() == [(11, 5)]
-    with pytest.raises(turso_dbapi.NotSupportedError, match="push .* not implemented"):
-        conn.push()
+    assert conn.pull() is True
+    assert conn.stats().revision == turso_server.revision and conn.stats().pull_gen == 1
+    # the server's update everywhere, the local insert and the local update (last writer) on top
+    assert conn.execute("SELECT id, v FROM t WHERE id IN (1, 2, 1000) ORDER BY id").fetchall() == [
+        (1, 1), (2, 9), (1000, 5)]
+    assert conn.stats().pending_changes == 2  # still unpushed, with new log ids
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 def test_pull_refuses_inside_a_transaction(turso_server, tmp_path):
@@ -254,12 +253,14 @@ def test_journal_mode_wal_is_refused_and_cannot_break_pull(turso_server, tmp_pat
         conn.execute("PRAGMA journal_mode=WAL")
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
     assert conn.execute("PRAGMA journal_mode = truncate").fetchall() == [("truncate",)]
-    # a user who removes our authorizer can switch, but that is a local change: pull refuses
+    # a user who removes our authorizer can switch; pull then refuses, before any network
     conn.set_authorizer(lambda *args: sqlite3.SQLITE_OK)  # None clears only on 3.11+
     assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)]
     turso_server.db_sql("UPDATE t SET v = 3")
-    with pytest.raises(turso_dbapi.OperationalError, match="local changes"):
+    before = turso_server.stats["pull_requests"]
+    with pytest.raises(turso_dbapi.OperationalError, match="switched to WAL mode"):
         conn.pull()
+    assert turso_server.stats["pull_requests"] == before
 
 
 def test_a_large_pull_streams_to_disk_and_a_cut_reply_starts_over(tmp_path):
@@ -392,7 +393,7 @@ def test_a_user_authorizer_replaces_ours_and_a_wal_switch_still_cannot_break_pul
     assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)] and seen
     assert conn.execute("SELECT COUNT(*) FROM t").fetchall() == [(10,)]
     turso_server.db_sql("UPDATE t SET v = 3")
-    with pytest.raises(turso_dbapi.OperationalError, match="local changes"):
+    with pytest.raises(turso_dbapi.OperationalError, match="switched to WAL mode"):
         conn.pull()  # the switch wrote page 1 locally: pull refuses instead of mixing
     assert conn.execute("SELECT MAX(v) FROM t").fetchall() == [(0,)]
     # a statement refused by the user's own authorizer is not taken for a refused WAL switch
@@ -433,10 +434,10 @@ def test_a_rolled_back_transaction_that_spilled_pages_does_not_block_pull(turso_
     assert conn.execute("SELECT count(*), min(v), max(v) FROM t").fetchone() == (30, 7, 7)
     assert local_rows(conn) == server_rows(turso_server)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert os.path.getsize(path + "-tdblocal") == 0  # nothing local is left behind
+    assert conn.stats().pending_changes == 0  # nothing of the rolled-back transaction is kept
 
 
-def test_a_committed_local_change_still_blocks_pull_after_a_rolled_back_spill(turso_server, tmp_path):
+def test_a_committed_local_change_survives_a_pull_after_a_rolled_back_spill(turso_server, tmp_path):
     rows_table(turso_server, 30)
     conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
     conn.execute("PRAGMA cache_size=5")
@@ -446,6 +447,6 @@ def test_a_committed_local_change_still_blocks_pull_after_a_rolled_back_spill(tu
     conn.execute("UPDATE t SET x = randomblob(1024)")
     conn.rollback()
     turso_server.db_sql("UPDATE t SET v = 7")
-    with pytest.raises(turso_dbapi.OperationalError, match="local changes"):
-        conn.pull()
-    assert conn.execute("SELECT v FROM t WHERE id = 30").fetchone() == (3,)
+    assert conn.pull() is True  # the committed change is replayed (last writer wins)
+    assert conn.execute("SELECT v, count(*) FROM t GROUP BY v ORDER BY v").fetchall() == [(3, 1), (7, 29)]
+    assert conn.stats().pending_changes == 1

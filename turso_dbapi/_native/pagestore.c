@@ -67,6 +67,11 @@
 **       file and rolled back wrote the old bytes back), a bogus entry (16), or a page past
 **       both the remote and the logical end. A compare-and-swap on the entry keeps a write
 **       that raced with the check.
+**   (18) tdb_store_drop_local sets every local CRC word to 0 (and clears this process's
+**       verified bits): the local layer is set aside in one call, under SQLite's
+**       EXCLUSIVE lock, by a pull that rebases local changes (sync/rebase.py). The
+**       page bytes stay in P-tdblocal but are absent; the next write of a page makes it
+**       local again. Durable with tdb_store_sync (msync of the map).
 **
 ** LIMITATIONS
 **   64-bit only (address-space reservation). Page size is fixed per store (VACUUM to
@@ -466,6 +471,21 @@ int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int ov
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+uint32_t tdb_store_drop_local(tdb_store *s) { /* (18) */
+    covered(s, s->max_pages); /* refresh map_cap: another process may have grown the map */
+    uint64_t cap = __atomic_load_n(&s->map_cap, __ATOMIC_ACQUIRE);
+    uint32_t n = 0;
+    for (uint32_t p = 1; p && p <= cap; p++) {
+        if (__atomic_load_n(&entry(s, p)[1], __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&entry(s, p)[1], 0, __ATOMIC_RELEASE);
+            n++;
+        }
+        if (s->flags[p - 1] & F_LOCAL_OK)
+            __atomic_and_fetch(&s->flags[p - 1], (uint8_t)~F_LOCAL_OK, __ATOMIC_RELAXED);
+    }
+    return n;
 }
 
 int tdb_store_drop_synced(tdb_store *s, uint32_t pgno) {

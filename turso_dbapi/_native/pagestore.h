@@ -58,6 +58,7 @@ int tdb_store_forget_unchanged_local(tdb_store *s, uint32_t pgno);
 void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out);
 int tdb_store_sync(tdb_store *s);
 int tdb_store_drop_synced(tdb_store *s, uint32_t pgno);
+uint32_t tdb_store_drop_local(tdb_store *s); /* (18) whole local layer; count dropped */
 /* The VFS's xRead / xWrite / xTruncate of a lazy file, byte-addressed; return SQLite
 ** codes. Exposed for tests of sub-page I/O (SQLite itself writes whole pages). */
 int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off);

@@ -225,7 +225,7 @@ class Shell:
         pattern = args[0] if args else "%"
         rows = self.conn.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name LIKE ? "
-            "ORDER BY tbl_name, type = 'table' DESC, name",
+            "AND name NOT LIKE 'sqlite\\_tdb\\_%' ESCAPE '\\' ORDER BY tbl_name, type = 'table' DESC, name",
             (pattern,),
         ).fetchall()
         if args and not rows:

@@ -35,6 +35,7 @@ from ..protocol.protobuf import DecodeError, encode_varint
 from . import hrana_http
 from .database import ServedDatabase
 from .libsql_sync import EndOfGeneration, LibsqlSync, SyncRequestError
+from .query_pages import QueryPages, QueryTraceError
 from .file_route import PreconditionFailed, serve_file
 from ..protocol.hrana import dumps
 from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
@@ -320,6 +321,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HttpError(400, f"invalid server_pages_selector: {exc}")
             cookie = int.from_bytes(req.server_pages_selector[:2], "little")
             self.server.count(f"selector_cookie_{cookie}", 1)
+        elif req.server_query_selector:
+            # Query bootstrap: the pages SQLite reads running the query at that revision.
+            try:
+                pages = self.server.query_pages.pages(req.server_query_selector, server_rev)
+            except QueryTraceError as exc:
+                raise HttpError(400, f"invalid server_query_selector: {exc}")
+            selector = _ranges(pages)
+            self.server.count("query_bootstraps", 1)
         db_size, plan = db.log.plan(client_rev, server_rev, selector)
         header = wire.PullUpdatesResponseHeader(
             server_revision=str(server_rev), db_size=db_size, protocol=wire.PROTOCOL_PAGES
@@ -352,6 +361,17 @@ class _Handler(BaseHTTPRequestHandler):
                 out = []
         self.wfile.write(b"".join(out))
 
+def _ranges(pages: List[int]) -> List[Tuple[int, int]]:
+    """Sorted page ids as half-open ranges."""
+    out: List[Tuple[int, int]] = []
+    for p in pages:
+        if out and out[-1][1] == p:
+            out[-1] = (out[-1][0], p + 1)
+        else:
+            out.append((p, p + 1))
+    return out
+
+
 def _parse_rev(text: str, field: str) -> Optional[int]:
     if text and text.isascii() and text.isdigit():
         if len(text) > MAX_REV_DIGITS:  # int() of thousands of digits raises (and costs)
@@ -379,6 +399,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self.db = db
         self.db_name = os.path.basename(db.db_path)
         self.libsql = LibsqlSync(db.log)
+        self.query_pages = QueryPages(db.log)
         self.auth_token = auth_token
         self.verbose = verbose
         self.stats = {"pull_requests": 0, "pages_sent": 0}
@@ -458,6 +479,7 @@ class ReferenceServer:
             self._thread.join()
             self._thread = None
         self.httpd.server_close()
+        self.httpd.query_pages.close()
         self.db.close()
 
     def __enter__(self) -> ReferenceServer:

@@ -38,7 +38,7 @@ class DescribeError(Exception):
     """SQLite could not prepare the statement (the message is SQLite's own)."""
 
 
-def _load_library() -> Optional[ctypes.CDLL]:
+def load_sqlite_library() -> Optional[ctypes.CDLL]:
     try:
         import _sqlite3
     except ImportError:
@@ -84,7 +84,7 @@ class Describer:
     def __init__(self, db_path: str) -> None:
         self._lock = threading.Lock()
         self._db = ctypes.c_void_p()
-        self._lib = _load_library()
+        self._lib = load_sqlite_library()
         if self._lib is not None:
             rc = self._lib.sqlite3_open_v2(
                 os.fsencode(db_path), ctypes.byref(self._db), _OPEN_READONLY | _OPEN_FULLMUTEX, None

@@ -13,6 +13,9 @@ suffix                 what                                                     
 ``-tdbsync.lock``      bootstrap/open lock (flock)                                 Turso
 ``-pull-tdbsync.lock`` pull lock (flock; the lock of the path ``P-pull``)          Turso
 ``-tdbpull``           a pull's staged pages (``sync.stage``; ``.tmp`` while written)  Turso
+``-tdbreplay``         a pull's local changes to replay (``sync.rebase``)          Turso
+``-tdbpush.json``      push statistics (``sync.push``)                             Turso
+``-push-tdbsync.lock`` push lock (flock; one push of a replica at a time)          Turso
 ``-journal`` ...       SQLite's own (``-journal``, ``-wal``, ``-shm``)             any
 =====================  =========================================================  ============
 
@@ -35,11 +38,14 @@ SYNC_META = "-tdbsync.json"
 LOCK = "-tdbsync.lock"
 PULL_LOCK = "-pull" + LOCK
 STAGE = "-tdbpull"
+REPLAY = "-tdbreplay"
+PUSH_STATE = "-tdbpush.json"
+PUSH_LOCK = "-push" + LOCK
 SQLITE_SUFFIXES = ("-journal", "-wal", "-shm")
 
 # What a replica's store consists of; a fresh cache (or a bootstrap) starts without them.
 STORE_SUFFIXES = ("", LOCAL, SIDECAR, CACHE_META) + SQLITE_SUFFIXES
-ALL_SUFFIXES = STORE_SUFFIXES + (SYNC_META, LOCK, PULL_LOCK, STAGE, STAGE + ".tmp")
+ALL_SUFFIXES = STORE_SUFFIXES + (SYNC_META, LOCK, PULL_LOCK, STAGE, STAGE + ".tmp", REPLAY, PUSH_STATE, PUSH_LOCK)
 
 
 def remove_store_files(path: str) -> None:

@@ -11,6 +11,7 @@ WRITE_VERSION = 18
 READ_VERSION = 19
 CHANGE_COUNTER = 24  # u32 big-endian; moved at every apply (sync.apply)
 IN_HEADER_SIZE = 28  # u32 big-endian: the database size in pages
+SCHEMA_COOKIE = 40  # u32 big-endian; moved at every apply, so connections re-read the schema
 VERSION_VALID_FOR = 92  # u32 big-endian: the change counter the in-header size is valid for
 ROLLBACK_JOURNAL = 1
 

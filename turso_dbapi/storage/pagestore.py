@@ -35,6 +35,8 @@ from . import callbacks, claim, files
 log = logging.getLogger("turso_dbapi")
 
 META_FORMAT = 1
+PG_SYNCED = 1  # PageStore.state bits (pagestore.h TDB_PG_*)
+PG_LOCAL = 2
 
 _stores_lock = threading.Lock()
 _stores: Dict[str, PageStore] = {}
@@ -152,6 +154,11 @@ class PageStore:
     def drop_synced(self, pgno: int) -> None:
         """Forget a synced page (it will be fetched again on its next read)."""
         self._lib.tdb_store_drop_synced(self._p, pgno)
+
+    def drop_local(self) -> int:
+        """Set the whole local layer aside (pagestore.c rule (18)); pages dropped. The
+        caller holds SQLite's EXCLUSIVE lock and calls ``sync()`` to make it durable."""
+        return int(self._lib.tdb_store_drop_local(self._p))
 
     def read_page(self, pgno: int) -> Optional[bytes]:
         """A page as SQLite sees it (local over synced), or None when absent; no network."""

@@ -8,15 +8,19 @@ transaction and drops its page cache when it moved. So the apply:
    (``sync.stage``);
 2. an internal SQLite connection on the replica takes ``BEGIN EXCLUSIVE`` (waits out
    readers and writers in every process; on timeout nothing is changed);
-3. metadata records ``pending_pull`` (a crash from here on redoes steps 4-6 at the next
-   open, from the staging file: the apply is idempotent);
-4. every staged page is stored over the synced layer; page 1 gets rollback-journal bytes
-   18/19 = 1, change counter (24) and version-valid-for (92) = max(old, new) + 1, and the
-   in-header size (28) = db_size; the remote size becomes db_size pages and synced pages
-   past it are dropped; the store is fsynced;
-5. metadata switches (synced revision, pull_gen + 1, last pull time, no pending pull);
-6. the staging file is removed and the transaction is rolled back: it wrote nothing
-   through SQLite, so that only releases the lock.
+3. the local changes go to the replay file (rebase.py step 1) and metadata records
+   ``pending_pull`` (a crash from here on redoes steps 4-6 at the next open, from the
+   staging and replay files: the apply is idempotent);
+4. the apply flag is set; every staged page is stored over the synced layer; the local
+   layer is dropped; page 1 gets rollback-journal bytes 18/19 = 1, change counter (24) and
+   version-valid-for (92) = max(old, new) + 1 (old: the page 1 readers saw, local
+   included), and the in-header size (28) = db_size; the remote size (and the logical
+   size) becomes db_size pages and synced pages past it are dropped; the store is fsynced;
+   the transaction is rolled back: it wrote nothing through SQLite, so that only unlocks;
+5. a fresh internal connection replays the local changes and commits (rebase.py step 4)
+   while the flag keeps other connections out;
+6. metadata switches (synced revision, pull_gen + 1, last pull time, no pending pull),
+   the staging and replay files are removed, the flag clears.
 
 After a crash in steps 3-6 the stage stays published with ``pending_pull`` set and the pull
 lock free: the next open or pull, or the next read transaction of any connection of this
@@ -39,38 +43,14 @@ from ..storage import files, header
 from ..storage.apply_flag import ApplyFlag
 from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
-from ..storage.vfs import replica_uri
-from . import metadata as sync_meta
+from . import capture, internal, metadata as sync_meta, rebase
 from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
 
 
-def local_pages(store: PageStore, limit: int = 3) -> list:
-    """Up to ``limit`` page numbers changed locally. Local entries that change nothing are
-    cleared on the way (a rolled-back transaction that spilled pages to the file wrote
-    the old bytes back: not a change, and must not block ``pull()`` forever)."""
-    found: list = []
-    p = store.first_local(1)
-    while p and len(found) < limit:
-        if not store.forget_unchanged_local(p):
-            found.append(p)
-        p = store.first_local(p + 1)
-    return found
-
-
-def refuse_local_changes(store: PageStore, display_url: str) -> None:
-    pages = local_pages(store)
-    if pages:
-        raise OperationalError(
-            f"pull from {display_url}: the replica {store.path} has local changes (pages "
-            f"{', '.join(map(str, pages))}...) and push is not implemented yet, so pulling would "
-            "lose them; nothing was changed. Copy the data you need elsewhere, or open a fresh "
-            "replica (another local_path) to read the server's new state")
-
-
 def _drop_unreferenced_local_bytes(replica: str) -> None:
-    """No page is local (just checked, under the EXCLUSIVE lock): whatever ``-tdblocal``
-    still holds (pages of rolled-back transactions) is unreferenced. Emptying it keeps
+    """No page is local (the layer was just set aside, under the EXCLUSIVE lock): whatever
+    ``-tdblocal`` still holds is unreferenced. Emptying it keeps
     "has local data" (storage/claim.py) meaning "has local changes"."""
     try:
         if os.path.getsize(replica + files.LOCAL):
@@ -80,27 +60,38 @@ def _drop_unreferenced_local_bytes(replica: str) -> None:
 
 
 def patch_page1(new: bytes, old: Optional[bytes], db_size: int) -> bytes:
-    """Page 1 for the replica: rollback journal, a change counter that moved, the size."""
+    """Page 1 for the replica: rollback journal, a change counter and a schema cookie
+    that moved, the size."""
     b = bytearray(rollback_journal(new))
     old_counter = struct.unpack_from(">I", old, header.CHANGE_COUNTER)[0] if old else 0
     counter = (max(old_counter, struct.unpack_from(">I", new, header.CHANGE_COUNTER)[0]) + 1) & 0xFFFFFFFF
     struct.pack_into(">I", b, header.CHANGE_COUNTER, counter)
     struct.pack_into(">I", b, header.IN_HEADER_SIZE, db_size)
     struct.pack_into(">I", b, header.VERSION_VALID_FOR, counter)
+    # The schema cookie moves past every value a connection may have cached (the local
+    # schema included: the replay recreates objects at other root pages), so each one
+    # re-reads the schema (spec §6.5 step 7).
+    old_cookie = struct.unpack_from(">I", old, header.SCHEMA_COOKIE)[0] if old else 0
+    cookie = (max(old_cookie, struct.unpack_from(">I", new, header.SCHEMA_COOKIE)[0]) + 1) & 0xFFFFFFFF
+    struct.pack_into(">I", b, header.SCHEMA_COOKIE, cookie)
     return bytes(b)
 
 
 def store_revision(store: PageStore, staged: Staged) -> None:
-    """Step 4 of the module docstring (caller holds SQLite's EXCLUSIVE lock)."""
+    """Step 4 of the module docstring (caller holds SQLite's EXCLUSIVE lock); the local
+    layer is set aside (rebase.py step 2: it is replayed from the replay file)."""
     db_size = staged.db_size
-    old1 = store.read_page(1)
-    if db_size and not staged.has_page1 and old1 is None:
+    old1 = store.read_page(1)  # local over synced: its change counter must be passed
+    store.drop_local()
+    _drop_unreferenced_local_bytes(store.path)  # the replay file holds the changes now
+    base1 = store.read_page(1)  # the synced page 1 (the pull may not carry one)
+    if db_size and not staged.has_page1 and base1 is None:
         raise OperationalError(f"pull: page 1 of {store.path} is neither stored nor in the pull")
     old_pages = store.remote_pages
     store.set_remote_size(db_size * PAGE_SIZE)
     for p in range(db_size + 1, old_pages + 1):
         store.drop_synced(p)
-    page1 = old1
+    page1 = base1
     for p, data in staged.pages():
         if p == 1:
             page1 = data
@@ -125,10 +116,11 @@ def _unusable(store: PageStore, staged: Staged) -> Optional[str]:
 
 
 def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
-                 timeout: Optional[float] = None) -> Optional[sync_meta.SyncMeta]:
-    """Apply ``<replica>-tdbpull`` under an EXCLUSIVE lock; the new metadata, or None when
-    there was nothing (valid) staged. Raises OperationalError, changing nothing, when the
-    lock cannot be had or local changes appeared."""
+                 timeout: Optional[float] = None, on_conflict: Optional[rebase.OnConflict] = None
+                 ) -> Optional[sync_meta.SyncMeta]:
+    """Apply ``<replica>-tdbpull`` and replay the local changes on top (rebase.py, steps
+    1-5); the new metadata, or None when there was nothing (valid) staged. Raises
+    OperationalError, changing nothing, when the lock cannot be had."""
     staged = Staged.open(replica)
     if staged is None:
         remove_stage(replica)
@@ -150,8 +142,8 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
                             url=display_url)
     timeout = LOCK_TIMEOUT if timeout is None else timeout
     started = False
-    ic = sqlite3.connect(replica_uri(replica, conn_id), uri=True,
-                         timeout=timeout, isolation_level=None, check_same_thread=False)
+    ic = internal.connect(replica, conn_id, timeout)
+    flag: Optional[ApplyFlag] = None
     try:
         # No journal file for this connection: its transaction must never leave one that a
         # later open could take for a hot journal (journal_mode is per connection here).
@@ -168,32 +160,56 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
             if meta is None:
                 raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
             if meta.pending_pull is None:
-                refuse_local_changes(store, display_url)  # a writer may have won the race
-                _drop_unreferenced_local_bytes(replica)
-                meta.pending_pull = {"revision": revision, "db_size": db_size}
+                rebase.extract(ic, replica, store, display_url)  # (1) the local changes, durable
+                meta.pending_pull = {"revision": revision, "db_size": db_size, "rebase": True}
                 sync_meta.save(replica, meta)
             started = True  # from here a failure leaves the stage for a redo
             flag = ApplyFlag(store)
-            flag.set()  # statements of other connections now look for a dead puller
+            flag.set()  # (2) statements of other connections now wait (or finish a dead puller)
             store_revision(store, staged)
-            meta.synced_revision = revision
-            meta.db_size_pages = db_size
-            meta.pull_gen += 1
-            meta.last_pull_unix_time = int(time.time())
-            meta.pending_pull = None
-            sync_meta.save(replica, meta)
-            remove_stage(replica)
-            flag.clear()
-            flag.close()
         finally:
-            # ROLLBACK only unlocks: nothing is written through SQLite. (COMMIT would write
-            # the fresh page 1 SQLite prepares when a write transaction starts on an EMPTY
-            # database into the local layer, hiding the pulled page 1.)
+            # ROLLBACK only unlocks: nothing is written through this connection; the flag
+            # keeps every other connection out until the replay committed (3).
             ic.execute("ROLLBACK")
+        ic.close()
+        _replay(store, replica, conn_id, meta.client_unique_id, staged, timeout, on_conflict)  # (4)
+        meta.synced_revision = revision  # (5)
+        meta.db_size_pages = db_size
+        meta.pull_gen += 1
+        meta.last_pull_unix_time = int(time.time())
+        meta.pending_pull = None
+        sync_meta.save(replica, meta)
+        remove_stage(replica)
+        rebase.remove_replay(replica)
+        flag.clear()
+        flag.close()
         return meta
     except BaseException:
         if not started:
             remove_stage(replica)  # the apply never began: the pull leaves no trace
+            rebase.remove_replay(replica)
         raise
     finally:
         ic.close()
+
+
+def _replay(store: PageStore, replica: str, conn_id: int, client_id: str, staged: Staged,
+            timeout: float, on_conflict: Optional[rebase.OnConflict]) -> None:
+    rc = internal.connect(replica, conn_id, timeout)
+    try:
+        # Nothing of this transaction needs a journal: until metadata says the apply is
+        # done, a crash redoes the whole apply (the local layer is dropped again).
+        rc.execute("PRAGMA journal_mode=MEMORY")
+        rc.execute("BEGIN EXCLUSIVE")
+        try:
+            server = rebase.ServerChanges(rc, store.read_page, staged.pgnos) if on_conflict else None
+            if os.path.exists(rebase.replay_path(replica)):
+                rebase.replay(rc, replica, client_id, server=server, on_conflict=on_conflict)
+            else:  # an interrupted apply of an older version: no local changes were kept
+                capture.install(rc, gen=0)
+            rc.execute("COMMIT")
+        except BaseException:
+            rc.execute("ROLLBACK")
+            raise
+    finally:
+        rc.close()

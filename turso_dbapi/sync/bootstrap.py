@@ -49,6 +49,11 @@ def pull_lock(replica: str, *, wait: bool = True) -> ContextManager[bool]:
     return file_lock(replica + files.PULL_LOCK, wait=wait)
 
 
+def push_lock(replica: str) -> ContextManager[bool]:
+    """One push of ``replica`` at a time, across processes (``-push-tdbsync.lock``)."""
+    return file_lock(replica + files.PUSH_LOCK)
+
+
 def prefix_pages(options: Mapping[str, Any]) -> Optional[int]:
     """Pages of a prefix bootstrap, or None for full/query (see the module docstring)."""
     if options.get("bootstrap_query"):

@@ -4,13 +4,16 @@
 
 1. the pull lock (``bootstrap.pull_lock``: one pull of a replica at a time, across
    processes); an apply a crash left half done (``pending_pull``) is finished first;
-2. local changes refuse the pull (push is not implemented: pulling would lose them);
+2. a replica switched to WAL (a user who replaced our authorizer) is refused;
 3. network, with no SQLite lock held: ``/pull-updates`` since the synced revision, its pages
-   streamed to the stage file (``stage.StageWriter``) as they arrive (page 1 too, fetched
-   at the new revision when the pull brought pages but not page 1 and the replica lacks it);
+   streamed to the stage file (``stage.StageWriter``) as they arrive, then - still without
+   a lock - the pages the apply and the replay will read that the synced layer lacks, at
+   the new revision (``replay_pages``: page 1, and the synced version of every page the
+   local layer changed: the replay rewrites the same rows);
 4. nothing changed: the metadata moves to the new revision (the same pages at both);
-   otherwise the stage is published and applied (``apply.apply_staged``: BEGIN EXCLUSIVE,
-   pending_pull, pages, metadata switch; see its module docstring);
+   otherwise the stage is published and applied with the local changes replayed on top
+   (``apply.apply_staged`` and ``rebase``: BEGIN EXCLUSIVE, replay file, pending_pull,
+   pages, local layer set aside, replay, metadata switch; see their module docstrings);
 5. the B-tree hints of the replica are learnt again (the B-trees changed).
 
 Lazy fetches of every connection follow the new revision by themselves: their source's pin
@@ -18,23 +21,26 @@ reads the synced revision from the metadata (``sync.replica``).
 
 ``recover_dead_apply`` is what C's apply-flag callback runs for a Turso replica (vfs.c
 rule (13)): the apply of a puller that died mid-switch is finished before anyone reads.
-Push (capturing local changes, sending them, rebasing on the pulled revision) is not
-implemented; when it is, this is where it is sequenced with the pull.
+``push()`` runs beside it, not under the pull lock (``sync.push``): its network never
+holds a local lock, and a pull racing it is safe by §6.6 (the replay floor comes from the
+applied snapshot).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from ..errors import OperationalError
 from ..fetch.btree_readahead import hints_for
 from ..storage import apply_flag
-from ..storage.pagestore import PageStore
+from ..storage.pagestore import PG_SYNCED, PageStore
 from ..url import redact
 from . import apply as pull_apply
 from . import metadata as sync_meta
+from . import rebase
 from .bootstrap import pull_lock
 from .stage import StageWriter
 
@@ -46,24 +52,65 @@ def load_meta(path: str) -> sync_meta.SyncMeta:
     return meta
 
 
-def pull(store: PageStore, source: Any, path: str, conn_id: int) -> bool:
-    """Network first (no lock), then a coherent apply; True when pages changed. The caller
-    checked that its connection is outside a transaction."""
+@dataclasses.dataclass
+class Pulled:
+    changed: bool  # pages changed (conn.pull()'s answer)
+    apply_misses: int = 0  # page misses inside the apply's lock (fetched there: partial mode)
+
+
+def refuse_wal(store: PageStore, display_url: str) -> None:
+    """(2) A connection whose authorizer was replaced can still switch the replica to
+    WAL; a pull can neither lock nor keep such a replica coherent (DESIGN §2.5)."""
+    page1 = store.read_page(1)
+    if page1 is not None and (page1[18] == 2 or page1[19] == 2):
+        raise OperationalError(
+            f"pull from {display_url}: the replica {store.path} was switched to WAL mode "
+            "(PRAGMA journal_mode=WAL with our authorizer replaced), which pull cannot keep coherent; "
+            "nothing was changed. Run PRAGMA journal_mode=DELETE on it and pull again")
+
+
+def replay_pages(store: PageStore, staged: Any, db_size: int) -> List[int]:
+    """(3) Pages to fetch before the lock: page 1 when the synced layer lacks it, and the
+    synced version of every page the local layer changed (the replay rewrites the same
+    rows, so it walks those B-tree pages again). Pages it reaches that no local change
+    touched are fetched inside the lock (``Pulled.apply_misses`` counts them)."""
+    # A page past the old synced size did not exist before: if the new revision has it, it
+    # changed, so it is staged already; only pages inside both sizes can be missing.
+    limit = min(db_size, store.remote_pages)
+
+    def wanted(p: int) -> bool:
+        return p <= limit and p not in staged and not store.state(p) & PG_SYNCED
+
+    out = [1] if wanted(1) else []
+    p = store.first_local(2)
+    while p:
+        if wanted(p):
+            out.append(p)
+        p = store.first_local(p + 1)
+    return out
+
+
+def pull(store: PageStore, source: Any, path: str, conn_id: int,
+         on_conflict: Optional[rebase.OnConflict] = None) -> Pulled:
+    """Network first (no lock), then a coherent apply with the local changes replayed.
+    The caller checked that its connection is outside a transaction."""
     url = source.display_url
+    refuse_wal(store, url)  # (2)
     with pull_lock(path):  # (1) one pull per replica at a time
         meta = load_meta(path)
         if meta.pending_pull is not None:  # an apply was interrupted: finish it first
             with apply_flag.applying():
                 pull_apply.apply_staged(store, path, conn_id, url)
             meta = load_meta(path)
-        pull_apply.refuse_local_changes(store, url)  # (2)
         stage = StageWriter(path)  # (3) pages go to disk as they arrive
         try:
             reply = source.changes_since(meta.synced_revision or "", on_page=stage.add,
                                          on_reset=stage.reset)
-            if stage.count and 1 not in stage.pgnos and not store.is_present(1):
-                for p, data in source.fetch_at([1], reply.revision).pages.items():
-                    stage.add(p, data)  # still no lock held
+            if stage.count:  # still no lock held
+                needed = replay_pages(store, stage.pgnos, reply.db_size)
+                if needed:
+                    for p, data in source.fetch_at(needed, reply.revision).pages.items():
+                        stage.add(p, data)
         except BaseException:
             stage.discard()
             raise
@@ -73,14 +120,16 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int) -> bool:
             meta.synced_revision = reply.revision
             meta.last_pull_unix_time = int(time.time())
             sync_meta.save(path, meta)
-            return False
+            return Pulled(False)
         stage.finish(reply.revision, reply.db_size)
+        misses = store.counters()["misses"]
         with apply_flag.applying():
-            applied = pull_apply.apply_staged(store, path, conn_id, url)
+            applied = pull_apply.apply_staged(store, path, conn_id, url, on_conflict=on_conflict)
+        misses = store.counters()["misses"] - misses
     # §6.6: the pull state comes from local metadata after applying, never the remote.
     if applied is not None:
         hints_for(store, reset=True)  # (5) the B-trees changed: learn them again
-    return applied is not None
+    return Pulled(applied is not None, misses)
 
 
 def finish_interrupted(store: PageStore, path: str, conn_id: int, display_url: str,
@@ -97,6 +146,7 @@ def finish_interrupted(store: PageStore, path: str, conn_id: int, display_url: s
             if (current is not None and current.pending_pull is None
                     and os.path.exists(pull_apply.stage_path(path))):
                 pull_apply.remove_stage(path)  # staged by a pull that never started applying
+                rebase.remove_replay(path)
 
 
 def recover_dead_apply(store: PageStore, conn_id: int) -> int:

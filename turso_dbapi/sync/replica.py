@@ -18,8 +18,11 @@ of any process moves it, and a page re-fetched after a torn write is of the righ
 
 Journal mode: the replica stays in rollback-journal mode (DESIGN §2.5); ``journal_mode=WAL``
 is refused with a clear message (an authorizer on every connection we open; a user who
-replaces it loses only the message: switching writes page 1 locally, and ``pull()`` refuses
-replicas with local changes, so coherence still holds).
+replaces it loses only the message: ``pull()`` then refuses, before any network, a replica
+whose page 1 says WAL, so coherence still holds).
+
+Two-way sync: change capture (``capture``) is installed at open on a replica that has none;
+``push()`` is ``sync.push``; ``pull()`` rebases (``sync.rebase``).
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ from ..storage.vfs import ensure_registered, replica_uri
 from ..transport.http import split_credentials
 from ..url import redact
 from . import bootstrap as boot
-from . import engine
+from . import capture, engine, internal, rebase
 from . import metadata as sync_meta
+from . import push as sync_push
 
 _tls = threading.local()
 
@@ -90,9 +94,9 @@ class TursoStats(StatsRecord):
     """``conn.stats()`` of a Turso replica: pyturso's fields (§6.9) plus our counters.
 
     Network counters are this connection's (body bytes, as pyturso counts them; bootstrap
-    included when this connection bootstrapped). ``cdc_operations`` is 0 and the WAL sizes
-    are 0 because this replica keeps no change log (push is not implemented) and runs in
-    rollback-journal mode (no main or revert WAL).
+    included when this connection bootstrapped). ``cdc_operations`` = ``pending_changes``:
+    changed rows not pushed yet (our log records keys, not statements, so it counts rows,
+    not pyturso's CDC rows). The WAL sizes are 0: the replica runs in rollback-journal mode.
     """
 
     revision: Optional[str]
@@ -119,6 +123,9 @@ class TursoStats(StatsRecord):
     url: str
     path: str
     last_error: Optional[str] = None  # the last failed page fetch of this connection
+    pending_changes: int = 0  # changed rows not pushed yet (distinct keys)
+    pushed_rows: int = 0  # row changes sent by pushes of this replica, all processes
+    pushed_bytes: int = 0  # request bytes of those pushes
 
 
 # -- the replica object -------------------------------------------------------------------
@@ -131,6 +138,10 @@ class TursoReplica(RemoteReplica):
                  handler: ReportingMissHandler, conn_id: int, path: str, conn: sqlite3.Connection):
         super().__init__(store, source, handler, conn_id, path)
         self._conn = weakref.ref(conn)
+        self.push_threshold: Optional[int] = None  # push_operations_threshold
+        self.transform: Optional[sync_push.Transform] = None
+        self.on_conflict: Optional[rebase.OnConflict] = None
+        self.last_apply_misses = 0  # page misses inside the last apply's lock (partial mode)
 
     def meta(self) -> sync_meta.SyncMeta:
         return engine.load_meta(self.path)
@@ -139,33 +150,52 @@ class TursoReplica(RemoteReplica):
         meta = self.meta()
         counters = self.counters()
         net, c = counters["net"], counters["store"]
+        pushed = sync_push.load_state(self.path)
+        conn = self._conn()
+        waiting = sync_push.pending(conn, self.path) if conn is not None else 0
         return TursoStats(
             revision=meta.synced_revision, network_sent_bytes=net["bytes_sent"],
             network_received_bytes=net["bytes_received"], last_pull_unix_time=meta.last_pull_unix_time,
-            last_push_unix_time=meta.last_push_unix_time, cdc_operations=0, main_wal_size=0,
+            last_push_unix_time=pushed.get("last_push_unix_time"), cdc_operations=waiting, main_wal_size=0,
             revert_wal_size=0, requests=net["requests"], pages_fetched=net["pages_fetched"],
             retries=net["retries"], hits=c["hits"], misses=c["misses"], pages_read=c["pages_read"],
             prefetched=c["prefetched"], prefetch_used=c["prefetch_used"], crc_failures=c["crc_failures"],
             local_writes=c["local_writes"], pull_gen=meta.pull_gen, db_size_pages=meta.db_size_pages,
             partial=meta.partial, url=self.url, path=self.path, last_error=counters["last_error"],
+            pending_changes=waiting, pushed_rows=int(pushed.get("pushed_rows", 0)),
+            pushed_bytes=int(pushed.get("pushed_bytes", 0)),
         )
 
-    def pull(self) -> bool:
-        """Fetch and apply the server's changes (``sync.engine.pull``); True when pages changed."""
+    def pull(self, on_conflict: Optional[rebase.OnConflict] = None) -> bool:
+        """Fetch and apply the server's changes, replaying the unpushed local ones on top
+        (``sync.engine.pull``); True when pages changed."""
         conn = self._conn()
         if conn is not None and conn.in_transaction:
             raise OperationalError(
                 f"pull from {self.url}: this connection is inside a transaction; commit or roll "
                 "back first (a pull replaces the state every transaction reads)")
         try:
-            return engine.pull(self.store, self.source, self.path, self.conn_id)
+            pulled = engine.pull(self.store, self.source, self.path, self.conn_id,
+                                 on_conflict=on_conflict if on_conflict is not None else self.on_conflict)
         except RemoteError as exc:
             raise exc.outside_a_read()  # no page read failed: SQLITE_IOERR, not _READ
+        self.last_apply_misses = pulled.apply_misses
+        return pulled.changed
 
-    def push(self) -> None:
-        raise NotSupportedError(
-            f"push to {self.url} is not implemented yet; local changes stay in {self.path}, and "
-            "pull() refuses to run while there are any (it never drops them)")
+    def push(self, transform: Optional[sync_push.Transform] = None) -> sync_push.PushResult:
+        """Send the unpushed local changes (sync/push.py); no local lock is held on the
+        network, so writers of every connection keep writing."""
+        transform = transform if transform is not None else self.transform
+        pipeline = sync_push.Pipeline(self.source.http, self.source.url, self.url)
+        with boot.push_lock(self.path):
+            ic = internal.connect(self.path, self.conn_id)
+            try:
+                return sync_push.push(ic, self.path, self.meta().client_unique_id, pipeline,
+                                      transform=transform, threshold=self.push_threshold)
+            except RemoteError as exc:
+                raise exc.outside_a_read()
+            finally:
+                ic.close()
 
 
 # -- connections ---------------------------------------------------------------------------
@@ -200,12 +230,25 @@ class TursoCursor(RemoteCursor):
     _fail = _fail
 
 
+_classes: Dict[type, type] = {}
+
+
 def connection_class(factory: type) -> type:
-    """``remote_class(factory)`` whose cursors report a refused WAL switch clearly.
+    """``remote_class(factory)`` whose cursors report a refused WAL switch clearly and
+    whose ``iterdump`` leaves the capture machinery out.
 
     A dead puller's half-done apply is finished by the VFS when a connection starts a
     read transaction (vfs.c rule (13), ``engine.recover_dead_apply``): nothing per statement."""
-    return remote_class(factory, TursoCursor, "Turso")
+    base = remote_class(factory, TursoCursor, "Turso")
+    cls = _classes.get(base)
+    if cls is None:
+        def iterdump(self: sqlite3.Connection, *args: Any, **kw: Any) -> Any:
+            """The stdlib dump without the change-capture triggers (tables named sqlite_*
+            are already skipped by it): the user's schema and rows only."""
+            return (line for line in base.iterdump(self, *args, **kw) if not capture.hide_dump_line(line))
+
+        cls = _classes[base] = type(base.__name__, (base,), {"iterdump": iterdump})
+    return cls
 
 
 def _effective(explicit: Mapping[str, Any], saved: Any, name: str, default: Any) -> Any:
@@ -270,8 +313,31 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     conn = sqlite3.connect(replica_uri(path, conn_id), uri=True, factory=connection_class(factory),
                            **connect_kwargs)
     conn.set_authorizer(_authorizer)
-    conn._replica = TursoReplica(store, source, handler, conn_id, path, conn)
+    conn._replica = replica = TursoReplica(store, source, handler, conn_id, path, conn)
+    threshold = options.get("push_operations_threshold")
+    replica.push_threshold = int(threshold) if threshold else None
+    _install_capture(store, path, conn_id)
     return conn
+
+
+def _install_capture(store: pagestore.PageStore, path: str, conn_id: int) -> None:
+    """Change capture on a replica that has none yet (just bootstrapped, or made by an
+    older version): one local write transaction, under the lock every writer takes. Local
+    changes made before (an older version's scratchpad) are kept: every row is logged."""
+    ic = internal.connect(path, conn_id)
+    try:
+        if capture.installed(ic):
+            return
+        ic.execute("BEGIN IMMEDIATE")
+        try:
+            if not capture.installed(ic):
+                capture.install(ic, gen=0, log_rows=bool(rebase.local_changes(store)))
+            ic.execute("COMMIT")
+        except BaseException:
+            ic.execute("ROLLBACK")
+            raise
+    finally:
+        ic.close()
 
 
 def _saved_url(url: str) -> str:

@@ -99,10 +99,11 @@ class Staged:
     """A complete, checked stage: ``revision``, ``db_size``, ``count``, ``has_page1``."""
 
     def __init__(self, path: str, revision: str, db_size: int, count: int, has_page1: bool,
-                 max_pgno: int = 0):
+                 max_pgno: int = 0, pgnos: Optional[Set[int]] = None):
         self.path, self.revision, self.db_size = path, revision, db_size
         self.count, self.has_page1 = count, has_page1
         self.max_pgno = max_pgno  # highest staged page within db_size (others are ignored)
+        self.pgnos: Set[int] = pgnos if pgnos is not None else set()  # the pages the pull brought
 
     @classmethod
     def open(cls, replica: str) -> Optional[Staged]:
@@ -124,15 +125,16 @@ class Staged:
                 if f.read(len(_HEAD)) != _HEAD:
                     return None
                 running = zlib.crc32(_HEAD)
-                has_page1 = False
+                pgnos: Set[int] = set()
                 max_pgno = 0
                 for _ in range(count):
                     rec = f.read(_RECORD)
-                    has_page1 = has_page1 or rec[:4] == b"\0\0\0\1"
                     pgno = struct.unpack(">I", rec[:4])[0]
+                    pgnos.add(pgno)
                     if max_pgno < pgno <= db_size:
                         max_pgno = pgno
                     running = zlib.crc32(rec, running)
+                has_page1 = 1 in pgnos
                 rev = f.read(n)
                 running = zlib.crc32(rev, running)
                 running = zlib.crc32(_FIXED.pack(n, db_size, count, 0)[:-4], running)
@@ -140,7 +142,7 @@ class Staged:
                     return None
         except FileNotFoundError:
             return None
-        return cls(path, rev.decode(), db_size, count, has_page1, max_pgno)
+        return cls(path, rev.decode(), db_size, count, has_page1, max_pgno, pgnos)
 
     def pages(self) -> Iterator[Tuple[int, bytes]]:
         """(pgno, page) in the order received, read from disk as needed."""

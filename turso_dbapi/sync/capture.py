@@ -1,0 +1,259 @@
+"""Change capture of a Turso replica: triggers that log every changed key, in the same
+local transaction as the change.
+
+WHY TRIGGERS (measured, benchmarks/bench_sync.py; DESIGN §2.5 lists the two mechanisms).
+A trigger that appends ``(table id, key)`` to a rowid table costs ~1.4x on a 100k-row bulk
+insert (the log row is one more B-tree append per row; full before/after row images as
+pyturso's CDC keeps them cost ~2.8x) and nothing measurable on autocommit updates (the
+fsyncs of the commit dominate). The layer diff would cost nothing on the write path, but it
+needs a read-only view of the synced layer through the VFS (C work) and a B-tree cell
+parser to find candidate keys; triggers give the same net effect today, in plain SQL,
+identically for every connection of every process (they live in the database file), and
+they keep working in any SQLite that runs SQL triggers (no session extension, no preupdate
+hooks). What is logged is the KEY only: ``push()`` and the rebase send each key's CURRENT
+row (or a delete when it is gone), read in one snapshot - the net effect per row, which is
+what last-writer-wins needs, at a fraction of the write cost.
+
+OBJECTS (all named ``sqlite_tdb_*``: SQLite reserves the ``sqlite_`` prefix, so they can
+only be made with ``writable_schema``, cannot be dropped by users, and every tool that
+lists a schema - SQLAlchemy reflection, ``.tables``, the stdlib's ``iterdump`` for tables -
+already skips them; ``iterdump`` and ``.schema`` also drop our trigger lines)::
+
+    sqlite_tdb_log(id INTEGER PRIMARY KEY, t INTEGER, k)   one row per changed key
+    sqlite_tdb_tables(id INTEGER PRIMARY KEY, name, kind)  table id -> name, key kind
+    sqlite_tdb_schema(type, name, tbl_name, sql)           the user schema as last synced
+    sqlite_tdb_state(key TEXT PRIMARY KEY, value)          'gen': the local pull generation
+    sqlite_tdb_<id>_i / _u / _d                            AFTER triggers on each table
+
+Key kinds: ``alias`` (INTEGER PRIMARY KEY: the rowid is the key), ``rowid`` (no primary
+key: the rowid, which pushes preserve), ``pk`` (any other primary key, WITHOUT ROWID
+included: ``quote(pk1)||','||quote(pk2)...``, a SQL literal list parsed back with
+``SELECT <k>``). An UPDATE logs the old key, and the new one when it differs.
+
+Tables the triggers do not cover yet (created locally, or renamed) are found by
+``ensure_triggers`` at push time (and after DDL run through our cursors), which installs
+their triggers and logs every row they hold in the same transaction: a row written before
+its table had triggers is therefore never missed. DDL itself is not logged: ``changes``
+diffs the current schema against ``sqlite_tdb_schema`` (the synced schema).
+
+The log restarts empty at each pull (it lives in the local layer the rebase sets aside);
+``gen`` counts those restarts, so ``(gen, log id)`` names a change uniquely (spec §5.3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sqlite3
+from typing import Dict, Iterator, List, Optional, Tuple
+
+PREFIX = "sqlite_tdb_"
+LOG = "sqlite_tdb_log"
+TABLES = "sqlite_tdb_tables"
+SCHEMA = "sqlite_tdb_schema"
+STATE = "sqlite_tdb_state"
+HW_TABLE = "turso_sync_last_change_id"  # the server's high-water table: never captured
+_PEER_INTERNAL = ("turso_cdc", "__turso_internal")  # pyturso's own objects
+
+WITHOUT_ROWID = re.compile(r"\)\s*WITHOUT\s+ROWID\s*(,\s*STRICT\s*)?;?\s*$", re.I)
+_TRIGGER_DUMP = re.compile(r'^CREATE TRIGGER "?sqlite_tdb_', re.I)
+
+
+def is_internal(name: str) -> bool:
+    """Objects that are never captured, pushed or replayed."""
+    low = name.lower()
+    return low.startswith("sqlite_") or low == HW_TABLE or low.startswith(_PEER_INTERNAL)
+
+
+def qi(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def hide_dump_line(line: str) -> bool:
+    """True for lines of ``iterdump()`` that belong to the capture machinery."""
+    return bool(_TRIGGER_DUMP.match(line))
+
+
+# -- table shapes --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TableInfo:
+    name: str
+    columns: Tuple[str, ...]  # stored columns (generated ones excluded), in order
+    pk: Tuple[str, ...]  # primary key columns in key order
+    kind: str  # alias | rowid | pk
+    rowid_name: str  # a name of the rowid not shadowed by a column
+
+    def key_expr(self, row: str) -> str:
+        """SQL of this table's logged key for ``row`` (NEW or OLD) inside a trigger."""
+        if self.kind == "alias":
+            return f"{row}.{qi(self.pk[0])}"
+        if self.kind == "rowid":
+            return f"{row}.{self.rowid_name}"
+        return "||','||".join(f"quote({row}.{qi(c)})" for c in self.pk)
+
+    def key_of_rows(self) -> str:
+        """SQL of the key over a plain ``SELECT ... FROM table``."""
+        if self.kind == "alias":
+            return qi(self.pk[0])
+        if self.kind == "rowid":
+            return self.rowid_name
+        return "||','||".join(f"quote({qi(c)})" for c in self.pk)
+
+
+def table_info(conn: sqlite3.Connection, name: str, sql: Optional[str] = None) -> Optional[TableInfo]:
+    """The shape of a user table; None for virtual tables and tables that vanished."""
+    if sql is None:
+        row = conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        sql = row[0] or ""
+    if sql.lstrip().upper().startswith("CREATE VIRTUAL"):
+        return None
+    cols = conn.execute(f"PRAGMA table_xinfo({qi(name)})").fetchall()
+    if not cols:
+        return None
+    stored = tuple(c[1] for c in cols if c[6] == 0)  # hidden: 2/3 generated, 1 vtab
+    pk = tuple(c[1] for c in sorted((c for c in cols if c[5]), key=lambda c: c[5]))
+    without_rowid = bool(WITHOUT_ROWID.search(sql))
+    names = {c.lower() for c in stored}
+    rowid_name = next((n for n in ("rowid", "_rowid_", "oid") if n not in names), "rowid")
+    if not pk:
+        kind = "rowid"
+    elif without_rowid:
+        kind = "pk"
+    elif len(pk) == 1 and _is_alias(conn, name, pk[0], cols):
+        kind = "alias"
+    else:
+        kind = "pk"
+    return TableInfo(name, stored, pk, kind, rowid_name)
+
+
+def _is_alias(conn: sqlite3.Connection, table: str, col: str, cols: list) -> bool:
+    decl = next(c[2] for c in cols if c[1] == col)
+    if (decl or "").strip().upper() != "INTEGER":
+        return False
+    # "INTEGER PRIMARY KEY DESC" is no alias: it has an automatic index of origin "pk".
+    return not any(ix[3] == "pk" for ix in conn.execute(f"PRAGMA index_list({qi(table)})"))
+
+
+def user_tables(conn: sqlite3.Connection) -> Iterator[Tuple[str, str]]:
+    """(name, sql) of the user's tables (shadow tables of virtual tables excluded)."""
+    shadow = set()
+    try:
+        shadow = {r[1] for r in conn.execute("PRAGMA main.table_list") if r[2] == "shadow"}
+    except sqlite3.OperationalError:  # SQLite < 3.37
+        pass
+    for name, sql in conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table' ORDER BY name"):
+        if not is_internal(name) and name not in shadow:
+            yield name, sql or ""
+
+
+def user_schema(conn: sqlite3.Connection, source: str = "sqlite_schema") -> Dict[Tuple[str, str], Tuple[str, str]]:
+    """{(type, name): (tbl_name, sql)} of the user's objects (automatic indexes excluded)."""
+    out = {}
+    for typ, name, tbl, sql in conn.execute(f"SELECT type, name, tbl_name, sql FROM {source}"):
+        if sql is None or is_internal(name) or is_internal(tbl):
+            continue
+        out[(typ, name)] = (tbl, sql)
+    return out
+
+
+# -- the machinery -------------------------------------------------------------------------
+
+
+def installed(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (LOG,)).fetchone() is not None
+
+
+@dataclasses.dataclass
+class Writable:
+    """``PRAGMA writable_schema`` on for the block (our objects have reserved names)."""
+
+    conn: sqlite3.Connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("PRAGMA writable_schema = ON")
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.execute("PRAGMA writable_schema = OFF")
+
+
+def install(conn: sqlite3.Connection, *, gen: int, log_rows: bool = False) -> None:
+    """Create the machinery over the current (synced) state, inside the caller's write
+    transaction: empty log, the current schema as the synced one, triggers on every table
+    without logging their rows (they are the server's) - unless ``log_rows``: a replica
+    that already holds uncaptured local changes logs every row, so none is lost."""
+    with Writable(conn):
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {LOG}(id INTEGER PRIMARY KEY, t INTEGER NOT NULL, k)")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLES}(id INTEGER PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL)")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}(type TEXT, name TEXT, tbl_name TEXT, sql TEXT)")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {STATE}(key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+    snapshot_schema(conn)
+    conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES ('gen', ?)", (gen,))
+    ensure_triggers(conn, log_rows=log_rows)
+
+
+def snapshot_schema(conn: sqlite3.Connection) -> None:
+    conn.execute(f"DELETE FROM {SCHEMA}")
+    conn.executemany(f"INSERT INTO {SCHEMA}(type, name, tbl_name, sql) VALUES (?, ?, ?, ?)",
+                     [(t, n, tbl, sql) for (t, n), (tbl, sql) in user_schema(conn).items()])
+
+
+def generation(conn: sqlite3.Connection) -> int:
+    row = conn.execute(f"SELECT value FROM {STATE} WHERE key = 'gen'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _triggers(conn: sqlite3.Connection) -> Dict[str, str]:
+    """{trigger name: table} of our triggers."""
+    return {n: t for n, t in conn.execute(
+        "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'sqlite\\_tdb\\_%' ESCAPE '\\'")}
+
+
+def untracked(conn: sqlite3.Connection) -> List[TableInfo]:
+    """User tables whose changes the triggers do not log (yet)."""
+    trig = _triggers(conn)
+    mapping = {name: (i, kind) for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {TABLES}")}
+    out = []
+    for name, sql in user_tables(conn):
+        info = table_info(conn, name, sql)
+        if info is None:
+            continue
+        i, kind = mapping.get(name, (None, None))
+        ok = i is not None and kind == info.kind and all(
+            trig.get(f"{PREFIX}{i}_{op}") == name for op in "iud")
+        if not ok:
+            out.append(info)
+    return out
+
+
+def ensure_triggers(conn: sqlite3.Connection, *, log_rows: bool = True) -> int:
+    """Give every untracked table fresh triggers (inside the caller's write transaction);
+    with ``log_rows`` also log every row it holds. Returns the number of tables fixed."""
+    todo = untracked(conn)
+    if not todo:
+        return 0
+    trig = _triggers(conn)
+    with Writable(conn):
+        for info in todo:
+            for tname, tbl in trig.items():  # stale triggers of this table (a rename)
+                if tbl == info.name:
+                    conn.execute(f"DROP TRIGGER IF EXISTS {qi(tname)}")
+            cur = conn.execute(f"INSERT INTO {TABLES}(name, kind) VALUES (?, ?)", (info.name, info.kind))
+            i = cur.lastrowid
+            t = qi(info.name)
+            new, old = info.key_expr("NEW"), info.key_expr("OLD")
+            conn.execute(f"CREATE TRIGGER {PREFIX}{i}_i AFTER INSERT ON {t} BEGIN "
+                         f"INSERT INTO {LOG}(t, k) VALUES ({i}, {new}); END")
+            conn.execute(f"CREATE TRIGGER {PREFIX}{i}_d AFTER DELETE ON {t} BEGIN "
+                         f"INSERT INTO {LOG}(t, k) VALUES ({i}, {old}); END")
+            conn.execute(f"CREATE TRIGGER {PREFIX}{i}_u AFTER UPDATE ON {t} BEGIN "
+                         f"INSERT INTO {LOG}(t, k) VALUES ({i}, {old}); "
+                         f"INSERT INTO {LOG}(t, k) SELECT {i}, {new} WHERE ({new}) IS NOT ({old}); END")
+            if log_rows:
+                conn.execute(f"INSERT INTO {LOG}(t, k) SELECT {i}, {info.key_of_rows()} FROM {t}")
+    return len(todo)

@@ -1,0 +1,274 @@
+"""``push()``: the unpushed changes as idempotent SQL over ``/v2/pipeline`` (spec §3.5, §6.7).
+
+1. Under the replica's push lock (one push at a time, across processes), tables created
+   since the last push get their triggers (capture.ensure_triggers: a short local write).
+2. The server's high-water row ``(pull_gen, change_id)`` of this client (§3.5 a): with the
+   local generation ``g``: remote gen == g -> send the log after ``change_id``; remote gen
+   < g (or no row / no table) -> send everything; remote gen > g is a protocol error.
+3. One local read transaction collects the changes (changes.collect), then ends: the
+   network runs with no local lock held, and local writers keep writing.
+4. Batches (one ``/v2/pipeline`` call, one server transaction each): ``BEGIN IMMEDIATE``;
+   ``CREATE TABLE IF NOT EXISTS turso_sync_last_change_id``; the statements; the upsert
+   of ``(client_id, g, newest log id in the batch)``; ``COMMIT``; ``ROLLBACK``. Every step
+   after BEGIN runs only while the transaction is open AND the previous step succeeded (an
+   ``ok`` condition; ADD COLUMN steps may fail with "duplicate column"), so a failing
+   statement skips the rest, COMMIT included, and the final ROLLBACK discards the whole
+   batch - also on servers that, like the Rust reference server, would otherwise commit
+   the steps after a failed one (§3.5 caveat). With ``push_operations_threshold`` a batch
+   is sealed once it holds that many row changes; a row's statements are never split.
+   Without per-transaction boundaries in the log (it records keys, not statements), a
+   threshold may split one local transaction across server transactions.
+5. A lost reply (the batch may or may not have committed) is retried from step 2: the
+   high-water row committed with the data says what the server has, so nothing is applied
+   twice. A refused statement raises ``PushRejectedError`` (``PushConstraintError`` for
+   constraint failures) naming the table and the statement; batches before it stay
+   committed and the high-water row says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from typing import Any, Callable, List, Optional, Tuple
+
+from ..errors import ProtocolError, PushConstraintError, PushRejectedError, RemoteError
+from ..protocol import hrana_batch as hrana
+from ..transport.http import HttpClient, Reply
+from . import capture
+from .changes import Change, Changes, Stmt, collect
+from .._util.atomic import write_atomic
+from ..storage.files import PUSH_STATE
+
+PIPELINE_PATH = "/v2/pipeline"
+HW_CREATE = ("CREATE TABLE IF NOT EXISTS turso_sync_last_change_id "
+             "(client_id TEXT PRIMARY KEY, pull_gen INTEGER, change_id INTEGER)")
+HW_SELECT = "SELECT pull_gen, change_id FROM turso_sync_last_change_id WHERE client_id = ?"
+HW_UPSERT = ("INSERT INTO turso_sync_last_change_id(client_id, pull_gen, change_id) VALUES (?, ?, ?) "
+             "ON CONFLICT(client_id) DO UPDATE SET pull_gen=excluded.pull_gen, change_id=excluded.change_id")
+RETRIES = 3  # pushes redone from the high-water row after a lost reply
+
+Transform = Callable[[Change], Optional[Change]]
+
+
+@dataclasses.dataclass
+class PushResult:
+    batches: int = 0
+    rows: int = 0  # row changes sent (after transform)
+    statements: int = 0
+    bytes: int = 0  # request body bytes
+    gen: int = 0
+    last_change_id: int = 0
+
+
+# -- push statistics (a file of its own: pulls rewrite the sync metadata concurrently) -----
+
+
+def load_state(replica: str) -> dict:
+    try:
+        with open(replica + PUSH_STATE, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(replica: str, result: PushResult) -> None:
+    state = load_state(replica)
+    state["last_push_unix_time"] = int(time.time())
+    state["pushed_rows"] = int(state.get("pushed_rows", 0)) + result.rows
+    state["pushed_bytes"] = int(state.get("pushed_bytes", 0)) + result.bytes
+    state["last_pushed_pull_gen_hint"] = result.gen
+    state["last_pushed_change_id_hint"] = result.last_change_id
+    write_atomic(replica + PUSH_STATE, json.dumps(state).encode())
+
+
+# -- the pipeline ------------------------------------------------------------------------------
+
+
+class Pipeline:
+    """``/v2/pipeline`` calls of one replica (its source's HTTP client and counters)."""
+
+    def __init__(self, http: HttpClient, base_url: str, display_url: str):
+        self.http = http
+        self.endpoint = base_url + PIPELINE_PATH
+        self.display_url = display_url
+        self.sent_bytes = 0
+
+    def call(self, steps: List[Any], what: str) -> Tuple[list, list]:
+        body = json.dumps(hrana.batch_request(steps), separators=(",", ":")).encode()
+        self.sent_bytes += len(body)
+
+        def check(reply: Reply) -> Tuple[list, list]:
+            if reply.status != 200:
+                excerpt = reply.body[:300].decode("utf-8", "replace").strip()
+                raise RemoteError(f"{what}: {reply.where()} -> HTTP {reply.status}: {excerpt!r}; "
+                                  "check the URL, the auth token and the server's log",
+                                  url=self.display_url, status=reply.status)
+            try:
+                return hrana.batch_reply(json.loads(reply.body), len(steps))
+            except ValueError as exc:  # JSON or shape (json.JSONDecodeError is a ValueError)
+                raise ProtocolError(f"{what}: {self.display_url} answered {PIPELINE_PATH} with a malformed "
+                                    f"reply ({exc}); is this a Turso / libSQL server?",
+                                    url=self.display_url, status=reply.status) from None
+
+        # Not idempotent at the HTTP level: a batch is never re-sent blindly after it left;
+        # push() re-reads the high-water row instead (module docstring, 5).
+        return self.http.request("POST", self.endpoint, data=body, idempotent=False, check=check, what=what,
+                                 headers={"content-type": "application/json"})
+
+    def remote_mark(self, client_id: str) -> Optional[Tuple[int, int]]:
+        """(pull_gen, change_id) of this client on the server, or None (§3.5 a)."""
+        what = f"push to {self.display_url}: reading the high-water mark"
+        results, errors = self.call([hrana.step(hrana.stmt(HW_SELECT, [client_id], want_rows=True))], what)
+        if errors and errors[0] is not None:
+            if "no such table" in errors[0].message:
+                return None
+            raise PushRejectedError(f"{what}: {errors[0].message} ({errors[0].code})",
+                                    statement=HW_SELECT, code=errors[0].code)
+        rows = hrana.rows_of(results[0])
+        if not rows:
+            return None
+        gen, cid = rows[0][:2]
+        if not isinstance(gen, int) or not isinstance(cid, int):
+            raise ProtocolError(f"{what}: pull_gen/change_id are not integers: {rows[0]!r:.80}",
+                                url=self.display_url)
+        return gen, cid
+
+
+def batch_steps(stmts: List[Stmt], client_id: str, gen: int, mark: Optional[int]) -> List[Any]:
+    """The steps of one push batch (module docstring, 4)."""
+    steps = [hrana.step(hrana.stmt("BEGIN IMMEDIATE"))]
+
+    def chained() -> Any:
+        prev = len(steps) - 1
+        ran = hrana.ok(prev)
+        if 2 <= prev < 2 + len(stmts) and stmts[prev - 2].tolerate:
+            ran = hrana.or_(ran, hrana.failed(prev))
+        return hrana.and_(hrana.IN_TRANSACTION, ran)
+
+    steps.append(hrana.step(hrana.stmt(HW_CREATE), hrana.and_(hrana.IN_TRANSACTION, hrana.ok(0))))
+    for s in stmts:
+        steps.append(hrana.step(hrana.stmt(s.sql, s.args), chained()))
+    if mark is not None:
+        steps.append(hrana.step(hrana.stmt(HW_UPSERT, [client_id, gen, mark]), chained()))
+    steps.append(hrana.step(hrana.stmt("COMMIT"), chained()))
+    steps.append(hrana.step(hrana.stmt("ROLLBACK"), hrana.IN_TRANSACTION))
+    return steps
+
+
+def _failure(stmts: List[Stmt], steps: List[Any], errors: list, results: list, display_url: str) -> Exception:
+    for err in errors:
+        if err is None:
+            continue
+        i = err.index
+        if 2 <= i < 2 + len(stmts) and stmts[i - 2].tolerate and stmts[i - 2].tolerate in err.message:
+            continue
+        sql = steps[i]["stmt"]["sql"] if 0 <= i < len(steps) else "(the request)"
+        table = stmts[i - 2].table if 2 <= i < 2 + len(stmts) else ""
+        where = f" on table {table!r}" if table else ""
+        cls = PushConstraintError if "CONSTRAINT" in err.code.upper() else PushRejectedError
+        return cls(f"push to {display_url} failed{where}: {err.message} ({err.code}) in statement "
+                   f"{sql!r}; the server rolled this batch back as a whole and nothing of it is marked "
+                   "pushed; fix the data (locally or on the server) and push again",
+                   table=table, statement=sql, code=err.code)
+    commit = len(steps) - 2
+    if results[commit] is None:
+        return ProtocolError(f"push to {display_url}: the server skipped COMMIT without reporting an error",
+                             url=display_url)
+    return None  # type: ignore[return-value]
+
+
+def split(changes: Changes, rows: List[Stmt], threshold: Optional[int]) -> List[Tuple[List[Stmt], int]]:
+    """[(statements, high-water log id)] (module docstring, 4)."""
+    if not threshold or threshold <= 0:
+        return [(changes.before + rows + changes.after, changes.last_id)]
+    out: List[Tuple[List[Stmt], int]] = []
+    cur: List[Stmt] = list(changes.before)
+    n = 0
+    for i, s in enumerate(rows):
+        cur.append(s)
+        last_of_row = i + 1 == len(rows) or rows[i + 1].change_id != s.change_id or rows[i + 1].table != s.table
+        if last_of_row:
+            n += 1
+            if n >= threshold and i + 1 < len(rows):
+                out.append((cur, s.change_id))
+                cur, n = [], 0
+    cur.extend(changes.after)
+    out.append((cur, changes.last_id))
+    return out
+
+
+def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipeline, *,
+         transform: Optional[Transform] = None, threshold: Optional[int] = None) -> PushResult:
+    """Push through the internal connection ``ic`` (isolation_level=None, our VFS)."""
+    if not capture.installed(ic):
+        raise RemoteError(f"push: the replica {replica} has no change capture (opened by an older version?); "
+                          "reopen it with this version", url=pipeline.display_url)
+    if capture.untracked(ic):
+        ic.execute("BEGIN IMMEDIATE")
+        try:
+            capture.ensure_triggers(ic)
+            ic.execute("COMMIT")
+        except BaseException:
+            ic.execute("ROLLBACK")
+            raise
+    attempt = 0
+    while True:
+        try:
+            result = _push_once(ic, client_id, pipeline, transform, threshold)
+            break
+        except (PushRejectedError, ProtocolError):
+            raise
+        except RemoteError:
+            attempt += 1  # the reply may be lost after a commit: re-read the mark and go on
+            if attempt > RETRIES:
+                raise
+    _save_state(replica, result)
+    return result
+
+
+def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
+               transform: Optional[Transform], threshold: Optional[int]) -> PushResult:
+    gen = capture.generation(ic)
+    mark = pipeline.remote_mark(client_id)
+    if mark is not None and mark[0] > gen:
+        raise ProtocolError(f"push to {pipeline.display_url}: the server has generation {mark[0]} for client "
+                            f"{client_id!r}, ahead of the local {gen}; this replica's files were replaced",
+                            url=pipeline.display_url)
+    after = mark[1] if mark is not None and mark[0] == gen else 0
+    ic.execute("BEGIN")
+    try:
+        if capture.generation(ic) != gen:  # a pull rebased in between: start over
+            raise RemoteError("the replica was rebased during the push", url=pipeline.display_url)
+        changes = collect(ic, after)
+    finally:
+        ic.execute("COMMIT")  # a read: this only ends the snapshot; no lock from here
+    rows = changes.row_statements(transform)
+    result = PushResult(gen=gen, last_change_id=changes.last_id)
+    sent0 = pipeline.sent_bytes
+    batches = split(changes, rows, threshold)
+    for stmts, hw in batches:
+        steps = batch_steps(stmts, client_id, gen, hw if hw > after or stmts else None)
+        results, errors = pipeline.call(steps, f"push to {pipeline.display_url}")
+        exc = _failure(stmts, steps, errors, results, pipeline.display_url)
+        if exc is not None:
+            raise exc
+        result.batches += 1
+        result.statements += len(stmts)
+        result.rows += sum(1 for s in stmts if s.change_id)
+    result.bytes = pipeline.sent_bytes - sent0
+    return result
+
+
+def pending(conn: sqlite3.Connection, replica: str) -> int:
+    """Changed rows not pushed yet as far as this replica knows (distinct keys)."""
+    try:
+        gen = capture.generation(conn)
+        state = load_state(replica)
+        after = state.get("last_pushed_change_id_hint", 0) if state.get("last_pushed_pull_gen_hint") == gen else 0
+        return int(conn.execute(f"SELECT COUNT(*) FROM (SELECT DISTINCT t, k FROM {capture.LOG} WHERE id > ?)",
+                                (int(after),)).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0

@@ -1,0 +1,327 @@
+"""Rebase of a pull: set the local layer aside, apply the remote revision, replay the
+unpushed changes on top (spec §6.5 steps 8-9, §6.6), crash-safe.
+
+The sequence (apply.py drives it; the network is already done and staged):
+
+1. Under the internal connection's ``BEGIN EXCLUSIVE`` (every transaction of every process
+   is over): ``extract`` writes ``<replica>-tdbreplay`` - every change the log holds (and
+   every row of tables without triggers yet), as the SQL push would send, with its log id,
+   key and local row - temp, fsync, rename, fsync dir. Then ``pending_pull`` is recorded.
+   From here a crash redoes everything below from the stage and the replay file.
+2. The apply flag is set, the synced layer switches to the new revision, the local layer is
+   dropped whole (pagestore.c rule (16)) and the logical size returns to the synced size:
+   pages only the replica had allocated are gone, nothing reads past the new end.
+3. The exclusive transaction ends. The flag (held by a live puller) keeps every other
+   connection of every process out (vfs.c rule (13): SQLITE_BUSY, their busy handler
+   retries), so nobody sees the new revision without the replay.
+4. A fresh internal connection (an empty page cache: it reads the new revision) runs one
+   write transaction: ``replay`` reads the replay floor FROM THE JUST-APPLIED SNAPSHOT (the
+   ``turso_sync_last_change_id`` row of this client: same generation -> its change id,
+   older -> 0; §6.6: never from the server, which may be ahead of the pages), installs the
+   capture machinery afresh (generation + 1, the new revision's schema as the synced one),
+   runs the DDL and the row statements above the floor - captured again by the new
+   triggers, so they stay unpushed with new log ids - and commits.
+5. Metadata switches, the stage and the replay file go, the flag clears.
+
+Readers therefore see the old state (with its local changes) or the new one with them
+replayed, never a mix. Rows both sides changed: the replayed local row wins (last writer
+wins, as Turso does) unless ``on_conflict`` says otherwise.
+
+CONFLICTS. ``on_conflict(c)`` is called for each replayed row whose server row differs
+from the local one in the new revision and which the server changed in this pull (its
+row is on a page the pull brought). ``c`` has ``table``, ``key``, ``local`` (dict or None
+for a delete), ``server`` (dict or None). It returns ``"local"`` (replay, the default),
+``"server"`` (skip: the server's row stays) or a dict (the merged row, written instead).
+A replayed statement the new revision rejects (a constraint the server's rows now break)
+is reported the same way with ``c.error`` set; keeping ``"local"`` then skips it with a
+warning (it cannot be applied), so a pull never fails half-way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sqlite3
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from ..errors import OperationalError
+from ..protocol import hrana_batch as hrana
+from . import capture
+from .changes import Change, Stmt, collect, current_row, statements
+from .._util.atomic import fsync_dir, write_atomic
+from ..storage.files import REPLAY
+
+log = logging.getLogger("turso_dbapi")
+FORMAT = 1
+
+
+def replay_path(replica: str) -> str:
+    return replica + REPLAY
+
+
+def remove_replay(replica: str) -> None:
+    try:
+        os.remove(replay_path(replica))
+        fsync_dir(replay_path(replica))
+    except FileNotFoundError:
+        pass
+
+
+def _enc(values: Any) -> Any:
+    return [hrana.encode_value(v) for v in values]
+
+
+def _dec(values: Any) -> Tuple[Any, ...]:
+    return tuple(hrana.decode_value(v) for v in values)
+
+
+def _stmt_json(s: Stmt) -> Any:
+    return [s.sql, _enc(s.args), s.table, s.change_id, s.tolerate]
+
+
+def _stmt_of(j: Any) -> Stmt:
+    return Stmt(j[0], _dec(j[1]), j[2], j[3], j[4])
+
+
+def local_changes(store: Any) -> List[int]:
+    """Up to 3 pages the local layer changed (entries that change nothing - a rolled-back
+    transaction that spilled pages wrote the old bytes back - are cleared on the way)."""
+    found: List[int] = []
+    p = store.first_local(1)
+    while p and len(found) < 3:
+        if not store.forget_unchanged_local(p):
+            found.append(p)
+        p = store.first_local(p + 1)
+    return found
+
+
+def extract(ic: sqlite3.Connection, replica: str, store: Any, display_url: str) -> int:
+    """Step 1: the replay file; returns the number of row changes in it. A replica without
+    change capture (written by a raw connection of this VFS) that has local changes is
+    refused: nothing records them, so setting the layer aside would lose them."""
+    doc: Dict[str, Any] = {"format": FORMAT, "gen": 0, "before": [], "rows": [], "after": []}
+    if not capture.installed(ic):
+        pages = local_changes(store)
+        if pages:
+            raise OperationalError(
+                f"pull from {display_url}: the replica {replica} has local changes (pages "
+                f"{', '.join(map(str, pages))}...) made without change capture, so pulling would "
+                "lose them; nothing was changed. Open it with turso_dbapi.connect() (which "
+                "installs capture and logs every row) and pull again")
+    else:
+        changes = collect(ic, 0, untracked_rows=True)
+        wr: Dict[str, bool] = {}
+        doc["gen"] = capture.generation(ic)
+        doc["before"] = [_stmt_json(s) for s in changes.before]
+        doc["after"] = [_stmt_json(s) for s in changes.after]
+        for ch in changes.rows:
+            info = changes.infos[ch.table]
+            row = None if ch.row is None else [list(ch.row), _enc(ch.row.values())]
+            doc["rows"].append({"table": ch.table, "key": _enc(ch.key), "row": row, "id": ch.change_id,
+                                "columns": list(info.columns), "pk": list(info.pk), "kind": info.kind,
+                                "rowid_name": info.rowid_name,
+                                "without_rowid": info.kind == "pk" and wr.setdefault(ch.table, _without_rowid(ic, ch.table))})
+    write_atomic(replay_path(replica), json.dumps(doc, separators=(",", ":")).encode())
+    return len(doc["rows"])
+
+
+def _without_rowid(ic: sqlite3.Connection, table: str) -> bool:
+    row = ic.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    return bool(row and capture.WITHOUT_ROWID.search(row[0] or ""))
+
+
+@dataclasses.dataclass
+class Conflict:
+    table: str
+    key: Tuple[Any, ...]
+    local: Optional[Dict[str, Any]]
+    server: Optional[Dict[str, Any]]
+    error: Optional[str] = None
+
+
+OnConflict = Callable[[Conflict], Any]
+
+
+def replay_floor(rc: sqlite3.Connection, client_id: str, gen: int) -> int:
+    """§6.5 step 8: from the just-applied snapshot, never from the server."""
+    try:
+        row = rc.execute("SELECT pull_gen, change_id FROM turso_sync_last_change_id WHERE client_id = ?",
+                         (client_id,)).fetchone()
+    except sqlite3.OperationalError:  # no such table: nothing of ours was ever pushed
+        return 0
+    if row is None:
+        return 0
+    remote_gen, change_id = int(row[0] or 0), int(row[1] or 0)
+    if remote_gen > gen:
+        # A protocol violation (§6.5); replaying everything is always safe (idempotent SQL).
+        log.warning("replay: the snapshot has generation %d for this client, ahead of the local %d; "
+                    "replaying every local change", remote_gen, gen)
+        return 0
+    return change_id if remote_gen == gen else 0
+
+
+def _server_row(rc: sqlite3.Connection, info: capture.TableInfo, key: Tuple[Any, ...]) -> Optional[Dict[str, Any]]:
+    try:
+        return current_row(rc, info, key)
+    except sqlite3.Error:
+        return None  # the table or a column is gone in the new revision
+
+
+def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Optional[ServerChanges] = None,
+           on_conflict: Optional[OnConflict] = None) -> Tuple[int, int]:
+    """Step 4 inside the caller's write transaction; (changes replayed, skipped)."""
+    with open(replay_path(replica), encoding="utf-8") as f:
+        doc = json.load(f)
+    gen = int(doc.get("gen", 0))
+    floor = replay_floor(rc, client_id, gen)
+    capture.install(rc, gen=gen + 1)
+    for j in doc["before"]:
+        _run(rc, _stmt_of(j))
+    replayed = skipped = 0
+    for r in doc["rows"]:
+        if r["id"] <= floor:
+            continue
+        info = capture.TableInfo(r["table"], tuple(r["columns"]), tuple(r["pk"]), r["kind"], r["rowid_name"])
+        row = None if r["row"] is None else dict(zip(r["row"][0], _dec(r["row"][1])))
+        ch = Change(r["table"], _dec(r["key"]), row, r["id"])
+        if on_conflict is not None:
+            theirs = _server_row(rc, info, ch.key)
+            if theirs != row and (server is None or server.changed(info, ch.key, r.get("without_rowid", False))):
+                decision = on_conflict(Conflict(ch.table, ch.key, row, theirs))
+                ch = _decide(ch, decision)
+                if ch is None:
+                    skipped += 1
+                    continue
+        if _apply(rc, info, ch, on_conflict):
+            replayed += 1
+        else:
+            skipped += 1
+    for j in doc["after"]:
+        _run(rc, _stmt_of(j))
+    capture.ensure_triggers(rc, log_rows=True)  # tables the replayed DDL created
+    return replayed, skipped
+
+
+def _decide(ch: Change, decision: Any) -> Optional[Change]:
+    if decision is None or decision == "local":
+        return ch
+    if decision == "server":
+        return None
+    if isinstance(decision, dict):
+        return Change(ch.table, ch.key, dict(decision), ch.change_id)
+    raise ValueError(f"on_conflict returned {decision!r}; expected 'local', 'server' or a dict (the merged row)")
+
+
+def _varint(buf: bytes, i: int) -> Tuple[int, int]:
+    v = 0
+    for n in range(9):
+        b = buf[i + n]
+        if n == 8:
+            return (v << 8) | b, i + 9
+        v = (v << 7) | (b & 0x7F)
+        if b < 0x80:
+            return v, i + n + 1
+    raise AssertionError("unreachable")
+
+
+def leaf_page(read_page: Callable[[int], Optional[bytes]], root: int, rowid: int) -> Optional[int]:
+    """The leaf page of a rowid table's B-tree where ``rowid`` lives (or would), walking
+    the pages as stored (no network: an absent page ends the walk with None)."""
+    pgno = root
+    for _ in range(64):  # deeper than any real B-tree: a loop means damage
+        page = read_page(pgno)
+        if page is None:
+            return None
+        h = 100 if pgno == 1 else 0
+        kind = page[h]
+        if kind == 0x0D:
+            return pgno
+        if kind != 0x05:
+            return None
+        n = int.from_bytes(page[h + 3:h + 5], "big")
+        child = int.from_bytes(page[h + 8:h + 12], "big")  # right-most pointer
+        lo, hi = 0, n  # first cell whose key >= rowid (cells are sorted)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            off = int.from_bytes(page[h + 12 + 2 * mid:h + 14 + 2 * mid], "big")
+            key, _ = _varint(page, off + 4)
+            if key >= rowid:
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo < n:
+            off = int.from_bytes(page[h + 12 + 2 * lo:h + 14 + 2 * lo], "big")
+            child = int.from_bytes(page[off:off + 4], "big")
+        pgno = child
+    return None
+
+
+class ServerChanges:
+    """Did this pull change a row? The pages the pull brought, and the row's leaf page in
+    the new revision: a row is "changed by the server" when its leaf page came with the
+    pull (page granularity: a neighbour's change on the same leaf counts too). For
+    WITHOUT ROWID tables, whose keys are records, every difference counts."""
+
+    def __init__(self, rc: sqlite3.Connection, read_page: Callable[[int], Optional[bytes]], pages: Set[int]):
+        self.rc, self.read_page, self.pages = rc, read_page, pages
+        self._roots: Dict[str, Optional[int]] = {}
+
+    def _root(self, table: str) -> Optional[int]:
+        if table not in self._roots:
+            row = self.rc.execute("SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                                  (table,)).fetchone()
+            self._roots[table] = row[0] if row else None
+        return self._roots[table]
+
+    def changed(self, info: capture.TableInfo, key: Tuple[Any, ...], sql_without_rowid: bool) -> bool:
+        root = self._root(info.name)
+        if root is None:
+            return True  # the table is new or gone on the server
+        if info.kind == "pk":
+            if sql_without_rowid:
+                return True
+            try:
+                row = self.rc.execute(
+                    f"SELECT rowid FROM {capture.qi(info.name)} WHERE "
+                    + " AND ".join(f"{capture.qi(c)} IS ?" for c in info.pk), key).fetchone()
+            except sqlite3.Error:
+                return True
+            if row is None:
+                return True  # absent on the server: cannot place it without its rowid
+            rowid = row[0]
+        else:
+            rowid = key[0]
+        leaf = leaf_page(self.read_page, root, rowid)
+        return leaf is None or leaf in self.pages
+
+
+def _apply(rc: sqlite3.Connection, info: capture.TableInfo, ch: Change, on_conflict: Optional[OnConflict]) -> bool:
+    rc.execute("SAVEPOINT tdb_row")
+    try:
+        for s in statements(info, ch):
+            rc.execute(s.sql, s.args)
+        rc.execute("RELEASE tdb_row")
+        return True
+    except sqlite3.Error as exc:
+        rc.execute("ROLLBACK TO tdb_row")
+        rc.execute("RELEASE tdb_row")
+        decision = None
+        if on_conflict is not None:
+            decision = on_conflict(Conflict(ch.table, ch.key, ch.row, _server_row(rc, info, ch.key), str(exc)))
+        if isinstance(decision, dict):
+            return _apply(rc, info, Change(ch.table, ch.key, decision, ch.change_id), None)
+        log.warning("pull: the local change to %s %r cannot be replayed on the new revision (%s); "
+                    "the server's row stays", ch.table, ch.key, exc)
+        return False
+
+
+def _run(rc: sqlite3.Connection, s: Stmt) -> None:
+    try:
+        rc.execute(s.sql, s.args)
+    except sqlite3.Error as exc:
+        if s.tolerate and s.tolerate in str(exc):
+            return
+        log.warning("pull: replaying %r failed on the new revision (%s); skipped", s.sql, exc)
+
