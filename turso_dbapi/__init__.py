@@ -110,6 +110,12 @@ def _connect_remote(database: Any, args: Any, kwargs: Any, remote_opts: Any) -> 
             return sync_replica.connect_turso(url, local_path, opts, explicit, connect_kwargs, factory)
         from .replica.range_cache import connect_range
 
+        if opts.get("protocol") == "libsql":  # libSQL embedded-replica protocol: frames
+            from .sources.libsql import LibsqlSource
+            from .url import normalize_remote_url
+
+            source = LibsqlSource(normalize_remote_url(url), opts)
+            return connect_range(url, local_path, opts, connect_kwargs, factory, source=source)
         return connect_range(url, local_path, opts, connect_kwargs, factory)
     except RemoteError as exc:
         raise exc.outside_a_read()  # open, bootstrap, download: no page read failed

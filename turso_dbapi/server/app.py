@@ -32,7 +32,7 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 from ..protocol import roaring
 from ..protocol import sync_wire as wire
 from ..protocol.protobuf import DecodeError, encode_varint
-from . import hrana_http
+from . import hrana_http, hrana_ws
 from .database import ServedDatabase
 from .libsql_sync import EndOfGeneration, LibsqlSync, SyncRequestError
 from .query_pages import QueryPages, QueryTraceError
@@ -163,7 +163,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
-            if method != "OPTIONS" and not self._authorized():
+            # A WebSocket upgrade may authenticate in its Hrana hello instead of a header.
+            ws_hello_auth = (
+                method == "GET"
+                and self.headers.get("Upgrade", "").lower() == "websocket"
+                and "Authorization" not in self.headers
+            )
+            if method != "OPTIONS" and not ws_hello_auth and not self._authorized():
                 self._error(401, "Unauthorized: send the server's bearer credential in the Authorization header",
                             headers=[("WWW-Authenticate", "Bearer")], head_only=method == "HEAD")
                 return
@@ -185,6 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(405, f"Method {method} is not allowed")
         except HttpError as exc:
             self._error(exc.status, exc.message, exc.code, head_only=method == "HEAD")
+        except hrana_ws.UpgradeError as exc:
+            self._error(400, str(exc))
         except PreconditionFailed as exc:
             self._error(412, str(exc), head_only=method == "HEAD")
         except hrana_http.HranaHttpError as exc:
@@ -224,7 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(404, f"Not Found: no POST route {path}")
 
     def _get(self, path: str, head_only: bool) -> None:
-        if path == "/" + self.server.db_name:
+        if path == "/" and self.headers.get("Upgrade", "").lower() == "websocket":
+            hrana_ws.serve(self)
+        elif path == "/" + self.server.db_name:
             serve_file(self, head_only=head_only)
         elif path in hrana_http.INDEX_TEXT:
             status, body = hrana_http.index(path)
