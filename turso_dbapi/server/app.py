@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
-from ..protocol import roaring
+from ..protocol import revision, roaring
 from ..protocol import sync_wire as wire
 from ..protocol.protobuf import DecodeError, encode_varint
 from . import hrana_http, hrana_ws
@@ -43,7 +43,6 @@ from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
 MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000
 _CHUNK_PAGES = 64
-MAX_REV_DIGITS = 20  # a u64 revision has at most 20 decimal digits
 _EXPORT_RE = re.compile(r"^/export/(\d{1,10})$")
 _SYNC_RE = re.compile(r"^/sync/(\d{1,10})/(\d{1,10})/(\d{1,10})(?:/[^/]*)?$")
 
@@ -214,8 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._pull_updates(self._body())
             return
         if _SYNC_RE.match(path):
+            # 4xx, not 5xx: libsql retries server errors with backoff before giving up.
             raise HttpError(
-                501,
+                405,
                 "pushing WAL frames (libSQL offline writes) is not supported by this server: "
                 "use remote writes (the default of libsql embedded replicas), which go "
                 "through Hrana",
@@ -304,7 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         db.refresh()
         latest = db.revision
-        client_rev = _parse_rev(req.client_revision, "client_revision") or 0
+        history = db.log.instance  # revisions of other histories are never served (revision.py)
+        client_rev = _parse_rev(req.client_revision, "client_revision", history) or 0
         if (
             req.long_poll_timeout_ms
             and req.client_revision
@@ -314,7 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
             # Long poll (spec §2.6): hold until a newer revision exists or the timeout passes.
             timeout = min(req.long_poll_timeout_ms, MAX_LONG_POLL_MS) / 1000
             latest = db.wait_for_revision(latest, timeout)
-        server_rev = _parse_rev(req.server_revision, "server_revision")
+        if not revision.same_history(req.server_revision, revision.mint(history, 1)):
+            raise HttpError(410, revision.foreign(req.server_revision, history, latest))
+        server_rev = _parse_rev(req.server_revision, "server_revision", history)
         if server_rev is None:
             server_rev = latest  # "" or unparseable: latest, as the Rust server does
         elif server_rev > latest:
@@ -341,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.count("query_bootstraps", 1)
         db_size, plan = db.log.plan(client_rev, server_rev, selector)
         header = wire.PullUpdatesResponseHeader(
-            server_revision=str(server_rev), db_size=db_size, protocol=wire.PROTOCOL_PAGES
+            server_revision=revision.mint(history, server_rev), db_size=db_size, protocol=wire.PROTOCOL_PAGES
         )
         head = wire.frame(header.encode())
         length = len(head) + sum(_framed_page_size(pid) for pid, _ in plan)
@@ -353,7 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
             PullRecord(
                 req,
                 {k.lower(): v for k, v in self.headers.items()},
-                str(server_rev),
+                revision.mint(history, server_rev),
                 db_size,
                 [p for p, _ in plan],
             )
@@ -382,13 +385,11 @@ def _ranges(pages: List[int]) -> List[Tuple[int, int]]:
     return out
 
 
-def _parse_rev(text: str, field: str) -> Optional[int]:
-    if text and text.isascii() and text.isdigit():
-        if len(text) > MAX_REV_DIGITS:  # int() of thousands of digits raises (and costs)
-            raise HttpError(400, f"{field} has {len(text)} digits; revisions have at most "
-                                 f"{MAX_REV_DIGITS}")
-        return int(text)
-    return None
+def _parse_rev(text: str, field: str, history: str) -> Optional[int]:
+    try:
+        return revision.number_in(text, history)
+    except ValueError as exc:  # thousands of digits: int() would raise (and cost)
+        raise HttpError(400, f"{field} {exc}")
 
 
 @dataclass
