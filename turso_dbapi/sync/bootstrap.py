@@ -38,9 +38,10 @@ def store_identity(client_unique_id: str) -> bytes:
     return hashlib.sha256(f"turso-sync\n{client_unique_id}".encode()).digest()
 
 
-def open_lock(replica: str) -> ContextManager[bool]:
-    """Serialises bootstraps and opens of ``replica`` across processes (``-tdbsync.lock``)."""
-    return file_lock(replica + files.LOCK)
+def open_lock(replica: str, *, readonly: bool = False) -> ContextManager[bool]:
+    """Serialises bootstraps and opens of ``replica`` across processes (``-tdbsync.lock``);
+    ``readonly``: a shared lock, taken without writing (read-only opens only read)."""
+    return file_lock(replica + files.LOCK, shared=readonly)
 
 
 def pull_lock(replica: str, *, wait: bool = True) -> ContextManager[bool]:
@@ -71,11 +72,13 @@ def is_partial(options: Mapping[str, Any]) -> bool:
                 or options.get("bootstrap_query"))
 
 
-def open_replica_store(replica: str, meta: sync_meta.SyncMeta, display_url: str) -> pagestore.PageStore:
+def open_replica_store(replica: str, meta: sync_meta.SyncMeta, display_url: str,
+                       readonly: bool = False) -> pagestore.PageStore:
     return pagestore.open_store(
         replica, page_size=PAGE_SIZE, size=meta.db_size_pages * PAGE_SIZE,
         identity=store_identity(meta.client_unique_id),
         meta={"url": display_url, "version": f"turso-sync:{meta.client_unique_id}"},
+        readonly=readonly,
     )
 
 
@@ -116,6 +119,15 @@ class _Into:
                 self.store.drop_synced(p)
         self.stored.clear()
 
+    def abandon(self) -> None:
+        """The bootstrap failed (a refused reply, a network error): close the store it
+        opened and remove the files it created, so the path is as it was and the next
+        connect (in this process too) bootstraps afresh."""
+        if self.store is not None:
+            pagestore.release_store(self.store)
+            self.store = None
+        files.remove_store_files(self.replica)
+
 
 def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
               client_name: str) -> Tuple[sync_meta.SyncMeta, pagestore.PageStore]:
@@ -126,6 +138,16 @@ def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
     partial = is_partial(options)
     prefix = prefix_pages(options) if partial else None
     into = _Into(replica, meta, source.display_url, prefix)
+    try:
+        return _bootstrap(replica, source, options, into, meta, partial, prefix)
+    except BaseException:
+        into.abandon()
+        raise
+
+
+def _bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any], into: _Into,
+               meta: sync_meta.SyncMeta, partial: bool,
+               prefix: Optional[int]) -> Tuple[sync_meta.SyncMeta, pagestore.PageStore]:
     try:
         reply: PullReply = source.bootstrap(prefix_pages=prefix,
                                             query=options.get("bootstrap_query") or None, sink=into)
