@@ -335,3 +335,45 @@ def test_the_reference_server_image_has_no_wal_beside_it(turso_server_factory, t
     assert con.pull() is False
     assert con.stats().requests == requests + 2  # the database again, one WAL probe
     con.close()
+
+
+def test_a_restart_keeps_the_pages_the_old_frames_prove_unchanged(live, tmp_path):
+    # W3/P2: after ONE restart the old generation's frames we never saw are still in the WAL
+    # file past the (shorter) new generation: only their pages and the new ones are dropped
+    live.insert(3000)
+    live.checkpoint("TRUNCATE")
+    live.insert(200, per_commit=20)  # ten commits: the WAL we see is longer than the next one
+    live.settle()
+    con = connect(live, tmp_path)
+    assert con.execute("select count(*), sum(length(v)) from t").fetchone()[0] == 4700  # all cached
+    live.conn.execute("update t set v = 'unseen' where id in (1, 2000, 4000)")  # frames we never see
+    assert live.checkpoint("RESTART")[0] == 0
+    live.insert(1)  # the new generation: one short commit
+    live.settle()
+    size = os.path.getsize(live.path)
+    assert con.pull() is True
+    before = con.stats().bytes_received
+    assert con.execute("select count(*), sum(v = 'unseen') from t").fetchone() == (4701, 3)
+    refetched = con.stats().bytes_received - before
+    assert refetched < size / 10  # the pages of the 3 rows (and their segments), not the table
+    con.close()
+
+
+def test_more_than_one_restart_drops_the_cache(live, tmp_path):
+    live.insert(3000)
+    live.checkpoint("TRUNCATE")
+    live.insert(10)
+    live.settle()
+    con = connect(live, tmp_path)
+    assert con.execute("select count(*) from t").fetchone() == (4510,)
+    for _ in range(2):  # two generations pass: the first one's frames cannot be known
+        live.insert(1)
+        assert live.checkpoint("RESTART")[0] == 0
+    live.insert(1)
+    live.settle()
+    size = os.path.getsize(live.path)
+    assert con.pull() is True
+    before = con.stats().bytes_received
+    assert con.execute("select count(*), sum(length(v)) from t").fetchone()[0] == 4513
+    assert con.stats().bytes_received - before > size / 2  # fetched again
+    con.close()

@@ -117,8 +117,12 @@ def _switch(store: pagestore.PageStore, source: LiveSource, obs: Observation) ->
     old_pages = store.remote_pages
     changed = source.install(obs)
     new_pages = source.n_pages
-    if obs.kind == "new":
-        for p in range(2, old_pages + 1):
+    if obs.kind == "new":  # P2: what the old frames prove stays, the rest is dropped
+        stale = obs.stale_pages if obs.stale_pages is not None else range(2, old_pages + 1)
+        for p in stale:
+            if 1 < p <= old_pages:
+                store.drop_synced(p)
+        for p in range(new_pages + 1, old_pages + 1):
             store.drop_synced(p)
     else:
         for p in range(new_pages + 1, old_pages + 1):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sqlite3
 from typing import Any, Dict, Mapping, Optional
 
 from ..errors import NotSupportedError, ProgrammingError
@@ -26,8 +25,8 @@ from ..fetch.miss import download_all
 from ..storage import claim, files, pagestore
 from ..storage.vfs import ensure_registered, replica_uri
 from ..url import normalize_remote_url, redact
-from .base import (RemoteReplica, ReportingMissHandler, StatsRecord, default_replica_path, remote_class,
-                   usable_local_path)
+from .base import RemoteReplica, ReportingMissHandler, StatsRecord, attach_replica
+from .base import default_replica_path, open_connection, remote_class, usable_local_path
 from .live import LiveReplica, claim_live, live_class
 
 RANGE_SCHEMES = ("http", "https", "libsql", "turso")
@@ -196,11 +195,10 @@ def connect_range(
     conn_id = store.attach(handler)
     if not opts["partial"]:
         download_all(store, handler, batch_bytes=max(opts["readahead_max"], store.page_size))
-    target = replica_uri(path, conn_id)
-    cls = live_class(factory) if follows else remote_class(factory)
-    conn = sqlite3.connect(target, uri=True, factory=cls, **connect_kwargs)
-    conn._replica = Replica(store, source, handler, conn_id, path, follow_ms=opts.get("follow"),
-                            lock_fd=lock_fd, private=private, handler_opts=handler_opts)
+    class_for = live_class if follows else remote_class
+    conn = open_connection(replica_uri(path, conn_id), factory, connect_kwargs, class_for)
+    attach_replica(conn, Replica(store, source, handler, conn_id, path, follow_ms=opts.get("follow"),
+                                 lock_fd=lock_fd, private=private, handler_opts=handler_opts))
     return conn
 
 

@@ -213,8 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._pull_updates(self._body())
             return
         if _SYNC_RE.match(path):
+            # 4xx, not 5xx: libsql retries server errors with backoff before giving up.
             raise HttpError(
-                501,
+                405,
                 "pushing WAL frames (libSQL offline writes) is not supported by this server: "
                 "use remote writes (the default of libsql embedded replicas), which go "
                 "through Hrana",

@@ -72,9 +72,13 @@ PULL (``observe`` then the replica applies it under SQLite's EXCLUSIVE lock):
       S2 and their pages replace the cached ones; the pin stays (F or C still apply).
       Nothing else changed: the file can only have backfilled frames of G (W2), and
       pages of frames <= N' are served from the WAL.
-  P2. another generation (or the WAL vanished / appeared): the pages the old frames
-      cannot vouch for are dropped (all cached pages: the old generation may have had
-      frames we never saw) and S1-S3 run again.
+  P2. another generation (or the WAL vanished / appeared): S1-S3 run again, and the
+      cached pages the old frames cannot vouch for are dropped. After exactly one restart
+      (checkpoint sequence and salt-1 one higher) with the new generation still shorter
+      than our end offset, the old generation's frames we never saw are still in the WAL
+      file after that offset and continue our checksum chain (``recovered_tail``): only
+      their pages and the new generation's are dropped. Otherwise (two restarts, a
+      truncated WAL, a longer new generation) every cached page is.
   P3. no WAL (rollback journal, or a 404): S1 again; a new validator means a new file:
       cached pages are dropped, the cache is kept for the new version.
 After a 404 for the WAL, no WAL request is made again until ``pull()`` (P3 probes it).
@@ -107,6 +111,31 @@ def patch_page1(page: bytes, counter: int, n_pages: int) -> bytes:
     struct.pack_into(">I", b, 28, n_pages)
     struct.pack_into(">I", b, 92, counter & 0xFFFFFFFF)
     return bytes(b)
+
+
+def recovered_tail(old: WalIndex, new: WalIndex, body: bytes) -> Optional[Set[int]]:
+    """P2 with what the old frames prove: after exactly ONE restart (checkpoint sequence and
+    salt-1 one higher, W3) the file is the old generation's final state. Its frames after
+    ours are still in the WAL file when the new generation (committed, valid, and one more
+    frame being written) ends before our end offset: they continue our checksum chain from
+    there. Then the pages that changed are exactly those frames' pages and the new
+    generation's; every other cached page still holds. None: they cannot be told (drop all)."""
+    m = 0xFFFFFFFF
+    h_old, h_new = old.header, new.header
+    if h_new.checkpoint_seq != (h_old.checkpoint_seq + 1) & m or h_new.salt1 != (h_old.salt1 + 1) & m:
+        return None
+    if h_new.page_size != h_old.page_size:
+        return None
+    start = old.end_offset
+    if ref.WAL_HDR + (new.last_stop + 1) * new.frame_size > start or len(body) < start:
+        return None  # the new generation may have overwritten frames we never saw
+    probe = WalIndex(old.header, old.raw_header)
+    probe.cksum, probe.frames, probe.index = old.cksum, old.frames, _tiny_index()
+    tail = memoryview(body)[start:]
+    pages = set(probe.extend(tail))
+    if probe.newer_generation_at(tail, probe.last_stop):
+        return None  # the new generation reached our end after all
+    return pages | set(new.pages())
 
 
 def is_wal_mode(header: bytes) -> bool:
@@ -145,6 +174,8 @@ class Observation:
         self.trusted_leading = False
         self.db_state: Any = None  # P2/P3: the database source's new pin
         self.wal_absent = False
+        self.wal_body: bytes = b""  # S2's bytes (P2 looks for the old generation's tail there)
+        self.stale_pages: Optional[Set[int]] = None  # P2: only these changed (None: all may have)
 
     @property
     def changed(self) -> bool:
@@ -281,6 +312,7 @@ class LiveSource:
                 obs.wal_absent = obs.trusted_leading = True
                 return obs
             wal = WalIndex.from_bytes(body)
+            obs.wal_body = body
             if wal is not None and wal.newer_generation_at(memoryview(body)[ref.WAL_HDR:], wal.last_stop):
                 continue  # restarted while we read it
             if wal is not None and wal.page_size != self.db.page_size:
@@ -321,6 +353,8 @@ class LiveSource:
         obs = self._snapshot()  # P2 / P3
         if wal is None and obs.wal is None and obs.db_state[3] == self.db.version:
             obs.kind = "same"
+        elif wal is not None and obs.wal is not None:
+            obs.stale_pages = recovered_tail(wal, obs.wal, obs.wal_body)
         return obs
 
     def install(self, obs: Observation) -> List[int]:
@@ -463,5 +497,3 @@ def _tiny_index() -> Any:
 
     return array("I", bytes(4))  # validation only: the scratch chain records no pages
 
-
-__all__ = ["LiveSource", "Observation", "is_wal_mode", "settled", "wal_url", "parse_header"]

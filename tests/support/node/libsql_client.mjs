@@ -90,6 +90,14 @@ if (scenario === "ops") {
   out.multiple = Number((await c.execute("SELECT count(*) AS n FROM w")).rows[0].n);
   out.constraint = (await err(() => c.execute("INSERT INTO w(id) VALUES (1)"))).code;
   c.close();
+} else if (scenario === "offline") {
+  // offline writes push WAL frames (POST /sync/...), which this server refuses clearly
+  const c = createClient({ url: "file:" + process.env.REPLICA, syncUrl: process.env.URL,
+                           authToken: process.env.TOKEN, offline: true });
+  await c.sync();
+  await c.execute("INSERT INTO r(v) VALUES ('offline')");
+  out.push = await err(() => c.sync());
+  c.close();
 } else if (scenario === "replica") {
   const c = createClient({
     url: "file:" + process.env.REPLICA, syncUrl: process.env.URL, authToken: process.env.TOKEN,
