@@ -234,3 +234,17 @@ def test_each_connection_has_its_own_thread_and_it_ends_on_close():
         assert threading.active_count() == before
 
     run(main())
+
+
+def test_a_result_never_waits_for_the_next_job_on_the_thread():
+    async def main():
+        async with aio.connect(":memory:") as db:
+            fast = asyncio.ensure_future(db.execute_fetchall("select 1"))
+            slow = asyncio.ensure_future(db.execute_fetchall(ENDLESS))  # queued right behind it
+            assert await asyncio.wait_for(fast, 5) == [(1,)]  # delivered while the slow one runs
+            assert not slow.done()
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+
+    run(main())

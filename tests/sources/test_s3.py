@@ -249,3 +249,50 @@ def test_aws_https_url_resolves_to_the_regional_object_url(aws_env):
 def test_s3_options_on_a_plain_http_url_are_an_error(tmp_path):
     with pytest.raises(turso_dbapi.ProgrammingError, match="apply to S3 URLs"):
         turso_dbapi.connect("http://127.0.0.1:9/app.db", region="eu-west-1", local_path=str(tmp_path / "x.db"))
+
+
+@pytest.mark.parametrize("versioned", [False, True], ids=["etag", "version-id"])
+def test_pull_takes_the_overwritten_object(aws_env, db_bytes, db_bytes_v2, tmp_path, versioned):
+    bucket = aws_env.bucket(versioned=versioned)
+    aws_env.put(bucket, "app.db", db_bytes)
+    con = _open(f"s3://{bucket}/app.db", tmp_path, endpoint_url=aws_env.endpoint)
+    query = "select sum(price), count(*) from items"
+    old, new = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
+    old.deserialize(db_bytes)
+    new.deserialize(db_bytes_v2)
+    assert con.execute(query).fetchone() == old.execute(query).fetchone()
+    aws_env.put(bucket, "app.db", db_bytes_v2)
+    assert con.pull() is True
+    assert con.execute(query).fetchone() == new.execute(query).fetchone()
+    assert con.pull() is False  # nothing new
+    con.close()
+
+
+def test_a_live_wal_mode_database_is_followed_with_signed_requests(aws_env, s3_proxy, tmp_path):
+    """A WAL-mode database uploaded with its -wal: both objects are read (signed), and
+    pull() takes the frames of a newer -wal (sources/live.py)."""
+    src = tmp_path / "live.db"
+    writer = sqlite3.connect(src)
+    writer.execute("pragma journal_mode=wal")
+    writer.execute("create table t(x)")
+    writer.execute("insert into t values (1)")
+    writer.commit()
+    writer.execute("pragma wal_checkpoint(truncate)")
+    writer.execute("insert into t values (2)")
+    writer.commit()
+    bucket = aws_env.bucket()
+    aws_env.put(bucket, "live.db", src.read_bytes())
+    aws_env.put(bucket, "live.db-wal", (tmp_path / "live.db-wal").read_bytes())
+    (tmp_path / "r").mkdir()
+    con = _open(f"s3://{bucket}/live.db", tmp_path / "r", endpoint_url=s3_proxy.base_url)
+    assert con.execute("select x from t").fetchall() == [(1,), (2,)]  # the second row is in the WAL
+    writer.execute("insert into t values (3)")
+    writer.commit()
+    aws_env.put(bucket, "live.db-wal", (tmp_path / "live.db-wal").read_bytes())
+    assert con.pull() is True
+    assert con.execute("select x from t").fetchall() == [(1,), (2,), (3,)]
+    paths = {r.path.split("?")[0] for r in s3_proxy.records}
+    assert paths == {f"/{bucket}/live.db", f"/{bucket}/live.db-wal"}
+    assert all(r.headers["authorization"].startswith("AWS4-HMAC-SHA256") for r in s3_proxy.records)
+    con.close()
+    writer.close()

@@ -6,8 +6,9 @@ Rules (numbered; the code tags them):
     threading rules hold: the connection never moves), so a page miss that waits on the
     network blocks that thread, never the event loop.
 (2) Results go back in batches: the thread appends (future, result) to a list and wakes the
-    loop once per batch (``call_soon_threadsafe`` only when the list was empty), so many
-    coroutines sharing a connection cost one wake-up per burst, not one per statement.
+    loop (``call_soon_threadsafe``) unless a wake-up is already on its way; results finished
+    before the loop runs it ride along. Many coroutines sharing a connection cost one
+    wake-up per burst, not one per statement, and no result waits for a later job.
 (3) Cancellation: a job still queued is dropped; a running one is interrupted
     (``sqlite3.Connection.interrupt``, thread-safe) and the cancelled coroutine waits for the
     thread to finish it, so the connection is idle — and usable — when ``CancelledError``
@@ -47,6 +48,7 @@ class Worker:
         self._batch: List[Tuple[asyncio.Future, Any, Optional[BaseException], Optional[asyncio.Future]]] = []
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.interrupt: Optional[Callable[[], None]] = None  # the connection's, once it exists
+        self._wake_pending = False  # a _deliver call is scheduled on the loop
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopped = False
 
@@ -119,19 +121,27 @@ class Worker:
                 continue  # posted: nobody waits
             with self._lock:
                 job.state = _DONE
-                wake = not self._batch
                 self._batch.append((job.future, result, error, job.waiter))
-            if wake:  # (2)
-                try:
-                    self._loop.call_soon_threadsafe(self._deliver)  # type: ignore[union-attr]
-                except RuntimeError:  # the loop is closed: nobody is waiting any more
-                    with self._lock:
-                        self._batch.clear()
+            self._wake()  # (2) at once: a result never waits for the next job to finish
+
+    def _wake(self) -> None:
+        """Wake the loop for the finished jobs, unless a wake-up is already on its way."""
+        with self._lock:
+            if not self._batch or self._wake_pending:
+                return
+            self._wake_pending = True
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)  # type: ignore[union-attr]
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            with self._lock:
+                self._batch.clear()
+                self._wake_pending = False
 
     def _deliver(self) -> None:
         """On the loop: settle every finished job's future."""
         with self._lock:
             batch, self._batch = self._batch, []
+            self._wake_pending = False
         for future, result, error, waiter in batch:
             if not future.done():
                 if error is None:

@@ -20,6 +20,8 @@ It is the HTTP range source (``sources.range``) with three differences, no fork 
     later read names that version (``?versionId=``), so an object overwritten mid-session
     keeps serving the version the session began with. Otherwise the ETag pins it
     (``If-Match``), exactly as for any HTTP host: an overwrite raises ``RemoteChangedError``.
+    ``pull()`` re-opens the plain URL and pins whatever version it finds; a live WAL-mode
+    database (``sources.live``) reads ``<key>-wal`` through the same signed client.
 (4) S3 has no multi-range: runs are read with single ranges (joined across small gaps),
     never first tried as a multi-range request.
 (5) An error reply's XML ``<Code>``/``<Message>`` become the advice of the ``RemoteError``
