@@ -21,3 +21,4 @@ pytest_plugins = sorted(
     for name in os.listdir(os.path.join(_HERE, "support"))
     if name.endswith(".py") and not name.startswith("_")
 )
+collect_ignore = ["sqlalchemy_suite"]  # SQLAlchemy's own suite: its own process (test_sqlalchemy_suite.py)

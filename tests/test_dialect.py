@@ -354,6 +354,7 @@ SAMPLES = {
     "retries": ("7", 7),
     "verify": ("false", False),
     "long_poll_timeout_ms": ("250", 250),
+    "follow": ("500", 500),
 }
 
 

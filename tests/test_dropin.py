@@ -7,6 +7,7 @@ with the import swapped, prints exactly the same thing. The rest pins the surfac
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sqlite3
@@ -14,6 +15,7 @@ import types
 import subprocess
 import sys
 import threading
+import warnings
 
 import pytest
 
@@ -180,3 +182,172 @@ def test_row_objects_pickle_like_stdlib_rows_do_not():
     assert type(row) is sqlite3.Row
     with pytest.raises(TypeError):
         pickle.dumps(row)
+
+
+# -- issue 15: divergences found by CPython's test_sqlite3 ---------------------------------
+
+
+class Factory(sqlite3.Connection):
+    pass
+
+
+def test_a_factory_given_by_position_is_the_one_used():
+    # connect(database, timeout, detect_types, isolation_level, check_same_thread, factory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.13+: positional arguments
+        con = turso_dbapi.connect(":memory:", 5.0, 0, None, True, Factory)
+    assert type(con) is Factory
+    con.close()
+
+
+def _attribute(module, name):
+    """``module.name`` and the warnings it raised (category, text, file, line): both modules
+    are read on the same line, so a warning's place must match exactly."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            value = getattr(module, name)
+        except AttributeError:
+            value = AttributeError
+    return value, [(w.category, str(w.message), w.filename, w.lineno) for w in caught]
+
+
+# Every deprecated or lazy module attribute of 3.9-3.13 (3.10/3.11: OptimizedUnicode;
+# 3.12+: version, version_info; 3.10/3.11 enable_shared_cache warns when called).
+DEPRECATED = ["OptimizedUnicode", "version", "version_info", "enable_shared_cache"]
+
+
+@pytest.mark.parametrize("name", DEPRECATED + ["no_such_attribute"])
+def test_deprecated_module_attributes_behave_like_the_running_stdlib(name):
+    expected = _attribute(sqlite3, name)
+    assert _attribute(turso_dbapi, name) == expected
+    for warning in expected[1]:
+        assert warning[2] == __file__  # the caller's line, not a line of turso_dbapi
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="3.9's sqlite3 has no deprecated attribute")
+def test_the_running_stdlib_has_a_deprecated_attribute_to_compare():
+    warned = [n for n in DEPRECATED if _attribute(sqlite3, n)[1]]
+    assert warned and all(_attribute(turso_dbapi, n)[1] for n in warned)
+
+
+def _connect_warnings(module, *args):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module.connect(":memory:", *args).close()
+    return [(w.category, str(w.message), w.filename, w.lineno) for w in caught]
+
+
+@pytest.mark.parametrize("args", [(5.0,), (5.0, 0, None, True, Factory), ()])
+def test_positional_argument_warnings_point_at_the_caller_like_sqlite3(args):
+    # 3.13+ warns about positional arguments, at the line that called connect()
+    expected = _connect_warnings(sqlite3, *args)
+    assert _connect_warnings(turso_dbapi, *args) == expected
+    if sys.version_info >= (3, 13) and args:
+        assert expected and all(w[2] == __file__ for w in expected)
+
+
+# -- the same contract on remote connections (Turso sync and HTTP ranges) -------------------
+
+
+def _small_table(path):
+    with sqlite3.connect(path) as c:
+        c.execute("create table t(x)")
+        c.executemany("insert into t values (?)", [(i,) for i in range(100)])
+    c.close()
+
+
+@pytest.fixture(params=["turso", "range"])
+def remote(request, turso_server_factory):
+    """connect(**remote) opens a fresh replica of a small served database."""
+    server = turso_server_factory(setup=_small_table)
+    url = server.url if request.param == "turso" else server.file_url
+    count = iter(range(1000))
+    tmp = request.getfixturevalue("tmp_path")
+
+    def connect(**kwargs):
+        return turso_dbapi.connect(url, local_path=str(tmp / f"r{next(count)}.db"), **kwargs)
+
+    return connect
+
+
+def test_remote_cursor_none_is_a_type_error_like_sqlite3(remote):
+    with pytest.raises(TypeError):
+        sqlite3.connect(":memory:").cursor(None)
+    con = remote()
+    with pytest.raises(TypeError):
+        con.cursor(None)
+    assert con.cursor().execute("select count(*) from t").fetchone() == (100,)
+    con.close()
+
+
+def test_remote_factory_may_be_any_callable_returning_a_connection(remote):
+    calls = []
+
+    def relayed(*args, **kwargs):  # CPython's test_connection_factory_relayed_call
+        calls.append(kwargs)
+        kwargs["isolation_level"] = None
+        return sqlite3.Connection(*args, **kwargs)
+
+    con = remote(factory=relayed)
+    assert calls and type(con) is sqlite3.Connection and con.isolation_level is None
+    assert con.execute("select sum(x) from t").fetchone() == (4950,)
+    con.close()
+
+    def ours(*args, **kwargs):
+        return turso_dbapi.Connection(*args, **kwargs)
+
+    con = remote(factory=ours)
+    assert type(con) is turso_dbapi.Connection
+    assert con.execute("select count(*) from t").fetchone() == (100,)
+    assert con.stats()["pages_read"] > 0  # the replica is attached: stats() works
+    con.close()
+
+
+def test_remote_factory_must_return_a_connection(remote):
+    with pytest.raises(turso_dbapi.ProgrammingError, match="not a sqlite3.Connection"):
+        remote(factory=lambda *args, **kwargs: 5)
+
+
+def test_remote_factory_whose_init_skips_the_base_is_returned_like_sqlite3(remote):
+    class Defect(sqlite3.Connection):  # CPython's test_connection_factories
+        def __init__(self, *args, **kwargs):
+            return None
+
+    assert isinstance(sqlite3.connect(":memory:", factory=Defect), Defect)
+    con = remote(factory=Defect)
+    assert isinstance(con, Defect)
+    with pytest.raises(turso_dbapi.ProgrammingError, match="__init__ not called"):
+        con.execute("select 1")
+
+
+# -- CPython's own sqlite3 tests, through the drop-in ----------------------------------------
+
+CPYTHON_TESTS = os.path.join(HERE, "scripts", "cpython_test_sqlite3.py")
+
+
+def test_iterdump_works_where_the_drop_in_is_swapped_in_as_sys_modules_sqlite3(tmp_path):
+    # Connection.iterdump() imports "sqlite3.dump" by name, when called
+    out = _run_script(
+        "import sqlite3, sys\n"
+        "import turso_dbapi\n"
+        "sys.modules['sqlite3'] = turso_dbapi\n"
+        "con = turso_dbapi.connect(':memory:')\n"
+        "con.execute('create table t(x)')\n"
+        "print(list(con.iterdump()))\n", tmp_path)
+    assert "CREATE TABLE t(x);" in out
+
+
+def test_cpythons_own_sqlite3_tests_pass_through_the_drop_in(tmp_path):
+    import importlib.util
+
+    tests = "test.test_sqlite3" if sys.version_info >= (3, 11) else "test.test_sqlite"
+    if importlib.util.find_spec(tests) is None:
+        pytest.skip(f"this interpreter ships no {tests} (Debian: package libpython3.X-testsuite)")
+    proc = subprocess.run([sys.executable, CPYTHON_TESTS], capture_output=True, text=True,
+                          timeout=300, cwd=str(tmp_path))
+    result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and result, proc.stderr[-4000:]
+    counts = json.loads(result[-1][len("RESULT "):])
+    print(f"CPython {sys.version_info[0]}.{sys.version_info[1]} {tests} through turso_dbapi: {counts}")
+    assert counts["failures"] == counts["errors"] == 0 and counts["run"] > 250

@@ -27,6 +27,7 @@ def test_defaults_are_pinned():
         "retries": 3,
         "verify": True,
         "long_poll_timeout_ms": 0,
+        "follow": None,  # a live database is not followed unless asked
         "push_operations_threshold": None,  # one batch (one server transaction) per push
         "protocol": "auto",
     }
@@ -121,3 +122,16 @@ def test_remote_errors_carry_sqlite_error_attributes_like_stdlib_errors():
     if hasattr(__import__("sqlite3"), "SQLITE_IOERR_READ"):
         assert err.sqlite_errorcode == __import__("sqlite3").SQLITE_IOERR_READ
     assert (err.url, err.status) == ("https://h/db", 503)
+
+
+@pytest.mark.parametrize("given, ms", [("true", 1000), (True, 1000), ("on", 1000), ("false", None),
+                                       (False, None), ("0", 0), ("250", 250), (250, 250)])
+def test_follow_is_milliseconds_or_a_boolean(given, ms):
+    assert u.parse_options({"follow": given}) == {"follow": ms}
+
+
+def test_follow_rejects_nonsense():
+    with pytest.raises(turso_dbapi.ProgrammingError, match="option 'follow'"):
+        u.parse_options({"follow": "soon"})
+    with pytest.raises(turso_dbapi.ProgrammingError, match="option 'follow'"):
+        u.parse_options({"follow": "-5"})

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import os as _os
 import sqlite3 as _sqlite3
+import sqlite3.dump as _sqlite3_dump  # noqa: F401 - see below
+import sys as _sys
+import warnings as _warnings
 from typing import Any
 
 # Re-export everything the running stdlib module offers (names differ between 3.9 and
@@ -33,9 +36,20 @@ for _name in dir(_sqlite3):
         globals().setdefault(_name, getattr(_sqlite3, _name))
 del _name
 
+# Connection.iterdump() imports "sqlite3.dump" by name when called; loaded now, it is found
+# in sys.modules even where an application made this module sys.modules["sqlite3"] (the
+# usual way to swap a drop-in in), whose path has no dump module.
+
+# Deprecated and lazy names (3.10/3.11 ``OptimizedUnicode``, 3.12+ ``version``/``version_info``)
+# come from the stdlib module's ``__getattr__``: the very function, so the value, the warning
+# and its stack level (the caller's line) are the running stdlib's own.
+if hasattr(_sqlite3, "__getattr__"):
+    __getattr__ = _sqlite3.__getattr__
+
 from . import errors as _errors  # noqa: E402
 from .connection import Connection  # noqa: E402
 from .errors import (  # noqa: E402,F401
+    HistoryResetError,
     ProtocolError,
     PushConstraintError,
     PushRejectedError,
@@ -83,8 +97,35 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
             f"option(s) {given} apply to remote databases; {database!r} is a local path. "
             "Pass an http(s)://, libsql:// or turso:// URL, or url=..."
         )
-    kwargs.setdefault("factory", Connection)
+    if len(args) < _FACTORY_POSITION:  # a factory given by position is the caller's
+        kwargs.setdefault("factory", Connection)
+    if args and _POSITIONAL_DEPRECATED:
+        return _connect_positional(database, args, kwargs)
     return _sqlite3.connect(database, *args, **kwargs)
+
+
+_FACTORY_POSITION = 5  # connect(database, timeout, detect_types, isolation_level, check_same_thread, factory)
+# 3.13+ warns (from C, at the calling line) when connect() gets more than one positional
+# argument; called from here, that line would be ours.
+_POSITIONAL_DEPRECATED = _sys.version_info >= (3, 13)
+
+
+def _connect_positional(database: Any, args: Any, kwargs: Any) -> Any:
+    """``sqlite3.connect`` with its deprecation warnings moved to the caller's line, where the
+    stdlib puts them; warnings raised elsewhere (a factory's own code) keep their place."""
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        con = _sqlite3.connect(database, *args, **kwargs)
+    try:
+        for w in caught:
+            if w.filename == __file__:
+                _warnings.warn(w.message, w.category, stacklevel=3)
+            else:
+                _warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    except BaseException:
+        con.close()  # warnings are errors here: the stdlib would not have connected either
+        raise
+    return con
 
 
 def _connect_remote(database: Any, args: Any, kwargs: Any, remote_opts: Any) -> Any:
@@ -110,6 +151,12 @@ def _connect_remote(database: Any, args: Any, kwargs: Any, remote_opts: Any) -> 
             return sync_replica.connect_turso(url, local_path, opts, explicit, connect_kwargs, factory)
         from .replica.range_cache import connect_range
 
+        if opts.get("protocol") == "libsql":  # libSQL embedded-replica protocol: frames
+            from .sources.libsql import LibsqlSource
+            from .url import normalize_remote_url
+
+            source = LibsqlSource(normalize_remote_url(url), opts)
+            return connect_range(url, local_path, opts, connect_kwargs, factory, source=source)
         return connect_range(url, local_path, opts, connect_kwargs, factory)
     except RemoteError as exc:
         raise exc.outside_a_read()  # open, bootstrap, download: no page read failed

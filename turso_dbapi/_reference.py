@@ -9,7 +9,7 @@ refer to the spec comments of checksum.h and wal.h.
 from __future__ import annotations
 
 import struct
-from typing import List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 # ---- CRC32C (checksum.h) --------------------------------------------------------------
 
@@ -186,3 +186,35 @@ def wal_write_frames(
         s = wal_checksum(big_endian, page, wal_checksum(big_endian, head8, s))
         out.append(head8 + struct.pack(">4I", hdr.salt1, hdr.salt2, *s) + page)
     return WAL_OK, b"".join(out), s
+
+
+def wal_follow(
+    buf: bytes, hdr: WalHeader, s: Tuple[int, int], first_frame: int, index_len: int
+) -> Tuple[WalResult, Dict[int, int]]:
+    """Rule (8): frames of ``buf`` (a frame boundary onward) continuing checksum ``s``;
+    (the result as tdb_wal_follow reports it, {pgno: frame number} of the committed ones)."""
+    big_endian = bool(hdr.magic & 1)
+    ps = hdr.page_size
+    frame = FRAME_HDR + ps
+    run = s
+    last = (0, 0, s)
+    off = i = 0
+    while len(buf) - off >= frame:
+        pgno, commit, salt1, salt2, c1, c2 = struct.unpack_from(">6I", buf, off)
+        if (salt1, salt2) != (hdr.salt1, hdr.salt2) or pgno == 0:
+            break
+        run = wal_checksum(big_endian, bytes(buf[off : off + 8]), run)
+        run = wal_checksum(big_endian, bytes(buf[off + FRAME_HDR : off + frame]), run)
+        if run != (c1, c2):
+            break
+        if commit:
+            last = (i + 1, commit, run)
+        off += frame
+        i += 1
+    n_frames, db_size, cksum = last
+    index: Dict[int, int] = {}
+    for k in range(n_frames):
+        pgno = struct.unpack_from(">I", buf, k * frame)[0]
+        if pgno < index_len:
+            index[pgno] = first_frame + k
+    return WalResult(WAL_OK, hdr, [], [], n_frames, i, db_size, cksum), index

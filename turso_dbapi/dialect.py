@@ -70,6 +70,13 @@ class TursoDBAPIDialect(SQLiteDialect_pysqlite):
         return turso_dbapi
 
     @classmethod
+    def load_provisioning(cls) -> None:
+        # SQLAlchemy's test harness (sqlalchemy.testing) provisions databases per dialect;
+        # the default looks for turso_dbapi.provision. Ours is SQLite's: file databases, and
+        # the attached "test_schema" the suite's schema tests use.
+        __import__("sqlalchemy.dialects.sqlite.provision")
+
+    @classmethod
     def get_pool_class(cls, url: URL) -> Any:
         # A remote replica is a file shared by every connection, never a private
         # :memory: database, so it pools like a file even without a local path.

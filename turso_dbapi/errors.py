@@ -107,6 +107,13 @@ class RemoteChangedError(RemoteError):
     """
 
 
+class HistoryResetError(RemoteChangedError):
+    """A Turso server no longer has the history a replica is based on (its page log was
+    reset, so its revision numbers started again): the replica's revision can no longer be
+    read there, and pulling would mix two histories. Nothing is mixed or changed; bootstrap
+    a fresh replica (another local_path, or move the replica files away)."""
+
+
 class ProtocolError(RemoteError):
     """The server answered with something the protocol does not allow."""
 

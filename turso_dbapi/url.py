@@ -82,10 +82,20 @@ def _parse_verify(value: Any) -> Union[bool, str]:
         return str(value)
 
 
+def _parse_follow(value: Any) -> Optional[int]:
+    """Milliseconds between checks for changes; true means 1000, false/off none."""
+    if isinstance(value, bool) or str(value).strip().lower() in ("true", "yes", "on", "false", "no", "off"):
+        return FOLLOW_DEFAULT_MS if _parse_bool(value) else None
+    return _parse_int(value)
+
+
+FOLLOW_DEFAULT_MS = 1000
+
+
 def _parse_protocol(value: Any) -> str:
     text = str(value).strip().lower()
-    if text not in ("auto", "range", "turso"):
-        raise ValueError("expected auto, range or turso")
+    if text not in ("auto", "range", "turso", "libsql"):
+        raise ValueError("expected auto, range, turso or libsql")
     return text
 
 
@@ -133,10 +143,14 @@ OPTIONS: Dict[str, Option] = {
         Option("verify", _parse_verify, True, "TLS verification: true, false, or a CA bundle path"),
         Option("long_poll_timeout_ms", _parse_int, 0, "Turso pull: let the server wait this long for changes",
                maximum=0xFFFFFFFF),
+        Option("follow", _parse_follow, None,
+               "HTTP ranges: pull at the start of a read transaction when the last check is older "
+               "than this many ms (true = 1000); off by default", maximum=7 * 86400 * 1000),
         Option("push_operations_threshold", _parse_int, None,
                "Turso push: seal a batch (one server transaction) after this many row changes"),
         Option("protocol", _parse_protocol, "auto",
-               "auto | range | turso: how to read an http(s) URL (auto: Turso sync for libsql://, "
+               "auto | range | turso | libsql: how to read an http(s) URL (libsql: a libSQL server's "
+               "embedded-replica protocol, /export + /sync frames; auto: Turso sync for libsql://, "
                "turso:// and http(s) URLs with an empty path, HTTP ranges otherwise)"),
     ]
 }
@@ -171,7 +185,7 @@ def parse_options(raw: Mapping[str, Any]) -> Dict[str, Any]:
             parsed = opt.parse(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProgrammingError(f"bad value {shown} for option {name!r}: {exc}") from None
-        if opt.maximum is not None and parsed > opt.maximum:
+        if opt.maximum is not None and parsed is not None and parsed > opt.maximum:
             raise ProgrammingError(f"bad value {shown} for option {name!r}: at most {opt.maximum}")
         out[name] = parsed
     return out

@@ -409,8 +409,10 @@ class _FakeStore:
         self.delay = delay
         self.lock = threading.Lock()
         self.la = None
+        self.started = threading.Event()
 
     def fetch(self, pages, hold):
+        self.started.set()
         time.sleep(self.delay)
         with self.lock:
             self.calls.append((pages[0], pages[-1], len(pages), hold))
@@ -477,10 +479,9 @@ def test_lookahead_errors_are_counted_never_raised_and_close_stops_it():
     slow = _FakeStore(10000, delay=0.2)
     la2 = _lookahead(slow, depth=1)
     la2.start(1, 100)
-    time.sleep(0.05)
-    t0 = time.monotonic()
-    la2.close()  # waits for the running fetch
-    assert time.monotonic() - t0 >= 0.1 and len(slow.calls) == 1
+    assert slow.started.wait(10)  # the fetch is running (a loaded machine may take a while)
+    la2.close()  # waits for the running fetch: it has finished when close returns
+    assert len(slow.calls) == 1
     assert la2._held == {}
     la2.start(5000, 100)  # closed: nothing more
     la2.advance(150)

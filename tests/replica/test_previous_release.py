@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import site
 import sqlite3
 import subprocess
 import sys
@@ -45,10 +46,16 @@ def previous_release(tmp_path_factory) -> Path:
 
 
 def run_previous(release: Path, script: str, *args: str) -> str:
-    code = ("import sys, turso_dbapi\n"
+    # -S: no site processing, so no .pth file of an editable install (whose import hook would
+    # win over sys.path) brings in today's code; site-packages come back as plain path
+    # entries after the previous release, for cffi and requests.
+    code = ("import sys\n"
+            f"sys.path.insert(0, {str(release)!r})\n"
+            f"sys.path.extend({site.getsitepackages()!r})\n"
+            "import turso_dbapi\n"
             f"assert turso_dbapi.__file__.startswith({str(release)!r}), turso_dbapi.__file__\n"
             + textwrap.dedent(script))
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+    out = subprocess.run([sys.executable, "-S", "-c", code, *args], capture_output=True, text=True, timeout=300,
                          env={"PYTHONPATH": str(release), "PATH": "/usr/bin:/bin",
                               "HOME": str(release)})
     assert out.returncode == 0, out.stderr[-3000:]

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 from support._proto_oracle import PullUpdatesRequestPB
+from support.turso_server import rev_no
 
 from turso_dbapi.protocol import roaring
 from turso_dbapi.server import ReferenceServer
@@ -72,11 +73,12 @@ def test_empty_server(turso_server):
 
 def test_full_bootstrap_matches_file_and_pipeline_writes_make_revisions(turso_server, tmp_path):
     turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, x)")
-    assert turso_server.revision == "1"
+    assert rev_no(turso_server.revision) == 1
     turso_server.db_sql("INSERT INTO t SELECT value, randomblob(600) FROM generate_series(1, 300)")
-    assert turso_server.revision == "2"
+    assert rev_no(turso_server.revision) == 2
     header, pages = pull(turso_server)
-    assert header.server_revision == "2" and header.protocol == 1
+    assert header.server_revision == turso_server.revision and header.protocol == 1
+    assert re.fullmatch(r"[0-9a-f]{16}-2", header.server_revision)  # the history id, then 2
     with open(turso_server.db_path, "rb") as f:
         data = f.read()
     assert header.db_size == len(data) // PAGE and sorted(pages) == list(range(header.db_size))
@@ -103,7 +105,7 @@ def test_time_travel_and_incremental_pulls(turso_server, tmp_path):
     latest = srv.revision
     h, pages = pull(srv)
     images[latest] = materialize(pages, h.db_size)
-    revs = sorted(images, key=int)
+    revs = sorted(images, key=rev_no)
     assert len(revs) == 9 and len({len(i) for i in images.values()}) > 2
 
     rng = random.Random(7)
@@ -222,7 +224,7 @@ def test_open_transaction_is_rolled_back_and_not_a_revision(turso_server):
     closed = turso_server.pipeline({"baton": out["baton"], "requests": [{"type": "close"}]})
     assert closed["baton"] is None  # closing the stream rolled the transaction back
     turso_server.db_sql("INSERT INTO t VALUES (1)")
-    assert int(turso_server.revision) == int(rev) + 1
+    assert rev_no(turso_server.revision) == rev_no(rev) + 1
     assert turso_server.db_sql("SELECT count(*) FROM t") == [["1"]]
 
 
@@ -238,15 +240,15 @@ def test_restart_keeps_history_and_logs_offline_changes(turso_server_factory, tm
     conn.commit()
     conn.close()
     srv2 = turso_server_factory(db_path=path)
-    assert srv2.revision == "3"
-    h, pages = pull(srv2, server_revision="2")
+    assert rev_no(srv2.revision) == 3 and srv2.revision[:16] == h2.server_revision[:16]  # same history
+    h, pages = pull(srv2, server_revision=h2.server_revision)
     assert pages == pages2
-    h, pages = pull(srv2, client_revision="2")
+    h, pages = pull(srv2, client_revision=h2.server_revision)
     img = materialize(pages, h.db_size, materialize(pages2, h2.db_size))
     assert query(tmp_path, img, "SELECT x FROM t") == [("r2",), ("offline",)]
     srv2.stop()
     srv3 = turso_server_factory(db_path=path)  # nothing changed: no new revision
-    assert srv3.revision == "3"
+    assert srv3.revision == srv2.revision
 
 
 def test_refuses_other_page_sizes(tmp_path):
@@ -329,7 +331,7 @@ def test_long_poll(turso_server):
     t0 = time.monotonic()
     h, pages = pull(turso_server, client_revision=rev, long_poll_timeout_ms=20_000)
     timer.join()
-    assert time.monotonic() - t0 < 10 and int(h.server_revision) == int(rev) + 1 and pages
+    assert time.monotonic() - t0 < 10 and rev_no(h.server_revision) == rev_no(rev) + 1 and pages
 
 
 def test_concurrent_readers_and_writers_see_consistent_snapshots(turso_server, tmp_path):
@@ -515,7 +517,7 @@ def test_writes_by_another_process_become_revisions(turso_server, tmp_path, chec
         other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     other.close()
     h2, p2 = pull(srv, client_revision=h1.server_revision)
-    assert int(h2.server_revision) == int(h1.server_revision) + 1 and 0 < len(p2) < h2.db_size
+    assert rev_no(h2.server_revision) == rev_no(h1.server_revision) + 1 and 0 < len(p2) < h2.db_size
     image = materialize(p2, h2.db_size, materialize(p1, h1.db_size))
     assert query(tmp_path, image, "SELECT count(*), (SELECT x FROM t WHERE id = 7) FROM t") == [
         (250, "changed elsewhere")

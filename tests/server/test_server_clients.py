@@ -210,3 +210,29 @@ def test_sqlalchemy_libsql(turso_server_factory):
     hostport = srv.url.split("//", 1)[1]
     assert run_python(SQLALCHEMY_LIBSQL, HOSTPORT=hostport, TOKEN=TOKEN) == {"rows": [["kept"]]}
     assert srv.db_sql("SELECT v FROM sa") == [["kept"]]
+
+
+def test_turso_sync_js(node_clients, turso_server_factory, tmp_path):
+    srv = turso_server_factory(auth_token=TOKEN)
+    srv.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    srv.db_sql("INSERT INTO t(v) SELECT hex(randomblob(2000)) FROM generate_series(1, 400)")
+    out = node_clients.run("turso_sync.mjs", URL=srv.url, TOKEN=TOKEN, DIR=str(tmp_path))
+    assert out["bootstrap"] == 400
+    assert out["b_pulled"] is True and out["b_after_pull"] == 401 and out["b_row"] == "from a"
+    assert srv.db_sql("SELECT count(*) FROM t WHERE v = 'from a'") == [["1"]]  # pushed
+    assert len(out["query_row"]) == 4000
+    db_bytes = int(srv.db_sql("PRAGMA page_count")[0][0]) * 4096
+    assert out["query_bootstrap_bytes"] < db_bytes / 10  # only the query's pages
+    assert out["query_count"] == 401 and out["query_total_bytes"] > db_bytes / 2
+    assert out["remote_write_seen"] == 1  # went to the server over Hrana, then pulled back
+    assert srv.db_sql("SELECT count(*) FROM t WHERE v = 'remote write'") == [["1"]]
+
+
+def test_libsql_client_js_offline_writes_are_refused_clearly(node_clients, turso_server_factory,
+                                                              tmp_path):
+    srv = turso_server_factory(auth_token=TOKEN)
+    srv.db_sql("CREATE TABLE r(id INTEGER PRIMARY KEY, v)")
+    out = node_clients.run("libsql_client.mjs", SCENARIO="offline", URL=srv.url, TOKEN=TOKEN,
+                           REPLICA=str(tmp_path / "offline.db"))
+    assert "405" in out["push"]["message"] and "remote writes" in out["push"]["message"]
+    assert srv.db_sql("SELECT count(*) FROM r") == [["0"]]

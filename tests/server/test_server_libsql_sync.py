@@ -130,7 +130,7 @@ def test_bad_sync_requests_are_clear_errors(turso_server_factory):
     r = get(srv, "/sync/1/1/10", headers=h)  # an empty database has no frames yet
     assert r.status_code == 400 and r.json()["generation"] == 1
     r = requests.post(srv.url + "/sync/1/1/2", data=b"x" * FRAME_SIZE, headers=h, timeout=10)
-    assert r.status_code == 501 and "remote writes" in r.json()["message"]
+    assert r.status_code == 405 and "remote writes" in r.json()["message"]
 
 
 @pytest.mark.parametrize("start", [2])

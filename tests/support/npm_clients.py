@@ -15,7 +15,7 @@ from typing import Any, Dict
 
 import pytest
 
-PACKAGES = ["@libsql/client@0.18", "@tursodatabase/serverless@1.4"]
+PACKAGES = ["@libsql/client@0.18", "@tursodatabase/serverless@1.4", "@tursodatabase/sync@0.7"]
 _SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
 
 

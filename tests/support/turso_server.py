@@ -14,7 +14,15 @@ from typing import Any, Callable, List, Optional
 import pytest
 import requests
 
+from turso_dbapi.protocol import revision
 from turso_dbapi.server import ReferenceServer
+
+
+def rev_no(text: str) -> int:
+    """The number in a revision string of the reference server ("0", "<history>-<n>")."""
+    parsed = revision.parse(text)
+    assert parsed is not None, f"not a reference-server revision: {text!r}"
+    return parsed[1]
 
 
 class TestServer:
@@ -33,7 +41,12 @@ class TestServer:
 
     @property
     def revision(self) -> str:
-        return str(self.server.db.revision)
+        """The latest revision string, as the server sends it ("0", "<history>-<n>")."""
+        return self.server.db.revision_text
+
+    @property
+    def revision_number(self) -> int:
+        return self.server.db.revision
 
     @property
     def stats(self) -> dict:

@@ -44,6 +44,13 @@
 **       later one. A failed recovery sets it (the cause is kept on the Python side).
 **       In WAL mode the SHARED lock is held for the connection's life and a read
 **       transaction starts with a shared xShmLock (a read mark): that clears it too.
+**   (16) PRAGMA journal_mode=WAL on a main database opened with the URI parameter
+**       tdbnowal=1 (synced Turso replicas, until WAL replicas are proven) becomes a query:
+**       SQLite hands every PRAGMA to the file (SQLITE_FCNTL_PRAGMA) before running it, and
+**       the mode argument is made one that names no mode, which SQLite answers with the
+**       mode in effect, without an error (as it does where WAL cannot be set, e.g.
+**       ":memory:"). Holds whatever authorizer the user installs, and in exclusive
+**       locking mode, where SQLite would otherwise switch to WAL without shared memory.
 **   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
 **       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
 **       layer, and serving it directly would read holes as zeros.
@@ -57,6 +64,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 typedef long long sqlite3_int64;
@@ -130,6 +138,7 @@ struct tdb_sqlite3_vfs {
 #define SQLITE_OPEN_MAIN_DB 0x00000100
 #define SQLITE_FCNTL_SIZE_HINT 5
 #define SQLITE_FCNTL_MMAP_SIZE 18
+#define SQLITE_FCNTL_PRAGMA 14
 #define SQLITE_IOCAP_BATCH_ATOMIC 0x00004000
 
 /* sqlite3_api_routines slots (append-only table of function pointers). */
@@ -146,7 +155,8 @@ typedef struct TdbFile {
     tdb_file base;
     tdb_store *store;  /* NULL: pass-through */
     uint64_t conn_id;
-    uint64_t pad;      /* keeps the real file 16-byte aligned */
+    uint32_t no_wal;   /* (16) */
+    uint32_t pad;      /* keeps the real file 16-byte aligned */
 } TdbFile;
 
 #define REAL(p) ((tdb_file *)(((TdbFile *)(p)) + 1))
@@ -248,7 +258,17 @@ static int lzFileSize(tdb_file *f, sqlite3_int64 *pSize) {
     *pSize = (sqlite3_int64)tdb_store_logical_size(((TdbFile *)f)->store); /* (1) */
     return SQLITE_OK;
 }
+/* (16) SQLite matches the mode as a case-insensitive prefix ("w", "Wa" and "WAL" all mean
+** WAL); the argument is SQLite's own writable copy (sqlite3Pragma frees it afterwards). */
+static void refuse_wal(char **arg) {
+    const char *name = arg[1], *mode = arg[2];
+    if (!name || !mode || strcasecmp(name, "journal_mode") != 0) return;
+    size_t n = strlen(mode);
+    if (n == 0 || n > 3 || strncasecmp(mode, "wal", n) != 0) return;
+    arg[2][0] = '?'; /* names no mode: SQLite returns the mode in effect */
+}
 static int lzFileControl(tdb_file *f, int op, void *a) {
+    if (op == SQLITE_FCNTL_PRAGMA && ((TdbFile *)f)->no_wal) refuse_wal((char **)a);
     if (op == SQLITE_FCNTL_SIZE_HINT) return SQLITE_OK; /* (11) */
     if (op == SQLITE_FCNTL_MMAP_SIZE) {                 /* (4) */
         *(sqlite3_int64 *)a = 0;
@@ -354,6 +374,8 @@ static int vOpen(tdb_sqlite3_vfs *vfs, const char *zName, tdb_file *f, int flags
         if (p->store) {
             const char *id = uri_param(zName, "tdbconn");
             p->conn_id = id ? strtoull(id, NULL, 10) : 0;
+            const char *nowal = uri_param(zName, "tdbnowal");
+            p->no_wal = nowal && nowal[0] == '1';
         } else if (has_sidecar(zName)) {
             f->pMethods = 0;
             return SQLITE_CANTOPEN; /* (12) */

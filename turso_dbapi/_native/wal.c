@@ -174,3 +174,54 @@ int tdb_wal_write_frames(uint8_t *out, size_t out_len, const tdb_wal_header *hdr
   }
   return TDB_WAL_OK;
 }
+
+int tdb_wal_index_frames(const uint8_t *buf, size_t len, uint32_t page_size, size_t n,
+                         uint32_t first_frame, uint32_t *index, size_t index_len) {
+  size_t frame, i, off;
+  if (!page_size_ok(page_size) || (n && !buf) || (index_len && !index)) return TDB_WAL_EARG;
+  frame = FRAME_HDR + (size_t)page_size;
+  if (n > len / frame) return TDB_WAL_EARG; /* (6) */
+  for (i = 0, off = 0; i < n; i++, off += frame) {
+    uint32_t p = get_be32(buf + off);
+    if (p < index_len) index[p] = first_frame + (uint32_t)i;
+  }
+  return TDB_WAL_OK;
+}
+
+/* (8) One pass validates (the checksum chain is serial), a second pass over the committed
+** frames writes the index: no per-frame arrays, so a WAL of any size needs no allocation. */
+int tdb_wal_follow(const uint8_t *buf, size_t len, const tdb_wal_header *hdr, uint32_t *s,
+                   uint32_t first_frame, uint32_t *index, size_t index_len,
+                   tdb_wal_result *res) {
+  size_t frame, off = 0, i = 0, n;
+  uint32_t run[2];
+  int be;
+  if (!hdr || !s || !res || (len && !buf) || (index_len && !index)) return TDB_WAL_EARG;
+  memset(res, 0, sizeof *res);
+  if ((hdr->magic & ~1u) != WAL_MAGIC || !page_size_ok(hdr->page_size)) return TDB_WAL_EARG;
+  be = hdr->magic & 1;
+  frame = FRAME_HDR + (size_t)hdr->page_size;
+  run[0] = res->cksum1 = s[0];
+  run[1] = res->cksum2 = s[1];
+  for (; len - off >= frame; off += frame, i++) { /* (3), off <= len always (6) */
+    const uint8_t *f = buf + off;
+    uint32_t c = get_be32(f + 4);
+    if (get_be32(f + 8) != hdr->salt1 || get_be32(f + 12) != hdr->salt2 || get_be32(f) == 0)
+      break;
+    cksum(be, f, 8, run);
+    cksum(be, f + FRAME_HDR, hdr->page_size, run);
+    if (run[0] != get_be32(f + 16) || run[1] != get_be32(f + 20)) break;
+    if (c != 0) { /* (4) */
+      res->n_frames = i + 1;
+      res->db_size = c;
+      res->cksum1 = run[0];
+      res->cksum2 = run[1];
+    }
+  }
+  res->n_valid = i;
+  n = res->n_frames;
+  tdb_wal_index_frames(buf, len, hdr->page_size, n, first_frame, index, index_len);
+  s[0] = res->cksum1;
+  s[1] = res->cksum2;
+  return TDB_WAL_OK;
+}

@@ -36,6 +36,17 @@
 **       `pages`, continuing the running checksum in cksum[2] (in/out), with the
 **       header's salts. Page number 0, a bad magic or page size, or an out buffer too
 **       small give ARG and write nothing.
+**   (8) Client path (tdb_wal_follow): frames laid end to end in `buf` (which starts
+**       at a frame boundary of the WAL described by hdr: its salts, byte order and page
+**       size) are checked as in (3), continuing the running checksum s[2] (in: after the
+**       last frame already trusted; out: after the last valid commit frame of buf, or
+**       unchanged when there is none). Only frames up to the last valid commit count
+**       (4); for each, in order, index[pgno] = first_frame + i (the WAL frame number,
+**       1-based, so 0 means "not in the WAL"). Page numbers >= index_len are not
+**       recorded (pages past the size the caller tracks). res reports the frame counts
+**       of buf alone and the last commit's db size. Never reads or writes out of bounds.
+**       tdb_wal_index_frames is the indexing pass alone, for the first n frames of buf
+**       (already validated), when the caller had to grow its index.
 */
 #ifndef TDB_WAL_H
 #define TDB_WAL_H
@@ -80,6 +91,11 @@ int tdb_wal_write_header(uint8_t *out, size_t out_len, tdb_wal_header *hdr);
 int tdb_wal_write_frames(uint8_t *out, size_t out_len, const tdb_wal_header *hdr,
                          const uint32_t *pgno, const uint32_t *commit,
                          const uint8_t *pages, size_t n, uint32_t *cksum);
+int tdb_wal_follow(const uint8_t *buf, size_t len, const tdb_wal_header *hdr, uint32_t *s,
+                   uint32_t first_frame, uint32_t *index, size_t index_len,
+                   tdb_wal_result *res);
+int tdb_wal_index_frames(const uint8_t *buf, size_t len, uint32_t page_size, size_t n,
+                         uint32_t first_frame, uint32_t *index, size_t index_len);
 /* cdef-end */
 
 #endif

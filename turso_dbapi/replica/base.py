@@ -20,7 +20,8 @@ import logging
 import os
 import sqlite3
 import threading
-from typing import Any, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
+import weakref
+from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from ..connection import StatsMethod
 from ..errors import OperationalError, ProgrammingError, RemoteError, is_io_error
@@ -176,7 +177,7 @@ class RemoteCursor(sqlite3.Cursor):
     ``RemoteError``). Fetching and iteration are the stdlib's (see the trade-off above)."""
 
     __slots__ = ()  # no instance dict: cheaper to create and free
-    _fail = real_error  # TursoCursor adds the refused-WAL message
+    _fail = real_error
 
     def execute(self, sql: str, parameters: Any = ()):  # type: ignore[override]
         try:
@@ -203,13 +204,17 @@ class RemoteCursor(sqlite3.Cursor):
         _raise_cause(real, err)
 
 
+_DEFAULT: Any = object()
+
+
 class _RemoteMixin(StatsMethod):
     """Connection methods of remote connections: cursors that surface fetch errors."""
 
     _cursor_class: Any = RemoteCursor
 
-    def cursor(self, factory: Any = None):  # type: ignore[override]
-        return super().cursor(factory or self._cursor_class)  # type: ignore[misc]
+    def cursor(self, factory: Any = _DEFAULT):  # type: ignore[override]
+        # cursor(None) is the stdlib's TypeError, not a default cursor
+        return super().cursor(self._cursor_class if factory is _DEFAULT else factory)  # type: ignore[misc]
 
     # sqlite3.Connection.execute* build their cursor in C, out of our reach: redo execute
     # with the fewest steps, one Python frame around the stdlib's C cursor() (which also
@@ -234,9 +239,11 @@ class _RemoteMixin(StatsMethod):
         return self.cursor().executescript(script)
 
     def close(self) -> None:  # type: ignore[override]
-        super().close()  # type: ignore[misc]
-        if self._replica is not None:
-            self._replica.close()  # the HTTP session; the cache stays for the next connect
+        try:
+            super().close()  # type: ignore[misc]
+        finally:  # also when a factory's __init__ never opened the connection
+            if self._replica is not None:
+                self._replica.close()  # the HTTP session; the cache stays for the next connect
 
 
 _classes: Dict[Tuple[type, type], type] = {}  # the one cache of connection classes
@@ -245,13 +252,8 @@ _classes_lock = threading.Lock()
 
 def remote_class(factory: type, cursor_class: type = RemoteCursor, prefix: str = "Remote") -> type:
     """``factory`` (a sqlite3.Connection subclass) with the remote mixin, its cursors of
-    ``cursor_class`` (a ``RemoteCursor``; a Turso replica's also explains a refused WAL
-    switch); cached per (factory, cursor class). A class with another cursor class derives
-    from the plain remote class of the same factory."""
-    if not (isinstance(factory, type) and issubclass(factory, sqlite3.Connection)):
-        raise ProgrammingError(
-            "factory= must be a subclass of sqlite3.Connection for remote databases"
-        )
+    ``cursor_class`` (a ``RemoteCursor``); cached per (factory, cursor class). A class with
+    another cursor class derives from the plain remote class of the same factory."""
     with _classes_lock:
         cls = _classes.get((factory, cursor_class))
         if cls is None:
@@ -265,6 +267,66 @@ def remote_class(factory: type, cursor_class: type = RemoteCursor, prefix: str =
                 cls = type(f"{prefix}{factory.__name__}", (base,), {"_cursor_class": cursor_class})
             _classes[(factory, cursor_class)] = cls
         return cls
+
+
+def open_connection(target: str, factory: Any, connect_kwargs: Dict[str, Any],
+                    class_for: Callable[[type], type] = remote_class) -> Any:
+    """``sqlite3.connect`` of a replica's VFS URI through the caller's ``factory``.
+
+    A ``sqlite3.Connection`` subclass gets the remote mixin (``class_for``: error surfacing,
+    ``close()`` that releases the replica). Any other callable is called as the stdlib calls it and
+    must return a ``sqlite3.Connection``; that object is what the caller gets (see
+    ``attach_replica``)."""
+    if isinstance(factory, type) and issubclass(factory, sqlite3.Connection):
+        return sqlite3.connect(target, uri=True, factory=class_for(factory), **connect_kwargs)
+    conn = sqlite3.connect(target, uri=True, factory=factory, **connect_kwargs)
+    if not isinstance(conn, sqlite3.Connection):
+        close = getattr(conn, "close", None)
+        if callable(close):
+            close()
+        raise ProgrammingError(
+            f"factory= returned a {type(conn).__name__}, not a sqlite3.Connection: a remote "
+            "database needs a connection to attach its replica to"
+        )
+    return conn
+
+
+# SQLite drops a connection's functions when it closes it: a function that holds the replica
+# ties the replica's life to a connection whose class does not know about it.
+_LIFETIME_FUNCTION = "turso_dbapi_replica_lifetime"
+
+
+class _ReplicaLifetime:
+    __slots__ = ("replica", "__weakref__")
+
+    def __init__(self, replica: Any):
+        self.replica = replica
+
+    def __call__(self) -> None:
+        return None
+
+
+def attach_replica(conn: Any, replica: Any) -> None:
+    """Make ``replica`` the remote state of ``conn`` (``conn._replica``).
+
+    Connections of a class made by ``remote_class`` close it in ``close()``. Any other (a
+    factory function's result) gets ``_replica`` when it can hold attributes (so a
+    ``turso_dbapi.Connection``'s ``stats()``/``pull()`` work) and the replica is released
+    when SQLite closes the connection. Such a connection's statements do not translate a
+    failed fetch into its real cause (it is still logged and kept in ``stats()``)."""
+    if isinstance(conn, _RemoteMixin):
+        conn._replica = replica
+        return
+    try:
+        conn._replica = replica
+    except AttributeError:
+        pass  # a bare sqlite3.Connection has no __dict__
+    holder = _ReplicaLifetime(replica)
+    weakref.finalize(holder, replica.close)
+    try:
+        conn.create_function(_LIFETIME_FUNCTION, 0, holder)
+    except sqlite3.ProgrammingError:  # a factory whose __init__ never opened it: nothing to serve
+        replica.close()
 
 
 # -- what a remote connection carries ------------------------------------------------------

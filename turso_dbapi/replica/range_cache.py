@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sqlite3
 from typing import Any, Dict, Mapping, Optional
 
 from ..errors import NotSupportedError, ProgrammingError
@@ -26,8 +25,9 @@ from ..fetch.miss import download_all
 from ..storage import claim, files, pagestore
 from ..storage.vfs import ensure_registered, replica_uri
 from ..url import normalize_remote_url, redact
-from .base import (RemoteReplica, ReportingMissHandler, StatsRecord, default_replica_path, remote_class,
-                   usable_local_path)
+from .base import RemoteReplica, ReportingMissHandler, StatsRecord, attach_replica
+from .base import default_replica_path, open_connection, remote_class, usable_local_path
+from .live import LiveReplica, claim_live, live_class
 
 RANGE_SCHEMES = ("http", "https", "libsql", "turso")
 
@@ -89,8 +89,15 @@ class ReplicaStats(StatsRecord):
     index_prefetch_used: int = 0  # ... that SQLite then read (the rest: wrong predictions)
 
 
-class Replica(RemoteReplica):
-    """``conn._replica`` of an HTTP-range cache."""
+class Replica(LiveReplica, RemoteReplica):
+    """``conn._replica`` of an HTTP-range cache; ``pull()``/follow are ``replica.live``'s."""
+
+    def __init__(self, store: Any, source: Any, handler: Any, conn_id: int, path: str, *,
+                 follow_ms: Optional[int] = None, lock_fd: int = -1, private: bool = False,
+                 handler_opts: Optional[Mapping[str, Any]] = None):
+        super().__init__(store, source, handler, conn_id, path)
+        self._live_init(follow_ms, lock_fd, private)
+        self._handler_opts = dict(handler_opts or {})
 
     def stats(self) -> ReplicaStats:
         c = self.counters()
@@ -111,11 +118,32 @@ class Replica(RemoteReplica):
             **c["store"],
         )
 
-    def pull(self) -> bool:
-        raise NotSupportedError(
-            f"{self.url} is read over HTTP ranges, which has no change feed; reconnect to read a "
-            "newer version (the cache keeps pages of unchanged versions)"
-        )
+    def pull(self, timeout: Optional[float] = None) -> bool:
+        """The remote's current state (WAL frames, a new file version); True when changed."""
+        from ..sources.live import LiveSource
+        from ..sources.range import HttpRangeSource
+
+        if not isinstance(self.source, LiveSource) and not hasattr(self.source, "observe"):
+            if not isinstance(self.source, HttpRangeSource):
+                raise NotSupportedError(f"{self.url}: pull() needs an http(s) source")
+            self._follow_from_now_on()
+        return LiveReplica.pull(self) if timeout is None else LiveReplica.pull(self, timeout)
+
+    def _follow_from_now_on(self) -> None:
+        """A plain range source becomes a live one: its pin is the snapshot, and the
+        background read-ahead (which may hold pages of the pinned version) stops."""
+        from ..sources.live import LiveSource
+
+        live = LiveSource(self.source)
+        live.adopt_pin(self.store.read_page(1))
+        self.handler.close()
+        self.handler = ReportingMissHandler(self.store, live, **self._handler_opts)
+        self.store.attach(self.handler, self.conn_id)  # same tdbconn, new handler
+        self.source = live
+
+    def close(self) -> None:
+        super().close()
+        self._live_close()
 
     def push(self) -> None:
         raise NotSupportedError(
@@ -145,10 +173,17 @@ def connect_range(
     if source is None:
         source = http_range_source(url, source_opts)
     leading = source.open()
+    live = _follows(source, leading, opts)
+    if live is not None:  # a WAL-mode database or follow=: the snapshot of db + WAL
+        source, leading = live, live.open(leading)
     display = source.display_url
     path = local_path or usable_local_path(default_replica_path(redact(url), source.version))
     claim.refuse_foreign(path, display)
     claim.refuse_repoint(path, claim.recorded_url(path), display)  # one remote per replica
+    follows = live is not None or hasattr(source, "observe")  # pull() switches its pages
+    lock_fd, private = -1, False
+    if follows:
+        path, lock_fd, private = claim_live(path)
     identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
     store = pagestore.open_store(
         path,
@@ -158,20 +193,30 @@ def connect_range(
         meta={"url": display, "version": source.version},
     )
     _store_leading_pages(store, leading)
-    handler = ReportingMissHandler(
-        store,
-        source,
-        segment_size=opts["segment_size"],
-        readahead_max=opts["readahead_max"],
-        prefetch=opts["prefetch"],
-    )
+    handler_opts = {"segment_size": opts["segment_size"], "readahead_max": opts["readahead_max"],
+                    "prefetch": opts["prefetch"]}
+    handler = ReportingMissHandler(store, source, **handler_opts)
     conn_id = store.attach(handler)
     if not opts["partial"]:
         download_all(store, handler, batch_bytes=max(opts["readahead_max"], store.page_size))
-    target = replica_uri(path, conn_id)
-    conn = sqlite3.connect(target, uri=True, factory=remote_class(factory), **connect_kwargs)
-    conn._replica = Replica(store, source, handler, conn_id, path)
+    class_for = live_class if follows else remote_class
+    conn = open_connection(replica_uri(path, conn_id), factory, connect_kwargs, class_for)
+    attach_replica(conn, Replica(store, source, handler, conn_id, path, follow_ms=opts.get("follow"),
+                                 lock_fd=lock_fd, private=private, handler_opts=handler_opts))
     return conn
+
+
+def _follows(source: Any, leading: bytes, opts: Mapping[str, Any]) -> Any:
+    """A ``LiveSource`` around an HTTP source whose database is in WAL mode (SQLite reads
+    its WAL only then) or that is to be followed; else None (no request either way)."""
+    from ..sources.live import LiveSource, is_wal_mode
+    from ..sources.range import HttpRangeSource
+
+    if not isinstance(source, HttpRangeSource):
+        return None
+    if opts.get("follow") is None and not is_wal_mode(leading):
+        return None
+    return LiveSource(source)
 
 
 def _store_leading_pages(store: pagestore.PageStore, leading: bytes) -> None:

@@ -29,10 +29,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
-from ..protocol import roaring
+from ..protocol import revision, roaring
 from ..protocol import sync_wire as wire
 from ..protocol.protobuf import DecodeError, encode_varint
-from . import hrana_http
+from . import hrana_http, hrana_ws
 from .database import ServedDatabase
 from .libsql_sync import EndOfGeneration, LibsqlSync, SyncRequestError
 from .query_pages import QueryPages, QueryTraceError
@@ -43,7 +43,6 @@ from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
 MAX_BODY = 64 * 1024 * 1024
 MAX_LONG_POLL_MS = 60_000
 _CHUNK_PAGES = 64
-MAX_REV_DIGITS = 20  # a u64 revision has at most 20 decimal digits
 _EXPORT_RE = re.compile(r"^/export/(\d{1,10})$")
 _SYNC_RE = re.compile(r"^/sync/(\d{1,10})/(\d{1,10})/(\d{1,10})(?:/[^/]*)?$")
 
@@ -163,7 +162,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
-            if method != "OPTIONS" and not self._authorized():
+            # A WebSocket upgrade may authenticate in its Hrana hello instead of a header.
+            ws_hello_auth = (
+                method == "GET"
+                and self.headers.get("Upgrade", "").lower() == "websocket"
+                and "Authorization" not in self.headers
+            )
+            if method != "OPTIONS" and not ws_hello_auth and not self._authorized():
                 self._error(401, "Unauthorized: send the server's bearer credential in the Authorization header",
                             headers=[("WWW-Authenticate", "Bearer")], head_only=method == "HEAD")
                 return
@@ -185,6 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(405, f"Method {method} is not allowed")
         except HttpError as exc:
             self._error(exc.status, exc.message, exc.code, head_only=method == "HEAD")
+        except hrana_ws.UpgradeError as exc:
+            self._error(400, str(exc))
         except PreconditionFailed as exc:
             self._error(412, str(exc), head_only=method == "HEAD")
         except hrana_http.HranaHttpError as exc:
@@ -206,8 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._pull_updates(self._body())
             return
         if _SYNC_RE.match(path):
+            # 4xx, not 5xx: libsql retries server errors with backoff before giving up.
             raise HttpError(
-                501,
+                405,
                 "pushing WAL frames (libSQL offline writes) is not supported by this server: "
                 "use remote writes (the default of libsql embedded replicas), which go "
                 "through Hrana",
@@ -224,7 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(404, f"Not Found: no POST route {path}")
 
     def _get(self, path: str, head_only: bool) -> None:
-        if path == "/" + self.server.db_name:
+        if path == "/" and self.headers.get("Upgrade", "").lower() == "websocket":
+            hrana_ws.serve(self)
+        elif path == "/" + self.server.db_name:
             serve_file(self, head_only=head_only)
         elif path in hrana_http.INDEX_TEXT:
             status, body = hrana_http.index(path)
@@ -294,7 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         db.refresh()
         latest = db.revision
-        client_rev = _parse_rev(req.client_revision, "client_revision") or 0
+        history = db.log.instance  # revisions of other histories are never served (revision.py)
+        client_rev = _parse_rev(req.client_revision, "client_revision", history) or 0
         if (
             req.long_poll_timeout_ms
             and req.client_revision
@@ -304,7 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
             # Long poll (spec §2.6): hold until a newer revision exists or the timeout passes.
             timeout = min(req.long_poll_timeout_ms, MAX_LONG_POLL_MS) / 1000
             latest = db.wait_for_revision(latest, timeout)
-        server_rev = _parse_rev(req.server_revision, "server_revision")
+        if not revision.same_history(req.server_revision, revision.mint(history, 1)):
+            raise HttpError(410, revision.foreign(req.server_revision, history, latest))
+        server_rev = _parse_rev(req.server_revision, "server_revision", history)
         if server_rev is None:
             server_rev = latest  # "" or unparseable: latest, as the Rust server does
         elif server_rev > latest:
@@ -331,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.count("query_bootstraps", 1)
         db_size, plan = db.log.plan(client_rev, server_rev, selector)
         header = wire.PullUpdatesResponseHeader(
-            server_revision=str(server_rev), db_size=db_size, protocol=wire.PROTOCOL_PAGES
+            server_revision=revision.mint(history, server_rev), db_size=db_size, protocol=wire.PROTOCOL_PAGES
         )
         head = wire.frame(header.encode())
         length = len(head) + sum(_framed_page_size(pid) for pid, _ in plan)
@@ -343,7 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
             PullRecord(
                 req,
                 {k.lower(): v for k, v in self.headers.items()},
-                str(server_rev),
+                revision.mint(history, server_rev),
                 db_size,
                 [p for p, _ in plan],
             )
@@ -372,13 +385,11 @@ def _ranges(pages: List[int]) -> List[Tuple[int, int]]:
     return out
 
 
-def _parse_rev(text: str, field: str) -> Optional[int]:
-    if text and text.isascii() and text.isdigit():
-        if len(text) > MAX_REV_DIGITS:  # int() of thousands of digits raises (and costs)
-            raise HttpError(400, f"{field} has {len(text)} digits; revisions have at most "
-                                 f"{MAX_REV_DIGITS}")
-        return int(text)
-    return None
+def _parse_rev(text: str, field: str, history: str) -> Optional[int]:
+    try:
+        return revision.number_in(text, history)
+    except ValueError as exc:  # thousands of digits: int() would raise (and cost)
+        raise HttpError(400, f"{field} {exc}")
 
 
 @dataclass

@@ -52,7 +52,7 @@ def main(argv: Optional[list] = None) -> int:
         signal.signal(sig, lambda *_: done.set())
     server.start()
     print(
-        f"serving {args.db_path} at {server.url} (revision {server.db.revision}); "
+        f"serving {args.db_path} at {server.url} (revision {server.db.revision_text!r}); "
         f"ranged GETs at {server.file_url}",
         flush=True,
     )

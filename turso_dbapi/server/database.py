@@ -26,6 +26,7 @@ import struct
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+from ..protocol import revision
 from ..protocol.sync_wire import PAGE_SIZE
 from .describe import Describer
 from .page_log import PageLog, default_log_path
@@ -99,6 +100,12 @@ class ServedDatabase:
     @property
     def revision(self) -> int:
         return self.log.latest
+
+    @property
+    def revision_text(self) -> str:
+        """The latest revision as the protocol names it: unique across a reset of the page
+        log (``protocol/revision.py``)."""
+        return revision.mint(self.log.instance, self.log.latest)
 
     def new_executor(self) -> Executor:
         """A fresh connection for one Hrana stream."""

@@ -23,6 +23,7 @@ class Validators:
         self.etag: Optional[str] = headers.get("ETag") or None
         self.last_modified: Optional[str] = headers.get("Last-Modified") or None
         self.s3_version: Optional[str] = headers.get("x-amz-version-id") or None
+        self.date: Optional[str] = headers.get("Date") or None  # when the server pinned it (live.py W4)
 
     @property
     def weak(self) -> bool:

@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ..protocol import roaring
-from ..errors import ProtocolError, RemoteError
+from ..protocol.revision import same_history
+from ..errors import HistoryResetError, ProtocolError, RemoteError
 from ..transport.http import HttpClient, Reply, TransientReplyError, client_from_options
 from ..protocol.protobuf import DecodeError
 from ..storage.page_check import header_problem
@@ -40,6 +41,14 @@ from ..transport.stats import SourceStats
 PULL_PATH = "/pull-updates"
 _EXCERPT = 300
 _TRANSIENT = frozenset({429, 500, 502, 503, 504})
+
+
+def history_reset(display_url: str, what: str, detail: str) -> HistoryResetError:
+    return HistoryResetError(
+        f"{what}: {display_url} no longer has the history this replica is based on: the "
+        f"server's revisions were reset ({detail}). Nothing was changed and no page of the "
+        "new history was mixed in; bootstrap a fresh replica (another local_path, or move "
+        "this replica's files away) to read the server's new state", url=display_url)
 
 
 def base_url(url: str) -> str:
@@ -143,6 +152,8 @@ class TursoSyncSource:
                 text = f"remote server returned an error: status={reply.status}, body={excerpt!r}"
                 if reply.status in _TRANSIENT:
                     raise TransientReplyError(f"{text}; the server failed: retry later")
+                if reply.status == 410:  # our reference server: a revision of a lost history
+                    raise history_reset(self.display_url, what, f"HTTP 410: {excerpt!r}")
                 raise RemoteError(
                     f"{what}: {text} ({reply.where()}); check the URL, the auth token and "
                     "the server's log", url=self.display_url, status=reply.status)
@@ -202,6 +213,9 @@ class TursoSyncSource:
             return {}
         revision = self.current_pin()
         reply = self.fetch_at(pgnos, revision)
+        if not same_history(revision, reply.revision):  # never pages of another history
+            raise history_reset(self.display_url, f"fetching pages at revision {revision!r}",
+                                f"it answered with revision {reply.revision!r}")
         pages = reply.pages
         omitted = [p for p in pgnos if p not in pages]
         # §2.6: a server may only omit pages at or past its size (0-based id >= db_size).

@@ -215,11 +215,13 @@ class PageStore:
             raise OSError(f"msync of the apply flag of {self.path} failed")
 
     # miss routing ---------------------------------------------------------------------
-    def attach(self, handler: Any) -> int:
+    def attach(self, handler: Any, conn_id: Optional[int] = None) -> int:
         """Route misses of connections opened with ``tdbconn=<returned id>`` to ``handler``
         (anything with ``handle_miss(pgno, n_pages) -> int``, e.g. ``fetch.miss.MissHandler``;
-        held weakly: the connection's replica keeps it alive)."""
-        conn_id = next(_conn_ids)
+        held weakly: the connection's replica keeps it alive). ``conn_id``: replace the
+        handler of that connection instead (a pull that changes its source)."""
+        if conn_id is None:
+            conn_id = next(_conn_ids)
         self._handlers[conn_id] = handler
         self._last_handler = weakref.ref(handler)
         return conn_id

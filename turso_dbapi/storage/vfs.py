@@ -34,10 +34,11 @@ ROUTE_ENV = "TURSO_DBAPI_VFS_ROUTE"
 
 
 
-def replica_uri(path: str, conn_id: int) -> str:
+def replica_uri(path: str, conn_id: int, *, nowal: bool = False) -> str:
     """The URI SQLite opens a replica by: this VFS, and the connection whose miss handler
-    fetches its absent pages (``PageStore.attach``)."""
-    return f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}"
+    fetches its absent pages (``PageStore.attach``). ``nowal``: PRAGMA journal_mode=WAL
+    answers the mode in effect instead of switching (vfs.c rule (16))."""
+    return f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}" + ("&tdbnowal=1" if nowal else "")
 
 
 _lock = threading.Lock()

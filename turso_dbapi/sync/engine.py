@@ -35,6 +35,8 @@ from typing import Any, List, Optional
 
 from ..errors import OperationalError
 from ..fetch.btree_readahead import hints_for
+from ..protocol.revision import same_history
+from ..sources.turso import history_reset
 from ..storage import apply_flag
 from ..storage.pagestore import PG_SYNCED, PageStore
 from ..url import redact
@@ -106,6 +108,9 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int,
         try:
             reply = source.changes_since(meta.synced_revision or "", on_page=stage.add,
                                          on_reset=stage.reset)
+            if not same_history(meta.synced_revision, reply.revision):  # never mix histories
+                raise history_reset(url, "pull", f"this replica is at revision "
+                                    f"{meta.synced_revision!r}, the server at {reply.revision!r}")
             if stage.count:  # still no lock held
                 needed = replay_pages(store, stage.pgnos, reply.db_size)
                 if needed:

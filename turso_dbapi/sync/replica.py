@@ -16,10 +16,10 @@ connection's source re-reads the pin from the metadata at each miss (its ``pin``
 parameter: one small file read next to a network round trip), so a pull by any connection
 of any process moves it, and a page re-fetched after a torn write is of the right revision.
 
-Journal mode: the replica stays in rollback-journal mode (DESIGN §2.5); ``journal_mode=WAL``
-is refused with a clear message (an authorizer on every connection we open; a user who
-replaces it loses only the message: ``pull()`` then refuses, before any network, a replica
-whose page 1 says WAL, so coherence still holds).
+Journal mode: the replica stays in rollback-journal mode (DESIGN §2.5) until WAL replicas
+are proven. ``PRAGMA journal_mode=WAL`` never raises: like SQLite where a mode cannot be set,
+it returns the mode in effect ("delete"). The VFS does it (vfs.c rule (16), URI parameter
+``tdbnowal``), so it holds for every connection whatever authorizer its user sets.
 
 Two-way sync: change capture (``capture``) is installed at open on a replica that has none;
 ``push()`` is ``sync.push``; ``pull()`` rebases (``sync.rebase``).
@@ -30,21 +30,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
-import threading
 import weakref
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
-from ..errors import NotSupportedError, OperationalError, ProgrammingError, RemoteError
+from ..errors import OperationalError, ProgrammingError, RemoteError
 from ..fetch.btree_readahead import hints_for
 from ..protocol.sync_wire import PAGE_SIZE
 from ..replica.base import (
-    RemoteCursor,
     RemoteReplica,
     ReportingMissHandler,
     StatsRecord,
+    attach_replica,
     default_replica_path,
-    real_error,
+    open_connection,
     remote_class,
     usable_local_path,
 )
@@ -58,7 +57,6 @@ from . import capture, engine, internal, rebase
 from . import metadata as sync_meta
 from . import push as sync_push
 
-_tls = threading.local()
 
 
 def wants_turso(url: Optional[str], options: Mapping[str, Any]) -> bool:
@@ -139,7 +137,10 @@ class TursoReplica(RemoteReplica):
     def __init__(self, store: pagestore.PageStore, source: TursoSyncSource,
                  handler: ReportingMissHandler, conn_id: int, path: str, conn: sqlite3.Connection):
         super().__init__(store, source, handler, conn_id, path)
-        self._conn = weakref.ref(conn)
+        try:
+            self._conn: Any = weakref.ref(conn)
+        except TypeError:  # a bare sqlite3.Connection from a factory function
+            self._conn = lambda: None
         self.push_threshold: Optional[int] = None  # push_operations_threshold
         self.transform: Optional[sync_push.Transform] = None
         self.on_conflict: Optional[rebase.OnConflict] = None
@@ -205,45 +206,15 @@ class TursoReplica(RemoteReplica):
 # -- connections ---------------------------------------------------------------------------
 
 
-def _authorizer(action: int, arg1: Optional[str], arg2: Optional[str], db: Optional[str],
-                source: Optional[str]) -> int:
-    if (action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() == "journal_mode"
-            and (arg2 or "").strip().lower() == "wal"):
-        _tls.wal_refused = True
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
-
-
-WAL_MESSAGE = ("journal_mode=WAL is not supported on a synced Turso replica: pull() keeps every "
-               "connection coherent through the rollback journal's change counter (DESIGN 2.5); "
-               "the replica stays in rollback-journal mode")
-
-
-def _fail(cur: sqlite3.Cursor, exc: sqlite3.Error) -> BaseException:
-    """The remote cursor's translation, plus the refused WAL switch (only on the error
-    path: the authorizer's flag is read and reset when a statement failed)."""
-    if getattr(_tls, "wal_refused", False):
-        _tls.wal_refused = False
-        if isinstance(exc, sqlite3.DatabaseError) and "not authorized" in str(exc):
-            return NotSupportedError(WAL_MESSAGE)
-    return real_error(cur, exc)
-
-
-class TursoCursor(RemoteCursor):
-    __slots__ = ()
-    _fail = _fail
-
-
 _classes: Dict[type, type] = {}
 
 
 def connection_class(factory: type) -> type:
-    """``remote_class(factory)`` whose cursors report a refused WAL switch clearly and
-    whose ``iterdump`` leaves the capture machinery out.
+    """``remote_class(factory)`` whose ``iterdump`` leaves the capture machinery out.
 
     A dead puller's half-done apply is finished by the VFS when a connection starts a
     read transaction (vfs.c rule (13), ``engine.recover_dead_apply``): nothing per statement."""
-    base = remote_class(factory, TursoCursor, "Turso")
+    base = remote_class(factory)
     cls = _classes.get(base)
     if cls is None:
         def iterdump(self: sqlite3.Connection, *args: Any, **kw: Any) -> Any:
@@ -314,10 +285,11 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     conn_id = store.attach(handler)
     apply_flag.register_recovery(path, engine.recover_dead_apply)
     engine.finish_interrupted(store, path, conn_id, source.display_url, meta)
-    conn = sqlite3.connect(replica_uri(path, conn_id), uri=True, factory=connection_class(factory),
-                           **connect_kwargs)
-    conn.set_authorizer(_authorizer)
-    conn._replica = replica = TursoReplica(store, source, handler, conn_id, path, conn)
+    # nowal: the VFS answers PRAGMA journal_mode=WAL with the mode in effect (vfs.c (16))
+    conn = open_connection(replica_uri(path, conn_id, nowal=True), factory, connect_kwargs,
+                           connection_class)
+    replica = TursoReplica(store, source, handler, conn_id, path, conn)
+    attach_replica(conn, replica)
     threshold = options.get("push_operations_threshold")
     replica.push_threshold = int(threshold) if threshold else None
     _install_capture(store, path, conn_id)

@@ -72,6 +72,32 @@ if (scenario === "ops") {
   out.expired = await err(() => tx.execute("INSERT INTO e VALUES (2)"));
   out.count = rowsOf(await c.execute("SELECT count(*) FROM e"));
   c.close();
+} else if (scenario === "ws") {
+  const c = createClient({ url: process.env.URL, authToken: process.env.TOKEN, intMode: "bigint" });
+  await c.execute("CREATE TABLE w(id INTEGER PRIMARY KEY, v)");
+  await c.execute({ sql: "INSERT INTO w(v) VALUES (?)", args: [big] });
+  out.big = (await c.execute("SELECT v FROM w")).rows[0].v.toString();
+  const tx = await c.transaction("write");
+  await tx.execute("INSERT INTO w(v) VALUES ('rolled back')");
+  out.in_tx = Number((await tx.execute("SELECT count(*) AS n FROM w")).rows[0].n);
+  await tx.rollback();
+  out.after_rollback = Number((await c.execute("SELECT count(*) AS n FROM w")).rows[0].n);
+  const tx2 = await c.transaction("write");
+  await tx2.execute("INSERT INTO w(v) VALUES ('committed')");
+  await tx2.commit();
+  out.after_commit = Number((await c.execute("SELECT count(*) AS n FROM w")).rows[0].n);
+  await c.executeMultiple("INSERT INTO w(v) VALUES (1); INSERT INTO w(v) VALUES (2);");
+  out.multiple = Number((await c.execute("SELECT count(*) AS n FROM w")).rows[0].n);
+  out.constraint = (await err(() => c.execute("INSERT INTO w(id) VALUES (1)"))).code;
+  c.close();
+} else if (scenario === "offline") {
+  // offline writes push WAL frames (POST /sync/...), which this server refuses clearly
+  const c = createClient({ url: "file:" + process.env.REPLICA, syncUrl: process.env.URL,
+                           authToken: process.env.TOKEN, offline: true });
+  await c.sync();
+  await c.execute("INSERT INTO r(v) VALUES ('offline')");
+  out.push = await err(() => c.sync());
+  c.close();
 } else if (scenario === "replica") {
   const c = createClient({
     url: "file:" + process.env.REPLICA, syncUrl: process.env.URL, authToken: process.env.TOKEN,

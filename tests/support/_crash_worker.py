@@ -1,0 +1,109 @@
+"""A process for the kill -9 campaign (tests/reliability/test_killed_processes.py).
+
+    python _crash_worker.py ROOT OPERATION KILL_AT TARGET [LOCAL_PATH]
+
+OPERATION is one of ``pull`` (pull() a Turso replica), ``scan`` (read every page lazily),
+``write`` (commit rows of table ``mine``, printing "committed <rowid>" after each commit) or
+``big-write`` (one transaction larger than the page cache, never committed).
+
+KILL_AT is where the process SIGKILLs itself: ``never``, ``<hook>:<n>`` (the n-th call of a
+hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``;
+``meta.save:1`` is the pending-apply record, ``meta.save:2`` the switch), or
+``after:<seconds>`` (a timer: a random point chosen by the caller). It prints "ready"
+when the replica is open, then "done <seconds the operation took>" if it was not killed
+(callers use it to draw timer points inside the operation).
+
+To add a kill point, add a hook to ``HOOKS``: a (module, attribute) pair whose calls are
+counted; the process dies right after the n-th call returns.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+HOOKS = {
+    "stage.add": ("turso_dbapi.sync.stage", "StageWriter.add"),
+    "stage.finish": ("turso_dbapi.sync.stage", "StageWriter.finish"),
+    "meta.save": ("turso_dbapi.sync.metadata", "save"),
+    "apply.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "overwrite"),
+    "fetch.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "fill"),
+}
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(kill_at: str) -> None:
+    if kill_at == "never":
+        return
+    kind, _, arg = kill_at.partition(":")
+    if kind == "after":
+        timer = threading.Timer(float(arg), die)
+        timer.daemon = True
+        timer.start()
+        return
+    import importlib
+
+    module_name, attr, *only = HOOKS[kind]
+    module = importlib.import_module(module_name)
+    owner, name = (module, attr) if "." not in attr else (getattr(module, attr.split(".")[0]),
+                                                          attr.split(".")[1])
+    original = getattr(owner, name)
+    left = [int(arg or 1)]
+
+    def hooked(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if only and only[0] == "overwrite" and not kwargs.get("overwrite"):
+            return result
+        if only and only[0] == "fill" and kwargs.get("overwrite"):
+            return result
+        left[0] -= 1
+        if left[0] == 0:
+            die()
+        return result
+
+    setattr(owner, name, hooked)
+
+
+def main() -> None:
+    root, operation, kill_at, target = sys.argv[1:5]
+    local_path = sys.argv[5] if len(sys.argv) > 5 else None
+    sys.path.insert(0, root)
+    import turso_dbapi
+
+    if local_path:
+        con = turso_dbapi.connect(target, local_path=local_path, partial=True)
+    else:
+        con = turso_dbapi.connect(target)
+    print("ready", flush=True)
+    started = time.perf_counter()
+    arm(kill_at)
+    if operation == "pull":
+        con.pull()
+    elif operation == "scan":
+        con.execute("SELECT count(*), sum(length(x)) FROM t").fetchall()
+    elif operation == "write":
+        con.execute("CREATE TABLE IF NOT EXISTS mine(n INTEGER PRIMARY KEY, pad BLOB)")
+        con.commit()
+        while True:
+            n = con.execute("INSERT INTO mine(pad) VALUES (randomblob(3000))").lastrowid
+            con.commit()
+            print("committed", n, flush=True)
+    elif operation == "big-write":
+        con.execute("PRAGMA cache_size=5")
+        con.execute("BEGIN")
+        con.execute("UPDATE t SET x = randomblob(1200)")
+        con.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
+                    "INSERT INTO t SELECT i + 100000, -1, randomblob(3000) FROM n")
+        print("spilled", con.stats().local_writes, flush=True)
+        die()
+    print("done", time.perf_counter() - started, flush=True)
+
+
+if __name__ == "__main__":
+    main()
