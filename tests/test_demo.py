@@ -23,4 +23,8 @@ def test_demo_serves_queries_lazily_both_ways_and_pulls(tmp_path):
     assert re.findall(r"same point lookup again\s+0 req\s+0 B", out) and len(
         re.findall(r"same point lookup again\s+0 req\s+0 B", out)) == 2
     assert "pull() -> True, rows after 20,001" in out
+    # two-way: a write pushed by one replica is seen by a second one, and back with sync()
+    assert "replica 1 pushed 1 row change(s) in 1 batch(es)" in out
+    assert "replica 2 sees: ['written on the server', 'written on replica 1']" in out
+    assert "replica 1 syncs and sees: 'edited on replica 2'" in out
     assert proc.stderr == ""  # quiet: no warnings, no progress bar in a pipe

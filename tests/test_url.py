@@ -29,6 +29,7 @@ def test_defaults_are_pinned():
         "long_poll_timeout_ms": 0,
         "follow": None,  # a live database is not followed unless asked
         "push_operations_threshold": None,  # one batch (one server transaction) per push
+        "readonly": False,  # replicas are writable unless asked (mode=ro in a file: URI too)
         "protocol": "auto",
     }
     assert defaults["readahead_max"] % (128 * 1024) == 0 and defaults["readahead_max"] >= 4 << 20

@@ -61,6 +61,27 @@ from .url import is_remote as _is_remote  # noqa: E402
 from .storage.files import replica_kind as _replica_kind  # noqa: E402
 
 
+def _replica_in_file_uri(database: Any, kwargs: Any) -> Any:
+    """``(path, read-only?)`` when ``database`` is a ``file:`` URI (``uri=True``) naming a
+    replica this driver made; None otherwise (SQLite handles it). Of SQLite's URI
+    parameters only ``mode`` (ro, rw, rwc) means something for a replica."""
+    if not kwargs.get("uri") or not isinstance(database, str) or not database.startswith("file:"):
+        return None
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = urlsplit(database)
+    if parts.netloc not in ("", "localhost") or _replica_kind(unquote(parts.path)) is None:
+        return None
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    mode = params.pop("mode", "rw")
+    if mode not in ("ro", "rw", "rwc") or params:
+        bad = ", ".join(sorted(params) + ([f"mode={mode}"] if mode not in ("ro", "rw", "rwc") else []))
+        raise _errors.ProgrammingError(
+            f"{database!r} names a replica, where only mode=ro|rw applies (not {bad}); "
+            "its remote options are keywords of connect() (readonly=True is mode=ro)")
+    return unquote(parts.path), mode == "ro"
+
+
 dbapi2 = _sqlite3.dbapi2
 apilevel = "2.0"
 threadsafety = _sqlite3.threadsafety
@@ -78,6 +99,12 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
     also accepted in the URL's query string).
     """
     remote_opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}
+    named = _replica_in_file_uri(database, kwargs)
+    if named is not None:  # "file:replica.db?mode=ro" (uri=True) of a replica: its path
+        database, readonly = named
+        kwargs.pop("uri", None)
+        if readonly:
+            remote_opts.setdefault("readonly", True)
     kind = None if _is_remote(database) or remote_opts.get("url") else _replica_kind(database)
     if kind == "range":
         from .replica.range_cache import saved_range_url

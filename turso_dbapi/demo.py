@@ -3,7 +3,9 @@
 It generates a database, serves it with the reference server (Turso sync protocol and
 plain HTTP ranges on one port), then opens it lazily both ways and runs a few queries,
 printing what each fetched — requests and bytes — next to the size of the database. At
-the end it writes on the server and shows ``pull()`` bringing the change in.
+the end it writes on the server and shows ``pull()`` bringing the change in, then writes on
+the replica, ``push()``es it and shows a second replica seeing it (and the way back with
+``sync()``).
 
 Everything lives in a temporary directory that is removed afterwards (``--keep DIR`` to
 keep it). Nothing leaves the loopback interface.
@@ -174,6 +176,24 @@ def main(argv: List[str] | None = None) -> int:
             changed = con.pull()
             after = con.execute("select count(*) from events").fetchone()[0]
             out(f"  rows before {before:,}, pull() -> {changed}, rows after {after:,}")
+
+            out("\npush(): a write on this replica reaches a second replica")
+            con.execute("insert into events(user_id, kind, created_at, payload) "
+                        "values (2, 'demo', '2026-11-26', 'written on replica 1')")
+            con.commit()
+            pushed = con.push()
+            out(f"  replica 1 pushed {pushed.rows} row change(s) in {pushed.batches} batch(es)")
+            second = turso_dbapi.connect(server.url, partial=True,
+                                         local_path=os.path.join(work, "second-replica.db"))
+            seen = second.execute("select payload from events where kind = 'demo' order by created_at").fetchall()
+            out(f"  replica 2 sees: {[r[0] for r in seen]}")
+            second.execute("update events set payload = 'edited on replica 2' where created_at = '2026-11-26'")
+            second.commit()
+            second.sync()  # push, then pull
+            con.sync()
+            edited = con.execute("select payload from events where created_at = '2026-11-26'").fetchone()[0]
+            out(f"  replica 2 edits and syncs; replica 1 syncs and sees: {edited!r}")
+            second.close()
             con.close()
     finally:
         if not args.keep:

@@ -148,6 +148,10 @@ OPTIONS: Dict[str, Option] = {
                "than this many ms (true = 1000); off by default", maximum=7 * 86400 * 1000),
         Option("push_operations_threshold", _parse_int, None,
                "Turso push: seal a batch (one server transaction) after this many row changes"),
+        Option("readonly", _parse_bool, False,
+               "open an existing replica read-only: writes fail as on a read-only database, "
+               "nothing is ever written to the replica's files (pages it has not cached cannot "
+               "be read); mode=ro in a file: URI of a replica means the same"),
         Option("protocol", _parse_protocol, "auto",
                "auto | range | turso | libsql: how to read an http(s) URL (libsql: a libSQL server's "
                "embedded-replica protocol, /export + /sync frames; auto: Turso sync for libsql://, "

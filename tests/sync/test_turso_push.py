@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import sqlite3
+import time
 
 import pytest
 
@@ -97,6 +99,8 @@ def test_push_sql_is_spec_6_7_and_commits_the_high_water_row_in_the_same_batch(t
     sqls = [s["stmt"]["sql"] for s in steps]
     assert sqls[0] == "BEGIN IMMEDIATE" and steps[0]["condition"] is None
     assert sqls[1].startswith("CREATE TABLE IF NOT EXISTS turso_sync_last_change_id")
+    assert sqls[2].startswith("SELECT abs(-9223372036854775808) WHERE")  # the compare-and-set guard
+    assert steps[2]["stmt"]["args"][1] == {"type": "null"}  # built on no high-water row yet
     assert "CREATE TABLE IF NOT EXISTS k(id INTEGER PRIMARY KEY)" in sqls
     assert ('INSERT INTO "p"("email", "name") VALUES (?, ?) ON CONFLICT("email") DO UPDATE SET '
             '"name" = excluded."name"') in sqls
@@ -248,3 +252,42 @@ def test_capture_is_invisible_in_dumps_schema_and_reflection(turso_server, tmp_p
     out = io.StringIO()
     Shell(conn, out=out).dot(".schema")
     assert "sqlite_tdb" not in out.getvalue() and "CREATE TABLE mine(a);" in out.getvalue()
+
+
+def test_a_batch_delayed_in_the_network_past_its_retry_rolls_back_instead_of_applying_twice(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    with FaultProxy(turso_server.url) as proxy:
+        conn = turso_dbapi.connect(proxy.base_url, local_path=str(tmp_path / "r.db"), http_timeout=0.5, retries=0)
+        _counting_server(turso_server)
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, i) for i in range(5)])
+        conn.commit()
+        proxy.clear()
+        # the first batch is held 1.5 s: the client gives up at 0.5 s and pushes again; the
+        # retry commits, then the held batch reaches the server - and must change nothing
+        proxy.inject("slow", delay=1.5, when=lambda r: b"BEGIN IMMEDIATE" in r.body)
+        conn.push()
+        time.sleep(2.0)  # the held batch has arrived by now
+        guard = [json.loads(r.request_body)["requests"][0]["batch"]["steps"][2]["stmt"]["args"]
+                 for r in proxy.records if b"BEGIN IMMEDIATE" in r.request_body]
+    assert len(guard) == 2 and guard[0] == guard[1]  # both built on "no high-water row"
+    assert turso_server.db_sql("SELECT n FROM applied") == [["5"]]  # not 10
+    assert turso_server.db_sql("SELECT COUNT(*) FROM t") == [["5"]]
+
+
+def test_changes_of_another_process_are_captured_and_pushed(turso_server, tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    path = str(tmp_path / "r.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import turso_dbapi\n"
+              "c = turso_dbapi.connect(sys.argv[2])\n"
+              "c.execute('INSERT INTO t VALUES (7, 7)'); c.execute('CREATE TABLE theirs(a)')\n"
+              "c.execute('INSERT INTO theirs VALUES (1)'); c.commit()\n")
+    subprocess.run([sys.executable, "-c", script, root, path], check=True, timeout=60)
+    assert conn.stats().pending_changes >= 1
+    conn.push()  # this process pushes what the other one wrote
+    assert turso_server.db_sql("SELECT * FROM t") == [["7", "7"]]
+    assert turso_server.db_sql("SELECT * FROM theirs") == [["1"]]

@@ -238,3 +238,46 @@ def test_a_push_racing_a_pull_never_goes_back_in_time(turso_server, tmp_path):
     rep.source.changes_since = real
     assert conn.pull() is True  # now the snapshot has it; still exactly one row
     assert conn.execute("SELECT COUNT(*) FROM t WHERE id = 1000").fetchall() == [(1,)]
+
+
+def test_a_local_writer_is_never_blocked_by_the_network_of_a_pull(turso_server, tmp_path):
+    """A pull against a server behind a 500 ms proxy: the writer waits at most for the local
+    apply (lock, switch, replay), never for the network. Its worst latency is printed."""
+    from support.faultproxy import FaultProxy
+
+    rows_table(turso_server, 200)
+    path = str(tmp_path / "r.db")
+    with FaultProxy(turso_server.url, latency=0.5) as proxy:
+        puller = turso_dbapi.connect(proxy.base_url, local_path=path)
+        writer = turso_dbapi.connect(path, check_same_thread=False)
+        puller.executemany("INSERT INTO t VALUES (?, -1, x'00')", [(5000 + i,) for i in range(200)])
+        puller.commit()
+        turso_server.db_sql("UPDATE t SET v = 1 WHERE id < 100")
+        stop = threading.Event()
+        latencies = []
+
+        def write():
+            i = 0
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                writer.execute("INSERT INTO t VALUES (?, 2, x'02')", (100000 + i,))
+                writer.commit()
+                latencies.append(time.perf_counter() - t0)
+                i += 1
+                time.sleep(0.005)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        t0 = time.perf_counter()
+        assert puller.pull() is True
+        pull_s = time.perf_counter() - t0
+        time.sleep(0.1)
+        stop.set()
+        thread.join(10)
+    worst = max(latencies)
+    print(f"pull {pull_s:.3f} s over a 500 ms proxy; {len(latencies)} writer commits, worst {worst * 1000:.1f} ms")
+    assert pull_s > 0.5  # a round trip of 500 ms at least: the network was slow
+    assert worst < 0.5  # the writer never waited for a round trip
+    written = len(latencies)
+    assert puller.execute("SELECT count(*) FROM t WHERE id >= 100000").fetchone() == (written,)
+    assert puller.execute("SELECT count(*) FROM t WHERE id BETWEEN 5000 AND 5199 AND v = -1").fetchone() == (200,)

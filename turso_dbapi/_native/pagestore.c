@@ -73,6 +73,14 @@
 **       page bytes stay in P-tdblocal but are absent; the next write of a page makes it
 **       local again. Durable with tdb_store_sync (msync of the map).
 **
+**   (18) A read-only store (tdb_store_open_readonly: a replica opened with readonly=true,
+**       maybe on a read-only filesystem) opens its three files O_RDONLY and maps the
+**       sidecar PROT_READ; nothing is ever written: put_synced, writes, truncation,
+**       drop, the apply flag and the size are refused (SQLite, opened mode=ro, never
+**       writes), and a page failing its CRC check reads as absent without its entry
+**       being cleared. A writable open of the same path in this process while it is
+**       open gets TDB_E_INUSE; a read-only open of a store open writable shares it.
+**
 ** LIMITATIONS
 **   64-bit only (address-space reservation). Page size is fixed per store (VACUUM to
 **   another page size is not supported). Not fork-safe: reopen in the child.
@@ -124,6 +132,7 @@ struct tdb_store {
     void *py_handle;
     uint32_t zero_crc;     /* crc_tag of an all-zero page */
     pthread_mutex_t mu;    /* growth of the sidecar and stores of entries */
+    int readonly;          /* (18) */
     tdb_store_counters c;  /* updated with relaxed atomics */
 };
 
@@ -224,6 +233,7 @@ static char *suffixed(const char *path, const char *suffix) {
 }
 
 static int open_rw(const char *path) { return open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644); }
+static int open_ro(const char *path) { return open(path, O_RDONLY | O_CLOEXEC); }
 
 static void store_free(tdb_store *s) {
     if (s->map) munmap(s->map, s->map_reserved);
@@ -238,13 +248,16 @@ static void store_free(tdb_store *s) {
 
 /* Create or check the sidecar header, under an exclusive flock so two processes
 ** opening a fresh replica at once agree. */
-static int init_header(int fd, uint32_t page_size, uint64_t remote_size, const uint8_t *identity) {
+static int init_header(int fd, uint32_t page_size, uint64_t remote_size, const uint8_t *identity,
+                       int readonly) {
     int rc = TDB_OK;
-    if (flock(fd, LOCK_EX) != 0) return TDB_E_IO;
+    if (flock(fd, readonly ? LOCK_SH : LOCK_EX) != 0) return TDB_E_IO;
     struct stat st;
     uint8_t hdr[64];
     if (fstat(fd, &st) != 0) {
         rc = TDB_E_IO;
+    } else if (st.st_size < TDB_MAP_HEADER && readonly) {
+        rc = TDB_E_MISMATCH; /* (18) never initialised: nothing to read */
     } else if (st.st_size < TDB_MAP_HEADER) {
         memset(hdr, 0, sizeof hdr);
         memcpy(hdr, MAGIC, 8);
@@ -273,8 +286,9 @@ static int init_header(int fd, uint32_t page_size, uint64_t remote_size, const u
     return rc;
 }
 
-tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_size,
-                          const uint8_t *identity, void *py_handle, int *err, int *sys_errno) {
+static tdb_store *store_open(const char *path, uint32_t page_size, uint64_t remote_size,
+                             const uint8_t *identity, void *py_handle, int readonly, int *err,
+                             int *sys_errno) {
     *err = TDB_OK;
     *sys_errno = 0;
     if (!path || !*path || page_size < 512 || page_size > 65536 || (page_size & (page_size - 1))) {
@@ -285,7 +299,8 @@ tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_
     for (tdb_store *s = g_stores; s; s = s->next) {
         if (strcmp(s->path, path) == 0) {
             if (s->page_size != page_size ||
-                memcmp(s->map + OFF_IDENTITY, identity, TDB_IDENTITY_LEN) != 0) {
+                memcmp(s->map + OFF_IDENTITY, identity, TDB_IDENTITY_LEN) != 0 ||
+                (s->readonly && !readonly)) { /* (18) */
                 *err = TDB_E_INUSE;
                 pthread_mutex_unlock(&g_mu);
                 return NULL;
@@ -312,13 +327,15 @@ tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_
     s->page_size = page_size;
     s->py_handle = py_handle;
     s->refs = 1;
-    s->fd_synced = open_rw(path);
-    s->fd_local = open_rw(zl);
-    s->fd_map = open_rw(zm);
+    s->readonly = readonly;
+    int (*open_file)(const char *) = readonly ? open_ro : open_rw; /* (18) */
+    s->fd_synced = open_file(path);
+    s->fd_local = open_file(zl);
+    s->fd_map = open_file(zm);
     free(zl);
     free(zm);
     if (!s->path || s->fd_synced < 0 || s->fd_local < 0 || s->fd_map < 0) goto io_error;
-    *err = init_header(s->fd_map, page_size, remote_size, identity);
+    *err = init_header(s->fd_map, page_size, remote_size, identity, readonly);
     if (*err != TDB_OK) goto fail;
     {
         uint64_t rp = (remote_size + page_size - 1) / page_size;
@@ -327,7 +344,8 @@ tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_
         s->max_pages = (uint32_t)maxp;
     }
     s->map_reserved = TDB_MAP_HEADER + (size_t)s->max_pages * 8;
-    s->map = mmap(NULL, s->map_reserved, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd_map, 0);
+    s->map = mmap(NULL, s->map_reserved, readonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED,
+                  s->fd_map, 0);
     if (s->map == MAP_FAILED) {
         s->map = NULL;
         goto io_error;
@@ -357,6 +375,19 @@ fail:
     pthread_mutex_unlock(&g_mu);
     return NULL;
 }
+
+tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_size,
+                          const uint8_t *identity, void *py_handle, int *err, int *sys_errno) {
+    return store_open(path, page_size, remote_size, identity, py_handle, 0, err, sys_errno);
+}
+
+tdb_store *tdb_store_open_readonly(const char *path, uint32_t page_size, uint64_t remote_size,
+                                   const uint8_t *identity, void *py_handle, int *err,
+                                   int *sys_errno) {
+    return store_open(path, page_size, remote_size, identity, py_handle, 1, err, sys_errno);
+}
+
+int tdb_store_readonly(tdb_store *s) { return s->readonly; }
 
 tdb_store *tdb_store_lookup(const char *path) {
     tdb_store *found = NULL;
@@ -402,6 +433,7 @@ uint32_t tdb_store_max_pages(tdb_store *s) { return s->max_pages; }
 void tdb_store_set_remote_size(tdb_store *s, uint64_t size) {
     /* For a new synced revision (sync engine, under SQLite's EXCLUSIVE lock): the
     ** synced layer now has `size` bytes and SQLite sees that size. */
+    if (s->readonly) return; /* (18) */
     pthread_mutex_lock(&s->mu);
     hdr_set_u64(s, OFF_REMOTE, size);
     hdr_set_u64(s, OFF_LOGICAL, size);
@@ -450,6 +482,7 @@ void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out) {
 int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int overwrite,
                          int prefetched) {
     /* Returns 1 when stored, 0 when kept (already present), -1 refused/failed. */
+    if (s->readonly) return -1; /* (18) */
     if (pgno == 0 || pgno > remote_pages(s)) return -1; /* (6) */
     int rc = 1;
     pthread_mutex_lock(&s->mu);
@@ -489,7 +522,7 @@ uint32_t tdb_store_drop_local(tdb_store *s) { /* (18) */
 }
 
 int tdb_store_drop_synced(tdb_store *s, uint32_t pgno) {
-    if (!covered(s, pgno)) return 0;
+    if (s->readonly || !covered(s, pgno)) return 0; /* (18) */
     __atomic_store_n(&entry(s, pgno)[0], 0, __ATOMIC_RELEASE);
     __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~(F_SYNCED_OK | F_PREFETCHED), __ATOMIC_RELAXED);
     return 1;
@@ -527,7 +560,7 @@ static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint
         } else {
             if (got < ps) memset(page + got, 0, ps - got);
             if (crc_tag(tdb_crc32c(0, page, ps)) != lc) {
-                if (all_zero(page, ps)) { /* (16) nothing was written there: a bogus entry */
+                if (all_zero(page, ps) && !s->readonly) { /* (16) nothing was written there: a bogus entry */
                     CNT(s, crc_failures, 1);
                     __atomic_compare_exchange_n(&entry(s, pgno)[1], &lc, 0, 0, __ATOMIC_ACQ_REL,
                                                 __ATOMIC_RELAXED);
@@ -562,8 +595,9 @@ static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint
         } else if (got != ps || crc_tag(tdb_crc32c(0, page, ps)) != sc) {
             /* (7) torn or damaged: forget it and fetch it again */
             CNT(s, crc_failures, 1);
-            __atomic_compare_exchange_n(&entry(s, pgno)[0], &sc, 0, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_RELAXED);
+            if (!s->readonly) /* (18) a read-only store keeps the entry: the page reads absent */
+                __atomic_compare_exchange_n(&entry(s, pgno)[0], &sc, 0, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED);
             __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~F_SYNCED_OK, __ATOMIC_RELAXED);
             rc = PG_ABSENT;
         } else {
@@ -654,6 +688,7 @@ static void raise_logical(tdb_store *s, uint64_t end) {
 
 int tdb_store_write(tdb_store *s, uint64_t conn_id, const uint8_t *buf, int amt, int64_t off) {
     const uint32_t ps = s->page_size;
+    if (s->readonly) return TDB_SQLITE_READONLY; /* (18) */
     if (amt <= 0) return TDB_SQLITE_OK;
     uint64_t end = (uint64_t)off + (uint64_t)amt;
     uint32_t first = (uint32_t)((uint64_t)off / ps) + 1;
@@ -696,6 +731,7 @@ int tdb_store_write(tdb_store *s, uint64_t conn_id, const uint8_t *buf, int amt,
 }
 
 int tdb_store_truncate(tdb_store *s, int64_t size) {
+    if (s->readonly) return TDB_SQLITE_READONLY; /* (18) */
     /* (5) pages past the new end become local zero pages, so a later growth of the
     ** file reads zeros there, as with a real file, and never the old synced bytes. */
     const uint32_t ps = s->page_size;
@@ -723,6 +759,7 @@ int tdb_store_truncate(tdb_store *s, int64_t size) {
 
 int tdb_store_sync(tdb_store *s) {
     int rc = 0;
+    if (s->readonly) return TDB_SQLITE_OK; /* (18) nothing was written */
     if (fdatasync(s->fd_local) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
     if (fdatasync(s->fd_synced) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
     uint64_t cap = __atomic_load_n(&s->map_cap, __ATOMIC_ACQUIRE);
@@ -746,6 +783,7 @@ int tdb_store_forget_unchanged_local(tdb_store *s, uint32_t pgno) {
     const uint32_t ps = s->page_size;
     uint32_t lc = local_crc(s, pgno);
     if (!lc) return 1;
+    if (s->readonly) return 0; /* (18) */
     uint8_t *mine = malloc(ps), *theirs = malloc(ps);
     int rc = 0;
     if (!mine || !theirs) {
@@ -793,6 +831,7 @@ int tdb_store_applying(tdb_store *s) {
 }
 
 int tdb_store_set_applying(tdb_store *s, int on) {
+    if (s->readonly) return TDB_SQLITE_READONLY; /* (18) */
     __atomic_store_n((uint32_t *)(s->map + OFF_APPLY), on ? 1u : 0u, __ATOMIC_RELEASE);
     return msync(s->map, TDB_MAP_HEADER, MS_SYNC) == 0 ? TDB_SQLITE_OK : TDB_SQLITE_IOERR_FSYNC;
 }

@@ -39,6 +39,11 @@ typedef struct tdb_store_counters {
 
 tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_size,
                           const uint8_t *identity, void *py_handle, int *err, int *sys_errno);
+/* (18) The same, read-only: the files must exist; nothing is ever written to them. */
+tdb_store *tdb_store_open_readonly(const char *path, uint32_t page_size, uint64_t remote_size,
+                                   const uint8_t *identity, void *py_handle, int *err,
+                                   int *sys_errno);
+int tdb_store_readonly(tdb_store *s);
 void tdb_store_release(tdb_store *s);
 int tdb_store_refs(tdb_store *s); /* Python's reference + open lazy files */
 int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int overwrite,
@@ -98,6 +103,7 @@ int tdb_py_applying(void *py_handle, uint64_t conn_id);
 
 /* SQLite result codes the store returns to the VFS (no SQLite headers here). */
 #define TDB_SQLITE_OK 0
+#define TDB_SQLITE_READONLY 8
 #define TDB_SQLITE_FULL 13
 #define TDB_SQLITE_IOERR_READ (10 | (1 << 8))
 #define TDB_SQLITE_IOERR_SHORT_READ (10 | (2 << 8))

@@ -10,13 +10,15 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def file_lock(path: str, *, wait: bool = True) -> Iterator[bool]:
+def file_lock(path: str, *, wait: bool = True, shared: bool = False) -> Iterator[bool]:
     """Hold the lock file ``path`` (created if missing). Yields True when held; with
-    ``wait=False`` it yields False at once if someone else holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    ``wait=False`` it yields False at once if someone else holds it. ``shared``: a shared
+    lock on the file opened read-only (it must exist; nothing is created or written)."""
+    fd = os.open(path, os.O_RDONLY) if shared else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return

@@ -27,7 +27,7 @@ from ..connection import StatsMethod
 from ..errors import OperationalError, ProgrammingError, RemoteError, is_io_error
 from ..fetch.miss import MissHandler
 from ..storage import pagestore
-from ..storage.callbacks import take_error
+from ..storage.callbacks import keep_error, take_error
 from ..url import parse_options, split_url_options, with_defaults
 
 log = logging.getLogger("turso_dbapi")
@@ -49,15 +49,28 @@ def default_cache_dir() -> str:
     return os.path.join(base, "turso_dbapi")
 
 
-def default_replica_path(display_url: str, version: str) -> str:
+def default_replica_path(display_url: str, version: str, *, create: bool = True) -> str:
     """``<cache>/turso_dbapi/<sha256 of redacted URL + version>/db``; directories are
     created private (0700): cached pages of a token-protected database are as secret
-    as the database."""
+    as the database. ``create=False``: only the name (read-only opens create nothing)."""
     key = hashlib.sha256(f"{display_url}\n{version}".encode()).hexdigest()
     base = default_cache_dir()
+    if not create:
+        return os.path.join(base, key, "db")
     os.makedirs(base, mode=0o700, exist_ok=True)
     os.makedirs(os.path.join(base, key), mode=0o700, exist_ok=True)
     return os.path.join(base, key, "db")
+
+
+def existing_replica_path(local_path: Any) -> str:
+    """The real path of a replica that must already exist (``readonly=true``: nothing is
+    created); otherwise the OperationalError sqlite3 gives for a file it cannot open."""
+    path = os.path.realpath(os.fsdecode(local_path))
+    if not os.path.isfile(path):
+        raise OperationalError(
+            f"unable to open database file {path}: readonly=true opens an existing replica and "
+            "never creates one; open it once without readonly")
+    return path
 
 
 def usable_local_path(local_path: Any) -> str:
@@ -92,6 +105,21 @@ def usable_local_path(local_path: Any) -> str:
 
 def describe_error(exc: Optional[BaseException]) -> Optional[str]:
     return None if exc is None else f"{type(exc).__name__}: {exc}"
+
+
+class ReadOnlyMissHandler(MissHandler):
+    """The miss handler of read-only connections: storing a fetched page would write the
+    replica's files, so a page the replica has not cached is an error naming it (no
+    request is made). Runs on misses only."""
+
+    def handle_miss(self, pgno: int, n_pages: int) -> int:
+        exc = OperationalError(
+            f"page {pgno} of {self.store.path} is not cached, and a read-only replica never "
+            "writes its files, so it cannot fetch it (open it without readonly to fetch)")
+        self.last_error = exc
+        keep_error(exc)
+        log.warning("%s", exc)
+        return 1
 
 
 class ReportingMissHandler(MissHandler):

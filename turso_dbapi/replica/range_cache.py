@@ -25,8 +25,9 @@ from ..fetch.miss import download_all
 from ..storage import claim, files, pagestore
 from ..storage.vfs import ensure_registered, replica_uri
 from ..url import normalize_remote_url, redact
-from .base import RemoteReplica, ReportingMissHandler, StatsRecord, attach_replica
-from .base import default_replica_path, open_connection, remote_class, usable_local_path
+from .base import ReadOnlyMissHandler, RemoteReplica, ReportingMissHandler, StatsRecord, attach_replica
+from .base import default_replica_path, existing_replica_path, open_connection, remote_class
+from .base import usable_local_path
 from .live import LiveReplica, claim_live, live_class
 
 RANGE_SCHEMES = ("http", "https", "libsql", "turso")
@@ -163,8 +164,9 @@ def connect_range(
     ``turso_dbapi.connect``. ``source`` (a ``PageSource``, not yet opened) replaces the HTTP
     one, e.g. a ``FileSource`` in tests."""
     ensure_registered()
-    if local_path:
-        local_path = usable_local_path(local_path)  # before any request: a bad path fails first
+    readonly = bool(opts.get("readonly"))  # nothing is written to the replica's files
+    if local_path:  # before any request: a bad path fails first
+        local_path = existing_replica_path(local_path) if readonly else usable_local_path(local_path)
     source_opts = opts
     if local_path and os.path.exists(local_path + files.SIDECAR):
         # A cache is there: open() only revalidates, so it reads the header, not the
@@ -177,11 +179,20 @@ def connect_range(
     if live is not None:  # a WAL-mode database or follow=: the snapshot of db + WAL
         source, leading = live, live.open(leading)
     display = source.display_url
-    path = local_path or usable_local_path(default_replica_path(redact(url), source.version))
+    if local_path:
+        path = local_path
+    elif readonly:
+        path = existing_replica_path(default_replica_path(redact(url), source.version, create=False))
+    else:
+        path = usable_local_path(default_replica_path(redact(url), source.version))
     claim.refuse_foreign(path, display)
     claim.refuse_repoint(path, claim.recorded_url(path), display)  # one remote per replica
     follows = live is not None or hasattr(source, "observe")  # pull() switches its pages
     lock_fd, private = -1, False
+    if follows and readonly:
+        raise NotSupportedError(
+            f"readonly=true: {display} is followed live (a WAL-mode database, or follow=), "
+            "and following writes the cache; open it without readonly")
     if follows:
         path, lock_fd, private = claim_live(path)
     identity = pagestore.identity_of(redact(url), source.version, source.page_size, source.size)
@@ -191,16 +202,19 @@ def connect_range(
         size=source.size,
         identity=identity,
         meta={"url": display, "version": source.version},
+        readonly=readonly,
     )
-    _store_leading_pages(store, leading)
+    if not readonly:
+        _store_leading_pages(store, leading)
     handler_opts = {"segment_size": opts["segment_size"], "readahead_max": opts["readahead_max"],
                     "prefetch": opts["prefetch"]}
-    handler = ReportingMissHandler(store, source, **handler_opts)
+    handler = (ReadOnlyMissHandler if readonly else ReportingMissHandler)(store, source, **handler_opts)
     conn_id = store.attach(handler)
-    if not opts["partial"]:
+    if not opts["partial"] and not readonly:
         download_all(store, handler, batch_bytes=max(opts["readahead_max"], store.page_size))
     class_for = live_class if follows else remote_class
-    conn = open_connection(replica_uri(path, conn_id), factory, connect_kwargs, class_for)
+    conn = open_connection(replica_uri(path, conn_id, readonly=readonly), factory, connect_kwargs,
+                           class_for)
     attach_replica(conn, Replica(store, source, handler, conn_id, path, follow_ms=opts.get("follow"),
                                  lock_fd=lock_fd, private=private, handler_opts=handler_opts))
     return conn

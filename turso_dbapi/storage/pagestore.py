@@ -67,7 +67,7 @@ def identity_of(url: str, version: str, page_size: int, size: int) -> bytes:
 class PageStore:
     """One replica's C store in this process. Create with ``open_store``."""
 
-    def __init__(self, path: str, page_size: int, size: int, identity: bytes):
+    def __init__(self, path: str, page_size: int, size: int, identity: bytes, readonly: bool = False):
         ffi, lib = _lib()
         self._ffi, self._lib = ffi, lib
         self.path = path
@@ -79,13 +79,13 @@ class PageStore:
         self._handle = ffi.new_handle(self)  # kept alive by self: outlives the C pointer
         err = ffi.new("int *")
         sys_errno = ffi.new("int *")
-        ptr = lib.tdb_store_open(
-            path.encode(), page_size, size, identity, self._handle, err, sys_errno
-        )
+        opener = lib.tdb_store_open_readonly if readonly else lib.tdb_store_open  # (18)
+        ptr = opener(path.encode(), page_size, size, identity, self._handle, err, sys_errno)
         if ptr == ffi.NULL:
             self._ptr = None
             raise StoreOpenError(int(err[0]), int(sys_errno[0]), path)
         self._ptr = ptr
+        self.readonly = bool(lib.tdb_store_readonly(ptr))  # pagestore.c rule (18)
         self._users = 0  # open_store() calls not yet matched by release_store(); under _stores_lock
 
     @property
@@ -245,6 +245,25 @@ class PageStore:
             return 1
         return handler.handle_miss(pgno, n_pages)
 
+def open_readonly(path: str, page_size: int, size: int, identity: bytes) -> PageStore:
+    """The store of an existing replica, read-only (pagestore.c rule (18)): no file is
+    created, removed or written; anything but a replica of this identity is refused."""
+    meta = read_json(path + files.CACHE_META)
+    if not os.path.exists(path + files.SIDECAR) or meta is None:
+        raise OperationalError(
+            f"unable to open a read-only replica at {path}: there is none (readonly=true "
+            "never writes, so it cannot create one; open it once without readonly)")
+    if meta.get("identity") != identity.hex() or claim.sidecar_state(path, page_size, identity) != "ok":
+        raise OperationalError(
+            f"unable to open the read-only replica at {path}: it holds another version of the "
+            f"remote database ({meta.get('version')}), and a read-only replica cannot refresh "
+            "its cache; open it without readonly")
+    try:
+        return PageStore(path, page_size, size, identity, readonly=True)
+    except StoreOpenError as exc:
+        raise OperationalError(f"unable to open the read-only replica at {path}: {exc}") from None
+
+
 class StoreOpenError(OperationalError):
     def __init__(self, code: int, sys_errno: int, path: str):
         reason = {
@@ -272,8 +291,12 @@ def open_store(
     size: int,
     identity: bytes,
     meta: Optional[Mapping[str, Any]] = None,
+    readonly: bool = False,
 ) -> PageStore:
     """Open (or create) the replica at ``path`` for this identity.
+
+    ``readonly``: open an existing replica of exactly this identity without writing
+    anything (``open_readonly``).
 
     A replica left by another version or page size, or whose sidecar is missing or
     damaged, is removed first (a fresh cache, never a mix) unless it holds local changes:
@@ -286,6 +309,10 @@ def open_store(
         if store is not None and not store._users and _close_if_unused(store):
             store = None  # its last lazy file closed after its last release (a late cursor)
         if store is not None:
+            if store.readonly and not readonly:
+                raise OperationalError(
+                    f"the replica at {path} is open read-only in this process; close those "
+                    "connections to open it writable")
             if store.identity == identity and store.page_size == page_size:
                 store._users += 1
                 return store
@@ -294,6 +321,11 @@ def open_store(
                 "remote database; close those connections (and drop their cursors: a cursor "
                 "keeps its statement, hence the file, open) or use another local_path"
             )
+        if readonly:
+            store = open_readonly(path, page_size, size, identity)
+            _stores[path] = store
+            store._users += 1
+            return store
         os.makedirs(os.path.dirname(path), exist_ok=True)
         claim.refuse_foreign(path, str((meta or {}).get("url") or "a remote database"))
         meta_path = path + files.CACHE_META

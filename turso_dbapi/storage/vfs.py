@@ -34,11 +34,13 @@ ROUTE_ENV = "TURSO_DBAPI_VFS_ROUTE"
 
 
 
-def replica_uri(path: str, conn_id: int, *, nowal: bool = False) -> str:
+def replica_uri(path: str, conn_id: int, *, nowal: bool = False, readonly: bool = False) -> str:
     """The URI SQLite opens a replica by: this VFS, and the connection whose miss handler
     fetches its absent pages (``PageStore.attach``). ``nowal``: PRAGMA journal_mode=WAL
-    answers the mode in effect instead of switching (vfs.c rule (16))."""
-    return f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}" + ("&tdbnowal=1" if nowal else "")
+    answers the mode in effect instead of switching (vfs.c rule (16)). ``readonly``:
+    SQLite's own mode=ro, so a write fails as on any read-only database."""
+    return (f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}" + ("&tdbnowal=1" if nowal else "")
+            + ("&mode=ro" if readonly else ""))
 
 
 _lock = threading.Lock()

@@ -1,6 +1,8 @@
 """Turso sync replicas: open and bootstrap (``replica``, ``bootstrap``), metadata, and pull
-(``engine`` sequences it: lock -> network -> ``stage`` -> ``apply``).
+(``engine`` sequences it: lock -> network -> ``stage`` -> ``apply`` + ``rebase``).
 
-Push, capture of local changes and rebase belong here too (not implemented yet: ``pull()``
-refuses replicas with local changes, ``push()`` raises NotSupportedError).
+Two-way: ``capture`` logs every local change (triggers, same transaction), ``changes``
+turns the log into idempotent SQL, ``push`` sends it over ``/v2/pipeline``, ``rebase``
+replays the unpushed changes on top of each pulled revision; ``internal`` opens the
+driver's own connections to a replica.
 """

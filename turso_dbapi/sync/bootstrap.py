@@ -38,9 +38,10 @@ def store_identity(client_unique_id: str) -> bytes:
     return hashlib.sha256(f"turso-sync\n{client_unique_id}".encode()).digest()
 
 
-def open_lock(replica: str) -> ContextManager[bool]:
-    """Serialises bootstraps and opens of ``replica`` across processes (``-tdbsync.lock``)."""
-    return file_lock(replica + files.LOCK)
+def open_lock(replica: str, *, readonly: bool = False) -> ContextManager[bool]:
+    """Serialises bootstraps and opens of ``replica`` across processes (``-tdbsync.lock``);
+    ``readonly``: a shared lock, taken without writing (read-only opens only read)."""
+    return file_lock(replica + files.LOCK, shared=readonly)
 
 
 def pull_lock(replica: str, *, wait: bool = True) -> ContextManager[bool]:
@@ -71,11 +72,13 @@ def is_partial(options: Mapping[str, Any]) -> bool:
                 or options.get("bootstrap_query"))
 
 
-def open_replica_store(replica: str, meta: sync_meta.SyncMeta, display_url: str) -> pagestore.PageStore:
+def open_replica_store(replica: str, meta: sync_meta.SyncMeta, display_url: str,
+                       readonly: bool = False) -> pagestore.PageStore:
     return pagestore.open_store(
         replica, page_size=PAGE_SIZE, size=meta.db_size_pages * PAGE_SIZE,
         identity=store_identity(meta.client_unique_id),
         meta={"url": display_url, "version": f"turso-sync:{meta.client_unique_id}"},
+        readonly=readonly,
     )
 
 

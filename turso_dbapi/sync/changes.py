@@ -24,6 +24,7 @@ row another client deleted meanwhile (last writer wins, as pyturso's upsert does
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -94,33 +95,38 @@ def if_not_exists(sql: str) -> str:
     return _CREATE.sub(lambda m: m.group(0) + "IF NOT EXISTS ", sql, count=1)
 
 
-def statements(info: TableInfo, ch: Change) -> List[Stmt]:
+@functools.lru_cache(maxsize=1024)
+def _sql(info: TableInfo, op: str, cols: Tuple[str, ...]) -> str:
+    """The SQL text of one shape of change (cached: a push sends thousands of one shape)."""
     t = qi(info.name)
     if info.kind == "pk":
         where = " AND ".join(f"{qi(c)} IS ?" for c in info.pk)
     else:
         where = f"{qi(info.pk[0]) if info.kind == 'alias' else info.rowid_name} = ?"
-    if ch.row is None:
-        return [Stmt(f"DELETE FROM {t} WHERE {where}", tuple(ch.key), info.name, ch.change_id)]
-    cols = [c for c in info.columns if c in ch.row]
-    vals = tuple(ch.row[c] for c in cols)
-    out: List[Stmt] = []
-    if info.kind == "rowid":
+    if op == "delete":
+        return f"DELETE FROM {t} WHERE {where}"
+    if op == "replace":  # no primary key: the rowid is the key
         names = ", ".join([info.rowid_name] + [qi(c) for c in cols])
-        marks = ", ".join("?" * (len(cols) + 1))
-        out.append(Stmt(f"INSERT OR REPLACE INTO {t}({names}) VALUES ({marks})", tuple(ch.key) + vals,
-                        info.name, ch.change_id))
-        return out
-    if info.kind == "pk" and any(ch.row.get(c) is None for c in info.pk):
-        out.append(Stmt(f"DELETE FROM {t} WHERE {where}", tuple(ch.row.get(c) for c in info.pk),
-                        info.name, ch.change_id))
+        return f"INSERT OR REPLACE INTO {t}({names}) VALUES ({', '.join('?' * (len(cols) + 1))})"
     sets = ", ".join(f"{qi(c)} = excluded.{qi(c)}" for c in cols if c not in info.pk)
     action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
     names = ", ".join(qi(c) for c in cols)
-    marks = ", ".join("?" * len(cols))
     conflict = ", ".join(qi(c) for c in info.pk)
-    out.append(Stmt(f"INSERT INTO {t}({names}) VALUES ({marks}) ON CONFLICT({conflict}) {action}", vals,
-                    info.name, ch.change_id))
+    return f"INSERT INTO {t}({names}) VALUES ({', '.join('?' * len(cols))}) ON CONFLICT({conflict}) {action}"
+
+
+def statements(info: TableInfo, ch: Change) -> List[Stmt]:
+    if ch.row is None:
+        return [Stmt(_sql(info, "delete", ()), tuple(ch.key), info.name, ch.change_id)]
+    row = ch.row
+    cols = info.columns if len(row) == len(info.columns) else tuple(c for c in info.columns if c in row)
+    vals = tuple(row[c] for c in cols)
+    if info.kind == "rowid":
+        return [Stmt(_sql(info, "replace", cols), tuple(ch.key) + vals, info.name, ch.change_id)]
+    out: List[Stmt] = []
+    if info.kind == "pk" and any(row.get(c) is None for c in info.pk):
+        out.append(Stmt(_sql(info, "delete", ()), tuple(row.get(c) for c in info.pk), info.name, ch.change_id))
+    out.append(Stmt(_sql(info, "upsert", cols), vals, info.name, ch.change_id))
     return out
 
 
@@ -137,14 +143,35 @@ def _key_values(conn: sqlite3.Connection, kind: str, k: Any) -> Optional[Tuple[A
     return tuple(row)
 
 
-def current_row(conn: sqlite3.Connection, info: TableInfo, key: Sequence[Any]) -> Optional[Dict[str, Any]]:
+@functools.lru_cache(maxsize=256)
+def _select(info: TableInfo) -> str:
     cols = ", ".join(qi(c) for c in info.columns)
     if info.kind == "pk":
         where = " AND ".join(f"{qi(c)} IS ?" for c in info.pk)
     else:
         where = f"{qi(info.pk[0]) if info.kind == 'alias' else info.rowid_name} = ?"
-    row = conn.execute(f"SELECT {cols} FROM {qi(info.name)} WHERE {where}", tuple(key)).fetchone()
+    return f"SELECT {cols} FROM {qi(info.name)} WHERE {where}"
+
+
+def current_row(conn: sqlite3.Connection, info: TableInfo, key: Sequence[Any]) -> Optional[Dict[str, Any]]:
+    row = conn.execute(_select(info), tuple(key)).fetchone()
     return None if row is None else dict(zip(info.columns, row))
+
+
+def _rowid_changes(conn: sqlite3.Connection, t: int, info: TableInfo, after: int) -> List[Change]:
+    """The changed rows of a table keyed by its rowid, in ONE query (a join of the log's
+    keys with the table) instead of one per key."""
+    cols = ", ".join(f"r.{qi(c)}" for c in info.columns)
+    key = qi(info.pk[0]) if info.kind == "alias" else info.rowid_name
+    out = []
+    n = len(info.columns)
+    for row in conn.execute(
+            f"SELECT l.k, l.m, r.{key} IS NOT NULL, {cols} FROM "
+            f"(SELECT k, MAX(id) AS m FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k) AS l "
+            f"LEFT JOIN {qi(info.name)} AS r ON r.{key} = l.k", (t, after)):
+        values = dict(zip(info.columns, row[3:3 + n])) if row[2] else None
+        out.append(Change(info.name, (row[0],), values, row[1]))
+    return out
 
 
 def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = False) -> Changes:
@@ -159,18 +186,21 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
     mapping = {i: (name, kind) for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {capture.TABLES}")}
     last = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {capture.LOG}").fetchone()[0]
     rows: List[Change] = []
-    seen = set()
-    for t, k, newest in conn.execute(
-            f"SELECT t, k, MAX(id) AS m FROM {capture.LOG} WHERE id > ? GROUP BY t, k ORDER BY m", (after,)).fetchall():
+    for (t,) in conn.execute(f"SELECT DISTINCT t FROM {capture.LOG} WHERE id > ?", (after,)).fetchall():
         name, kind = mapping.get(t, (None, None))
         info = infos.get(name) if name is not None else None
         if info is None or info.kind != kind:
             continue  # the table is gone (or was recreated): the DDL diff covers it
-        key = _key_values(conn, kind, k)
-        if key is None:
+        if kind != "pk":
+            rows.extend(_rowid_changes(conn, t, info, after))
             continue
-        seen.add((name, key))
-        rows.append(Change(name, key, current_row(conn, info, key), newest))
+        for k, newest in conn.execute(
+                f"SELECT k, MAX(id) FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k", (t, after)).fetchall():
+            key = _key_values(conn, kind, k)
+            if key is not None:
+                rows.append(Change(name, key, current_row(conn, info, key), newest))
+    rows.sort(key=lambda c: c.change_id)
+    seen = {(c.table, c.key) for c in rows}
     before, after_ddl, full = schema_diff(conn, infos)
     if untracked_rows:
         full.update(i.name for i in capture.untracked(conn))

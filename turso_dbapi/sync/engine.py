@@ -159,6 +159,10 @@ def recover_dead_apply(store: PageStore, conn_id: int) -> int:
     (13)): finish the apply of a puller that died mid-switch, so no connection of any
     process ever reads a mix of two revisions. Returns an ``apply_flag`` answer."""
     path = store.path
+    if store.readonly:  # finishing the apply writes the replica: the read fails with this cause
+        raise OperationalError(
+            f"the replica {path} is in the middle of a pull whose process died; a read-only "
+            "connection cannot finish it: open the replica once without readonly")
     with pull_lock(path, wait=False) as held:
         if not held:
             return apply_flag.BUSY  # a live pull: the busy handler retries after its apply

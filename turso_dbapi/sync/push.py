@@ -8,7 +8,10 @@
 3. One local read transaction collects the changes (changes.collect), then ends: the
    network runs with no local lock held, and local writers keep writing.
 4. Batches (one ``/v2/pipeline`` call, one server transaction each): ``BEGIN IMMEDIATE``;
-   ``CREATE TABLE IF NOT EXISTS turso_sync_last_change_id``; the statements; the upsert
+   ``CREATE TABLE IF NOT EXISTS turso_sync_last_change_id``; a guard that fails unless the
+   high-water row is still the one the batch was built on (a compare-and-set: a batch of
+   an earlier attempt that was delayed in the network and committed after its client gave
+   up makes this one roll back, and the push starts over from the new row); the statements; the upsert
    of ``(client_id, g, newest log id in the batch)``; ``COMMIT``; ``ROLLBACK``. Every step
    after BEGIN runs only while the transaction is open AND the previous step succeeded (an
    ``ok`` condition; ADD COLUMN steps may fail with "duplicate column"), so a failing
@@ -48,6 +51,12 @@ HW_SELECT = "SELECT pull_gen, change_id FROM turso_sync_last_change_id WHERE cli
 HW_UPSERT = ("INSERT INTO turso_sync_last_change_id(client_id, pull_gen, change_id) VALUES (?, ?, ?) "
              "ON CONFLICT(client_id) DO UPDATE SET pull_gen=excluded.pull_gen, change_id=excluded.change_id")
 RETRIES = 3  # pushes redone from the high-water row after a lost reply
+# Compare-and-set on the high-water row: the step fails ("integer overflow") when the row is
+# no longer the one this batch was built on - a batch of an earlier attempt, delayed in the
+# network after its client gave up, committed first. The batch then rolls back whole.
+HW_GUARD = ("SELECT abs(-9223372036854775808) WHERE (SELECT pull_gen || ':' || change_id FROM "
+            "turso_sync_last_change_id WHERE client_id = ?) IS NOT ?")
+FIRST = 3  # index of a batch's first statement: BEGIN, CREATE TABLE, the guard come before
 
 Transform = Callable[[Change], Optional[Change]]
 
@@ -137,18 +146,22 @@ class Pipeline:
         return gen, cid
 
 
-def batch_steps(stmts: List[Stmt], client_id: str, gen: int, mark: Optional[int]) -> List[Any]:
-    """The steps of one push batch (module docstring, 4)."""
+def batch_steps(stmts: List[Stmt], client_id: str, gen: int, mark: Optional[int],
+                expected: Optional[Tuple[int, int]]) -> List[Any]:
+    """The steps of one push batch (module docstring, 4); ``expected`` is the high-water row
+    this batch was built on (None: no row)."""
     steps = [hrana.step(hrana.stmt("BEGIN IMMEDIATE"))]
 
     def chained() -> Any:
         prev = len(steps) - 1
         ran = hrana.ok(prev)
-        if 2 <= prev < 2 + len(stmts) and stmts[prev - 2].tolerate:
+        if FIRST <= prev < FIRST + len(stmts) and stmts[prev - FIRST].tolerate:
             ran = hrana.or_(ran, hrana.failed(prev))
         return hrana.and_(hrana.IN_TRANSACTION, ran)
 
     steps.append(hrana.step(hrana.stmt(HW_CREATE), hrana.and_(hrana.IN_TRANSACTION, hrana.ok(0))))
+    want = None if expected is None else f"{expected[0]}:{expected[1]}"
+    steps.append(hrana.step(hrana.stmt(HW_GUARD, [client_id, want]), chained()))
     for s in stmts:
         steps.append(hrana.step(hrana.stmt(s.sql, s.args), chained()))
     if mark is not None:
@@ -163,10 +176,12 @@ def _failure(stmts: List[Stmt], steps: List[Any], errors: list, results: list, d
         if err is None:
             continue
         i = err.index
-        if 2 <= i < 2 + len(stmts) and stmts[i - 2].tolerate and stmts[i - 2].tolerate in err.message:
+        if FIRST <= i < FIRST + len(stmts) and stmts[i - FIRST].tolerate and stmts[i - FIRST].tolerate in err.message:
             continue
+        if i == FIRST - 1:
+            return _Moved(f"push to {display_url}: the high-water row moved under this batch")
         sql = steps[i]["stmt"]["sql"] if 0 <= i < len(steps) else "(the request)"
-        table = stmts[i - 2].table if 2 <= i < 2 + len(stmts) else ""
+        table = stmts[i - FIRST].table if FIRST <= i < FIRST + len(stmts) else ""
         where = f" on table {table!r}" if table else ""
         cls = PushConstraintError if "CONSTRAINT" in err.code.upper() else PushRejectedError
         return cls(f"push to {display_url} failed{where}: {err.message} ({err.code}) in statement "
@@ -178,6 +193,10 @@ def _failure(stmts: List[Stmt], steps: List[Any], errors: list, results: list, d
         return ProtocolError(f"push to {display_url}: the server skipped COMMIT without reporting an error",
                              url=display_url)
     return None  # type: ignore[return-value]
+
+
+class _Moved(RemoteError):
+    """Another batch of this client committed first: build the push again from the mark."""
 
 
 def split(changes: Changes, rows: List[Stmt], threshold: Optional[int]) -> List[Tuple[List[Stmt], int]]:
@@ -249,12 +268,16 @@ def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
     result = PushResult(gen=gen, last_change_id=changes.last_id)
     sent0 = pipeline.sent_bytes
     batches = split(changes, rows, threshold)
+    expected = mark
     for stmts, hw in batches:
-        steps = batch_steps(stmts, client_id, gen, hw if hw > after or stmts else None)
+        new_mark = hw if hw > after or stmts else None
+        steps = batch_steps(stmts, client_id, gen, new_mark, expected)
         results, errors = pipeline.call(steps, f"push to {pipeline.display_url}")
         exc = _failure(stmts, steps, errors, results, pipeline.display_url)
         if exc is not None:
             raise exc
+        if new_mark is not None:
+            expected = (gen, new_mark)
         result.batches += 1
         result.statements += len(stmts)
         result.rows += sum(1 for s in stmts if s.change_id)

@@ -39,6 +39,7 @@ warning (it cannot be applied), so a pull never fails half-way.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -47,14 +48,13 @@ import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import OperationalError
-from ..protocol import hrana_batch as hrana
 from . import capture
 from .changes import Change, Stmt, collect, current_row, statements
 from .._util.atomic import fsync_dir, write_atomic
 from ..storage.files import REPLAY
 
 log = logging.getLogger("turso_dbapi")
-FORMAT = 1
+FORMAT = 2
 
 
 def replay_path(replica: str) -> str:
@@ -69,12 +69,15 @@ def remove_replay(replica: str) -> None:
         pass
 
 
+# Values in the replay file: JSON keeps int, float (repr round-trips exactly; inf as
+# Infinity), str and None as they are; a blob becomes {"b": base64}.
 def _enc(values: Any) -> Any:
-    return [hrana.encode_value(v) for v in values]
+    return [{"b": base64.b64encode(v).decode("ascii")} if isinstance(v, (bytes, bytearray, memoryview)) else v
+            for v in values]
 
 
 def _dec(values: Any) -> Tuple[Any, ...]:
-    return tuple(hrana.decode_value(v) for v in values)
+    return tuple(base64.b64decode(v["b"]) if isinstance(v, dict) else v for v in values)
 
 
 def _stmt_json(s: Stmt) -> Any:
@@ -112,17 +115,18 @@ def extract(ic: sqlite3.Connection, replica: str, store: Any, display_url: str) 
                 "installs capture and logs every row) and pull again")
     else:
         changes = collect(ic, 0, untracked_rows=True)
-        wr: Dict[str, bool] = {}
         doc["gen"] = capture.generation(ic)
         doc["before"] = [_stmt_json(s) for s in changes.before]
         doc["after"] = [_stmt_json(s) for s in changes.after]
+        tables: Dict[str, Any] = {}
         for ch in changes.rows:
             info = changes.infos[ch.table]
-            row = None if ch.row is None else [list(ch.row), _enc(ch.row.values())]
-            doc["rows"].append({"table": ch.table, "key": _enc(ch.key), "row": row, "id": ch.change_id,
-                                "columns": list(info.columns), "pk": list(info.pk), "kind": info.kind,
-                                "rowid_name": info.rowid_name,
-                                "without_rowid": info.kind == "pk" and wr.setdefault(ch.table, _without_rowid(ic, ch.table))})
+            if ch.table not in tables:
+                tables[ch.table] = [list(info.columns), list(info.pk), info.kind, info.rowid_name,
+                                    info.kind == "pk" and _without_rowid(ic, ch.table)]
+            row = None if ch.row is None else _enc(ch.row[c] for c in info.columns)
+            doc["rows"].append([ch.table, _enc(ch.key), row, ch.change_id])
+        doc["tables"] = tables
     write_atomic(replay_path(replica), json.dumps(doc, separators=(",", ":")).encode())
     return len(doc["rows"])
 
@@ -180,15 +184,17 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
     for j in doc["before"]:
         _run(rc, _stmt_of(j))
     replayed = skipped = 0
-    for r in doc["rows"]:
-        if r["id"] <= floor:
+    infos = {name: (capture.TableInfo(name, tuple(t[0]), tuple(t[1]), t[2], t[3]), bool(t[4]))
+             for name, t in doc.get("tables", {}).items()}
+    for table, key, values, change_id in doc["rows"]:
+        if change_id <= floor:
             continue
-        info = capture.TableInfo(r["table"], tuple(r["columns"]), tuple(r["pk"]), r["kind"], r["rowid_name"])
-        row = None if r["row"] is None else dict(zip(r["row"][0], _dec(r["row"][1])))
-        ch = Change(r["table"], _dec(r["key"]), row, r["id"])
+        info, without_rowid = infos[table]
+        row = None if values is None else dict(zip(info.columns, _dec(values)))
+        ch = Change(table, _dec(key), row, change_id)
         if on_conflict is not None:
             theirs = _server_row(rc, info, ch.key)
-            if theirs != row and (server is None or server.changed(info, ch.key, r.get("without_rowid", False))):
+            if theirs != row and (server is None or server.changed(info, ch.key, without_rowid)):
                 decision = on_conflict(Conflict(ch.table, ch.key, row, theirs))
                 ch = _decide(ch, decision)
                 if ch is None:
@@ -298,15 +304,13 @@ class ServerChanges:
 
 
 def _apply(rc: sqlite3.Connection, info: capture.TableInfo, ch: Change, on_conflict: Optional[OnConflict]) -> bool:
-    rc.execute("SAVEPOINT tdb_row")
     try:
+        # No savepoint per row (it doubled the replay's cost): a failing statement is
+        # undone by SQLite itself (ABORT), the transaction goes on.
         for s in statements(info, ch):
             rc.execute(s.sql, s.args)
-        rc.execute("RELEASE tdb_row")
         return True
     except sqlite3.Error as exc:
-        rc.execute("ROLLBACK TO tdb_row")
-        rc.execute("RELEASE tdb_row")
         decision = None
         if on_conflict is not None:
             decision = on_conflict(Conflict(ch.table, ch.key, ch.row, _server_row(rc, info, ch.key), str(exc)))

@@ -41,8 +41,10 @@ from ..replica.base import (
     RemoteReplica,
     ReportingMissHandler,
     StatsRecord,
+    ReadOnlyMissHandler,
     attach_replica,
     default_replica_path,
+    existing_replica_path,
     open_connection,
     remote_class,
     usable_local_path,
@@ -171,9 +173,18 @@ class TursoReplica(RemoteReplica):
             index_prefetch_used=counters["policy"]["index_prefetch_used"],
         )
 
+    readonly = False  # opened with readonly=true: pull() and push() would write its files
+
+    def _refuse_readonly(self, what: str) -> None:
+        if self.readonly:  # sqlite3's own words for a write to a read-only database
+            raise OperationalError(
+                f"attempt to write a readonly database: {what}() writes the replica {self.path}, "
+                "which was opened with readonly=true")
+
     def pull(self, on_conflict: Optional[rebase.OnConflict] = None) -> bool:
         """Fetch and apply the server's changes, replaying the unpushed local ones on top
         (``sync.engine.pull``); True when pages changed."""
+        self._refuse_readonly("pull")
         conn = self._conn()
         if conn is not None and conn.in_transaction:
             raise OperationalError(
@@ -190,6 +201,7 @@ class TursoReplica(RemoteReplica):
     def push(self, transform: Optional[sync_push.Transform] = None) -> sync_push.PushResult:
         """Send the unpushed local changes (sync/push.py); no local lock is held on the
         network, so writers of every connection keep writing."""
+        self._refuse_readonly("push")
         transform = transform if transform is not None else self.transform
         pipeline = sync_push.Pipeline(self.source.http, self.source.url, self.url)
         with boot.push_lock(self.path):
@@ -240,11 +252,16 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
         if url is None:
             raise ProgrammingError("a Turso replica needs a URL or an existing local_path")
         local_path = default_replica_path(redact(base_url(url)), "turso-sync")
-    path = usable_local_path(local_path)
+    readonly = bool(options.get("readonly"))  # nothing is written to the replica's files
+    path = existing_replica_path(local_path) if readonly else usable_local_path(local_path)
     client_name = str(options.get("client_name") or "turso-dbapi")
     client = None  # the bootstrap's HTTP client (and counters) carry on into the connection
-    with boot.open_lock(path):
+    with boot.open_lock(path, readonly=readonly):
         meta = sync_meta.load(path)
+        if meta is None and readonly:
+            raise OperationalError(
+                f"unable to open the read-only replica {path}: it has no sync metadata; "
+                "readonly=true never writes, so it cannot bootstrap one")
         if meta is None:
             claim.refuse_foreign(path, redact(base_url(url)) if url else "a Turso server")
             claim.refuse_dropping_local(  # a bootstrap starts from nothing
@@ -266,16 +283,16 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
             changed = sync_meta.merge_configuration(
                 meta, remote_url=_saved_url(url), segment_size=explicit.get("segment_size"),
                 prefetch=explicit.get("prefetch"))
-            if changed:
+            if changed and not readonly:
                 sync_meta.save(path, meta)
-            store = boot.open_replica_store(path, meta, redact(base_url(url)))
+            store = boot.open_replica_store(path, meta, redact(base_url(url)), readonly=readonly)
     hints = hints_for(store)
     source = TursoSyncSource(
         url, options, client=client, pinned_revision=meta.synced_revision or "",
         size=meta.db_size_pages * PAGE_SIZE, pin=lambda: engine.synced_revision(path),
         page_observer=hints.note,
     )
-    handler = ReportingMissHandler(
+    handler = (ReadOnlyMissHandler if readonly else ReportingMissHandler)(
         store, source,
         segment_size=_effective(explicit, meta.segment_size, "segment_size", options["segment_size"]),
         readahead_max=options["readahead_max"],
@@ -284,15 +301,23 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     )
     conn_id = store.attach(handler)
     apply_flag.register_recovery(path, engine.recover_dead_apply)
-    engine.finish_interrupted(store, path, conn_id, source.display_url, meta)
+    if not readonly:
+        engine.finish_interrupted(store, path, conn_id, source.display_url, meta)
+    elif meta.pending_pull is not None:
+        pagestore.release_store(store)
+        raise OperationalError(
+            f"unable to open the read-only replica {path}: a pull was interrupted mid-apply; "
+            "finishing it writes the replica: open it once without readonly")
     # nowal: the VFS answers PRAGMA journal_mode=WAL with the mode in effect (vfs.c (16))
-    conn = open_connection(replica_uri(path, conn_id, nowal=True), factory, connect_kwargs,
-                           connection_class)
+    conn = open_connection(replica_uri(path, conn_id, nowal=True, readonly=readonly), factory,
+                           connect_kwargs, connection_class)
     replica = TursoReplica(store, source, handler, conn_id, path, conn)
+    replica.readonly = readonly
     attach_replica(conn, replica)
     threshold = options.get("push_operations_threshold")
     replica.push_threshold = int(threshold) if threshold else None
-    _install_capture(store, path, conn_id)
+    if not readonly:
+        _install_capture(store, path, conn_id)
     return conn
 
 

@@ -1,0 +1,175 @@
+"""Two-way sync: capture overhead, push throughput, pull with rebase - ours vs pyturso, one run.
+
+    python benchmarks/bench_sync.py [--rows 100000] [--updates 10000] [--changes 10000]
+                                    [--latency-ms 20] [--quick]
+
+The reference server runs in its own process behind the fault proxy (``--latency-ms`` per
+request). Every figure is measured in this run, with its ratio:
+
+1. capture overhead on local writes (the replica's file, no network):
+   bulk insert of ``--rows`` rows in one transaction, and ``--updates`` single-row
+   autocommit updates, on (a) our replica with capture, (b) the same replica with the
+   capture triggers dropped (what a write costs without capture), (c) pyturso's replica
+   (its CDC on, as it always is). Goals: a/b <= 1.3 (bulk), <= 1.5 (autocommit), a < c.
+2. push throughput: ``--changes`` local row changes (inserts), pushed over the proxy;
+   rows/s, ours vs pyturso.
+3. pull with rebase: ``--changes`` unpushed local changes and one server change; time of
+   ``pull()``, ours vs pyturso.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import turso_dbapi  # noqa: E402
+from support.faultproxy import FaultProxy  # noqa: E402
+
+try:
+    import turso.sync as turso_sync  # the peer (a test extra; Python 3.10+)
+except ImportError as exc:  # pragma: no cover - named, never silently skipped
+    raise SystemExit(f"bench_sync needs pyturso (pip install pyturso, Python 3.10+): {exc}")
+
+SCHEMA = "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v INTEGER)"
+
+
+class Server:
+    """The reference server in its own process (the clients' CPU is not shared with it)."""
+
+    def __init__(self, path: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "turso_dbapi.server", path, "--port", "0"],
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.url = self.proc.stdout.readline().split(" at ", 1)[1].split()[0]
+
+    def sql(self, sql: str) -> Any:
+        import requests
+
+        r = requests.post(self.url + "/v2/pipeline", json={"requests": [{"type": "execute", "stmt": {"sql": sql}}]},
+                          timeout=60)
+        r.raise_for_status()
+        return r.json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def drop_capture(conn: Any) -> None:
+    """The same replica without capture: our triggers dropped (what a write costs then)."""
+    names = [n for (n,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'sqlite_tdb_%'")]
+    conn.execute("PRAGMA writable_schema = ON")
+    for n in names:
+        conn.execute(f'DROP TRIGGER "{n}"')
+    conn.execute("PRAGMA writable_schema = OFF")
+    conn.commit()
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def writes(conn: Any, rows: int, updates: int) -> Dict[str, float]:
+    def bulk() -> None:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t(name, v) VALUES (?, ?)", ((f"name-{i}", i) for i in range(rows)))
+        conn.commit()
+
+    def auto() -> None:
+        for i in range(updates):
+            conn.execute("UPDATE t SET v = v + 1 WHERE id = ?", (i * 7 % rows + 1,))
+            conn.commit()
+
+    return {"bulk": timed(bulk), "auto": timed(auto)}
+
+
+def line(name: str, ours: float, other: float, other_name: str, unit: str = "s") -> None:
+    print(f"{name:<48} {ours:10.3f} {unit:<6} vs {other_name:<22} {other:10.3f} {unit:<6} ratio {ours / other:6.2f}",
+          flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--updates", type=int, default=10_000)
+    ap.add_argument("--changes", type=int, default=10_000)
+    ap.add_argument("--latency-ms", type=float, default=20)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    if a.quick:
+        a.rows, a.updates, a.changes = 20_000, 1_000, 2_000
+    tmp = tempfile.mkdtemp(prefix="bench-sync-")
+    server = Server(os.path.join(tmp, "server.db"))
+    server.sql(SCHEMA)
+    proxy = FaultProxy(server.url, latency=a.latency_ms / 1000).start()
+    try:
+        # 1. capture overhead ----------------------------------------------------------------
+        with_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "cap.db"))
+        without = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "nocap.db"))
+        drop_capture(without)
+        peer = turso_sync.connect(os.path.join(tmp, "peer.db"), proxy.base_url)
+        w_cap, w_no, w_peer = writes(with_cap, a.rows, a.updates), writes(without, a.rows, a.updates), \
+            writes(peer, a.rows, a.updates)
+        print(f"capture overhead ({a.rows} rows bulk, {a.updates} autocommit updates)")
+        line("  bulk insert: with capture", w_cap["bulk"], w_no["bulk"], "without capture")
+        line("  bulk insert: with capture", w_cap["bulk"], w_peer["bulk"], "pyturso")
+        line("  autocommit updates: with capture", w_cap["auto"], w_no["auto"], "without capture")
+        line("  autocommit updates: with capture", w_cap["auto"], w_peer["auto"], "pyturso")
+        for c in (with_cap, without):
+            c.close()
+        peer.close()
+
+        # 2. push throughput -------------------------------------------------------------------
+        server.sql("CREATE TABLE p(id INTEGER PRIMARY KEY, name TEXT, v INTEGER)")
+        ours = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "push-ours.db"))
+        peer = turso_sync.connect(os.path.join(tmp, "push-peer.db"), proxy.base_url)
+        ours.executemany("INSERT INTO p VALUES (?, ?, ?)", [(i, f"o{i}", i) for i in range(a.changes)])
+        ours.commit()
+        peer.execute("BEGIN")
+        for i in range(a.changes):
+            peer.execute("INSERT INTO p VALUES (?, ?, ?)", (a.changes + i, f"p{i}", i))
+        peer.commit()
+        t_ours = timed(ours.push)
+        t_peer = timed(peer.push)
+        print(f"push of {a.changes} row changes over a {a.latency_ms:g} ms proxy")
+        line("  push rows/s: ours", a.changes / t_ours, a.changes / t_peer, "pyturso", "rows/s")
+
+        # 3. pull with rebase --------------------------------------------------------------------
+        ours.executemany("UPDATE p SET v = v + 1 WHERE id = ?", [(i,) for i in range(a.changes)])
+        ours.commit()
+        peer.execute("BEGIN")
+        for i in range(a.changes):
+            peer.execute("UPDATE p SET v = v + 1 WHERE id = ?", (a.changes + i,))
+        peer.commit()
+        server.sql("INSERT INTO p VALUES (-1, 'server', 0)")
+        t_ours = timed(ours.pull)
+        t_peer = timed(peer.pull)
+        assert ours.execute("SELECT count(*) FROM p WHERE id = -1").fetchone()[0] == 1
+        assert ours.execute("SELECT sum(v) FROM p WHERE id BETWEEN 0 AND ?", (a.changes - 1,)).fetchone()[0] \
+            == sum(range(a.changes)) + a.changes
+        print(f"pull with rebase of {a.changes} unpushed local changes over a {a.latency_ms:g} ms proxy")
+        line("  pull with rebase: ours", t_ours, t_peer, "pyturso")
+        print(f"  (ours: {ours.stats().pending_changes} changes still pending after the rebase, as expected)")
+        ours.close()
+        peer.close()
+    finally:
+        proxy.stop()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
