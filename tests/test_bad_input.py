@@ -54,6 +54,7 @@ def test_the_largest_bootstrap_prefix_selects_everything_without_materialising_i
                                bootstrap_prefix=0xFFFFFFFE * 4096)
     assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (20,)
     assert conn.stats().requests == 1  # every page came with the bootstrap
+    conn.close()
 
 
 @pytest.mark.timeout(60)

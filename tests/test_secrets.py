@@ -61,6 +61,7 @@ def test_a_secret_in_a_range_urls_query_stays_out_of_urllib3s_debug_log(nginx, d
     conn = turso_dbapi.connect(nginx.url("secret.db") + f"?token={TOKEN}&X-Amz-Signature={TOKEN}x",
                                partial=True, local_path=str(tmp_path / "c.db"))
     assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] > 0
+    conn.close()  # its read-ahead threads stop with it
     urllib3_lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
     assert any("GET /secret.db?" in line and "token=***" in line for line in urllib3_lines), urllib3_lines
     assert TOKEN not in all_text(caplog)

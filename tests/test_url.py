@@ -27,6 +27,9 @@ def test_defaults_are_pinned():
         "retries": 3,
         "verify": True,
         "long_poll_timeout_ms": 0,
+        "endpoint_url": None,
+        "region": None,
+        "profile": None,
         "follow": None,  # a live database is not followed unless asked
         "push_operations_threshold": None,  # one batch (one server transaction) per push
         "readonly": False,  # replicas are writable unless asked (mode=ro in a file: URI too)

@@ -24,12 +24,21 @@ import sqlite3 as _sqlite3
 import sqlite3.dump as _sqlite3_dump  # noqa: F401 - see below
 import sys as _sys
 import warnings as _warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 # Re-export everything the running stdlib module offers (names differ between 3.9 and
 # 3.13, so copy what is there rather than keeping a list). ``connect`` and ``Connection``
 # are ours; the rest are the very same objects.
-from sqlite3 import *  # noqa: F401,F403
+if TYPE_CHECKING:  # the names type checkers see (the star import would shadow connect)
+    from sqlite3 import (  # noqa: F401
+        PARSE_COLNAMES, PARSE_DECLTYPES, Binary, Blob, Cursor, DatabaseError, DataError, Error,
+        IntegrityError, InterfaceError, InternalError, NotSupportedError, OperationalError,
+        PrepareProtocol, ProgrammingError, Row, Warning, adapt, adapters, complete_statement,
+        converters, enable_callback_tracebacks, register_adapter, register_converter,
+        sqlite_version, sqlite_version_info,
+    )
+else:
+    from sqlite3 import *  # noqa: F401,F403
 
 for _name in dir(_sqlite3):
     if not _name.startswith("__"):
@@ -56,7 +65,9 @@ from .errors import (  # noqa: E402,F401
     RemoteChangedError,
     RemoteError,
 )
+from .connection import Stats  # noqa: E402,F401
 from .url import OPTIONS as _OPTIONS  # noqa: E402
+from .url import ConnectArgs, ConnectOptions  # noqa: E402,F401
 from .url import is_remote as _is_remote  # noqa: E402
 from .storage.files import replica_kind as _replica_kind  # noqa: E402
 
@@ -89,7 +100,13 @@ paramstyle = "qmark"
 __version__ = "0.1.0"
 
 
-def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+Database = Union[str, bytes, "_os.PathLike[str]", "_os.PathLike[bytes]"]
+
+
+def connect(database: Database, *args: Any, **kwargs: Unpack[ConnectArgs]) -> Connection:
     """Open a database; same signature as ``sqlite3.connect`` plus remote options.
 
     A local path or ``":memory:"`` is handed to ``sqlite3.connect`` unchanged, with
@@ -98,7 +115,7 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Connection:
     remote database; see ``turso_dbapi.url.OPTIONS`` for every remote option (each is
     also accepted in the URL's query string).
     """
-    remote_opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}
+    remote_opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}  # type: ignore[misc]
     named = _replica_in_file_uri(database, kwargs)
     if named is not None:  # "file:replica.db?mode=ro" (uri=True) of a replica: its path
         database, readonly = named

@@ -7,9 +7,31 @@ so there is nothing to lose by using the subclass for every connection.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, Dict, Optional, Protocol
 
 from .errors import NotSupportedError
+
+
+class Stats(Protocol):
+    """What ``stats()`` returns for every kind of remote (HTTP-range/S3 caches and Turso
+    replicas add their own fields): this connection's network counters and the page
+    store's. Fields read as attributes or ``stats["name"]``."""
+
+    url: str
+    requests: int
+    pages_fetched: int
+    retries: int
+    hits: int
+    misses: int
+    pages_read: int
+    prefetched: int
+    crc_failures: int
+    local_writes: int
+    last_error: Optional[str]
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def asdict(self) -> Dict[str, Any]: ...
 
 
 def require_replica(conn: Any, what: str) -> Any:
@@ -29,7 +51,7 @@ class StatsMethod:
 
     _replica: Any = None
 
-    def stats(self) -> Any:
+    def stats(self) -> Stats:
         """Counters of the remote replica (requests, bytes, pages fetched, hits, ...)."""
         return require_replica(self, "stats").stats()
 

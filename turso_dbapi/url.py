@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
+import sqlite3
+from typing import Any, Callable, Dict, Iterable, Literal, Mapping, Optional, TypedDict, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ProgrammingError
 
-REMOTE_SCHEMES = ("http", "https", "libsql", "turso")
+REMOTE_SCHEMES = ("http", "https", "libsql", "turso", "s3")
 
 
 def _parse_bool(value: Any) -> bool:
@@ -143,6 +145,11 @@ OPTIONS: Dict[str, Option] = {
         Option("verify", _parse_verify, True, "TLS verification: true, false, or a CA bundle path"),
         Option("long_poll_timeout_ms", _parse_int, 0, "Turso pull: let the server wait this long for changes",
                maximum=0xFFFFFFFF),
+        Option("endpoint_url", _parse_str, None,
+               "S3: endpoint of an S3-compatible store (R2, MinIO, ...); default: the AWS chain "
+               "(AWS_ENDPOINT_URL, config files)"),
+        Option("region", _parse_str, None, "S3: the bucket's region (default: the AWS chain, AWS_REGION)"),
+        Option("profile", _parse_str, None, "S3: the AWS profile whose credentials sign requests"),
         Option("follow", _parse_follow, None,
                "HTTP ranges: pull at the start of a read transaction when the last check is older "
                "than this many ms (true = 1000); off by default", maximum=7 * 86400 * 1000),
@@ -158,6 +165,48 @@ OPTIONS: Dict[str, Option] = {
                "turso:// and http(s) URLs with an empty path, HTTP ranges otherwise)"),
     ]
 }
+
+class ConnectOptions(TypedDict, total=False):
+    """``OPTIONS`` as keyword types (for type checkers; strings are accepted too, as in a
+    query string). A test keeps the two in step."""
+
+    url: str
+    partial: bool
+    local_path: Union[str, os.PathLike[str]]
+    segment_size: Union[int, str]
+    readahead_max: Union[int, str]
+    prefetch: bool
+    bootstrap_prefix: Union[int, str]
+    bootstrap_query: str
+    auth_token: Union[str, Callable[[], Optional[str]]]
+    client_name: str
+    http_timeout: float
+    http_deadline: float
+    retries: int
+    verify: Union[bool, str]
+    long_poll_timeout_ms: int
+    endpoint_url: str
+    region: str
+    profile: str
+    follow: Union[bool, int]
+    push_operations_threshold: int
+    readonly: bool
+    protocol: Literal["auto", "range", "turso"]
+
+
+class ConnectArgs(ConnectOptions, total=False):
+    """Everything ``turso_dbapi.connect`` takes by keyword: ``sqlite3.connect``'s own
+    parameters and ``ConnectOptions``."""
+
+    timeout: float
+    detect_types: int
+    isolation_level: Optional[str]
+    check_same_thread: bool
+    factory: type[sqlite3.Connection]
+    cached_statements: int
+    uri: bool
+    autocommit: bool
+
 
 # Query parameters that may carry credentials; their values are redacted.
 _SECRET_QUERY_KEYS = re.compile(r"(token|auth|key|secret|password|signature|credential|sig)", re.I)

@@ -97,6 +97,7 @@ def test_one_garbage_body_is_fetched_again_and_never_cached(fault_proxy, served,
     conn.close()
     conn = turso_dbapi.connect(fault_proxy.url(name), partial=True, local_path=str(tmp_path / "c.db"))
     assert conn.execute(QUERY).fetchone() == expected  # what was cached is right
+    conn.close()  # its read-ahead threads stop with it
 
 
 def test_a_remote_that_keeps_serving_garbage_gets_a_clear_error_and_nothing_cached(fault_proxy, served,
@@ -110,3 +111,4 @@ def test_a_remote_that_keeps_serving_garbage_gets_a_clear_error_and_nothing_cach
     fault_proxy.clear_faults()
     assert conn.execute(QUERY).fetchone() == expected  # healed: the garbage was never stored
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()

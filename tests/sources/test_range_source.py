@@ -511,8 +511,10 @@ def test_a_multi_range_answer_that_covers_the_ranges_is_used_otherwise_falls_bac
 
 # -- background read-ahead through a real connection (readahead.Lookahead) --------------------
 
-def _lookahead_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("tdb-lookahead")]
+def _lookahead_threads(besides=()):
+    """Background read-ahead threads alive now, other than ``besides`` (those of connections
+    other tests left to the garbage collector, which are not this test's business)."""
+    return [t for t in threading.enumerate() if t.name.startswith("tdb-lookahead") and t not in besides]
 
 
 def test_a_cold_scan_reads_ahead_in_the_background_fetches_nothing_twice_and_stops_at_close(
@@ -521,6 +523,7 @@ def test_a_cold_scan_reads_ahead_in_the_background_fetches_nothing_twice_and_sto
 
     import turso_dbapi
 
+    earlier = set(_lookahead_threads())
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     fault_proxy.latency = 0.01
     size = Path(databases["p4096"]).stat().st_size
@@ -537,13 +540,14 @@ def test_a_cold_scan_reads_ahead_in_the_background_fetches_nothing_twice_and_sto
     ranges = [r.range for r in fault_proxy.records]
     assert len(ranges) == len(set(ranges)) == st.requests
     con.close()
-    assert _lookahead_threads() == []
+    assert _lookahead_threads(besides=earlier) == []
 
 
 def test_closing_mid_scan_waits_for_background_fetches_and_raises_nothing(
         fault_proxy, served_databases, databases, tmp_path, monkeypatch):
     import turso_dbapi
 
+    earlier = set(_lookahead_threads())
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     fault_proxy.latency = 0.05
     opts = dict(partial=True, retries=2, http_timeout=5.0, segment_size=4096, readahead_max=16 * 1024)
@@ -555,7 +559,7 @@ def test_closing_mid_scan_waits_for_background_fetches_and_raises_nothing(
     assert handler.lookahead.stats()["lookahead_windows"] > 0
     cur.close()
     con.close()
-    assert _lookahead_threads() == []
+    assert _lookahead_threads(besides=earlier) == []
     assert handler.lookahead.stats()["lookahead_held"] == 0
     assert handler.lookahead.stats()["lookahead_errors"] == 0
 
@@ -595,6 +599,8 @@ def test_failed_background_fetches_are_counted_never_raised_and_the_reader_fetch
 
     import turso_dbapi
 
+    earlier = set(_lookahead_threads())
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     def big(req):  # background windows grow past the synchronous cap (16 KiB here)
@@ -614,7 +620,7 @@ def test_failed_background_fetches_are_counted_never_raised_and_the_reader_fetch
     assert la["lookahead_errors"] > 0
     assert any(r.status == 503 for r in fault_proxy.records)
     con.close()
-    assert _lookahead_threads() == []
+    assert _lookahead_threads(besides=earlier) == []
 
 
 def test_connect_reads_the_first_segment_at_open_so_a_cold_lookup_costs_one_request_less(

@@ -31,6 +31,8 @@ Faults (``FAULTS``):
 ``times`` is how many matching requests the fault hits (``None``: every one). ``when``
 selects requests (``is_open``: the leading-bytes read; ``is_fetch``: every other ranged
 read). ``latency`` adds a fixed delay to every request (benchmarks set it, e.g. 0.02).
+``keep_host=True`` forwards the client's ``Host`` header unchanged (a SigV4 signature covers
+it, so an S3 server behind the proxy must see the host the client signed).
 Counters: ``records`` (one ``Record`` per request: method, path, Range, status, body
 bytes sent, fault, request headers), ``request_count``, ``bytes_sent``; ``clear()`` resets them.
 
@@ -145,8 +147,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, *, latency: float = 0.0):
+    def __init__(self, upstream: str, *, latency: float = 0.0, keep_host: bool = False):
         parts = urlsplit(upstream)
+        self.keep_host = keep_host
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.latency = latency
@@ -270,13 +273,14 @@ class FaultProxy:
         if fault == "slow":
             if self._stop.wait(float(params.get("delay", 2.0))):
                 return
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP}
+        headers = {k: v for k, v in h.headers.items()
+                   if k.lower() not in _HOP or (self.keep_host and k.lower() == "host")}
         if fault in ("full200", "no_validators"):
             dropped = ("if-range", "if-match", "if-unmodified-since")
             for k in list(headers):
                 if k.lower() in dropped or (fault == "full200" and k.lower() == "range"):
                     del headers[k]
-        status, reply_headers, body = self._forward(h.command, h.path, headers, body_in)
+        status, reply_headers, body, head_length = self._forward(h.command, h.path, headers, body_in)
         if fault == "drop_reply":
             self._record(h, None, 0, rule)
             _reset(h)
@@ -303,7 +307,8 @@ class FaultProxy:
         h.send_response(status)
         for k, v in reply_headers:
             h.send_header(k, v)
-        h.send_header("Content-Length", str(len(body)))
+        # a HEAD reply has no body but the length of the GET's (a client sizes the file by it)
+        h.send_header("Content-Length", head_length if h.command == "HEAD" and head_length else str(len(body)))
         h.end_headers()
         if h.command == "HEAD":
             self._record(h, status, 0, rule)
@@ -338,7 +343,7 @@ class FaultProxy:
             resp = conn.getresponse()
             data = resp.read()
             reply_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
-            return resp.status, reply_headers, data
+            return resp.status, reply_headers, data, resp.getheader("Content-Length")
         finally:
             conn.close()
 

@@ -80,7 +80,7 @@ def world(tmp_path_factory):
     server.db_sql(f"INSERT INTO t SELECT value, randomblob(700) FROM generate_series({ROWS + 1}, {ROWS + MORE})")
     world = World(server=server, proxy=proxy, template=template, rev_a=rev_a, root=root,
                   page1=pages[0].encoded_page, page2=pages[1].encoded_page,
-                  max_pages=max_pages, n=0)
+                  max_pages=max_pages, size_a=header.db_size, n=0)
     yield world
     proxy.stop()
     server.stop()
@@ -100,12 +100,12 @@ def script(world, body: bytes) -> None:
                           headers={"Content-Type": "application/protobuf"})
 
 
-def refused_pull_leaves_nothing(world, body: bytes) -> None:
+def refused_pull_leaves_nothing(world, body: bytes, match: str = "") -> None:
     path = fresh_replica(world)
     conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path)
     before = snapshot(path)
     script(world, body)
-    with pytest.raises(turso_dbapi.ProtocolError) as err:
+    with pytest.raises(turso_dbapi.ProtocolError, match=match) as err:
         conn.pull()
     assert isinstance(err.value, sqlite3.Error)
     assert snapshot(path) == before  # nothing staged, nothing recorded
@@ -117,16 +117,27 @@ def refused_pull_leaves_nothing(world, body: bytes) -> None:
     shutil.rmtree(os.path.dirname(path))
 
 
+def page1_recording(world, n_pages: int) -> bytes:
+    """Revision A's page 1 with its in-header size (offset 28) set to ``n_pages``."""
+    b = bytearray(world["page1"])
+    b[28:32] = n_pages.to_bytes(4, "big")
+    return bytes(b)
+
+
+def refused(world, body: bytes, match: str) -> None:
+    refused_pull_leaves_nothing(world, body, match)
+
+
 def test_a_pull_reply_with_db_size_2_32_is_refused_and_recorded_nowhere(world):
     body = encode_response(PullUpdatesResponseHeader("999", 2**32),
                            [PageData(0, world["page1"]), PageData(1, world["page2"])])
-    refused_pull_leaves_nothing(world, body)
+    refused(world, body, "db_size 4294967296 pages is more than SQLite allows")
 
 
 def test_a_pull_reply_with_page_id_2_32_is_refused_and_recorded_nowhere(world):
-    body = encode_response(PullUpdatesResponseHeader("999", 3),
+    body = encode_response(PullUpdatesResponseHeader("999", world["size_a"]),
                            [PageData(0, world["page1"]), PageData(2**32, world["page2"])])
-    refused_pull_leaves_nothing(world, body)
+    refused(world, body, "page_id 4294967296 is past the largest SQLite page")
 
 
 def test_a_pull_reply_with_pages_past_what_the_replica_can_hold_is_refused_before_recording(world):
@@ -134,13 +145,26 @@ def test_a_pull_reply_with_pages_past_what_the_replica_can_hold_is_refused_befor
     # pending_pull is written (it used to fail half-way through the apply, for good).
     big = world["max_pages"] + 5
     body = encode_response(PullUpdatesResponseHeader("999", big),
-                           [PageData(0, world["page1"]), PageData(big - 1, world["page2"])])
-    refused_pull_leaves_nothing(world, body)
+                           [PageData(0, page1_recording(world, big)), PageData(big - 1, world["page2"])])
+    refused(world, body, f"page {big} is past the {world['max_pages']} pages this replica can hold")
 
 
 def test_a_pull_reply_whose_page_1_is_not_a_database_header_is_refused(world):
     body = encode_response(PullUpdatesResponseHeader("999", 3), [PageData(0, bytes(range(256)) * 16)])
-    refused_pull_leaves_nothing(world, body)
+    refused(world, body, "page 1 is not a database header")
+
+
+def test_a_pull_reply_whose_db_size_disagrees_with_page_1_is_refused(world):
+    # db_size 2^31 is within SQLite's limits, but page 1 records the real size: accepted, it
+    # made the replica claim 8 TiB and the rebase of local changes fail ("disk is full").
+    body = encode_response(PullUpdatesResponseHeader("999", 2**31),
+                           [PageData(0, world["page1"]), PageData(1, world["page2"])])
+    refused(world, body, f"db_size 2147483648 disagrees with page 1, which records {world['size_a']} pages")
+
+
+def test_a_pull_reply_that_changes_db_size_without_page_1_is_refused(world):
+    body = encode_response(PullUpdatesResponseHeader("999", world["size_a"] - 2), [PageData(1, world["page2"])])
+    refused(world, body, "although page 1 .* did not change")
 
 
 def test_a_bootstrap_reply_with_db_size_2_33_is_refused_and_a_later_bootstrap_works(world):
@@ -156,25 +180,63 @@ def test_a_bootstrap_reply_with_db_size_2_33_is_refused_and_a_later_bootstrap_wo
     conn.close()
 
 
+def leftovers(path: str) -> list:
+    """Files of the replica at ``path`` besides its (stateless) lock files."""
+    d, base = os.path.split(path)
+    return sorted(n for n in os.listdir(d) if n.startswith(base) and not n.endswith(".lock"))
+
+
+def test_a_bootstrap_refused_mid_stream_leaves_no_files_and_the_next_one_works(world):
+    # The header is fine (the store is already created when it arrives); a later page is
+    # not one the prefix asked for: the files made so far go, and this process can
+    # bootstrap the same path again (its store used to stay open, for "another version").
+    path = str(world["root"] / "midstream" / "r.db")
+    os.makedirs(os.path.dirname(path))
+    script(world, encode_response(PullUpdatesResponseHeader(world["rev_a"], world["size_a"]),
+                                  [PageData(0, world["page1"]), PageData(40, world["page2"])]))
+    with pytest.raises(turso_dbapi.ProtocolError, match="page_id 40 was not asked for"):
+        turso_dbapi.connect(world["proxy"].base_url, local_path=path, bootstrap_prefix=PREFIX)
+    assert leftovers(path) == []
+    conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path, bootstrap_prefix=PREFIX)
+    assert count(conn) == ROWS + MORE
+    conn.close()
+
+
 # -- the fuzz ------------------------------------------------------------------------------
 
 REVISIONS = ["", "999", "x" * 4096, "x" * 4097]
 
 
+PAGES = st.tuples(st.sampled_from([0, 1, 2] + BOUNDS), st.sampled_from([4096, 4096, 0, 4095, 4097]),
+                  st.sampled_from(["real", "garbage"]))
+
+
 @st.composite
 def replies(draw, revisions=REVISIONS):
-    header = dict(
-        server_revision=draw(st.sampled_from(revisions)),
-        db_size=draw(st.sampled_from(BOUNDS + [3, 4])),
-        raw_encoding=draw(st.booleans()),
-        zstd=draw(st.booleans()),
-        stream_kind=draw(st.sampled_from([0, 0] + BOUNDS)),
-        apply_mode=draw(st.sampled_from([0, 0] + BOUNDS)),
-        protocol=draw(st.sampled_from([0, 1] + BOUNDS)),
+    """Either every field drawn from its bounds, or a valid reply with one to three fields
+    put at a bound (so a bad field also shows up behind a good header, mid-stream)."""
+    fields = dict(
+        server_revision=st.sampled_from(revisions),
+        db_size=st.sampled_from(BOUNDS + [3, "A"]),  # "A": the size page 1 of revision A records
+        raw_encoding=st.booleans(),
+        zstd=st.booleans(),
+        stream_kind=st.sampled_from([0, 0] + BOUNDS),
+        apply_mode=st.sampled_from([0, 0] + BOUNDS),
+        protocol=st.sampled_from([0, 1] + BOUNDS),
     )
-    pages = draw(st.lists(st.tuples(st.sampled_from([0, 1, 2] + BOUNDS),
-                                    st.sampled_from([4096, 4096, 0, 4095, 4097]),
-                                    st.sampled_from(["real", "garbage"])), max_size=3))
+    if draw(st.booleans()):
+        return {k: draw(v) for k, v in fields.items()}, draw(st.lists(PAGES, max_size=3))
+    header = dict(server_revision=revisions[1], db_size="A", raw_encoding=True, zstd=False,
+                  stream_kind=0, apply_mode=0, protocol=1)
+    pages = [(0, 4096, "real"), (1, 4096, "real"), (2, 4096, "real")]
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(sorted(fields) + ["page", "page", "extra page"]))
+        if name == "page":
+            pages[draw(st.integers(0, len(pages) - 1))] = draw(PAGES)
+        elif name == "extra page":
+            pages.append(draw(PAGES))
+        else:
+            header[name] = draw(fields[name])
     return header, pages
 
 
@@ -189,6 +251,10 @@ def build(world, header, pages) -> bytes:
             else bytes(range(256)) * 16
         out.append(PageData(page_id, (data * 2)[:size]))
     return encode_response(hdr, out)
+
+
+def resolve(world, header) -> dict:
+    return dict(header, db_size=world["size_a"]) if header["db_size"] == "A" else header
 
 
 def valid(world, header, pages, prefix=None) -> bool:
@@ -211,6 +277,10 @@ def valid(world, header, pages, prefix=None) -> bool:
             return False
         if page_id < header["db_size"] and page_id + 1 > world["max_pages"]:
             return False  # storable by this replica (checked before anything is recorded)
+    # Page 1 records the database size (offset 28): db_size must be that size, the pulled
+    # page 1's, or, when page 1 did not change, the replica's (all pages here are of A).
+    if pages and header["db_size"] != world["size_a"]:
+        return False
     return True
 
 
@@ -218,6 +288,7 @@ def valid(world, header, pages, prefix=None) -> bool:
 @given(reply=replies())
 def test_fuzz_pull_replies_are_applied_or_refused_without_a_trace(world, reply):
     header, pages = reply
+    header = resolve(world, header)
     path = fresh_replica(world)
     conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path)
     before = snapshot(path)
@@ -238,22 +309,23 @@ def test_fuzz_pull_replies_are_applied_or_refused_without_a_trace(world, reply):
     shutil.rmtree(os.path.dirname(path))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(reply=replies(revisions=["", "REAL", "x" * 4097]))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(reply=replies(revisions=["", "REAL", "x" * 4097]))  # "REAL": the server's revision
 def test_fuzz_bootstrap_replies_are_refused_without_recording_a_replica(world, reply):
     header, pages = reply
+    header = resolve(world, header)
     if header["server_revision"] == "REAL":
         header = dict(header, server_revision=world["server"].revision)
     world["n"] += 1
     path = str(world["root"] / f"boot{world['n']}" / "r.db")
     os.makedirs(os.path.dirname(path))
-    pages = [(0, 4096, "real")] + pages
+    pages = [(0, 4096, "real")] + [pg for pg in pages if pg[0] != 0 or pg[2] != "real"]
     script(world, build(world, header, pages))
     try:  # a prefix bootstrap of 32 pages: the reply may hold page ids 0-31 only
         conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path, bootstrap_prefix=PREFIX)
     except turso_dbapi.ProtocolError:
         assert not valid(world, header, pages, prefix=32), "a valid reply was refused"
-        assert not os.path.exists(path + "-tdbsync.json")
+        assert leftovers(path) == []  # no replica recorded, no half-made store
         world["proxy"].clear_faults()
         conn = turso_dbapi.connect(world["proxy"].base_url, local_path=path)
         assert count(conn) == ROWS + MORE

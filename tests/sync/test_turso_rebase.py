@@ -281,3 +281,16 @@ def test_a_local_writer_is_never_blocked_by_the_network_of_a_pull(turso_server, 
     written = len(latencies)
     assert puller.execute("SELECT count(*) FROM t WHERE id >= 100000").fetchone() == (written,)
     assert puller.execute("SELECT count(*) FROM t WHERE id BETWEEN 5000 AND 5199 AND v = -1").fetchone() == (200,)
+
+
+def test_without_a_hook_a_replayed_row_the_new_revision_rejects_is_skipped_and_the_rest_replayed(
+        turso_server, tmp_path, caplog):
+    turso_server.db_sql("CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT UNIQUE)")
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    conn.executemany("INSERT INTO users VALUES (?, ?)", [(i, f"u{i}@x") for i in range(1, 6)])
+    conn.commit()
+    turso_server.db_sql("INSERT INTO users VALUES (100, 'u3@x')")  # taken on the server meanwhile
+    with caplog.at_level("WARNING", logger="turso_dbapi"):
+        assert conn.pull() is True
+    assert conn.execute("SELECT id FROM users ORDER BY id").fetchall() == [(1,), (2,), (4,), (5,), (100,)]
+    assert any("cannot be replayed" in r.getMessage() for r in caplog.records)

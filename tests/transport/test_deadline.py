@@ -42,6 +42,7 @@ def test_a_dripping_range_server_fails_a_lazy_read_and_a_later_read_works(fault_
     fault_proxy.clear_faults()
     rows = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
     assert rows > 0 and rows == conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    conn.close()
 
 
 def test_a_dripping_turso_server_fails_a_lazy_read_at_the_deadline(turso_server, tmp_path):
@@ -57,6 +58,7 @@ def test_a_dripping_turso_server_fails_a_lazy_read_at_the_deadline(turso_server,
         assert time.monotonic() - t0 < 10
         proxy.clear_faults()
         assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (200,)
+        conn.close()
 
 
 def test_a_deadline_does_not_cut_replies_that_arrive_in_time(fault_proxy, nginx, databases, tmp_path):
@@ -64,3 +66,4 @@ def test_a_deadline_does_not_cut_replies_that_arrive_in_time(fault_proxy, nginx,
     conn = turso_dbapi.connect(fault_proxy.url("nodrip.db"), partial=False, http_deadline=30,
                                local_path=str(tmp_path / "c.db"))
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()

@@ -30,14 +30,24 @@ from .base import default_replica_path, existing_replica_path, open_connection, 
 from .base import usable_local_path
 from .live import LiveReplica, claim_live, live_class
 
-RANGE_SCHEMES = ("http", "https", "libsql", "turso")
+RANGE_SCHEMES = ("http", "https", "libsql", "turso", "s3")
+S3_OPTIONS = ("endpoint_url", "region", "profile")
 
 
 def http_range_source(url: str, options: Mapping[str, Any]) -> Any:
-    """The source of ``url``: HTTP ranges (``libsql://``/``turso://`` mean https)."""
+    """The source of ``url``: S3 (signed) for ``s3://`` and AWS S3 https URLs when botocore
+    is installed, HTTP ranges otherwise (``libsql://``/``turso://`` mean https)."""
     scheme = url.partition("://")[0].lower()
     if scheme not in RANGE_SCHEMES:
         raise NotSupportedError(f"no source for URL scheme {scheme!r}")
+    from ..sources import s3
+
+    if scheme == "s3" or (s3.is_s3_url(url) and s3.botocore_available()):
+        return s3.S3Source.from_options(url, options)
+    given = sorted(k for k in S3_OPTIONS if options.get(k) is not None)
+    if given:
+        raise ProgrammingError(f"option(s) {', '.join(given)} apply to S3 URLs (s3://bucket/key); "
+                               f"{redact(url)} is not one")
     from ..sources.range import HttpRangeSource
 
     return HttpRangeSource.from_options(normalize_remote_url(url), options)

@@ -47,7 +47,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Uni
 
 from ..errors import DatabaseError, ProtocolError, RangeNotSupportedError, RemoteChangedError
 from ..storage.page_check import PageGeometry, freelist_leaves, header_problem, page_problem
-from ..transport.http import DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Token, TransientReplyError
+from ..transport.http import (
+    DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Signer, Token, TransientReplyError,
+)
 from ..transport.stats import SourceStats
 from .range_reply import (
     UNSATISFIED_RANGE,
@@ -102,6 +104,8 @@ class HttpRangeSource:
     (extra request headers, e.g. an API key), ``open_bytes`` (leading bytes read by
     open(); page 1 needs a second request only when the page size is larger) and
     ``parallel`` (runs of one fetch() requested concurrently; 1 = one after another).
+    ``sign`` and ``explain`` are the transport's per-request hooks (``transport.http``
+    rules (3) and (6)); a subclass may pin the version in the URL (``_pinned_url``).
     Safe to use from several threads.
     """
 
@@ -122,6 +126,8 @@ class HttpRangeSource:
         coalesce_bytes: int = DEFAULT_COALESCE_BYTES,
         stats: Optional[SourceStats] = None,
         http_deadline: Optional[float] = None,
+        sign: Optional[Signer] = None,
+        explain: Optional[Any] = None,
     ):
         self.stats = stats if stats is not None else SourceStats()
         extra = {"Accept-Encoding": "identity"}  # (2)
@@ -129,7 +135,7 @@ class HttpRangeSource:
         self._http = HttpClient(
             url, auth_token=auth_token, headers=extra, timeout=http_timeout,
             retry=retry if retry is not None else Retry(total=retries), verify=verify,
-            client_name=client_name, stats=self.stats, deadline=http_deadline,
+            client_name=client_name, stats=self.stats, deadline=http_deadline, sign=sign, explain=explain,
         )
         self.display_url = self._http.display_url
         self.open_bytes = max(100, int(open_bytes))
@@ -137,6 +143,7 @@ class HttpRangeSource:
         self.size = 0
         self.version = ""
         self._pinned: Optional[Validators] = None
+        self._fetch_url: Optional[str] = None  # pages are read here (None: the URL itself)
         self._geometry: Optional[PageGeometry] = None  # of the pinned page 1 (8)
         self._free_leaves: Optional[Set[int]] = None
         self.parallel = max(1, int(parallel))
@@ -221,6 +228,7 @@ class HttpRangeSource:
             if problem is not None:
                 raise DatabaseError(f"file is not a database: {self.display_url}: {problem}")
         self._pinned = validators
+        self._fetch_url = self._pinned_url(validators)
         self.size = total
         self.page_size = page_size
         self.version = version_string(validators, total)
@@ -252,6 +260,11 @@ class HttpRangeSource:
                 self._free_leaves = freelist_leaves(geo, lambda p: self._fetch_raw([p])[p])
             bad = {p: why for p, why in bad.items() if p not in self._free_leaves}
         return bad
+
+    def _pinned_url(self, validators: Validators) -> Optional[str]:
+        """The URL pages are read from after open() pinned ``validators`` (None: the same
+        URL). S3 names the pinned object version in it (``versionId``)."""
+        return None
 
     def revalidate(self, version: str) -> bool:
         """Open again (exactly one request) and tell whether the remote is still at ``version``.
@@ -406,7 +419,7 @@ class HttpRangeSource:
                 raise TransientReplyError(f"short body: {len(buf)} of {end - start + 1} bytes")
             return buf
 
-        return self._http.request("GET", headers=headers, read_body=read_body, check=check,
+        return self._http.request("GET", self._fetch_url, headers=headers, read_body=read_body, check=check,
                                   what=f"cannot read pages {first}-{last}", sink=sink)
 
     def _read_multi(self, group: List[Tuple[int, int]]) -> List[bytes]:
@@ -457,8 +470,8 @@ class HttpRangeSource:
                 out.append(memoryview(part[3])[a - part[0]:b - part[0] + 1])
             return out
 
-        return self._http.request("GET", headers=headers, read_body=read_body, check=check, what=what,
-                                  sink=sink)
+        return self._http.request("GET", self._fetch_url, headers=headers, read_body=read_body, check=check,
+                                  what=what, sink=sink)
 
     def _changed(self, change: str, reply: Reply) -> RemoteChangedError:
         return RemoteChangedError(

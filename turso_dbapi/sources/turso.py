@@ -24,7 +24,7 @@ from ..protocol.revision import same_history
 from ..errors import HistoryResetError, ProtocolError, RemoteError
 from ..transport.http import HttpClient, Reply, TransientReplyError, client_from_options
 from ..protocol.protobuf import DecodeError
-from ..storage.page_check import header_problem
+from ..storage.page_check import header_problem, in_header_size
 from ..protocol.sync_wire import (
     APPLY_INCREMENTAL,
     PAGE_SIZE,
@@ -144,7 +144,8 @@ class TursoSyncSource:
         ``selected(page_id)`` says whether the request's selector asked for a page: a
         page it did not ask for is a protocol error (§2.6), refused before it is stored.
         """
-        rx = _Receiver(self, what, on_header, on_page, on_reset, selected)
+        rx = _Receiver(self, what, on_header, on_page, on_reset, selected,
+                       latest=not req.server_revision)
 
         def check(reply: Reply) -> PullReply:
             if reply.status != 200:
@@ -249,10 +250,13 @@ class _Receiver:
                  on_header: Optional[Callable[[PullUpdatesResponseHeader], None]],
                  on_page: Optional[Callable[[int, bytes], None]],
                  on_reset: Optional[Callable[[], None]],
-                 selected: Optional[Callable[[int], bool]] = None):
+                 selected: Optional[Callable[[int], bool]] = None, latest: bool = False):
         self.source, self.what = source, what
         self.on_header, self.on_page, self.on_reset = on_header, on_page, on_reset
         self.selected = selected
+        # At the latest revision, db_size is the size page 1 records (a historic page 1
+        # may differ: servers report the current size, spec §2.6 caveat).
+        self.latest = latest
         self.status = 0
         self.error_body = bytearray()
         self._start()
@@ -295,6 +299,10 @@ class _Receiver:
             problem = header_problem(data, PAGE_SIZE)
             if problem is not None:  # refused before anything is stored (issue 14, item 5)
                 raise DecodeError(f"page 1 is not a database header: {problem}")
+            recorded = in_header_size(data)
+            if self.latest and hdr is not None and recorded is not None and recorded != hdr.db_size:
+                raise DecodeError(f"db_size {hdr.db_size} disagrees with page 1, which records "
+                                  f"{recorded} pages")
             data = rollback_journal(data)
         self.count += 1
         if self.on_page is not None:

@@ -46,9 +46,7 @@ class PageGeometry:
         self.freelist_count = struct.unpack_from(">I", page1, 36)[0] if len(page1) >= 40 else 0
         # The in-header size, when valid (its "version-valid-for" equals the change counter):
         # bytes past it are not part of the database (a file with trailing bytes).
-        counter, in_header = struct.unpack_from(">II", page1, 24) if len(page1) >= 96 else (0, 0)
-        valid_for = struct.unpack_from(">I", page1, 92)[0] if len(page1) >= 96 else -1
-        self.db_pages = in_header if in_header and valid_for == counter else n_pages
+        self.db_pages = in_header_size(page1) or n_pages
 
     def is_ptrmap(self, pgno: int) -> bool:
         if not self.auto_vacuum or pgno < 2:
@@ -76,6 +74,15 @@ def header_problem(page1: bytes, page_size: int) -> Optional[str]:
     if page_size - page1[20] < 480:
         return f"its header reserves {page1[20]} bytes per page (usable size below 480)"
     return None
+
+
+def in_header_size(page1: bytes) -> Optional[int]:
+    """The database size page 1 records (offset 28), or None when the header says that
+    field is stale (its version-valid-for, offset 92, differs from the change counter)."""
+    if len(page1) < 96:
+        return None
+    counter, size = struct.unpack_from(">II", page1, 24)
+    return size if size and struct.unpack_from(">I", page1, 92)[0] == counter else None
 
 
 def _btree_problem(page: bytes, offset: int, usable: int, n_pages: int) -> Optional[str]:

@@ -102,7 +102,7 @@ def store_revision(store: PageStore, staged: Staged) -> None:
     store.sync()
 
 
-def _unusable(store: PageStore, staged: Staged) -> Optional[str]:
+def _unusable(store: PageStore, staged: Staged, meta: Optional[sync_meta.SyncMeta]) -> Optional[str]:
     """Why this stage cannot be applied whole, checked before anything is recorded: a
     stage that would fail half-way must never get as far as ``pending_pull``."""
     if staged.db_size > MAX_DB_PAGES:
@@ -112,6 +112,10 @@ def _unusable(store: PageStore, staged: Staged) -> Optional[str]:
                 "hold; connect with a fresh local_path to bootstrap the grown database")
     if staged.db_size and not staged.has_page1 and store.read_page(1) is None:
         return "page 1 is neither stored nor in the pull"
+    if not staged.has_page1 and meta is not None and staged.db_size != meta.db_size_pages:
+        # Page 1 holds the database size: a pull that changes the size changes page 1.
+        return (f"db_size {staged.db_size} pages differs from the replica's {meta.db_size_pages} "
+                "although page 1 (which records the size) did not change")
     return None
 
 
@@ -135,7 +139,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
         return None
     revision, db_size = staged.revision, staged.db_size
     pending = sync_meta.load(replica)
-    problem = _unusable(store, staged) if pending is None or pending.pending_pull is None else None
+    problem = _unusable(store, staged, pending) if pending is None or pending.pending_pull is None else None
     if problem is not None:
         remove_stage(replica)
         raise ProtocolError(f"pull from {display_url}: {problem}; nothing was changed",

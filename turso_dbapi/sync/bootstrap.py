@@ -119,6 +119,15 @@ class _Into:
                 self.store.drop_synced(p)
         self.stored.clear()
 
+    def abandon(self) -> None:
+        """The bootstrap failed (a refused reply, a network error): close the store it
+        opened and remove the files it created, so the path is as it was and the next
+        connect (in this process too) bootstraps afresh."""
+        if self.store is not None:
+            pagestore.release_store(self.store)
+            self.store = None
+        files.remove_store_files(self.replica)
+
 
 def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
               client_name: str) -> Tuple[sync_meta.SyncMeta, pagestore.PageStore]:
@@ -129,6 +138,16 @@ def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
     partial = is_partial(options)
     prefix = prefix_pages(options) if partial else None
     into = _Into(replica, meta, source.display_url, prefix)
+    try:
+        return _bootstrap(replica, source, options, into, meta, partial, prefix)
+    except BaseException:
+        into.abandon()
+        raise
+
+
+def _bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any], into: _Into,
+               meta: sync_meta.SyncMeta, partial: bool,
+               prefix: Optional[int]) -> Tuple[sync_meta.SyncMeta, pagestore.PageStore]:
     try:
         reply: PullReply = source.bootstrap(prefix_pages=prefix,
                                             query=options.get("bootstrap_query") or None, sink=into)

@@ -186,6 +186,7 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
     replayed = skipped = 0
     infos = {name: (capture.TableInfo(name, tuple(t[0]), tuple(t[1]), t[2], t[3]), bool(t[4]))
              for name, t in doc.get("tables", {}).items()}
+    run: List[Tuple[capture.TableInfo, Change]] = []  # consecutive rows of one SQL shape
     for table, key, values, change_id in doc["rows"]:
         if change_id <= floor:
             continue
@@ -200,14 +201,57 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
                 if ch is None:
                     skipped += 1
                     continue
-        if _apply(rc, info, ch, on_conflict):
-            replayed += 1
-        else:
-            skipped += 1
+            if _apply(rc, info, ch, on_conflict):
+                replayed += 1
+            else:
+                skipped += 1
+            continue
+        run.append((info, ch))
+    ok, failed = _apply_runs(rc, run)
+    replayed += ok
+    skipped += failed
     for j in doc["after"]:
         _run(rc, _stmt_of(j))
     capture.ensure_triggers(rc, log_rows=True)  # tables the replayed DDL created
     return replayed, skipped
+
+
+def _apply_runs(rc: sqlite3.Connection, changes: List[Tuple[capture.TableInfo, Change]]) -> Tuple[int, int]:
+    """Replay without a hook: consecutive rows of one statement shape go in one
+    ``executemany``; if one fails, the run is redone row by row (every statement is
+    idempotent, so the rows the failed ``executemany`` had applied are simply applied again)."""
+    ok = failed = 0
+    i = 0
+    while i < len(changes):
+        info, ch = changes[i]
+        stmts = statements(info, ch)
+        if len(stmts) != 1:  # a NULL-safe delete first: not batched
+            if _apply(rc, info, ch, None):
+                ok += 1
+            else:
+                failed += 1
+            i += 1
+            continue
+        sql = stmts[0].sql
+        args = [stmts[0].args]
+        j = i + 1
+        while j < len(changes):
+            more = statements(*changes[j])
+            if len(more) != 1 or more[0].sql != sql:
+                break
+            args.append(more[0].args)
+            j += 1
+        try:
+            rc.executemany(sql, args)
+            ok += j - i
+        except sqlite3.Error:
+            for info2, ch2 in changes[i:j]:
+                if _apply(rc, info2, ch2, None):
+                    ok += 1
+                else:
+                    failed += 1
+        i = j
+    return ok, failed
 
 
 def _decide(ch: Change, decision: Any) -> Optional[Change]:

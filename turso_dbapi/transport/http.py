@@ -15,9 +15,13 @@ Rules (numbered; the code tags them):
 (3) Auth is applied per request attempt (a callable token is evaluated each time) by an
     ``AuthBase`` hook, so ``.netrc`` never overrides it and requests strips it on a
     redirect to another host. User-info in the URL moves into a Basic header and out of
-    the URL. Tokens never appear in logs, reprs or messages.
+    the URL. A ``sign`` hook (e.g. S3 SigV4) runs there too, per attempt, on the final
+    method, URL and headers, and returns the headers to add: a retry is signed afresh.
+    Tokens and signatures never appear in logs, reprs or messages.
 (4) One DEBUG log line per request: method, redacted URL, Range, status, body bytes, ms.
 (5) Counters (requests sent, body bytes, retries) go into the caller's ``SourceStats``.
+(6) An ``explain`` hook turns an error reply into advice (e.g. S3's XML ``<Code>``); for it
+    the client reads small error bodies (at most 64 KiB) the caller did not ask for.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ redaction.install()  # urllib3's DEBUG lines carry request URLs (with presigned 
 
 T = TypeVar("T")
 Token = Union[str, Callable[[], Optional[str]], None]
+# (3) sign(method, url, headers) -> headers to add to this attempt
+Signer = Callable[[str, str, Mapping[str, str]], Mapping[str, str]]
 
 DEFAULT_TIMEOUT = 30.0  # seconds, connect and read (option http_timeout)
 DEFAULT_RETRIES = 3  # retries after the first attempt (option retries)
@@ -152,9 +158,10 @@ class Reply:
 class _Auth(requests.auth.AuthBase):
     """Sets Authorization per attempt (3). Its repr never shows the secret."""
 
-    def __init__(self, token: Token, basic: Optional[Tuple[str, str]]):
+    def __init__(self, token: Token, basic: Optional[Tuple[str, str]], sign: Optional[Signer] = None):
         self._token = token
         self._basic = basic
+        self._sign = sign
         self._last: Optional[str] = None  # the token a callable gave last (for redaction)
 
     def secrets(self) -> Tuple[str, ...]:
@@ -173,10 +180,12 @@ class _Auth(requests.auth.AuthBase):
         elif self._basic is not None:
             raw = f"{self._basic[0]}:{self._basic[1]}".encode()
             r.headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
+        if self._sign is not None:
+            r.headers.update(self._sign(r.method or "GET", r.url or "", r.headers))
         return r
 
     def __repr__(self) -> str:
-        kind = "bearer" if self._token else ("basic" if self._basic else "none")
+        kind = "signed" if self._sign else "bearer" if self._token else ("basic" if self._basic else "none")
         return f"<auth {kind} ***>"
 
 
@@ -210,8 +219,11 @@ class HttpClient:
         stats: Optional[SourceStats] = None,
         pool_size: int = 8,
         deadline: Optional[float] = None,
+        sign: Optional[Signer] = None,
+        explain: Optional[Callable[[Reply], Optional[str]]] = None,
     ):
         self.url, basic = split_credentials(url)
+        self._explain = explain  # (6)
         self.display_url = redact(self.url)
         self.timeout = float(timeout)
         self.deadline = deadline  # total seconds per attempt, body included (deadline.py)
@@ -226,7 +238,7 @@ class HttpClient:
         s = requests.Session()
         self.verify = verify  # True unless the caller opts out; passed per request because a
         s.verify = verify  # session-level value loses to REQUESTS_CA_BUNDLE in requests
-        s.auth = _Auth(auth_token, basic)
+        s.auth = _Auth(auth_token, basic, sign)
         s.headers["User-Agent"] = f"{client_name} python-requests/{requests.__version__}"
         for k, v in (headers or {}).items():
             s.headers[k] = v
@@ -254,7 +266,8 @@ class HttpClient:
 
     def error(self, reply: Reply, what: str, *, cls: type = RemoteError) -> RemoteError:
         """A RemoteError for an unexpected status, with what to do."""
-        advice = STATUS_ADVICE.get(reply.status)
+        advice = self._explain(reply) if self._explain is not None else None
+        advice = advice or STATUS_ADVICE.get(reply.status)
         if advice is None:
             advice = "the server failed: retry later" if reply.status >= 500 else "unexpected reply"
         return cls(f"{what}: {reply.where()} -> HTTP {reply.status}; {advice}", url=reply.url, status=reply.status)
@@ -349,6 +362,10 @@ class HttpClient:
                         raise self._final(method, shown, rng_hdr, retry, resp.status_code, reason, advice) from None
                     self.stats.add(received=len(reply.body) + streamed)
                     received = len(reply.body) + streamed
+                elif self._explain is not None and reply.status >= 400:
+                    reply.body = self._small_body(resp)  # (6)
+                    self.stats.add(received=len(reply.body))
+                    received = len(reply.body)
             finally:
                 dog.cancel()
                 resp.close()
@@ -410,6 +427,19 @@ class HttpClient:
             time.sleep(wait)
 
     @staticmethod
+    def _small_body(resp: requests.Response) -> bytes:
+        try:
+            length = int(resp.headers.get("Content-Length", "-1"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= 65536:
+            return b""
+        try:
+            return resp.content
+        except requests.RequestException:
+            return b""
+
+    @staticmethod
     def _drain(resp: requests.Response) -> None:
         # Read a small error body so the connection returns to the pool; drop big ones.
         try:
@@ -466,5 +496,5 @@ def client_from_options(url: str, options: Mapping[str, Any], *, stats: Optional
     )
 
 
-__all__ = ["HttpClient", "Reply", "Retry", "RetryEvent", "TransientReplyError", "client_from_options",
+__all__ = ["HttpClient", "Reply", "Retry", "RetryEvent", "Signer", "TransientReplyError", "client_from_options",
            "split_credentials"]
