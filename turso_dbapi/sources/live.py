@@ -56,16 +56,17 @@ PROOF (the image "frames 1..N over the file at E" is a state the writer committe
     checkpointed and truncated between S1 and S2 is not detected there when the pin is
     not settled: the window is one request, the change needs a TRUNCATE checkpoint.)
 READS (misses) of pages not in frames 1..N:
-  F. settled pin: a ranged read with If-Match E (range.py (4)): a reply means the file
-     is still the one the snapshot proved consistent (pages of frames 1..N are never
-     read from the file, so backfills of them do not matter; a 412 falls back to C).
-  C. otherwise (not settled, or F answered 412): the pages are read without
-     preconditions, then the WAL is read again (header + the bytes after frame N). If the
-     header is still G and no committed frame after N wrote one of those pages, the
-     pages equal their image at frame N (W2: the file holds backfills of G only, and
-     none of frames > N touched them). A settled reply becomes the new pin, and the pages
-     frames > N wrote are refused from then on (they may be newer in the file). Anything
-     else raises ``RemoteChangedError``: never a mix of two states within a transaction.
+  C. while a WAL is there: the pages are read without preconditions, then the WAL is read
+     again (header + the bytes after frame N). If the header is still G and no committed
+     frame after N wrote one of those pages, the pages equal their image at frame N (W2:
+     the file holds backfills of G only, and none of frames > N touched them) — even if
+     a checkpoint wrote the file WHILE the reply was streamed (a validator cannot tell
+     that: the server took it before sending the bytes, and a checkpoint writes in place).
+     The pages frames > N wrote are refused from then on (they may be newer in the file).
+     Anything else raises ``RemoteChangedError``: never a mix of two states within a
+     transaction. Cost: one more request per miss.
+  F. without a WAL (rollback journal, absent or empty WAL): a ranged read with If-Match E
+     (range.py (4)), as for any HTTP-range database.
 PULL (``observe`` then the replica applies it under SQLite's EXCLUSIVE lock):
   P1. same generation: ONE request, ``Range: bytes=0-31,<end of frame N>-`` (two
       requests where multi-range is refused): the new frames N+1..N' are trusted as in
@@ -195,7 +196,6 @@ class LiveSource:
         self.wal: Optional[WalIndex] = None
         self.wal_absent = False  # (after a 404) no WAL requests until pull()
         self.wal_mode = False
-        self.settled = False
         self.refused: Set[int] = set()  # pages frames after N wrote (C): may be newer in the file
         self.counter = 0  # change counter of the page 1 served (moves at every applied change)
         self.stale = False  # a change was seen mid-transaction: pull at the next one
@@ -388,7 +388,6 @@ class LiveSource:
             self.page_size = self.db.page_size
             self.wal_mode = is_wal_mode(obs.leading)
             self.size = obs.wal.db_size * self.page_size if obs.wal is not None and obs.wal.db_size else self.db.size
-            self.settled = obs.trusted_leading and settled(self.db._pinned)
             self.refused = set()
             self.version = self._version()
         finally:
@@ -407,13 +406,12 @@ class LiveSource:
         refused = [p for p in pgnos if p in self.refused]
         if refused:
             raise self._changed(f"page {refused[0]} was rewritten by a commit after this snapshot")
-        if self.settled:
+        if self.wal is None:  # F: the file alone, pinned as range.py pins it
             try:
-                return self.db.fetch(pgnos)  # F
+                return self.db.fetch(pgnos)
             except RemoteChangedError:
-                if self.wal is None:
-                    self.stale = True
-                    raise
+                self.stale = True
+                raise
         return self._confirmed_fetch(pgnos)  # C
 
     def _confirmed_fetch(self, pgnos: List[int]) -> Dict[int, bytes]:
@@ -449,9 +447,6 @@ class LiveSource:
             raise self._changed(f"page {hit[0]} was rewritten by a commit after this snapshot")
         with self._lock:
             self.refused |= newer
-            if pin is not None and settled(pin):  # C: a settled reply becomes the pin
-                self.db._pinned = pin
-                self.settled = True
         self.stats.add(pages=len(out))
         return out
 
