@@ -351,3 +351,20 @@ def test_cpythons_own_sqlite3_tests_pass_through_the_drop_in(tmp_path):
     counts = json.loads(result[-1][len("RESULT "):])
     print(f"CPython {sys.version_info[0]}.{sys.version_info[1]} {tests} through turso_dbapi: {counts}")
     assert counts["failures"] == counts["errors"] == 0 and counts["run"] > 250
+
+
+@pytest.mark.parametrize("mode", ["turso", "range"])
+def test_remote_connections_work_where_the_drop_in_is_swapped_in_as_sys_modules_sqlite3(
+        mode, turso_server_factory, tmp_path):
+    # the remote modules load after the swap, so their `import sqlite3` is this module: its
+    # connect() must hand the VFS URIs they open to SQLite, not take them for replicas
+    server = turso_server_factory(setup=_small_table)
+    url = server.url if mode == "turso" else server.file_url
+    out = _run_script(
+        "import sqlite3, sys\n"
+        "import turso_dbapi\n"
+        "sys.modules['sqlite3'] = turso_dbapi\n"
+        f"con = turso_dbapi.connect({url!r}, local_path='r.db')\n"
+        "print(con.execute('select sum(x) from t').fetchone()[0])\n"
+        "con.close()\n", tmp_path)
+    assert out.split() == ["4950"]

@@ -84,6 +84,8 @@ def _replica_in_file_uri(database: Any, kwargs: Any) -> Any:
     if parts.netloc not in ("", "localhost") or _replica_kind(unquote(parts.path)) is None:
         return None
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if "vfs" in params:  # a VFS URI (this driver's own opens, where sqlite3 is this module)
+        return None
     mode = params.pop("mode", "rw")
     if mode not in ("ro", "rw", "rwc") or params:
         bad = ", ".join(sorted(params) + ([f"mode={mode}"] if mode not in ("ro", "rw", "rwc") else []))

@@ -1,10 +1,11 @@
-"""B-tree-aware readahead rules (turso_dbapi/fetch/btree_readahead.py) on a real SQLite file."""
+"""B-tree-aware access rules (turso_dbapi/fetch/access.py over btree_readahead.BtreeMap) on a real SQLite file."""
 
 from __future__ import annotations
 
 import sqlite3
 
-from turso_dbapi.fetch.btree_readahead import BtreeMap, BtreeReadahead, btree_children
+from turso_dbapi.fetch.access import AccessPolicy
+from turso_dbapi.fetch.btree_readahead import BtreeMap, btree_children
 from turso_dbapi.fetch.readahead import Readahead
 
 PS = 4096
@@ -27,46 +28,47 @@ def build(path):
     return root, n, {p: data[(p - 1) * PS:p * PS] for p in range(1, n + 1)}
 
 
-def test_interior_siblings_and_known_children_only(tmp_path):
+def test_interior_siblings_on_the_second_descent_and_scans_keep_to_their_tree(tmp_path):
     root, n, pages = build(str(tmp_path / "a.db"))
     level1 = btree_children(pages[root], root, PS)
     assert len(level1) >= 3 and all(btree_children(pages[c], c, PS) for c in level1)  # 3 levels
     hints = BtreeMap(PS)
     hints.note(root, pages[root])
     present = {1, root}
-    ra = BtreeReadahead(Readahead(PS, 128 * 1024), hints)
-    # nothing known about the level below the root yet: no siblings
-    assert hints.parent_of(level1[1]) == root
+    ra = AccessPolicy(PS, 128 * 1024, 4 * 1024 * 1024, hints)
     hints.note(level1[0], pages[level1[0]])
     present.add(level1[0])
-    # one interior child seen; the first miss below the root stays small, the second one
-    # brings every missing sibling (rule 1)
-    seg = 32
+    # (A1) the first miss below the root costs its page; (A4) the second brings every
+    # missing sibling
+    read = {1, root}  # pages SQLite read (was_read): level1[0] was fetched, never read
+    assert ra.plan(level1[2], n, present.__contains__, read.__contains__) == [level1[2]]
+    plan = ra.plan(level1[1], n, present.__contains__, read.__contains__)
+    assert set(level1) - present <= set(plan) and set(plan) <= set(level1)
+    present.update(plan)
+    for p in level1:
+        hints.note(p, pages[p])
+    # (A2) a scan: the leaf after one that was read brings the next leaves in key order,
+    # 4 pages first, then doubling; never a page of another B-tree
+    leaves = [c for p in level1 for c in btree_children(pages[p], p, PS)]
+    present.add(leaves[0])
+    read.add(leaves[0])
+    first = ra.plan(leaves[1], n, present.__contains__, read.__contains__)
+    assert first == sorted(leaves[1:5])
+    present.update(first)
+    read.update(first)
+    assert ra.plan(leaves[5], n, present.__contains__, read.__contains__) == sorted(leaves[5:13])
+    # a lookup elsewhere is random again: its page alone
+    assert ra.plan(leaves[-3], n, present.__contains__, read.__contains__) == [leaves[-3]]
 
-    def segment(p):
-        return set(range((p - 1) // seg * seg + 1, (p - 1) // seg * seg + seg + 1))
 
-    first = ra.plan(level1[2], n, present.__contains__)
-    assert set(first) <= segment(level1[2])
-    plan = ra.plan(level1[1], n, present.__contains__)
-    assert not set(plan) <= segment(level1[1])
-    assert set(level1) - present <= set(plan)
-    # rule 2: speculative pages are known B-tree children (no index pages, no strangers)
-    for p in plan:
-        assert p == level1[1] or hints.is_known_child(p)
-    leaves = btree_children(pages[level1[0]], level1[0], PS)
-    index_root = max(p for p in pages if p not in leaves and p not in level1 and p != root)
-    plan = ra.plan(leaves[-1], n, present.__contains__)
-    assert leaves[-1] in plan and index_root not in plan
-    assert set(plan) <= set(leaves) | set(level1)
-
-
-def test_unknown_pages_keep_the_plain_segment_policy(tmp_path):
-    root, n, pages = build(str(tmp_path / "b.db"))
+def test_unknown_pages_cost_their_page_and_runs_of_them_grow(tmp_path):
     hints = BtreeMap(PS)
-    inner = Readahead(PS, 128 * 1024)
-    plain = Readahead(PS, 128 * 1024).plan(100, n, lambda p: False)
-    assert BtreeReadahead(inner, hints).plan(100, n, lambda p: False) == plain
+    ra = AccessPolicy(PS, 128 * 1024, 4 * 1024 * 1024, hints)
+    assert ra.plan(100, 1000, lambda p: False) == [100]  # (A1)
+    assert ra.plan(101, 1000, lambda p: False) == [101, 102, 103, 104]  # (A3) a run: 4 pages
+    assert ra.plan(105, 1000, lambda p: False) == list(range(105, 113))  # then doubling
+    assert ra.plan(500, 1000, lambda p: False) == [500]  # a jump: random again
+    assert ra.plan(2, 1000, lambda p: False) == [2]  # page 1 then 2 is no run (open, then a root)
     hints.clear()
     assert hints.parent_of(100) is None
 
@@ -87,12 +89,12 @@ def interior_page(children, right):
 
 def test_a_descent_is_not_taken_for_a_scan():
     hints = BtreeMap(PS)
-    ra = BtreeReadahead(Readahead(PS, 128 * 1024), hints)
-    assert ra.plan(30, 200, lambda p: False)[-1] == 32  # the interior page's own segment
+    ra = AccessPolicy(PS, 128 * 1024, 4 * 1024 * 1024, hints)
+    assert ra.plan(30, 200, lambda p: False) == [30]  # the interior page alone
     hints.note(30, interior_page(list(range(33, 96)), 96))  # its children follow it in the file
-    # next miss: a child just past that segment. The plain policy reads it as a scan and
-    # doubles its window to 64 pages; a descent stays in its own segment (rule 3).
-    assert ra.plan(33, 200, lambda p: False) == list(range(33, 65))
+    # next miss: a child just past it. By page numbers alone this continues a scan (the
+    # plain segment policy doubles its window to 64 pages); it is a descent: one page.
+    assert ra.plan(33, 200, lambda p: False) == [33]
     plain = Readahead(PS, 128 * 1024)
     plain.plan(30, 200, lambda p: False)
     assert len(plain.plan(33, 200, lambda p: False)) == 64

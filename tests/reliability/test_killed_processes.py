@@ -1,10 +1,11 @@
 """The kill -9 campaign, bounded: a process is SIGKILLed at chosen points (tests/support/
-_crash_worker.py HOOKS) and at random moments of pulls, lazy fetches and local writes.
+_crash_worker.py HOOKS) and at seeded random points of pulls (with unpushed local changes
+to replay), pushes, lazy fetches (Turso and HTTP ranges) and local writes.
 
 After every kill the replica reopens with ``integrity_check`` ok, holds the old or the new
-revision (never a mix), has lost no committed local write, and is not wedged (the next pull
-works). The regression net for push/rebase: add a kill point to ``HOOKS`` or an entry to
-the lists below. Random points are drawn from a fixed seed (reproducible); about 25 s.
+revision (never a mix), has lost no committed local write (nor doubled one), and is not
+wedged: the next pull or push works, and a push finished after a kill sends every row
+exactly once. Add a kill point to ``HOOKS`` or an entry to the lists below. About 30 s.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ SEED = 14
 
 # Chosen points of a pull (see _crash_worker.HOOKS): while staging, once staged, after the
 # pending apply is recorded, in the middle of the apply, after the metadata switch.
-PULL_POINTS = ["stage.add:1", "stage.add:40", "stage.finish:1", "meta.save:1", "apply.put:1",
-               "apply.put:30", "meta.save:2"]
+PULL_POINTS = ["stage.add:1", "stage.add:40", "stage.finish:1", "rebase.extract:1", "meta.save:1",
+               "apply.put:1", "apply.put:30", "rebase.replay:1", "meta.save:2"]
+PUSH_POINTS = ["push.batch:1"]
 FETCH_POINTS = ["fetch.put:1", "fetch.put:9", "fetch.put:40"]
 
 
@@ -61,6 +63,20 @@ def elapsed(out: str) -> float:
 def fill(server) -> None:
     server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, x BLOB)")
     server.db_sql(f"INSERT INTO t SELECT value, 0, randomblob(1200) FROM generate_series(1, {ROWS})")
+    server.db_sql("CREATE TABLE mine(n INTEGER PRIMARY KEY, pad BLOB)")  # local writes go here
+
+
+def write_locally(path: str, count: int) -> set:
+    """Commit ``count`` rows of ``mine`` in the replica; their keys."""
+    con = turso_dbapi.connect(path)
+    keys = {con.execute("INSERT INTO mine(pad) VALUES (randomblob(700))").lastrowid for _ in range(count)}
+    con.commit()
+    con.close()
+    return keys
+
+
+def local_keys(con) -> set:
+    return {n for (n,) in con.execute("SELECT n FROM mine")}
 
 
 def new_revision(server) -> None:
@@ -87,14 +103,17 @@ def test_a_pull_killed_at_any_point_leaves_the_old_or_the_new_revision(turso_ser
     v += 1
     points = (PULL_POINTS + random_hook_points(4, ["stage.add", "apply.put"], pages)
               + random_points(3, 0.0, took))
+    mine = set()
     for point in points:
+        mine |= write_locally(path, 2)  # unpushed local changes: the pull replays them
         new_revision(turso_server)
         run_worker("pull", point, path)
         con = turso_dbapi.connect(path)
         got, n = state(con)
         assert got in (v, v + 1) and n == ROWS, point
+        assert local_keys(con) == mine, point  # no committed local write lost (or doubled)
         con.pull()  # not wedged: the next pull reaches the new revision
-        assert state(con) == (v + 1, ROWS), point
+        assert state(con) == (v + 1, ROWS) and local_keys(con) == mine, point
         con.close()
         v += 1
 
@@ -128,6 +147,22 @@ def test_a_range_scan_killed_mid_fetch_heals_on_reopen(nginx, tmp_path, kill_at)
     assert con.execute("SELECT count(*), sum(length(x)), sum(hex(substr(x, 1, 2)) > '8') FROM t").fetchall() == want
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     con.close()
+
+
+def test_a_push_killed_at_any_point_is_finished_by_the_next_push_exactly_once(turso_server, tmp_path):
+    fill(turso_server)
+    path = str(tmp_path / "p.db")
+    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    mine = set()
+    for point in PUSH_POINTS + random_points(3, 0.0, 0.3):
+        mine |= write_locally(path, 3)
+        run_worker("push", point, path)
+        con = turso_dbapi.connect(path)
+        assert local_keys(con) == mine, point
+        con.push()  # the high-water row says what the killed push committed
+        con.close()
+        on_server = [int(n) for (n,) in turso_server.db_sql("SELECT n FROM mine")]
+        assert sorted(on_server) == sorted(mine), point  # every row once, none lost
 
 
 def test_a_writer_killed_at_random_points_loses_no_committed_row(turso_server, tmp_path):

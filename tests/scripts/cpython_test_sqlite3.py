@@ -1,7 +1,7 @@
 """CPython's own sqlite3 tests (``Lib/test/test_sqlite3``) with ``import sqlite3`` resolving to
 turso_dbapi, unchanged: the strongest drop-in check there is.
 
-    python tests/scripts/cpython_test_sqlite3.py [unittest args, e.g. -k factory]
+    python tests/scripts/cpython_test_sqlite3.py [--remote URL] [unittest args, e.g. -k factory]
 
 Prints unittest's report, then one line ``RESULT {json counts}``; exits 0 when every test
 passed. Needs an interpreter that ships its test package (``test.test_sqlite3`` from 3.11 on,
@@ -46,7 +46,36 @@ _stdlib_part_over_the_drop_in("test", package=True)
 TESTS = "test.test_sqlite3" if sys.version_info >= (3, 11) else "test.test_sqlite"
 
 
+def _every_database_a_replica_of(url: str, directory: str) -> None:
+    """``--remote URL``: every ``connect()`` of ``":memory:"`` or of a file path opens a replica
+    of ``url`` (an empty database) instead: a fresh one for ``":memory:"``, the same one again
+    for the same path. URIs (``uri=True``) stay local. Failures that are inherent to a replica
+    (a file that must exist on disk, ``:memory:`` sharing, ...) are expected in this mode."""
+    real = turso_dbapi.connect
+    fresh = iter(range(1 << 30))
+    by_path: dict = {}
+
+    def connect(database, *args, **kwargs):
+        if kwargs.get("uri") or not isinstance(database, (str, bytes, os.PathLike)):
+            return real(database, *args, **kwargs)
+        name = os.fsdecode(database)
+        if name == ":memory:" or name == "":
+            local = os.path.join(directory, f"m{next(fresh)}.db")
+        else:
+            local = by_path.setdefault(os.path.abspath(name), os.path.join(directory, f"f{next(fresh)}.db"))
+        return real(url, *args, local_path=local, **kwargs)
+
+    turso_dbapi.connect = connect
+
+
 def main(argv: list) -> int:
+    if "--remote" in argv:
+        import tempfile
+
+        i = argv.index("--remote")
+        url = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+        _every_database_a_replica_of(url, tempfile.mkdtemp(prefix="tdb-cpython-"))
     importlib.import_module(TESTS)  # it imports `sqlite3`: after the swap
     assert sys.modules["sqlite3"] is turso_dbapi
     prog = unittest.main(module=None, argv=["test_sqlite3", TESTS, *argv], exit=False, verbosity=1)

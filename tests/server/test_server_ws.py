@@ -111,3 +111,22 @@ def test_websocket_handshake_and_auth(turso_server_factory):
     err = json.loads(_recv(s)[1])
     assert err["type"] == "response_error" and "stream 9 is not open" in err["error"]["message"]
     s.close()
+
+
+def test_websocket_sessions_are_bounded(turso_server_factory, monkeypatch):
+    srv = turso_server_factory()
+    monkeypatch.setattr(srv.server.httpd, "ws_slots", __import__("threading").BoundedSemaphore(2))
+    held = [_upgrade(srv)[0] for _ in range(2)]
+    s, head = _upgrade(srv)
+    assert head.startswith("HTTP/1.1 503")
+    s.close()
+    held.pop().close()  # a session ends: its slot is free again
+    for _ in range(50):
+        s, head = _upgrade(srv)
+        if head.startswith("HTTP/1.1 101"):
+            break
+        s.close()
+        __import__("time").sleep(0.05)
+    assert head.startswith("HTTP/1.1 101")
+    for s_ in held + [s]:
+        s_.close()

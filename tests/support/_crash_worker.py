@@ -2,12 +2,14 @@
 
     python _crash_worker.py ROOT OPERATION KILL_AT TARGET [LOCAL_PATH]
 
-OPERATION is one of ``pull`` (pull() a Turso replica), ``scan`` (read every page lazily),
+OPERATION is one of ``pull`` (pull() a Turso replica), ``push`` (push() it), ``scan`` (read
+every page lazily),
 ``write`` (commit rows of table ``mine``, printing "committed <rowid>" after each commit) or
 ``big-write`` (one transaction larger than the page cache, never committed).
 
 KILL_AT is where the process SIGKILLs itself: ``never``, ``<hook>:<n>`` (the n-th call of a
-hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``;
+hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``,
+``rebase.extract``, ``rebase.replay``, ``push.batch``;
 ``meta.save:1`` is the pending-apply record, ``meta.save:2`` the switch), or
 ``after:<seconds>`` (a timer: a random point chosen by the caller). It prints "ready"
 when the replica is open, then "done <seconds the operation took>" if it was not killed
@@ -30,6 +32,9 @@ HOOKS = {
     "stage.finish": ("turso_dbapi.sync.stage", "StageWriter.finish"),
     "meta.save": ("turso_dbapi.sync.metadata", "save"),
     "apply.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "overwrite"),
+    "rebase.extract": ("turso_dbapi.sync.rebase", "extract"),  # local changes set aside
+    "rebase.replay": ("turso_dbapi.sync.rebase", "replay"),  # replayed, not yet committed
+    "push.batch": ("turso_dbapi.sync.push", "Pipeline.call"),  # the server committed a batch
     "fetch.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "fill"),
 }
 
@@ -85,6 +90,8 @@ def main() -> None:
     arm(kill_at)
     if operation == "pull":
         con.pull()
+    elif operation == "push":
+        con.push()
     elif operation == "scan":
         con.execute("SELECT count(*), sum(length(x)) FROM t").fetchall()
     elif operation == "write":

@@ -1,4 +1,4 @@
-"""B-tree prefetch: ONE map of the B-trees (``BtreeMap``) and the two policies reading it.
+"""B-tree prefetch: ONE map of the B-trees (``BtreeMap``) and the sibling prefetch reading it.
 
 ``BtreeMap`` learns the shape of the B-trees from the pages that pass by (child -> parent,
 the children of each interior page in cell order, which parents have interior children).
@@ -6,24 +6,8 @@ the children of each interior page in cell order, which parents have interior ch
 ``BtreeSiblings`` (option ``prefetch=True``, every remote kind) adds the next siblings of a
 B-tree level walked in order to the miss's own request (rules B1-B3 on the class).
 
-``BtreeReadahead`` (Turso replicas: ``/pull-updates`` takes an explicit page-id bitmap, so
-one request can carry pages that are far apart in the file; HTTP ranges cannot) wraps the
-segment/window policy of ``readahead.Readahead`` with three rules, over the replica's map
-shared by its connections (``hints_for``):
-
-(1) Siblings of interior pages: the SECOND miss below a parent whose children are known to
-    be INTERIOR pages (B-trees are balanced: one interior child means all are) also fetches
-    every missing child of that parent (the first descent stays small: a single cold point
-    lookup does not pay for siblings it will never read). Upper levels are small (a 100 MiB table has ~80
-    level-1 pages) and each later random lookup then needs one request (its leaf) instead
-    of two, and a table scan stops jumping to the next interior page (which reset its window).
-(2) Known B-tree pages only: when the missed page is a known child, the speculative pages
-    of the segment/window are restricted to known children. A cold point lookup then does
-    not drag 31 unrelated leaves along with the interior page it misses, and a scan's
-    window does not run past the end of its table into an index's pages.
-(3) A descent is not a scan: a miss on a child of the page the previous miss fetched (an
-    interior page and, next to it in the file, its leaves) stays within its own segment,
-    although the segment policy reads "just past the previous plan" as a growing scan.
+``access.AccessPolicy`` (every replica) reads the map to tell scans, descents and random
+misses apart; ``index_prefetch.IndexPrefetch`` to find an index leaf's B-tree.
 
 The map never affects correctness (it only chooses what to fetch) and is relearnt at pulls.
 """
@@ -33,9 +17,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, List, Optional, Set
 
-from .readahead import Readahead
 
-SIBLING_LIMIT = 1024  # pages added by rule (1) in one request, at most
+SIBLING_LIMIT = 1024  # interior siblings added to one request, at most (access.py (A2), (A4))
 PAGE1_HEADER = 100  # the database file header precedes page 1's B-tree header
 INTERIOR_INDEX = 0x02
 INTERIOR_TABLE = 0x05
@@ -146,6 +129,74 @@ class BtreeMap:
                 return []
             return list(self._children.get(parent, ()))
 
+    def interior_siblings_of(self, parent: int) -> List[int]:
+        """The interior pages on ``parent``'s level under its own parent ([] when unknown)."""
+        with self._lock:
+            grand = self._parent.get(parent)
+            return list(self._children.get(grand, ())) if grand is not None else []
+
+    def prev_in_level(self, pgno: int) -> Optional[int]:
+        """The page before ``pgno`` in key order on its level: the previous child of its
+        parent, or the last child of the parent's previous sibling (None when unknown)."""
+        with self._lock:
+            parent = self._parent.get(pgno)
+            if parent is None:
+                return None
+            kids = self._children.get(parent, [])
+            i = kids.index(pgno) if pgno in kids else -1
+            if i > 0:
+                return kids[i - 1]
+            grand = self._parent.get(parent)
+            uncles = self._children.get(grand, []) if grand is not None else []
+            j = uncles.index(parent) if parent in uncles else -1
+            if j > 0:
+                cousins = self._children.get(uncles[j - 1])
+                if cousins:
+                    return cousins[-1]
+            return None
+
+    def next_in_level(self, pgno: int, n: int) -> List[int]:
+        """Up to ``n`` pages after ``pgno`` in key order on its level, as far as known
+        (its parent's later children, then those of the parent's later siblings)."""
+        out: List[int] = []
+        with self._lock:
+            parent = self._parent.get(pgno)
+            if parent is None or n <= 0:
+                return out
+            kids = self._children.get(parent, [])
+            i = kids.index(pgno) if pgno in kids else len(kids)
+            out.extend(kids[i + 1:i + 1 + n])
+            grand = self._parent.get(parent)
+            uncles = self._children.get(grand, []) if grand is not None else []
+            j = uncles.index(parent) if parent in uncles else len(uncles)
+            for uncle in uncles[j + 1:]:
+                if len(out) >= n:
+                    break
+                cousins = self._children.get(uncle)
+                if cousins is None:
+                    break  # an interior page not seen yet: key order unknown past it
+                out.extend(cousins[:n - len(out)])
+        return out
+
+    def level_parents(self, pgno: int) -> Set[int]:
+        """The interior pages that hold ``pgno``'s level under its grandparent (its
+        parent alone when the grandparent is unknown; empty when the parent is)."""
+        with self._lock:
+            parent = self._parent.get(pgno)
+            if parent is None:
+                return set()
+            grand = self._parent.get(parent)
+            return set(self._children.get(grand, ())) if grand is not None else {parent}
+
+    def root_of(self, pgno: int) -> int:
+        """The top of ``pgno``'s chain of known parents (a B-tree root when the chain is whole)."""
+        with self._lock:
+            seen = 0
+            while pgno in self._parent and seen < 64:
+                pgno = self._parent[pgno]
+                seen += 1
+            return pgno
+
     def is_known_child(self, pgno: int) -> bool:
         with self._lock:
             return pgno in self._parent
@@ -206,36 +257,6 @@ class BtreeSiblings:
         with self._lock:
             self.added += len(out)
         return out
-
-
-class BtreeReadahead:
-    """``Readahead.plan`` plus the module's rules (1)-(3), over a replica's ``BtreeMap``;
-    same interface."""
-
-    def __init__(self, inner: Readahead, hints: BtreeMap):
-        self.inner = inner
-        self.hints = hints
-        self._last_miss = 0
-
-    def __getattr__(self, name: str):  # window_pages, segment_pages, ... of the inner policy
-        return getattr(self.inner, name)
-
-    def plan(self, pgno: int, n_pages: int, is_present: Callable[[int], bool],
-             was_read: Optional[Callable[[int], bool]] = None) -> List[int]:
-        pages = self.inner.plan(pgno, n_pages, is_present, was_read)
-        hints = self.hints
-        parent = hints.parent_of(pgno)
-        if parent is not None and parent == self._last_miss:  # (3)
-            seg = self.inner.segment_pages
-            lo = (pgno - 1) // seg * seg
-            pages = [p for p in pages if lo < p <= lo + seg]
-        self._last_miss = pgno
-        if hints.is_known_child(pgno):
-            pages = [p for p in pages if p == pgno or hints.is_known_child(p)]  # (2)
-        siblings = [p for p in hints.interior_siblings(pgno) if p <= n_pages and not is_present(p)]
-        if siblings:  # (1)
-            pages = sorted(set(pages).union(siblings[:SIBLING_LIMIT]))
-        return pages
 
 
 _hints: Dict[str, BtreeMap] = {}

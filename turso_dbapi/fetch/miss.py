@@ -1,9 +1,10 @@
 """The miss path: what a connection does when SQLite reads pages its replica lacks.
 
 ``MissHandler.handle_miss`` is called (through ``PageStore.on_miss``) ONCE for a run of
-absent pages; it plans what to fetch (``Readahead``; with ``prefetch`` also the next
-B-tree siblings, ``BtreeSiblings``; for Turso replicas the B-tree rules of
-``BtreeReadahead``), fetches it in ONE ``source.fetch`` call through a ``SingleFlight``
+absent pages; it plans what to fetch (``access.AccessPolicy``: scan, descent or random
+from what the replica's ``BtreeMap`` knows; the table leaves an index leaf predicts,
+``index_prefetch.IndexPrefetch``; with ``prefetch`` also the next B-tree siblings,
+``BtreeSiblings``), fetches it in ONE ``source.fetch`` call through a ``SingleFlight``
 shared by every connection of the store, and stores the pages. Errors never cross into C:
 they are kept per thread (``storage.callbacks.keep_error``) and the failure code goes back.
 ``download_all`` fetches every absent page (``partial=False``).
@@ -21,8 +22,10 @@ from .._util.progress import Progress
 from ..errors import RemoteError
 from ..storage.callbacks import keep_error
 from ..storage.pagestore import PageStore
-from .btree_readahead import BtreeMap, BtreeReadahead, BtreeSiblings
-from .readahead import Lookahead, Readahead, SingleFlight
+from .access import AccessPolicy
+from .btree_readahead import BtreeMap, BtreeSiblings, hints_for
+from .index_prefetch import IndexPrefetch
+from .readahead import Lookahead, SingleFlight
 
 log = logging.getLogger("turso_dbapi")
 
@@ -49,13 +52,15 @@ LOOKAHEAD_FACTOR = 4
 class MissHandler:
     """Fetches absent pages for one connection: readahead, single-flight, B-tree prefetch.
 
-    ``btree_hints`` (Turso replicas) wraps the segment/window policy in ``BtreeReadahead``.
+    ``btree_hints``: the replica's ``BtreeMap`` when its source notes the pages it fetches
+    (Turso, ``page_observer``); otherwise the store's map (``hints_for``), noted here.
     A miss: held tripwire pages of the background read-ahead are stored at once (no
-    request); otherwise ``Readahead.plan`` (plus, with ``prefetch``, the next B-tree
-    siblings of a level walked in order: ``BtreeSiblings``) is fetched in ONE
-    ``source.fetch`` call through the store's ``SingleFlight``. A forward scan then starts
-    or advances the ``Lookahead`` (background windows; only for sources with
-    ``pinned_pages``). ``close()`` stops it; call it before closing the source.
+    request); otherwise ``AccessPolicy.plan`` plus ``IndexPrefetch.extra`` (plus, with
+    ``prefetch``, the next B-tree siblings of a level walked in order: ``BtreeSiblings``)
+    is fetched in ONE ``source.fetch`` call through the store's ``SingleFlight``. A forward
+    scan then starts or advances the ``Lookahead`` (background windows, kept to the scan's
+    B-tree level; sources with ``pinned_pages``, or a ``current_pin`` naming the version a
+    held page belongs to). ``close()`` stops it; call it before closing the source.
     """
 
     def __init__(
@@ -71,22 +76,25 @@ class MissHandler:
         self.store = store
         self.source = source
         self.single_flight = single_flight(store)
-        self.readahead: Any = Readahead(store.page_size, segment_size, readahead_max)
-        if btree_hints is not None:  # Turso replicas: B-tree rules over the segment policy
-            self.readahead = BtreeReadahead(self.readahead, btree_hints)
+        # One B-tree map per replica: a Turso source notes every page it fetches into it;
+        # for other sources this handler does.
+        self.btree_map = btree_hints if btree_hints is not None else hints_for(store)
+        self._note_map = btree_hints is None
+        self.readahead = AccessPolicy(store.page_size, segment_size, readahead_max, self.btree_map)
+        self.index = IndexPrefetch(store.read_page, store.page_size, self.btree_map, store.was_read)
         self.prefetch = prefetch
-        # One B-tree map: a Turso replica's (its source notes every fetched page into it)
-        # serves both prefetchers; otherwise prefetch keeps a bounded one of its own.
         self.siblings = (BtreeSiblings(store.page_size, limit=2 * self.readahead.segment_pages,
-                                       btree_map=btree_hints) if prefetch else None)
-        self._note_siblings = prefetch and btree_hints is None
+                                       btree_map=self.btree_map) if prefetch else None)
         self.last_error: Optional[BaseException] = None
         # Background read-ahead of scans: only where pages cannot change under us (L6).
         self.lookahead: Optional[Lookahead] = None
-        if getattr(source, "pinned_pages", False):
+        pinned = getattr(source, "pinned_pages", False)
+        self._pin = None if pinned else getattr(source, "current_pin", None)  # (L6)
+        if pinned or self._pin is not None:
             self.lookahead = Lookahead(
                 self._fetch_window, store.is_present, self.single_flight.in_flight,
                 lambda: store.remote_pages, LOOKAHEAD_FACTOR * self.readahead.max_pages,
+                pin=self._pin,
             )
 
     def close(self) -> None:
@@ -96,6 +104,13 @@ class MissHandler:
 
     def _fetch_window(self, pages: List[int], hold: Optional[int]) -> None:
         self.fetch_and_store(pages, requested=(), hold=hold, speculative=True)
+
+    def stats(self) -> Dict[str, int]:
+        """Counters of the miss path's policies (index prediction, background windows)."""
+        out = dict(self.index.stats())
+        if self.lookahead is not None:
+            out.update(self.lookahead.stats())
+        return out
 
     def handle_miss(self, pgno: int, n_pages: int) -> int:
         """C's callback for a run of absent pages; 0 when every one of them is now present."""
@@ -118,6 +133,7 @@ class MissHandler:
             readahead = self.readahead
             plan = set(readahead.plan(wanted[0], total, store.is_present, store.was_read))
             plan.update(wanted)
+            plan.update(p for p in self.index.extra(wanted[0], store.is_present, plan) if p <= total)
             siblings = self.siblings
             if siblings is not None and not readahead.scanning():  # B-tree prefetch, same request
                 plan.update(siblings.plan(wanted[0], total, store.is_present, store.was_read, plan))
@@ -125,7 +141,9 @@ class MissHandler:
             if ahead is not None:
                 ahead.take(wanted)  # a tripwire stored through a shared flight: no longer held
                 if readahead.direction == 1 and readahead.window_pages >= 2 * readahead.segment_pages:
-                    ahead.start(max(plan) + 1, readahead.window_pages)
+                    level, m = readahead.level, self.btree_map
+                    keep = None if not level else (lambda p: m.parent_of(p) in level)
+                    ahead.start(max(plan) + 1, readahead.window_pages, keep)
                 else:
                     ahead.advance(wanted[0])
                 readahead.note_ahead(ahead.last_scheduled())
@@ -164,14 +182,17 @@ class MissHandler:
             if not todo:
                 return {}
             t0 = time.perf_counter()
+            pin = self._pin() if speculative and self._pin is not None else None
             got = self.source.fetch(todo)
-            siblings = self.siblings if self._note_siblings else None
-            if siblings is not None:  # children of every interior page fetched (prefetch=True)
-                for p, data in got.items():
-                    if p == 1 or data[:1] in (b"\x02", b"\x05"):
-                        siblings.note(p, data)
+            if pin is not None and self._pin() != pin:  # (L6) a pull moved the pin meanwhile:
+                raise RemoteError("the replica was pulled during a background read-ahead; "
+                                  "its pages are dropped", url=self.source.display_url)  # (L4)
             for p, data in got.items():
-                if p == hold and self.lookahead is not None and self.lookahead.keep(p, data):
+                if self._note_map and (p == 1 or data[:1] in (b"\x02", b"\x05")):
+                    self.btree_map.note(p, data)  # children of every interior page fetched
+                self.index.note(p, data)
+            for p, data in got.items():
+                if p == hold and self.lookahead is not None and self.lookahead.keep(p, data, pin):
                     continue
                 if store.put_synced(p, data, prefetched=p not in asked):
                     stored += 1

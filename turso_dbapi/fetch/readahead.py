@@ -37,6 +37,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 log = logging.getLogger("turso_dbapi")
 
+SPREAD = 16  # (L7) page-number span of a filtered background window, in windows
+
 
 
 class Readahead:
@@ -219,14 +221,21 @@ class Lookahead:
          raised; the reader's own miss fetches whatever is still absent.
     (L5) ``close()`` stops scheduling, drops held pages and waits for running fetches;
          call it before the source is closed. Held pages are bounded (``max_held``).
-    (L6) Only for sources whose pages cannot change under an open connection (a pinned
-         version, e.g. ``HttpRangeSource``): a held page is stored later, so it must still
-         be the page of the synced version.
+    (L6) A held page is stored later, so it must still be the page of the synced
+         version: sources whose pages cannot change under an open connection (a pinned
+         version, ``HttpRangeSource``) need nothing; for others (Turso: a pull moves the
+         pin) ``pin()`` names the version, each held page keeps the one it was fetched at,
+         and ``take`` drops a page whose version is no longer current (the reader fetches it).
+    (L7) ``start(..., keep=)``: a filter of each window's pages (the scan's B-tree level,
+         so a window never fetches other B-trees' pages lying between its leaves); a
+         filtered window still holds up to its size in pages, over a span of at most
+         ``SPREAD`` times that many page numbers.
     """
 
     def __init__(self, fetch: Callable[[List[int], Optional[int]], None],
                  is_present: Callable[[int], bool], in_flight: Callable[[], Set[int]],
-                 n_pages: Callable[[], int], max_pages: int, depth: int = 2, max_held: int = 64):
+                 n_pages: Callable[[], int], max_pages: int, depth: int = 2, max_held: int = 64,
+                 pin: Optional[Callable[[], str]] = None):
         self._fetch = fetch
         self._is_present = is_present
         self._in_flight = in_flight
@@ -242,6 +251,9 @@ class Lookahead:
         self._window = 0  # size of the last window scheduled
         self._starts: List[int] = []  # first pages of the scheduled windows
         self._held: Dict[int, bytes] = {}
+        self._pin = pin  # (L6)
+        self._held_pin: Dict[int, str] = {}
+        self._keep: Optional[Callable[[int], bool]] = None  # (L7)
         self._trip: Dict[int, int] = {}  # tripwire page -> first page of its window
         self.windows = 0  # background windows scheduled
         self.pages = 0  # pages they asked for
@@ -254,11 +266,12 @@ class Lookahead:
                     "lookahead_tripped": self.tripped, "lookahead_errors": self.errors,
                     "lookahead_held": len(self._held)}
 
-    def start(self, next_page: int, window: int) -> None:
+    def start(self, next_page: int, window: int, keep: Optional[Callable[[int], bool]] = None) -> None:
         """(L1) A synchronous forward plan ended at ``next_page - 1`` with this window."""
         with self._lock:
             if self._closed:
                 return
+            self._keep = keep  # (L7)
             if not (self._origin <= next_page <= self._next):
                 self._origin = self._next = next_page  # a new scan (or one we lost): restart here
                 self._window = max(1, window)
@@ -283,7 +296,11 @@ class Lookahead:
                 if data is not None:
                     out[p] = data
                     self._trip.pop(p, None)
+            pins = {p: self._held_pin.pop(p, None) for p in out}
             self.tripped += len(out)
+        if out and self._pin is not None:  # (L6) a pull since: not this version's page
+            now = self._pin()
+            out = {p: d for p, d in out.items() if pins[p] == now}
         return out
 
     def last_scheduled(self) -> int:
@@ -295,13 +312,23 @@ class Lookahead:
         self._starts = [f for f in self._starts if f > position]  # windows still ahead
         while self._next and self._next <= n_pages and len(self._starts) < self.depth:
             window = min(self.max_pages, self._window * 2)
-            first, last = self._next, min(n_pages, self._next + window - 1)
+            first = self._next
+            busy = self._in_flight()
+            keep = self._keep
+            # (L7) with a filter, a window is ``window`` pages of the level (its span may be
+            # up to SPREAD times longer: other B-trees' pages lie between them)
+            end = min(n_pages, first + window * (1 if keep is None else SPREAD) - 1)
+            pages, last = [], first - 1
+            for p in range(first, end + 1):
+                last = p
+                if keep is None or keep(p):
+                    if p not in busy and p not in self._held and not self._is_present(p):  # (L3)
+                        pages.append(p)
+                    if keep is not None and len(pages) >= window:
+                        break
             self._window = window
             self._next = last + 1
             self._starts.append(first)
-            busy = self._in_flight()
-            pages = [p for p in range(first, last + 1)
-                     if p not in busy and p not in self._held and not self._is_present(p)]  # (L3)
             if not pages:
                 continue
             hold = pages[0] if len(self._held) < self.max_held else None
@@ -313,12 +340,15 @@ class Lookahead:
                 self._pool = ThreadPoolExecutor(self.depth, thread_name_prefix="tdb-lookahead")
             self._pool.submit(self._run, pages, hold)
 
-    def keep(self, hold: int, data: bytes) -> bool:
-        """(L3) Hold a tripwire's bytes; False when it is no longer wanted (store it then)."""
+    def keep(self, hold: int, data: bytes, pin: Optional[str] = None) -> bool:
+        """(L3) Hold a tripwire's bytes (fetched at version ``pin``, L6); False when it is
+        no longer wanted (store it then)."""
         with self._lock:
             if self._closed or hold not in self._trip:
                 return False
             self._held[hold] = data
+            if pin is not None:
+                self._held_pin[hold] = pin
             return True
 
     def _run(self, pages: List[int], hold: Optional[int]) -> None:
@@ -341,6 +371,7 @@ class Lookahead:
         with self._lock:
             self._closed = True
             self._held.clear()
+            self._held_pin.clear()
             self._trip.clear()
             pool, self._pool = self._pool, None
         if pool is not None:

@@ -390,7 +390,7 @@ class RemoteReplica:
     def counters(self) -> Dict[str, Any]:
         """This connection's network counters and the replica's page-store counters."""
         return {"net": self.source.stats.snapshot(), "store": self.store.counters(),
-                "last_error": describe_error(self.handler.last_error)}
+                "policy": self.handler.stats(), "last_error": describe_error(self.handler.last_error)}
 
     def close(self) -> None:
         """After the SQLite connection closed: background read-ahead, the HTTP session, and

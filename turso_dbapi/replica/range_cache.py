@@ -96,6 +96,8 @@ class ReplicaStats(StatsRecord):
     prefetch_used: int
     local_writes: int
     last_error: Optional[str] = None  # the last failed page fetch of this connection
+    index_prefetched: int = 0  # table leaves fetched because an index leaf predicted them
+    index_prefetch_used: int = 0  # ... that SQLite then read (the rest: wrong predictions)
 
 
 class Replica(LiveReplica, RemoteReplica):
@@ -122,6 +124,8 @@ class Replica(LiveReplica, RemoteReplica):
             pages_fetched=net["pages_fetched"],
             retries=net["retries"],
             last_error=c["last_error"],
+            index_prefetched=c["policy"]["index_prefetched"],
+            index_prefetch_used=c["policy"]["index_prefetch_used"],
             **c["store"],
         )
 

@@ -35,7 +35,7 @@ from ..protocol.protobuf import DecodeError, encode_varint
 from . import hrana_http, hrana_ws
 from .database import ServedDatabase
 from .libsql_sync import EndOfGeneration, LibsqlSync, SyncRequestError
-from .query_pages import QueryPages, QueryTraceError
+from .query_pages import QueryPages, QueryTraceError, as_ranges
 from .file_route import PreconditionFailed, serve_file
 from ..protocol.hrana import dumps
 from .streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS
@@ -191,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         except HttpError as exc:
             self._error(exc.status, exc.message, exc.code, head_only=method == "HEAD")
         except hrana_ws.UpgradeError as exc:
-            self._error(400, str(exc))
+            self._error(exc.status, str(exc))
         except PreconditionFailed as exc:
             self._error(412, str(exc), head_only=method == "HEAD")
         except hrana_http.HranaHttpError as exc:
@@ -340,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pages = self.server.query_pages.pages(req.server_query_selector, server_rev)
             except QueryTraceError as exc:
                 raise HttpError(400, f"invalid server_query_selector: {exc}")
-            selector = _ranges(pages)
+            selector = as_ranges(pages)
             self.server.count("query_bootstraps", 1)
         db_size, plan = db.log.plan(client_rev, server_rev, selector)
         header = wire.PullUpdatesResponseHeader(
@@ -374,16 +374,6 @@ class _Handler(BaseHTTPRequestHandler):
                 out = []
         self.wfile.write(b"".join(out))
 
-def _ranges(pages: List[int]) -> List[Tuple[int, int]]:
-    """Sorted page ids as half-open ranges."""
-    out: List[Tuple[int, int]] = []
-    for p in pages:
-        if out and out[-1][1] == p:
-            out[-1] = (out[-1][0], p + 1)
-        else:
-            out.append((p, p + 1))
-    return out
-
 
 def _parse_rev(text: str, field: str, history: str) -> Optional[int]:
     try:
@@ -411,6 +401,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self.db_name = os.path.basename(db.db_path)
         self.libsql = LibsqlSync(db.log)
         self.query_pages = QueryPages(db.log)
+        self.ws_slots = threading.BoundedSemaphore(hrana_ws.MAX_SOCKETS)
         self.auth_token = auth_token
         self.verbose = verbose
         self.stats = {"pull_requests": 0, "pages_sent": 0}

@@ -3,7 +3,9 @@
 Served from the page log, not the file: always exactly one revision's bytes, even while a
 checkpoint is pending or a write is in progress. ``Range`` gives 206 + ``Content-Range``
 (416 past the end), the ``ETag`` changes with every revision, ``If-Range``/``If-Match``
-compare against it.
+compare against it. Several ranges (``bytes=a-b,c-d``) get one ``multipart/byteranges``
+reply (RFC 9110 §14.6), as nginx and most CDNs answer, so clients can ask for pages that
+are far apart in one round trip.
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ def serve_file(handler: Any, head_only: bool) -> None:
     if_match = handler.headers.get("If-Match")
     if if_match not in (None, "*") and etag not in [t.strip() for t in if_match.split(",")]:
         raise PreconditionFailed("Precondition Failed: the database changed")
-    span = _parse_range(range_header, size) if range_header else None
+    spans = _parse_ranges(range_header, size) if range_header and "," in range_header else None
+    if spans:
+        _send_multipart(handler, db, rev, size, etag, spans, head_only)
+        return
+    span = _parse_range(range_header, size) if range_header and "," not in range_header else None
     if span == "unsatisfiable":
         handler._send(
             416,
@@ -62,6 +68,43 @@ def serve_file(handler: Any, head_only: bool) -> None:
         return
     data = read_bytes(db.log, rev, start, end)
     handler._send(status, data, "application/vnd.sqlite3", headers)
+
+
+_BOUNDARY = "tdb-byteranges-3f1c9a"
+
+
+def _parse_ranges(header: str, size: int):
+    """The satisfiable ``(start, end_exclusive)`` of a multi-range header (None: ignore it)."""
+    if not header.strip().startswith("bytes="):
+        return None
+    out = []
+    for spec in header.strip()[6:].split(","):
+        span = _parse_range("bytes=" + spec.strip(), size)
+        if span is None:
+            return None  # malformed: answer with the whole file, as for one bad range
+        if span != "unsatisfiable":
+            out.append(span)
+    return out or None
+
+
+def _send_multipart(handler: Any, db: Any, rev: int, size: int, etag: str, spans: Any, head_only: bool) -> None:
+    parts = []
+    for start, end in spans:
+        head = (f"--{_BOUNDARY}\r\nContent-Type: application/vnd.sqlite3\r\n"
+                f"Content-Range: bytes {start}-{end - 1}/{size}\r\n\r\n").encode()
+        parts.append(head + read_bytes(db.log, rev, start, end) + b"\r\n")
+    body = b"".join(parts) + f"--{_BOUNDARY}--\r\n".encode()
+    headers = [("ETag", etag), ("Accept-Ranges", "bytes")]
+    ctype = f"multipart/byteranges; boundary={_BOUNDARY}"
+    if head_only:
+        handler.send_response(206)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            handler.send_header(k, v)
+        handler.end_headers()
+        return
+    handler._send(206, body, ctype, headers)
 
 
 def _parse_range(header: str, size: int):

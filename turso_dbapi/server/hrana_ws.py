@@ -28,6 +28,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOLS = ("hrana2", "hrana1")  # in order of preference
 MAX_MESSAGE = 16 * 1024 * 1024
 MAX_STREAMS_PER_SOCKET = 64
+MAX_SOCKETS = 64  # WebSocket sessions open at once (each holds a server thread)
 _STREAM_REQUESTS = {"execute", "batch", "sequence", "describe", "get_autocommit"}
 
 
@@ -125,6 +126,16 @@ def serve(handler: Any) -> None:
             "WebSocket Hrana needs Sec-WebSocket-Key and a subprotocol among "
             + ", ".join(SUBPROTOCOLS)
         )
+    slots = handler.server.ws_slots
+    if not slots.acquire(blocking=False):
+        raise UpgradeError(f"too many WebSocket sessions ({MAX_SOCKETS}): try again later", 503)
+    try:
+        _run(handler, key, proto)
+    finally:
+        slots.release()
+
+
+def _run(handler: Any, key: str, proto: str) -> None:
     handler.send_response(101)
     handler.send_header("Upgrade", "websocket")
     handler.send_header("Connection", "Upgrade")
@@ -141,7 +152,11 @@ def serve(handler: Any) -> None:
 
 
 class UpgradeError(ValueError):
-    """A WebSocket upgrade request this server cannot accept (answered with 400)."""
+    """A WebSocket upgrade request this server cannot accept (400, or 503 when full)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class HranaWsSession:

@@ -171,3 +171,14 @@ class QueryPages:
 
     def close(self) -> None:
         self._dir.cleanup()
+
+
+def as_ranges(pages: List[int]) -> List[Tuple[int, int]]:
+    """Sorted page ids as half-open ranges (a page selector)."""
+    out: List[Tuple[int, int]] = []
+    for p in pages:
+        if out and out[-1][1] == p:
+            out[-1] = (out[-1][0], p + 1)
+        else:
+            out.append((p, p + 1))
+    return out

@@ -126,6 +126,8 @@ class TursoStats(StatsRecord):
     pending_changes: int = 0  # changed rows not pushed yet (distinct keys)
     pushed_rows: int = 0  # row changes sent by pushes of this replica, all processes
     pushed_bytes: int = 0  # request bytes of those pushes
+    index_prefetched: int = 0  # table leaves fetched because an index leaf predicted them
+    index_prefetch_used: int = 0  # ... that SQLite then read (the rest: wrong predictions)
 
 
 # -- the replica object -------------------------------------------------------------------
@@ -167,6 +169,8 @@ class TursoReplica(RemoteReplica):
             partial=meta.partial, url=self.url, path=self.path, last_error=counters["last_error"],
             pending_changes=waiting, pushed_rows=int(pushed.get("pushed_rows", 0)),
             pushed_bytes=int(pushed.get("pushed_bytes", 0)),
+            index_prefetched=counters["policy"]["index_prefetched"],
+            index_prefetch_used=counters["policy"]["index_prefetch_used"],
         )
 
     readonly = False  # opened with readonly=true: pull() and push() would write its files
