@@ -100,6 +100,7 @@ def test_a_turso_replica_reopened_with_another_servers_url_is_refused(turso_serv
     assert again.execute("SELECT count(*) FROM t").fetchone() == (40,)
     assert again.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert again.stats().url == a.url
+    again.close()
 
 
 def test_a_range_cache_re_pointed_at_another_url_is_refused(nginx, tmp_path):
@@ -111,6 +112,7 @@ def test_a_range_cache_re_pointed_at_another_url_is_refused(nginx, tmp_path):
         turso_dbapi.connect(two, partial=True, local_path=path)
     con = turso_dbapi.connect(one, partial=True, local_path=path)
     assert con.execute("SELECT count(*) FROM items").fetchone() == (300,)
+    con.close()
 
 
 def test_a_range_cache_with_local_changes_is_kept_when_the_remote_version_changes(nginx, tmp_path):
@@ -191,3 +193,4 @@ def test_garbage_in_a_range_caches_checksum_entries_heals_by_refetching(nginx, t
                        "WHERE docs.id = items.id").fetchall() == want
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert con.stats().crc_failures > 0
+    con.close()
