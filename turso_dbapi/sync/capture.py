@@ -34,7 +34,13 @@ Tables the triggers do not cover yet (created locally, or renamed) are found by
 ``ensure_triggers`` at push time (and after DDL run through our cursors), which installs
 their triggers and logs every row they hold in the same transaction: a row written before
 its table had triggers is therefore never missed. DDL itself is not logged: ``changes``
-diffs the current schema against ``sqlite_tdb_schema`` (the synced schema).
+diffs the current schema against ``sqlite_tdb_schema`` (the synced schema, replaced by the
+pushed one after each successful push) and sends the difference as ALTER / CREATE / DROP
+statements that never drop a table to recreate it.
+
+LIMIT: ``ALTER TABLE ... RENAME TO`` of a captured table fails in SQLite ("error in trigger
+sqlite_tdb_N_i after rename"): SQLite's rename skips objects named ``sqlite_*`` when it
+rewrites trigger SQL. A table not pushed yet (no triggers yet) can be renamed.
 
 The log restarts empty at each pull (it lives in the local layer the rebase sets aside);
 ``gen`` counts those restarts, so ``(gen, log id)`` names a change uniquely (spec §5.3).
@@ -197,10 +203,13 @@ def install(conn: sqlite3.Connection, *, gen: int, log_rows: bool = False) -> No
     ensure_triggers(conn, log_rows=log_rows)
 
 
-def snapshot_schema(conn: sqlite3.Connection) -> None:
+def snapshot_schema(conn: sqlite3.Connection, schema: Optional[Dict[Tuple[str, str], Tuple[str, str]]] = None) -> None:
+    """The schema baseline DDL is diffed against: the synced one (install), or the one a
+    push just sent (``schema``: so a pushed schema change is never sent again)."""
     conn.execute(f"DELETE FROM {SCHEMA}")
     conn.executemany(f"INSERT INTO {SCHEMA}(type, name, tbl_name, sql) VALUES (?, ?, ?, ?)",
-                     [(t, n, tbl, sql) for (t, n), (tbl, sql) in user_schema(conn).items()])
+                     [(t, n, tbl, sql) for (t, n), (tbl, sql) in
+                      (user_schema(conn) if schema is None else schema).items()])
 
 
 def generation(conn: sqlite3.Connection) -> int:

@@ -14,9 +14,12 @@ SQL per change (identifiers double-quoted, values bound as arguments):
       (the rowid is the key: it is preserved, so later updates and deletes find the row)
   delete:                            DELETE FROM "t" WHERE "pk1" IS ? AND ...  / rowid = ?
   DDL: CREATE TABLE/INDEX/VIEW/TRIGGER rewritten to IF NOT EXISTS; DROP ... IF EXISTS;
-  columns added by ALTER TABLE become ADD COLUMN (an error "duplicate column" is tolerated);
-  any other table change (dropped or renamed columns, a recreated table) drops and
-  recreates it on the server and sends all its rows.
+  a changed table becomes ALTER TABLE statements (``alter_steps``): RENAME
+  COLUMN, DROP COLUMN, ADD COLUMN, each tolerating the error its second run gives. A table
+  is NEVER dropped and recreated on the server (that deleted rows other clients wrote
+  meanwhile); a change those forms cannot reproduce is refused with NotSupportedError.
+  DDL is sent until a push succeeds: push() then records the pushed schema as the
+  baseline (capture.SCHEMA), so it is never resent.
 An UPDATE is sent as the upsert of the row's current values: the same statement inserts a
 row another client deleted meanwhile (last writer wins, as pyturso's upsert does).
 """
@@ -30,6 +33,7 @@ import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import capture
+from ..errors import NotSupportedError
 from .capture import TableInfo, qi
 
 Args = Tuple[Any, ...]
@@ -69,6 +73,7 @@ class Changes:
     after: List[Stmt]
     last_id: int  # the newest log id seen (0: empty log)
     infos: Dict[str, TableInfo]
+    schema: Dict[Tuple[str, str], Tuple[str, str]] = dataclasses.field(default_factory=dict)  # as collected
 
     def row_statements(self, transform: Optional[Callable[[Change], Optional[Change]]] = None) -> List[Stmt]:
         out: List[Stmt] = []
@@ -212,23 +217,10 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
             if key is not None and (name, key) not in seen:
                 seen.add((name, key))
                 rows.append(Change(name, key, current_row(conn, info, key), last))
-    return Changes(before, rows, after_ddl, last, infos)
+    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn))
 
 
 # -- the schema diff -------------------------------------------------------------------------
-
-
-def _columns_of(sql: str) -> Optional[List[str]]:
-    """Column names of a CREATE TABLE statement (parsed by SQLite itself)."""
-    mem = sqlite3.connect(":memory:")
-    try:
-        mem.execute(sql)
-        name = mem.execute("SELECT name FROM sqlite_schema WHERE type = 'table'").fetchone()[0]
-        return [c[1] for c in mem.execute(f"PRAGMA table_xinfo({qi(name)})")]
-    except sqlite3.Error:
-        return None
-    finally:
-        mem.close()
 
 
 def _column_def(conn: sqlite3.Connection, table: str, col: str) -> str:
@@ -241,6 +233,83 @@ def _column_def(conn: sqlite3.Connection, table: str, col: str) -> str:
                 d += f" DEFAULT {c[4]}"
             return d
     raise KeyError(col)
+
+
+def _xinfo_of(sql: str) -> Optional[List[tuple]]:
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.execute(sql)
+        name = mem.execute("SELECT name FROM sqlite_schema WHERE type = 'table'").fetchone()[0]
+        return _xinfo(mem, name)
+    except sqlite3.Error:
+        return None
+    finally:
+        mem.close()
+
+
+def _align(name: str, was: List[tuple], now: List[tuple], define: Callable[[str], str]) -> List[Tuple[str, str]]:
+    """ALTER steps (sql, error a rerun gives) from the synced columns to the current ones:
+    SQLite's ALTER keeps a renamed column in place, removes a dropped one and appends an
+    added one, so walk both lists; a column name gone with one of the same declared type in
+    its place is a rename, otherwise a drop. alter_steps checks the result."""
+    t = qi(name)
+    names = {c[0] for c in now}
+    steps: List[Tuple[str, str]] = []
+    i = j = 0
+    while j < len(now):
+        c = now[j][0]
+        if i < len(was) and was[i][0] == c:
+            i, j = i + 1, j + 1
+        elif i < len(was) and (was[i][0] in names or was[i][1] != now[j][1] or c in {w[0] for w in was}):
+            if was[i][0] in names:  # a column that moved: no ALTER does that
+                return steps
+            steps.append((f"ALTER TABLE {t} DROP COLUMN {qi(was[i][0])}", "no such column"))
+            i += 1
+        elif i < len(was):
+            steps.append((f"ALTER TABLE {t} RENAME COLUMN {qi(was[i][0])} TO {qi(c)}", "no such column"))
+            i, j = i + 1, j + 1
+        else:
+            steps.append((f"ALTER TABLE {t} ADD COLUMN {define(c)}", "duplicate column"))
+            j += 1
+    steps += [(f"ALTER TABLE {t} DROP COLUMN {qi(w[0])}", "no such column") for w in was[i:]]
+    return steps
+
+
+def _xinfo(conn: sqlite3.Connection, table: str) -> List[tuple]:
+    """(name, type, notnull, default, pk) of every column: what an ALTER must reproduce."""
+    return [tuple(c[1:6]) for c in conn.execute(f"PRAGMA table_xinfo({qi(table)})")]
+
+
+def alter_steps(conn: sqlite3.Connection, name: str, old_sql: str) -> List[Stmt]:
+    """The ALTER TABLE statements that turn the synced table (``old_sql``)
+    into the current one: RENAME COLUMN, DROP COLUMN,
+    ADD COLUMN - statements that never drop rows on the server, each tolerating the error a
+    second run gives (so a resend after a crash is harmless). They are checked by running
+    them on a scratch copy of the old table: a change they cannot reproduce (the table was
+    rebuilt with other columns) is refused rather than pushed as drop-and-recreate, which
+    would delete the rows other clients wrote."""
+    now = _xinfo(conn, name)
+    was = _xinfo_of(old_sql)
+    if was is None:
+        return []
+    steps = _align(name, was, now, lambda c: _column_def(conn, name, c))
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.execute(old_sql)
+        for sql, _ in steps:
+            mem.execute(sql)
+        ok = _xinfo(mem, name) == now
+    except sqlite3.Error:
+        ok = False
+    finally:
+        mem.close()
+    if not ok:
+        raise NotSupportedError(
+            f"push: the schema change of table {name!r} cannot be sent as ALTER TABLE statements "
+            f"(RENAME COLUMN / DROP COLUMN / ADD COLUMN); sending it as drop-and-recreate "
+            "would delete rows other clients wrote on the server, so nothing was pushed. Make the "
+            "change with those ALTER TABLE forms (or on the server) and pull")
+    return [Stmt(sql, (), name, tolerate=tol) for sql, tol in steps]
 
 
 _ORDER = {"trigger": 0, "view": 1, "index": 2, "table": 3}
@@ -271,14 +340,5 @@ def schema_diff(conn: sqlite3.Connection, infos: Dict[str, TableInfo]) -> Tuple[
         if old is None:  # created here: ensure_triggers logged its rows
             before.append(Stmt(if_not_exists(sql), (), name))
             continue
-        was, now = _columns_of(old[1]), [c[1] for c in conn.execute(f"PRAGMA table_xinfo({qi(name)})")]
-        if was is not None and now[:len(was)] == was:
-            for col in now[len(was):]:
-                before.append(Stmt(f"ALTER TABLE {qi(name)} ADD COLUMN {_column_def(conn, name, col)}", (), name,
-                                   tolerate="duplicate column"))
-            continue
-        before.append(Stmt(f"DROP TABLE IF EXISTS {qi(name)}", (), name))
-        before.append(Stmt(if_not_exists(sql), (), name))
-        if name in infos:
-            full.add(name)
+        before.extend(alter_steps(conn, name, old[1]))
     return before, after, full

@@ -236,7 +236,7 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
     attempt = 0
     while True:
         try:
-            result = _push_once(ic, client_id, pipeline, transform, threshold)
+            result, schema = _push_once(ic, client_id, pipeline, transform, threshold)
             break
         except (PushRejectedError, ProtocolError):
             raise
@@ -244,12 +244,27 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
             attempt += 1  # the reply may be lost after a commit: re-read the mark and go on
             if attempt > RETRIES:
                 raise
+    _pushed_schema(ic, result.gen, schema)
     _save_state(replica, result)
     return result
 
 
+def _pushed_schema(ic: sqlite3.Connection, gen: int, schema: dict) -> None:
+    """The schema just pushed becomes the DDL baseline, so no schema change is sent twice
+    (a crash before this resends it once: every DDL statement tolerates its second run).
+    Skipped when a pull rebased meanwhile: it installed the new revision's schema."""
+    ic.execute("BEGIN IMMEDIATE")
+    try:
+        if capture.generation(ic) == gen and capture.user_schema(ic, capture.SCHEMA) != schema:
+            capture.snapshot_schema(ic, schema)
+        ic.execute("COMMIT")
+    except BaseException:
+        ic.execute("ROLLBACK")
+        raise
+
+
 def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
-               transform: Optional[Transform], threshold: Optional[int]) -> PushResult:
+               transform: Optional[Transform], threshold: Optional[int]) -> Tuple[PushResult, dict]:
     gen = capture.generation(ic)
     mark = pipeline.remote_mark(client_id)
     if mark is not None and mark[0] > gen:
@@ -282,7 +297,7 @@ def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
         result.statements += len(stmts)
         result.rows += sum(1 for s in stmts if s.change_id)
     result.bytes = pipeline.sent_bytes - sent0
-    return result
+    return result, changes.schema
 
 
 def pending(conn: sqlite3.Connection, replica: str) -> int:
