@@ -291,3 +291,20 @@ def test_changes_of_another_process_are_captured_and_pushed(turso_server, tmp_pa
     conn.push()  # this process pushes what the other one wrote
     assert turso_server.db_sql("SELECT * FROM t") == [["7", "7"]]
     assert turso_server.db_sql("SELECT * FROM theirs") == [["1"]]
+
+
+def test_a_row_insert_or_replace_deletes_through_another_unique_key_is_pushed(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE p(id INTEGER PRIMARY KEY, email TEXT UNIQUE)")
+    turso_server.db_sql("INSERT INTO p VALUES (1, 'a@x'), (2, 'b@x')")
+    a = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "a.db"))
+    a2 = turso_dbapi.connect(str(tmp_path / "a.db"))  # a second connection of the replica
+    # row 1 goes: the new row 3 takes its email (REPLACE deletes it, no DELETE statement ran)
+    a.execute("INSERT OR REPLACE INTO p VALUES (3, 'a@x')")
+    a.commit()
+    a2.execute("REPLACE INTO p VALUES (4, 'b@x')")
+    a2.commit()
+    a.push()
+    assert turso_server.db_sql("SELECT id, email FROM p ORDER BY id") == [["3", "a@x"], ["4", "b@x"]]
+    # a user's own triggers now run with recursive_triggers on: a trigger on its own table
+    # recurses (bounded by SQLite's trigger depth) - visible as the pragma's value
+    assert a.execute("PRAGMA recursive_triggers").fetchone() == (1,)

@@ -311,6 +311,11 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     # nowal: the VFS answers PRAGMA journal_mode=WAL with the mode in effect (vfs.c (16))
     conn = open_connection(replica_uri(path, conn_id, nowal=True, readonly=readonly), factory,
                            connect_kwargs, connection_class)
+    # An INSERT OR REPLACE that deletes a row through another UNIQUE key fires the capture's
+    # delete trigger only with recursive triggers on (SQLite: "REPLACE ... delete triggers
+    # fire if and only if recursive triggers are enabled"). Every replica connection, ours
+    # and the user's, is opened here or by internal.connect, which do the same.
+    conn.execute("PRAGMA recursive_triggers = ON")
     replica = TursoReplica(store, source, handler, conn_id, path, conn)
     replica.readonly = readonly
     attach_replica(conn, replica)
