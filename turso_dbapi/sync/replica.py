@@ -321,6 +321,8 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     attach_replica(conn, replica)
     threshold = options.get("push_operations_threshold")
     replica.push_threshold = int(threshold) if threshold else None
+    replica.on_conflict = options.get("on_conflict")  # defaults of pull() / push()
+    replica.transform = options.get("transform")
     if not readonly:
         _install_capture(store, path, conn_id)
     return conn
