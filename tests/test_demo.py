@@ -22,6 +22,15 @@ def test_demo_serves_queries_lazily_both_ways_and_pulls(tmp_path):
     # The repeated point lookup is served from the cache: no request, no byte.
     assert re.findall(r"same point lookup again\s+0 req\s+0 B", out) and len(
         re.findall(r"same point lookup again\s+0 req\s+0 B", out)) == 2
+    # Issue 13: a cold lookup costs its pages, and one user's rows (~20 table leaves via the
+    # index) come in a few requests (before: 262,144 B for the lookup over HTTP ranges, and
+    # 17-18 requests / ~2.5-2.9 MB for the user's rows, in both modes).
+    for req, nbytes in re.findall(r"point lookup by primary key\s+(\d+) req\s+([\d,]+) B", out):
+        assert int(req) <= 2 and int(nbytes.replace(",", "")) <= 3 * 4096 + 512, out
+    ranges = re.findall(r"indexed range \(one user\)\s+(\d+) req\s+([\d,]+) B", out)
+    assert len(ranges) == 2, out
+    for req, nbytes in ranges:
+        assert int(req) <= 4 and int(nbytes.replace(",", "")) <= 160_000, out
     assert "pull() -> True, rows after 20,001" in out
     # two-way: a write pushed by one replica is seen by a second one, and back with sync()
     assert "replica 1 pushed 1 row change(s) in 1 batch(es)" in out

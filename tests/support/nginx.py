@@ -8,6 +8,7 @@ atomically (temp + rename) and gives every version a new mtime, so nginx's ETag
 
   /norange/<name>   ``max_ranges 0``: Range is ignored, 200 with the whole file
   /noetag/<name>    ``etag off``: Last-Modified is the only validator
+  /s3/<name>        an ``x-amz-version-id`` header, as S3 sends (sqlite-s3-query needs it)
   /bearer/<name>    401 unless ``Authorization: Bearer <NginxServer.TOKEN>``
   /basic/<name>     401 unless Basic auth ``NginxServer.BASIC_USER``/``BASIC_PASSWORD``
 
@@ -69,6 +70,7 @@ http {{
         location / {{ }}
         location /norange/ {{ alias {root}/; max_ranges 0; }}
         location /noetag/ {{ alias {root}/; etag off; }}
+        location /s3/ {{ alias {root}/; add_header x-amz-version-id "v1"; }}
         location /bearer/ {{
             alias {root}/;
             if ($http_authorization != "Bearer {token}") {{ return 401; }}

@@ -14,14 +14,15 @@ Rules (the code tags them):
 (A2) A scan is a run of pages of ONE B-tree level in key order: a miss whose previous page
      in key order (``BtreeMap.prev_in_level``) was read. Its plan is the page and the next
      pages of that level in key order, as far as the map knows them (never pages of other
-     B-trees), a window of ``FIRST_SCAN`` pages doubling on each miss that continues the
-     scan, up to the readahead cap. The first scan plan also brings the missing interior
+     B-trees), a window of ``FIRST_SCAN`` pages growing ``GROWTH`` times on each miss that
+     continues the scan, up to the readahead cap (a scan that stops early fetched at most
+     about GROWTH times what it read; one that runs on pays few round trips). The first scan plan also brings the missing interior
      pages of the level above (the parent's siblings: ~1/300 of the level), so the rest of
      the level is known and the background read-ahead can follow it.
 (A3) Pages the map does not know (overflow chains, pages below interior pages learnt in an
      earlier session): a miss at most a segment past the previous such plan (page-number
      order; known B-tree pages read in between do not break it; page 1, read at every
-     open, starts none) is a run and gets the same doubling window of page numbers
+     open, starts none) is a run and gets the same growing window of page numbers
      (every missing page: overflow pages lie between the leaves that own them); anything
      else is (A1).
 (A4) The second miss below a parent whose children are interior pages also brings every
@@ -40,6 +41,7 @@ from typing import Callable, List, Optional, Set
 from .btree_readahead import SIBLING_LIMIT, BtreeMap
 
 FIRST_SCAN = 4  # (A2) pages of the first scan window
+GROWTH = 4  # (A2) each miss that continues a scan multiplies its window by this
 
 
 class AccessPolicy:
@@ -77,7 +79,7 @@ class AccessPolicy:
                 self._run_end = last
 
     def _grow(self) -> int:
-        self._window = min(self.max_pages, FIRST_SCAN if not self._window else self._window * 2)
+        self._window = min(self.max_pages, FIRST_SCAN if not self._window else self._window * GROWTH)
         return self._window
 
     def plan(self, pgno: int, n_pages: int, is_present: Callable[[int], bool],

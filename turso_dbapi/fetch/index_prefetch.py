@@ -43,16 +43,22 @@ _ISSUED_MAX = 1 << 16  # prefetched pages remembered for (I5)
 
 
 class _Leaf:
-    __slots__ = ("pgno", "cells", "targets", "gen", "pos", "key", "window")
+    __slots__ = ("pgno", "page", "_cells", "targets", "gen", "pos", "key", "window")
 
-    def __init__(self, pgno: int, cells: List[IndexCell]):
+    def __init__(self, pgno: int, page: bytes):
         self.pgno = pgno
-        self.cells = cells
+        self.page = page
+        self._cells: Optional[List[IndexCell]] = None  # parsed when first needed
         self.targets: Optional[List[Optional[int]]] = None
         self.gen = -1  # interior pages seen when targets were computed
         self.pos = -1  # cell of the last row read through this leaf
         self.key: Optional[bytes] = None
         self.window = 0
+
+    def cells(self, page_size: int) -> List[IndexCell]:
+        if self._cells is None:
+            self._cells = index_leaf_cells(self.page, page_size)
+        return self._cells
 
 
 class IndexPrefetch:
@@ -83,7 +89,7 @@ class IndexPrefetch:
             return
         with self._lock:
             self._leaves.pop(pgno, None)
-            self._leaves[pgno] = _Leaf(pgno, index_leaf_cells(page, self.page_size))
+            self._leaves[pgno] = _Leaf(pgno, page)
             while len(self._leaves) > RECENT:
                 self._leaves.popitem(last=False)
 
@@ -107,7 +113,7 @@ class IndexPrefetch:
         targets: List[Optional[int]] = []
         if table is not None:  # else not an index of a rowid table known here
             targets = [self.locator.leaf_of(table, rowid) if rowid is not None else None
-                       for _key, rowid in leaf.cells]
+                       for _key, rowid in leaf.cells(self.page_size)]
         leaf.targets, leaf.gen = targets, self._gen
         return targets
 
@@ -117,16 +123,19 @@ class IndexPrefetch:
             if not self._leaves:
                 return []
             self._refresh()
+            if self.map.root_of(pgno) in self._schema:
+                return []  # a page of an index itself (an index scan): not a row read
             for leaf in reversed(self._leaves.values()):
                 targets = self._targets(leaf)
                 if pgno not in targets:
                     continue
                 start = leaf.pos + 1 if pgno in targets[leaf.pos + 1:] else 0
                 cells = [j for j in range(start, len(targets)) if targets[j] == pgno]
-                if len({leaf.cells[j][0] for j in cells}) > 1:
+                index_cells = leaf.cells(self.page_size)
+                if len({index_cells[j][0] for j in cells}) > 1:
                     return []  # (I2) rows of several keys need this page (an interior page): wait
                 i = cells[0]
-                key = leaf.cells[i][0]
+                key = index_cells[i][0]
                 if leaf.pos >= 0 and i > leaf.pos and key != leaf.key:  # (I3) a range over keys
                     leaf.window = FIRST_WINDOW if not leaf.window else leaf.window * 2
                 leaf.pos, leaf.key = i, key
@@ -135,7 +144,7 @@ class IndexPrefetch:
                 seen.add(pgno)
                 beyond = 0
                 for j in range(i + 1, len(targets)):  # (I4) at most the leaf's cells
-                    if leaf.cells[j][0] != key or key is None:
+                    if index_cells[j][0] != key or key is None:
                         if beyond >= leaf.window:
                             break
                         beyond += 1

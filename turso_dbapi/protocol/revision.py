@@ -22,7 +22,7 @@ import re
 from typing import Optional, Tuple
 
 MAX_DIGITS = 20  # a u64 revision number has at most 20 decimal digits
-_MINTED = re.compile(r"([0-9a-f]{16})-([0-9]{1,%d})" % MAX_DIGITS)
+_MINTED = re.compile(r"([0-9a-f]{16})-([0-9]{1,%d})" % MAX_DIGITS)  # noqa: UP031 - a regex full of braces
 
 
 def mint(history: str, number: int) -> str:
