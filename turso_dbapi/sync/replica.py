@@ -315,7 +315,10 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     # delete trigger only with recursive triggers on (SQLite: "REPLACE ... delete triggers
     # fire if and only if recursive triggers are enabled"). Every replica connection, ours
     # and the user's, is opened here or by internal.connect, which do the same.
-    conn.execute("PRAGMA recursive_triggers = ON")
+    try:
+        conn.execute("PRAGMA recursive_triggers = ON")
+    except sqlite3.ProgrammingError:  # a factory whose __init__ skipped the base: no database
+        pass  # is open, so nothing can be written through it either
     replica = TursoReplica(store, source, handler, conn_id, path, conn)
     replica.readonly = readonly
     attach_replica(conn, replica)
