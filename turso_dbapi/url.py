@@ -101,6 +101,13 @@ def _parse_protocol(value: Any) -> str:
     return text
 
 
+def _parse_callable(value: Any) -> Any:
+    if callable(value):
+        return value
+    raise ValueError("expected a callable: pass it to connect() as a keyword argument "
+                     "(a URL's query string can only carry text, never a function)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     name: str
@@ -155,6 +162,11 @@ OPTIONS: Dict[str, Option] = {
                "than this many ms (true = 1000); off by default", maximum=7 * 86400 * 1000),
         Option("push_operations_threshold", _parse_int, None,
                "Turso push: seal a batch (one server transaction) after this many row changes"),
+        # Callables: keyword arguments of connect() only; in a URL they are refused.
+        Option("on_conflict", _parse_callable, None,
+               "Turso pull: default conflict hook of pull() (a callable; keyword only, not in a URL)"),
+        Option("transform", _parse_callable, None,
+               "Turso push: default transform of push() (a callable; keyword only, not in a URL)"),
         Option("readonly", _parse_bool, False,
                "open an existing replica read-only: writes fail as on a read-only database, "
                "nothing is ever written to the replica's files (pages it has not cached cannot "
@@ -190,6 +202,8 @@ class ConnectOptions(TypedDict, total=False):
     profile: str
     follow: Union[bool, int]
     push_operations_threshold: int
+    on_conflict: Callable[[Any], Any]
+    transform: Callable[[Any], Any]
     readonly: bool
     protocol: Literal["auto", "range", "turso"]
 

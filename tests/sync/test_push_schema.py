@@ -67,3 +67,4 @@ def test_a_rebuilt_table_is_refused_not_dropped_on_the_server(turso_server, tmp_
     with pytest.raises(turso_dbapi.NotSupportedError, match="table 't'.*drop-and-recreate"):
         a.push()
     assert turso_server.db_sql("SELECT id, v FROM t") == [["1", "one"]]
+

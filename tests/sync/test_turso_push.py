@@ -291,3 +291,61 @@ def test_changes_of_another_process_are_captured_and_pushed(turso_server, tmp_pa
     conn.push()  # this process pushes what the other one wrote
     assert turso_server.db_sql("SELECT * FROM t") == [["7", "7"]]
     assert turso_server.db_sql("SELECT * FROM theirs") == [["1"]]
+
+
+def test_a_row_insert_or_replace_deletes_through_another_unique_key_is_pushed(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE p(id INTEGER PRIMARY KEY, email TEXT UNIQUE)")
+    turso_server.db_sql("INSERT INTO p VALUES (1, 'a@x'), (2, 'b@x')")
+    a = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "a.db"))
+    a2 = turso_dbapi.connect(str(tmp_path / "a.db"))  # a second connection of the replica
+    # row 1 goes: the new row 3 takes its email (REPLACE deletes it, no DELETE statement ran)
+    a.execute("INSERT OR REPLACE INTO p VALUES (3, 'a@x')")
+    a.commit()
+    a2.execute("REPLACE INTO p VALUES (4, 'b@x')")
+    a2.commit()
+    a.push()
+    assert turso_server.db_sql("SELECT id, email FROM p ORDER BY id") == [["3", "a@x"], ["4", "b@x"]]
+    # a user's own triggers now run with recursive_triggers on: a trigger on its own table
+    # recurses (bounded by SQLite's trigger depth) - visible as the pragma's value
+    assert a.execute("PRAGMA recursive_triggers").fetchone() == (1,)
+
+
+def test_on_conflict_and_transform_are_connect_options_and_the_shell_pushes_and_syncs(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    turso_server.db_sql("CREATE TABLE secret(id INTEGER PRIMARY KEY, v)")
+    turso_server.db_sql("INSERT INTO t VALUES (1, 'base')")
+    seen = []
+
+    def decide(c):
+        seen.append((c.table, c.key))
+        return "server"
+
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"), on_conflict=decide,
+                               transform=lambda ch: None if ch.table == "secret" else ch)
+    conn.execute("INSERT INTO secret VALUES (1, 'local only')")
+    conn.execute("INSERT INTO t VALUES (2, 'pushed')")
+    conn.commit()
+    out = io.StringIO()
+    Shell(conn, out=out).dot(".push")  # the connect option's transform drops table secret
+    assert "pushed: 1 row changes" in out.getvalue()
+    assert turso_server.db_sql("SELECT COUNT(*) FROM secret") == [["0"]]
+    assert turso_server.db_sql("SELECT v FROM t WHERE id = 2") == [["pushed"]]
+    # both sides change row 1: the connect option's hook keeps the server's row
+    conn.execute("UPDATE t SET v = 'local' WHERE id = 1")
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 'server' WHERE id = 1")
+    assert conn.pull() is True
+    assert seen == [("t", (1,))]
+    assert conn.execute("SELECT v FROM t WHERE id = 1").fetchone() == ("server",)
+    # .sync: push then pull
+    conn.execute("INSERT INTO t VALUES (3, 'synced')")
+    conn.commit()
+    turso_server.db_sql("INSERT INTO t VALUES (4, 'from the server')")
+    out = io.StringIO()
+    Shell(conn, out=out).dot(".sync")
+    assert out.getvalue().splitlines() == ["pushed: 1 row changes in 1 batch(es)", "pulled: changes applied"]
+    assert turso_server.db_sql("SELECT v FROM t WHERE id = 3") == [["synced"]]
+    assert conn.execute("SELECT v FROM t WHERE id = 4").fetchone() == ("from the server",)
+    # a callable cannot travel in a URL: the option is refused there with the reason
+    with pytest.raises(turso_dbapi.ProgrammingError, match="transform.*callable.*keyword"):
+        turso_dbapi.connect(turso_server.url + "?transform=drop", local_path=str(tmp_path / "u.db"))

@@ -27,7 +27,9 @@ HELP = """\
 .tables            list tables and views
 .schema [TABLE]    CREATE statements (of TABLE and its indexes and triggers)
 .stats             requests, bytes and cache hits of the remote database
-.pull              fetch and apply the remote's changes
+.pull              fetch and apply the remote's changes (local ones replayed on top)
+.push              send the local changes to the remote
+.sync              .push, then .pull
 .version           versions of turso_dbapi and SQLite
 .help              this text
 .quit, .exit       leave (Ctrl-D does too)
@@ -94,6 +96,8 @@ class Shell:
             ".schema": self.cmd_schema,
             ".stats": self.cmd_stats,
             ".pull": self.cmd_pull,
+            ".push": self.cmd_push,
+            ".sync": self.cmd_sync,
             ".version": self.cmd_version,
             ".help": self.cmd_help,
             ".quit": self.cmd_quit,
@@ -252,6 +256,18 @@ class Shell:
         except sqlite3.NotSupportedError as exc:
             raise sqlite3.NotSupportedError(f".pull: {exc}") from None
         self.say("pulled: changes applied" if changed else "already up to date")
+
+    def cmd_push(self, args: List[str]) -> None:
+        try:
+            result = self.conn.push()  # type: ignore[attr-defined]
+        except sqlite3.NotSupportedError as exc:
+            raise sqlite3.NotSupportedError(f".push: {exc}") from None
+        self.say(f"pushed: {result.rows} row changes in {result.batches} batch(es)" if result.rows
+                 else "nothing to push")
+
+    def cmd_sync(self, args: List[str]) -> None:
+        self.cmd_push(args)
+        self.cmd_pull(args)
 
     def cmd_version(self, args: List[str]) -> None:
         from .. import __version__

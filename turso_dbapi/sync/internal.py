@@ -14,5 +14,7 @@ LOCK_TIMEOUT = 5.0  # seconds a transaction waits for another connection's lock
 
 
 def connect(replica: str, conn_id: int, timeout: float = LOCK_TIMEOUT) -> sqlite3.Connection:
-    return sqlite3.connect(replica_uri(replica, conn_id), uri=True,
+    conn = sqlite3.connect(replica_uri(replica, conn_id), uri=True,
                            timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA recursive_triggers = ON")  # as every replica connection (replica.py)
+    return conn

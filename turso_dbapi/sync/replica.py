@@ -311,11 +311,21 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     # nowal: the VFS answers PRAGMA journal_mode=WAL with the mode in effect (vfs.c (16))
     conn = open_connection(replica_uri(path, conn_id, nowal=True, readonly=readonly), factory,
                            connect_kwargs, connection_class)
+    # An INSERT OR REPLACE that deletes a row through another UNIQUE key fires the capture's
+    # delete trigger only with recursive triggers on (SQLite: "REPLACE ... delete triggers
+    # fire if and only if recursive triggers are enabled"). Every replica connection, ours
+    # and the user's, is opened here or by internal.connect, which do the same.
+    try:
+        conn.execute("PRAGMA recursive_triggers = ON")
+    except sqlite3.ProgrammingError:  # a factory whose __init__ skipped the base: no database
+        pass  # is open, so nothing can be written through it either
     replica = TursoReplica(store, source, handler, conn_id, path, conn)
     replica.readonly = readonly
     attach_replica(conn, replica)
     threshold = options.get("push_operations_threshold")
     replica.push_threshold = int(threshold) if threshold else None
+    replica.on_conflict = options.get("on_conflict")  # defaults of pull() / push()
+    replica.transform = options.get("transform")
     if not readonly:
         _install_capture(store, path, conn_id)
     return conn
