@@ -10,10 +10,15 @@
       empty or shorter than the header is None (another generation).
   (3) A 200 to a single-range request is a server that ignores ranges: an error naming
       it, never a silent whole-file read on every pull.
+  (4) The bytes after frame N are asked as a 64 KiB window (``TAIL_WINDOW``); only when
+      every whole frame in it is a valid frame of the generation is the rest asked (one
+      more request): a restarted WAL's leftovers of older generations are not downloaded
+      again and again.
 """
 
 from __future__ import annotations
 
+from array import array
 from typing import Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,6 +35,20 @@ def wal_url(url: str) -> str:
     """``<url>-wal``: the suffix goes on the path, before any query string."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=parts.path + "-wal"))
+
+
+TAIL_WINDOW = 64 * 1024  # (4) bytes after frame N read first: a WAL restarted by a checkpoint
+# keeps its older frames as leftovers (SQLite overwrites, it does not truncate), which a
+# pull or a read's confirmation would otherwise download every time
+
+
+def _all_valid(wal: WalIndex, part: bytes) -> bool:
+    """Are all whole frames of ``part`` valid frames continuing ``wal``'s chain?"""
+    probe = WalIndex(wal.header, wal.raw_header)
+    probe.cksum, probe.frames = wal.cksum, wal.frames
+    probe.index = array("I", bytes(4))
+    probe.extend(part, pages=False)
+    return probe.last_stop == len(part) // wal.frame_size
 
 
 class _NotAWal(Exception):
@@ -96,19 +115,31 @@ class WalReader:
             return 200, b""
 
     def tail(self, wal: WalIndex) -> Optional[Tuple[bytes, bytes]]:
-        """P1: (the WAL's 32 header bytes, the bytes after frame N), or None when the WAL is
-        gone or too short to hold a header. One multi-range request, else two."""
+        """(2): (the WAL's 32 header bytes, the bytes after frame N), or None when the WAL is
+        gone or too short to hold a header. The bytes after frame N are read in a window
+        first (4): when the window ends inside valid frames of this generation, the rest is
+        read with a second request."""
         end = wal.end_offset
+        window = f"{end}-{end + TAIL_WINDOW - 1}"
+        got: Optional[Tuple[bytes, bytes]] = None
         if self.multi_range:
             try:
-                return self._ranges(f"bytes=0-{ref.WAL_HDR - 1},{end}-", end)
+                got = self._ranges(f"bytes=0-{ref.WAL_HDR - 1},{window}", end)
             except _Refused:
                 self.multi_range = False
-        head = self._ranges(f"bytes=0-{ref.WAL_HDR - 1}", end)
-        if head is None:
+        if not self.multi_range:
+            head = self._ranges(f"bytes=0-{ref.WAL_HDR - 1}", end)
+            if head is None:
+                return None
+            part = self._ranges(f"bytes={window}", end)
+            got = head[0], (part[1] if part is not None else b"")
+        if got is None:
             return None
-        tail = self._ranges(f"bytes={end}-", end)
-        return head[0], (tail[1] if tail is not None else b"")
+        head, part = got
+        if len(part) < TAIL_WINDOW or not _all_valid(wal, part):
+            return head, part  # the file ends, or the generation's frames end, in the window
+        rest = self._ranges(f"bytes={end + TAIL_WINDOW}-", end + TAIL_WINDOW)
+        return head, part + (rest[1] if rest is not None else b"")
 
     def _ranges(self, spec: str, end: int) -> Optional[Tuple[bytes, bytes]]:
         def read_body(reply: Reply) -> bool:
