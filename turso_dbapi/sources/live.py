@@ -51,10 +51,16 @@ PROOF (the image "frames 1..N over the file at E" is a state the writer committe
     frames are already in the file. The first untrusted frame then carries salt-1 = G + 1
     (wal_index rule (3)): the snapshot is repeated. (A G+1 frame torn exactly in its salt
     field cannot be told from a torn G frame; the window is one frame header.)
-  - A WAL that is absent (404/403: S3-style hosts) or empty/invalid: the file alone is
-    the state, pinned by E as for any HTTP-range database. (A whole generation written,
-    checkpointed and truncated between S1 and S2 is not detected there when the pin is
-    not settled: the window is one request, the change needs a TRUNCATE checkpoint.)
+  - (N) A WAL that is absent (404/403: S3-style hosts) or empty/invalid: the file alone is
+    the state, but NOT the file as S1 streamed it when the pin is not settled: a TRUNCATE
+    checkpoint may be writing it in place during S1 (torn or older pages under a validator
+    that does not move within the second, W4) and have emptied the WAL before S2. So:
+    with a settled pin, S3 (an absent WAL: none, S3-style hosts); otherwise S3' (the
+    leading bytes again, pin E') and S4 = the WAL read again, which must be missing
+    exactly as at S2 (else S1-S4 are repeated). A checkpoint writing during S3' needs
+    committed frames in the WAL, which had none at S2 and has none at S4: a whole
+    generation would have to be written, checkpointed and truncated within S3' (the
+    window left: one request, and a commit plus a TRUNCATE checkpoint inside it).
 READS (misses) of pages not in frames 1..N:
   C. while a WAL is there: the pages are read without preconditions, then the WAL is read
      again (header + the bytes after frame N). If the header is still G and no committed
@@ -66,7 +72,10 @@ READS (misses) of pages not in frames 1..N:
      Anything else raises ``RemoteChangedError``: never a mix of two states within a
      transaction. Cost: one more request per miss.
   F. without a WAL (rollback journal, absent or empty WAL): a ranged read with If-Match E
-     (range.py (4)), as for any HTTP-range database.
+     (range.py (4)), as for any HTTP-range database. In WAL mode with a pin that is not
+     settled, If-Match cannot see a checkpoint within E's second: the WAL is then read
+     again after the pages and must still be missing as the snapshot saw it (N), else
+     ``RemoteChangedError`` (a checkpoint needs frames in the WAL first).
 PULL (``observe`` then the replica applies it under SQLite's EXCLUSIVE lock):
   P1. same generation: ONE request, ``Range: bytes=0-31,<end of frame N>-`` (two
       requests where multi-range is refused): the new frames N+1..N' are trusted as in
@@ -177,6 +186,7 @@ class Observation:
         self.wal_absent = False
         self.wal_body: bytes = b""  # S2's bytes (P2 looks for the old generation's tail there)
         self.stale_pages: Optional[Set[int]] = None  # P2: only these changed (None: all may have)
+        self.no_wal: Optional[Tuple[bool, bytes]] = None  # (N): the missing WAL as S2/S4 saw it
 
     @property
     def changed(self) -> bool:
@@ -197,6 +207,7 @@ class LiveSource:
         self.wal_absent = False  # (after a 404) no WAL requests until pull()
         self.wal_mode = False
         self.refused: Set[int] = set()  # pages frames after N wrote (C): may be newer in the file
+        self.no_wal: Optional[Tuple[bool, bytes]] = None  # (N): F reads re-check the missing WAL
         self.counter = 0  # change counter of the page 1 served (moves at every applied change)
         self.stale = False  # a change was seen mid-transaction: pull at the next one
         self._lock = threading.Lock()
@@ -309,6 +320,8 @@ class LiveSource:
                 return obs
             status, body = self.wal_reader.whole()  # S2
             if status in _ABSENT:
+                if not self._no_wal_confirmed(obs, status, body):  # S3 / S3'-S4 (N)
+                    continue
                 obs.wal_absent = obs.trusted_leading = True
                 return obs
             wal = WalIndex.from_bytes(body)
@@ -318,8 +331,13 @@ class LiveSource:
             if wal is not None and wal.page_size != self.db.page_size:
                 wal = None  # SQLite ignores a WAL of another page size
             obs.wal = wal
-            # S3 (an empty or invalid WAL: the file alone is the state, pinned as in range.py)
-            if wal is not None and not (settled(self.db._pinned) and self._db_unchanged()):
+            if wal is None:  # an empty or unusable WAL: the file alone, confirmed (N)
+                if not self._no_wal_confirmed(obs, status, body):
+                    continue
+                obs.trusted_leading = True
+                return obs
+            # S3
+            if not (settled(self.db._pinned) and self._db_unchanged()):
                 # S3'/S4: the leading bytes again, then the WAL after them (C, at open)
                 obs.leading = self.db.open()
                 got = self.wal_reader.tail(wal)
@@ -372,6 +390,8 @@ class LiveSource:
             if obs.kind == "new":
                 self._install(obs)
                 self.counter += 1
+            elif self.wal is None and obs.wal is None and obs.no_wal is not None:
+                self.no_wal = obs.no_wal  # (N) F reads compare with the WAL as now missing
             return []
 
     def leading_pages(self, obs: Observation) -> bytes:
@@ -389,6 +409,7 @@ class LiveSource:
             self.wal_mode = is_wal_mode(obs.leading)
             self.size = obs.wal.db_size * self.page_size if obs.wal is not None and obs.wal.db_size else self.db.size
             self.refused = set()
+            self.no_wal = obs.no_wal if obs.wal is None else None
             self.version = self._version()
         finally:
             if with_lock:
@@ -407,21 +428,49 @@ class LiveSource:
         if refused:
             raise self._changed(f"page {refused[0]} was rewritten by a commit after this snapshot")
         if self.wal is None:  # F: the file alone, pinned as range.py pins it
-            try:
-                return self.db.fetch(pgnos)
-            except RemoteChangedError:
-                self.stale = True
-                raise
+            return self._pinned_fetch(pgnos)
         return self._confirmed_fetch(pgnos)  # C
+
+    def _pinned_fetch(self, pgnos: List[int]) -> Dict[int, bytes]:
+        """F: If-Match the pin; with a pin that is not settled (W4) in WAL mode, the WAL is
+        then read again and must still be missing as the snapshot saw it (N)."""
+        try:
+            out = self.db.fetch(pgnos)
+        except RemoteChangedError:
+            self.stale = True
+            raise
+        evidence = self.no_wal
+        if evidence is not None and not settled(self.db._pinned):
+            status, body = self.wal_reader.whole()
+            if (status in _ABSENT, body) != evidence:
+                self.stale = True
+                raise self._changed("a WAL was written (a checkpoint may have changed the file)")
+        return out
+
+    def _no_wal_confirmed(self, obs: Observation, status: int, body: bytes) -> bool:
+        """(N) S1 found a WAL-mode file and S2 no usable WAL: is the file at S1 a state?
+        A settled pin unchanged at S3 says so. Otherwise the leading bytes are read again
+        (S3', pin E') and then the WAL (S4), which must be missing exactly as at S2."""
+        evidence = (status in _ABSENT, body)
+        if settled(self.db._pinned) and (status in _ABSENT or self._db_unchanged()):
+            # (an absent WAL with a settled pin costs no request: S3-style hosts; a
+            # checkpoint writing during S1 would need the writer to delete its WAL before S2)
+            obs.no_wal = evidence
+            return True
+        obs.leading = self.db.open()  # S3'
+        if not obs.leading or not is_wal_mode(obs.leading):
+            return False  # the journal mode changed: S1 again
+        status2, body2 = self.wal_reader.whole()  # S4
+        if (status2 in _ABSENT, body2) != evidence:
+            return False
+        obs.no_wal = evidence
+        obs.db_state = self._db_state()
+        return True
 
     def _confirmed_fetch(self, pgnos: List[int]) -> Dict[int, bytes]:
         wal = self.wal
-        if wal is None:  # no generation to confirm against: the pin alone (as range.py)
-            try:
-                return self.db.fetch(pgnos)
-            except RemoteChangedError:
-                self.stale = True
-                raise
+        if wal is None:  # no generation to confirm against: F
+            return self._pinned_fetch(pgnos)
         out: Dict[int, bytes] = {}
         pin = None
         ps = self.page_size
