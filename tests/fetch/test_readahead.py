@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support._threads import run_threads
 from support.databases import make_database
 
 from turso_dbapi.fetch.btree_readahead import btree_children, missing_children
@@ -143,11 +144,7 @@ def test_plan_is_safe_to_call_from_many_threads():
         except BaseException as exc:  # collected: assertion errors in threads are otherwise lost
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(worker, [(k,) for k in range(6)])
     assert errors == []
 
 
@@ -343,11 +340,7 @@ def test_threads_missing_through_readahead_and_single_flight_get_the_file_bytes(
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_threads(reader, [(k,) for k in range(4)], timeout=30)
     assert errors == []
     assert store and all(store[p] == data[(p - 1) * 1024:p * 1024] for p in store)
     assert sf.in_flight() == set()

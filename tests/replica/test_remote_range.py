@@ -11,10 +11,10 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from support._threads import run_threads
 from support.databases import make_database
 from support.faultproxy import is_fetch
 from support._lazy_replica import QUERIES, Lazy
@@ -207,11 +207,7 @@ def test_threads_each_with_a_remote_connection(served_databases, databases):
         except Exception as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_threads(worker, [(s,) for s in range(4)])
     assert errors == []
 
 

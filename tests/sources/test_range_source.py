@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from support._threads import run_threads
 from support.databases import make_database
 from support.nginx import NginxServer
 
@@ -310,11 +311,7 @@ def test_one_source_serves_many_threads_with_the_right_pages(nginx, databases):
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        run_threads(worker, [(k,) for k in range(6)], timeout=30)
     assert errors == []
 
 

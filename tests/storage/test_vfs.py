@@ -11,7 +11,6 @@ import random
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from turso_dbapi.storage.vfs import ensure_registered
 from turso_dbapi.url import parse_options, with_defaults
 
 from support._lazy_replica import QUERIES, Lazy
+from support._threads import run_threads
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/this file)
 
@@ -261,11 +261,7 @@ def test_threads_with_several_connections_agree_with_sqlite3(databases, tmp_path
         finally:
             con.close()
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_threads(worker, [(s,) for s in range(4)])
     assert errors == []
     fetched = [p for b in lazy.source.fetch_log for p in b]
     assert len(fetched) == len(set(fetched)), "single-flight: no page fetched twice"

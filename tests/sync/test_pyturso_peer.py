@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from support._threads import run_threads
 from support.turso_server import rev_no
 
 if sys.version_info < (3, 10):  # the peer's current protocol (pyturso >= 0.8) needs 3.10+
@@ -200,11 +201,7 @@ def test_concurrent_open_existing_replica(turso_server, tmp_path):
             except Exception as exc:  # collected, asserted below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(worker, [()] * 8)
         assert errors == [] and results == [[(42,)]] * 8
 
 

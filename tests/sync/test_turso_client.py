@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
+from support._threads import run_threads
 
 import turso_dbapi
 from turso_dbapi.sync import metadata as sync_meta
@@ -224,11 +224,7 @@ def test_concurrent_open_existing_replica(turso_server, tmp_path):
             except Exception as exc:  # collected, asserted below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        run_threads(worker, [()] * 8)
         assert errors == [] and results == [[(42,)]] * 8
 
 
