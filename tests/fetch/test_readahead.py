@@ -1,4 +1,4 @@
-"""Readahead policy, B-tree child pointers and single-flight (pure logic; real databases)."""
+"""B-tree child pointers, single-flight and the background look-ahead (pure logic; real databases)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from support._threads import run_threads
 from support.databases import make_database
 
 from turso_dbapi.fetch.btree_readahead import btree_children, missing_children
-from turso_dbapi.fetch.readahead import Readahead, SingleFlight
+from turso_dbapi.fetch.access import AccessPolicy
+from turso_dbapi.fetch.btree_readahead import BtreeMap
+from turso_dbapi.fetch.readahead import SingleFlight
 
 KB = 1024
 
@@ -25,127 +27,6 @@ def _absent(_p: int) -> bool:
 
 def _segments(pages, seg):
     return {(p - 1) // seg for p in pages}
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    page_size=st.sampled_from([512, 1024, 4096, 65536]),
-    segment=st.sampled_from([4 * KB, 64 * KB, 128 * KB]),
-    n_pages=st.integers(1, 3000),
-    present=st.sets(st.integers(1, 3000), max_size=400),
-    misses=st.lists(st.integers(1, 3000), min_size=1, max_size=20),
-)
-def test_plan_contains_the_miss_and_only_missing_in_range_pages_within_its_segments(
-    page_size, segment, n_pages, present, misses
-):
-    ra = Readahead(page_size, segment, 1024 * KB)
-    seg = ra.segment_pages
-    for pgno in misses:
-        pgno = min(pgno, n_pages)
-        plan = ra.plan(pgno, n_pages, present.__contains__, lambda p: p % 2 == 0)
-        assert pgno in plan
-        assert plan == sorted(set(plan))
-        assert all(1 <= p <= n_pages for p in plan)
-        assert all(p == pgno or p not in present for p in plan)
-        assert len(plan) <= ra.max_pages
-        # (2) segment-aligned: the plan spans whole segments, contiguous ones, around the miss
-        segs = _segments(plan, seg)
-        assert (pgno - 1) // seg in segs
-        assert max(segs) - min(segs) + 1 <= ra.max_pages // seg
-
-
-def test_random_miss_fetches_exactly_its_aligned_segment():
-    ra = Readahead(4096, 128 * KB, 4096 * KB)  # 32 pages per segment
-    assert ra.plan(40, 1000, _absent) == list(range(33, 65))
-    assert ra.plan(500, 1000, _absent) == list(range(481, 513))  # far away: random again
-
-
-def test_plan_skips_present_pages_and_clips_to_the_file():
-    ra = Readahead(4096, 128 * KB, 4096 * KB)
-    present = {34, 35, 60}
-    plan = ra.plan(40, 50, present.__contains__)
-    assert plan == [p for p in range(33, 51) if p not in present]
-
-
-def test_forward_scan_doubles_the_window_up_to_the_cap():
-    ra = Readahead(4096, 128 * KB, 1024 * KB)  # 32-page segments, cap 256 pages
-    sizes = []
-    pgno = 1
-    fetched: set = set()
-    for _ in range(6):
-        plan = ra.plan(pgno, 100000, fetched.__contains__, fetched.__contains__)
-        assert plan[0] == pgno and plan == list(range(pgno, pgno + len(plan)))
-        fetched.update(plan)
-        sizes.append(len(plan))
-        pgno = plan[-1] + 1
-    assert sizes == [32, 64, 128, 256, 256, 256]
-
-
-def test_reverse_scan_is_detected_and_read_backwards():
-    ra = Readahead(4096, 128 * KB, 1024 * KB)
-    fetched: set = set()
-    plan = ra.plan(1000, 2000, fetched.__contains__)
-    assert plan == list(range(993, 1025))
-    fetched.update(plan)
-    plan = ra.plan(992, 2000, fetched.__contains__, fetched.__contains__)
-    assert plan == list(range(929, 993))  # two segments, ending at the miss's segment
-    fetched.update(plan)
-    plan = ra.plan(928, 2000, fetched.__contains__, fetched.__contains__)
-    assert plan == list(range(801, 929))
-    assert all(p < 993 for p in plan)
-
-
-def test_random_miss_resets_the_window_to_one_segment():
-    ra = Readahead(4096, 128 * KB, 1024 * KB)
-    ra.plan(1, 10000, _absent)
-    ra.plan(33, 10000, _absent)
-    assert ra.window_pages == 64
-    assert len(ra.plan(5000, 10000, _absent)) == 32
-    assert ra.window_pages == 32
-
-
-def test_window_shrinks_when_prefetched_pages_went_unused():
-    ra = Readahead(4096, 128 * KB, 1024 * KB)
-    pgno = 1
-    for _ in range(4):  # grow to 256 pages with every page read
-        plan = ra.plan(pgno, 100000, _absent, lambda p: True)
-        pgno = plan[-1] + 1
-    assert ra.window_pages == 256
-    plan = ra.plan(pgno, 100000, _absent, lambda p: False)  # nothing prefetched was used
-    assert ra.window_pages == 128 and len(plan) == 128
-    ra.plan(plan[-1] + 1, 100000, _absent, lambda p: False)
-    assert ra.window_pages == 64
-
-
-def test_segment_smaller_than_a_page_means_one_page_segments():
-    ra = Readahead(65536, 4 * KB, 64 * KB)
-    assert ra.segment_pages == 1 and ra.max_pages == 1
-    assert ra.plan(7, 10, _absent) == [7]
-    assert ra.plan(8, 10, _absent) == [8]
-
-
-def test_miss_past_the_end_returns_only_the_miss_and_page_zero_is_rejected():
-    ra = Readahead(4096)
-    assert ra.plan(11, 10, _absent) == [11]
-    with pytest.raises(ValueError):
-        ra.plan(0, 10, _absent)
-
-
-def test_plan_is_safe_to_call_from_many_threads():
-    ra = Readahead(1024, 16 * KB, 256 * KB)
-    errors = []
-
-    def worker(start: int) -> None:
-        try:
-            for i in range(300):
-                pgno = (start * 997 + i * 13) % 5000 + 1
-                plan = ra.plan(pgno, 5000, lambda p: p % 3 == 0, lambda p: True)
-                assert pgno in plan and plan == sorted(plan)
-        except BaseException as exc:  # collected: assertion errors in threads are otherwise lost
-            errors.append(exc)
-
-    run_threads(worker, [(k,) for k in range(6)])
-    assert errors == []
 
 
 # -- B-tree children ---------------------------------------------------------------------
@@ -317,7 +198,7 @@ def test_threads_missing_through_readahead_and_single_flight_get_the_file_bytes(
     path = make_database(tmp_path / "sf.db", page_size=1024, rows=200, seed=9)
     data = path.read_bytes()
     n = len(data) // 1024
-    sf, ra = SingleFlight(), Readahead(1024, 8 * KB, 64 * KB)
+    sf, ra = SingleFlight(), AccessPolicy(1024, 8 * KB, 64 * KB, BtreeMap(1024))
     store: dict = {}
     lock = threading.Lock()
     errors = []
@@ -350,44 +231,6 @@ def test_threads_missing_through_readahead_and_single_flight_get_the_file_bytes(
 
 from turso_dbapi.fetch.btree_readahead import BtreeSiblings  # noqa: E402
 from turso_dbapi.fetch.readahead import Lookahead  # noqa: E402
-
-
-def _grow(ra, pgno, n, steps):
-    plan = []
-    for _ in range(steps):
-        plan = ra.plan(pgno, n, _absent, lambda p: True)
-        pgno = plan[-1] + 1
-    return plan
-
-
-def test_a_jump_plans_one_segment_and_its_continuation_grows_from_there():
-    ra = Readahead(4096, 128 * KB, 1024 * KB)
-    _grow(ra, 1, 100000, 5)
-    assert ra.window_pages == 256 and ra.scanning()
-    interior = ra.plan(50000, 100000, _absent, lambda p: p == 50000)  # an interior page elsewhere
-    assert len(interior) == 32 and ra.direction == 0 and not ra.scanning()
-    region = ra.plan(3000, 100000, _absent, lambda p: True)
-    nxt = ra.plan(region[-1] + 1, 100000, _absent, lambda p: True)
-    assert len(nxt) == 64 and ra.direction == 1
-
-
-def test_a_one_segment_plan_is_not_judged_for_waste():
-    ra = Readahead(4096, 128 * KB, 1024 * KB)
-    seg = ra.plan(40000, 100000, _absent)
-    # the scan goes on right after the one-segment plan, most of which was never read
-    ra.plan(seg[-1] + 1, 100000, _absent, lambda p: p > seg[-1])
-    assert ra.window_pages == 64  # grows: a random miss's segment is not a window to judge
-
-
-def test_pages_scheduled_by_the_lookahead_extend_the_plan_for_continuation():
-    ra = Readahead(4096, 128 * KB, 1024 * KB)
-    plan = _grow(ra, 1, 100000, 3)
-    ra.note_ahead(plan[-1] + 512)
-    ra.plan(plan[-1] + 513, 100000, _absent, lambda p: True)
-    assert ra.direction == 1
-    ra.plan(60000, 100000, _absent, lambda p: True)  # a jump forgets the lookahead frontier
-    ra.plan(plan[-1] + 513 + 256 + 1, 100000, _absent, lambda p: True)
-    assert ra.direction == 0
 
 
 # -- Lookahead ----------------------------------------------------------------------------------

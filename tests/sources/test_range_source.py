@@ -317,7 +317,6 @@ def test_one_source_serves_many_threads_with_the_right_pages(nginx, databases):
 
 def test_defaults_are_the_option_table_defaults():
     from turso_dbapi.transport import http
-    from turso_dbapi.fetch import readahead
     from turso_dbapi import url
     from turso_dbapi.sources import range as range_mod
 
@@ -325,9 +324,8 @@ def test_defaults_are_the_option_table_defaults():
     assert http.DEFAULT_RETRIES == url.OPTIONS["retries"].default == 3
     assert http.Retry().total == 3
     assert range_mod.DEFAULT_OPEN_BYTES == 4096 and range_mod.DEFAULT_PARALLEL == 4
-    ra = readahead.Readahead(4096)
-    assert ra.segment_pages * 4096 == url.OPTIONS["segment_size"].default
-    assert ra.max_pages * 4096 == url.OPTIONS["readahead_max"].default
+    assert url.OPTIONS["segment_size"].default == 128 * 1024
+    assert url.OPTIONS["readahead_max"].default == 4 * 1024 * 1024
 
 
 # -- multi-range (rule (6)) ----------------------------------------------------------------

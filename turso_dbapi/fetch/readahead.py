@@ -1,31 +1,8 @@
-"""Readahead policy for page misses: what to fetch besides the page SQLite asked for.
+"""The miss path's concurrency pieces; what to fetch is ``fetch.access.AccessPolicy``.
 
-Pure policy, no I/O: the miss handler (``fetch.miss``) asks ``Readahead.plan`` which pages
-to fetch, and ``SingleFlight`` makes concurrent misses of the same page share one fetch.
-What B-trees add (``BtreeSiblings``, ``BtreeReadahead``) is in ``fetch.btree_readahead``.
-
-Rules (numbered; the code tags them):
-
-(1) A plan always contains the missed page; every other page in it is missing (per
-    ``is_present``) and lies in [1, n_pages]. Plans are sorted.
-(2) Plans cover whole segments (``segment_size`` bytes, aligned to multiples of it in
-    the file), so neighbouring misses land in already fetched segments.
-(3) Window: a miss just past the previous plan (forward) or just before it (reverse)
-    continues a scan and doubles the window, up to ``max_bytes``; a reverse scan reads the
-    window backwards from the missed page. Any other miss is random: one segment.
-(4) Waste: when more than half of the pages fetched speculatively by the previous plan
-    were never read (``was_read``), the window halves instead of growing. A one-segment
-    plan (a random miss) is not judged: only windows are.
-(5) One scan state per ``Readahead``: give each file handle (connection) its own.
-(6) Interleaved B-trees: a miss inside the pages a background read-ahead scheduled,
-    or just past them, continues the scan (rule (7)); a jump plans one segment. (A
-    variant that resumed the scan's window after a jump measured no gain once the
-    background read-ahead existed, and would give a lookup after a scan a big window.)
-(7) ``note_ahead(last)``: pages a background read-ahead (``Lookahead``) scheduled extend
-    the previous plan, so a miss just past them still continues the scan.
-
-``Lookahead`` (rules L1-L6 on the class) fetches the NEXT windows of an established
-forward scan in a background thread while SQLite reads the current one.
+``SingleFlight`` makes concurrent misses of the same page share one fetch. ``Lookahead``
+(rules L1-L7 on the class) fetches the NEXT windows of an established forward scan in a
+background thread while SQLite reads the current one.
 """
 
 from __future__ import annotations
@@ -39,87 +16,6 @@ log = logging.getLogger("turso_dbapi")
 
 SPREAD = 16  # (L7) page-number span of a filtered background window, in windows
 
-
-
-class Readahead:
-    """Adaptive, segment-aligned readahead (module rules (1)-(5)). Thread-safe."""
-
-    def __init__(self, page_size: int, segment_size: int = 128 * 1024, max_bytes: int = 4 * 1024 * 1024):
-        if page_size <= 0:
-            raise ValueError(f"page_size must be positive, got {page_size}")
-        self.page_size = page_size
-        self.segment_pages = max(1, segment_size // page_size)
-        cap = max(1, max_bytes // page_size) // self.segment_pages * self.segment_pages
-        self.max_pages = max(self.segment_pages, cap)
-        self._lock = threading.Lock()
-        self._window = self.segment_pages
-        self._ahead = 0  # (7) last page a background read-ahead scheduled past the plan
-        self._span: Optional[tuple] = None  # (first, last) of the previous plan's range
-        self._speculative: List[int] = []  # pages the previous plan fetched besides the miss
-        self.direction = 0  # of the last plan: 1 forward scan, -1 reverse, 2 inside, 0 random/jump
-
-    @property
-    def window_pages(self) -> int:
-        """Current window in pages (for stats and tests)."""
-        with self._lock:
-            return self._window
-
-    def plan(self, pgno: int, n_pages: int, is_present: Callable[[int], bool],
-             was_read: Optional[Callable[[int], bool]] = None) -> List[int]:
-        """Sorted page numbers to fetch for a miss of ``pgno`` (rules (1)-(4))."""
-        if pgno < 1:
-            raise ValueError(f"page numbers start at 1, got {pgno}")
-        if pgno > n_pages:
-            return [pgno]  # (1) past the end: nothing to read around it
-        seg = self.segment_pages
-        with self._lock:
-            wasted = False
-            if was_read is not None and len(self._speculative) >= seg:  # (4) of a window, not of one segment
-                unused = sum(1 for p in self._speculative if not was_read(p))
-                wasted = unused * 2 > len(self._speculative)
-            direction = 0
-            if self._span is not None:
-                first, last = self._span
-                front = max(last, self._ahead)  # (7)
-                if last < pgno <= last + seg or front < pgno <= front + seg:
-                    direction = 1
-                elif first - seg <= pgno < first:
-                    direction = -1
-                elif first <= pgno <= front:
-                    direction = 2  # a miss inside the previous plan (fetched elsewhere, or failed)
-            if direction in (1, -1):  # (3)
-                self._window = max(seg, self._window // 2) if wasted else min(self.max_pages, self._window * 2)
-            elif direction == 0:
-                self._window = seg  # random, or the first segment of another region (6)
-            elif wasted:
-                self._window = max(seg, self._window // 2)
-            window = self._window
-            seg_index = (pgno - 1) // seg  # (2)
-            if direction == -1:
-                last = (seg_index + 1) * seg
-                first = last - window + 1
-            else:
-                first = seg_index * seg + 1
-                last = first + window - 1
-            first, last = max(1, first), min(n_pages, last)
-            pages = [p for p in range(first, last + 1) if p == pgno or not is_present(p)]  # (1)
-            self._span = (first, last)
-            if direction == 0 or self._ahead <= last:
-                self._ahead = 0
-            self._speculative = [p for p in pages if p != pgno]
-            self.direction = direction
-            return pages
-
-    def note_ahead(self, last: int) -> None:
-        """(7) A background read-ahead scheduled pages up to ``last`` after the previous plan."""
-        with self._lock:
-            if self._span is not None and last > self._span[1]:
-                self._ahead = last
-
-    def scanning(self) -> bool:
-        """True while the window is larger than one segment (a scan is under way)."""
-        with self._lock:
-            return self._window > self.segment_pages
 
 
 class _Flight:
