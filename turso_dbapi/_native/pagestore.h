@@ -50,6 +50,7 @@ int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int ov
                          int prefetched);
 int tdb_store_page_state(tdb_store *s, uint32_t pgno);
 int tdb_store_read_page(tdb_store *s, uint32_t pgno, uint8_t *out);
+int tdb_store_read_synced(tdb_store *s, uint32_t pgno, uint8_t *out); /* (19) */
 uint64_t tdb_store_remote_size(tdb_store *s);
 uint64_t tdb_store_logical_size(tdb_store *s);
 uint32_t tdb_store_max_pages(tdb_store *s); /* highest page this store can ever hold */
@@ -119,5 +120,7 @@ uint32_t tdb_store_page_size(tdb_store *s);
 void *tdb_store_py_handle(tdb_store *s);
 void tdb_set_py_failure(void);   /* (14) */
 void tdb_clear_py_failure(void); /* (14) */
+int tdb_store_backfill_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf); /* (19) */
+const char *tdb_store_path(tdb_store *s);
 
 #endif

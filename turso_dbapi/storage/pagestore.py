@@ -170,6 +170,14 @@ class PageStore:
             )
         return bytes(self._ffi.buffer(buf, self.page_size)) if rc == 1 else None
 
+    def read_synced(self, pgno: int) -> Optional[bytes]:
+        """The synced layer's page (no local layer, no network), or None when absent."""
+        buf = self._ffi.new("uint8_t[]", self.page_size)
+        rc = self._lib.tdb_store_read_synced(self._p, pgno, buf)
+        if rc < 0:
+            raise OperationalError(f"page store {self.path}: page {pgno} could not be read")
+        return bytes(self._ffi.buffer(buf, self.page_size)) if rc == 1 else None
+
     def first_absent(self, start: int = 1, end: Optional[int] = None) -> int:
         return int(self._lib.tdb_store_first_absent(self._p, start, end or self.remote_pages))
 
