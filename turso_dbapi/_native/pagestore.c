@@ -73,8 +73,10 @@
 **       page bytes stay in P-tdblocal but are absent; the next write of a page makes it
 **       local again. Durable with tdb_store_sync (msync of the map).
 **
-**   (19) tdb_store_backfill_synced: a checkpoint's write of a pulled page goes to the
-**       synced layer (and clears the page's local entry); vfs.c rule (18) decides.
+**   (19) WAL replicas: tdb_store_backfill_synced: a checkpoint's write of a pulled page goes
+**       to the synced layer (and clears the page's local entry); vfs.c rule (18) decides.
+**       The synced size grows as pulled pages arrive that way (tdb_store_raise_remote_size:
+**       never the logical size, which old snapshots read); a pull never changes either.
 **
 **   (18) A read-only store (tdb_store_open_readonly: a replica opened with readonly=true,
 **       maybe on a read-only filesystem) opens its three files O_RDONLY and maps the
@@ -514,12 +516,17 @@ int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int ov
 /* (19) A checkpoint of a WAL replica writes a pulled page (wal_index.c rule (8)): it is
 ** the synced version, so it goes to the synced layer (the synced size grows to hold it),
 ** and the page holds no local change any more. Returns an SQLite code. */
+void tdb_store_raise_remote_size(tdb_store *s, uint64_t size) {
+    if (s->readonly) return;
+    pthread_mutex_lock(&s->mu);
+    if (hdr_u64(s, OFF_REMOTE) < size) hdr_set_u64(s, OFF_REMOTE, size);
+    pthread_mutex_unlock(&s->mu);
+}
+
 int tdb_store_backfill_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf) {
     if (s->readonly) return TDB_SQLITE_READONLY;
     uint64_t end = (uint64_t)pgno * s->page_size;
-    pthread_mutex_lock(&s->mu);
-    if (hdr_u64(s, OFF_REMOTE) < end) hdr_set_u64(s, OFF_REMOTE, end);
-    pthread_mutex_unlock(&s->mu);
+    tdb_store_raise_remote_size(s, end);
     if (tdb_store_put_synced(s, pgno, buf, 1, 0) != 1) return TDB_SQLITE_IOERR_WRITE;
     if (covered(s, pgno)) {
         __atomic_store_n(&entry(s, pgno)[1], 0, __ATOMIC_RELEASE);

@@ -55,6 +55,7 @@ uint64_t tdb_store_remote_size(tdb_store *s);
 uint64_t tdb_store_logical_size(tdb_store *s);
 uint32_t tdb_store_max_pages(tdb_store *s); /* highest page this store can ever hold */
 void tdb_store_set_remote_size(tdb_store *s, uint64_t size);
+void tdb_store_raise_remote_size(tdb_store *s, uint64_t size); /* (19) remote only, never down */
 uint32_t tdb_store_first_absent(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
 /* first page held in the local layer in [from, to] (to = 0: the whole map), or 0 */
 uint32_t tdb_store_first_local(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);

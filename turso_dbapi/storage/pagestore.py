@@ -123,6 +123,11 @@ class PageStore:
         self._lib.tdb_store_set_remote_size(self._p, size)
 
     # pages ---------------------------------------------------------------------------
+    def raise_remote_size(self, size: int) -> None:
+        """WAL replicas: the synced layer may hold pages up to ``size`` bytes (the size
+        SQLite sees is unchanged: old snapshots read it)."""
+        self._lib.tdb_store_raise_remote_size(self._p, size)
+
     def state(self, pgno: int) -> int:
         return int(self._lib.tdb_store_page_state(self._p, pgno))
 

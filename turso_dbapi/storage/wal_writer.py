@@ -153,6 +153,23 @@ class SyncedFrames:
                      _HDR.pack(_MAGIC, self.salts[0], self.salts[1], len(self.entries), 0) + body)
 
 
+def peek_state(replica: str) -> Optional[WalState]:
+    """The wal-index header read from ``<replica>-shm`` without any lock (a hint for
+    prefetching: the state may move at once); None when there is no usable one."""
+    try:
+        with open(replica + "-shm", "rb") as f:
+            raw = f.read(136)
+    except FileNotFoundError:
+        return None
+    if len(raw) < 136 or raw[:48] != raw[48:96] or not raw[12]:
+        return None
+    mx, n_page = struct.unpack_from("=II", raw, 16)
+    salts = struct.unpack_from(">II", raw, 32)
+    (n_backfill,) = struct.unpack_from("=I", raw, 96)
+    size = struct.unpack_from("=H", raw, 14)[0]
+    return WalState(mx, n_page, n_backfill, salts, (size & 0xFE00) | ((size & 1) << 16))
+
+
 def read_frames(replica: str, page_size: int, mx_frame: int) -> bytes:
     """Frames 1..mx_frame of ``<replica>-wal`` (headers and pages, end to end)."""
     if mx_frame == 0:

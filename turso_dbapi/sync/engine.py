@@ -38,12 +38,12 @@ from ..errors import OperationalError
 from ..fetch.btree_readahead import hints_for
 from ..protocol.revision import same_history
 from ..sources.turso import history_reset
-from ..storage import apply_flag
+from ..storage import apply_flag, wal_writer
 from ..storage.pagestore import PG_SYNCED, PageStore
 from ..url import redact
 from . import apply as pull_apply
 from . import metadata as sync_meta
-from . import rebase
+from . import rebase, wal_apply
 from .bootstrap import pull_lock
 from .stage import StageWriter
 
@@ -102,6 +102,9 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int,
                                     f"{meta.synced_revision!r}, the server at {reply.revision!r}")
             if stage.count:  # still no lock held
                 needed = replay_pages(store, stage.pgnos, reply.db_size)
+                if wal_writer.peek_state(path) is not None:  # a WAL replica: its local frames too
+                    needed = sorted(set(needed) | set(wal_apply.prefetch_pages(
+                        store, path, stage.pgnos, reply.db_size, meta.db_size_pages)))
                 if needed:
                     for p, data in source.fetch_at(needed, reply.revision).pages.items():
                         stage.add(p, data)

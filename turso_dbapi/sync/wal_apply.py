@@ -40,12 +40,12 @@ import os
 import sqlite3
 import struct
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 from ..errors import OperationalError
 from ..storage import header, wal_writer
 from ..storage.apply_flag import ApplyFlag
-from ..storage.pagestore import PageStore
+from ..storage.pagestore import PG_SYNCED, PageStore
 from . import capture, internal, metadata as sync_meta, rebase
 from .stage import Staged, remove_stage
 
@@ -80,8 +80,9 @@ def _local_layer(store: PageStore) -> set:
 
 
 def plan(store: PageStore, replica: str, conn_id: int, staged: Staged, state: wal_writer.WalState,
-         visible_cookie: int) -> Dict[int, bytes]:
-    """Step 5's pages: pulled pages and reverted local pages, in the new revision."""
+         visible_cookie: int, synced_pages: int) -> Dict[int, bytes]:
+    """Step 5's pages: pulled pages and reverted local pages, in the new revision
+    (``synced_pages``: the size of the revision the replica is at)."""
     db_size = staged.db_size
     local_frames, synced_frames = wal_writer.wal_pages(replica, state, store.page_size)
     pages: Dict[int, bytes] = {p: data for p, data in staged.pages() if p <= db_size}
@@ -91,10 +92,13 @@ def plan(store: PageStore, replica: str, conn_id: int, staged: Staged, state: wa
             return synced_frames[p]
         data = store.read_synced(p)
         if data is None:
+            if p <= synced_pages:  # a page of the synced revision no checkpoint brought yet
+                store.raise_remote_size(synced_pages * store.page_size)
             store.on_miss(conn_id, p, 1)  # unchanged by the pull: the old pin serves it
             data = store.read_synced(p)
         if data is None:
-            raise OperationalError(f"pull: the synced version of page {p} of {replica} could not be fetched")
+            raise OperationalError(f"pull: the synced version of page {p} of {replica} could not be "
+                                   "fetched (a local write raced the pull); nothing was changed: pull again")
         return data
 
     for p in sorted(local_frames | _local_layer(store)):
@@ -103,6 +107,21 @@ def plan(store: PageStore, replica: str, conn_id: int, staged: Staged, state: wa
     base1 = pages.get(1) or synced_version(1)
     pages[1] = page1_for_wal(base1, visible_cookie, db_size)
     return pages
+
+
+def prefetch_pages(store: PageStore, replica: str, staged: Set[int], db_size: int,
+                   synced_pages: int) -> List[int]:
+    """Before the lock (engine.pull step 3): pages the plan will revert whose synced
+    version the replica lacks (local frames and local pages never fetched); fetched at
+    the new revision into the stage, like rollback mode's ``replay_pages``."""
+    state = wal_writer.peek_state(replica)
+    try:
+        local, synced = wal_writer.wal_pages(replica, state, store.page_size) if state else (set(), {})
+    except (OSError, OperationalError):  # the WAL moved meanwhile: a hint only
+        local, synced = set(), {}
+    limit = min(db_size, synced_pages)
+    return sorted(p for p in (local | _local_layer(store)) - set(synced)
+                  if p <= limit and p not in staged and not store.state(p) & PG_SYNCED)
 
 
 def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, staged: Staged,
@@ -131,7 +150,7 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
             flag.set()  # (4)
             state = wal_writer.read_state(ic)
             cookie = int(ic.execute("PRAGMA schema_version").fetchone()[0])
-            pages = plan(store, replica, conn_id, staged, state, cookie)  # (5)
+            pages = plan(store, replica, conn_id, staged, state, cookie, meta.db_size_pages)  # (5)
             salts = wal_writer.salts_for(state)
             wal_writer.record(replica, state, salts, pages)
             wal_writer.append(ic, replica, state, salts, pages, staged.db_size, store.page_size)
