@@ -123,3 +123,27 @@ def _has_dbstat(conn):
         return True
     except sqlite3.Error:
         return False
+
+
+def test_a_partial_replica_reader_on_an_old_snapshot_reads_never_fetched_pages_as_of_its_snapshot(
+        turso_server, tmp_path):
+    conn = wal_replica(turso_server, tmp_path, 300, partial=True)
+    path = str(tmp_path / "r.db")
+    store = conn._replica.store
+    reader = turso_dbapi.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT v FROM t WHERE id = 1").fetchall() == [(0,)]  # a few pages only
+    absent = [p for p in range(1, store.remote_pages + 1) if not store.is_present(p)]
+    assert len(absent) > 50  # most of the table was never fetched
+    turso_server.db_sql("UPDATE t SET v = v + 1")  # every leaf changes
+    assert conn.pull() is True
+    # pages this snapshot never read are fetched now: as of ITS revision, never the new one
+    assert reader.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(0, 0, 300)]
+    reader.execute("COMMIT")
+    assert reader.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(1, 1, 300)]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    assert conn.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(1, 1, 300)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    turso_server.db_sql("UPDATE t SET v = v + 1 WHERE id > 150")
+    assert conn.pull() is True
+    assert conn.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(1, 2)]

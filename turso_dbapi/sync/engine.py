@@ -105,6 +105,10 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int,
                 if wal_writer.peek_state(path) is not None:  # a WAL replica: its local frames too
                     needed = sorted(set(needed) | set(wal_apply.prefetch_pages(
                         store, path, stage.pgnos, reply.db_size, meta.db_size_pages)))
+                    old = wal_apply.old_versions_needed(store, path, stage.pgnos)
+                    if old:  # kept for readers of older snapshots (wal_apply.old_versions_needed)
+                        for p, data in source.fetch_at(old, meta.synced_revision or "").pages.items():
+                            store.put_synced(p, data)
                 if needed:
                     for p, data in source.fetch_at(needed, reply.revision).pages.items():
                         stage.add(p, data)

@@ -101,6 +101,12 @@ def plan(store: PageStore, replica: str, conn_id: int, staged: Staged, state: wa
                                    "fetched (a local write raced the pull); nothing was changed: pull again")
         return data
 
+    for p in sorted(pages):  # old_versions_needed, under the lock: the old pin serves them
+        if p <= store.remote_pages and p not in synced_frames and not store.is_present(p):
+            store.on_miss(conn_id, p, 1)
+            if not store.is_present(p):
+                raise OperationalError(f"pull: page {p} of {replica} could not be fetched at the "
+                                       "replica's revision; nothing was changed: pull again")
     for p in sorted(local_frames | _local_layer(store)):
         if p <= db_size and p not in pages:
             pages[p] = synced_version(p)
@@ -122,6 +128,22 @@ def prefetch_pages(store: PageStore, replica: str, staged: Set[int], db_size: in
     limit = min(db_size, synced_pages)
     return sorted(p for p in (local | _local_layer(store)) - set(synced)
                   if p <= limit and p not in staged and not store.state(p) & PG_SYNCED)
+
+
+def old_versions_needed(store: PageStore, replica: str, staged: Set[int]) -> List[int]:
+    """Pulled pages the synced layer lacks (partial replicas): their OLD version must be
+    stored before the frames are appended (engine.pull fetches it at the synced revision,
+    before the lock; ``plan`` makes sure under it). Then no page absent from the synced
+    layer was changed by a pull whose frames are still in the WAL, and a reader whose
+    snapshot predates the pull, reading such a page from the database file, gets the
+    bytes of its snapshot whatever revision the fetch is pinned to."""
+    state = wal_writer.peek_state(replica)
+    try:
+        synced = wal_writer.wal_pages(replica, state, store.page_size)[1] if state else {}
+    except (OSError, OperationalError):
+        synced = {}
+    limit = store.remote_pages
+    return sorted(p for p in staged if p <= limit and p not in synced and not store.is_present(p))
 
 
 def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, staged: Staged,
