@@ -12,7 +12,6 @@ import struct
 import pytest
 
 import turso_dbapi
-from turso_dbapi.storage import wal_writer
 from turso_dbapi.storage.pagestore import PG_LOCAL, PG_SYNCED
 
 

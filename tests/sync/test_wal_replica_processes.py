@@ -131,7 +131,7 @@ def run_campaign(server, path, steps):
     stop = path + ".stop"
     procs = start_readers(path, stop)
     try:
-        for i in range(steps):
+        for _i in range(steps):
             server_step(server)
             conn.execute("INSERT INTO mine(pad) VALUES (randomblob(2000))")  # a local change to rebase
             conn.commit()

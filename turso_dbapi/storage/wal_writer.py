@@ -54,13 +54,13 @@ class WalState:
     page_size: int
 
 
-def _state(job: "ffi.CData") -> WalState:
+def _state(job: ffi.CData) -> WalState:
     s = job.state
     return WalState(int(s.mx_frame), int(s.n_page), int(s.n_backfill), (int(s.salt1), int(s.salt2)),
                     int(s.page_size))
 
 
-def _run(conn: sqlite3.Connection, job: "ffi.CData", what: str) -> None:
+def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
     job.rc = -1
     token = lib.tdb_wi_submit(job)
     if not token:
@@ -134,7 +134,7 @@ class SyncedFrames:
         self.entries: List[Tuple[int, int, int]] = sorted(entries)
 
     @classmethod
-    def load(cls, replica: str) -> Optional["SyncedFrames"]:
+    def load(cls, replica: str) -> Optional[SyncedFrames]:
         try:
             with open(replica + SYNCED_FRAMES, "rb") as f:
                 raw = f.read()
