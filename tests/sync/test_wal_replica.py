@@ -146,3 +146,10 @@ def test_a_partial_replica_reader_on_an_old_snapshot_reads_never_fetched_pages_a
     turso_server.db_sql("UPDATE t SET v = v + 1 WHERE id > 150")
     assert conn.pull() is True
     assert conn.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(1, 2)]
+
+
+def test_stats_report_the_wal_size(turso_server, tmp_path):
+    conn = wal_replica(turso_server, tmp_path, 10)
+    conn.execute("INSERT INTO t VALUES (1000, 5, x'00')")
+    conn.commit()
+    assert conn.stats().main_wal_size == os.path.getsize(str(tmp_path / "r.db") + "-wal") > 0

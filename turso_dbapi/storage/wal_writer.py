@@ -26,9 +26,10 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 from .._native import ffi, lib
 from .._util.atomic import write_atomic
 from ..errors import OperationalError
+from . import files
 from .checksum import crc32c
 
-SYNCED_FRAMES = "-tdbwalsync"
+SYNCED_FRAMES = files.WAL_SYNCED
 _MAGIC = b"TDBWSYN\x01"
 _HDR = struct.Struct("=8sIIII")  # magic, salt-1, salt-2, count, reserved
 _ENTRY = struct.Struct("=III")  # frame, page, CRC tag (0 stored as 1, as the sidecar does)

@@ -95,7 +95,9 @@ class TursoStats(StatsRecord):
     Network counters are this connection's (body bytes, as pyturso counts them; bootstrap
     included when this connection bootstrapped). ``cdc_operations`` = ``pending_changes``:
     changed rows not pushed yet (our log records keys, not statements, so it counts rows,
-    not pyturso's CDC rows). The WAL sizes are 0: the replica runs in rollback-journal mode.
+    not pyturso's CDC rows). ``main_wal_size``: bytes of ``<replica>-wal`` (0 in
+    rollback-journal mode); ``revert_wal_size`` is 0 (no revert log: local frames are told
+    apart by ``-tdbwalsync``, storage.wal_writer).
     """
 
     revision: Optional[str]
@@ -160,7 +162,7 @@ class TursoReplica(RemoteReplica):
         return TursoStats(
             revision=meta.synced_revision, network_sent_bytes=net["bytes_sent"],
             network_received_bytes=net["bytes_received"], last_pull_unix_time=meta.last_pull_unix_time,
-            last_push_unix_time=pushed.get("last_push_unix_time"), cdc_operations=waiting, main_wal_size=0,
+            last_push_unix_time=pushed.get("last_push_unix_time"), cdc_operations=waiting, main_wal_size=_size(self.path + "-wal"),
             revert_wal_size=0, requests=net["requests"], pages_fetched=net["pages_fetched"],
             retries=net["retries"], hits=c["hits"], misses=c["misses"], pages_read=c["pages_read"],
             prefetched=c["prefetched"], prefetch_used=c["prefetch_used"], crc_failures=c["crc_failures"],
@@ -349,6 +351,13 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int) -> Non
             raise
     finally:
         ic.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _saved_url(url: str) -> str:

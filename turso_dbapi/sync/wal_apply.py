@@ -58,11 +58,11 @@ def is_wal(conn: sqlite3.Connection) -> bool:
 
 def page1_for_wal(base: bytes, visible_cookie: int, db_size: int) -> bytes:
     """The new revision's page 1 for a WAL replica: WAL format bytes, its size (valid: the
-    change counter equals version-valid-for), a schema cookie past the visible one."""
+    change counter equals version-valid-for; no counter bump, WAL readers never look at it),
+    a schema cookie past the visible one (every connection re-reads the schema)."""
     b = bytearray(base)
     b[header.WRITE_VERSION] = b[header.READ_VERSION] = WAL
-    counter = (struct.unpack_from(">I", b, header.CHANGE_COUNTER)[0] + 1) & 0xFFFFFFFF
-    struct.pack_into(">I", b, header.CHANGE_COUNTER, counter)
+    counter = struct.unpack_from(">I", b, header.CHANGE_COUNTER)[0]
     struct.pack_into(">I", b, header.VERSION_VALID_FOR, counter)
     struct.pack_into(">I", b, header.IN_HEADER_SIZE, db_size)
     cookie = (max(visible_cookie, struct.unpack_from(">I", b, header.SCHEMA_COOKIE)[0]) + 1) & 0xFFFFFFFF
@@ -146,6 +146,21 @@ def old_versions_needed(store: PageStore, replica: str, staged: Set[int]) -> Lis
     return sorted(p for p in staged if p <= limit and p not in synced and not store.is_present(p))
 
 
+def _refuse_uncaptured_frames(ic: sqlite3.Connection, replica: str, store: PageStore,
+                              display_url: str) -> None:
+    """rebase.extract refuses local pages nothing captured; in WAL mode they may also be
+    frames of the WAL (not checkpointed yet)."""
+    if capture.installed(ic):
+        return
+    local = wal_writer.wal_pages(replica, wal_writer.read_state(ic), store.page_size)[0]
+    if local:
+        raise OperationalError(
+            f"pull from {display_url}: the replica {replica} has local changes (pages "
+            f"{', '.join(map(str, sorted(local)[:3]))}...) made without change capture, so pulling "
+            "would lose them; nothing was changed. Open it with turso_dbapi.connect() (which "
+            "installs capture and logs every row) and pull again")
+
+
 def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, staged: Staged,
               timeout: float, on_conflict: Optional[rebase.OnConflict],
               lock_error: Callable[[Exception], Exception]) -> sync_meta.SyncMeta:
@@ -163,6 +178,7 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
             if meta is None:
                 raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
             if meta.pending_pull is None:
+                _refuse_uncaptured_frames(ic, replica, store, display_url)
                 rebase.extract(ic, replica, store, display_url)  # (3)
                 meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size,
                                      "rebase": True}
