@@ -7,7 +7,8 @@ Strategies:
               hole), so it is rounded up to one page;
   * query   — ``bootstrap_query``: ``server_query_selector`` (a real server returns the pages
               the query touches; the reference server returns all pages).
-``partial=True`` without a strategy bootstraps one segment (``segment_size`` bytes).
+``partial=True`` without a strategy bootstraps page 1 alone (the header and schema root: a
+cold point lookup then costs about its pages, issue 13; a segment cost it ~10x).
 
 Order (crash safety, §6.1 step 2): pages are stored and fsynced BEFORE the metadata is
 written; a crash before that leaves no metadata, and the next open bootstraps again into a
@@ -63,7 +64,7 @@ def prefix_pages(options: Mapping[str, Any]) -> Optional[int]:
     if length is None:
         if not options.get("partial"):
             return None
-        length = options.get("segment_size") or 128 * 1024
+        length = PAGE_SIZE  # page 1: a query's other pages come on evidence (issue 13)
     return max(1, int(length) // PAGE_SIZE)
 
 
@@ -112,6 +113,19 @@ class _Into:
             self.stored.append(pgno)
             if self.progress is not None:
                 self.progress.update(len(data))
+
+    def on_pages(self, run: Any) -> None:
+        """A run of pages (``sync_wire.PageRun``, 1-based): one store call for all."""
+        if self.store is None:
+            return
+        pgnos, offsets = run.page_ids, run.offsets
+        if max(pgnos) > self.db_size:  # pages past the size are ignored, as on_page does
+            keep = [i for i, p in enumerate(pgnos) if p <= self.db_size]
+            pgnos, offsets = [pgnos[i] for i in keep], [offsets[i] for i in keep]
+        self.store.put_synced_many(run.buf, pgnos, offsets, overwrite=True)
+        self.stored.extend(pgnos)
+        if self.progress is not None:
+            self.progress.update(len(pgnos) * PAGE_SIZE)
 
     def on_reset(self) -> None:
         if self.store is not None:
