@@ -32,7 +32,6 @@ import os
 import sqlite3
 import weakref
 from typing import Any, Dict, Mapping, Optional
-from urllib.parse import urlsplit
 
 from ..errors import OperationalError, ProgrammingError, RemoteError
 from ..fetch.btree_readahead import hints_for
@@ -59,21 +58,6 @@ from . import capture, engine, internal, rebase
 from . import metadata as sync_meta
 from . import push as sync_push
 
-
-
-def wants_turso(url: Optional[str], options: Mapping[str, Any]) -> bool:
-    """Does this URL (with the ``protocol`` option) name a Turso sync server?"""
-    protocol = options.get("protocol") or "auto"
-    if protocol != "auto":
-        return protocol == "turso"
-    if not url:
-        return False
-    scheme = url.partition("://")[0].lower()
-    if scheme in ("libsql", "turso"):
-        return True
-    if scheme in ("http", "https"):
-        return urlsplit(url).path in ("", "/")
-    return False
 
 
 def is_turso_replica(path: Any) -> bool:
