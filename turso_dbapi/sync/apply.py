@@ -215,6 +215,7 @@ def _replay(store: PageStore, replica: str, conn_id: int, client_id: str, staged
         # Nothing of this transaction needs a journal: until metadata says the apply is
         # done, a crash redoes the whole apply (the local layer is dropped again).
         rc.execute("PRAGMA journal_mode=MEMORY")
+        rebase.attach(rc, replica)  # before the transaction: the replay reads it in SQL
         rc.execute("BEGIN EXCLUSIVE")
         try:
             server = rebase.ServerChanges(rc, store.read_page, staged.pgnos) if on_conflict else None
