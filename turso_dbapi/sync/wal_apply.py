@@ -221,6 +221,7 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
 
 def _replay(ic: sqlite3.Connection, read_page: Callable[[int], Optional[bytes]], replica: str,
             client_id: str, staged: Staged, on_conflict: Optional[rebase.OnConflict]) -> None:
+    rebase.attach(ic, replica)  # before the transaction: the set-based replay reads it in SQL
     ic.execute("BEGIN IMMEDIATE")
     try:
         server = rebase.ServerChanges(ic, read_page, staged.pgnos) if on_conflict else None
