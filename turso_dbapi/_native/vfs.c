@@ -59,7 +59,7 @@
 **   (18) Between SQLITE_FCNTL_CKPT_START and _DONE (SQLite's checkpoint brackets its
 **       writes to the database file with them) a whole-page write whose WAL frame is a
 **       pulled one (wal_index.c rule (8)) goes to the synced layer; every other write is
-**       local. Without those brackets (SQLite < 3.32) every write is local: never wrong,
+**       local (and keeps the synced version of the page it shadows, rule (9) there). Without those brackets (SQLite < 3.32) every write is local: never wrong,
 **       the next pull reverts such pages to the same bytes.
 **   (19) WAL replicas: a read transaction starts with a shared xShmLock on a read mark; when
 **       the apply flag is set it is refused (SQLITE_BUSY: SQLite's WAL retry loop tries
@@ -146,6 +146,7 @@ struct tdb_sqlite3_vfs {
 #define SQLITE_NOTFOUND 12
 #define SQLITE_IOERR 10
 #define SQLITE_IOERR_LOCK (10 | (15 << 8))
+#define SQLITE_IOERR_WRITE (10 | (3 << 8))
 #define SQLITE_LOCK_NONE 0
 #define SQLITE_LOCK_SHARED 1
 #define SQLITE_SHM_LOCK 2
@@ -277,8 +278,13 @@ static int lzWrite(tdb_file *f, const void *b, int n, sqlite3_int64 o) {
     if (p->ckpt && (uint32_t)n == ps && o % ps == 0) { /* (18) */
         tdb_wi_shm shm = {f, shm_map_fn, shm_barrier_fn};
         uint32_t pgno = (uint32_t)(o / ps) + 1;
-        if (tdb_wi_ckpt_is_synced(p->ckpt, &shm, pgno, b))
-            return tdb_store_backfill_synced(p->store, pgno, b);
+        const uint8_t *synced;
+        int k = tdb_wi_ckpt_classify(p->ckpt, &shm, pgno, b, &synced);
+        if (k == TDB_WI_CKPT_SYNCED) return tdb_store_backfill_synced(p->store, pgno, b);
+        if (k == TDB_WI_CKPT_SHADOWED) { /* wal_index.c rule (9) */
+            tdb_store_raise_remote_size(p->store, (uint64_t)pgno * ps);
+            if (tdb_store_put_synced(p->store, pgno, synced, 1, 0) != 1) return SQLITE_IOERR_WRITE;
+        }
     }
     return tdb_store_write(p->store, p->conn_id, b, n, o); /* (5) */
 }

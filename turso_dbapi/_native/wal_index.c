@@ -41,6 +41,13 @@
 **       The page a checkpoint writes for pgno is its last frame <= mxSafeFrame; that write
 **       is synced when that frame is listed with the same page and the CRC of the bytes
 **       written: a local frame is never taken for a synced one (wrong frame or CRC).
+**   (9) A local frame written by a checkpoint may shadow a synced frame of the same page
+**       (a pull, then a local write or the pull's replay of that page): SQLite backfills
+**       only the last frame, so the synced version would be lost for the synced layer
+**       (a later pull reverts local pages to it). The classification then also hands back
+**       the page's last listed synced frame before it (read from the -wal, its CRC
+**       checked): the VFS stores it in the synced layer, which no reader sees (the local
+**       layer holds the page), before the local write.
 */
 #define _GNU_SOURCE
 #include "wal_index.h"
@@ -385,64 +392,112 @@ typedef struct entry3 {
 } entry3;
 
 struct tdb_wi_ckpt {
-  uint32_t safe;  /* nBackfillAttempted: the checkpoint's mxSafeFrame */
+  uint32_t safe;      /* nBackfillAttempted: the checkpoint's mxSafeFrame */
   uint32_t page_size;
   uint32_t n;
-  entry3 *e;      /* sorted by frame */
+  entry3 *e;          /* sorted by frame */
+  entry3 *by_page;    /* the same, sorted by (page, frame) */
+  int wal_fd;         /* "<P>-wal", for the synced version of a shadowed page */
+  uint8_t *buf;       /* one page */
 };
+
+static int by_page_cmp(const void *a, const void *b) {
+  const entry3 *x = a, *y = b;
+  if (x->pgno != y->pgno) return x->pgno < y->pgno ? -1 : 1;
+  return x->frame < y->frame ? -1 : x->frame > y->frame;
+}
+
+static char *suffixed(const char *path, const char *suffix) {
+  size_t n = strlen(path), m = strlen(suffix);
+  char *z = malloc(n + m + 1);
+  if (z) {
+    memcpy(z, path, n);
+    memcpy(z + n, suffix, m + 1);
+  }
+  return z;
+}
+
+void tdb_wi_ckpt_end(tdb_wi_ckpt *c) {
+  if (!c) return;
+  if (c->wal_fd >= 0) close(c->wal_fd);
+  free(c->e);
+  free(c->by_page);
+  free(c->buf);
+  free(c);
+}
 
 tdb_wi_ckpt *tdb_wi_ckpt_begin(const tdb_wi_shm *shm, const char *db_path, uint32_t page_size) {
   volatile uint8_t *r0 = region(shm, 0, 0);
   wi_hdr h;
   if (!r0 || !read_hdr(r0, &h)) return NULL;
-  size_t n = strlen(db_path);
-  char *path = malloc(n + sizeof "-tdbwalsync");
-  if (!path) return NULL;
-  memcpy(path, db_path, n);
-  memcpy(path + n, "-tdbwalsync", sizeof "-tdbwalsync");
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  char *path = suffixed(db_path, "-tdbwalsync");
+  int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
   free(path);
   if (fd < 0) return NULL;
   uint8_t head[SYNC_HDR];
-  tdb_wi_ckpt *c = NULL;
-  uint32_t salt[2];
-  memcpy(salt, head + 8, 8); /* native words (Python's "=I"), the WAL header's values */
-  if (pread(fd, head, SYNC_HDR, 0) == SYNC_HDR && memcmp(head, SYNC_MAGIC, 8) == 0 &&
-      (memcpy(salt, head + 8, 8), salt[0] == get_be32(h.aSalt) && salt[1] == get_be32(h.aSalt + 4))) {
-    /* this WAL generation's list */
-    uint32_t count;
+  uint32_t salt[2], count = 0;
+  int ok = pread(fd, head, SYNC_HDR, 0) == SYNC_HDR && memcmp(head, SYNC_MAGIC, 8) == 0;
+  if (ok) {
+    memcpy(salt, head + 8, 8); /* native words (Python's "=I"): the WAL header's values */
     memcpy(&count, head + 16, 4);
-    c = calloc(1, sizeof *c);
-    if (c && count && count < (1u << 26)) {
-      c->e = malloc((size_t)count * sizeof(entry3));
-      if (c->e && pread(fd, c->e, (size_t)count * sizeof(entry3), SYNC_HDR) ==
-                      (ssize_t)((size_t)count * sizeof(entry3)))
-        c->n = count;
+    /* only this WAL generation's list counts */
+    ok = salt[0] == get_be32(h.aSalt) && salt[1] == get_be32(h.aSalt + 4) && count && count < (1u << 26);
+  }
+  tdb_wi_ckpt *c = ok ? calloc(1, sizeof *c) : NULL;
+  if (c) {
+    size_t bytes = (size_t)count * sizeof(entry3);
+    c->wal_fd = -1;
+    c->page_size = page_size;
+    c->safe = __atomic_load_n((uint32_t *)(r0 + OFF_BACKFILL_ATTEMPTED), __ATOMIC_ACQUIRE);
+    c->e = malloc(bytes);
+    c->by_page = malloc(bytes);
+    c->buf = malloc(page_size);
+    char *wal = suffixed(db_path, "-wal");
+    c->wal_fd = wal ? open(wal, O_RDONLY | O_CLOEXEC) : -1;
+    free(wal);
+    if (c->e && c->by_page && c->buf && pread(fd, c->e, bytes, SYNC_HDR) == (ssize_t)bytes) {
+      c->n = count;
+      memcpy(c->by_page, c->e, bytes);
+      qsort(c->by_page, count, sizeof(entry3), by_page_cmp);
     }
-    if (c) c->page_size = page_size;
-    if (c) c->safe = __atomic_load_n((uint32_t *)(r0 + OFF_BACKFILL_ATTEMPTED), __ATOMIC_ACQUIRE);
   }
   close(fd);
   return c;
 }
 
-int tdb_wi_ckpt_is_synced(tdb_wi_ckpt *c, const tdb_wi_shm *shm, uint32_t pgno, const uint8_t *page) {
-  if (!c || !c->n) return 0;
+static uint32_t tag_of(const uint8_t *page, uint32_t ps) {
+  uint32_t crc = tdb_crc32c(0, page, ps);
+  return crc ? crc : 1; /* the sidecar's tag: a CRC of 0 is stored as 1 */
+}
+
+int tdb_wi_ckpt_classify(tdb_wi_ckpt *c, const tdb_wi_shm *shm, uint32_t pgno, const uint8_t *page,
+                         const uint8_t **synced) {
+  *synced = NULL;
+  if (!c || !c->n) return TDB_WI_CKPT_LOCAL;
   uint32_t f = find_frame(shm, pgno, c->safe);
-  if (!f) return 0;
+  if (!f) return TDB_WI_CKPT_LOCAL;
   uint32_t lo = 0, hi = c->n;
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
     if (c->e[mid].frame < f) lo = mid + 1;
     else hi = mid;
   }
-  if (lo >= c->n || c->e[lo].frame != f || c->e[lo].pgno != pgno) return 0;
-  uint32_t crc = tdb_crc32c(0, page, c->page_size);
-  return c->e[lo].crc == (crc ? crc : 1); /* the sidecar's tag: a CRC of 0 is stored as 1 */
-}
-
-void tdb_wi_ckpt_end(tdb_wi_ckpt *c) {
-  if (!c) return;
-  free(c->e);
-  free(c);
+  if (lo < c->n && c->e[lo].frame == f && c->e[lo].pgno == pgno && c->e[lo].crc == tag_of(page, c->page_size))
+    return TDB_WI_CKPT_SYNCED;
+  /* (9) a local frame: the last synced frame of the page before it must not be lost */
+  lo = 0, hi = c->n;
+  while (lo < hi) { /* first entry >= (pgno, f) */
+    uint32_t mid = lo + (hi - lo) / 2;
+    const entry3 *m = &c->by_page[mid];
+    if (m->pgno < pgno || (m->pgno == pgno && m->frame < f)) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo == 0 || c->by_page[lo - 1].pgno != pgno || c->wal_fd < 0) return TDB_WI_CKPT_LOCAL;
+  const entry3 *s = &c->by_page[lo - 1];
+  off_t off = (off_t)WAL_HDR + (off_t)(s->frame - 1) * (FRAME_HDR + c->page_size) + FRAME_HDR;
+  if (pread(c->wal_fd, c->buf, c->page_size, off) != (ssize_t)c->page_size ||
+      tag_of(c->buf, c->page_size) != s->crc)
+    return TDB_WI_CKPT_LOCAL; /* not the listed bytes (overwritten): nothing to keep */
+  *synced = c->buf;
+  return TDB_WI_CKPT_SHADOWED;
 }

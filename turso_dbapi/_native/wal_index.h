@@ -73,8 +73,11 @@ int tdb_wi_run(uint64_t token, const tdb_wi_shm *shm);
 /* A checkpoint's view of the synced frames (rule (8) of wal_index.c). */
 typedef struct tdb_wi_ckpt tdb_wi_ckpt;
 tdb_wi_ckpt *tdb_wi_ckpt_begin(const tdb_wi_shm *shm, const char *db_path, uint32_t page_size);
-/* 1 when the page the checkpoint writes for pgno is a pulled (synced) frame. */
-int tdb_wi_ckpt_is_synced(tdb_wi_ckpt *c, const tdb_wi_shm *shm, uint32_t pgno, const uint8_t *page);
+#define TDB_WI_CKPT_LOCAL 0    /* a local frame: the local layer */
+#define TDB_WI_CKPT_SYNCED 1   /* a pulled frame: the synced layer */
+#define TDB_WI_CKPT_SHADOWED 2 /* local, and *synced is the page's synced version to keep */
+int tdb_wi_ckpt_classify(tdb_wi_ckpt *c, const tdb_wi_shm *shm, uint32_t pgno, const uint8_t *page,
+                         const uint8_t **synced);
 void tdb_wi_ckpt_end(tdb_wi_ckpt *c);
 
 #endif
