@@ -185,8 +185,10 @@ def read_frames(replica: str, page_size: int, mx_frame: int) -> bytes:
 
 
 def wal_pages(replica: str, state: WalState, page_size: int) -> Tuple[Set[int], Dict[int, bytes]]:
-    """(pages of local frames, page -> its last synced frame's bytes) over the committed
-    frames of the WAL; the caller holds the write lock, so they cannot change."""
+    """(pages whose last frame is local, page -> its last synced frame's bytes) over the
+    committed frames of the WAL; the caller holds the write lock, so they cannot change.
+    A page's synced version stays known when a local frame follows it (a pull's replay
+    rewrote the page): the next pull reverts the page to it."""
     buf = read_frames(replica, page_size, state.mx_frame)
     listed = SyncedFrames.load(replica)
     entries = {e[0]: (e[1], e[2]) for e in listed.entries} if listed and listed.salts == state.salts else {}
@@ -199,11 +201,10 @@ def wal_pages(replica: str, state: WalState, page_size: int) -> Tuple[Set[int], 
         page = buf[off + FRAME_HDR:off + fsz]
         e = entries.get(i + 1)
         if e is not None and e[0] == pgno and e[1] == crc_tag(page):
-            synced[pgno] = page
+            synced[pgno] = page  # the latest synced version, even under a later local frame
             local.discard(pgno)  # a later synced frame supersedes the local one
         else:
             local.add(pgno)
-            synced.pop(pgno, None)
     return local, synced
 
 
