@@ -47,7 +47,8 @@ class Change:
     table: str
     key: Tuple[Any, ...]
     row: Optional[Dict[str, Any]]
-    change_id: int
+    change_id: int  # the newest log id of the key
+    first_id: int = 0  # its oldest log id collected (0: same as change_id)
 
     @property
     def op(self) -> str:
@@ -74,17 +75,20 @@ class Changes:
     last_id: int  # the newest log id seen (0: empty log)
     infos: Dict[str, TableInfo]
     schema: Dict[Tuple[str, str], Tuple[str, str]] = dataclasses.field(default_factory=dict)  # as collected
+    starts: List[int] = dataclasses.field(default_factory=list)  # log ids that begin a local transaction
 
     def row_statements(self, transform: Optional[Callable[[Change], Optional[Change]]] = None) -> List[Stmt]:
-        out: List[Stmt] = []
+        return [s for group in self.row_groups(transform) for s in group]
+
+    def row_groups(self, transform: Optional[Callable[[Change], Optional[Change]]] = None) -> List[List[Stmt]]:
+        """The statements of each row of ``rows`` (same order; empty when ``transform``
+        dropped it)."""
+        out: List[List[Stmt]] = []
         for ch in self.rows:
             if transform is not None:
                 ch = transform(ch)
-                if ch is None:
-                    continue
-            info = self.infos.get(ch.table)
-            if info is not None:
-                out.extend(statements(info, ch))
+            info = None if ch is None else self.infos.get(ch.table)
+            out.append([] if info is None else statements(info, ch))  # type: ignore[arg-type]
         return out
 
     @property
@@ -171,11 +175,11 @@ def _rowid_changes(conn: sqlite3.Connection, t: int, info: TableInfo, after: int
     out = []
     n = len(info.columns)
     for row in conn.execute(
-            f"SELECT l.k, l.m, r.{key} IS NOT NULL, {cols} FROM "
-            f"(SELECT k, MAX(id) AS m FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k) AS l "
+            f"SELECT l.k, l.m, l.f, r.{key} IS NOT NULL, {cols} FROM "
+            f"(SELECT k, MAX(id) AS m, MIN(id) AS f FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k) AS l "
             f"LEFT JOIN {qi(info.name)} AS r ON r.{key} = l.k", (t, after)):
-        values = dict(zip(info.columns, row[3:3 + n])) if row[2] else None
-        out.append(Change(info.name, (row[0],), values, row[1]))
+        values = dict(zip(info.columns, row[4:4 + n])) if row[3] else None
+        out.append(Change(info.name, (row[0],), values, row[1], row[2]))
     return out
 
 
@@ -199,11 +203,12 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
         if kind != "pk":
             rows.extend(_rowid_changes(conn, t, info, after))
             continue
-        for k, newest in conn.execute(
-                f"SELECT k, MAX(id) FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k", (t, after)).fetchall():
+        for k, newest, first in conn.execute(
+                f"SELECT k, MAX(id), MIN(id) FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k",
+                (t, after)).fetchall():
             key = _key_values(conn, kind, k)
             if key is not None:
-                rows.append(Change(name, key, current_row(conn, info, key), newest))
+                rows.append(Change(name, key, current_row(conn, info, key), newest, first))
     rows.sort(key=lambda c: c.change_id)
     seen = {(c.table, c.key) for c in rows}
     before, after_ddl, full = schema_diff(conn, infos)
@@ -217,7 +222,9 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
             if key is not None and (name, key) not in seen:
                 seen.add((name, key))
                 rows.append(Change(name, key, current_row(conn, info, key), last))
-    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn))
+    starts = [i for (i,) in conn.execute(f"SELECT id FROM {capture.LOG} WHERE id > ? AND x IS NOT NULL "
+                                         "ORDER BY id", (after,))]
+    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), starts)
 
 
 # -- the schema diff -------------------------------------------------------------------------
