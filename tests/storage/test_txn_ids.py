@@ -1,6 +1,7 @@
-"""Write-transaction ids of the VFS (_native/txn.c, vfs.c rule (17)): sqlite_tdb_txn()
-returns the id of the connection's current write transaction on its first call, in
-rollback-journal and in WAL mode, and NULL where the main file is not a lazy replica."""
+"""Write-transaction ids of the VFS (_native/txn.c, vfs.c rule (17)): the sqlite_tdb_txn
+table holds the id of the connection's current write transaction on its first read in
+that transaction, in rollback-journal and in WAL mode, and NULL otherwise and where the
+main file is not a lazy replica."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from turso_dbapi.storage.vfs import ensure_registered
 SETUP = [
     "CREATE TABLE w(id INTEGER PRIMARY KEY, v)",
     "CREATE TABLE lg(id INTEGER PRIMARY KEY, k, x)",
-    "CREATE TRIGGER w_i AFTER INSERT ON w BEGIN INSERT INTO lg(k, x) VALUES (NEW.id, sqlite_tdb_txn()); END",
+    "CREATE TRIGGER w_i AFTER INSERT ON w BEGIN INSERT INTO lg(k, x) VALUES (NEW.id, (SELECT id FROM sqlite_tdb_txn)); END",
 ]
 
 
@@ -36,6 +37,10 @@ def test_each_write_transaction_of_each_connection_marks_its_first_call(database
     assert [x is not None for x in marks] == [True, False, True, False, True, True, False, False]
     ids = [x for x in marks if x is not None]
     assert len(set(ids)) == 4 and all(0 < x < 2**63 for x in ids)
+    # one statement changing several rows: the mark is on its first row only (the subquery
+    # runs once per trigger invocation, not once per statement)
+    a.execute("INSERT INTO w SELECT id + 100, v FROM w WHERE id <= 3")
+    assert [x is not None for (x,) in a.execute("SELECT x FROM lg WHERE k > 100 ORDER BY id")] == [True, False, False]
     # a rolled-back transaction's id is never reused by the next one
     a.execute("BEGIN")
     a.execute("INSERT INTO w VALUES (9, 'x')")
@@ -48,7 +53,7 @@ def test_each_write_transaction_of_each_connection_marks_its_first_call(database
 
 
 def test_a_connection_to_a_plain_file_gets_null(tmp_path):
-    ensure_registered()  # registers sqlite_tdb_txn() on every later connection
+    ensure_registered()  # registers the sqlite_tdb_txn table on every later connection
     plain = sqlite3.connect(str(tmp_path / "plain.db"), isolation_level=None)
     for sql in SETUP:
         plain.execute(sql)

@@ -143,7 +143,7 @@ def test_savepoints_and_rollbacks_keep_one_mark_per_committed_transaction(turso_
 
 def _make_v1(path: str, conn_id: int) -> None:
     """Turn the replica's machinery into the previous version's: a NOT NULL log without
-    transaction ids, triggers that do not call sqlite_tdb_txn(), no version row."""
+    transaction ids, triggers that do not read sqlite_tdb_txn, no version row."""
     ic = internal.connect(path, conn_id)
     ic.execute("BEGIN IMMEDIATE")
     with capture.Writable(ic):

@@ -53,7 +53,7 @@
 **       locking mode, where SQLite would otherwise switch to WAL without shared memory.
 **   (17) A write transaction on a lazy file gets a fresh id (txn.c): xLock to RESERVED
 **       in rollback mode, the exclusive WAL_WRITE shm lock in WAL mode; the capture's
-**       sqlite_tdb_txn() reads it through tdb_vfs_txn_mark.
+**       sqlite_tdb_txn table reads it through tdb_vfs_txn_mark.
 **   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
 **       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
 **       layer, and serving it directly would read holes as zeros.
