@@ -37,6 +37,26 @@ HOOKS = {
     "push.batch": ("turso_dbapi.sync.push", "Pipeline.call"),  # the server committed a batch
     "fetch.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "fill"),
 }
+# Calls that take a batch of pages count one per page, so ``stage.add:40`` still means "the
+# 40th page staged" and ``apply.put:30`` "the 30th page applied": the n-th page of a batch
+# ends the process after the batch's first pages went in (a kill in the middle of a call).
+BATCH_HOOKS = {
+    "stage.add": ("turso_dbapi.sync.stage", "StageWriter.add_run"),
+    "apply.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced_many", "overwrite"),
+}
+
+
+def _first_pages(args: tuple, k: int) -> tuple:
+    """The arguments of a batch call cut to its first ``k`` pages."""
+    if len(args) == 2:  # StageWriter.add_run(self, run)
+        self, run = args
+        return self, type(run)(run.buf, run.page_ids[:k], run.offsets[:k])
+    self, buf, pgnos, offsets = args  # PageStore.put_synced_many(self, buf, pgnos, offsets)
+    return self, buf, pgnos[:k], offsets[:k]
+
+
+def _batch_size(args: tuple) -> int:
+    return len(args[1].page_ids) if len(args) == 2 else len(args[2])
 
 
 def die() -> None:
@@ -54,25 +74,43 @@ def arm(kill_at: str) -> None:
         return
     import importlib
 
-    module_name, attr, *only = HOOKS[kind]
-    module = importlib.import_module(module_name)
-    owner, name = (module, attr) if "." not in attr else (getattr(module, attr.split(".")[0]),
-                                                          attr.split(".")[1])
-    original = getattr(owner, name)
     left = [int(arg or 1)]
 
-    def hooked(*args, **kwargs):
-        result = original(*args, **kwargs)
+    def counted(only: list, kwargs: dict) -> bool:
         if only and only[0] == "overwrite" and not kwargs.get("overwrite"):
-            return result
+            return False
         if only and only[0] == "fill" and kwargs.get("overwrite"):
-            return result
-        left[0] -= 1
-        if left[0] == 0:
-            die()
-        return result
+            return False
+        return True
 
-    setattr(owner, name, hooked)
+    def patch(spec: tuple, batch: bool) -> None:
+        module_name, attr, *only = spec
+        module = importlib.import_module(module_name)
+        owner, name = (module, attr) if "." not in attr else (getattr(module, attr.split(".")[0]),
+                                                              attr.split(".")[1])
+        original = getattr(owner, name)
+
+        def hooked(*args, **kwargs):
+            if batch and counted(only, kwargs):
+                n = _batch_size(args)
+                if 0 < left[0] <= n:
+                    original(*_first_pages(args, left[0]), **kwargs)
+                    die()
+                left[0] -= n
+                return original(*args, **kwargs)
+            result = original(*args, **kwargs)
+            if not counted(only, kwargs):
+                return result
+            left[0] -= 1
+            if left[0] == 0:
+                die()
+            return result
+
+        setattr(owner, name, hooked)
+
+    patch(HOOKS[kind], False)
+    if kind in BATCH_HOOKS:
+        patch(BATCH_HOOKS[kind], True)
 
 
 def main() -> None:

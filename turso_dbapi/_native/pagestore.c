@@ -72,6 +72,9 @@
 **       EXCLUSIVE lock, by a pull that rebases local changes (sync/rebase.py). The
 **       page bytes stay in P-tdblocal but are absent; the next write of a page makes it
 **       local again. Durable with tdb_store_sync (msync of the map).
+**   (19) tdb_store_put_synced_many is put_synced for a batch (a pull's chunk of pages):
+**       one lock, one pwritev per run of consecutive pages (the page bytes of the run,
+**       then each page's CRC word: (8) holds per run), the same answer per page.
 **
 **   (18) A read-only store (tdb_store_open_readonly: a replica opened with readonly=true,
 **       maybe on a read-only filesystem) opens its three files O_RDONLY and maps the
@@ -100,6 +103,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static const uint8_t MAGIC[8] = {'T', 'D', 'B', 'M', 'A', 'P', 0, 1};
@@ -504,6 +508,68 @@ int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int ov
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+/* Write iov[0, cnt) at off, whole (retrying short writes). 0, or -1. */
+static int pwritev_full(int fd, struct iovec *iov, int cnt, off_t off) {
+    while (cnt > 0) {
+        ssize_t r = pwritev(fd, iov, cnt, off);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        off += r;
+        while (cnt > 0 && (size_t)r >= iov->iov_len) {
+            r -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + r;
+            iov->iov_len -= (size_t)r;
+        }
+    }
+    return 0;
+}
+
+#define RUN_MAX 64 /* pages per pwritev (well under IOV_MAX) */
+
+int tdb_store_put_synced_many(tdb_store *s, const uint8_t *buf, const uint32_t *pgnos,
+                              const uint32_t *offsets, uint32_t n, int overwrite) { /* (19) */
+    if (s->readonly) return 0; /* (18) */
+    uint64_t limit = remote_pages(s);
+    struct iovec iov[RUN_MAX];
+    uint32_t run[RUN_MAX]; /* indexes into pgnos of the run's pages */
+    uint32_t i = 0;
+    pthread_mutex_lock(&s->mu);
+    while (i < n) {
+        uint32_t first = pgnos[i];
+        if (first == 0 || first > limit || ensure_cap(s, first) != 0) break; /* (6) */
+        if (!overwrite && __atomic_load_n(&entry(s, first)[0], __ATOMIC_ACQUIRE)) {
+            i++; /* (5) kept */
+            continue;
+        }
+        /* The run: following pages numbered first+1, first+2, ... that are to be written. */
+        int cnt = 0;
+        while (cnt < RUN_MAX && i + cnt < n && pgnos[i + cnt] == first + (uint32_t)cnt
+               && pgnos[i + cnt] <= limit && ensure_cap(s, pgnos[i + cnt]) == 0
+               && (overwrite || !__atomic_load_n(&entry(s, pgnos[i + cnt])[0], __ATOMIC_ACQUIRE))) {
+            iov[cnt].iov_base = (void *)(buf + offsets[i + cnt]);
+            iov[cnt].iov_len = s->page_size;
+            run[cnt] = i + cnt;
+            cnt++;
+        }
+        if (pwritev_full(s->fd_synced, iov, cnt, (off_t)(first - 1) * s->page_size) != 0) break;
+        for (int k = 0; k < cnt; k++) { /* (8) bytes, then CRC */
+            uint32_t pgno = pgnos[run[k]];
+            uint32_t crc = crc_tag(tdb_crc32c(0, buf + offsets[run[k]], s->page_size));
+            __atomic_store_n(&entry(s, pgno)[0], crc, __ATOMIC_RELEASE);
+            __atomic_or_fetch(&s->flags[pgno - 1], F_SYNCED_OK, __ATOMIC_RELAXED);
+        }
+        i += (uint32_t)cnt;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return (int)i;
 }
 
 uint32_t tdb_store_drop_local(tdb_store *s) { /* (18) */

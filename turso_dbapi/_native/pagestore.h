@@ -48,6 +48,11 @@ void tdb_store_release(tdb_store *s);
 int tdb_store_refs(tdb_store *s); /* Python's reference + open lazy files */
 int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int overwrite,
                          int prefetched);
+/* (19) put_synced of n pages at buf + offsets[i], page numbers pgnos[i], in one call:
+** runs of consecutive pages are written with one pwritev. Returns the number of pages
+** done (stored or kept) before the first that failed: n when all went in. */
+int tdb_store_put_synced_many(tdb_store *s, const uint8_t *buf, const uint32_t *pgnos,
+                              const uint32_t *offsets, uint32_t n, int overwrite);
 int tdb_store_page_state(tdb_store *s, uint32_t pgno);
 int tdb_store_read_page(tdb_store *s, uint32_t pgno, uint8_t *out);
 uint64_t tdb_store_remote_size(tdb_store *s);

@@ -8,7 +8,7 @@ Spec: shared/spec/turso-sync-protocol.md §2. Pages are 4096 bytes; wire page id
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 from . import protobuf as pb
 from .protobuf import DecodeError
@@ -220,30 +220,87 @@ def encode_response(header: PullUpdatesResponseHeader, pages: Iterable[PageData]
     )
 
 
+@dataclass
+class PageRun:
+    """Consecutive page frames of a body, not copied out: page ``page_ids[i]`` (0-based)
+    is ``buf[offsets[i]:offsets[i] + page_size]``. What the C fast path finds
+    (``_native/frames.h``); a sink can store the run with one call."""
+
+    buf: bytes
+    page_ids: List[int]
+    offsets: List[int]
+
+    def page(self, i: int, page_size: int = PAGE_SIZE) -> bytes:
+        off = self.offsets[i]
+        return self.buf[off:off + page_size]
+
+
 Message = Union[PullUpdatesResponseHeader, PageData]
+RunMessage = Union[PullUpdatesResponseHeader, PageData, PageRun]
+
+
+def _scanner(page_size: int) -> Optional[Callable[[bytes, int], Tuple[int, int, List[int], List[int]]]]:
+    """The C scan of canonical page frames (``_native/frames.h``), or None without a build."""
+    from .._native import ffi, lib
+
+    if lib is None:
+        return None
+
+    def scan(data: bytes, start: int) -> Tuple[int, int, List[int], List[int]]:
+        room = (len(data) - start) // page_size + 1
+        ids = ffi.new("uint32_t[]", room)
+        offs = ffi.new("uint32_t[]", room)
+        used = ffi.new("size_t *")
+        n = lib.tdb_scan_page_frames(ffi.from_buffer(data) + start, len(data) - start, page_size,
+                                     ids, offs, room, used)
+        return n, int(used[0]), ffi.unpack(ids, n), [start + o for o in ffi.unpack(offs, n)]
+
+    return scan
 
 
 class PullUpdatesStreamParser:
     """Incremental parser of a `/pull-updates` response body.
 
     Feed bytes as they arrive; each ``feed`` returns the messages completed so far (the
-    header first, then ``PageData``). ``finish()`` at EOF raises if the body was empty or
-    stopped inside a message. Page checks mirror the Rust client: raw pages only, each
-    exactly ``page_size`` bytes.
+    header first, then ``PageData``); ``feed_runs`` returns runs of pages as ``PageRun``
+    (found by C, one call per chunk) where ``feed`` would return one ``PageData`` each.
+    ``finish()`` at EOF raises if the body was empty or stopped inside a message. Page
+    checks mirror the Rust client: raw pages only, each exactly ``page_size`` bytes. A
+    frame the C scan does not take (another field order, an error) goes through the
+    general decoder, so both paths give the same pages and the same errors.
     """
 
     def __init__(self, page_size: int = PAGE_SIZE) -> None:
-        self._buf = bytearray()
+        self._buf = b""
         self._page_size = page_size
         self.header: Optional[PullUpdatesResponseHeader] = None
         self.pages_seen = 0
+        self._scan = _scanner(page_size)
 
     def feed(self, chunk: bytes) -> List[Message]:
-        self._buf += chunk
         out: List[Message] = []
+        for msg in self.feed_runs(chunk):
+            if isinstance(msg, PageRun):
+                out.extend(PageData(pid, msg.page(i, self._page_size)) for i, pid in enumerate(msg.page_ids))
+            else:
+                out.append(msg)
+        return out
+
+    def feed_runs(self, chunk: bytes) -> List[RunMessage]:
+        # One buffer per chunk: the chunk itself when nothing was left over (no copy).
+        buf = self._buf + bytes(chunk) if self._buf else bytes(chunk)
+        out: List[RunMessage] = []
         pos = 0
-        buf = self._buf
+        fast = self._scan
         while pos < len(buf):
+            hdr = self.header
+            if fast is not None and hdr is not None and hdr.raw_encoding and hdr.zstd_encoding is None:
+                n, used, ids, offs = fast(buf, pos)
+                if n:
+                    out.append(PageRun(buf, ids, offs))
+                    self.pages_seen += n
+                    pos += used
+                    continue
             try:
                 length, body_start = pb.decode_varint(buf, pos, MAX_PREFIX_VARINT)
             except DecodeError as exc:
@@ -256,10 +313,9 @@ class PullUpdatesStreamParser:
                 raise DecodeError(f"{what} message of {length} bytes (at most {limit})")
             if body_start + length > len(buf):
                 break
-            out.append(self._message(bytes(buf[body_start : body_start + length])))
+            out.append(self._message(buf[body_start : body_start + length]))
             pos = body_start + length
-        if pos:
-            del buf[:pos]
+        self._buf = buf[pos:] if pos < len(buf) else b""
         return out
 
     def _message(self, data: bytes) -> Message:

@@ -30,6 +30,7 @@ from ..protocol.sync_wire import (
     PAGE_SIZE,
     STREAM_PAGES,
     PageData,
+    PageRun,
     PullUpdatesRequest,
     PullUpdatesResponseHeader,
     PullUpdatesStreamParser,
@@ -135,17 +136,21 @@ class TursoSyncSource:
                      on_header: Optional[Callable[[PullUpdatesResponseHeader], None]] = None,
                      on_page: Optional[Callable[[int, bytes], None]] = None,
                      on_reset: Optional[Callable[[], None]] = None,
-                     selected: Optional[Callable[[int], bool]] = None) -> PullReply:
+                     selected: Optional[Callable[[int], bool]] = None,
+                     on_pages: Optional[Callable[[PageRun], None]] = None) -> PullReply:
         """POST one request; the parsed reply. Errors name the URL and what to do.
 
         The body is parsed as it arrives (64 KiB chunks). With ``on_page`` each page goes
         there instead of into the reply (a full bootstrap never holds the database in
-        memory); ``on_header`` runs first, ``on_reset`` when a retry starts over.
+        memory); ``on_pages`` (with ``on_page``) takes whole runs of pages at once, as
+        ``PageRun`` with 1-based ``page_ids`` (one store call per chunk instead of one per
+        page; page 1 always goes to ``on_page``); ``on_header`` runs first, ``on_reset``
+        when a retry starts over.
         ``selected(page_id)`` says whether the request's selector asked for a page: a
         page it did not ask for is a protocol error (§2.6), refused before it is stored.
         """
         rx = _Receiver(self, what, on_header, on_page, on_reset, selected,
-                       latest=not req.server_revision)
+                       latest=not req.server_revision, on_pages=on_pages)
 
         def check(reply: Reply) -> PullReply:
             if reply.status != 200:
@@ -195,10 +200,12 @@ class TursoSyncSource:
         if sink is None:
             return self.pull_updates(req, "bootstrap", selected=selected)
         return self.pull_updates(req, "bootstrap", on_header=sink.on_header, on_page=sink.on_page,
-                                 on_reset=sink.on_reset, selected=selected)
+                                 on_reset=sink.on_reset, selected=selected,
+                                 on_pages=getattr(sink, "on_pages", None))
 
     def changes_since(self, client_revision: str, **stream: Any) -> PullReply:
-        """An incremental pull; ``stream`` (on_page, on_reset) takes the pages as they arrive."""
+        """An incremental pull; ``stream`` (on_page, on_pages, on_reset) takes the pages as
+        they arrive."""
         req = PullUpdatesRequest(client_revision=client_revision,
                                  long_poll_timeout_ms=self.long_poll_timeout_ms)
         return self.pull_updates(req, "pull", **stream)
@@ -250,9 +257,11 @@ class _Receiver:
                  on_header: Optional[Callable[[PullUpdatesResponseHeader], None]],
                  on_page: Optional[Callable[[int, bytes], None]],
                  on_reset: Optional[Callable[[], None]],
-                 selected: Optional[Callable[[int], bool]] = None, latest: bool = False):
+                 selected: Optional[Callable[[int], bool]] = None, latest: bool = False,
+                 on_pages: Optional[Callable[[PageRun], None]] = None):
         self.source, self.what = source, what
         self.on_header, self.on_page, self.on_reset = on_header, on_page, on_reset
+        self.on_pages = on_pages if on_page is not None else None
         self.selected = selected
         # At the latest revision, db_size is the size page 1 records (a historic page 1
         # may differ: servers report the current size, spec §2.6 caveat).
@@ -280,8 +289,10 @@ class _Receiver:
         if self.status != 200:
             self.error_body += chunk[:max(0, _EXCERPT - len(self.error_body))]
             return
-        for msg in self.parser.feed(chunk):
-            if isinstance(msg, PageData):
+        for msg in self.parser.feed_runs(chunk):
+            if isinstance(msg, PageRun):
+                self._run(msg)
+            elif isinstance(msg, PageData):
                 if self.selected is not None and not self.selected(msg.page_id):
                     raise DecodeError(f"page_id {msg.page_id} was not asked for")
                 self._page(msg.page_id + 1, msg.encoded_page)
@@ -290,11 +301,31 @@ class _Receiver:
                 if self.on_header is not None:
                     self.on_header(msg)
 
-    def _page(self, pgno: int, data: bytes) -> None:
+    def _run(self, run: PageRun) -> None:
+        """A run of pages: checked as ``_page`` checks each, handed on whole when the sink
+        takes runs and page 1 (checked and patched on its own) is not in it."""
+        ids = run.page_ids
+        if self.selected is not None:
+            for pid in ids:
+                if not self.selected(pid):
+                    raise DecodeError(f"page_id {pid} was not asked for")
+        if self.on_pages is None or 0 in ids:
+            for i, pid in enumerate(ids):
+                self._page(pid + 1, run.page(i))
+            return
+        self._check_size()
+        self.count += len(ids)
+        self.on_pages(PageRun(run.buf, [pid + 1 for pid in ids], run.offsets))
+
+    def _check_size(self) -> None:
         hdr = self.parser.header
         if hdr is not None and hdr.db_size <= 0:
             raise ProtocolError(f"{self.what}: {self.source.display_url} sent pages with db_size 0",
                                 url=self.source.display_url)
+
+    def _page(self, pgno: int, data: bytes) -> None:
+        self._check_size()
+        hdr = self.parser.header
         if pgno == 1:
             problem = header_problem(data, PAGE_SIZE)
             if problem is not None:  # refused before anything is stored (issue 14, item 5)

@@ -92,11 +92,14 @@ def store_revision(store: PageStore, staged: Staged) -> None:
     for p in range(db_size + 1, old_pages + 1):
         store.drop_synced(p)
     page1 = base1
-    for p, data in staged.pages():
-        if p == 1:
-            page1 = data
-        elif p <= db_size:
-            store.put_synced(p, data, overwrite=True)
+    for buf, pgnos, offsets in staged.runs():  # one store call per batch of pages
+        keep = [i for i, p in enumerate(pgnos) if 1 < p <= db_size]
+        if len(keep) < len(pgnos):
+            if 1 in pgnos:
+                off = offsets[pgnos.index(1)]
+                page1 = buf[off:off + PAGE_SIZE]
+            pgnos, offsets = [pgnos[i] for i in keep], [offsets[i] for i in keep]
+        store.put_synced_many(buf, pgnos, offsets, overwrite=True)
     if page1 is not None and db_size:
         store.put_synced(1, patch_page1(page1, old1, db_size), overwrite=True)  # last: the switch
     store.sync()

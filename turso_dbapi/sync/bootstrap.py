@@ -113,6 +113,19 @@ class _Into:
             if self.progress is not None:
                 self.progress.update(len(data))
 
+    def on_pages(self, run: Any) -> None:
+        """A run of pages (``sync_wire.PageRun``, 1-based): one store call for all."""
+        if self.store is None:
+            return
+        pgnos, offsets = run.page_ids, run.offsets
+        if max(pgnos) > self.db_size:  # pages past the size are ignored, as on_page does
+            keep = [i for i, p in enumerate(pgnos) if p <= self.db_size]
+            pgnos, offsets = [pgnos[i] for i in keep], [offsets[i] for i in keep]
+        self.store.put_synced_many(run.buf, pgnos, offsets, overwrite=True)
+        self.stored.extend(pgnos)
+        if self.progress is not None:
+            self.progress.update(len(pgnos) * PAGE_SIZE)
+
     def on_reset(self) -> None:
         if self.store is not None:
             for p in self.stored:

@@ -107,7 +107,7 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int,
         stage = StageWriter(path)  # (3) pages go to disk as they arrive
         try:
             reply = source.changes_since(meta.synced_revision or "", on_page=stage.add,
-                                         on_reset=stage.reset)
+                                         on_pages=stage.add_run, on_reset=stage.reset)
             if not same_history(meta.synced_revision, reply.revision):  # never mix histories
                 raise history_reset(url, "pull", f"this replica is at revision "
                                     f"{meta.synced_revision!r}, the server at {reply.revision!r}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from typing import Iterator, Optional, Set, Tuple
+from typing import Any, Iterator, List, Optional, Set, Tuple
 
 from .._util.atomic import publish
 from ..protocol.sync_wire import PAGE_SIZE
@@ -23,6 +23,8 @@ _HEAD = b"TDBPULL2"
 _TAIL = b"TDBPULL."
 _FIXED = struct.Struct(">IQII")  # len(revision), db_size, count, crc
 _RECORD = 4 + PAGE_SIZE
+_PGNO = struct.Struct(">I")
+RUN_PAGES = 64  # pages per read of ``Staged.runs`` (256 KiB: bounded memory)
 
 
 def stage_path(replica: str) -> str:
@@ -58,9 +60,20 @@ class StageWriter:
     def add(self, pgno: int, data: bytes) -> None:
         if len(data) != PAGE_SIZE:
             raise ValueError(f"page {pgno}: {len(data)} bytes, expected {PAGE_SIZE}")
-        self._write(struct.pack(">I", pgno) + data)
+        self._write(_PGNO.pack(pgno) + data)
         self.pgnos.add(pgno)
         self.count += 1
+
+    def add_run(self, run: Any) -> None:
+        """A run of pages (``sync_wire.PageRun``, 1-based page_ids): one write for all."""
+        buf = memoryview(run.buf)
+        parts: List[Any] = []
+        for pgno, off in zip(run.page_ids, run.offsets):
+            parts.append(_PGNO.pack(pgno))
+            parts.append(buf[off:off + PAGE_SIZE])
+        self._write(b"".join(parts))
+        self.pgnos.update(run.page_ids)
+        self.count += len(run.page_ids)
 
     def reset(self) -> None:
         """Start over (the HTTP layer retries the request)."""
@@ -151,6 +164,19 @@ class Staged:
             for _ in range(self.count):
                 rec = f.read(_RECORD)
                 yield struct.unpack(">I", rec[:4])[0], rec[4:]
+
+    def runs(self) -> Iterator[Tuple[bytes, List[int], List[int]]]:
+        """The pages in ``RUN_PAGES`` batches: ``(buf, pgnos, offsets)``, page ``pgnos[i]``
+        at ``buf[offsets[i]:offsets[i] + PAGE_SIZE]`` (what ``PageStore.put_synced_many`` takes)."""
+        with open(self.path, "rb") as f:
+            f.seek(len(_HEAD))
+            left = self.count
+            while left:
+                n = min(left, RUN_PAGES)
+                buf = f.read(n * _RECORD)
+                offsets = list(range(4, n * _RECORD, _RECORD))
+                yield buf, [_PGNO.unpack_from(buf, o - 4)[0] for o in offsets], offsets
+                left -= n
 
 
 def write_stage(replica: str, revision: str, db_size: int, pages: dict) -> None:
