@@ -178,14 +178,15 @@ def _connect_remote(database: Any, args: Any, kwargs: Any, remote_opts: Any) -> 
     """Route a remote database to its kind of replica: a Turso sync replica (``sync``) or an
     HTTP-range cache (``replica.range_cache``). Imported lazily: local use never loads them."""
     from .replica import base
-    from .sync import replica as sync_replica
+    from .url import wants_turso
 
     database, opts, explicit = base.remote_options(database, remote_opts)
-    if (
-        not opts.get("url")
-        and not (isinstance(database, str) and "://" in database)
-        and sync_replica.is_turso_replica(database)
-    ):
+    local_turso = False
+    if not opts.get("url") and not (isinstance(database, str) and "://" in database):
+        from .sync.replica import is_turso_replica
+
+        local_turso = is_turso_replica(database)
+    if local_turso:
         url, local_path = None, _os.fsdecode(database)  # reopen a Turso replica by its path
     else:
         url, local_path = base.target(database, opts)
@@ -193,7 +194,9 @@ def _connect_remote(database: Any, args: Any, kwargs: Any, remote_opts: Any) -> 
     factory = connect_kwargs.pop("factory", None) or Connection
     connect_kwargs.pop("uri", None)
     try:
-        if url is None or sync_replica.wants_turso(url, opts):
+        if url is None or wants_turso(url, opts):
+            from .sync import replica as sync_replica  # only for Turso (import cost)
+
             return sync_replica.connect_turso(url, local_path, opts, explicit, connect_kwargs, factory)
         from .replica.range_cache import connect_range
 

@@ -311,6 +311,22 @@ def is_remote(target: Any) -> bool:
     return bool(sep) and scheme.lower() in REMOTE_SCHEMES
 
 
+def wants_turso(url: Optional[str], options: Mapping[str, Any]) -> bool:
+    """Does this URL (with the ``protocol`` option) name a Turso sync server? (Routing: here,
+    so an HTTP-range connect never imports the sync package.)"""
+    protocol = options.get("protocol") or "auto"
+    if protocol != "auto":
+        return protocol == "turso"
+    if not url:
+        return False
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("libsql", "turso"):
+        return True
+    if scheme in ("http", "https"):
+        return urlsplit(url).path in ("", "/")
+    return False
+
+
 def redact(url: str) -> str:
     """The URL with user-info and secret-looking query values replaced by '***'."""
     try:

@@ -47,15 +47,20 @@ def test_interior_siblings_on_the_second_descent_and_scans_keep_to_their_tree(tm
     for p in level1:
         hints.note(p, pages[p])
     # (A2) a scan: the leaf after one that was read brings the next leaves in key order,
-    # 4 pages first, then 4 times more per miss; never a page of another B-tree
+    # 4 pages first, then 4 times more per miss; never a page of another B-tree; (A6) each
+    # window runs on to a page-number boundary of its size (the leaves lie in page order)
     leaves = [c for p in level1 for c in btree_children(pages[p], p, PS)]
+    assert leaves == sorted(leaves)
     present.add(leaves[0])
     read.add(leaves[0])
     first = ra.plan(leaves[1], n, present.__contains__, read.__contains__)
-    assert first == sorted(leaves[1:5])
+    assert first == leaves[1:1 + len(first)] and 4 <= len(first) < 8 and first[-1] % 4 == 0, first
     present.update(first)
     read.update(first)
-    assert ra.plan(leaves[5], n, present.__contains__, read.__contains__) == sorted(leaves[5:21])
+    nxt = leaves[1 + len(first)]
+    second = ra.plan(nxt, n, present.__contains__, read.__contains__)
+    assert second == leaves[1 + len(first):1 + len(first) + len(second)], second
+    assert 16 <= len(second) < 32 and second[-1] % 16 == 0, second
     # a lookup elsewhere is random again: its page alone
     assert ra.plan(leaves[-3], n, present.__contains__, read.__contains__) == [leaves[-3]]
 
@@ -65,7 +70,8 @@ def test_unknown_pages_cost_their_page_and_runs_of_them_grow(tmp_path):
     ra = AccessPolicy(PS, 128 * 1024, 4 * 1024 * 1024, hints)
     assert ra.plan(100, 1000, lambda p: False) == [100]  # (A1)
     assert ra.plan(101, 1000, lambda p: False) == [101, 102, 103, 104]  # (A3) a run: 4 pages
-    assert ra.plan(105, 1000, lambda p: False) == list(range(105, 121))  # then 4 times more
+    # then 4 times more, on to the next boundary of 16 pages (A6): 105..128
+    assert ra.plan(105, 1000, lambda p: False) == list(range(105, 129))
     assert ra.plan(500, 1000, lambda p: False) == [500]  # a jump: random again
     assert ra.plan(2, 1000, lambda p: False) == [2]  # page 1 then 2 is no run (open, then a root)
     hints.clear()

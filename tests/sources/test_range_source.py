@@ -93,9 +93,9 @@ def test_fetch_sends_one_request_per_contiguous_run_with_exact_bytes(nginx, data
     with _source(nginx.url("runs.db"), max_ranges=1, coalesce_bytes=0) as src:
         src.open()
         before = src.stats.snapshot()
-        got = src.fetch([10, 3, 4, 5, 9, 20])
+        got = src.fetch([8, 5, 6, 7, 13, 20])  # runs that are aligned blocks (9): 5..8 is 4 KiB
         after = src.stats.snapshot()
-        assert sorted(got) == [3, 4, 5, 9, 10, 20]
+        assert sorted(got) == [5, 6, 7, 8, 13, 20]
         assert after["requests"] - before["requests"] == 3
         assert after["bytes_received"] - before["bytes_received"] == 6 * 1024
         assert after["pages_fetched"] - before["pages_fetched"] == 6
@@ -247,11 +247,11 @@ def test_debug_log_has_one_line_per_request_with_range_status_and_bytes(nginx, d
     caplog.set_level(logging.DEBUG, logger="turso_dbapi.http")
     with _source(nginx.url("log.db")) as src:
         src.open()
-        src.fetch([5, 6])
+        src.fetch([5, 6, 7, 8])
     lines = [r.getMessage() for r in caplog.records if r.name == "turso_dbapi.http"]
     assert len(lines) == 2
     assert "GET" in lines[0] and "range=bytes=0-4095" in lines[0] and "206" in lines[0] and "4096 B" in lines[0]
-    assert "range=bytes=4096-6143" in lines[1] and "2048 B" in lines[1]
+    assert "range=bytes=4096-8191" in lines[1] and "4096 B" in lines[1]
 
 
 def test_verify_is_on_by_default():
@@ -367,12 +367,12 @@ def test_a_server_answering_multi_range_with_200_falls_back_to_one_request_per_r
     fault_proxy.inject("full200", when=lambda r: is_fetch(r) and "," in (r.range or ""))
     with _source(fault_proxy.url("p1024.db"), coalesce_bytes=0) as src:
         src.open()
-        want = [3, 4, 9, 20]  # three runs
+        want = [5, 6, 7, 8, 13, 20]  # three runs, each an aligned block (9)
         assert src.fetch(want) == {p: _page(data, p, 1024) for p in want}
         assert not src.multi_range  # remembered: no more multi-range requests
         st = src.stats.snapshot()
         assert st["requests"] == 1 + 1 + 3
-        assert st["bytes_received"] == 4096 + 4 * 1024  # the 200's body was never read
+        assert st["bytes_received"] == 4096 + 6 * 1024  # the 200's body was never read
         assert src.fetch([30, 40]) == {p: _page(data, p, 1024) for p in (30, 40)}
     assert sorted(r.status for r in fault_proxy.records) == [200, 206, 206, 206, 206, 206, 206]
 
@@ -384,15 +384,19 @@ def test_without_multi_range_runs_with_small_gaps_are_one_request(fault_proxy, s
     fault_proxy.inject("full200", when=lambda r: is_fetch(r) and "," in (r.range or ""))
     with _source(fault_proxy.url("p1024.db"), coalesce_bytes=8 * 1024) as src:
         src.open()
-        want = [3, 4, 9, 20, 21, 40]  # gaps of 4, 10 and 18 pages: (3..9) and 20..21, 40 apart
+        want = [5, 8, 21, 24, 40]  # gaps of 2, 12, 15 pages: (5..8) and (21..24), 40 apart
         got = src.fetch(want)
         assert got == {p: _page(data, p, 1024) for p in want}  # only the pages asked
         st = src.stats.snapshot()
         assert st["requests"] == 1 + 1 + 3  # open, the refused multi-range, 3 spans
-        assert st["bytes_received"] == 4096 + 7 * 1024 + 2 * 1024 + 1024  # gap bytes of 3..9 too
+        assert st["bytes_received"] == 4096 + 4 * 1024 + 4 * 1024 + 1024  # gap bytes too
+        # a span that is no aligned block is read as the aligned blocks of (9)
+        assert src.fetch([42, 48]) == {p: _page(data, p, 1024) for p in (42, 48)}
+        assert src.stats.snapshot()["requests"] == 5 + 4  # 42, 43, 44, 45..48
     # (records are appended when the proxy is done: the refused 200 may finish last)
     assert sorted(r.range for r in fault_proxy.records if r.status == 206)[1:] == [
-        "bytes=19456-21503", "bytes=2048-9215", "bytes=39936-40959"]
+        "bytes=20480-24575", "bytes=39936-40959", "bytes=4096-8191",
+        "bytes=41984-43007", "bytes=43008-44031", "bytes=44032-45055", "bytes=45056-49151"]
 
 
 def test_a_replaced_file_during_a_multi_range_fetch_is_a_remote_change(nginx, databases):
@@ -493,13 +497,13 @@ def test_a_multi_range_answer_that_covers_the_ranges_is_used_otherwise_falls_bac
     try:
         with _source(server.url, parallel=1, coalesce_bytes=0) as src:
             src.open()
-            want = [3, 4, 9, 20]
+            want = [5, 6, 7, 8, 9, 20]  # aligned blocks (9): 5..8, 9, 20
             assert src.fetch(want) == {p: _page(data, p, 1024) for p in want}
             if mode in ("merge", "parts"):  # parts covering every range: sliced, multi-range stays on
                 assert src.multi_range and src.stats.snapshot()["requests"] == 2
             else:  # only the first range: per-run requests, multi-range off
                 assert not src.multi_range and src.stats.snapshot()["requests"] == 2 + 3
-        assert server.ranges[1] == "2048-4095,8192-9215,19456-20479"
+        assert server.ranges[1] == "4096-8191,8192-9215,19456-20479"
     finally:
         server.close()
 
@@ -618,7 +622,7 @@ def test_failed_background_fetches_are_counted_never_raised_and_the_reader_fetch
     assert _lookahead_threads(besides=earlier) == []
 
 
-def test_connect_reads_the_first_segment_at_open_so_a_cold_lookup_costs_one_request_less(
+def test_connect_reads_one_header_block_at_open_whatever_the_segment_size(
         nginx, databases, tmp_path, monkeypatch):
     import sqlite3
 
@@ -627,16 +631,12 @@ def test_connect_reads_the_first_segment_at_open_so_a_cold_lookup_costs_one_requ
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     nginx.place("seg.db", databases["p4096"])
     before = len(nginx.access_log_lines())
+    # issue 13: the first 128 KiB segment at open made a cold point lookup cost ~14x its
+    # minimum bytes; the open reads page 1 (one aligned 4 KiB block), the rest on evidence
     con = turso_dbapi.connect(nginx.url("seg.db"), partial=True, segment_size="32k")
-    assert nginx.access_log_lines()[before:] == ["GET /seg.db range=bytes=0-32767 status=206 bytes=32768"]
-    assert all(con._replica.store.is_present(p) for p in range(1, 9))
-    assert not con._replica.store.is_present(9)
+    assert nginx.access_log_lines()[before:] == ["GET /seg.db range=bytes=0-4095 status=206 bytes=4096"]
+    assert con._replica.store.is_present(1) and not con._replica.store.is_present(2)
     sql = "SELECT name FROM sqlite_schema ORDER BY name"
     assert con.execute(sql).fetchall() == sqlite3.connect(databases["p4096"]).execute(sql).fetchall()
-    assert con.stats().requests == 1  # the schema came with open()
+    assert con.stats().requests == 1  # the schema is on page 1
     con.close()
-    # partial=False downloads everything anyway: open() reads only the header bytes
-    full = turso_dbapi.connect(nginx.url("seg.db"), partial=False, segment_size="32k",
-                               local_path=str(tmp_path / "full" / "db"))
-    assert nginx.access_log_lines()[before + 1].startswith("GET /seg.db range=bytes=0-4095 ")
-    full.close()

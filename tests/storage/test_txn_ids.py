@@ -1,4 +1,4 @@
-"""Write-transaction ids of the VFS (_native/txn.c, vfs.c rule (17)): the sqlite_tdb_txn
+"""Write-transaction ids of the VFS (_native/txn.c, vfs.c rule (20)): the sqlite_tdb_txn
 table holds the id of the connection's current write transaction on its first read in
 that transaction, in rollback-journal and in WAL mode, and NULL otherwise and where the
 main file is not a lazy replica."""

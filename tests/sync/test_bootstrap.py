@@ -17,8 +17,8 @@ from turso_dbapi.sync import metadata as sync_meta
 
 @pytest.mark.parametrize("options, pages, partial", [
     ({}, None, False),
-    ({"partial": True}, 32, True),  # one default segment: 128 KiB
-    ({"partial": True, "segment_size": 8192}, 2, True),
+    ({"partial": True}, 1, True),  # page 1 alone: the rest on evidence (issue 13)
+    ({"partial": True, "segment_size": 8192}, 1, True),  # a readahead size, not a prefix
     ({"bootstrap_prefix": 100}, 1, True),  # under a page: rounded up to the header page
     ({"bootstrap_prefix": 3 * 4096 + 1}, 3, True),
     ({"bootstrap_query": "SELECT 1", "partial": True}, None, True),

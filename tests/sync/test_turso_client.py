@@ -260,7 +260,7 @@ def test_two_processes_bootstrap_one_path(turso_server, tmp_path):
 
 def test_routing_option(turso_server, tmp_path):
     turso_server.db_sql("CREATE TABLE t(x)")
-    from turso_dbapi.sync.replica import wants_turso
+    from turso_dbapi.url import wants_turso
 
     assert wants_turso("libsql://db.example.com", {}) and wants_turso("turso://x", {})
     assert wants_turso("http://h:1", {}) and wants_turso("https://h/", {})

@@ -46,8 +46,8 @@ def test_one_transient_fault_on_a_fetch_is_retried_to_the_right_pages(fault_prox
         src.open()
         fault_proxy.clear()
         fault_proxy.inject(fault, when=is_fetch, **params)
-        got = src.fetch([5, 6, 7])
-        assert got == {p: _page(data, p) for p in (5, 6, 7)}
+        got = src.fetch([5, 6, 7, 8])  # one aligned 4 KiB block (range.py (9))
+        assert got == {p: _page(data, p) for p in (5, 6, 7, 8)}
         assert src.stats.snapshot()["retries"] == 1
         assert fault_proxy.request_count == 2
         assert [r.fault for r in fault_proxy.records] == [fault, None]
@@ -159,11 +159,11 @@ def test_added_latency_applies_to_every_request_and_counts_match_the_source(faul
     with _open(fault_proxy, name, max_ranges=1, coalesce_bytes=0) as src:  # one request per run
         t0 = time.monotonic()
         src.open()
-        src.fetch([3, 4, 10])  # two runs, requested concurrently
+        src.fetch([5, 6, 7, 8, 10])  # two runs (aligned blocks), requested concurrently
         assert time.monotonic() - t0 >= 0.10
         stats = src.stats.snapshot()
     assert fault_proxy.request_count == stats["requests"] == 3
-    assert fault_proxy.bytes_sent == stats["bytes_received"] == 4096 + 3 * 1024
+    assert fault_proxy.bytes_sent == stats["bytes_received"] == 4096 + 5 * 1024
 
 
 def test_proxy_is_usable_without_pytest_fixtures(nginx, db):
@@ -189,11 +189,11 @@ def test_every_request_is_a_get_asking_for_identity_with_the_pinned_precondition
     name, _ = db
     with _open(fault_proxy, name, max_ranges=1, coalesce_bytes=0) as src:  # one request per run
         src.open()
-        src.fetch([2, 3, 8])
+        src.fetch([5, 6, 7, 8, 10])
     first, *later = fault_proxy.records
     assert [r.method for r in fault_proxy.records] == ["GET"] * 3  # no HEAD
     assert all(r.headers["accept-encoding"] == "identity" for r in fault_proxy.records)
     assert "if-match" not in first.headers and "if-range" not in first.headers
     etag = src.version.split(";")[0].split("=", 1)[1]
     assert all(r.headers["if-match"] == etag and r.headers["if-range"] == etag for r in later)
-    assert sorted(r.range for r in later) == ["bytes=1024-3071", "bytes=7168-8191"]
+    assert sorted(r.range for r in later) == ["bytes=4096-8191", "bytes=9216-10239"]

@@ -11,7 +11,7 @@
 **       from /dev/urandom, else time and pid) plus a counter, so ids of different
 **       processes collide with negligible probability. Only adjacent transactions in the
 **       log need to differ; a collision would merge two of them (safe: a bigger batch).
-**   (2) The VFS (vfs.c rule (17)) gives a lazy main file a fresh id when a write
+**   (2) The VFS (vfs.c rule (20)) gives a lazy main file a fresh id when a write
 **       transaction starts: xLock(RESERVED) in rollback mode, the exclusive WAL_WRITE
 **       shm lock in WAL mode. Nothing else takes those locks within a transaction.
 **   (3) sqlite_tdb_txn — a one-row, one-column eponymous virtual table registered on

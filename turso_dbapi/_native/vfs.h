@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-/* (17) the id of the write transaction of this main file, on the first call of each
+/* (20) the id of the write transaction of this main file, on the first call of each
 ** transaction; 0 afterwards, before any, and for files that are not lazy. */
 uint64_t tdb_vfs_txn_mark(void *file);
 

@@ -31,6 +31,12 @@ Rules (the code tags them):
 (A5) ``direction``/``window_pages``/``level`` describe the last plan for the background
      read-ahead (``Lookahead``): it starts on a forward scan window of at least two
      segments and keeps to ``level`` (the scan's B-tree level) when that is known.
+(A6) A window ends on a boundary of its own size in page numbers (it runs on to the end
+     of the aligned block of ``window`` pages holding its last page): the miss that continues the scan
+     then starts the next block, and its window is one aligned block of the sizes HTTP
+     ranges use (``sources.range_align``: 4, 16, 64, ... pages of 4 KiB), the same for
+     every reader of the file (CDN/S3 caches). A level not laid out in page order (its next
+     pages spread over more than twice the window) is followed in key order, uncut.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ from .btree_readahead import SIBLING_LIMIT, BtreeMap
 
 FIRST_SCAN = 4  # (A2) pages of the first scan window
 GROWTH = 4  # (A2) each miss that continues a scan multiplies its window by this
+
+
+def _block_end(pgno: int, window: int) -> int:
+    """The last page of the aligned block of ``window`` pages that holds ``pgno``."""
+    return ((pgno - 1) // window + 1) * window
 
 
 class AccessPolicy:
@@ -82,6 +93,12 @@ class AccessPolicy:
         self._window = min(self.max_pages, FIRST_SCAN if not self._window else self._window * GROWTH)
         return self._window
 
+    def _end(self, pgno: int, window: int) -> int:
+        """(A6) The last page of a window from ``pgno``: the end of the aligned block of
+        ``window`` pages holding its last page, or of pgno's own block past the cap."""
+        end = _block_end(pgno + window - 1, window)
+        return end if end - pgno < self.max_pages else _block_end(pgno, window)
+
     def plan(self, pgno: int, n_pages: int, is_present: Callable[[int], bool],
              was_read: Optional[Callable[[int], bool]] = None) -> List[int]:
         """Sorted pages to fetch for a miss of ``pgno`` (always containing it)."""
@@ -97,8 +114,13 @@ class AccessPolicy:
                 if prev is not None and is_present(prev) and read(prev):  # (A2)
                     first = not self._window
                     window = self._grow()
-                    pages += [p for p in m.next_in_level(pgno, window - 1)
-                              if p <= n_pages and not is_present(p)]
+                    ahead = m.next_in_level(pgno, 2 * window - 1)
+                    end = self._end(pgno, window)
+                    if ahead[:window - 1] and max(ahead[:window - 1]) - pgno < 2 * window:  # (A6)
+                        ahead = [p for p in ahead if p <= end]  # laid out in page order
+                    else:
+                        ahead = ahead[:window - 1]
+                    pages += [p for p in ahead if p <= n_pages and not is_present(p)]
                     parent = m.parent_of(pgno)
                     if first and parent is not None:  # the level above, so the rest is known
                         pages += [p for p in m.interior_siblings_of(parent)
@@ -109,7 +131,8 @@ class AccessPolicy:
                     self._window, self.kind = 0, "page"
             elif self._run_end and self._run_end < pgno <= self._run_end + self.segment_pages:  # (A3)
                 window = self._grow()
-                pages += [p for p in range(pgno + 1, min(n_pages, pgno + window - 1) + 1) if not is_present(p)]
+                last = min(n_pages, self._end(pgno, window))  # (A6)
+                pages += [p for p in range(pgno + 1, last + 1) if not is_present(p)]
                 self.direction, self.kind = 1, "run"
                 self._run_end = max(pages)
             else:  # (A1)

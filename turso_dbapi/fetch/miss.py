@@ -225,7 +225,7 @@ def download_all(store: PageStore, handler: MissHandler, batch_bytes: int = 4 * 
     absent = sum(1 for q in range(1, total + 1) if not store.is_present(q)) if p else 0
     with Progress(absent * store.page_size, f"download {handler.source.display_url}") as bar:
         while p:
-            end = min(total, p + batch - 1)
+            end = min(total, ((p - 1) // batch + 1) * batch)  # aligned batches (range_align)
             want = [q for q in range(p, end + 1) if not store.is_present(q)]
             fetched += handler.fetch_and_store(want, requested=want)
             missing = [q for q in want if not store.is_present(q)]

@@ -126,6 +126,9 @@ class Lookahead:
          so a window never fetches other B-trees' pages lying between its leaves); a
          filtered window still holds up to its size in pages, over a span of at most
          ``SPREAD`` times that many page numbers.
+    (L8) A window ends on a page-number boundary of its size (up to twice its size when
+         it starts off one): its pages are aligned blocks of the sizes HTTP ranges use
+         (``sources.range_align``), the same for every reader of the file (CDN caches).
     """
 
     def __init__(self, fetch: Callable[[List[int], Optional[int]], None],
@@ -213,15 +216,17 @@ class Lookahead:
             keep = self._keep
             # (L7) with a filter, a window is ``window`` pages of the level (its span may be
             # up to SPREAD times longer: other B-trees' pages lie between them)
-            end = min(n_pages, first + window * (1 if keep is None else SPREAD) - 1)
-            pages, last = [], first - 1
+            end = min(n_pages, first + window * (2 if keep is None else SPREAD) - 1)
+            pages, last, seen = [], first - 1, 0
             for p in range(first, end + 1):
                 last = p
                 if keep is None or keep(p):
+                    seen += 1
                     if p not in busy and p not in self._held and not self._is_present(p):  # (L3)
                         pages.append(p)
-                    if keep is not None and len(pages) >= window:
-                        break
+                # (L8) on to a page-number boundary of the window's size, never past the cap
+                if (seen >= window and p % window == 0) or seen >= self.max_pages:
+                    break
             self._window = window
             self._next = last + 1
             self._starts.append(first)

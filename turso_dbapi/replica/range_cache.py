@@ -177,13 +177,8 @@ def connect_range(
     readonly = bool(opts.get("readonly"))  # nothing is written to the replica's files
     if local_path:  # before any request: a bad path fails first
         local_path = existing_replica_path(local_path) if readonly else usable_local_path(local_path)
-    source_opts = opts
-    if local_path and os.path.exists(local_path + files.SIDECAR):
-        # A cache is there: open() only revalidates, so it reads the header, not the
-        # first segment (which the cache most likely holds already).
-        source_opts = dict(opts, segment_size=None)
     if source is None:
-        source = http_range_source(url, source_opts)
+        source = http_range_source(url, opts)
     leading = source.open()
     live = _follows(source, leading, opts)
     if live is not None:  # a WAL-mode database or follow=: the snapshot of db + WAL

@@ -7,7 +7,8 @@ Strategies:
               hole), so it is rounded up to one page;
   * query   — ``bootstrap_query``: ``server_query_selector`` (a real server returns the pages
               the query touches; the reference server returns all pages).
-``partial=True`` without a strategy bootstraps one segment (``segment_size`` bytes).
+``partial=True`` without a strategy bootstraps page 1 alone (the header and schema root: a
+cold point lookup then costs about its pages, issue 13; a segment cost it ~10x).
 
 Order (crash safety, §6.1 step 2): pages are stored and fsynced BEFORE the metadata is
 written; a crash before that leaves no metadata, and the next open bootstraps again into a
@@ -63,7 +64,7 @@ def prefix_pages(options: Mapping[str, Any]) -> Optional[int]:
     if length is None:
         if not options.get("partial"):
             return None
-        length = options.get("segment_size") or 128 * 1024
+        length = PAGE_SIZE  # page 1: a query's other pages come on evidence (issue 13)
     return max(1, int(length) // PAGE_SIZE)
 
 

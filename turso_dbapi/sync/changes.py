@@ -75,6 +75,7 @@ class Changes:
     last_id: int  # the newest log id seen (0: empty log)
     infos: Dict[str, TableInfo]
     schema: Dict[Tuple[str, str], Tuple[str, str]] = dataclasses.field(default_factory=dict)  # as collected
+    by_rowid: Dict[str, int] = dataclasses.field(default_factory=dict)  # collect(rowid_rows=False)
     starts: List[int] = dataclasses.field(default_factory=list)  # log ids that begin a local transaction
 
     def row_statements(self, transform: Optional[Callable[[Change], Optional[Change]]] = None) -> List[Stmt]:
@@ -105,8 +106,9 @@ def if_not_exists(sql: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _sql(info: TableInfo, op: str, cols: Tuple[str, ...]) -> str:
-    """The SQL text of one shape of change (cached: a push sends thousands of one shape)."""
+def _sql(info: TableInfo, op: str, cols: Tuple[str, ...], rows: Optional[str] = None) -> str:
+    """The SQL text of one shape of change (cached: a push sends thousands of one shape).
+    ``rows``: for an upsert or replace, a SELECT giving the rows in place of ``VALUES``."""
     t = qi(info.name)
     if info.kind == "pk":
         where = " AND ".join(f"{qi(c)} IS ?" for c in info.pk)
@@ -116,12 +118,20 @@ def _sql(info: TableInfo, op: str, cols: Tuple[str, ...]) -> str:
         return f"DELETE FROM {t} WHERE {where}"
     if op == "replace":  # no primary key: the rowid is the key
         names = ", ".join([info.rowid_name] + [qi(c) for c in cols])
-        return f"INSERT OR REPLACE INTO {t}({names}) VALUES ({', '.join('?' * (len(cols) + 1))})"
+        return f"INSERT OR REPLACE INTO {t}({names}) {rows or 'VALUES (' + ', '.join('?' * (len(cols) + 1)) + ')'}"
     sets = ", ".join(f"{qi(c)} = excluded.{qi(c)}" for c in cols if c not in info.pk)
     action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
     names = ", ".join(qi(c) for c in cols)
     conflict = ", ".join(qi(c) for c in info.pk)
-    return f"INSERT INTO {t}({names}) VALUES ({', '.join('?' * len(cols))}) ON CONFLICT({conflict}) {action}"
+    values = rows or f"VALUES ({', '.join('?' * len(cols))})"
+    return f"INSERT INTO {t}({names}) {values} ON CONFLICT({conflict}) {action}"
+
+
+def upsert_from(info: TableInfo, rows: str) -> str:
+    """The upsert (or, without a primary key, replace) of every row ``rows`` selects, in one
+    statement: the rebase's set-based replay. ``rows`` has a WHERE clause (SQLite needs one
+    before ON CONFLICT) and gives the columns in order, the rowid first when it is the key."""
+    return _sql(info, "replace" if info.kind == "rowid" else "upsert", info.columns, rows)
 
 
 def statements(info: TableInfo, ch: Change) -> List[Stmt]:
@@ -167,41 +177,58 @@ def current_row(conn: sqlite3.Connection, info: TableInfo, key: Sequence[Any]) -
     return None if row is None else dict(zip(info.columns, row))
 
 
-def _rowid_changes(conn: sqlite3.Connection, t: int, info: TableInfo, after: int) -> List[Change]:
+def rowid_changes_sql(info: TableInfo, first: bool = False) -> str:
     """The changed rows of a table keyed by its rowid, in ONE query (a join of the log's
-    keys with the table) instead of one per key."""
+    keys with the table) instead of one per key; parameters (table id, after). Each row:
+    newest log id, 1 when the row exists (0: deleted), key, the row's columns (and with
+    ``first`` the oldest log id of the key)."""
     cols = ", ".join(f"r.{qi(c)}" for c in info.columns)
     key = qi(info.pk[0]) if info.kind == "alias" else info.rowid_name
+    oldest = (", l.f", ", MIN(id) AS f") if first else ("", "")
+    return (f"SELECT l.m, r.{key} IS NOT NULL, l.k, {cols}{oldest[0]} FROM "
+            f"(SELECT k, MAX(id) AS m{oldest[1]} FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k) AS l "
+            f"LEFT JOIN {qi(info.name)} AS r ON r.{key} = l.k")
+
+
+def _rowid_changes(conn: sqlite3.Connection, t: int, info: TableInfo, after: int) -> List[Change]:
     out = []
     n = len(info.columns)
-    for row in conn.execute(
-            f"SELECT l.k, l.m, l.f, r.{key} IS NOT NULL, {cols} FROM "
-            f"(SELECT k, MAX(id) AS m, MIN(id) AS f FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k) AS l "
-            f"LEFT JOIN {qi(info.name)} AS r ON r.{key} = l.k", (t, after)):
-        values = dict(zip(info.columns, row[4:4 + n])) if row[3] else None
-        out.append(Change(info.name, (row[0],), values, row[1], row[2]))
+    for row in conn.execute(rowid_changes_sql(info, first=True), (t, after)):
+        values = dict(zip(info.columns, row[3:3 + n])) if row[1] else None
+        out.append(Change(info.name, (row[2],), values, row[0], row[3 + n]))
     return out
 
 
-def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = False) -> Changes:
+def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = False,
+            rowid_rows: bool = True) -> Changes:
     """The changes after log id ``after`` (see the module docstring). With
     ``untracked_rows`` every row of a table the triggers do not cover yet is included (the
-    rebase cannot install triggers first: it must not write before setting the layer aside)."""
+    rebase cannot install triggers first: it must not write before setting the layer aside).
+    Without ``rowid_rows`` the logged changes of tables keyed by their rowid are left out of
+    ``rows`` and named in ``Changes.by_rowid`` (table -> log table id): the caller reads
+    them with ``rowid_changes_sql`` (the rebase copies them in SQL, with no Python per row)."""
     infos: Dict[str, TableInfo] = {}
     for name, sql in capture.user_tables(conn):
         info = capture.table_info(conn, name, sql)
         if info is not None:
             infos[name] = info
+    before, after_ddl, full = schema_diff(conn, infos)
+    if untracked_rows:
+        full.update(i.name for i in capture.untracked(conn))
     mapping = {i: (name, kind) for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {capture.TABLES}")}
     last = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {capture.LOG}").fetchone()[0]
     rows: List[Change] = []
+    by_rowid: Dict[str, int] = {}
     for (t,) in conn.execute(f"SELECT DISTINCT t FROM {capture.LOG} WHERE id > ?", (after,)).fetchall():
         name, kind = mapping.get(t, (None, None))
         info = infos.get(name) if name is not None else None
         if info is None or info.kind != kind:
             continue  # the table is gone (or was recreated): the DDL diff covers it
         if kind != "pk":
-            rows.extend(_rowid_changes(conn, t, info, after))
+            if not rowid_rows and name not in full:
+                by_rowid[name] = t
+            else:
+                rows.extend(_rowid_changes(conn, t, info, after))
             continue
         for k, newest, first in conn.execute(
                 f"SELECT k, MAX(id), MIN(id) FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k",
@@ -211,9 +238,6 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
                 rows.append(Change(name, key, current_row(conn, info, key), newest, first))
     rows.sort(key=lambda c: c.change_id)
     seen = {(c.table, c.key) for c in rows}
-    before, after_ddl, full = schema_diff(conn, infos)
-    if untracked_rows:
-        full.update(i.name for i in capture.untracked(conn))
     for name in sorted(full):
         info = infos[name]
         key_sql = info.key_of_rows()
@@ -224,7 +248,7 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
                 rows.append(Change(name, key, current_row(conn, info, key), last))
     starts = [i for (i,) in conn.execute(f"SELECT id FROM {capture.LOG} WHERE id > ? AND x IS NOT NULL "
                                          "ORDER BY id", (after,))]
-    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), starts)
+    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), by_rowid, starts)
 
 
 # -- the schema diff -------------------------------------------------------------------------

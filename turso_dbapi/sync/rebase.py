@@ -4,9 +4,11 @@ unpushed changes on top (spec §6.5 steps 8-9, §6.6), crash-safe.
 The sequence (apply.py drives it; the network is already done and staged):
 
 1. Under the internal connection's ``BEGIN EXCLUSIVE`` (every transaction of every process
-   is over): ``extract`` writes ``<replica>-tdbreplay`` - every change the log holds (and
-   every row of tables without triggers yet), as the SQL push would send, with its log id,
-   key and local row - temp, fsync, rename, fsync dir. Then ``pending_pull`` is recorded.
+   is over): ``extract`` writes ``<replica>-tdbreplay`` (``replay_file``: a small SQLite
+   database) - every change the log holds (and every row of tables without triggers yet),
+   with its log id, key and local row; the rows of tables keyed by rowid are copied in
+   SQL, no Python per row - temp, fsync, rename, fsync dir. Then ``pending_pull`` is
+   recorded.
    From here a crash redoes everything below from the stage and the replay file.
 2. The apply flag is set, the synced layer switches to the new revision, the local layer is
    dropped whole (pagestore.c rule (16)) and the logical size returns to the synced size:
@@ -19,8 +21,10 @@ The sequence (apply.py drives it; the network is already done and staged):
    ``turso_sync_last_change_id`` row of this client: same generation -> its change id,
    older -> 0; §6.6: never from the server, which may be ahead of the pages), installs the
    capture machinery afresh (generation + 1, the new revision's schema as the synced one),
-   runs the DDL and the row statements above the floor - captured again by the new
-   triggers, so they stay unpushed with new log ids - and commits.
+   runs the DDL and the row statements above the floor - set-based: per table, one
+   ``executemany`` of deletes and one of upserts (the SQL push would send), fed by cursors
+   over the replay file; row by row only with a conflict hook or when a statement fails -
+   captured again by the new triggers, so they stay unpushed with new log ids - and commits.
 5. Metadata switches, the stage and the replay file go, the flag clears.
 
 Readers therefore see the old state (with its local changes) or the new one with them
@@ -41,20 +45,20 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import logging
 import os
 import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from urllib.parse import quote
 
 from ..errors import OperationalError
 from . import capture
-from .changes import Change, Stmt, collect, current_row, statements
-from .._util.atomic import fsync_dir, write_atomic
+from . import replay_file
+from .changes import Change, Stmt, collect, current_row, rowid_changes_sql, statements, upsert_from
+from .._util.atomic import fsync_dir
 from ..storage.files import REPLAY
 
 log = logging.getLogger("turso_dbapi")
-FORMAT = 2
 
 
 def replay_path(replica: str) -> str:
@@ -69,15 +73,11 @@ def remove_replay(replica: str) -> None:
         pass
 
 
-# Values in the replay file: JSON keeps int, float (repr round-trips exactly; inf as
+# DDL statements in the replay file's JSON: int, float (repr round-trips exactly; inf as
 # Infinity), str and None as they are; a blob becomes {"b": base64}.
 def _enc(values: Any) -> Any:
     return [{"b": base64.b64encode(v).decode("ascii")} if isinstance(v, (bytes, bytearray, memoryview)) else v
             for v in values]
-
-
-def _dec(values: Any) -> Tuple[Any, ...]:
-    return tuple(base64.b64decode(v["b"]) if isinstance(v, dict) else v for v in values)
 
 
 def _stmt_json(s: Stmt) -> Any:
@@ -85,7 +85,7 @@ def _stmt_json(s: Stmt) -> Any:
 
 
 def _stmt_of(j: Any) -> Stmt:
-    return Stmt(j[0], _dec(j[1]), j[2], j[3], j[4])
+    return Stmt(j[0], replay_file.decode_values(j[1]), j[2], j[3], j[4])
 
 
 def local_changes(store: Any) -> List[int]:
@@ -101,10 +101,11 @@ def local_changes(store: Any) -> List[int]:
 
 
 def extract(ic: sqlite3.Connection, replica: str, store: Any, display_url: str) -> int:
-    """Step 1: the replay file; returns the number of row changes in it. A replica without
-    change capture (written by a raw connection of this VFS) that has local changes is
-    refused: nothing records them, so setting the layer aside would lose them."""
-    doc: Dict[str, Any] = {"format": FORMAT, "gen": 0, "before": [], "rows": [], "after": []}
+    """Step 1: the replay file (``replay_file``); returns the number of row changes in it.
+    A replica without change capture (written by a raw connection of this VFS) that has
+    local changes is refused: nothing records them, so setting the layer aside would lose
+    them."""
+    doc: Dict[str, Any] = {"gen": 0, "before": [], "after": []}
     if not capture.installed(ic):
         pages = local_changes(store)
         if pages:
@@ -113,22 +114,29 @@ def extract(ic: sqlite3.Connection, replica: str, store: Any, display_url: str) 
                 f"{', '.join(map(str, pages))}...) made without change capture, so pulling would "
                 "lose them; nothing was changed. Open it with turso_dbapi.connect() (which "
                 "installs capture and logs every row) and pull again")
-    else:
-        changes = collect(ic, 0, untracked_rows=True)
-        doc["gen"] = capture.generation(ic)
-        doc["before"] = [_stmt_json(s) for s in changes.before]
-        doc["after"] = [_stmt_json(s) for s in changes.after]
-        tables: Dict[str, Any] = {}
-        for ch in changes.rows:
-            info = changes.infos[ch.table]
-            if ch.table not in tables:
-                tables[ch.table] = [list(info.columns), list(info.pk), info.kind, info.rowid_name,
-                                    info.kind == "pk" and _without_rowid(ic, ch.table)]
-            row = None if ch.row is None else _enc(ch.row[c] for c in info.columns)
-            doc["rows"].append([ch.table, _enc(ch.key), row, ch.change_id])
-        doc["tables"] = tables
-    write_atomic(replay_path(replica), json.dumps(doc, separators=(",", ":")).encode())
-    return len(doc["rows"])
+    out = replay_file.Writer(replay_path(replica))
+    try:
+        if capture.installed(ic):
+            changes = collect(ic, 0, untracked_rows=True, rowid_rows=False)
+            doc["gen"] = capture.generation(ic)
+            doc["before"] = [_stmt_json(s) for s in changes.before]
+            doc["after"] = [_stmt_json(s) for s in changes.after]
+            # Tables keyed by rowid: their logged rows go from the replica to the file in SQL.
+            for name, t in changes.by_rowid.items():
+                out.table(changes.infos[name], False, ic.execute(rowid_changes_sql(changes.infos[name]), (t, 0)))
+            grouped: Dict[str, List[Change]] = {}
+            for ch in changes.rows:  # primary keys, tables without triggers yet
+                grouped.setdefault(ch.table, []).append(ch)
+            for name, chs in grouped.items():
+                info = changes.infos[name]
+                none = (None,) * len(info.columns)
+                out.table(info, info.kind == "pk" and _without_rowid(ic, name),
+                          ((ch.change_id, ch.row is not None, *ch.key,
+                            *(none if ch.row is None else (ch.row[c] for c in info.columns))) for ch in chs))
+        return out.finish(doc)
+    except BaseException:
+        out.discard()
+        raise
 
 
 def _without_rowid(ic: sqlite3.Connection, table: str) -> bool:
@@ -176,31 +184,97 @@ def _server_row(rc: sqlite3.Connection, info: capture.TableInfo, key: Tuple[Any,
 def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Optional[ServerChanges] = None,
            on_conflict: Optional[OnConflict] = None) -> Tuple[int, int]:
     """Step 4 inside the caller's write transaction; (changes replayed, skipped)."""
-    with open(replay_path(replica), encoding="utf-8") as f:
-        doc = json.load(f)
-    gen = int(doc.get("gen", 0))
-    floor = replay_floor(rc, client_id, gen)
-    capture.install(rc, gen=gen + 1)
-    for j in doc["before"]:
-        _run(rc, _stmt_of(j))
+    src = replay_file.Reader(replay_path(replica))
+    try:
+        doc = src.doc
+        gen = int(doc.get("gen", 0))
+        floor = replay_floor(rc, client_id, gen)
+        capture.install(rc, gen=gen + 1)
+        for j in doc["before"]:
+            _run(rc, _stmt_of(j))
+        if on_conflict is None and not src.legacy and attached(rc):
+            replayed = skipped = 0
+            for i, (info, _) in enumerate(src.tables):  # set-based: a few statements per table
+                ok, failed = _replay_table(rc, src, i, info, floor)
+                replayed += ok
+                skipped += failed
+        else:
+            replayed, skipped = _replay_rows(rc, src.all_changes(floor), server, on_conflict)
+        for j in doc["after"]:
+            _run(rc, _stmt_of(j))
+    finally:
+        src.close()
+    capture.ensure_triggers(rc, log_rows=True)  # tables the replayed DDL created
+    return replayed, skipped
+
+
+def attach(rc: sqlite3.Connection, replica: str) -> bool:
+    """Attach the replay file (format 3) to ``rc`` as ``tdb_replay``, read-only, before its
+    write transaction begins (SQLite attaches outside transactions only): the set-based
+    replay reads it in SQL. False when there is none (or a format 2 file)."""
+    path = replay_path(replica)
+    if not replay_file.is_sqlite(path):
+        return False
+    rc.execute("ATTACH DATABASE ? AS tdb_replay", (f"file:{quote(path)}?mode=ro",))
+    return True
+
+
+def _replay_table(rc: sqlite3.Connection, src: replay_file.Reader, i: int, info: capture.TableInfo,
+                  floor: int) -> Tuple[int, int]:
+    """Table i's changes above ``floor`` in two statements over the attached replay file:
+    the deletes (one DELETE ... IN; for a primary key other than the rowid, an
+    ``executemany`` of NULL-safe deletes, which an upsert whose key holds a NULL also
+    needs first), then the upserts as one INSERT ... SELECT ... ON CONFLICT, oldest change
+    first. If one fails (a constraint the new revision breaks), the table is redone row by
+    row: every statement is idempotent, and the rows that cannot be applied are skipped
+    with a warning."""
+    n = src.count(i, floor)
+    if not n:
+        return 0, 0
+    nk = replay_file.key_width(info)
+    keys = [f"k{j}" for j in range(nk)]
+    cols = ", ".join((["k0"] if info.kind == "rowid" else []) + [f"c{j}" for j in range(len(info.columns))])
+    table = f"tdb_replay.r{i}"
+    try:
+        if info.kind == "pk":
+            null_key = " OR ".join(f"{k} IS NULL" for k in keys)
+            delete_sql = statements(info, Change(info.name, (1,) * nk, None, 0))[0].sql
+            rc.executemany(delete_sql, src.select(i, keys, floor, f"NOT present OR {null_key}"))
+        else:
+            key = capture.qi(info.pk[0]) if info.kind == "alias" else info.rowid_name
+            rc.execute(f"DELETE FROM {capture.qi(info.name)} WHERE {key} IN "
+                       f"(SELECT k0 FROM {table} WHERE m > ? AND NOT present)", (floor,))
+        rc.execute(upsert_from(info, f"SELECT {cols} FROM {table} WHERE m > ? AND present ORDER BY m"), (floor,))
+        return n, 0
+    except sqlite3.Error:
+        ok = failed = 0
+        for ch in src.changes(i, floor):
+            if _apply(rc, info, ch, None):
+                ok += 1
+            else:
+                failed += 1
+        return ok, failed
+
+
+def attached(rc: sqlite3.Connection) -> bool:
+    return any(row[1] == "tdb_replay" for row in rc.execute("PRAGMA database_list"))
+
+
+def _replay_rows(rc: sqlite3.Connection, rows: List[Tuple[capture.TableInfo, bool, Change]],
+                 server: Optional[ServerChanges], on_conflict: Optional[OnConflict]) -> Tuple[int, int]:
+    """Replay change by change, oldest first (with a conflict hook, or a format 2 file)."""
     replayed = skipped = 0
-    infos = {name: (capture.TableInfo(name, tuple(t[0]), tuple(t[1]), t[2], t[3]), bool(t[4]))
-             for name, t in doc.get("tables", {}).items()}
     run: List[Tuple[capture.TableInfo, Change]] = []  # consecutive rows of one SQL shape
-    for table, key, values, change_id in doc["rows"]:
-        if change_id <= floor:
-            continue
-        info, without_rowid = infos[table]
-        row = None if values is None else dict(zip(info.columns, _dec(values)))
-        ch = Change(table, _dec(key), row, change_id)
+    for info, without_rowid, ch in rows:
         if on_conflict is not None:
             theirs = _server_row(rc, info, ch.key)
-            if theirs != row and (server is None or server.changed(info, ch.key, without_rowid)):
-                decision = on_conflict(Conflict(ch.table, ch.key, row, theirs))
-                ch = _decide(ch, decision)
-                if ch is None:
+            if theirs != ch.row and (server is None or server.changed(info, ch.key, without_rowid)):
+                decision = on_conflict(Conflict(ch.table, ch.key, ch.row, theirs))
+                decided = _decide(ch, decision)
+                if decided is None:
                     skipped += 1
                     continue
+                ch = decided
             if _apply(rc, info, ch, on_conflict):
                 replayed += 1
             else:
@@ -208,12 +282,7 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
             continue
         run.append((info, ch))
     ok, failed = _apply_runs(rc, run)
-    replayed += ok
-    skipped += failed
-    for j in doc["after"]:
-        _run(rc, _stmt_of(j))
-    capture.ensure_triggers(rc, log_rows=True)  # tables the replayed DDL created
-    return replayed, skipped
+    return replayed + ok, skipped + failed
 
 
 def _apply_runs(rc: sqlite3.Connection, changes: List[Tuple[capture.TableInfo, Change]]) -> Tuple[int, int]:
