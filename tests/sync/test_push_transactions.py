@@ -180,3 +180,20 @@ def test_a_replica_with_the_previous_capture_is_upgraded_and_keeps_its_log(turso
     assert result.rows == 2
     assert turso_server.db_sql("SELECT id, v FROM t ORDER BY id") == [["1", "before the upgrade"], ["2", "after"]]
     conn.close()
+
+
+def test_a_wal_replica_marks_its_transactions_and_push_cuts_between_them(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    with FaultProxy(turso_server.url) as proxy:
+        conn = turso_dbapi.connect(proxy.base_url, local_path=str(tmp_path / "r.db"), push_operations_threshold=2)
+        assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+        for rows in ([1, 2, 3], [4], [5, 6]):  # the WAL write lock starts each transaction
+            conn.executemany("INSERT INTO t VALUES (?, 'w')", [(i,) for i in rows])
+            conn.commit()
+        assert [x is not None for (x,) in conn.execute(f"SELECT x FROM {capture.LOG} ORDER BY id")] == [
+            True, False, False, True, True, False]
+        proxy.clear()
+        conn.push()
+        batches = _batches(proxy)
+    assert [_ids(b) for b in batches] == [[1, 2, 3], [4, 5, 6]]
+    assert turso_server.db_sql("SELECT COUNT(*) FROM t") == [["6"]]
