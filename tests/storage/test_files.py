@@ -16,7 +16,7 @@ def test_every_suffix_literal_in_the_c_core_is_one_of_the_named_files():
     found = set()
     for source in NATIVE.glob("*.[ch]"):
         found |= set(re.findall(r'"(-tdb[a-z.]*)"', source.read_text()))
-    assert found == {files.LOCAL, files.SIDECAR}
+    assert found == {files.LOCAL, files.SIDECAR, files.WAL_SYNCED}
     assert found <= set(files.ALL_SUFFIXES)
 
 
@@ -25,7 +25,8 @@ def test_the_suffixes_are_pinned():
     assert (files.LOCAL, files.SIDECAR, files.CACHE_META, files.SYNC_META) == (
         "-tdblocal", "-tdbmap", "-tdbmeta.json", "-tdbsync.json")
     assert (files.LOCK, files.PULL_LOCK, files.STAGE) == ("-tdbsync.lock", "-pull-tdbsync.lock", "-tdbpull")
-    assert files.STORE_SUFFIXES == ("", "-tdblocal", "-tdbmap", "-tdbmeta.json", "-journal", "-wal", "-shm")
+    assert files.STORE_SUFFIXES == ("", "-tdblocal", "-tdbmap", "-tdbmeta.json", "-journal", "-wal", "-shm",
+                                    "-tdbwalsync")
 
 
 def test_remove_store_files_keeps_sync_metadata_locks_and_stage(tmp_path):

@@ -9,7 +9,8 @@ every page lazily),
 
 KILL_AT is where the process SIGKILLs itself: ``never``, ``<hook>:<n>`` (the n-th call of a
 hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``,
-``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``;
+``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``, ``wal.record``,
+``wal.append``;
 ``meta.save:1`` is the pending-apply record, ``meta.save:2`` the switch), or
 ``after:<seconds>`` (a timer: a random point chosen by the caller). It prints "ready"
 when the replica is open, then "done <seconds the operation took>" if it was not killed
@@ -37,6 +38,8 @@ HOOKS = {
     "rebase.replay": ("turso_dbapi.sync.rebase", "replay"),  # replayed, not yet committed
     "push.batch": ("turso_dbapi.sync.push", "Pipeline.call"),  # the server committed a batch
     "fetch.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "fill"),
+    "wal.record": ("turso_dbapi.storage.wal_writer", "record"),  # WAL replica: frames listed
+    "wal.append": ("turso_dbapi.storage.wal_writer", "append"),  # ... and committed in the WAL
 }
 # The same point reached through another call: the replay file extracted ahead of the lock
 # is published under it by Prepared.use (rebase.extract runs only when that one is stale).

@@ -242,22 +242,21 @@ def test_a_stage_left_before_the_apply_began_is_discarded(turso_server, tmp_path
     assert conn.pull() is True and conn.execute("SELECT MAX(v) FROM t").fetchall() == [(2,)]
 
 
-def test_journal_mode_wal_returns_the_mode_in_effect_and_pull_keeps_working(turso_server, tmp_path):
-    # issue 17 step 1: apps switch to WAL at start-up; SQLite's own contract where a mode
-    # cannot be set is to return the mode in effect, without an error
+def test_journal_mode_wal_switches_the_replica_and_pull_keeps_working(turso_server, tmp_path):
+    # issue 17: apps switch to WAL at start-up; on a replica it really switches (WAL replicas:
+    # tests/sync/test_wal_replica.py)
     rows_table(turso_server, 10)
     conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
     for spelling in ("WAL", "wal", "w", "Wa"):  # SQLite takes any prefix of a mode's name
-        assert conn.execute(f"PRAGMA journal_mode={spelling}").fetchall() == [("delete",)]
-    assert conn.execute("PRAGMA journal_mode = truncate").fetchall() == [("truncate",)]
-    assert conn.execute("PRAGMA main.journal_mode=WAL").fetchall() == [("truncate",)]
-    conn.execute("PRAGMA locking_mode=EXCLUSIVE")  # where SQLite needs no shared memory for WAL
-    assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("truncate",)]
-    conn.execute("PRAGMA locking_mode=NORMAL")
-    conn.execute("SELECT 1").fetchall()  # drops the exclusive lock
+        assert conn.execute(f"PRAGMA journal_mode={spelling}").fetchall() == [("wal",)]
     turso_server.db_sql("UPDATE t SET v = 3")
-    assert conn.pull() is True  # pull refuses a replica whose page 1 says WAL: none was written
+    assert conn.pull() is True
     assert conn.execute("SELECT MAX(v) FROM t").fetchall() == [(3,)]
+    assert conn.execute("PRAGMA journal_mode = delete").fetchall() == [("delete",)]  # and back
+    turso_server.db_sql("UPDATE t SET v = 4")
+    assert conn.pull() is True
+    assert conn.execute("SELECT MAX(v) FROM t").fetchall() == [(4,)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 def test_a_large_pull_streams_to_disk_and_a_cut_reply_starts_over(tmp_path):
@@ -386,8 +385,8 @@ def test_a_user_authorizer_does_not_change_what_journal_mode_wal_does(turso_serv
         seen.append(action)
         return turso_dbapi.SQLITE_OK
 
-    conn.set_authorizer(mine)  # the VFS answers the pragma, not an authorizer of ours
-    assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("delete",)] and seen
+    conn.set_authorizer(mine)  # no authorizer of ours decides what the pragma does
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)] and seen
     turso_server.db_sql("UPDATE t SET v = 3")
     assert conn.pull() is True
     assert conn.execute("SELECT MAX(v) FROM t").fetchall() == [(3,)]

@@ -76,6 +76,11 @@
 **       one lock, one pwritev per run of consecutive pages (the page bytes of the run,
 **       then each page's CRC word: (8) holds per run), the same answer per page.
 **
+**   (20) WAL replicas: tdb_store_backfill_synced: a checkpoint's write of a pulled page goes
+**       to the synced layer (and clears the page's local entry); vfs.c rule (18) decides.
+**       The synced size grows as pulled pages arrive that way (tdb_store_raise_remote_size:
+**       never the logical size, which old snapshots read); a pull never changes either.
+**
 **   (18) A read-only store (tdb_store_open_readonly: a replica opened with readonly=true,
 **       maybe on a read-only filesystem) opens its three files O_RDONLY and maps the
 **       sidecar PROT_READ; nothing is ever written: put_synced, writes, truncation,
@@ -147,6 +152,7 @@ static __thread int t_py_failed; /* (14) */
 #define CNT(s, f, n) __atomic_fetch_add(&(s)->c.f, (n), __ATOMIC_RELAXED)
 
 static uint32_t crc_tag(uint32_t crc) { return crc ? crc : 1; }
+static void raise_logical(tdb_store *s, uint64_t end);
 
 static uint64_t hdr_u64(tdb_store *s, size_t off) {
     return __atomic_load_n((uint64_t *)(s->map + off), __ATOMIC_ACQUIRE);
@@ -429,6 +435,7 @@ void tdb_store_release(tdb_store *s) {
 /* ---------------------------------------------------------------- accessors */
 
 uint32_t tdb_store_page_size(tdb_store *s) { return s->page_size; }
+const char *tdb_store_path(tdb_store *s) { return s->path; }
 void *tdb_store_py_handle(tdb_store *s) { return s->py_handle; }
 uint64_t tdb_store_remote_size(tdb_store *s) { return hdr_u64(s, OFF_REMOTE); }
 uint64_t tdb_store_logical_size(tdb_store *s) { return hdr_u64(s, OFF_LOGICAL); } /* (1) */
@@ -508,6 +515,29 @@ int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int ov
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+/* (20) A checkpoint of a WAL replica writes a pulled page (wal_index.c rule (8)): it is
+** the synced version, so it goes to the synced layer (the synced size grows to hold it),
+** and the page holds no local change any more. Returns an SQLite code. */
+void tdb_store_raise_remote_size(tdb_store *s, uint64_t size) {
+    if (s->readonly) return;
+    pthread_mutex_lock(&s->mu);
+    if (hdr_u64(s, OFF_REMOTE) < size) hdr_set_u64(s, OFF_REMOTE, size);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int tdb_store_backfill_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf) {
+    if (s->readonly) return TDB_SQLITE_READONLY;
+    uint64_t end = (uint64_t)pgno * s->page_size;
+    tdb_store_raise_remote_size(s, end);
+    if (tdb_store_put_synced(s, pgno, buf, 1, 0) != 1) return TDB_SQLITE_IOERR_WRITE;
+    if (covered(s, pgno)) {
+        __atomic_store_n(&entry(s, pgno)[1], 0, __ATOMIC_RELEASE);
+        __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~F_LOCAL_OK, __ATOMIC_RELAXED);
+    }
+    raise_logical(s, end);
+    return TDB_SQLITE_OK;
 }
 
 /* Write iov[0, cnt) at off, whole (retrying short writes). 0, or -1. */
@@ -741,6 +771,17 @@ int tdb_store_read_page(tdb_store *s, uint32_t pgno, uint8_t *out) {
     /* Python-side read of one page as SQLite would see it; no network (0 when absent). */
     int rc = page_copy(s, pgno, out, 0, s->page_size);
     return rc == PG_READY ? 1 : (rc == PG_ABSENT ? 0 : -rc);
+}
+
+/* (20) The synced layer's page alone (WAL replicas: the version a pull reverts a local page
+** to); 1 read, 0 absent or failing its CRC (never dropped here: the miss path does that). */
+int tdb_store_read_synced(tdb_store *s, uint32_t pgno, uint8_t *out) {
+    uint32_t sc = synced_crc(s, pgno);
+    size_t got;
+    if (!sc) return 0;
+    if (pread_full(s->fd_synced, out, s->page_size, (off_t)(pgno - 1) * s->page_size, &got) != 0)
+        return -TDB_SQLITE_IOERR_READ;
+    return got == s->page_size && crc_tag(tdb_crc32c(0, out, s->page_size)) == sc;
 }
 
 /* ---------------------------------------------------------------- writes */

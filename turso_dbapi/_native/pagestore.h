@@ -55,10 +55,12 @@ int tdb_store_put_synced_many(tdb_store *s, const uint8_t *buf, const uint32_t *
                               const uint32_t *offsets, uint32_t n, int overwrite);
 int tdb_store_page_state(tdb_store *s, uint32_t pgno);
 int tdb_store_read_page(tdb_store *s, uint32_t pgno, uint8_t *out);
+int tdb_store_read_synced(tdb_store *s, uint32_t pgno, uint8_t *out); /* (20) */
 uint64_t tdb_store_remote_size(tdb_store *s);
 uint64_t tdb_store_logical_size(tdb_store *s);
 uint32_t tdb_store_max_pages(tdb_store *s); /* highest page this store can ever hold */
 void tdb_store_set_remote_size(tdb_store *s, uint64_t size);
+void tdb_store_raise_remote_size(tdb_store *s, uint64_t size); /* (20) remote only, never down */
 uint32_t tdb_store_first_absent(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
 /* first page held in the local layer in [from, to] (to = 0: the whole map), or 0 */
 uint32_t tdb_store_first_local(tdb_store *s, uint32_t from_pgno, uint32_t to_pgno);
@@ -124,5 +126,7 @@ uint32_t tdb_store_page_size(tdb_store *s);
 void *tdb_store_py_handle(tdb_store *s);
 void tdb_set_py_failure(void);   /* (14) */
 void tdb_clear_py_failure(void); /* (14) */
+int tdb_store_backfill_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf); /* (20) */
+const char *tdb_store_path(tdb_store *s);
 
 #endif

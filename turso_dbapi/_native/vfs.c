@@ -51,6 +51,21 @@
 **       mode in effect, without an error (as it does where WAL cannot be set, e.g.
 **       ":memory:"). Holds whatever authorizer the user installs, and in exclusive
 **       locking mode, where SQLite would otherwise switch to WAL without shared memory.
+**   (17) "PRAGMA tdb_wal_job=<token>" on a lazy main database runs the wal_index.c job of
+**       that token (a pull's frames and wal-index update, WAL replicas) with this file's
+**       shm methods, at prepare time, on the connection that holds the WAL write lock.
+**       The hook answers SQLITE_NOTFOUND (the outcome is in the job): SQLite then treats it
+**       as an unknown pragma, a statement without result columns.
+**   (18) Between SQLITE_FCNTL_CKPT_START and _DONE (SQLite's checkpoint brackets its
+**       writes to the database file with them) a whole-page write whose WAL frame is a
+**       pulled one (wal_index.c rule (8)) goes to the synced layer; every other write is
+**       local. Without those brackets (SQLite < 3.32) every write is local: never wrong,
+**       the next pull reverts such pages to the same bytes.
+**   (19) WAL replicas: a read transaction starts with a shared xShmLock on a read mark; when
+**       the apply flag is set it is refused (SQLITE_BUSY: SQLite's WAL retry loop tries
+**       again) unless Python says this thread applies or a dead puller's apply was
+**       finished (the same callback as (13)). Read transactions already open keep their
+**       snapshot: the apply only appends to the WAL.
 **   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
 **       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
 **       layer, and serving it directly would read holes as zeros.
@@ -60,6 +75,7 @@
 */
 #include "vfs.h"
 #include "pagestore.h"
+#include "wal_index.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -127,6 +143,7 @@ struct tdb_sqlite3_vfs {
 #define SQLITE_OK 0
 #define SQLITE_ERROR 1
 #define SQLITE_BUSY 5
+#define SQLITE_NOTFOUND 12
 #define SQLITE_IOERR 10
 #define SQLITE_IOERR_LOCK (10 | (15 << 8))
 #define SQLITE_LOCK_NONE 0
@@ -139,6 +156,10 @@ struct tdb_sqlite3_vfs {
 #define SQLITE_FCNTL_SIZE_HINT 5
 #define SQLITE_FCNTL_MMAP_SIZE 18
 #define SQLITE_FCNTL_PRAGMA 14
+#define SQLITE_FCNTL_CKPT_DONE 37
+#define SQLITE_FCNTL_CKPT_START 39
+#define SQLITE_SHM_UNLOCK 1
+#define WAL_READ_LOCK0 3
 #define SQLITE_IOCAP_BATCH_ATOMIC 0x00004000
 
 /* sqlite3_api_routines slots (append-only table of function pointers). */
@@ -156,7 +177,9 @@ typedef struct TdbFile {
     tdb_store *store;  /* NULL: pass-through */
     uint64_t conn_id;
     uint32_t no_wal;   /* (16) */
-    uint32_t pad;      /* keeps the real file 16-byte aligned */
+    uint32_t pad;
+    tdb_wi_ckpt *ckpt; /* (18) set between SQLITE_FCNTL_CKPT_START and _DONE */
+    uint64_t pad2;     /* keeps the real file 16-byte aligned */
 } TdbFile;
 
 #define REAL(p) ((tdb_file *)(((TdbFile *)(p)) + 1))
@@ -233,6 +256,8 @@ static const tdb_io_methods pass_methods = {
 
 static int lzClose(tdb_file *f) {
     TdbFile *p = (TdbFile *)f;
+    tdb_wi_ckpt_end(p->ckpt);
+    p->ckpt = NULL;
     int rc = REAL(f)->pMethods->xClose(REAL(f));
     tdb_store_release(p->store);
     p->store = NULL;
@@ -242,8 +267,19 @@ static int lzRead(tdb_file *f, void *b, int n, sqlite3_int64 o) {
     TdbFile *p = (TdbFile *)f;
     return tdb_store_read(p->store, p->conn_id, b, n, o); /* (2)(3)(6)(7) */
 }
+static int shm_map_fn(void *f, int pg, int sz, int ext, void volatile **pp) {
+    return ptShmMap((tdb_file *)f, pg, sz, ext, pp);
+}
+static void shm_barrier_fn(void *f) { ptShmBarrier((tdb_file *)f); }
 static int lzWrite(tdb_file *f, const void *b, int n, sqlite3_int64 o) {
     TdbFile *p = (TdbFile *)f;
+    uint32_t ps = tdb_store_page_size(p->store);
+    if (p->ckpt && (uint32_t)n == ps && o % ps == 0) { /* (18) */
+        tdb_wi_shm shm = {f, shm_map_fn, shm_barrier_fn};
+        uint32_t pgno = (uint32_t)(o / ps) + 1;
+        if (tdb_wi_ckpt_is_synced(p->ckpt, &shm, pgno, b))
+            return tdb_store_backfill_synced(p->store, pgno, b);
+    }
     return tdb_store_write(p->store, p->conn_id, b, n, o); /* (5) */
 }
 static int lzTruncate(tdb_file *f, sqlite3_int64 n) {
@@ -268,7 +304,24 @@ static void refuse_wal(char **arg) {
     arg[2][0] = '?'; /* names no mode: SQLite returns the mode in effect */
 }
 static int lzFileControl(tdb_file *f, int op, void *a) {
-    if (op == SQLITE_FCNTL_PRAGMA && ((TdbFile *)f)->no_wal) refuse_wal((char **)a);
+    TdbFile *p = (TdbFile *)f;
+    if (op == SQLITE_FCNTL_PRAGMA) {
+        char **arg = (char **)a;
+        if (arg[1] && strcasecmp(arg[1], "tdb_wal_job") == 0) { /* (17) */
+            tdb_wi_shm shm = {f, shm_map_fn, shm_barrier_fn};
+            tdb_wi_run(arg[2] ? strtoull(arg[2], NULL, 10) : 0, &shm);
+            return SQLITE_NOTFOUND; /* the outcome is in the job; the pragma then does nothing */
+        }
+        if (p->no_wal) refuse_wal(arg);
+    }
+    if (op == SQLITE_FCNTL_CKPT_START) { /* (18) */
+        tdb_wi_shm shm = {f, shm_map_fn, shm_barrier_fn};
+        tdb_wi_ckpt_end(p->ckpt);
+        p->ckpt = tdb_wi_ckpt_begin(&shm, tdb_store_path(p->store), tdb_store_page_size(p->store));
+    } else if (op == SQLITE_FCNTL_CKPT_DONE) {
+        tdb_wi_ckpt_end(p->ckpt);
+        p->ckpt = NULL;
+    }
     if (op == SQLITE_FCNTL_SIZE_HINT) return SQLITE_OK; /* (11) */
     if (op == SQLITE_FCNTL_MMAP_SIZE) {                 /* (4) */
         *(sqlite3_int64 *)a = 0;
@@ -301,7 +354,18 @@ static int lzLock(tdb_file *f, int level) {
     return lzApplyInProgress(f);
 }
 static int lzShmLock(tdb_file *f, int o, int n, int fl) {
-    if (fl == (SQLITE_SHM_LOCK | SQLITE_SHM_SHARED)) tdb_clear_py_failure(); /* (14) */
+    if (fl == (SQLITE_SHM_LOCK | SQLITE_SHM_SHARED)) {
+        TdbFile *p = (TdbFile *)f;
+        tdb_clear_py_failure(); /* (14) */
+        if (o >= WAL_READ_LOCK0 && tdb_store_applying(p->store)) { /* (19) */
+            int r = tdb_py_applying(tdb_store_py_handle(p->store), p->conn_id);
+            if (r == TDB_APPLY_BUSY) return SQLITE_BUSY;
+            if (r != TDB_APPLY_RECOVERED && r != TDB_APPLY_PROCEED) {
+                tdb_set_py_failure(); /* (14) */
+                return SQLITE_IOERR_LOCK;
+            }
+        }
+    }
     return ptShmLock(f, o, n, fl);
 }
 static int lzDeviceCharacteristics(tdb_file *f) {

@@ -9,6 +9,7 @@ suffix                 what                                                     
 ``-tdblocal``          local layer: pages written locally                          every replica
 ``-tdbmap``            sidecar: presence bits, CRCs, apply flag (pagestore.c)      every replica
 ``-tdbmeta.json``      what the cache holds: URL, version, page size, identity     every replica
+``-tdbwalsync``        a WAL replica's pulled frames (``storage.wal_writer``)      Turso, WAL
 ``-tdbsync.json``      sync metadata of a Turso replica (``sync.metadata``)        Turso
 ``-tdbsync.lock``      bootstrap/open lock (flock)                                 Turso
 ``-pull-tdbsync.lock`` pull lock (flock; the lock of the path ``P-pull``)          Turso
@@ -19,8 +20,9 @@ suffix                 what                                                     
 ``-journal`` ...       SQLite's own (``-journal``, ``-wal``, ``-shm``)             any
 =====================  =========================================================  ============
 
-The C side uses two of these literally (``pagestore.c`` derives ``-tdblocal`` and
-``-tdbmap``; ``vfs.c`` looks for ``-tdbmap``, rule (12)); ``tests/storage/test_files.py``
+The C side uses three of these literally (``pagestore.c`` derives ``-tdblocal`` and
+``-tdbmap``; ``vfs.c`` looks for ``-tdbmap``, rule (12); ``wal_index.c`` reads
+``-tdbwalsync``); ``tests/storage/test_files.py``
 checks that every ``-tdb...`` literal in the C sources is one of the names here.
 """
 
@@ -34,6 +36,7 @@ from typing import Any
 LOCAL = "-tdblocal"
 SIDECAR = "-tdbmap"
 CACHE_META = "-tdbmeta.json"
+WAL_SYNCED = "-tdbwalsync"
 SYNC_META = "-tdbsync.json"
 LOCK = "-tdbsync.lock"
 PULL_LOCK = "-pull" + LOCK
@@ -44,7 +47,7 @@ PUSH_LOCK = "-push" + LOCK
 SQLITE_SUFFIXES = ("-journal", "-wal", "-shm")
 
 # What a replica's store consists of; a fresh cache (or a bootstrap) starts without them.
-STORE_SUFFIXES = ("", LOCAL, SIDECAR, CACHE_META) + SQLITE_SUFFIXES
+STORE_SUFFIXES = ("", LOCAL, SIDECAR, CACHE_META) + SQLITE_SUFFIXES + (WAL_SYNCED,)
 ALL_SUFFIXES = STORE_SUFFIXES + (SYNC_META, LOCK, PULL_LOCK, STAGE, STAGE + ".tmp", REPLAY, PUSH_STATE, PUSH_LOCK)
 
 

@@ -123,6 +123,11 @@ class PageStore:
         self._lib.tdb_store_set_remote_size(self._p, size)
 
     # pages ---------------------------------------------------------------------------
+    def raise_remote_size(self, size: int) -> None:
+        """WAL replicas: the synced layer may hold pages up to ``size`` bytes (the size
+        SQLite sees is unchanged: old snapshots read it)."""
+        self._lib.tdb_store_raise_remote_size(self._p, size)
+
     def state(self, pgno: int) -> int:
         return int(self._lib.tdb_store_page_state(self._p, pgno))
 
@@ -188,6 +193,14 @@ class PageStore:
             raise OperationalError(
                 f"page store {self.path}: page {pgno} failed its check (code {-rc})"
             )
+        return bytes(self._ffi.buffer(buf, self.page_size)) if rc == 1 else None
+
+    def read_synced(self, pgno: int) -> Optional[bytes]:
+        """The synced layer's page (no local layer, no network), or None when absent."""
+        buf = self._ffi.new("uint8_t[]", self.page_size)
+        rc = self._lib.tdb_store_read_synced(self._p, pgno, buf)
+        if rc < 0:
+            raise OperationalError(f"page store {self.path}: page {pgno} could not be read")
         return bytes(self._ffi.buffer(buf, self.page_size)) if rc == 1 else None
 
     def first_absent(self, start: int = 1, end: Optional[int] = None) -> int:

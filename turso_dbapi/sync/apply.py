@@ -44,7 +44,7 @@ from ..storage import files, header
 from ..storage.apply_flag import ApplyFlag
 from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
-from . import capture, internal, metadata as sync_meta, rebase
+from . import capture, internal, metadata as sync_meta, rebase, wal_apply
 from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
 
@@ -149,8 +149,19 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
         raise ProtocolError(f"pull from {display_url}: {problem}; nothing was changed",
                             url=display_url)
     timeout = LOCK_TIMEOUT if timeout is None else timeout
+
+    def lock_error(exc: Exception) -> Exception:
+        return OperationalError(
+            f"pull from {display_url}: could not lock the replica {replica} within {timeout:g} s "
+            f"({exc}): another connection is inside a transaction. Nothing was changed; "
+            "finish that transaction and pull again")
+
     started = False
     ic = internal.connect(replica, conn_id, timeout)
+    if wal_apply.is_wal(ic):  # a WAL replica: the pull is one commit into the WAL
+        ic.close()
+        return wal_apply.apply_wal(store, replica, conn_id, display_url, staged, timeout, on_conflict,
+                                   lock_error)
     flag: Optional[ApplyFlag] = None
     prepared: Optional[rebase.Prepared] = None
     try:
@@ -162,10 +173,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
         try:
             ic.execute("BEGIN EXCLUSIVE")
         except sqlite3.OperationalError as exc:
-            raise OperationalError(
-                f"pull from {display_url}: could not lock the replica {replica} within {timeout:g} s "
-                f"({exc}): another connection is inside a transaction. Nothing was changed; "
-                "finish that transaction and pull again") from None
+            raise lock_error(exc) from None
         try:
             meta = sync_meta.load(replica)
             if meta is None:

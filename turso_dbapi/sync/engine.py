@@ -4,7 +4,8 @@
 
 1. the pull lock (``bootstrap.pull_lock``: one pull of a replica at a time, across
    processes); an apply a crash left half done (``pending_pull``) is finished first;
-2. a replica switched to WAL (a user who replaced our authorizer) is refused;
+2. a replica in WAL mode is pulled like any other; its apply commits into the WAL
+   (``sync.wal_apply``);
 3. network, with no SQLite lock held: ``/pull-updates`` since the synced revision, its pages
    streamed to the stage file (``stage.StageWriter``) as they arrive, then - still without
    a lock - the pages the apply and the replay will read that the synced layer lacks, at
@@ -37,12 +38,12 @@ from ..errors import OperationalError
 from ..fetch.btree_readahead import hints_for
 from ..protocol.revision import same_history
 from ..sources.turso import history_reset
-from ..storage import apply_flag
+from ..storage import apply_flag, wal_writer
 from ..storage.pagestore import PG_SYNCED, PageStore
 from ..url import redact
 from . import apply as pull_apply
 from . import metadata as sync_meta
-from . import rebase
+from . import rebase, wal_apply
 from .bootstrap import pull_lock
 from .stage import StageWriter
 
@@ -58,17 +59,6 @@ def load_meta(path: str) -> sync_meta.SyncMeta:
 class Pulled:
     changed: bool  # pages changed (conn.pull()'s answer)
     apply_misses: int = 0  # page misses inside the apply's lock (fetched there: partial mode)
-
-
-def refuse_wal(store: PageStore, display_url: str) -> None:
-    """(2) A connection whose authorizer was replaced can still switch the replica to
-    WAL; a pull can neither lock nor keep such a replica coherent (DESIGN §2.5)."""
-    page1 = store.read_page(1)
-    if page1 is not None and (page1[18] == 2 or page1[19] == 2):
-        raise OperationalError(
-            f"pull from {display_url}: the replica {store.path} was switched to WAL mode "
-            "(PRAGMA journal_mode=WAL with our authorizer replaced), which pull cannot keep coherent; "
-            "nothing was changed. Run PRAGMA journal_mode=DELETE on it and pull again")
 
 
 def replay_pages(store: PageStore, staged: Any, db_size: int) -> List[int]:
@@ -97,7 +87,6 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int,
     """Network first (no lock), then a coherent apply with the local changes replayed.
     The caller checked that its connection is outside a transaction."""
     url = source.display_url
-    refuse_wal(store, url)  # (2)
     with pull_lock(path):  # (1) one pull per replica at a time
         meta = load_meta(path)
         if meta.pending_pull is not None:  # an apply was interrupted: finish it first
@@ -113,6 +102,13 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int,
                                     f"{meta.synced_revision!r}, the server at {reply.revision!r}")
             if stage.count:  # still no lock held
                 needed = replay_pages(store, stage.pgnos, reply.db_size)
+                if wal_writer.peek_state(path) is not None:  # a WAL replica: its local frames too
+                    needed = sorted(set(needed) | set(wal_apply.prefetch_pages(
+                        store, path, stage.pgnos, reply.db_size, meta.db_size_pages)))
+                    old = wal_apply.old_versions_needed(store, path, stage.pgnos)
+                    if old:  # kept for readers of older snapshots (wal_apply.old_versions_needed)
+                        for p, data in source.fetch_at(old, meta.synced_revision or "").pages.items():
+                            store.put_synced(p, data)
                 if needed:
                     for p, data in source.fetch_at(needed, reply.revision).pages.items():
                         stage.add(p, data)

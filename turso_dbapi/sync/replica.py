@@ -16,10 +16,9 @@ connection's source re-reads the pin from the metadata at each miss (its ``pin``
 parameter: one small file read next to a network round trip), so a pull by any connection
 of any process moves it, and a page re-fetched after a torn write is of the right revision.
 
-Journal mode: the replica stays in rollback-journal mode (DESIGN §2.5) until WAL replicas
-are proven. ``PRAGMA journal_mode=WAL`` never raises: like SQLite where a mode cannot be set,
-it returns the mode in effect ("delete"). The VFS does it (vfs.c rule (16), URI parameter
-``tdbnowal``), so it holds for every connection whatever authorizer its user sets.
+Journal mode: a replica starts in rollback-journal mode (DESIGN §2.5); ``PRAGMA
+journal_mode=WAL`` switches it to WAL for good (as with any SQLite file), and pulls then commit
+into the WAL (``sync.wal_apply``): readers of every process keep their snapshot during a pull.
 
 Two-way sync: change capture (``capture``) is installed at open on a replica that has none;
 ``push()`` is ``sync.push``; ``pull()`` rebases (``sync.rebase``).
@@ -80,7 +79,9 @@ class TursoStats(StatsRecord):
     Network counters are this connection's (body bytes, as pyturso counts them; bootstrap
     included when this connection bootstrapped). ``cdc_operations`` = ``pending_changes``:
     changed rows not pushed yet (our log records keys, not statements, so it counts rows,
-    not pyturso's CDC rows). The WAL sizes are 0: the replica runs in rollback-journal mode.
+    not pyturso's CDC rows). ``main_wal_size``: bytes of ``<replica>-wal`` (0 in
+    rollback-journal mode); ``revert_wal_size`` is 0 (no revert log: local frames are told
+    apart by ``-tdbwalsync``, storage.wal_writer).
     """
 
     revision: Optional[str]
@@ -145,7 +146,7 @@ class TursoReplica(RemoteReplica):
         return TursoStats(
             revision=meta.synced_revision, network_sent_bytes=net["bytes_sent"],
             network_received_bytes=net["bytes_received"], last_pull_unix_time=meta.last_pull_unix_time,
-            last_push_unix_time=pushed.get("last_push_unix_time"), cdc_operations=waiting, main_wal_size=0,
+            last_push_unix_time=pushed.get("last_push_unix_time"), cdc_operations=waiting, main_wal_size=_size(self.path + "-wal"),
             revert_wal_size=0, requests=net["requests"], pages_fetched=net["pages_fetched"],
             retries=net["retries"], hits=c["hits"], misses=c["misses"], pages_read=c["pages_read"],
             prefetched=c["prefetched"], prefetch_used=c["prefetch_used"], crc_failures=c["crc_failures"],
@@ -292,8 +293,9 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
         raise OperationalError(
             f"unable to open the read-only replica {path}: a pull was interrupted mid-apply; "
             "finishing it writes the replica: open it once without readonly")
-    # nowal: the VFS answers PRAGMA journal_mode=WAL with the mode in effect (vfs.c (16))
-    conn = open_connection(replica_uri(path, conn_id, nowal=True, readonly=readonly), factory,
+    # PRAGMA journal_mode=WAL really switches the replica: pulls commit into the WAL then
+    # (sync.wal_apply). A read-only replica cannot switch (SQLite answers the mode in effect).
+    conn = open_connection(replica_uri(path, conn_id, readonly=readonly), factory,
                            connect_kwargs, connection_class)
     # An INSERT OR REPLACE that deletes a row through another UNIQUE key fires the capture's
     # delete trigger only with recursive triggers on (SQLite: "REPLACE ... delete triggers
@@ -333,6 +335,13 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int) -> Non
             raise
     finally:
         ic.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _saved_url(url: str) -> str:

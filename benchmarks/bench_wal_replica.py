@@ -1,0 +1,189 @@
+"""WAL replicas (issue 17): warm reads of a Turso replica in WAL mode vs stdlib sqlite3 on a
+local WAL copy (goal <= 1.05x), and how long a pull blocks a local writer.
+
+Reads: point selects (``con.execute``), point selects with cursor reuse, and a scan by
+iteration (per row), best of N rounds, fully cached replica (``partial=False``), both
+connections in WAL mode, measured in the same run.
+
+Writer: a thread commits one small row per transaction into the replica (its own
+connection) while the main thread pulls server updates; the report gives the writer's
+commit latency (median / max) with no pull and during pulls, the frame append of each pull
+(``wal_writer.append``: frames + fsync + wal-index) and the time the pull held the WAL write
+lock (BEGIN IMMEDIATE to the replay's COMMIT: change extraction, plan, append, replay).
+
+    python benchmarks/bench_wal_replica.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _util import report  # noqa: E402
+
+import turso_dbapi  # noqa: E402
+from turso_dbapi.storage import wal_writer  # noqa: E402
+from turso_dbapi.sync import wal_apply  # noqa: E402
+
+POINT_SQL = "SELECT name, price FROM items WHERE id = ?"
+SCAN_SQL = "SELECT id, name FROM items"
+
+
+def make_source(path: str, rows: int) -> None:
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, price REAL, payload BLOB)")
+    con.executemany("INSERT INTO items VALUES (?, ?, ?, randomblob(200))",
+                    ((i, f"item {i}", i * 0.5) for i in range(1, rows + 1)))
+    con.commit()
+    con.close()
+
+
+def reads(con: sqlite3.Connection, ids: list, scans: int) -> dict:
+    out = {}
+    t0 = time.perf_counter()
+    for i in ids:
+        con.execute(POINT_SQL, (i,)).fetchone()
+    out["point select (con.execute)"] = (time.perf_counter() - t0) / len(ids)
+    cur = con.cursor()
+    t0 = time.perf_counter()
+    for i in ids:
+        cur.execute(POINT_SQL, (i,))
+        cur.fetchone()
+    out["point select (cursor reuse)"] = (time.perf_counter() - t0) / len(ids)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(scans):
+        for _row in con.execute(SCAN_SQL):
+            n += 1
+    out["scan by iteration (per row)"] = (time.perf_counter() - t0) / n
+    return out
+
+
+def bench_reads(srv_url: str, src: str, tmp: str, rows: int, rounds: int) -> None:
+    local = os.path.join(tmp, "local.db")
+    a, b = sqlite3.connect(src), sqlite3.connect(local)
+    a.backup(b)
+    b.execute("PRAGMA journal_mode=WAL")
+    b.close()
+    a.close()
+    turso = turso_dbapi.connect(srv_url, partial=False, local_path=os.path.join(tmp, "turso", "db"))
+    assert turso.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    cons = {"sqlite3 WAL copy": sqlite3.connect(local), "turso WAL replica": turso}
+    ids = [random.randint(1, rows) for _ in range(20000)]
+    for con in cons.values():
+        reads(con, ids[:500], 1)  # warm-up: page cache and verified bits
+    best: dict = {name: {} for name in cons}
+    for _ in range(rounds):
+        for name, con in cons.items():
+            for k, v in reads(con, ids, 2).items():
+                best[name][k] = min(v, best[name].get(k, v))
+    print(f"warm reads, fully cached, both in WAL mode, best of {rounds} rounds:")
+    for k in best["sqlite3 WAL copy"]:
+        base = best["sqlite3 WAL copy"][k]
+        report(f"{k} (sqlite3 WAL copy)", base * 1e6, "us")
+        report(f"{k} (turso WAL replica)", best["turso WAL replica"][k] * 1e6, "us",
+               best["turso WAL replica"][k] / base, "sqlite3 WAL copy")
+    for con in cons.values():
+        con.close()
+
+
+def bench_writer(srv, tmp: str, pulls: int) -> None:
+    path = os.path.join(tmp, "w", "db")
+    conn = turso_dbapi.connect(srv.url, partial=False, local_path=path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    appends, held = [], []
+    real_append, real_apply = wal_writer.append, wal_apply.apply_wal
+
+    def timed_append(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return real_append(*a, **k)
+        finally:
+            appends.append(time.perf_counter() - t0)
+
+    def timed_apply(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return real_apply(*a, **k)
+        finally:
+            held.append(time.perf_counter() - t0)
+
+    wal_writer.append, wal_apply.apply_wal = timed_append, timed_apply  # module attributes: seen by sync.apply
+    lat: list = []
+    stop = threading.Event()
+    phase = ["idle"]
+
+    def writer() -> None:
+        w = turso_dbapi.connect(path, timeout=30)
+        w.execute("CREATE TABLE IF NOT EXISTS mine(n INTEGER PRIMARY KEY, at REAL)")
+        w.commit()
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            w.execute("INSERT INTO mine(at) VALUES (?)", (t0,))
+            w.commit()
+            lat.append((phase[0], time.perf_counter() - t0))
+            time.sleep(0.002)
+        w.close()
+
+    th = threading.Thread(target=writer)
+    th.start()
+    time.sleep(1.0)
+    phase[0] = "pull"
+    for i in range(pulls):
+        _server_update(srv, i)
+        conn.pull()
+    phase[0] = "done"
+    stop.set()
+    th.join()
+    wal_writer.append, wal_apply.apply_wal = real_append, real_apply
+    idle = [x for p, x in lat if p == "idle"]
+    during = [x for p, x in lat if p == "pull"]
+    print(f"a local writer during {pulls} pulls (each changing ~2% of the rows):")
+    report("writer commit, no pull: median", statistics.median(idle) * 1e3, "ms")
+    report("writer commit, no pull: max", max(idle) * 1e3, "ms")
+    report("writer commit, during pulls: median", statistics.median(during) * 1e3, "ms")
+    report("writer commit, during pulls: max", max(during) * 1e3, "ms",
+           max(during) / max(idle), "max with no pull")
+    report("pull: frame append (median)", statistics.median(appends) * 1e3, "ms")
+    report("pull: WAL write lock held incl. replay (median)", statistics.median(held) * 1e3, "ms",
+           statistics.median(held) / statistics.median(appends), "frame append")
+    conn.close()
+
+
+def _server_update(srv, i: int) -> None:
+    import requests
+
+    body = {"requests": [{"type": "execute", "stmt": {
+        "sql": f"UPDATE items SET price = price + 1 WHERE id % 50 = {i % 50}"}}]}
+    r = requests.post(srv.url + "/v2/pipeline", json=body, timeout=30)
+    r.raise_for_status()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    rows = 5000 if args.quick else 50000
+    from turso_dbapi.server import ReferenceServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "src.db")
+        make_source(src, rows)
+        with ReferenceServer(src) as srv:
+            bench_reads(srv.url, src, tmp, rows, 2 if args.quick else 5)
+            bench_writer(srv, tmp, 5 if args.quick else 30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""WAL replicas (issue 17): PRAGMA journal_mode=WAL switches a Turso replica to WAL, and a
+pull commits into the WAL (sync/wal_apply.py, _native/wal_index.c): readers keep their
+snapshot, new read transactions see the new revision, local changes are replayed,
+checkpoints put pulled pages in the synced layer and local ones in the local layer."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+
+import pytest
+
+import turso_dbapi
+from turso_dbapi.storage.pagestore import PG_LOCAL, PG_SYNCED
+
+
+def rows_table(server, n=300):
+    server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, x BLOB)")
+    server.db_sql(f"INSERT INTO t SELECT value, 0, randomblob(1024) FROM generate_series(1, {n})")
+
+
+def wal_replica(server, tmp_path, n=300, **kw):
+    rows_table(server, n)
+    conn = turso_dbapi.connect(server.url, local_path=str(tmp_path / "r.db"), **kw)
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)]
+    return conn
+
+
+def shm_header(path):
+    with open(path + "-shm", "rb") as f:
+        raw = f.read(136)
+    assert raw[:48] == raw[48:96]
+    mx, n_page = struct.unpack_from("=II", raw, 16)
+    return mx, n_page, struct.unpack_from("=I", raw, 96)[0]
+
+
+def test_the_app_start_case_returns_wal_and_it_sticks(turso_server, tmp_path):
+    conn = wal_replica(turso_server, tmp_path, 10)
+    path = str(tmp_path / "r.db")
+    conn.execute("SELECT COUNT(*) FROM t").fetchall()
+    assert os.path.exists(path + "-wal") and os.path.exists(path + "-shm")
+    conn.close()
+    again = turso_dbapi.connect(path)
+    assert again.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+
+
+def test_a_pull_commits_into_the_wal_and_readers_keep_their_snapshot(turso_server, tmp_path):
+    conn = wal_replica(turso_server, tmp_path, 30)
+    path = str(tmp_path / "r.db")
+    reader = turso_dbapi.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(0, 0, 30)]
+    turso_server.db_sql("UPDATE t SET v = v + 1")
+    turso_server.db_sql("INSERT INTO t SELECT value, 1, randomblob(1024) FROM generate_series(31, 60)")
+    mx_before = shm_header(path)[0]
+    assert conn.pull() is True  # no wait for the open read transaction
+    mx_after, n_page, _ = shm_header(path)
+    assert mx_after > mx_before
+    # the open read transaction still sees its snapshot, the next one the new revision
+    assert reader.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(0, 0, 30)]
+    reader.execute("COMMIT")
+    assert reader.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(1, 1, 60)]
+    assert conn.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(1, 1, 60)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert conn.execute("PRAGMA page_count").fetchone()[0] == n_page
+    assert conn.stats().revision == turso_server.revision
+
+
+def test_local_changes_are_replayed_on_the_new_revision(turso_server, tmp_path):
+    conn = wal_replica(turso_server, tmp_path, 10)
+    conn.execute("INSERT INTO t VALUES (1000, 5, x'00')")
+    conn.execute("UPDATE t SET v = 9 WHERE id = 2")
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 1")
+    assert conn.pull() is True
+    assert conn.execute("SELECT id, v FROM t WHERE id IN (1, 2, 1000) ORDER BY id").fetchall() == [
+        (1, 1), (2, 9), (1000, 5)]
+    assert conn.stats().pending_changes == 2
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.push()
+    assert turso_server.db_sql("SELECT id, v FROM t WHERE id IN (2, 1000) ORDER BY id") == [["2", "9"], ["1000", "5"]]
+    assert conn.pull() is True
+    assert conn.execute("SELECT id, v FROM t WHERE id IN (1, 2, 1000) ORDER BY id").fetchall() == [
+        (1, 1), (2, 9), (1000, 5)]
+    assert conn.stats().pending_changes == 0
+
+
+@pytest.mark.parametrize("mode", ["PASSIVE", "FULL", "RESTART", "TRUNCATE"])
+def test_checkpoints_put_pulled_pages_in_the_synced_layer_and_local_ones_in_the_local(
+        turso_server, tmp_path, mode):
+    conn = wal_replica(turso_server, tmp_path, 60)
+    store = conn._replica.store
+    turso_server.db_sql("UPDATE t SET v = 7 WHERE id <= 20")
+    assert conn.pull() is True
+    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+    pulled = set()
+    for p in range(2, store.remote_pages + 1):
+        if store.state(p) & PG_SYNCED and not store.state(p) & PG_LOCAL:
+            pulled.add(p)
+    local = [p for p in range(2, store.remote_pages + 1) if store.state(p) & PG_LOCAL]
+    # the table's leaves the server changed are synced pages now, never local changes
+    leaves = {r[0] for r in conn.execute(
+        "SELECT DISTINCT pageno FROM dbstat WHERE name = 't' AND pagetype = 'leaf'")} if _has_dbstat(conn) else set()
+    assert not (leaves & set(local)) or not leaves
+    conn.execute("UPDATE t SET v = 8 WHERE id = 50")
+    conn.commit()
+    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+    assert any(store.state(p) & PG_LOCAL for p in range(2, store.logical_size // 4096 + 1))
+    assert conn.execute("SELECT COUNT(*) FROM t WHERE v = 7").fetchone() == (20,)
+    assert conn.execute("SELECT v FROM t WHERE id = 50").fetchone() == (8,)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    turso_server.db_sql("UPDATE t SET v = 9 WHERE id > 55")
+    assert conn.pull() is True
+    assert conn.execute("SELECT v FROM t WHERE id IN (50, 56) ORDER BY id").fetchall() == [(8,), (9,)]
+    del pulled
+
+
+def _has_dbstat(conn):
+    try:
+        conn.execute("SELECT 1 FROM dbstat LIMIT 1").fetchall()
+        return True
+    except sqlite3.Error:
+        return False
+
+
+def test_a_partial_replica_reader_on_an_old_snapshot_reads_never_fetched_pages_as_of_its_snapshot(
+        turso_server, tmp_path):
+    conn = wal_replica(turso_server, tmp_path, 300, partial=True)
+    path = str(tmp_path / "r.db")
+    store = conn._replica.store
+    reader = turso_dbapi.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT v FROM t WHERE id = 1").fetchall() == [(0,)]  # a few pages only
+    absent = [p for p in range(1, store.remote_pages + 1) if not store.is_present(p)]
+    assert len(absent) > 50  # most of the table was never fetched
+    turso_server.db_sql("UPDATE t SET v = v + 1")  # every leaf changes
+    assert conn.pull() is True
+    # pages this snapshot never read are fetched now: as of ITS revision, never the new one
+    assert reader.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(0, 0, 300)]
+    reader.execute("COMMIT")
+    assert reader.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(1, 1, 300)]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    assert conn.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(1, 1, 300)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    turso_server.db_sql("UPDATE t SET v = v + 1 WHERE id > 150")
+    assert conn.pull() is True
+    assert conn.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(1, 2)]
+
+
+def test_stats_report_the_wal_size(turso_server, tmp_path):
+    conn = wal_replica(turso_server, tmp_path, 10)
+    conn.execute("INSERT INTO t VALUES (1000, 5, x'00')")
+    conn.commit()
+    assert conn.stats().main_wal_size == os.path.getsize(str(tmp_path / "r.db") + "-wal") > 0

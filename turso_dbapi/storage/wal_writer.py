@@ -1,0 +1,224 @@
+"""Committing pages into a WAL replica, and which of its frames are synced.
+
+A pull on a replica in WAL mode is committed the way SQLite's own writer commits (C:
+``_native/wal_index.c``): the caller's internal connection holds the WAL write lock (its
+``BEGIN IMMEDIATE``) and prepares ``PRAGMA tdb_wal_job=<token>``; the VFS runs the job with
+that database's shm methods (vfs.c rule (17)): frames appended to ``<replica>-wal``, fsync,
+wal-index hash entries, then the header. Nothing else about the job goes through SQL.
+
+``<replica>-tdbwalsync`` (``SyncedFrames``) lists, for one WAL generation (its salts), the
+frames pulls appended: frame number, page, CRC32C. It is Turso's
+``revert_since_wal_watermark`` (spec §5.4) made exact: every other frame is local. The list is
+written (atomically, fsynced) BEFORE the frames, so a crash between the two can only list
+frames that are not there; a frame counts as synced only when its page and CRC match (rule
+(8) of wal_index.c for checkpoints, ``wal_pages`` here), so a local frame written later at a
+listed position is never taken for a synced one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import struct
+from typing import Dict, Iterable, List, Optional, Set, Tuple
+
+from .._native import ffi, lib
+from .._util.atomic import write_atomic
+from ..errors import OperationalError
+from . import files
+from .checksum import crc32c
+
+SYNCED_FRAMES = files.WAL_SYNCED
+_MAGIC = b"TDBWSYN\x01"
+_HDR = struct.Struct("=8sIIII")  # magic, salt-1, salt-2, count, reserved
+_ENTRY = struct.Struct("=III")  # frame, page, CRC tag (0 stored as 1, as the sidecar does)
+WAL_HDR = 32
+FRAME_HDR = 24
+
+_ERRORS = {
+    1: "the WAL moved under the write lock",
+    2: "the -wal file could not be written",
+    3: "bad arguments",
+    4: "the wal-index is damaged",
+    5: "the job was not found",
+    6: "the database is not in WAL mode",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class WalState:
+    mx_frame: int
+    n_page: int
+    n_backfill: int
+    salts: Tuple[int, int]
+    page_size: int
+
+
+def _state(job: ffi.CData) -> WalState:
+    s = job.state
+    return WalState(int(s.mx_frame), int(s.n_page), int(s.n_backfill), (int(s.salt1), int(s.salt2)),
+                    int(s.page_size))
+
+
+def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
+    job.rc = -1
+    token = lib.tdb_wi_submit(job)
+    if not token:
+        raise MemoryError("tdb_wi_submit")
+    try:
+        conn.execute(f"PRAGMA tdb_wal_job={token}")
+    finally:
+        lib.tdb_wi_withdraw(token)  # a job that did not run is forgotten
+    if job.rc == -1:  # the pragma never reached our VFS
+        raise OperationalError(f"{what}: the database is not a replica of this driver")
+    if job.rc != 0:
+        reason = _ERRORS.get(job.rc, f"code {job.rc}")
+        if job.rc == 2 and job.sys_errno:
+            reason += f" ({os.strerror(job.sys_errno)})"
+        raise OperationalError(f"{what}: {reason}")
+
+
+def read_state(conn: sqlite3.Connection) -> WalState:
+    """The wal-index header as the connection holding the write lock sees it."""
+    job = ffi.new("tdb_wi_job *")
+    job.op = lib.TDB_WI_READ
+    _run(conn, job, "reading the wal-index")
+    return _state(job)
+
+
+def append(conn: sqlite3.Connection, replica: str, state: WalState, salts: Tuple[int, int],
+           pages: Dict[int, bytes], db_size: int, page_size: int) -> Tuple[WalState, int]:
+    """Append ``pages`` as one commit (the database then has ``db_size`` pages); returns
+    the new state and the first frame's number. ``state`` is what the plan used, ``salts``
+    what ``salts_for`` chose."""
+    pgnos = sorted(pages)
+    ps = page_size
+    job = ffi.new("tdb_wi_job *")
+    wal_path = ffi.new("char[]", os.fsencode(replica + "-wal"))
+    pg = ffi.new("uint32_t[]", pgnos)
+    data = ffi.from_buffer(b"".join(pages[p] for p in pgnos))
+    if any(len(pages[p]) != ps for p in pgnos):
+        raise ValueError("every page must have the WAL's page size")
+    job.op = lib.TDB_WI_APPEND
+    job.wal_path = wal_path
+    job.expect_mx = state.mx_frame
+    job.expect_salt1, job.expect_salt2 = state.salts
+    job.new_salt2 = salts[1]
+    job.pgno = pg
+    job.pages = ffi.cast("uint8_t *", data)
+    job.n = len(pgnos)
+    job.db_size = db_size
+    job.page_size = ps
+    _run(conn, job, f"appending {len(pgnos)} pages to {replica}-wal")
+    return _state(job), int(job.first_frame)
+
+
+def salts_for(state: WalState) -> Tuple[int, int]:
+    """The salts of the frames the next append writes: the WAL's, or for an empty WAL a
+    fresh header's (salt-1 + 1, a random salt-2: wal_index.c rule (3))."""
+    if state.mx_frame:
+        return state.salts
+    return (state.salts[0] + 1) & 0xFFFFFFFF, struct.unpack("=I", os.urandom(4))[0]
+
+
+def crc_tag(page: bytes) -> int:
+    c = crc32c(page)
+    return c if c else 1
+
+
+class SyncedFrames:
+    """``<replica>-tdbwalsync``: the pulled frames of one WAL generation."""
+
+    def __init__(self, salts: Tuple[int, int], entries: Iterable[Tuple[int, int, int]] = ()):
+        self.salts = salts
+        self.entries: List[Tuple[int, int, int]] = sorted(entries)
+
+    @classmethod
+    def load(cls, replica: str) -> Optional[SyncedFrames]:
+        try:
+            with open(replica + SYNCED_FRAMES, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        if len(raw) < _HDR.size:
+            return None
+        magic, s1, s2, count, _ = _HDR.unpack_from(raw)
+        if magic != _MAGIC or len(raw) < _HDR.size + count * _ENTRY.size:
+            return None
+        return cls((s1, s2), (_ENTRY.unpack_from(raw, _HDR.size + i * _ENTRY.size) for i in range(count)))
+
+    def save(self, replica: str) -> None:
+        body = b"".join(_ENTRY.pack(*e) for e in self.entries)
+        write_atomic(replica + SYNCED_FRAMES,
+                     _HDR.pack(_MAGIC, self.salts[0], self.salts[1], len(self.entries), 0) + body)
+
+
+def peek_state(replica: str) -> Optional[WalState]:
+    """The wal-index header read from ``<replica>-shm`` without any lock (a hint for
+    prefetching: the state may move at once); None when there is no usable one."""
+    try:
+        with open(replica + "-shm", "rb") as f:
+            raw = f.read(136)
+    except FileNotFoundError:
+        return None
+    if len(raw) < 136 or raw[:48] != raw[48:96] or not raw[12]:
+        return None
+    mx, n_page = struct.unpack_from("=II", raw, 16)
+    salts = struct.unpack_from(">II", raw, 32)
+    (n_backfill,) = struct.unpack_from("=I", raw, 96)
+    size = struct.unpack_from("=H", raw, 14)[0]
+    return WalState(mx, n_page, n_backfill, salts, (size & 0xFE00) | ((size & 1) << 16))
+
+
+def read_frames(replica: str, page_size: int, mx_frame: int) -> bytes:
+    """Frames 1..mx_frame of ``<replica>-wal`` (headers and pages, end to end)."""
+    if mx_frame == 0:
+        return b""
+    n = mx_frame * (FRAME_HDR + page_size)
+    with open(replica + "-wal", "rb") as f:
+        f.seek(WAL_HDR)
+        buf = f.read(n)
+    if len(buf) != n:
+        raise OperationalError(f"{replica}-wal is shorter than its {mx_frame} committed frames")
+    return buf
+
+
+def wal_pages(replica: str, state: WalState, page_size: int) -> Tuple[Set[int], Dict[int, bytes]]:
+    """(pages of local frames, page -> its last synced frame's bytes) over the committed
+    frames of the WAL; the caller holds the write lock, so they cannot change."""
+    buf = read_frames(replica, page_size, state.mx_frame)
+    listed = SyncedFrames.load(replica)
+    entries = {e[0]: (e[1], e[2]) for e in listed.entries} if listed and listed.salts == state.salts else {}
+    fsz = FRAME_HDR + page_size
+    local: Set[int] = set()
+    synced: Dict[int, bytes] = {}
+    for i in range(state.mx_frame):
+        off = i * fsz
+        pgno = struct.unpack_from(">I", buf, off)[0]
+        page = buf[off + FRAME_HDR:off + fsz]
+        e = entries.get(i + 1)
+        if e is not None and e[0] == pgno and e[1] == crc_tag(page):
+            synced[pgno] = page
+            local.discard(pgno)  # a later synced frame supersedes the local one
+        else:
+            local.add(pgno)
+            synced.pop(pgno, None)
+    return local, synced
+
+
+def record(replica: str, state: WalState, first_frame_salts: Tuple[int, int],
+           pages: Dict[int, bytes]) -> SyncedFrames:
+    """The list as it is after appending ``pages`` at ``state.mx_frame + 1`` in the
+    generation ``first_frame_salts``; saved (durably) before the append."""
+    listed = SyncedFrames.load(replica)
+    keep: List[Tuple[int, int, int]] = []
+    if listed is not None and listed.salts == first_frame_salts and state.mx_frame:
+        keep = [e for e in listed.entries if e[0] <= state.mx_frame]
+    frame = state.mx_frame
+    for p in sorted(pages):
+        frame += 1
+        keep.append((frame, p, crc_tag(pages[p])))
+    out = SyncedFrames(first_frame_salts, keep)
+    out.save(replica)
+    return out
