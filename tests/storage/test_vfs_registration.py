@@ -85,6 +85,8 @@ from turso_dbapi._native import lib
 from turso_dbapi.sources.file import FileSource
 assert vfs.ensure_registered() == "B", vfs.registered_route()
 assert chr(lib.tdb_vfs_route()) == "B"
+# the capture's transaction ids (txn.c) reach every later connection through route B too
+assert sqlite3.connect(":memory:").execute("SELECT id FROM sqlite_tdb_txn").fetchall() == [(None,)]
 src = make_database(Path(sys.argv[1]) / "src.db", rows=300)
 source = FileSource(src); source.open()
 ident = pagestore.identity_of("b", source.version, source.page_size, source.size)

@@ -121,8 +121,9 @@ def test_push_batches_split_at_the_threshold_each_with_its_high_water_row(turso_
     turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     with FaultProxy(turso_server.url) as proxy:
         conn = turso_dbapi.connect(proxy.base_url, local_path=str(tmp_path / "r.db"), push_operations_threshold=4)
-        conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, i) for i in range(10)])
-        conn.commit()
+        for i in range(10):  # ten local transactions: cuts are allowed between any two
+            conn.execute("INSERT INTO t VALUES (?, ?)", (i, i))
+            conn.commit()
         proxy.clear()
         result = conn.push()
         batches = [json.loads(r.request_body) for r in proxy.records if b"BEGIN IMMEDIATE" in r.request_body]

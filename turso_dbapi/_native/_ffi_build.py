@@ -18,7 +18,7 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Order matters only for readability; each header is self-contained.
-MODULES = ["native", "checksum", "wal", "wal_index", "pagestore", "vfs", "frames"]
+MODULES = ["native", "checksum", "wal", "wal_index", "pagestore", "vfs", "frames", "txn"]
 
 _CDEF_RE = re.compile(r"/\* cdef-begin \*/(.*?)/\* cdef-end \*/", re.S)
 

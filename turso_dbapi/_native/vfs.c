@@ -66,6 +66,9 @@
 **       again) unless Python says this thread applies or a dead puller's apply was
 **       finished (the same callback as (13)). Read transactions already open keep their
 **       snapshot: the apply only appends to the WAL.
+**   (20) A write transaction on a lazy file gets a fresh id (txn.c): xLock to RESERVED
+**       in rollback mode, the exclusive WAL_WRITE shm lock in WAL mode; the capture's
+**       sqlite_tdb_txn table reads it through tdb_vfs_txn_mark.
 **   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
 **       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
 **       layer, and serving it directly would read holes as zeros.
@@ -76,6 +79,7 @@
 #include "vfs.h"
 #include "pagestore.h"
 #include "wal_index.h"
+#include "txn.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -148,6 +152,8 @@ struct tdb_sqlite3_vfs {
 #define SQLITE_IOERR_LOCK (10 | (15 << 8))
 #define SQLITE_LOCK_NONE 0
 #define SQLITE_LOCK_SHARED 1
+#define SQLITE_LOCK_RESERVED 2
+#define SQLITE_SHM_EXCLUSIVE 8
 #define SQLITE_SHM_LOCK 2
 #define SQLITE_SHM_SHARED 4
 #define SQLITE_CANTOPEN 14
@@ -179,10 +185,14 @@ typedef struct TdbFile {
     uint32_t no_wal;   /* (16) */
     uint32_t pad;
     tdb_wi_ckpt *ckpt; /* (18) set between SQLITE_FCNTL_CKPT_START and _DONE */
+    uint64_t txn;         /* (20) the current write transaction's id */
+    uint32_t txn_marked;  /* (20) the sqlite_tdb_txn table returned it already */
+    uint32_t txn_pad;
     uint64_t pad2;     /* keeps the real file 16-byte aligned */
 } TdbFile;
 
 #define REAL(p) ((tdb_file *)(((TdbFile *)(p)) + 1))
+_Static_assert(sizeof(TdbFile) % 16 == 0, "the real file after TdbFile must stay 16-byte aligned");
 
 static tdb_sqlite3_vfs g_vfs; /* filled once, (10) */
 static tdb_sqlite3_vfs *g_root;
@@ -346,8 +356,13 @@ static int lzApplyInProgress(tdb_file *f) {
     REAL(f)->pMethods->xUnlock(REAL(f), SQLITE_LOCK_NONE);
     return SQLITE_BUSY; /* pullers keep dying under us: let the busy handler decide */
 }
+static void lzTxnBegin(tdb_file *f) { /* (20) */
+    ((TdbFile *)f)->txn = tdb_txn_fresh();
+    ((TdbFile *)f)->txn_marked = 0;
+}
 static int lzLock(tdb_file *f, int level) {
     int rc = REAL(f)->pMethods->xLock(REAL(f), level);
+    if (rc == SQLITE_OK && level == SQLITE_LOCK_RESERVED) lzTxnBegin(f); /* (20) */
     if (rc != SQLITE_OK || level != SQLITE_LOCK_SHARED) return rc;
     tdb_clear_py_failure(); /* (14) */
     if (!tdb_store_applying(((TdbFile *)f)->store)) return SQLITE_OK; /* (13) */
@@ -366,7 +381,10 @@ static int lzShmLock(tdb_file *f, int o, int n, int fl) {
             }
         }
     }
-    return ptShmLock(f, o, n, fl);
+    int rc = ptShmLock(f, o, n, fl);
+    if (rc == SQLITE_OK && o == 0 && n == 1 && fl == (SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE))
+        lzTxnBegin(f); /* (20) offset 0: WAL_WRITE_LOCK */
+    return rc;
 }
 static int lzDeviceCharacteristics(tdb_file *f) {
     return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)) & ~SQLITE_IOCAP_BATCH_ATOMIC; /* (11) */
@@ -402,6 +420,13 @@ static const tdb_io_methods lazy_methods = {
     lzFetch,                 /* xFetch */
     lzUnfetch,               /* xUnfetch */
 };
+
+uint64_t tdb_vfs_txn_mark(void *file) { /* (20) */
+    TdbFile *p = (TdbFile *)file;
+    if (p->base.pMethods != &lazy_methods || p->txn_marked || !p->txn) return 0;
+    p->txn_marked = 1;
+    return p->txn;
+}
 
 /* ------------------------------------------------ VFS methods */
 
@@ -534,5 +559,6 @@ __attribute__((visibility("default"))) int sqlite3_tdbnative_init(void *db, char
     int (*libversion)(void) = (int (*)(void))api[API_LIBVERSION_NUMBER];
     if (libversion() < 3008007) return SQLITE_ERROR; /* vfs v3 + this table layout */
     int rc = do_register((vfs_find_fn)api[API_VFS_FIND], (vfs_register_fn)api[API_VFS_REGISTER], 'B');
+    if (rc == TDB_VFS_OK) rc = tdb_txn_setup_api(pApi); /* (20) */
     return rc == TDB_VFS_OK ? SQLITE_OK_LOAD_PERMANENTLY : SQLITE_ERROR;
 }

@@ -6,6 +6,10 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/* (20) the id of the write transaction of this main file, on the first call of each
+** transaction; 0 afterwards, before any, and for files that are not lazy. */
+uint64_t tdb_vfs_txn_mark(void *file);
+
 /* cdef-begin */
 #define TDB_VFS_OK 0
 #define TDB_VFS_NO_DEFAULT 1     /* sqlite3_vfs_find(NULL) returned NULL */

@@ -31,6 +31,9 @@ from ..errors import NotSupportedError
 VFS_NAME = "turso_dbapi"
 # Set to "A" or "B" to force one route (tests); anything else tries A then B.
 ROUTE_ENV = "TURSO_DBAPI_VFS_ROUTE"
+# What txn.c needs of SQLite on route A (route B reads the same from the api routines table).
+TXN_SYMBOLS = ("auto_extension", "create_module", "declare_vtab", "vtab_config", "file_control",
+               "result_int64", "result_null")
 
 
 
@@ -60,12 +63,18 @@ def _native():
 
 
 def probe() -> bool:
-    """True when SQLite in this process knows our VFS (opens a throwaway connection)."""
+    """True when SQLite in this process knows our VFS and every new connection has the
+    capture's ``sqlite_tdb_txn`` table (opens a throwaway connection)."""
     try:
         con = sqlite3.connect(f"file:tdb-probe?mode=memory&vfs={VFS_NAME}", uri=True)
     except sqlite3.OperationalError:
         return False
-    con.close()
+    try:
+        con.execute("SELECT id FROM sqlite_tdb_txn")
+    except sqlite3.OperationalError:  # no such table: the auto extension is missing
+        return False
+    finally:
+        con.close()
     return True
 
 
@@ -87,6 +96,15 @@ def _register_route_a() -> str:
     rc = lib.tdb_vfs_register(ctypes_to_cffi(find), ctypes_to_cffi(register))
     if rc != lib.TDB_VFS_OK:
         return f"route A: tdb_vfs_register returned {rc}"
+    try:  # the capture's transaction ids (txn.c): the sqlite_tdb_txn table on every connection
+        addrs = [ctypes_to_cffi(ctypes.cast(getattr(handle, f"sqlite3_{n}"), ctypes.c_void_p).value)
+                 for n in TXN_SYMBOLS]
+    except AttributeError as exc:
+        return f"route A: SQLite symbols not visible from {path or 'the process'} ({exc})"
+    ffi, _ = _native()
+    rc = lib.tdb_txn_setup(ffi.new("void *[]", addrs), len(addrs))
+    if rc != lib.TDB_TXN_OK:
+        return f"route A: sqlite3_auto_extension refused the capture function ({rc})"
     return ""
 
 

@@ -47,7 +47,8 @@ class Change:
     table: str
     key: Tuple[Any, ...]
     row: Optional[Dict[str, Any]]
-    change_id: int
+    change_id: int  # the newest log id of the key
+    first_id: int = 0  # its oldest log id collected (0: same as change_id)
 
     @property
     def op(self) -> str:
@@ -75,17 +76,20 @@ class Changes:
     infos: Dict[str, TableInfo]
     schema: Dict[Tuple[str, str], Tuple[str, str]] = dataclasses.field(default_factory=dict)  # as collected
     by_rowid: Dict[str, int] = dataclasses.field(default_factory=dict)  # collect(rowid_rows=False)
+    starts: List[int] = dataclasses.field(default_factory=list)  # log ids that begin a local transaction
 
     def row_statements(self, transform: Optional[Callable[[Change], Optional[Change]]] = None) -> List[Stmt]:
-        out: List[Stmt] = []
+        return [s for group in self.row_groups(transform) for s in group]
+
+    def row_groups(self, transform: Optional[Callable[[Change], Optional[Change]]] = None) -> List[List[Stmt]]:
+        """The statements of each row of ``rows`` (same order; empty when ``transform``
+        dropped it)."""
+        out: List[List[Stmt]] = []
         for ch in self.rows:
             if transform is not None:
                 ch = transform(ch)
-                if ch is None:
-                    continue
-            info = self.infos.get(ch.table)
-            if info is not None:
-                out.extend(statements(info, ch))
+            info = None if ch is None else self.infos.get(ch.table)
+            out.append([] if info is None else statements(info, ch))  # type: ignore[arg-type]
         return out
 
     @property
@@ -173,23 +177,25 @@ def current_row(conn: sqlite3.Connection, info: TableInfo, key: Sequence[Any]) -
     return None if row is None else dict(zip(info.columns, row))
 
 
-def rowid_changes_sql(info: TableInfo) -> str:
+def rowid_changes_sql(info: TableInfo, first: bool = False) -> str:
     """The changed rows of a table keyed by its rowid, in ONE query (a join of the log's
     keys with the table) instead of one per key; parameters (table id, after). Each row:
-    newest log id, 1 when the row exists (0: deleted), key, the row's columns."""
+    newest log id, 1 when the row exists (0: deleted), key, the row's columns (and with
+    ``first`` the oldest log id of the key)."""
     cols = ", ".join(f"r.{qi(c)}" for c in info.columns)
     key = qi(info.pk[0]) if info.kind == "alias" else info.rowid_name
-    return (f"SELECT l.m, r.{key} IS NOT NULL, l.k, {cols} FROM "
-            f"(SELECT k, MAX(id) AS m FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k) AS l "
+    oldest = (", l.f", ", MIN(id) AS f") if first else ("", "")
+    return (f"SELECT l.m, r.{key} IS NOT NULL, l.k, {cols}{oldest[0]} FROM "
+            f"(SELECT k, MAX(id) AS m{oldest[1]} FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k) AS l "
             f"LEFT JOIN {qi(info.name)} AS r ON r.{key} = l.k")
 
 
 def _rowid_changes(conn: sqlite3.Connection, t: int, info: TableInfo, after: int) -> List[Change]:
     out = []
     n = len(info.columns)
-    for row in conn.execute(rowid_changes_sql(info), (t, after)):
+    for row in conn.execute(rowid_changes_sql(info, first=True), (t, after)):
         values = dict(zip(info.columns, row[3:3 + n])) if row[1] else None
-        out.append(Change(info.name, (row[2],), values, row[0]))
+        out.append(Change(info.name, (row[2],), values, row[0], row[3 + n]))
     return out
 
 
@@ -224,11 +230,12 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
             else:
                 rows.extend(_rowid_changes(conn, t, info, after))
             continue
-        for k, newest in conn.execute(
-                f"SELECT k, MAX(id) FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k", (t, after)).fetchall():
+        for k, newest, first in conn.execute(
+                f"SELECT k, MAX(id), MIN(id) FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k",
+                (t, after)).fetchall():
             key = _key_values(conn, kind, k)
             if key is not None:
-                rows.append(Change(name, key, current_row(conn, info, key), newest))
+                rows.append(Change(name, key, current_row(conn, info, key), newest, first))
     rows.sort(key=lambda c: c.change_id)
     seen = {(c.table, c.key) for c in rows}
     for name in sorted(full):
@@ -239,7 +246,9 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
             if key is not None and (name, key) not in seen:
                 seen.add((name, key))
                 rows.append(Change(name, key, current_row(conn, info, key), last))
-    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), by_rowid)
+    starts = [i for (i,) in conn.execute(f"SELECT id FROM {capture.LOG} WHERE id > ? AND x IS NOT NULL "
+                                         "ORDER BY id", (after,))]
+    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), by_rowid, starts)
 
 
 # -- the schema diff -------------------------------------------------------------------------

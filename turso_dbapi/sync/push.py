@@ -18,9 +18,9 @@
    statement skips the rest, COMMIT included, and the final ROLLBACK discards the whole
    batch - also on servers that, like the Rust reference server, would otherwise commit
    the steps after a failed one (§3.5 caveat). With ``push_operations_threshold`` a batch
-   is sealed once it holds that many row changes; a row's statements are never split.
-   Without per-transaction boundaries in the log (it records keys, not statements), a
-   threshold may split one local transaction across server transactions.
+   is cut at the first local transaction boundary no changed key crosses once it holds that
+   many row changes (batches.py; an over-threshold batch is sent whole when there is none):
+   one local transaction never spans two server transactions.
 5. A lost reply (the batch may or may not have committed) is retried from step 2: the
    high-water row committed with the data says what the server has, so nothing is applied
    twice. A refused statement raises ``PushRejectedError`` (``PushConstraintError`` for
@@ -40,7 +40,8 @@ from ..errors import ProtocolError, PushConstraintError, PushRejectedError, Remo
 from ..protocol import hrana_batch as hrana
 from ..transport.http import HttpClient, Reply
 from . import capture
-from .changes import Change, Changes, Stmt, collect
+from .batches import split
+from .changes import Change, Stmt, collect
 from .._util.atomic import write_atomic
 from ..storage.files import PUSH_STATE
 
@@ -205,26 +206,6 @@ class _Moved(RemoteError):
     """Another batch of this client committed first: build the push again from the mark."""
 
 
-def split(changes: Changes, rows: List[Stmt], threshold: Optional[int]) -> List[Tuple[List[Stmt], int]]:
-    """[(statements, high-water log id)] (module docstring, 4)."""
-    if not threshold or threshold <= 0:
-        return [(changes.before + rows + changes.after, changes.last_id)]
-    out: List[Tuple[List[Stmt], int]] = []
-    cur: List[Stmt] = list(changes.before)
-    n = 0
-    for i, s in enumerate(rows):
-        cur.append(s)
-        last_of_row = i + 1 == len(rows) or rows[i + 1].change_id != s.change_id or rows[i + 1].table != s.table
-        if last_of_row:
-            n += 1
-            if n >= threshold and i + 1 < len(rows):
-                out.append((cur, s.change_id))
-                cur, n = [], 0
-    cur.extend(changes.after)
-    out.append((cur, changes.last_id))
-    return out
-
-
 def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipeline, *,
          transform: Optional[Transform] = None, threshold: Optional[int] = None) -> PushResult:
     """Push through the internal connection ``ic`` (isolation_level=None, our VFS)."""
@@ -285,10 +266,10 @@ def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
         changes = collect(ic, after)
     finally:
         ic.execute("COMMIT")  # a read: this only ends the snapshot; no lock from here
-    rows = changes.row_statements(transform)
+    groups = changes.row_groups(transform)
     result = PushResult(gen=gen, last_change_id=changes.last_id)
     sent0 = pipeline.sent_bytes
-    batches = split(changes, rows, threshold)
+    batches = split(changes, groups, threshold)
     expected = mark
     for stmts, hw in batches:
         new_mark = hw if hw > after or stmts else None

@@ -319,16 +319,18 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
 
 def _install_capture(store: pagestore.PageStore, path: str, conn_id: int) -> None:
     """Change capture on a replica that has none yet (just bootstrapped, or made by an
-    older version): one local write transaction, under the lock every writer takes. Local
+    older version), or upgraded (capture.upgrade): one local write transaction, under the lock every writer takes. Local
     changes made before (an older version's scratchpad) are kept: every row is logged."""
     ic = internal.connect(path, conn_id)
     try:
-        if capture.installed(ic):
+        if capture.installed(ic) and not capture.outdated(ic):
             return
         ic.execute("BEGIN IMMEDIATE")
         try:
             if not capture.installed(ic):
                 capture.install(ic, gen=0, log_rows=bool(rebase.local_changes(store)))
+            elif capture.outdated(ic):  # made by an older version: keep its log
+                capture.upgrade(ic)
             ic.execute("COMMIT")
         except BaseException:
             ic.execute("ROLLBACK")
