@@ -9,7 +9,8 @@ Writer: a thread commits one small row per transaction into the replica (its own
 connection) while the main thread pulls server updates; the report gives the writer's
 commit latency (median / max) with no pull and during pulls, the frame append of each pull
 (``wal_writer.append``: frames + fsync + wal-index) and the time the pull held the WAL write
-lock (BEGIN IMMEDIATE to the replay's COMMIT: change extraction, plan, append, replay).
+lock (its first BEGIN IMMEDIATE to the replay's COMMIT: the extraction check, plan, append,
+replay; the changes are extracted before the lock).
 
     python benchmarks/bench_wal_replica.py [--quick]
 """
@@ -33,7 +34,7 @@ from _util import report  # noqa: E402
 
 import turso_dbapi  # noqa: E402
 from turso_dbapi.storage import wal_writer  # noqa: E402
-from turso_dbapi.sync import wal_apply  # noqa: E402
+from turso_dbapi.sync import internal  # noqa: E402
 
 POINT_SQL = "SELECT name, price FROM items WHERE id = ?"
 SCAN_SQL = "SELECT id, name FROM items"
@@ -103,7 +104,7 @@ def bench_writer(srv, tmp: str, pulls: int) -> None:
     conn = turso_dbapi.connect(srv.url, partial=False, local_path=path)
     conn.execute("PRAGMA journal_mode=WAL")
     appends, held = [], []
-    real_append, real_apply = wal_writer.append, wal_apply.apply_wal
+    real_append, real_connect = wal_writer.append, internal.connect
 
     def timed_append(*a, **k):
         t0 = time.perf_counter()
@@ -112,14 +113,33 @@ def bench_writer(srv, tmp: str, pulls: int) -> None:
         finally:
             appends.append(time.perf_counter() - t0)
 
-    def timed_apply(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return real_apply(*a, **k)
-        finally:
-            held.append(time.perf_counter() - t0)
+    class Timed:
+        """The apply's internal connection: the write lock is held from its first BEGIN
+        IMMEDIATE to its last COMMIT (new read transactions wait in between, so no writer
+        can start a transaction either)."""
 
-    wal_writer.append, wal_apply.apply_wal = timed_append, timed_apply  # module attributes: seen by sync.apply
+        def __init__(self, con: sqlite3.Connection):
+            self._con, self._first, self._last = con, None, None
+
+        def execute(self, sql: str, *args):
+            out = self._con.execute(sql, *args)
+            word = sql.strip().upper()
+            if word == "BEGIN IMMEDIATE" and self._first is None:
+                self._first = time.perf_counter()
+            elif word == "COMMIT" and self._first is not None:
+                self._last = time.perf_counter()
+            return out
+
+        def close(self) -> None:
+            if self._first is not None and self._last is not None:
+                held.append(self._last - self._first)
+            self._con.close()
+
+        def __getattr__(self, name: str):
+            return getattr(self._con, name)
+
+    wal_writer.append = timed_append  # module attributes: what sync.wal_apply calls
+    internal.connect = lambda *a, **k: Timed(real_connect(*a, **k))
     lat: list = []
     stop = threading.Event()
     phase = ["idle"]
@@ -146,7 +166,7 @@ def bench_writer(srv, tmp: str, pulls: int) -> None:
     phase[0] = "done"
     stop.set()
     th.join()
-    wal_writer.append, wal_apply.apply_wal = real_append, real_apply
+    wal_writer.append, internal.connect = real_append, real_connect
     idle = [x for p, x in lat if p == "idle"]
     during = [x for p, x in lat if p == "pull"]
     print(f"a local writer during {pulls} pulls (each changing ~2% of the rows):")

@@ -7,8 +7,9 @@ database file (whose pages old snapshots may still read):
 1. (network done) the received pages sit in ``<replica>-tdbpull`` (``sync.stage``);
 2. the internal connection takes ``BEGIN IMMEDIATE``: the WAL write lock. Readers are not
    waited for and keep reading their snapshot; other writers wait (busy handler);
-3. the local changes go to the replay file and metadata records ``pending_pull`` (as in
-   rollback mode, rebase.py step 1: from here a crash redoes 4-7, idempotently);
+3. the local changes go to the replay file (extracted just before the lock, used if nothing
+   committed since, else extracted again: ``rebase.prepare``) and metadata records
+   ``pending_pull`` (as in rollback mode: from here a crash redoes 4-7, idempotently);
 4. the apply flag is set: from now on a NEW read transaction of another connection is
    refused at its read-mark lock (vfs.c rule (19): SQLITE_BUSY, SQLite's WAL retry loop
    waits) until step 7, so nobody sees the revision without the replayed changes; open
@@ -167,8 +168,12 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
     """Steps 2-7 of the module docstring; the new metadata."""
     ic = internal.connect(replica, conn_id, timeout)
     flag: Optional[ApplyFlag] = None
+    prepared: Optional[rebase.Prepared] = None
     started = False
     try:
+        before = sync_meta.load(replica)
+        if before is None or before.pending_pull is None:
+            prepared = rebase.prepare(ic, replica)  # (3) ahead of the lock, checked under it
         try:
             ic.execute("BEGIN IMMEDIATE")  # (2) the WAL write lock; readers carry on
         except sqlite3.OperationalError as exc:
@@ -179,10 +184,15 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
                 raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
             if meta.pending_pull is None:
                 _refuse_uncaptured_frames(ic, replica, store, display_url)
-                rebase.extract(ic, replica, store, display_url)  # (3)
+                used, prepared = prepared is not None and prepared.use(ic), None
+                if not used:  # a commit since the extraction: again, under the lock
+                    rebase.extract(ic, replica, store, display_url)  # (3)
                 meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size,
                                      "rebase": True}
                 sync_meta.save(replica, meta)
+            elif prepared is not None:
+                prepared.discard()
+                prepared = None
             started = True  # from here a failure leaves the stage for a redo
             flag = ApplyFlag(store)
             flag.set()  # (4)
@@ -211,6 +221,8 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
         flag.close()
         return meta
     except BaseException:
+        if prepared is not None:
+            prepared.discard()
         if not started:
             remove_stage(replica)  # the apply never began: the pull leaves no trace
             rebase.remove_replay(replica)
