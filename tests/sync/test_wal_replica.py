@@ -179,3 +179,51 @@ def test_a_checkpoint_keeps_the_synced_version_of_a_page_a_local_frame_shadows(t
     assert conn.execute("SELECT id, v FROM t WHERE id IN (1, 2, 3000) ORDER BY id").fetchall() == [
         (1, 1), (2, 5), (3000, 7)]
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_on_conflict_decides_on_a_wal_replica(turso_server, tmp_path):
+    conn = wal_replica(turso_server, tmp_path, 300)
+    conn.execute("UPDATE t SET v = 1 WHERE id IN (10, 150, 290)")  # 150: only local changes it
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 2 WHERE id IN (10, 290)")
+    seen = []
+
+    def decide(c):
+        seen.append((c.table, c.key, c.local["v"], c.server["v"]))
+        return "server" if c.key == (10,) else dict(c.local, v=c.local["v"] + c.server["v"])
+
+    assert conn.pull(on_conflict=decide) is True
+    assert sorted(seen) == [("t", (10,), 1, 2), ("t", (290,), 1, 2)]
+    assert dict(conn.execute("SELECT id, v FROM t WHERE id IN (10, 150, 290)").fetchall()) == {
+        10: 2, 150: 1, 290: 3}
+
+
+def test_a_partial_wal_replica_grows_locally_and_follows_a_server_that_shrinks(turso_server, tmp_path):
+    rows_table(turso_server, 600)
+    turso_server.db_sql("CREATE INDEX t_v ON t(v)")
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "p.db"), partial=True,
+                               bootstrap_prefix=16 * 1024, segment_size=4096)
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)]
+    conn.execute("UPDATE t SET x = x'ff' WHERE id = 500")
+    conn.execute("INSERT INTO t VALUES (5000, 9, zeroblob(3000))")  # grows the file locally
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = id % 7 WHERE id > 550")
+    assert conn.pull() is True
+    assert conn.execute("SELECT v, length(x) FROM t WHERE id IN (500, 5000, 600) ORDER BY id").fetchall() == [
+        (0, 1), (600 % 7, 1024), (9, 3000)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.push()
+    turso_server.db_sql("DELETE FROM t WHERE id BETWEEN 50 AND 590")
+    turso_server.db_sql("VACUUM")
+    conn.execute("UPDATE t SET v = 77 WHERE id = 5")
+    conn.commit()
+    assert conn.pull() is True
+    size = int(turso_server.db_sql("PRAGMA page_count")[0][0])
+    assert conn.stats().db_size_pages == size
+    assert conn.execute("SELECT COUNT(*), SUM(v = 77) FROM t").fetchall() == [(60, 1)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    turso_server.db_sql("UPDATE t SET v = 3 WHERE id < 10")
+    assert conn.pull() is True
+    assert conn.execute("SELECT COUNT(*), SUM(v = 3), SUM(v = 77) FROM t").fetchall() == [(60, 8, 1)]
