@@ -21,7 +21,7 @@ import pytest
 import turso_dbapi
 from turso_dbapi.demo import generate
 from turso_dbapi.sources.range import HttpRangeSource
-from turso_dbapi.sources.range_align import aligned_blocks, is_aligned
+from turso_dbapi.sources.range_align import aligned_blocks, is_aligned, rounded_span
 
 PS = 4096
 KIB = 1024
@@ -38,7 +38,7 @@ WORKLOAD = [
 ]
 # (requests, body bytes) of the whole workload, open included; measured with this policy.
 # The scan's look-ahead races the reader: one synchronous miss fewer when it is a step ahead.
-EXPECTED = (38, 11_382_784)
+EXPECTED = (29, 11_382_784)
 
 
 def parts_of(header: str) -> List[Tuple[int, int]]:
@@ -92,6 +92,16 @@ def test_aligned_blocks_split_a_run_exactly_into_aligned_blocks():
         aligned_blocks(5, 4, PS)
 
 
+def test_without_multi_range_a_span_is_widened_to_block_boundaries_within_a_bound():
+    # a scan window off by a page or two: one 4 MiB block instead of 24 requests
+    assert rounded_span(1027, 2046, PS, 10_000, 32) == (1025, 2048)
+    assert len(aligned_blocks(1027, 2046, PS)) == 24
+    assert rounded_span(7, 7, PS, 10_000, 32) == (7, 7)  # a page alone: never more than itself
+    assert rounded_span(7, 8, PS, 10_000, 32) == (5, 8)  # +2 pages, the span's own length
+    assert rounded_span(2990, 3049, PS, 3050, 32) == (2977, 3050)  # cut at the end of the file
+    assert rounded_span(5, 40, PS, 10_000, 0) == (5, 40)  # no gap filling: no widening
+
+
 def test_without_multi_range_gap_filled_spans_are_aligned_blocks_too(nginx, events_db):
     nginx.place("single.db", events_db)
     before = len(nginx.access_log_lines())
@@ -108,10 +118,11 @@ def test_without_multi_range_gap_filled_spans_are_aligned_blocks_too(nginx, even
     ranges = sorted((re.search(r"range=(\S+)", line).group(1) for line in lines),
                     key=lambda r: parts_of(r)[0])  # 4 at a time: logged as they finish
     assert all("," not in r for r in ranges)  # one range per request
-    # 5..40 as one span: 5-8, 9-12, 13-16 (16 KiB each), 17-32 (64 KiB), 33-36, 37-40; then 300
-    assert ranges == ["bytes=0-4095", "bytes=16384-32767", "bytes=32768-49151", "bytes=49152-65535",
-                      "bytes=65536-131071", "bytes=131072-147455", "bytes=147456-163839",
-                      "bytes=1224704-1228799"]
+    # 5..40 as one span (gaps 6 and 8 filled), widened to the 64-page block 1..64 (28 pages
+    # more: within (7)'s bound, 128 KiB and the span's own length): one request; then 300
+    assert ranges == ["bytes=0-4095", "bytes=0-262143", "bytes=1224704-1228799"]  # open first
+    # without the widening: 5-8, 9-12, 13-16, 17-32, 33-36, 37-40, six requests
+    assert aligned_blocks(5, 40, PS) == [(5, 8), (9, 12), (13, 16), (17, 32), (33, 36), (37, 40)]
     assert all(aligned(*parts_of(r)[0], len(data)) for r in ranges)
 
 

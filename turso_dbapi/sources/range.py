@@ -44,7 +44,8 @@ Rules (numbered; the code tags them):
 (9) Every range asked is one aligned block of a few fixed sizes (``range_align``: one
     page, 4 KiB, 16 KiB, ... 4 MiB, starting at a multiple of its size), so the requests of
     many readers of one file hit the same CDN/S3 cache entries: a run is split into such
-    blocks (one multi-range request, or one request each; (7)'s gap-filled spans too).
+    blocks (one multi-range request, or one request each; (7)'s gap-filled spans too,
+    widened to block boundaries within (7)'s bound so they stay few).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from ..transport.http import (
     DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient, Reply, Retry, Signer, Token, TransientReplyError,
 )
 from ..transport.stats import SourceStats
-from .range_align import aligned_blocks, page_runs
+from .range_align import aligned_blocks, page_runs, rounded_span
 from .range_reply import (
     UNSATISFIED_RANGE,
     Validators,
@@ -74,7 +75,7 @@ from .range_reply import (
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_OPEN_BYTES = 4096  # (1) page 1 of the common page sizes (<= 4096), one aligned block
 DEFAULT_PARALLEL = 4  # concurrent runs per fetch(); the session pool holds 8 connections
-DEFAULT_MAX_RANGES = 64  # runs per multi-range request (6)
+DEFAULT_MAX_RANGES = 200  # runs per multi-range request (6); Apache's MaxRanges default
 MAX_RANGE_HEADER = 4000  # characters of one Range header (nginx's default header buffer is 8k)
 DEFAULT_COALESCE_BYTES = 128 * 1024  # (7) largest gap fetched to join two runs without multi-range
 
@@ -298,7 +299,7 @@ class HttpRangeSource:
         out: Dict[int, bytes] = {}
         runs = page_runs(wanted)
         if not self.multi_range and self.coalesce_bytes >= self.page_size:  # (7)
-            runs = [(g[0][0], g[-1][1]) for g in self._coalesced(runs)]
+            runs = [self._rounded(g[0][0], g[-1][1]) for g in self._coalesced(runs)]
         blocks = self._blocks(runs)  # (9)
         if self.multi_range:
             groups = self._groups(blocks) if len(blocks) > 1 else [[b] for b in blocks]
@@ -320,6 +321,10 @@ class HttpRangeSource:
             out = {p: page for p, page in out.items() if p in asked}
         self.stats.add(pages=len(out))
         return out
+
+    def _rounded(self, first: int, last: int) -> Tuple[int, int]:
+        """(9) A gap-filled span widened to block boundaries (``range_align`` R3)."""
+        return rounded_span(first, last, self.page_size, self.n_pages, self.coalesce_bytes // self.page_size)
 
     def _blocks(self, runs: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
         """(9) Runs as aligned blocks of a few fixed sizes (``range_align``)."""
@@ -370,8 +375,8 @@ class HttpRangeSource:
         out: List[_Body] = []
         ps = self.page_size
         for span in spans:
-            first = span[0][0]
-            parts = [self._read_run(a, b) for a, b in self._blocks([(first, span[-1][1])])]  # (9)
+            first, last = self._rounded(span[0][0], span[-1][1])
+            parts = [self._read_run(a, b) for a, b in self._blocks([(first, last)])]  # (9)
             view = memoryview(b"".join(parts) if len(parts) > 1 else parts[0])
             out.extend(view[(a - first) * ps:(b - first + 1) * ps] for a, b in span)
         return out

@@ -12,7 +12,12 @@ next (DESIGN: "remote reads stay cacheable").
      greedy split of a buddy allocator): no byte more than the run, at most 3 blocks of
      each size on each side of the largest. A block reaching past the end of the file is
      cut there (the file's last block is the same for every reader too).
-(R3) The miss policy (``fetch.access``) makes its windows end on a boundary of their own
+(R3) Without multi-range (S3, servers that refuse it), a span of runs costs a request per
+     block: ``rounded_span`` widens it to the boundaries of the largest block size for which
+     that adds at most ``max_extra`` pages and no more than the span itself (gap filling's
+     bound, range.py (7)), so a scan window unaligned by a page or two is still one or two
+     requests; the extra pages are dropped like a gap's.
+(R4) The miss policy (``fetch.access``) makes its windows end on a boundary of their own
      size, so a scan's run splits into a few blocks (a window continuing the scan starts
      aligned and is usually one block).
 """
@@ -57,6 +62,18 @@ def aligned_blocks(first: int, last: int, page_size: int) -> List[Tuple[int, int
         out.append((p + 1, p + k))
         p += k
     return out
+
+
+def rounded_span(first: int, last: int, page_size: int, n_pages: int, max_extra: int) -> Tuple[int, int]:
+    """(R3) ``first..last`` widened to aligned boundaries (at most ``max_extra`` pages and
+    the span's own length more; never past page ``n_pages``, the end of the file)."""
+    bound = min(max_extra, last - first + 1)
+    for k in block_pages(page_size):
+        lo = (first - 1) // k * k + 1
+        hi = min(n_pages, -(-last // k) * k)
+        if (first - lo) + (hi - last) <= bound:
+            return lo, hi
+    return first, last
 
 
 def is_aligned(start: int, end: int, page_size: int, file_size: int) -> bool:
