@@ -107,7 +107,7 @@ class Pipeline:
         self.sent_bytes = 0
 
     def call(self, steps: List[Any], what: str) -> Tuple[list, list]:
-        body = json.dumps(hrana.batch_request(steps), separators=(",", ":")).encode()
+        body = hrana.batch_body(steps)
         self.sent_bytes += len(body)
 
         def check(reply: Reply) -> Tuple[list, list]:
@@ -164,7 +164,10 @@ def batch_steps(stmts: List[Stmt], client_id: str, gen: int, mark: Optional[int]
     want = None if expected is None else f"{expected[0]}:{expected[1]}"
     steps.append(hrana.step(hrana.stmt(HW_GUARD, [client_id, want]), chained()))
     for s in stmts:
-        steps.append(hrana.step(hrana.stmt(s.sql, s.args), chained()))
+        if s.tolerate:
+            steps.append(hrana.step(hrana.stmt(s.sql, s.args), chained()))
+        else:  # the common shape, encoded from its SQL's template (no dicts per row)
+            steps.append(hrana.template(s.sql).step(len(steps) - 1, s.args))
     if mark is not None:
         steps.append(hrana.step(hrana.stmt(HW_UPSERT, [client_id, gen, mark]), chained()))
     steps.append(hrana.step(hrana.stmt("COMMIT"), chained()))
@@ -181,7 +184,10 @@ def _failure(stmts: List[Stmt], steps: List[Any], errors: list, results: list, d
             continue
         if i == FIRST - 1:
             return _Moved(f"push to {display_url}: the high-water row moved under this batch")
-        sql = steps[i]["stmt"]["sql"] if 0 <= i < len(steps) else "(the request)"
+        if FIRST <= i < FIRST + len(stmts):
+            sql = stmts[i - FIRST].sql  # (its step may be pre-encoded text)
+        else:
+            sql = steps[i]["stmt"]["sql"] if 0 <= i < len(steps) else "(the request)"
         table = stmts[i - FIRST].table if FIRST <= i < FIRST + len(stmts) else ""
         where = f" on table {table!r}" if table else ""
         cls = PushConstraintError if "CONSTRAINT" in err.code.upper() else PushRejectedError
