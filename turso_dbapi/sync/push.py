@@ -34,7 +34,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ProtocolError, PushConstraintError, PushRejectedError, RemoteError
 from ..protocol import hrana_batch as hrana
@@ -225,7 +225,7 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
     attempt = 0
     while True:
         try:
-            result, schema = _push_once(ic, client_id, pipeline, transform, threshold)
+            result, schema, renames = _push_once(ic, client_id, pipeline, transform, threshold)
             break
         except (PushRejectedError, ProtocolError):
             raise
@@ -233,17 +233,20 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
             attempt += 1  # the reply may be lost after a commit: re-read the mark and go on
             if attempt > RETRIES:
                 raise
-    _pushed_schema(ic, result.gen, schema)
+    _pushed_schema(ic, result.gen, schema, renames)
     _save_state(replica, result)
     return result
 
 
-def _pushed_schema(ic: sqlite3.Connection, gen: int, schema: dict) -> None:
+def _pushed_schema(ic: sqlite3.Connection, gen: int, schema: dict, renames: Dict[str, str]) -> None:
     """The schema just pushed becomes the DDL baseline, so no schema change is sent twice
-    (a crash before this resends it once: every DDL statement tolerates its second run).
-    Skipped when a pull rebased meanwhile: it installed the new revision's schema."""
+    (a crash before this resends it once: every DDL statement tolerates its second run),
+    and the renames it sent are forgotten. Skipped when a pull rebased meanwhile: it
+    installed the new revision's schema."""
     ic.execute("BEGIN IMMEDIATE")
     try:
+        if capture.generation(ic) == gen:
+            capture.forget_renames(ic, renames)
         if capture.generation(ic) == gen and capture.user_schema(ic, capture.SCHEMA) != schema:
             capture.snapshot_schema(ic, schema)
         ic.execute("COMMIT")
@@ -253,7 +256,7 @@ def _pushed_schema(ic: sqlite3.Connection, gen: int, schema: dict) -> None:
 
 
 def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
-               transform: Optional[Transform], threshold: Optional[int]) -> Tuple[PushResult, dict]:
+               transform: Optional[Transform], threshold: Optional[int]) -> Tuple[PushResult, dict, Dict[str, str]]:
     gen = capture.generation(ic)
     mark = pipeline.remote_mark(client_id)
     if mark is not None and mark[0] > gen:
@@ -288,7 +291,7 @@ def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
         result.statements += len(stmts)
         result.rows += sum(1 for s in stmts if s.change_id)
     result.bytes = pipeline.sent_bytes - sent0
-    return result, changes.schema
+    return result, changes.schema, changes.renames
 
 
 def pending(conn: sqlite3.Connection, replica: str) -> int:

@@ -54,7 +54,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 from ..errors import OperationalError
-from . import capture
+from . import capture, ddl
 from . import replay_file
 from .server_changes import ServerChanges  # noqa: F401 (re-exported: wal_apply, apply)
 from .changes import Change, Stmt, collect, current_row, rowid_changes_sql, statements, upsert_from
@@ -412,7 +412,7 @@ def _apply(rc: sqlite3.Connection, info: capture.TableInfo, ch: Change, on_confl
 
 def _run(rc: sqlite3.Connection, s: Stmt) -> None:
     try:
-        rc.execute(s.sql, s.args)
+        ddl.execute(rc, s.sql, s.args)  # an ALTER TABLE keeps the capture of its table
     except sqlite3.Error as exc:
         if s.tolerate and s.tolerate in str(exc):
             return
