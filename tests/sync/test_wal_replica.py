@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
 
 import pytest
 
 import turso_dbapi
+from turso_dbapi.storage import wal_writer
 from turso_dbapi.storage.pagestore import PG_LOCAL, PG_SYNCED
 
 
@@ -27,12 +27,11 @@ def wal_replica(server, tmp_path, n=300, **kw):
     return conn
 
 
-def shm_header(path):
-    with open(path + "-shm", "rb") as f:
-        raw = f.read(136)
-    assert raw[:48] == raw[48:96]
-    mx, n_page = struct.unpack_from("=II", raw, 16)
-    return mx, n_page, struct.unpack_from("=I", raw, 96)[0]
+def shm_header(conn):
+    """(mxFrame, nPage, nBackfill) of the wal-index, through the connection (never by
+    opening -shm: closing that descriptor would drop this process's locks on it)."""
+    st = wal_writer.read_state(conn)
+    return st.mx_frame, st.n_page, st.n_backfill
 
 
 def test_the_app_start_case_returns_wal_and_it_sticks(turso_server, tmp_path):
@@ -53,9 +52,9 @@ def test_a_pull_commits_into_the_wal_and_readers_keep_their_snapshot(turso_serve
     assert reader.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(0, 0, 30)]
     turso_server.db_sql("UPDATE t SET v = v + 1")
     turso_server.db_sql("INSERT INTO t SELECT value, 1, randomblob(1024) FROM generate_series(31, 60)")
-    mx_before = shm_header(path)[0]
+    mx_before = shm_header(conn)[0]
     assert conn.pull() is True  # no wait for the open read transaction
-    mx_after, n_page, _ = shm_header(path)
+    mx_after, n_page, _ = shm_header(conn)
     assert mx_after > mx_before
     # the open read transaction still sees its snapshot, the next one the new revision
     assert reader.execute("SELECT MIN(v), MAX(v), COUNT(*) FROM t").fetchall() == [(0, 0, 30)]
@@ -173,7 +172,7 @@ def test_a_checkpoint_keeps_the_synced_version_of_a_page_a_local_frame_shadows(t
     if mode != "none":
         conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
     else:
-        assert shm_header(str(tmp_path / "r.db"))[2] == 0  # nothing backfilled: both frames in the WAL
+        assert shm_header(conn)[2] == 0  # nothing backfilled: both frames in the WAL
     turso_server.db_sql("UPDATE t SET v = 7 WHERE id = 3000")  # another leaf
     assert conn.pull() is True
     assert conn.execute("SELECT id, v FROM t WHERE id IN (1, 2, 3000) ORDER BY id").fetchall() == [

@@ -121,7 +121,7 @@ def stop_readers(procs, stop):
 
 
 def wal_replica(server, path):
-    conn = turso_dbapi.connect(server.url, local_path=path)
+    conn = turso_dbapi.connect(server.url, local_path=path, timeout=30)  # a loaded machine
     assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)]
     return conn
 

@@ -28,6 +28,7 @@ from .._util.atomic import write_atomic
 from ..errors import OperationalError
 from . import files
 from .checksum import crc32c
+from .wal_index import WalIndex
 
 SYNCED_FRAMES = files.WAL_SYNCED
 _MAGIC = b"TDBWSYN\x01"
@@ -155,20 +156,19 @@ class SyncedFrames:
 
 
 def peek_state(replica: str) -> Optional[WalState]:
-    """The wal-index header read from ``<replica>-shm`` without any lock (a hint for
-    prefetching: the state may move at once); None when there is no usable one."""
+    """The committed frames of ``<replica>-wal`` as SQLite's recovery would see them, read
+    without any lock (a hint for prefetching: the WAL may move at once); None when there is
+    no usable WAL. Never from ``-shm``: closing any descriptor of that file would drop every
+    POSIX lock this process's connections hold on it (their read marks)."""
     try:
-        with open(replica + "-shm", "rb") as f:
-            raw = f.read(136)
+        with open(replica + "-wal", "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         return None
-    if len(raw) < 136 or raw[:48] != raw[48:96] or not raw[12]:
+    wal = WalIndex.from_bytes(raw)
+    if wal is None or not wal.frames:
         return None
-    mx, n_page = struct.unpack_from("=II", raw, 16)
-    salts = struct.unpack_from(">II", raw, 32)
-    (n_backfill,) = struct.unpack_from("=I", raw, 96)
-    size = struct.unpack_from("=H", raw, 14)[0]
-    return WalState(mx, n_page, n_backfill, salts, (size & 0xFE00) | ((size & 1) << 16))
+    return WalState(wal.frames, wal.db_size, 0, wal.salts, wal.page_size)
 
 
 def read_frames(replica: str, page_size: int, mx_frame: int) -> bytes:

@@ -38,7 +38,7 @@ from ..errors import OperationalError
 from ..fetch.btree_readahead import hints_for
 from ..protocol.revision import same_history
 from ..sources.turso import history_reset
-from ..storage import apply_flag, wal_writer
+from ..storage import apply_flag
 from ..storage.pagestore import PG_SYNCED, PageStore
 from ..url import redact
 from . import apply as pull_apply
@@ -102,7 +102,7 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int,
                                     f"{meta.synced_revision!r}, the server at {reply.revision!r}")
             if stage.count:  # still no lock held
                 needed = replay_pages(store, stage.pgnos, reply.db_size)
-                if wal_writer.peek_state(path) is not None:  # a WAL replica: its local frames too
+                if wal_apply.is_wal_replica(store):  # its local frames too, and old versions
                     needed = sorted(set(needed) | set(wal_apply.prefetch_pages(
                         store, path, stage.pgnos, reply.db_size, meta.db_size_pages)))
                     old = wal_apply.old_versions_needed(store, path, stage.pgnos)

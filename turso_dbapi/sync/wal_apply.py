@@ -57,6 +57,13 @@ def is_wal(conn: sqlite3.Connection) -> bool:
     return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
 
 
+def is_wal_replica(store: PageStore) -> bool:
+    """The database file says WAL (bytes 18/19 of page 1; SQLite writes them when the mode
+    is switched), or a -wal is there: without any SQLite lock, for planning the network."""
+    page1 = store.read_page(1)
+    return (page1 is not None and page1[header.READ_VERSION] == WAL) or os.path.exists(store.path + "-wal")
+
+
 def page1_for_wal(base: bytes, visible_cookie: int, db_size: int) -> bytes:
     """The new revision's page 1 for a WAL replica: WAL format bytes, its size (valid: the
     change counter equals version-valid-for; no counter bump, WAL readers never look at it),
