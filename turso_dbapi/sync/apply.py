@@ -1,5 +1,8 @@
 """Applying a pulled revision to a Turso replica: staging file and coherent apply.
 
+(A replica switched to WAL mode is applied by ``sync.wal_apply`` instead: one commit into
+the WAL under the WAL write lock; ``apply_staged`` hands it over.)
+
 DESIGN §2.5. The replica runs in rollback-journal mode, where every connection (of every
 process) compares the file change counter (header offset 24) at the start of each read
 transaction and drops its page cache when it moved. So the apply:
