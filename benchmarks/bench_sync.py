@@ -11,7 +11,8 @@ request). Every figure is measured in this run, with its ratio:
    each), and ``--updates`` single-row
    autocommit updates, on (a) our replica with capture, (b) the same replica with the
    capture triggers dropped (what a write costs without capture), (c) pyturso's replica
-   (its CDC on, as it always is). Goals: a/b <= 1.3 (bulk), <= 1.5 (autocommit), a < c.
+   (its CDC on, as it always is), and (a) and (b) again in WAL mode (pyturso's mode).
+   Goals: a/b <= 1.3 (bulk), <= 1.5 (autocommit), a < c.
 2. push throughput: ``--changes`` local row changes (inserts), pushed over the proxy;
    rows/s, ours vs pyturso.
 3. pull with rebase: ``--changes`` unpushed local changes and one server change; time of
@@ -105,7 +106,7 @@ def writes(conn: Any, rows: int, updates: int) -> Dict[str, float]:
 
 
 def line(name: str, ours: float, other: float, other_name: str, unit: str = "s") -> None:
-    print(f"{name:<48} {ours:10.3f} {unit:<6} vs {other_name:<22} {other:10.3f} {unit:<6} ratio {ours / other:6.2f}",
+    print(f"{name:<56} {ours:10.3f} {unit:<6} vs {other_name:<22} {other:10.3f} {unit:<6} ratio {ours / other:6.2f}",
           flush=True)
 
 
@@ -128,15 +129,27 @@ def main() -> None:
         with_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "cap.db"))
         without = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "nocap.db"))
         drop_capture(without)
+        # the same two in WAL mode (pyturso's mode): one fsync a commit instead of the
+        # rollback journal's and the page store's several
+        wal_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "walcap.db"))
+        wal_no = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "walnocap.db"))
+        for c in (wal_cap, wal_no):
+            assert c.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+        drop_capture(wal_no)
         peer = turso_sync.connect(os.path.join(tmp, "peer.db"), proxy.base_url)
         w_cap, w_no, w_peer = writes(with_cap, a.rows, a.updates), writes(without, a.rows, a.updates), \
             writes(peer, a.rows, a.updates)
+        w_wcap, w_wno = writes(wal_cap, a.rows, a.updates), writes(wal_no, a.rows, a.updates)
         print(f"capture overhead ({a.rows} rows bulk, {a.updates} autocommit updates)")
         line("  bulk insert: with capture", w_cap["bulk"], w_no["bulk"], "without capture")
         line("  bulk insert: with capture", w_cap["bulk"], w_peer["bulk"], "pyturso")
         line("  autocommit updates: with capture", w_cap["auto"], w_no["auto"], "without capture")
         line("  autocommit updates: with capture", w_cap["auto"], w_peer["auto"], "pyturso")
-        for c in (with_cap, without):
+        line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_wno["bulk"], "without capture")
+        line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_peer["bulk"], "pyturso")
+        line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_wno["auto"], "without capture")
+        line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_peer["auto"], "pyturso")
+        for c in (with_cap, without, wal_cap, wal_no):
             c.close()
         peer.close()
 

@@ -28,7 +28,7 @@ SEED = 14
 
 # Chosen points of a pull (see _crash_worker.HOOKS): while staging, once staged, after the
 # pending apply is recorded, in the middle of the apply, after the metadata switch.
-PULL_POINTS = ["stage.add:1", "stage.add:40", "stage.finish:1", "rebase.extract:1", "meta.save:1",
+PULL_POINTS = ["stage.add:1", "stage.add:40", "stage.finish:1", "rebase.prepare:1", "rebase.extract:1", "meta.save:1",
                "apply.put:1", "apply.put:30", "rebase.replay:1", "meta.save:2"]
 PUSH_POINTS = ["push.batch:1"]
 FETCH_POINTS = ["fetch.put:1", "fetch.put:9", "fetch.put:40"]

@@ -9,7 +9,8 @@ every page lazily),
 
 KILL_AT is where the process SIGKILLs itself: ``never``, ``<hook>:<n>`` (the n-th call of a
 hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``,
-``rebase.extract``, ``rebase.replay``, ``push.batch``, ``wal.record``, ``wal.append``;
+``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``, ``wal.record``,
+``wal.append``;
 ``meta.save:1`` is the pending-apply record, ``meta.save:2`` the switch), or
 ``after:<seconds>`` (a timer: a random point chosen by the caller). It prints "ready"
 when the replica is open, then "done <seconds the operation took>" if it was not killed
@@ -32,12 +33,18 @@ HOOKS = {
     "stage.finish": ("turso_dbapi.sync.stage", "StageWriter.finish"),
     "meta.save": ("turso_dbapi.sync.metadata", "save"),
     "apply.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "overwrite"),
+    "rebase.prepare": ("turso_dbapi.sync.rebase", "prepare"),  # extracted ahead of the lock
     "rebase.extract": ("turso_dbapi.sync.rebase", "extract"),  # local changes set aside
     "rebase.replay": ("turso_dbapi.sync.rebase", "replay"),  # replayed, not yet committed
     "push.batch": ("turso_dbapi.sync.push", "Pipeline.call"),  # the server committed a batch
     "fetch.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "fill"),
     "wal.record": ("turso_dbapi.storage.wal_writer", "record"),  # WAL replica: frames listed
     "wal.append": ("turso_dbapi.storage.wal_writer", "append"),  # ... and committed in the WAL
+}
+# The same point reached through another call: the replay file extracted ahead of the lock
+# is published under it by Prepared.use (rebase.extract runs only when that one is stale).
+ALSO = {
+    "rebase.extract": ("turso_dbapi.sync.rebase", "Prepared.use"),
 }
 # Calls that take a batch of pages count one per page, so ``stage.add:40`` still means "the
 # 40th page staged" and ``apply.put:30`` "the 30th page applied": the n-th page of a batch
@@ -111,6 +118,8 @@ def arm(kill_at: str) -> None:
         setattr(owner, name, hooked)
 
     patch(HOOKS[kind], False)
+    if kind in ALSO:
+        patch(ALSO[kind], False)
     if kind in BATCH_HOOKS:
         patch(BATCH_HOOKS[kind], True)
 

@@ -84,8 +84,9 @@ def test_a_rebase_runs_a_few_statements_per_table_not_one_per_row(turso_server, 
     statements_run.clear()
     assert conn.pull() is True
     # 4k+ changes of the tables keyed by rowid, extracted and replayed in a few statements;
-    # the 306 keys of k (a primary key other than the rowid) are read key by key, 2 each
-    per_key = 2 * 306 + 3  # and its 3 deletes: NULL-safe, one by one
+    # the 306 keys of k (a primary key other than the rowid) are read key by key (2 each)
+    # and written to the replay file row by row; its 3 deletes are NULL-safe, one by one
+    per_key = 3 * 306 + 3
     assert len(statements_run) < 120 + per_key, len(statements_run)
     after = dump(conn)
     assert after["a"] == sorted(local["a"] + [(-5, -5, 5, None)])
@@ -95,23 +96,24 @@ def test_a_rebase_runs_a_few_statements_per_table_not_one_per_row(turso_server, 
 
 
 _LEGACY_CRASH = textwrap.dedent("""
-    import json, os, sys
+    import base64, json, os, sys
     sys.path.insert(0, sys.argv[1])
     import turso_dbapi
     from turso_dbapi.sync import changes, metadata, rebase
     def legacy_extract(ic, replica, store, url):
         # what the previous version wrote: one JSON document (format 2)
         ch = changes.collect(ic, 0, untracked_rows=True)
-        enc = lambda vals: [{"b": v.hex()} if isinstance(v, bytes) else v for v in vals]
+        enc = lambda vals: [{"b": base64.b64encode(v).decode()} if isinstance(v, bytes) else v for v in vals]
         tables = {c.table: [list(ch.infos[c.table].columns), list(ch.infos[c.table].pk),
                             ch.infos[c.table].kind, ch.infos[c.table].rowid_name, False] for c in ch.rows}
-        rows = [[c.table, list(c.key), None if c.row is None else list(c.row.values()), c.change_id]
+        rows = [[c.table, enc(c.key), None if c.row is None else enc(c.row.values()), c.change_id]
                 for c in ch.rows]
         doc = {"format": 2, "gen": 0, "before": [], "after": [], "rows": rows, "tables": tables}
         with open(rebase.replay_path(replica), "w") as f:
             json.dump(doc, f)
         return len(rows)
     rebase.extract = legacy_extract
+    rebase.prepare = lambda ic, replica: None  # (this version extracts ahead of the lock)
     real_save = metadata.save
     def save_and_die(path, meta):
         real_save(path, meta)
@@ -130,6 +132,7 @@ def test_an_apply_interrupted_with_a_format_2_replay_file_is_finished(turso_serv
     conn.executemany("INSERT INTO a VALUES (?, ?, NULL)", [(1000 + i, i) for i in range(50)])
     conn.execute("DELETE FROM a WHERE id = 1")
     conn.execute("UPDATE r SET x = 'changed' WHERE rowid = 2")
+    conn.execute("UPDATE a SET b = x'00ff10' WHERE id = 5")  # a blob: base64 in format 2
     conn.commit()
     local = dump(conn)
     conn.close()
@@ -144,5 +147,40 @@ def test_an_apply_interrupted_with_a_format_2_replay_file_is_finished(turso_serv
     assert sync_meta.load(path).pending_pull is None and not os.path.exists(rebase.replay_path(path))
     after = dump(conn)
     assert after["a"] == sorted(local["a"] + [(-5, -5, 5, None)]) and after["r"] == local["r"]
-    assert conn.stats().pending_changes == 52
+    assert conn.stats().pending_changes == 53
 
+
+
+def test_the_replay_file_is_extracted_before_the_lock_and_redone_if_a_commit_came_between(
+        turso_server, tmp_path, monkeypatch):
+    tables(turso_server)
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    conn.executemany("INSERT INTO a VALUES (?, ?, NULL)", [(1000 + i, i) for i in range(20)])
+    conn.commit()
+    turso_server.db_sql("INSERT INTO a VALUES (-5, 5, NULL)")
+
+    def no_extract_under_the_lock(*args, **kwargs):
+        raise AssertionError("extracted under the lock")
+
+    real_extract = rebase.extract
+    monkeypatch.setattr(rebase, "extract", no_extract_under_the_lock)
+    assert conn.pull() is True  # the file extracted ahead of the lock was used
+    assert conn.execute("SELECT count(*) FROM a WHERE id >= 1000 OR id = -5").fetchone() == (21,)
+
+    # a commit between the extraction and the lock: the file is stale, extracted again
+    monkeypatch.setattr(rebase, "extract", real_extract)
+    real_prepare = rebase.prepare
+    late = turso_dbapi.connect(str(tmp_path / "r.db"))
+
+    def prepare_then_commit(ic, replica):
+        prepared = real_prepare(ic, replica)
+        late.execute("INSERT INTO a VALUES (5000, 1, NULL)")  # after the extraction
+        late.commit()
+        return prepared
+
+    monkeypatch.setattr(rebase, "prepare", prepare_then_commit)
+    turso_server.db_sql("INSERT INTO a VALUES (-6, 6, NULL)")
+    assert conn.pull() is True
+    assert conn.execute("SELECT id FROM a WHERE id IN (-6, 5000) ORDER BY id").fetchall() == [(-6,), (5000,)]
+    assert conn.execute("SELECT count(*) FROM a WHERE id >= 1000").fetchone() == (21,)
+    assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]  # the stale file is gone

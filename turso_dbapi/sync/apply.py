@@ -8,7 +8,8 @@ transaction and drops its page cache when it moved. So the apply:
    (``sync.stage``);
 2. an internal SQLite connection on the replica takes ``BEGIN EXCLUSIVE`` (waits out
    readers and writers in every process; on timeout nothing is changed);
-3. the local changes go to the replay file (rebase.py step 1) and metadata records
+3. the local changes go to the replay file (rebase.py step 1: extracted just before the
+   lock, used if nothing committed since, else extracted again) and metadata records
    ``pending_pull`` (a crash from here on redoes steps 4-6 at the next open, from the
    staging and replay files: the apply is idempotent);
 4. the apply flag is set; every staged page is stored over the synced layer; the local
@@ -123,12 +124,14 @@ def _unusable(store: PageStore, staged: Staged, meta: Optional[sync_meta.SyncMet
 
 
 def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
-                 timeout: Optional[float] = None, on_conflict: Optional[rebase.OnConflict] = None
-                 ) -> Optional[sync_meta.SyncMeta]:
+                 timeout: Optional[float] = None, on_conflict: Optional[rebase.OnConflict] = None,
+                 staged: Optional[Staged] = None) -> Optional[sync_meta.SyncMeta]:
     """Apply ``<replica>-tdbpull`` and replay the local changes on top (rebase.py, steps
     1-5); the new metadata, or None when there was nothing (valid) staged. Raises
-    OperationalError, changing nothing, when the lock cannot be had."""
-    staged = Staged.open(replica)
+    OperationalError, changing nothing, when the lock cannot be had. ``staged``: the stage
+    as its writer just published it (else it is read back and checked)."""
+    if staged is None:
+        staged = Staged.open(replica)
     if staged is None:
         remove_stage(replica)
         meta = sync_meta.load(replica)
@@ -162,10 +165,13 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
         return wal_apply.apply_wal(store, replica, conn_id, display_url, staged, timeout, on_conflict,
                                    lock_error)
     flag: Optional[ApplyFlag] = None
+    prepared: Optional[rebase.Prepared] = None
     try:
         # No journal file for this connection: its transaction must never leave one that a
         # later open could take for a hot journal (journal_mode is per connection here).
         ic.execute("PRAGMA journal_mode=MEMORY")
+        if pending is None or pending.pending_pull is None:
+            prepared = rebase.prepare(ic, replica)  # (1) ahead of the lock, checked under it
         try:
             ic.execute("BEGIN EXCLUSIVE")
         except sqlite3.OperationalError as exc:
@@ -175,9 +181,14 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
             if meta is None:
                 raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
             if meta.pending_pull is None:
-                rebase.extract(ic, replica, store, display_url)  # (1) the local changes, durable
+                used, prepared = prepared is not None and prepared.use(ic), None
+                if not used:  # (1) the local changes, durable
+                    rebase.extract(ic, replica, store, display_url)
                 meta.pending_pull = {"revision": revision, "db_size": db_size, "rebase": True}
                 sync_meta.save(replica, meta)
+            elif prepared is not None:
+                prepared.discard()
+                prepared = None
             started = True  # from here a failure leaves the stage for a redo
             flag = ApplyFlag(store)
             flag.set()  # (2) statements of other connections now wait (or finish a dead puller)
@@ -200,6 +211,8 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
         flag.close()
         return meta
     except BaseException:
+        if prepared is not None:
+            prepared.discard()
         if not started:
             remove_stage(replica)  # the apply never began: the pull leaves no trace
             rebase.remove_replay(replica)

@@ -41,17 +41,18 @@ key: the rowid, which pushes preserve), ``pk`` (any other primary key, WITHOUT R
 included: ``quote(pk1)||','||quote(pk2)...``, a SQL literal list parsed back with
 ``SELECT <k>``). An UPDATE logs the old key, and the new one when it differs.
 
-Tables the triggers do not cover yet (created locally, or renamed) are found by
-``ensure_triggers`` at push time (and after DDL run through our cursors), which installs
+Tables the triggers do not cover yet (created locally) are found by
+``ensure_triggers`` at push time, which installs
 their triggers and logs every row they hold in the same transaction: a row written before
 its table had triggers is therefore never missed. DDL itself is not logged: ``changes``
 diffs the current schema against ``sqlite_tdb_schema`` (the synced schema, replaced by the
 pushed one after each successful push) and sends the difference as ALTER / CREATE / DROP
 statements that never drop a table to recreate it.
 
-LIMIT: ``ALTER TABLE ... RENAME TO`` of a captured table fails in SQLite ("error in trigger
-sqlite_tdb_N_i after rename"): SQLite's rename skips objects named ``sqlite_*`` when it
-rewrites trigger SQL. A table not pushed yet (no triggers yet) can be renamed.
+ALTER TABLE of a captured table goes through ddl.py (SQLite's ALTER skips triggers named
+``sqlite_*``): its triggers are reinstalled under the same table id, and a rename is noted
+in ``sqlite_tdb_state`` as ``rename:<new name>`` = the name it has in the synced schema, so
+push sends it as a rename (changes.schema_diff) rather than a drop and a create.
 
 The log restarts empty at each pull (it lives in the local layer the rebase sets aside);
 ``gen`` counts those restarts, so ``(gen, log id)`` names a change uniquely (spec §5.3).
@@ -242,7 +243,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
         for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {TABLES}").fetchall():
             info = table_info(conn, name)
             if info is not None and info.kind == kind:
-                _create_triggers(conn, i, info)
+                create_triggers(conn, i, info)
     conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES ('version', ?)", (VERSION,))
 
 
@@ -297,7 +298,7 @@ def ensure_triggers(conn: sqlite3.Connection, *, log_rows: bool = True) -> int:
                     conn.execute(f"DROP TRIGGER IF EXISTS {qi(tname)}")
             cur = conn.execute(f"INSERT INTO {TABLES}(name, kind) VALUES (?, ?)", (info.name, info.kind))
             i = cur.lastrowid
-            _create_triggers(conn, i, info)
+            create_triggers(conn, i, info)
             if log_rows:
                 # no mark: an uncorrelated subquery would be evaluated once, marking every row
                 conn.execute(f"INSERT INTO {LOG}(t, k) SELECT {i}, {info.key_of_rows()} FROM {qi(info.name)}")
@@ -307,7 +308,7 @@ def ensure_triggers(conn: sqlite3.Connection, *, log_rows: bool = True) -> int:
 TXN = "(SELECT id FROM sqlite_tdb_txn)"  # the transaction's id on its first log row, NULL after
 
 
-def _create_triggers(conn: sqlite3.Connection, i: int, info: TableInfo) -> None:
+def create_triggers(conn: sqlite3.Connection, i: int, info: TableInfo) -> None:
     """The three triggers of table id ``i`` (writable_schema on). An UPDATE's second row
     (its new key) never starts a transaction: its first row came just before. The
     subquery runs once per trigger invocation, i.e. per row."""
@@ -320,3 +321,28 @@ def _create_triggers(conn: sqlite3.Connection, i: int, info: TableInfo) -> None:
     conn.execute(f"CREATE TRIGGER {PREFIX}{i}_u AFTER UPDATE ON {t} BEGIN "
                  f"INSERT INTO {LOG}(t, k, x) VALUES ({i}, {old}, {TXN}); "
                  f"INSERT INTO {LOG}(t, k) SELECT {i}, {new} WHERE ({new}) IS NOT ({old}); END")
+
+
+_RENAME = "rename:"
+
+
+def note_rename(conn: sqlite3.Connection, old: str, new: str) -> None:
+    """Table ``old`` is now ``new``: remember the name it has in the synced schema."""
+    row = conn.execute(f"SELECT value FROM {STATE} WHERE key = ?", (_RENAME + old,)).fetchone()
+    synced = row[0] if row else old
+    conn.execute(f"DELETE FROM {STATE} WHERE key = ?", (_RENAME + old,))
+    if synced != new:
+        conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES (?, ?)", (_RENAME + new, synced))
+
+
+def renames(conn: sqlite3.Connection) -> Dict[str, str]:
+    """{current name: name in the synced schema} of the tables renamed since."""
+    n = len(_RENAME)
+    return {k[n:]: v for k, v in conn.execute(
+        f"SELECT key, value FROM {STATE} WHERE key >= ? AND key < ?", (_RENAME, _RENAME[:-1] + ";"))}
+
+
+def forget_renames(conn: sqlite3.Connection, pushed: Dict[str, str]) -> None:
+    """The renames a push sent are part of the synced schema now."""
+    for new, old in pushed.items():
+        conn.execute(f"DELETE FROM {STATE} WHERE key = ? AND value = ?", (_RENAME + new, old))

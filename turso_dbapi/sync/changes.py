@@ -77,6 +77,7 @@ class Changes:
     schema: Dict[Tuple[str, str], Tuple[str, str]] = dataclasses.field(default_factory=dict)  # as collected
     by_rowid: Dict[str, int] = dataclasses.field(default_factory=dict)  # collect(rowid_rows=False)
     starts: List[int] = dataclasses.field(default_factory=list)  # log ids that begin a local transaction
+    renames: Dict[str, str] = dataclasses.field(default_factory=dict)  # tables renamed, {new: synced name}
 
     def row_statements(self, transform: Optional[Callable[[Change], Optional[Change]]] = None) -> List[Stmt]:
         return [s for group in self.row_groups(transform) for s in group]
@@ -212,7 +213,7 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
         info = capture.table_info(conn, name, sql)
         if info is not None:
             infos[name] = info
-    before, after_ddl, full = schema_diff(conn, infos)
+    before, after_ddl, full, renames = schema_diff(conn, infos)
     if untracked_rows:
         full.update(i.name for i in capture.untracked(conn))
     mapping = {i: (name, kind) for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {capture.TABLES}")}
@@ -248,7 +249,7 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
                 rows.append(Change(name, key, current_row(conn, info, key), last))
     starts = [i for (i,) in conn.execute(f"SELECT id FROM {capture.LOG} WHERE id > ? AND x IS NOT NULL "
                                          "ORDER BY id", (after,))]
-    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), by_rowid, starts)
+    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), by_rowid, starts, renames)
 
 
 # -- the schema diff -------------------------------------------------------------------------
@@ -346,13 +347,50 @@ def alter_steps(conn: sqlite3.Connection, name: str, old_sql: str) -> List[Stmt]
 _ORDER = {"trigger": 0, "view": 1, "index": 2, "table": 3}
 
 
-def schema_diff(conn: sqlite3.Connection, infos: Dict[str, TableInfo]) -> Tuple[List[Stmt], List[Stmt], set]:
-    """(DDL before the rows, DDL after them, tables whose every row must be sent)."""
+def _renamed(base: Dict[Tuple[str, str], Tuple[str, str]], old: str, new: str) -> Dict[Tuple[str, str], Tuple[str, str]]:
+    """The synced schema as the server has it after ``ALTER TABLE old RENAME TO new``:
+    SQLite's own rename, run on a scratch copy, rewrites the table and every index,
+    trigger and view naming it, as it does on the server."""
+    mem = sqlite3.connect(":memory:")
+    try:
+        for (typ, _name), (_, sql) in sorted(base.items(), key=lambda kv: -_ORDER.get(kv[0][0], 9)):
+            try:
+                mem.execute(sql)
+            except sqlite3.Error:
+                if typ == "table":
+                    raise
+        mem.execute(f"ALTER TABLE {qi(old)} RENAME TO {qi(new)}")
+        return capture.user_schema(mem)
+    except sqlite3.Error:  # the synced schema does not load alone: rename the table only
+        out = {k: v for k, v in base.items() if k != ("table", old)}
+        mem.close()
+        mem = sqlite3.connect(":memory:")
+        mem.execute(base[("table", old)][1])
+        mem.execute(f"ALTER TABLE {qi(old)} RENAME TO {qi(new)}")
+        out[("table", new)] = (new, mem.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (new,)).fetchone()[0])
+        return out
+    finally:
+        mem.close()
+
+
+def schema_diff(conn: sqlite3.Connection,
+                infos: Dict[str, TableInfo]) -> Tuple[List[Stmt], List[Stmt], set, Dict[str, str]]:
+    """(DDL before the rows, DDL after them, tables whose every row must be sent, the
+    renames sent as {new: old}). A table renamed here (capture.renames) is sent as
+    ``ALTER TABLE old RENAME TO new`` (a rerun finds no table ``old``: tolerated), never as
+    a drop and a create, and the rest of the diff starts from the renamed synced schema."""
     base = capture.user_schema(conn, capture.SCHEMA)
     cur = capture.user_schema(conn)
     before: List[Stmt] = []
     after: List[Stmt] = []
     full: set = set()
+    sent: Dict[str, str] = {}
+    for new, old in sorted(capture.renames(conn).items()):
+        if ("table", old) in base and ("table", old) not in cur and ("table", new) in cur \
+                and ("table", new) not in base:
+            before.append(Stmt(f"ALTER TABLE {qi(old)} RENAME TO {qi(new)}", (), new, tolerate="no such table"))
+            base = _renamed(base, old, new)
+            sent[new] = old
     drops = []
     for (typ, name), (tbl, sql) in base.items():
         if (typ, name) not in cur:
@@ -372,4 +410,4 @@ def schema_diff(conn: sqlite3.Connection, infos: Dict[str, TableInfo]) -> Tuple[
             before.append(Stmt(if_not_exists(sql), (), name))
             continue
         before.extend(alter_steps(conn, name, old[1]))
-    return before, after, full
+    return before, after, full, sent

@@ -34,7 +34,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ProtocolError, PushConstraintError, PushRejectedError, RemoteError
 from ..protocol import hrana_batch as hrana
@@ -43,6 +43,7 @@ from . import capture
 from .batches import split
 from .changes import Change, Stmt, collect
 from .._util.atomic import write_atomic
+from .._util.gcpause import paused
 from ..storage.files import PUSH_STATE
 
 PIPELINE_PATH = "/v2/pipeline"
@@ -107,7 +108,7 @@ class Pipeline:
         self.sent_bytes = 0
 
     def call(self, steps: List[Any], what: str) -> Tuple[list, list]:
-        body = json.dumps(hrana.batch_request(steps), separators=(",", ":")).encode()
+        body = hrana.batch_body(steps)
         self.sent_bytes += len(body)
 
         def check(reply: Reply) -> Tuple[list, list]:
@@ -117,7 +118,8 @@ class Pipeline:
                                   "check the URL, the auth token and the server's log",
                                   url=self.display_url, status=reply.status)
             try:
-                return hrana.batch_reply(json.loads(reply.body), len(steps))
+                with paused():  # a 10k-step reply is 10k small dicts (_util/gcpause.py)
+                    return hrana.batch_reply(json.loads(reply.body), len(steps))
             except ValueError as exc:  # JSON or shape (json.JSONDecodeError is a ValueError)
                 raise ProtocolError(f"{what}: {self.display_url} answered {PIPELINE_PATH} with a malformed "
                                     f"reply ({exc}); is this a Turso / libSQL server?",
@@ -164,7 +166,10 @@ def batch_steps(stmts: List[Stmt], client_id: str, gen: int, mark: Optional[int]
     want = None if expected is None else f"{expected[0]}:{expected[1]}"
     steps.append(hrana.step(hrana.stmt(HW_GUARD, [client_id, want]), chained()))
     for s in stmts:
-        steps.append(hrana.step(hrana.stmt(s.sql, s.args), chained()))
+        if s.tolerate:
+            steps.append(hrana.step(hrana.stmt(s.sql, s.args), chained()))
+        else:  # the common shape, encoded from its SQL's template (no dicts per row)
+            steps.append(hrana.template(s.sql).step(len(steps) - 1, s.args))
     if mark is not None:
         steps.append(hrana.step(hrana.stmt(HW_UPSERT, [client_id, gen, mark]), chained()))
     steps.append(hrana.step(hrana.stmt("COMMIT"), chained()))
@@ -181,7 +186,10 @@ def _failure(stmts: List[Stmt], steps: List[Any], errors: list, results: list, d
             continue
         if i == FIRST - 1:
             return _Moved(f"push to {display_url}: the high-water row moved under this batch")
-        sql = steps[i]["stmt"]["sql"] if 0 <= i < len(steps) else "(the request)"
+        if FIRST <= i < FIRST + len(stmts):
+            sql = stmts[i - FIRST].sql  # (its step may be pre-encoded text)
+        else:
+            sql = steps[i]["stmt"]["sql"] if 0 <= i < len(steps) else "(the request)"
         table = stmts[i - FIRST].table if FIRST <= i < FIRST + len(stmts) else ""
         where = f" on table {table!r}" if table else ""
         cls = PushConstraintError if "CONSTRAINT" in err.code.upper() else PushRejectedError
@@ -217,7 +225,7 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
     attempt = 0
     while True:
         try:
-            result, schema = _push_once(ic, client_id, pipeline, transform, threshold)
+            result, schema, renames = _push_once(ic, client_id, pipeline, transform, threshold)
             break
         except (PushRejectedError, ProtocolError):
             raise
@@ -225,17 +233,20 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
             attempt += 1  # the reply may be lost after a commit: re-read the mark and go on
             if attempt > RETRIES:
                 raise
-    _pushed_schema(ic, result.gen, schema)
+    _pushed_schema(ic, result.gen, schema, renames)
     _save_state(replica, result)
     return result
 
 
-def _pushed_schema(ic: sqlite3.Connection, gen: int, schema: dict) -> None:
+def _pushed_schema(ic: sqlite3.Connection, gen: int, schema: dict, renames: Dict[str, str]) -> None:
     """The schema just pushed becomes the DDL baseline, so no schema change is sent twice
-    (a crash before this resends it once: every DDL statement tolerates its second run).
-    Skipped when a pull rebased meanwhile: it installed the new revision's schema."""
+    (a crash before this resends it once: every DDL statement tolerates its second run),
+    and the renames it sent are forgotten. Skipped when a pull rebased meanwhile: it
+    installed the new revision's schema."""
     ic.execute("BEGIN IMMEDIATE")
     try:
+        if capture.generation(ic) == gen:
+            capture.forget_renames(ic, renames)
         if capture.generation(ic) == gen and capture.user_schema(ic, capture.SCHEMA) != schema:
             capture.snapshot_schema(ic, schema)
         ic.execute("COMMIT")
@@ -245,7 +256,7 @@ def _pushed_schema(ic: sqlite3.Connection, gen: int, schema: dict) -> None:
 
 
 def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
-               transform: Optional[Transform], threshold: Optional[int]) -> Tuple[PushResult, dict]:
+               transform: Optional[Transform], threshold: Optional[int]) -> Tuple[PushResult, dict, Dict[str, str]]:
     gen = capture.generation(ic)
     mark = pipeline.remote_mark(client_id)
     if mark is not None and mark[0] > gen:
@@ -253,21 +264,23 @@ def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
                             f"{client_id!r}, ahead of the local {gen}; this replica's files were replaced",
                             url=pipeline.display_url)
     after = mark[1] if mark is not None and mark[0] == gen else 0
-    ic.execute("BEGIN")
-    try:
-        if capture.generation(ic) != gen:  # a pull rebased in between: start over
-            raise RemoteError("the replica was rebased during the push", url=pipeline.display_url)
-        changes = collect(ic, after)
-    finally:
-        ic.execute("COMMIT")  # a read: this only ends the snapshot; no lock from here
-    groups = changes.row_groups(transform)
+    with paused():  # rows, statements and steps: many objects at once (_util/gcpause.py)
+        ic.execute("BEGIN")
+        try:
+            if capture.generation(ic) != gen:  # a pull rebased in between: start over
+                raise RemoteError("the replica was rebased during the push", url=pipeline.display_url)
+            changes = collect(ic, after)
+        finally:
+            ic.execute("COMMIT")  # a read: this only ends the snapshot; no lock from here
+        groups = changes.row_groups(transform)
+        batches = split(changes, groups, threshold)
     result = PushResult(gen=gen, last_change_id=changes.last_id)
     sent0 = pipeline.sent_bytes
-    batches = split(changes, groups, threshold)
     expected = mark
     for stmts, hw in batches:
         new_mark = hw if hw > after or stmts else None
-        steps = batch_steps(stmts, client_id, gen, new_mark, expected)
+        with paused():
+            steps = batch_steps(stmts, client_id, gen, new_mark, expected)
         results, errors = pipeline.call(steps, f"push to {pipeline.display_url}")
         exc = _failure(stmts, steps, errors, results, pipeline.display_url)
         if exc is not None:
@@ -278,7 +291,7 @@ def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
         result.statements += len(stmts)
         result.rows += sum(1 for s in stmts if s.change_id)
     result.bytes = pipeline.sent_bytes - sent0
-    return result, changes.schema
+    return result, changes.schema, changes.renames
 
 
 def pending(conn: sqlite3.Connection, replica: str) -> int:

@@ -4,11 +4,13 @@ unpushed changes on top (spec §6.5 steps 8-9, §6.6), crash-safe.
 The sequence (apply.py drives it; the network is already done and staged):
 
 1. Under the internal connection's ``BEGIN EXCLUSIVE`` (every transaction of every process
-   is over): ``extract`` writes ``<replica>-tdbreplay`` (``replay_file``: a small SQLite
-   database) - every change the log holds (and every row of tables without triggers yet),
-   with its log id, key and local row; the rows of tables keyed by rowid are copied in
-   SQL, no Python per row - temp, fsync, rename, fsync dir. Then ``pending_pull`` is
-   recorded.
+   is over): ``<replica>-tdbreplay`` (``replay_file``: a small SQLite database) holds every
+   change the log holds (and every row of tables without triggers yet), with its log id,
+   key and local row - temp, fsync, rename, fsync dir. Then ``pending_pull`` is recorded.
+   The file is extracted just before the lock (``prepare``: one read transaction, rows
+   copied in SQL into the attached file) and published under the lock only if no
+   transaction committed in between (``PRAGMA data_version``); otherwise ``extract``
+   writes it again under the lock.
    From here a crash redoes everything below from the stage and the replay file.
 2. The apply flag is set, the synced layer switches to the new revision, the local layer is
    dropped whole (pagestore.c rule (16)) and the logical size returns to the synced size:
@@ -48,12 +50,13 @@ import dataclasses
 import logging
 import os
 import sqlite3
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 from ..errors import OperationalError
-from . import capture
+from . import capture, ddl
 from . import replay_file
+from .server_changes import ServerChanges  # noqa: F401 (re-exported: wal_apply, apply)
 from .changes import Change, Stmt, collect, current_row, rowid_changes_sql, statements, upsert_from
 from .._util.atomic import fsync_dir
 from ..storage.files import REPLAY
@@ -100,6 +103,26 @@ def local_changes(store: Any) -> List[int]:
     return found
 
 
+def _fill(ic: sqlite3.Connection, out: replay_file.Writer) -> Dict[str, Any]:
+    """The local changes into ``out`` (inside the caller's transaction on ``ic``); the doc."""
+    changes = collect(ic, 0, untracked_rows=True, rowid_rows=False)
+    doc: Dict[str, Any] = {"gen": capture.generation(ic), "before": [_stmt_json(s) for s in changes.before],
+                           "after": [_stmt_json(s) for s in changes.after]}
+    # Tables keyed by rowid: their logged rows go from the replica to the file in SQL.
+    for name, t in changes.by_rowid.items():
+        out.table(changes.infos[name], False, select=(ic, rowid_changes_sql(changes.infos[name]), (t, 0)))
+    grouped: Dict[str, List[Change]] = {}
+    for ch in changes.rows:  # primary keys, tables without triggers yet
+        grouped.setdefault(ch.table, []).append(ch)
+    for name, chs in grouped.items():
+        info = changes.infos[name]
+        none = (None,) * len(info.columns)
+        out.table(info, info.kind == "pk" and _without_rowid(ic, name),
+                  ((ch.change_id, ch.row is not None, *ch.key,
+                    *(none if ch.row is None else (ch.row[c] for c in info.columns))) for ch in chs))
+    return doc
+
+
 def extract(ic: sqlite3.Connection, replica: str, store: Any, display_url: str) -> int:
     """Step 1: the replay file (``replay_file``); returns the number of row changes in it.
     A replica without change capture (written by a raw connection of this VFS) that has
@@ -117,23 +140,59 @@ def extract(ic: sqlite3.Connection, replica: str, store: Any, display_url: str) 
     out = replay_file.Writer(replay_path(replica))
     try:
         if capture.installed(ic):
-            changes = collect(ic, 0, untracked_rows=True, rowid_rows=False)
-            doc["gen"] = capture.generation(ic)
-            doc["before"] = [_stmt_json(s) for s in changes.before]
-            doc["after"] = [_stmt_json(s) for s in changes.after]
-            # Tables keyed by rowid: their logged rows go from the replica to the file in SQL.
-            for name, t in changes.by_rowid.items():
-                out.table(changes.infos[name], False, ic.execute(rowid_changes_sql(changes.infos[name]), (t, 0)))
-            grouped: Dict[str, List[Change]] = {}
-            for ch in changes.rows:  # primary keys, tables without triggers yet
-                grouped.setdefault(ch.table, []).append(ch)
-            for name, chs in grouped.items():
-                info = changes.infos[name]
-                none = (None,) * len(info.columns)
-                out.table(info, info.kind == "pk" and _without_rowid(ic, name),
-                          ((ch.change_id, ch.row is not None, *ch.key,
-                            *(none if ch.row is None else (ch.row[c] for c in info.columns))) for ch in chs))
+            doc = _fill(ic, out)
         return out.finish(doc)
+    except BaseException:
+        out.discard()
+        raise
+
+
+class Prepared:
+    """A replay file extracted BEFORE the exclusive lock (``prepare``), in SQL through the
+    replica's connection; valid under the lock if no transaction committed since."""
+
+    def __init__(self, out: replay_file.Writer, version: int):
+        self.out, self.version = out, version
+
+    def use(self, ic: sqlite3.Connection) -> bool:
+        """Under ``ic``'s exclusive lock: publish the file and answer True when the replica
+        is as it was extracted (``PRAGMA data_version``: another connection's commit moves
+        it); otherwise drop it and answer False (extract again)."""
+        if ic.execute("PRAGMA data_version").fetchone()[0] != self.version:
+            self.out.discard()
+            return False
+        self.out.finish()
+        return True
+
+    def discard(self) -> None:
+        self.out.discard()
+
+
+def prepare(ic: sqlite3.Connection, replica: str) -> Optional[Prepared]:
+    """Step 1 ahead of the lock: the replay file extracted in one read transaction of ``ic``
+    (outside any transaction when called) into the file attached to it - INSERT ... SELECT
+    from the replica, which ``extract`` cannot do under the lock (the lock's transaction is
+    rolled back) - then fsynced; None without change capture (``extract`` decides)."""
+    try:
+        if not capture.installed(ic):
+            return None
+        out = replay_file.Writer(replay_path(replica), attach_to=ic)
+    except sqlite3.Error:
+        return None  # (busy, say) the lock's path extracts
+    try:
+        ic.execute("BEGIN")
+        try:
+            version = ic.execute("PRAGMA data_version").fetchone()[0]
+            out.write_doc(_fill(ic, out))
+            ic.execute("COMMIT")
+        except BaseException:
+            ic.execute("ROLLBACK")
+            raise
+        out.detach()
+        return Prepared(out, version)
+    except sqlite3.Error:
+        out.discard()
+        return None
     except BaseException:
         out.discard()
         raise
@@ -333,89 +392,6 @@ def _decide(ch: Change, decision: Any) -> Optional[Change]:
     raise ValueError(f"on_conflict returned {decision!r}; expected 'local', 'server' or a dict (the merged row)")
 
 
-def _varint(buf: bytes, i: int) -> Tuple[int, int]:
-    v = 0
-    for n in range(9):
-        b = buf[i + n]
-        if n == 8:
-            return (v << 8) | b, i + 9
-        v = (v << 7) | (b & 0x7F)
-        if b < 0x80:
-            return v, i + n + 1
-    raise AssertionError("unreachable")
-
-
-def leaf_page(read_page: Callable[[int], Optional[bytes]], root: int, rowid: int) -> Optional[int]:
-    """The leaf page of a rowid table's B-tree where ``rowid`` lives (or would), walking
-    the pages as stored (no network: an absent page ends the walk with None)."""
-    pgno = root
-    for _ in range(64):  # deeper than any real B-tree: a loop means damage
-        page = read_page(pgno)
-        if page is None:
-            return None
-        h = 100 if pgno == 1 else 0
-        kind = page[h]
-        if kind == 0x0D:
-            return pgno
-        if kind != 0x05:
-            return None
-        n = int.from_bytes(page[h + 3:h + 5], "big")
-        child = int.from_bytes(page[h + 8:h + 12], "big")  # right-most pointer
-        lo, hi = 0, n  # first cell whose key >= rowid (cells are sorted)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            off = int.from_bytes(page[h + 12 + 2 * mid:h + 14 + 2 * mid], "big")
-            key, _ = _varint(page, off + 4)
-            if key >= rowid:
-                hi = mid
-            else:
-                lo = mid + 1
-        if lo < n:
-            off = int.from_bytes(page[h + 12 + 2 * lo:h + 14 + 2 * lo], "big")
-            child = int.from_bytes(page[off:off + 4], "big")
-        pgno = child
-    return None
-
-
-class ServerChanges:
-    """Did this pull change a row? The pages the pull brought, and the row's leaf page in
-    the new revision: a row is "changed by the server" when its leaf page came with the
-    pull (page granularity: a neighbour's change on the same leaf counts too). For
-    WITHOUT ROWID tables, whose keys are records, every difference counts."""
-
-    def __init__(self, rc: sqlite3.Connection, read_page: Callable[[int], Optional[bytes]], pages: Set[int]):
-        self.rc, self.read_page, self.pages = rc, read_page, pages
-        self._roots: Dict[str, Optional[int]] = {}
-
-    def _root(self, table: str) -> Optional[int]:
-        if table not in self._roots:
-            row = self.rc.execute("SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?",
-                                  (table,)).fetchone()
-            self._roots[table] = row[0] if row else None
-        return self._roots[table]
-
-    def changed(self, info: capture.TableInfo, key: Tuple[Any, ...], sql_without_rowid: bool) -> bool:
-        root = self._root(info.name)
-        if root is None:
-            return True  # the table is new or gone on the server
-        if info.kind == "pk":
-            if sql_without_rowid:
-                return True
-            try:
-                row = self.rc.execute(
-                    f"SELECT rowid FROM {capture.qi(info.name)} WHERE "
-                    + " AND ".join(f"{capture.qi(c)} IS ?" for c in info.pk), key).fetchone()
-            except sqlite3.Error:
-                return True
-            if row is None:
-                return True  # absent on the server: cannot place it without its rowid
-            rowid = row[0]
-        else:
-            rowid = key[0]
-        leaf = leaf_page(self.read_page, root, rowid)
-        return leaf is None or leaf in self.pages
-
-
 def _apply(rc: sqlite3.Connection, info: capture.TableInfo, ch: Change, on_conflict: Optional[OnConflict]) -> bool:
     try:
         # No savepoint per row (it doubled the replay's cost): a failing statement is
@@ -436,7 +412,7 @@ def _apply(rc: sqlite3.Connection, info: capture.TableInfo, ch: Change, on_confl
 
 def _run(rc: sqlite3.Connection, s: Stmt) -> None:
     try:
-        rc.execute(s.sql, s.args)
+        ddl.execute(rc, s.sql, s.args)  # an ALTER TABLE keeps the capture of its table
     except sqlite3.Error as exc:
         if s.tolerate and s.tolerate in str(exc):
             return

@@ -26,6 +26,7 @@ import json
 import os
 import sqlite3
 import threading
+from urllib.parse import quote
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .._util.atomic import publish
@@ -54,48 +55,93 @@ def _columns(info: TableInfo) -> List[str]:
 
 
 class Writer:
-    """Builds the file under a temporary name; ``finish`` publishes it."""
+    """Builds the file under a temporary name; ``finish`` publishes it.
 
-    def __init__(self, path: str):
+    Standalone (``attach_to`` None) it writes through a connection of its own, in one
+    transaction, the rows handed to ``table`` (or selected from ``source``). Attached, it
+    is ``tdb_out`` of the replica's connection ``attach_to`` (attached here, outside any
+    transaction): rows selected from the replica go in with INSERT ... SELECT, no Python
+    per row; the caller runs the transaction around ``table`` and ``write_doc`` and calls
+    ``detach`` after it committed."""
+
+    def __init__(self, path: str, attach_to: Optional[sqlite3.Connection] = None):
         self.path = path
         self.tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
         if os.path.exists(self.tmp):
             os.remove(self.tmp)
-        self.db = sqlite3.connect(self.tmp, isolation_level=None)
-        # No journal and no syncs of SQLite's own: the file is fsynced once, then renamed.
-        self.db.execute("PRAGMA journal_mode=OFF")
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("BEGIN")
-        self.db.execute("CREATE TABLE doc(json TEXT)")
         self.tables: List[List[Any]] = []
         self.rows = 0
+        self.attached = attach_to is not None
+        if attach_to is not None:
+            self.db, self.schema = attach_to, "tdb_out."
+            attach_to.execute("ATTACH DATABASE ? AS tdb_out", (f"file:{quote(self.tmp)}",))
+            prefix = "tdb_out."
+        else:
+            self.db, self.schema = sqlite3.connect(self.tmp, isolation_level=None), ""
+            prefix = ""
+        # No journal and no syncs of SQLite's own: the file is fsynced once, then renamed.
+        self.db.execute(f"PRAGMA {prefix}journal_mode=OFF")
+        self.db.execute(f"PRAGMA {prefix}synchronous=OFF")
+        if attach_to is None:
+            self.db.execute("BEGIN")
 
-    def table(self, info: TableInfo, without_rowid: bool, rows: Iterable[Tuple[Any, ...]]) -> None:
-        """Table ``info``'s changes: tuples (m, present, key..., columns...)."""
+    def table(self, info: TableInfo, without_rowid: bool, rows: Iterable[Tuple[Any, ...]] = (),
+              select: Optional[Tuple[sqlite3.Connection, str, Tuple[Any, ...]]] = None) -> None:
+        """Table ``info``'s changes: tuples (m, present, key..., columns...), given as
+        ``rows`` or as ``select`` = (connection, SQL, parameters) that yields them."""
         i = len(self.tables)
         cols = _columns(info)
-        self.db.execute(f"CREATE TABLE r{i}({', '.join(cols)})")
-        cur = self.db.executemany(f"INSERT INTO r{i} VALUES ({', '.join('?' * len(cols))})", rows)
+        target = f"{self.schema}r{i}"
+        self.db.execute(f"CREATE TABLE {target}({', '.join(cols)})")
+        if select is not None and self.attached and select[0] is self.db:
+            cur = self.db.execute(f"INSERT INTO {target} {select[1]}", select[2])
+        else:
+            source = select[0].execute(select[1], select[2]) if select is not None else rows
+            cur = self.db.executemany(f"INSERT INTO {target} VALUES ({', '.join('?' * len(cols))})", source)
         self.rows += max(cur.rowcount, 0)
         self.tables.append([info.name, list(info.columns), list(info.pk), info.kind, info.rowid_name,
                             without_rowid])
 
-    def finish(self, doc: Dict[str, Any]) -> int:
-        """Publish the file with ``doc`` (its tables filled in); the number of rows."""
+    def write_doc(self, doc: Dict[str, Any]) -> None:
         doc = dict(doc, format=FORMAT, tables=self.tables)
-        self.db.execute("INSERT INTO doc VALUES (?)", (json.dumps(doc, separators=(",", ":")),))
-        self.db.execute("COMMIT")
-        self.db.close()
+        self.db.execute(f"CREATE TABLE {self.schema}doc(json TEXT)")
+        self.db.execute(f"INSERT INTO {self.schema}doc VALUES (?)", (json.dumps(doc, separators=(",", ":")),))
+
+    def detach(self) -> None:
+        """Attached: after the caller's COMMIT, detach and make the file durable."""
+        self.db.execute("DETACH DATABASE tdb_out")
+        self.attached = False
+        self._fsync()
+
+    def _fsync(self) -> None:
         fd = os.open(self.tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def finish(self, doc: Optional[Dict[str, Any]] = None) -> int:
+        """Publish the file (standalone: with ``doc``, committed and fsynced here); the
+        number of rows."""
+        if doc is not None:
+            self.write_doc(doc)
+            self.db.execute("COMMIT")
+            self.db.close()
+            self._fsync()
         publish(self.tmp, self.path)
         return self.rows
 
     def discard(self) -> None:
-        self.db.close()
+        if self.attached:
+            try:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                self.db.execute("DETACH DATABASE tdb_out")
+            except sqlite3.Error:
+                pass
+            self.attached = False
+        elif not self.schema:
+            self.db.close()
         try:
             os.remove(self.tmp)
         except FileNotFoundError:

@@ -53,7 +53,7 @@ from ..storage.vfs import ensure_registered, replica_uri
 from ..transport.http import split_credentials
 from ..url import redact
 from . import bootstrap as boot
-from . import capture, engine, internal, rebase
+from . import capture, ddl, engine, internal, rebase
 from . import metadata as sync_meta
 from . import push as sync_push
 
@@ -207,11 +207,13 @@ _classes: Dict[type, type] = {}
 
 
 def connection_class(factory: type) -> type:
-    """``remote_class(factory)`` whose ``iterdump`` leaves the capture machinery out.
+    """``remote_class(factory)`` whose ``iterdump`` leaves the capture machinery out, and
+    whose ``execute`` / ``executescript`` and cursors keep the capture through ALTER TABLE
+    (sync/ddl.py).
 
     A dead puller's half-done apply is finished by the VFS when a connection starts a
     read transaction (vfs.c rule (13), ``engine.recover_dead_apply``): nothing per statement."""
-    base = remote_class(factory)
+    base = remote_class(factory, ddl.CaptureCursor, "Remote")
     cls = _classes.get(base)
     if cls is None:
         def iterdump(self: sqlite3.Connection, *args: Any, **kw: Any) -> Any:
@@ -219,7 +221,7 @@ def connection_class(factory: type) -> type:
             are already skipped by it): the user's schema and rows only."""
             return (line for line in base.iterdump(self, *args, **kw) if not capture.hide_dump_line(line))
 
-        cls = _classes[base] = type(base.__name__, (base,), {"iterdump": iterdump})
+        cls = _classes[base] = type(base.__name__, (base,), {"iterdump": iterdump, **ddl.connection_methods(base)})
     return cls
 
 
