@@ -1,7 +1,7 @@
 """Full bootstrap and pulls: our Turso replica vs pyturso's, same server, one run.
 
     python benchmarks/bench_pull.py [--size-mb 96] [--inserts 10000,100000]
-                                    [--latency-ms 0] [--repeat 3] [--quick]
+                                    [--latency-ms 0] [--repeat 3] [--rounds 5] [--quick]
 
 The reference server (its own process) serves a generated database of about
 ``--size-mb`` MiB (``items`` with a random-key index, as bench_turso_partial.py). With
@@ -9,7 +9,7 @@ The reference server (its own process) serves a generated database of about
 
 1. full bootstrap: a fresh replica of the whole database (connect until it can read);
    best of ``--repeat``, ours vs pyturso;
-2. pull: for each count in ``--inserts``, ``--repeat`` rounds: the server inserts that
+2. pull: for each count in ``--inserts``, ``--rounds`` rounds: the server inserts that
    many rows in one transaction, a third replica pulls them untimed (the server's first
    answer for a revision costs it more: neither client should pay that), then each client
    (bootstrapped before the inserts) pulls them, in alternating order; median time of
@@ -85,11 +85,12 @@ def main(argv: List[str]) -> None:
     ap.add_argument("--size-mb", type=int, default=96)
     ap.add_argument("--inserts", default="10000,100000")
     ap.add_argument("--latency-ms", type=float, default=0.0)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="16 MiB, 10k inserts, 2 repeats")
+    ap.add_argument("--repeat", type=int, default=3, help="bootstraps (best of)")
+    ap.add_argument("--rounds", type=int, default=5, help="pulls per size (median of)")
+    ap.add_argument("--quick", action="store_true", help="16 MiB, 10k inserts, 2 bootstraps, 3 pulls")
     a = ap.parse_args(argv)
     if a.quick:
-        a.size_mb, a.inserts, a.repeat = 16, "10000", 2
+        a.size_mb, a.inserts, a.repeat, a.rounds = 16, "10000", 2, 3
     counts = [int(x) for x in a.inserts.split(",") if x]
     workdir = tempfile.mkdtemp(prefix="bench-pull-")
     server = proxy = None
@@ -120,7 +121,7 @@ def main(argv: List[str]) -> None:
         next_id = rows + 1
         for n in counts:
             t_ours, t_theirs = [], []
-            for r in range(a.repeat):
+            for r in range(a.rounds):
                 server.sql(f"WITH RECURSIVE s(i) AS (SELECT {next_id} UNION ALL SELECT i + 1 FROM s "
                            f"WHERE i < {next_id + n - 1}) INSERT INTO items SELECT i, abs(random()) % {rows}, "
                            f"hex(randomblob(110)) FROM s")
@@ -136,7 +137,7 @@ def main(argv: List[str]) -> None:
                 got = c.execute("SELECT max(id) FROM items").fetchone()[0]
                 if got != want:
                     raise SystemExit(f"{who} did not pull the inserts: max(id) {got}, expected {want}")
-            line(f"pull of {n} server inserts, median of {a.repeat}", statistics.median(t_ours),
+            line(f"pull of {n} server inserts, median of {a.rounds}", statistics.median(t_ours),
                  statistics.median(t_theirs))
         warm.close()
         mine.close()

@@ -124,12 +124,14 @@ def _unusable(store: PageStore, staged: Staged, meta: Optional[sync_meta.SyncMet
 
 
 def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
-                 timeout: Optional[float] = None, on_conflict: Optional[rebase.OnConflict] = None
-                 ) -> Optional[sync_meta.SyncMeta]:
+                 timeout: Optional[float] = None, on_conflict: Optional[rebase.OnConflict] = None,
+                 staged: Optional[Staged] = None) -> Optional[sync_meta.SyncMeta]:
     """Apply ``<replica>-tdbpull`` and replay the local changes on top (rebase.py, steps
     1-5); the new metadata, or None when there was nothing (valid) staged. Raises
-    OperationalError, changing nothing, when the lock cannot be had."""
-    staged = Staged.open(replica)
+    OperationalError, changing nothing, when the lock cannot be had. ``staged``: the stage
+    as its writer just published it (else it is read back and checked)."""
+    if staged is None:
+        staged = Staged.open(replica)
     if staged is None:
         remove_stage(replica)
         meta = sync_meta.load(replica)

@@ -122,10 +122,10 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int,
             meta.last_pull_unix_time = int(time.time())
             sync_meta.save(path, meta)
             return Pulled(False)
-        stage.finish(reply.revision, reply.db_size)
+        staged = stage.finish(reply.revision, reply.db_size)
         misses = store.counters()["misses"]
         with apply_flag.applying():
-            applied = pull_apply.apply_staged(store, path, conn_id, url, on_conflict=on_conflict)
+            applied = pull_apply.apply_staged(store, path, conn_id, url, on_conflict=on_conflict, staged=staged)
         misses = store.counters()["misses"] - misses
     # §6.6: the pull state comes from local metadata after applying, never the remote.
     if applied is not None:

@@ -43,6 +43,7 @@ from . import capture
 from .batches import split
 from .changes import Change, Stmt, collect
 from .._util.atomic import write_atomic
+from .._util.gcpause import paused
 from ..storage.files import PUSH_STATE
 
 PIPELINE_PATH = "/v2/pipeline"
@@ -117,7 +118,8 @@ class Pipeline:
                                   "check the URL, the auth token and the server's log",
                                   url=self.display_url, status=reply.status)
             try:
-                return hrana.batch_reply(json.loads(reply.body), len(steps))
+                with paused():  # a 10k-step reply is 10k small dicts (_util/gcpause.py)
+                    return hrana.batch_reply(json.loads(reply.body), len(steps))
             except ValueError as exc:  # JSON or shape (json.JSONDecodeError is a ValueError)
                 raise ProtocolError(f"{what}: {self.display_url} answered {PIPELINE_PATH} with a malformed "
                                     f"reply ({exc}); is this a Turso / libSQL server?",
@@ -262,21 +264,23 @@ def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
                             f"{client_id!r}, ahead of the local {gen}; this replica's files were replaced",
                             url=pipeline.display_url)
     after = mark[1] if mark is not None and mark[0] == gen else 0
-    ic.execute("BEGIN")
-    try:
-        if capture.generation(ic) != gen:  # a pull rebased in between: start over
-            raise RemoteError("the replica was rebased during the push", url=pipeline.display_url)
-        changes = collect(ic, after)
-    finally:
-        ic.execute("COMMIT")  # a read: this only ends the snapshot; no lock from here
-    groups = changes.row_groups(transform)
+    with paused():  # rows, statements and steps: many objects at once (_util/gcpause.py)
+        ic.execute("BEGIN")
+        try:
+            if capture.generation(ic) != gen:  # a pull rebased in between: start over
+                raise RemoteError("the replica was rebased during the push", url=pipeline.display_url)
+            changes = collect(ic, after)
+        finally:
+            ic.execute("COMMIT")  # a read: this only ends the snapshot; no lock from here
+        groups = changes.row_groups(transform)
+        batches = split(changes, groups, threshold)
     result = PushResult(gen=gen, last_change_id=changes.last_id)
     sent0 = pipeline.sent_bytes
-    batches = split(changes, groups, threshold)
     expected = mark
     for stmts, hw in batches:
         new_mark = hw if hw > after or stmts else None
-        steps = batch_steps(stmts, client_id, gen, new_mark, expected)
+        with paused():
+            steps = batch_steps(stmts, client_id, gen, new_mark, expected)
         results, errors = pipeline.call(steps, f"push to {pipeline.display_url}")
         exc = _failure(stmts, steps, errors, results, pipeline.display_url)
         if exc is not None:

@@ -84,7 +84,9 @@ class StageWriter:
         self.count = 0
         self._write(_HEAD)
 
-    def finish(self, revision: str, db_size: int) -> None:
+    def finish(self, revision: str, db_size: int) -> Staged:
+        """Publish the stage; the ``Staged`` it is (what ``Staged.open`` would read back:
+        its writer knows it, so a pull does not read and check the file once more)."""
         rev = revision.encode()
         self._write(rev)
         body = _FIXED.pack(len(rev), db_size, self.count, 0)[:-4]
@@ -97,6 +99,8 @@ class StageWriter:
         os.close(self._fd)
         self._fd = -1
         publish(self._tmp, self.path)
+        max_pgno = max((p for p in self.pgnos if p <= db_size), default=0)
+        return Staged(self.path, revision, db_size, self.count, 1 in self.pgnos, max_pgno, set(self.pgnos))
 
     def discard(self) -> None:
         if self._fd >= 0:
