@@ -148,3 +148,17 @@ def test_a_rename_not_pushed_yet_is_replayed_by_a_pull(turso_server, tmp_path):
     assert turso_server.db_sql("SELECT id, v FROM u ORDER BY id") == [
         ["1", "local"], ["2", "server"], ["3", "after the pull"]]
     conn.close()
+
+
+def test_a_new_table_under_the_old_name_goes_after_the_rename(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    turso_server.db_sql("INSERT INTO t VALUES (1, 'server')")
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    conn.execute("ALTER TABLE t RENAME TO archive")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, note TEXT)")
+    conn.execute("INSERT INTO t VALUES (7, 'new table')")
+    conn.commit()
+    conn.push()
+    assert turso_server.db_sql("SELECT id, v FROM archive") == [["1", "server"]]
+    assert turso_server.db_sql("SELECT id, note FROM t") == [["7", "new table"]]
+    conn.close()

@@ -386,8 +386,8 @@ def schema_diff(conn: sqlite3.Connection,
     full: set = set()
     sent: Dict[str, str] = {}
     for new, old in sorted(capture.renames(conn).items()):
-        if ("table", old) in base and ("table", old) not in cur and ("table", new) in cur \
-                and ("table", new) not in base:
+        # (a new table may have taken the old name since: it is created after the rename)
+        if ("table", old) in base and ("table", new) in cur and ("table", new) not in base:
             before.append(Stmt(f"ALTER TABLE {qi(old)} RENAME TO {qi(new)}", (), new, tolerate="no such table"))
             base = _renamed(base, old, new)
             sent[new] = old

@@ -6,7 +6,9 @@
    local generation ``g``: remote gen == g -> send the log after ``change_id``; remote gen
    < g (or no row / no table) -> send everything; remote gen > g is a protocol error.
 3. One local read transaction collects the changes (changes.collect), then ends: the
-   network runs with no local lock held, and local writers keep writing.
+   network runs with no local lock held, and local writers keep writing. It runs while
+   the read of step 2 is in flight, after the mark this replica last pushed (the push
+   state's hint); if the server's mark differs, it runs again after that one.
 4. Batches (one ``/v2/pipeline`` call, one server transaction each): ``BEGIN IMMEDIATE``;
    ``CREATE TABLE IF NOT EXISTS turso_sync_last_change_id``; a guard that fails unless the
    high-water row is still the one the batch was built on (a compare-and-set: a batch of
@@ -33,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -41,7 +44,7 @@ from ..protocol import hrana_batch as hrana
 from ..transport.http import HttpClient, Reply
 from . import capture
 from .batches import split
-from .changes import Change, Stmt, collect
+from .changes import Change, Changes, Stmt, collect
 from .._util.atomic import write_atomic
 from .._util.gcpause import paused
 from ..storage.files import PUSH_STATE
@@ -225,7 +228,8 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
     attempt = 0
     while True:
         try:
-            result, schema, renames = _push_once(ic, client_id, pipeline, transform, threshold)
+            result, schema, renames = _push_once(ic, client_id, pipeline, transform, threshold,
+                                                 load_state(replica))
             break
         except (PushRejectedError, ProtocolError):
             raise
@@ -255,15 +259,32 @@ def _pushed_schema(ic: sqlite3.Connection, gen: int, schema: dict, renames: Dict
         raise
 
 
-def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
-               transform: Optional[Transform], threshold: Optional[int]) -> Tuple[PushResult, dict, Dict[str, str]]:
-    gen = capture.generation(ic)
-    mark = pipeline.remote_mark(client_id)
-    if mark is not None and mark[0] > gen:
-        raise ProtocolError(f"push to {pipeline.display_url}: the server has generation {mark[0]} for client "
-                            f"{client_id!r}, ahead of the local {gen}; this replica's files were replaced",
-                            url=pipeline.display_url)
-    after = mark[1] if mark is not None and mark[0] == gen else 0
+class _Background:
+    """A call run in a thread (a round trip, while this thread works); ``result`` joins it
+    and returns its value or raises its exception."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self._fn = fn
+        self._box: Dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._box["value"] = self._fn()
+        except BaseException as exc:  # handed to the caller's thread
+            self._box["error"] = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
+
+
+def _prepare(ic: sqlite3.Connection, gen: int, after: int, pipeline: Pipeline, transform: Optional[Transform],
+             threshold: Optional[int]) -> Tuple[Changes, List[Tuple[List[Stmt], int]]]:
+    """The changes after log id ``after`` and their batches (module docstring, 3)."""
     with paused():  # rows, statements and steps: many objects at once (_util/gcpause.py)
         ic.execute("BEGIN")
         try:
@@ -273,7 +294,34 @@ def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
         finally:
             ic.execute("COMMIT")  # a read: this only ends the snapshot; no lock from here
         groups = changes.row_groups(transform)
-        batches = split(changes, groups, threshold)
+        return changes, split(changes, groups, threshold)
+
+
+def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
+               transform: Optional[Transform], threshold: Optional[int],
+               state: Optional[dict] = None) -> Tuple[PushResult, dict, Dict[str, str]]:
+    gen = capture.generation(ic)
+    # The high-water read (a round trip) runs in a thread while this one collects the
+    # changes after the mark this replica last pushed (the push state's hint, same
+    # generation): when the server's mark says the same, that work is used, otherwise it
+    # is done again after the server's mark. The batch is always built on the mark read.
+    state = state or {}
+    guess = int(state.get("last_pushed_change_id_hint") or 0) if state.get("last_pushed_pull_gen_hint") == gen else 0
+    reader = _Background(lambda: pipeline.remote_mark(client_id))
+    try:
+        prepared: Optional[Tuple[Changes, List[Tuple[List[Stmt], int]]]] = \
+            _prepare(ic, gen, guess, pipeline, transform, threshold)
+    except RemoteError:
+        prepared = None  # (rebased meanwhile) decided below, after the read
+    mark = reader.result()
+    if mark is not None and mark[0] > gen:
+        raise ProtocolError(f"push to {pipeline.display_url}: the server has generation {mark[0]} for client "
+                            f"{client_id!r}, ahead of the local {gen}; this replica's files were replaced",
+                            url=pipeline.display_url)
+    after = mark[1] if mark is not None and mark[0] == gen else 0
+    if prepared is None or after != guess:
+        prepared = _prepare(ic, gen, after, pipeline, transform, threshold)
+    changes, batches = prepared
     result = PushResult(gen=gen, last_change_id=changes.last_id)
     sent0 = pipeline.sent_bytes
     expected = mark
