@@ -1,7 +1,7 @@
 """Two-way sync: capture overhead, push throughput, pull with rebase - ours vs pyturso, one run.
 
     python benchmarks/bench_sync.py [--rows 100000] [--updates 10000] [--changes 10000]
-                                    [--latency-ms 20] [--quick]
+                                    [--latency-ms 20] [--quick] [--no-capture]
 
 The reference server runs in its own process behind the fault proxy (``--latency-ms`` per
 request). Every figure is measured in this run, with its ratio:
@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--changes", type=int, default=10_000)
     ap.add_argument("--latency-ms", type=float, default=20)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-capture", action="store_true", help="only push and pull with rebase (2, 3)")
     a = ap.parse_args()
     if a.quick:
         a.rows, a.updates, a.changes = 20_000, 1_000, 2_000
@@ -126,32 +127,33 @@ def main() -> None:
     proxy = FaultProxy(server.url, latency=a.latency_ms / 1000).start()
     try:
         # 1. capture overhead ----------------------------------------------------------------
-        with_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "cap.db"))
-        without = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "nocap.db"))
-        drop_capture(without)
-        # the same two in WAL mode (pyturso's mode): one fsync a commit instead of the
-        # rollback journal's and the page store's several
-        wal_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "walcap.db"))
-        wal_no = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "walnocap.db"))
-        for c in (wal_cap, wal_no):
-            assert c.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
-        drop_capture(wal_no)
-        peer = turso_sync.connect(os.path.join(tmp, "peer.db"), proxy.base_url)
-        w_cap, w_no, w_peer = writes(with_cap, a.rows, a.updates), writes(without, a.rows, a.updates), \
-            writes(peer, a.rows, a.updates)
-        w_wcap, w_wno = writes(wal_cap, a.rows, a.updates), writes(wal_no, a.rows, a.updates)
-        print(f"capture overhead ({a.rows} rows bulk, {a.updates} autocommit updates)")
-        line("  bulk insert: with capture", w_cap["bulk"], w_no["bulk"], "without capture")
-        line("  bulk insert: with capture", w_cap["bulk"], w_peer["bulk"], "pyturso")
-        line("  autocommit updates: with capture", w_cap["auto"], w_no["auto"], "without capture")
-        line("  autocommit updates: with capture", w_cap["auto"], w_peer["auto"], "pyturso")
-        line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_wno["bulk"], "without capture")
-        line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_peer["bulk"], "pyturso")
-        line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_wno["auto"], "without capture")
-        line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_peer["auto"], "pyturso")
-        for c in (with_cap, without, wal_cap, wal_no):
-            c.close()
-        peer.close()
+        if not a.no_capture:
+            with_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "cap.db"))
+            without = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "nocap.db"))
+            drop_capture(without)
+            # the same two in WAL mode (pyturso's mode): one fsync a commit instead of the
+            # rollback journal's and the page store's several
+            wal_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "walcap.db"))
+            wal_no = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "walnocap.db"))
+            for c in (wal_cap, wal_no):
+                assert c.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+            drop_capture(wal_no)
+            peer = turso_sync.connect(os.path.join(tmp, "peer.db"), proxy.base_url)
+            w_cap, w_no, w_peer = writes(with_cap, a.rows, a.updates), writes(without, a.rows, a.updates), \
+                writes(peer, a.rows, a.updates)
+            w_wcap, w_wno = writes(wal_cap, a.rows, a.updates), writes(wal_no, a.rows, a.updates)
+            print(f"capture overhead ({a.rows} rows bulk, {a.updates} autocommit updates)")
+            line("  bulk insert: with capture", w_cap["bulk"], w_no["bulk"], "without capture")
+            line("  bulk insert: with capture", w_cap["bulk"], w_peer["bulk"], "pyturso")
+            line("  autocommit updates: with capture", w_cap["auto"], w_no["auto"], "without capture")
+            line("  autocommit updates: with capture", w_cap["auto"], w_peer["auto"], "pyturso")
+            line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_wno["bulk"], "without capture")
+            line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_peer["bulk"], "pyturso")
+            line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_wno["auto"], "without capture")
+            line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_peer["auto"], "pyturso")
+            for c in (with_cap, without, wal_cap, wal_no):
+                c.close()
+            peer.close()
 
         # 2. push throughput -------------------------------------------------------------------
         server.sql("CREATE TABLE p(id INTEGER PRIMARY KEY, name TEXT, v INTEGER)")

@@ -58,7 +58,6 @@ from . import capture, ddl
 from . import replay_file
 from .server_changes import ServerChanges  # noqa: F401 (re-exported: wal_apply, apply)
 from .changes import Change, Stmt, collect, current_row, rowid_changes_sql, statements, upsert_from
-from .._util.atomic import fsync_dir
 from ..storage.files import REPLAY
 
 log = logging.getLogger("turso_dbapi")
@@ -69,9 +68,10 @@ def replay_path(replica: str) -> str:
 
 
 def remove_replay(replica: str) -> None:
+    """No directory fsync (as for the stage): a replay file that outlives a crash with no
+    pending pull recorded is never read, and the next extraction replaces it."""
     try:
         os.remove(replay_path(replica))
-        fsync_dir(replay_path(replica))
     except FileNotFoundError:
         pass
 
