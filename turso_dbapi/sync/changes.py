@@ -239,6 +239,11 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
                 rows.append(Change(name, key, current_row(conn, info, key), newest, first))
     rows.sort(key=lambda c: c.change_id)
     seen = {(c.table, c.key) for c in rows}
+    # Rows nothing logged were never pushed. The rebase replays only changes above the
+    # floor (the log id the server has), which can equal ``last``: such rows get an id
+    # above every logged one, or a pull would drop them with the local layer. A push sends
+    # them in its last batch and records ``last`` as its high-water mark either way.
+    unlogged = last + 1 if untracked_rows else last
     for name in sorted(full):
         info = infos[name]
         key_sql = info.key_of_rows()
@@ -246,7 +251,7 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
             key = _key_values(conn, info.kind, k)
             if key is not None and (name, key) not in seen:
                 seen.add((name, key))
-                rows.append(Change(name, key, current_row(conn, info, key), last))
+                rows.append(Change(name, key, current_row(conn, info, key), unlogged))
     starts = [i for (i,) in conn.execute(f"SELECT id FROM {capture.LOG} WHERE id > ? AND x IS NOT NULL "
                                          "ORDER BY id", (after,))]
     return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), by_rowid, starts, renames)
