@@ -196,3 +196,22 @@ def test_a_transaction_killed_after_spilling_pages_is_rolled_back_and_pull_still
     assert con.pull() is True  # nothing committed locally: nothing blocks the pull
     assert state(con) == (1, ROWS)
     con.close()
+
+
+def test_a_writer_killed_between_a_page_and_its_checksum_reopens_and_rolls_back(turso_server, tmp_path):
+    """Page 1's new bytes are in the local layer, its CRC is the old one, the journal is hot:
+    the open's header pre-read must not fail (pagestore.c rule (21)); the rollback heals it."""
+    fill(turso_server)
+    path = str(tmp_path / "t.db")
+    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    _, out = run_worker("torn-write", "never", path)
+    assert "spilled" in out and os.path.exists(path + "-journal")  # died with a hot journal
+    con = turso_dbapi.connect(path)  # was "disk I/O error"
+    assert state(con) == (0, ROWS)  # rolled back: the old revision, integrity ok
+    assert con.stats().crc_failures == 0  # page 1 was rewritten by the rollback, not refused
+    con.execute("INSERT INTO mine(pad) VALUES (x'00')")
+    con.commit()
+    con.close()
+    con = turso_dbapi.connect(path)
+    assert state(con) == (0, ROWS) and local_keys(con) == {1}
+    con.close()

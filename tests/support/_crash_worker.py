@@ -5,7 +5,9 @@
 OPERATION is one of ``pull`` (pull() a Turso replica), ``push`` (push() it), ``scan`` (read
 every page lazily),
 ``write`` (commit rows of table ``mine``, printing "committed <rowid>" after each commit) or
-``big-write`` (one transaction larger than the page cache, never committed).
+``big-write`` (one transaction larger than the page cache, never committed) or ``torn-write``
+(``big-write``, then page 1's next image written into the local layer without its CRC: the
+state a kill inside pagestore.c's write leaves, between the page bytes and the CRC word).
 
 KILL_AT is where the process SIGKILLs itself: ``never``, ``<hook>:<n>`` (the n-th call of a
 hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``,
@@ -124,6 +126,21 @@ def arm(kill_at: str) -> None:
         patch(BATCH_HOOKS[kind], True)
 
 
+def tear_page1(path: str) -> None:
+    """Write page 1's next image (change counter + 1) over the local layer's copy, as
+    pagestore.c's write does before it stores the page's CRC, and leave the CRC stale."""
+    import struct
+
+    with open(path + "-tdblocal", "r+b") as f:
+        page = bytearray(f.read(100))
+        assert page[:16] == b"SQLite format 3\x00", "page 1 is not in the local layer"
+        struct.pack_into(">I", page, 24, struct.unpack_from(">I", page, 24)[0] + 1)
+        f.seek(0)
+        f.write(page)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def main() -> None:
     root, operation, kill_at, target = sys.argv[1:5]
     local_path = sys.argv[5] if len(sys.argv) > 5 else None
@@ -150,13 +167,15 @@ def main() -> None:
             n = con.execute("INSERT INTO mine(pad) VALUES (randomblob(3000))").lastrowid
             con.commit()
             print("committed", n, flush=True)
-    elif operation == "big-write":
+    elif operation in ("big-write", "torn-write"):
         con.execute("PRAGMA cache_size=5")
         con.execute("BEGIN")
         con.execute("UPDATE t SET x = randomblob(1200)")
         con.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
                     "INSERT INTO t SELECT i + 100000, -1, randomblob(3000) FROM n")
         print("spilled", con.stats().local_writes, flush=True)
+        if operation == "torn-write":
+            tear_page1(local_path or target)
         die()
     print("done", time.perf_counter() - started, flush=True)
 

@@ -79,6 +79,17 @@
 **       waiting (sync_file_range, Linux), so the fsync that ends a bootstrap or an apply
 **       has little left to do. Durability is still only what tdb_store_sync promises.
 **
+**   (21) A write is two steps (page bytes, then the CRC word (8)), so a process killed
+**       between them leaves a local page whose bytes are newer than its CRC. SQLite
+**       writes the database file only while a rollback journal holding the old image is
+**       hot (or from the WAL at a checkpoint, which is redone), and rolls it back before
+**       its first read under a lock; the one read it makes with no lock at all is the
+**       header pre-read at open (bytes 0-99 of page 1, used for the page size and read
+**       again under the lock). tdb_store_read_unlocked, the VFS's xRead until the file
+**       was first locked, serves a local page failing its CRC as it is (not marked
+**       verified, the entry kept): the open succeeds, the rollback rewrites the page and
+**       its CRC, and a page still failing under a lock is (7)'s IOERR_DATA.
+**
 **   (20) WAL replicas: tdb_store_backfill_synced: a checkpoint's write of a pulled page goes
 **       to the synced layer (and clears the page's local entry); vfs.c rule (18) decides.
 **       The synced size grows as pulled pages arrive that way (tdb_store_raise_remote_size:
@@ -654,7 +665,7 @@ static int all_zero(const uint8_t *p, uint32_t n) {
 
 /* Copy bytes [a, b) of page pgno into dst. Returns PG_READY, PG_ABSENT (fetch it),
 ** or an SQLite error code (> 1). */
-static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint32_t b) {
+static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint32_t b, int unlocked) {
     const uint32_t ps = s->page_size;
     const off_t base = (off_t)(pgno - 1) * ps;
     size_t got;
@@ -673,13 +684,16 @@ static int page_copy(tdb_store *s, uint32_t pgno, uint8_t *dst, uint32_t a, uint
             rc = TDB_SQLITE_IOERR_READ;
         } else {
             if (got < ps) memset(page + got, 0, ps - got);
-            if (crc_tag(tdb_crc32c(0, page, ps)) != lc) {
+            int bad = crc_tag(tdb_crc32c(0, page, ps)) != lc;
+            if (bad && unlocked) {
+                if (page != dst) memcpy(dst, page + a, b - a); /* (21) as it is, not verified */
+            } else if (bad) {
                 if (all_zero(page, ps) && !s->readonly) { /* (16) nothing was written there: a bogus entry */
                     CNT(s, crc_failures, 1);
                     __atomic_compare_exchange_n(&entry(s, pgno)[1], &lc, 0, 0, __ATOMIC_ACQ_REL,
                                                 __ATOMIC_RELAXED);
                     if (page != dst) free(page);
-                    return page_copy(s, pgno, dst, a, b); /* now the synced layer answers */
+                    return page_copy(s, pgno, dst, a, b, unlocked); /* now the synced layer answers */
                 }
                 rc = TDB_SQLITE_IOERR_DATA; /* (7) local data has no other copy */
             } else {
@@ -732,7 +746,7 @@ static int page_absent(tdb_store *s, uint32_t pgno) {
     return !local_crc(s, pgno) && !synced_crc(s, pgno) && pgno <= remote_pages(s);
 }
 
-int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off) {
+static int store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off, int unlocked) {
     const uint32_t ps = s->page_size;
     const uint64_t logical = hdr_u64(s, OFF_LOGICAL);
     int short_read = 0, called = 0;
@@ -765,7 +779,7 @@ int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_
             uint32_t a = (uint64_t)off > pstart ? (uint32_t)((uint64_t)off - pstart) : 0;
             uint32_t b = end < pstart + ps ? (uint32_t)(end - pstart) : ps;
             uint8_t *dst = buf + (pstart + a - (uint64_t)off);
-            int rc = page_copy(s, p, dst, a, b);
+            int rc = page_copy(s, p, dst, a, b, unlocked);
             if (rc == PG_ABSENT) {
                 /* still absent (fetch failed) or dropped by its CRC check: one more try */
                 CNT(s, misses, 1);
@@ -774,7 +788,7 @@ int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_
                     t_py_failed = 1; /* (14) */
                     return TDB_SQLITE_IOERR_READ; /* (2) */
                 }
-                rc = page_copy(s, p, dst, a, b);
+                rc = page_copy(s, p, dst, a, b, unlocked);
                 if (rc == PG_ABSENT) return TDB_SQLITE_IOERR_READ; /* (2) */
             }
             if (rc != PG_READY) return rc;
@@ -785,9 +799,17 @@ int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_
     return short_read ? TDB_SQLITE_IOERR_SHORT_READ : TDB_SQLITE_OK;
 }
 
+int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off) {
+    return store_read(s, conn_id, buf, amt, off, 0);
+}
+
+int tdb_store_read_unlocked(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off) {
+    return store_read(s, conn_id, buf, amt, off, 1); /* (21) */
+}
+
 int tdb_store_read_page(tdb_store *s, uint32_t pgno, uint8_t *out) {
     /* Python-side read of one page as SQLite would see it; no network (0 when absent). */
-    int rc = page_copy(s, pgno, out, 0, s->page_size);
+    int rc = page_copy(s, pgno, out, 0, s->page_size, 0);
     return rc == PG_READY ? 1 : (rc == PG_ABSENT ? 0 : -rc);
 }
 

@@ -74,6 +74,8 @@ uint32_t tdb_store_drop_local(tdb_store *s); /* (18) whole local layer; count dr
 /* The VFS's xRead / xWrite / xTruncate of a lazy file, byte-addressed; return SQLite
 ** codes. Exposed for tests of sub-page I/O (SQLite itself writes whole pages). */
 int tdb_store_read(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off);
+/* xRead of a lazy file SQLite has not locked yet (rule (21): the header pre-read). */
+int tdb_store_read_unlocked(tdb_store *s, uint64_t conn_id, uint8_t *buf, int amt, int64_t off);
 int tdb_store_write(tdb_store *s, uint64_t conn_id, const uint8_t *buf, int amt, int64_t off);
 int tdb_store_truncate(tdb_store *s, int64_t size);
 /* The shared apply flag (pagestore.c rule (13)): nonzero while a pull switches the

@@ -69,6 +69,9 @@
 **   (20) A write transaction on a lazy file gets a fresh id (txn.c): xLock to RESERVED
 **       in rollback mode, the exclusive WAL_WRITE shm lock in WAL mode; the capture's
 **       sqlite_tdb_txn table reads it through tdb_vfs_txn_mark.
+**   (21) Until a lazy file is first locked, xRead is tdb_store_read_unlocked: SQLite's
+**       header pre-read at open must not fail on a page a killed writer left newer than
+**       its CRC; the hot-journal rollback under the lock repairs it (pagestore.c (21)).
 **   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
 **       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
 **       layer, and serving it directly would read holes as zeros.
@@ -188,7 +191,7 @@ typedef struct TdbFile {
     tdb_wi_ckpt *ckpt; /* (18) set between SQLITE_FCNTL_CKPT_START and _DONE */
     uint64_t txn;         /* (20) the current write transaction's id */
     uint32_t txn_marked;  /* (20) the sqlite_tdb_txn table returned it already */
-    uint32_t txn_pad;
+    uint32_t locked;      /* (21) SQLite has locked it since xOpen */
     uint64_t pad2;     /* keeps the real file 16-byte aligned */
 } TdbFile;
 
@@ -276,6 +279,7 @@ static int lzClose(tdb_file *f) {
 }
 static int lzRead(tdb_file *f, void *b, int n, sqlite3_int64 o) {
     TdbFile *p = (TdbFile *)f;
+    if (!p->locked) return tdb_store_read_unlocked(p->store, p->conn_id, b, n, o); /* (21) */
     return tdb_store_read(p->store, p->conn_id, b, n, o); /* (2)(3)(6)(7) */
 }
 static int shm_map_fn(void *f, int pg, int sz, int ext, void volatile **pp) {
@@ -368,6 +372,7 @@ static void lzTxnBegin(tdb_file *f) { /* (20) */
 }
 static int lzLock(tdb_file *f, int level) {
     int rc = REAL(f)->pMethods->xLock(REAL(f), level);
+    if (rc == SQLITE_OK) ((TdbFile *)f)->locked = 1; /* (21) past the header pre-read */
     if (rc == SQLITE_OK && level == SQLITE_LOCK_RESERVED) lzTxnBegin(f); /* (20) */
     if (rc != SQLITE_OK || level != SQLITE_LOCK_SHARED) return rc;
     tdb_clear_py_failure(); /* (14) */
