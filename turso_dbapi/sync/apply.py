@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import struct
-import time
 from typing import Optional
 
 from ..errors import OperationalError, ProtocolError
@@ -47,7 +46,7 @@ from ..storage import files, header
 from ..storage.apply_flag import ApplyFlag
 from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
-from . import capture, internal, metadata as sync_meta, rebase, wal_apply
+from . import capture, internal, metadata as sync_meta, pull_end, rebase, wal_apply
 from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
 
@@ -202,23 +201,9 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
             ic.execute("ROLLBACK")
         ic.close()
         _replay(store, replica, conn_id, meta.client_unique_id, staged, timeout, on_conflict)  # (4)
-        meta.synced_revision = revision  # (5)
-        meta.db_size_pages = db_size
-        meta.pull_gen += 1
-        meta.last_pull_unix_time = int(time.time())
-        meta.pending_pull = None
-        sync_meta.save(replica, meta)
-        remove_stage(replica)
-        rebase.remove_replay(replica)
-        flag.clear()
-        flag.close()
-        return meta
+        return pull_end.finish(replica, meta, staged, flag)  # (5)
     except BaseException:
-        if prepared is not None:
-            prepared.discard()
-        if not started:
-            remove_stage(replica)  # the apply never began: the pull leaves no trace
-            rebase.remove_replay(replica)
+        pull_end.abandon(replica, prepared, started)
         raise
     finally:
         ic.close()

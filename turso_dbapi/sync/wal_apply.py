@@ -40,15 +40,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import struct
-import time
 from typing import Callable, Dict, List, Optional, Set
 
 from ..errors import OperationalError
 from ..storage import header, wal_writer
 from ..storage.apply_flag import ApplyFlag
 from ..storage.pagestore import PG_SYNCED, PageStore
-from . import capture, internal, metadata as sync_meta, rebase
-from .stage import Staged, remove_stage
+from . import capture, internal, metadata as sync_meta, pull_end, rebase
+from .stage import Staged
 
 WAL = 2  # file format bytes 18/19 of a WAL database
 
@@ -216,23 +215,9 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
         # on_conflict's "did the server change this row" reads the new revision's pages
         _replay(ic, lambda p: pages.get(p) or store.read_page(p), replica, meta.client_unique_id,
                 staged, on_conflict)  # (6)
-        meta.synced_revision = staged.revision  # (7)
-        meta.db_size_pages = staged.db_size
-        meta.pull_gen += 1
-        meta.last_pull_unix_time = int(time.time())
-        meta.pending_pull = None
-        sync_meta.save(replica, meta)
-        remove_stage(replica)
-        rebase.remove_replay(replica)
-        flag.clear()
-        flag.close()
-        return meta
+        return pull_end.finish(replica, meta, staged, flag)  # (7)
     except BaseException:
-        if prepared is not None:
-            prepared.discard()
-        if not started:
-            remove_stage(replica)  # the apply never began: the pull leaves no trace
-            rebase.remove_replay(replica)
+        pull_end.abandon(replica, prepared, started)
         raise
     finally:
         ic.close()
