@@ -46,7 +46,7 @@ from ..storage import files, header
 from ..storage.apply_flag import ApplyFlag
 from ..storage.header import rollback_journal
 from ..storage.pagestore import PageStore
-from . import capture, internal, metadata as sync_meta, pull_end, rebase, wal_apply
+from . import internal, metadata as sync_meta, pull_end, rebase, wal_apply
 from .stage import Staged, remove_stage, stage_path, write_stage  # noqa: F401 (re-exported)
 LOCK_TIMEOUT = 5.0  # seconds BEGIN EXCLUSIVE waits for other transactions
 
@@ -219,11 +219,7 @@ def _replay(store: PageStore, replica: str, conn_id: int, client_id: str, staged
         rebase.attach(rc, replica)  # before the transaction: the replay reads it in SQL
         rc.execute("BEGIN EXCLUSIVE")
         try:
-            server = rebase.ServerChanges(rc, store.read_page, staged.pgnos) if on_conflict else None
-            if os.path.exists(rebase.replay_path(replica)):
-                rebase.replay(rc, replica, client_id, server=server, on_conflict=on_conflict)
-            else:  # an interrupted apply of an older version: no local changes were kept
-                capture.install(rc, gen=0)
+            pull_end.replay(rc, replica, client_id, staged, store.read_page, on_conflict)
             rc.execute("COMMIT")
         except BaseException:
             rc.execute("ROLLBACK")

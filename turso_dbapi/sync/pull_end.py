@@ -1,5 +1,8 @@
 """How an apply ends, the same for both journal modes (``apply.py``, ``wal_apply.py``).
 
+``replay``: inside the caller's write transaction on the new revision, the local changes
+set aside are replayed (rebase.py step 4); with no replay file (an interrupted apply of an
+older version, which kept no local changes) capture is installed afresh.
 ``finish``: the replay committed, so the metadata switches to the new revision (one atomic
 save: the point after which a crash no longer redoes the apply), then the stage and the
 replay file go and the apply flag is cleared. ``abandon``: a failure before the apply began
@@ -8,12 +11,24 @@ replay file go and the apply flag is cleared. ``abandon``: a failure before the 
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from ..storage.apply_flag import ApplyFlag
-from . import metadata as sync_meta, rebase
+from . import capture, metadata as sync_meta, rebase
 from .stage import Staged, remove_stage
+
+
+def replay(conn: sqlite3.Connection, replica: str, client_id: str, staged: Staged,
+           read_page: Callable[[int], Optional[bytes]], on_conflict: Optional[rebase.OnConflict]) -> None:
+    # on_conflict's "did the server change this row" reads the new revision's pages
+    server = rebase.ServerChanges(conn, read_page, staged.pgnos) if on_conflict else None
+    if os.path.exists(rebase.replay_path(replica)):
+        rebase.replay(conn, replica, client_id, server=server, on_conflict=on_conflict)
+    else:
+        capture.install(conn, gen=0)
 
 
 def finish(replica: str, meta: sync_meta.SyncMeta, staged: Staged, flag: ApplyFlag) -> sync_meta.SyncMeta:

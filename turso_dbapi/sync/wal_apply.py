@@ -228,11 +228,7 @@ def _replay(ic: sqlite3.Connection, read_page: Callable[[int], Optional[bytes]],
     rebase.attach(ic, replica)  # before the transaction: the set-based replay reads it in SQL
     ic.execute("BEGIN IMMEDIATE")
     try:
-        server = rebase.ServerChanges(ic, read_page, staged.pgnos) if on_conflict else None
-        if os.path.exists(rebase.replay_path(replica)):
-            rebase.replay(ic, replica, client_id, server=server, on_conflict=on_conflict)
-        else:  # an interrupted apply of an older version: no local changes were kept
-            capture.install(ic, gen=0)
+        pull_end.replay(ic, replica, client_id, staged, read_page, on_conflict)
         ic.execute("COMMIT")
     except BaseException:
         ic.execute("ROLLBACK")
