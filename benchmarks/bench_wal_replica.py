@@ -31,13 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _util import report  # noqa: E402
+from bench_hit_path import dbapi_workload as reads  # noqa: E402  (the same rows, the same code)
 
 import turso_dbapi  # noqa: E402
 from turso_dbapi.storage import wal_writer  # noqa: E402
 from turso_dbapi.sync import internal  # noqa: E402
 
-POINT_SQL = "SELECT name, price FROM items WHERE id = ?"
-SCAN_SQL = "SELECT id, name FROM items"
 
 
 def make_source(path: str, rows: int) -> None:
@@ -48,27 +47,6 @@ def make_source(path: str, rows: int) -> None:
                     ((i, f"item {i}", i * 0.5) for i in range(1, rows + 1)))
     con.commit()
     con.close()
-
-
-def reads(con: sqlite3.Connection, ids: list, scans: int) -> dict:
-    out = {}
-    t0 = time.perf_counter()
-    for i in ids:
-        con.execute(POINT_SQL, (i,)).fetchone()
-    out["point select (con.execute)"] = (time.perf_counter() - t0) / len(ids)
-    cur = con.cursor()
-    t0 = time.perf_counter()
-    for i in ids:
-        cur.execute(POINT_SQL, (i,))
-        cur.fetchone()
-    out["point select (cursor reuse)"] = (time.perf_counter() - t0) / len(ids)
-    t0 = time.perf_counter()
-    n = 0
-    for _ in range(scans):
-        for _row in con.execute(SCAN_SQL):
-            n += 1
-    out["scan by iteration (per row)"] = (time.perf_counter() - t0) / n
-    return out
 
 
 def bench_reads(srv_url: str, src: str, tmp: str, rows: int, rounds: int) -> None:
