@@ -22,13 +22,16 @@ from .stage import Staged, remove_stage
 
 
 def replay(conn: sqlite3.Connection, replica: str, client_id: str, staged: Staged,
-           read_page: Callable[[int], Optional[bytes]], on_conflict: Optional[rebase.OnConflict]) -> None:
+           read_page: Callable[[int], Optional[bytes]], on_conflict: Optional[rebase.OnConflict],
+           local: bool = False) -> None:
+    """``local``: every page of the new revision is in the store (tables' tails start now,
+    tail.py; otherwise at the next push)."""
     # on_conflict's "did the server change this row" reads the new revision's pages
     server = rebase.ServerChanges(conn, read_page, staged.pgnos) if on_conflict else None
     if os.path.exists(rebase.replay_path(replica)):
-        rebase.replay(conn, replica, client_id, server=server, on_conflict=on_conflict)
+        rebase.replay(conn, replica, client_id, server=server, on_conflict=on_conflict, tails=local)
     else:
-        capture.install(conn, gen=0)
+        capture.install(conn, gen=0, tails=local)
 
 
 def finish(replica: str, meta: sync_meta.SyncMeta, staged: Staged, flag: ApplyFlag) -> sync_meta.SyncMeta:

@@ -330,9 +330,10 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int) -> Non
         ic.execute("BEGIN IMMEDIATE")
         try:
             if not capture.installed(ic):
-                capture.install(ic, gen=0, log_rows=bool(rebase.local_changes(store)))
+                capture.install(ic, gen=0, log_rows=bool(rebase.local_changes(store)),
+                                tails=store.first_absent(1) == 0)  # (reads fetch nothing)
             elif capture.outdated(ic):  # made by an older version: keep its log
-                capture.upgrade(ic)
+                capture.upgrade(ic, tails=store.first_absent(1) == 0)
             ic.execute("COMMIT")
         except BaseException:
             ic.execute("ROLLBACK")
