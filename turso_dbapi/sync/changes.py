@@ -232,8 +232,8 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
     mapping = {i: (name, kind) for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {capture.TABLES}")}
     last = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {capture.LOG}").fetchone()[0]
     tail_id = last + 1
-    tail_of = {i: (info.name, f) for i, info, f in tails.tables(conn)
-               if info.name not in full and nonempty_tail(conn, infos.get(info.name), info, f)}
+    tail_of = {i: (info.name, f) for i, info, f in tails.tables(conn, infos)
+               if info.name not in full and tails.nonempty(conn, info, f)}
     rows: List[Change] = []
     by_rowid: Dict[str, int] = {}
     logged = [t for (t,) in conn.execute(f"SELECT DISTINCT t FROM {capture.LOG} WHERE id > ?", (after,))]
@@ -256,12 +256,15 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
             key = _key_values(conn, kind, k)
             if key is not None:
                 mine[key] = Change(name, key, current_row(conn, info, key), newest, first)
-        if tail is not None:
-            for (k,) in conn.execute(tails.rows_sql(info, info.key_of_rows()), (tail[0],)).fetchall():
-                key = _key_values(conn, kind, k)
-                if key is not None:
-                    ch = mine.setdefault(key, Change(name, key, current_row(conn, info, key), tail_id, tail_id))
-                    ch.change_id = tail_id  # (logged before too: its newest state is pending)
+        if tail is not None:  # key and row in one query (no statement per row)
+            nk = len(info.pk)
+            what = ", ".join(qi(c) for c in info.pk + info.columns)
+            for r in conn.execute(tails.rows_sql(info, what), (tail[0],)):
+                key = tuple(r[:nk])
+                if key in mine:  # (logged before too: its newest state is pending)
+                    mine[key].change_id = tail_id
+                else:
+                    mine[key] = Change(name, key, dict(zip(info.columns, r[nk:])), tail_id, tail_id)
         rows.extend(mine.values())
     # Rows nothing logged were never pushed. The rebase replays only changes above the
     # floor (the log id the server has), which can equal ``last``: such rows get an id
@@ -291,10 +294,6 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
     return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), by_rowid, starts, renames,
                    barrier, {name: f for name, f in tail_of.values()}, tail_id)
 
-
-def nonempty_tail(conn: sqlite3.Connection, current: Optional[TableInfo], info: TableInfo, f: int) -> bool:
-    """A tail with rows, of a table whose shape is the one collected."""
-    return current == info and tails.nonempty(conn, info, f)
 
 
 # -- the schema diff -------------------------------------------------------------------------

@@ -44,14 +44,16 @@ transactions, though batches are coarser than the log's marks alone would allow.
 from __future__ import annotations
 
 import sqlite3
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import capture
 from .capture import TableInfo, qi
 
 
-def tables(conn: sqlite3.Connection) -> List[Tuple[int, TableInfo, int]]:
-    """(table id, shape, frontier) of every table whose triggers keep a tail."""
+def tables(conn: sqlite3.Connection,
+           infos: Optional[Dict[str, TableInfo]] = None) -> List[Tuple[int, TableInfo, int]]:
+    """(table id, shape, frontier) of every table whose triggers keep a tail (``infos``:
+    the tables' shapes, when the caller has them)."""
     fronts = capture.frontiers(conn)
     if not fronts:
         return []
@@ -61,7 +63,7 @@ def tables(conn: sqlite3.Connection) -> List[Tuple[int, TableInfo, int]]:
         f = fronts.get(i)
         if f is None or any(trig.get(t) != name for t in capture.trigger_names(i, True)):
             continue
-        info = capture.table_info(conn, name)
+        info = capture.table_info(conn, name) if infos is None else infos.get(name)
         if info is not None and info.kind == kind and info.rowid is not None:
             out.append((i, info, f))
     return out
