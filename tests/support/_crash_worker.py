@@ -11,8 +11,8 @@ state a kill inside pagestore.c's write leaves, between the page bytes and the C
 
 KILL_AT is where the process SIGKILLs itself: ``never``, ``<hook>:<n>`` (the n-th call of a
 hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``,
-``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``, ``wal.record``,
-``wal.append``;
+``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``, ``wal.side``,
+``wal.record``, ``wal.append``;
 ``meta.save:1`` is the pending-apply record, ``meta.save:2`` the switch), or
 ``after:<seconds>`` (a timer: a random point chosen by the caller). It prints "ready"
 when the replica is open, then "done <seconds the operation took>" if it was not killed
@@ -42,6 +42,7 @@ HOOKS = {
     "fetch.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "fill"),
     "wal.record": ("turso_dbapi.storage.wal_writer", "record"),  # WAL replica: frames listed
     "wal.append": ("turso_dbapi.storage.wal_writer", "append"),  # ... and committed in the WAL
+    "wal.side": ("turso_dbapi.sync.side_replay", "run"),  # WAL replica: replayed off to the side
 }
 # The same point reached through another call: the replay file extracted ahead of the lock
 # is published under it by Prepared.use (rebase.extract runs only when that one is stale).

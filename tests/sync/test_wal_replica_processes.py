@@ -21,7 +21,7 @@ import time
 import pytest
 
 import turso_dbapi
-from turso_dbapi.storage import apply_flag, wal_writer
+from turso_dbapi.storage import wal_writer
 from turso_dbapi.sync import metadata as sync_meta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -162,23 +162,20 @@ def test_readers_in_3_processes_x_2_threads_never_see_a_mix(turso_server, tmp_pa
 
 
 def test_the_mix_check_catches_an_apply_that_is_not_one_commit(turso_server, tmp_path, monkeypatch):
-    # the same campaign with the apply broken on purpose: the pulled pages in two commits, and
-    # no flag keeping new read transactions out: readers must see the half-applied revision
+    # the same campaign with the apply broken on purpose: its frames in two commits, readers
+    # let in between: they must see the half-applied revision
     real_append = wal_writer.append
 
-    def two_commits(conn, replica, state, salts, pages, db_size, page_size):
-        keys = sorted(pages)
-        half = {p: pages[p] for p in keys[: len(keys) // 2]}
-        rest = {p: pages[p] for p in keys[len(keys) // 2:]}
-        real_append(conn, replica, state, salts, half, db_size, page_size)
+    def two_commits(conn, replica, state, salts, frames, db_size, page_size):
+        half = len(frames) // 2
+        real_append(conn, replica, state, salts, frames[:half], db_size, page_size)
         conn.execute("COMMIT")  # let readers in between the two halves
         time.sleep(0.3)
         conn.execute("BEGIN IMMEDIATE")
         now = wal_writer.read_state(conn)  # a checkpoint may have restarted the WAL meanwhile
-        return real_append(conn, replica, now, wal_writer.salts_for(now), rest, db_size, page_size)
+        return real_append(conn, replica, now, wal_writer.salts_for(now), frames[half:], db_size, page_size)
 
     monkeypatch.setattr(wal_writer, "append", two_commits)
-    monkeypatch.setattr(apply_flag.ApplyFlag, "set", lambda self: None)
     server_tables(turso_server)
     results = run_campaign(turso_server, str(tmp_path / "r.db"), 4)
     mixed = [m for r in results for m in r["mixed"]]
@@ -231,8 +228,8 @@ def crash_trial(factory, tmp, kill_at):
     return "finished" if finished else ("pending" if pending else "not-started")
 
 
-@pytest.mark.parametrize("kill_at", ["rebase.extract:1", "meta.save:1", "wal.record:1", "wal.append:1",
-                                     "rebase.replay:1", "meta.save:2"])
+@pytest.mark.parametrize("kill_at", ["rebase.prepare:1", "rebase.replay:1", "wal.side:1", "meta.save:1",
+                                     "wal.record:1", "wal.append:1", "meta.save:2"])
 def test_kill_9_at_each_step_of_the_wal_apply(turso_server_factory, tmp_path, kill_at):
     landed = crash_trial(turso_server_factory, tmp_path, kill_at)
     assert landed != "finished"
