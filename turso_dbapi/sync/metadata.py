@@ -55,7 +55,10 @@ class SyncMeta:
         return self.partial_bootstrap_server_revision is not None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"), sort_keys=False)
+        fields = dataclasses.asdict(self)
+        if not self.bootstrapping:  # written only while true: a finished replica's file
+            del fields["bootstrapping"]  # has the fields it always had
+        return json.dumps(fields, separators=(",", ":"), sort_keys=False)
 
     @classmethod
     def from_json(cls, text: str, path: str) -> SyncMeta:
