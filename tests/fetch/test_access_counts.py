@@ -118,7 +118,7 @@ def test_cold_query_costs_exactly(server, events_db, tmp_path, mode, query):
     if query == "scan" and mode == "turso" and requests == want[0] - 1:
         # background windows race the reader: one synchronous miss fewer when the
         # look-ahead is a step ahead (measured 10 or 11; 9 or 10 before the look-ahead
-        # started at the scan's second window, fetch/miss.py LOOKAHEAD_FROM: smaller
+        # started at a 64 KiB window, fetch/miss.py LOOKAHEAD_FROM: smaller
         # first background windows, the same pages)
         requests = want[0]
         got = (requests, nbytes, pages)

@@ -38,7 +38,7 @@ WORKLOAD = [
 ]
 # (requests, body bytes) of the whole workload, open included; measured with this policy.
 # The scan's look-ahead races the reader: one synchronous miss fewer when it is a step ahead.
-# 31 or 30 (was 29 or 28): the look-ahead starts at the scan's second window
+# 31 or 30 (was 29 or 28): the look-ahead starts at a 64 KiB scan window
 # (fetch/miss.py LOOKAHEAD_FROM), so its first background windows are smaller; same bytes.
 EXPECTED = (31, 11_382_784)
 

@@ -22,7 +22,7 @@ from .._util.progress import Progress
 from ..errors import RemoteError
 from ..storage.callbacks import keep_error
 from ..storage.pagestore import PageStore
-from .access import FIRST_SCAN, GROWTH, AccessPolicy
+from .access import AccessPolicy
 from .btree_readahead import BtreeMap, BtreeSiblings, hints_for
 from .index_prefetch import IndexPrefetch
 from .readahead import Lookahead, SingleFlight
@@ -47,11 +47,14 @@ def single_flight(store: PageStore) -> SingleFlight:
 # 33-35 requests / ~1.08 s with x1, 15-16 requests / ~0.79 s with x4). An early-stopping
 # scan may have fetched up to about as much again as it read (2 windows ahead, doubling).
 LOOKAHEAD_FACTOR = 4
-# The look-ahead starts with the scan's second window (a scan that has read 4 + 16 pages in
-# order): from there the link carries background windows while SQLite reads, instead of
-# idling a round trip per synchronous window (issue 13, count(*) at 20 ms: 0.55 -> 0.52 s,
-# 4.40 MB either way). Earlier (4 pages) bought nothing more and cost requests.
-LOOKAHEAD_FROM = FIRST_SCAN * GROWTH
+# The look-ahead starts once a scan's synchronous window reaches 64 KiB (its second window
+# with 4 KiB pages: 4 + 16 pages read in order): from there the link carries background
+# windows while SQLite reads, instead of idling a round trip per synchronous window (issue
+# 13, count(*) at 20 ms: 0.55 -> 0.52 s, 4.40 MB either way). Earlier (4 pages) bought
+# nothing more and cost requests; in pages rather than bytes, 1 KiB pages started it at 16
+# KiB, whose filtered windows were many tiny multi-range parts (+6% framing bytes). Two
+# segments when that is less (small segment_size: the rule before this one).
+LOOKAHEAD_FROM = 64 * 1024
 
 
 class MissHandler:
@@ -98,6 +101,9 @@ class MissHandler:
         self.siblings = (BtreeSiblings(store.page_size, limit=2 * self.readahead.segment_pages,
                                        btree_map=self.btree_map) if prefetch else None)
         self.last_error: Optional[BaseException] = None
+        # pages of the scan window that starts the look-ahead: 64 KiB, or two segments when
+        # smaller segments are configured (as before LOOKAHEAD_FROM)
+        self._lookahead_from = min(max(1, LOOKAHEAD_FROM // store.page_size), 2 * self.readahead.segment_pages)
         # Background read-ahead of scans: only where pages cannot change under us (L6).
         self.lookahead: Optional[Lookahead] = None
         pinned = getattr(source, "pinned_pages", False)
@@ -157,7 +163,7 @@ class MissHandler:
             self.fetch_and_store(sorted(p for p in plan if p <= total), requested=wanted)
             if ahead is not None:
                 ahead.take(wanted)  # a tripwire stored through a shared flight: no longer held
-                if readahead.direction == 1 and readahead.window_pages >= LOOKAHEAD_FROM:
+                if readahead.direction == 1 and readahead.window_pages >= self._lookahead_from:
                     level, m = readahead.level, self.btree_map
                     keep = None if not level else (lambda p: m.parent_of(p) in level)
                     ahead.start(last + 1, readahead.window_pages, keep)
