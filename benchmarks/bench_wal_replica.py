@@ -8,9 +8,10 @@ connections in WAL mode, measured in the same run.
 Writer: a thread commits one small row per transaction into the replica (its own
 connection) while the main thread pulls server updates; the report gives the writer's
 commit latency (median / max) with no pull and during pulls, the frame append of each pull
-(``wal_writer.append``: frames + fsync + wal-index) and the time the pull held the WAL write
-lock (its first BEGIN IMMEDIATE to the replay's COMMIT: the extraction check, plan, append,
-replay; the changes are extracted before the lock).
+(``wal_writer.append``: frames + fsync + wal-index), the time the pull held the WAL write
+lock (each BEGIN IMMEDIATE to its COMMIT or ROLLBACK: the check and the append; the
+extraction, plan and replay run before it, ``sync.side_replay``) and their ratio (goal:
+only the append), and the side replay's time.
 
     python benchmarks/bench_wal_replica.py [--quick]
 """
@@ -35,7 +36,7 @@ from bench_hit_path import dbapi_workload as reads  # noqa: E402  (the same rows
 
 import turso_dbapi  # noqa: E402
 from turso_dbapi.storage import wal_writer  # noqa: E402
-from turso_dbapi.sync import internal  # noqa: E402
+from turso_dbapi.sync import internal, side_replay  # noqa: E402
 
 
 
@@ -81,7 +82,7 @@ def bench_writer(srv, tmp: str, pulls: int) -> None:
     path = os.path.join(tmp, "w", "db")
     conn = turso_dbapi.connect(srv.url, partial=False, local_path=path)
     conn.execute("PRAGMA journal_mode=WAL")
-    appends, held = [], []
+    appends, held, attempts = [], [], []
     real_append, real_connect = wal_writer.append, internal.connect
 
     def timed_append(*a, **k):
@@ -91,32 +92,45 @@ def bench_writer(srv, tmp: str, pulls: int) -> None:
         finally:
             appends.append(time.perf_counter() - t0)
 
+    builds: list = []
+    real_run = side_replay.run
+
+    def timed_run(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return real_run(*a, **k)
+        finally:
+            builds.append(time.perf_counter() - t0)
+
     class Timed:
-        """The apply's internal connection: the write lock is held from its first BEGIN
-        IMMEDIATE to its last COMMIT (new read transactions wait in between, so no writer
-        can start a transaction either)."""
+        """The apply's internal connection: the write lock is held from each BEGIN
+        IMMEDIATE to the COMMIT or ROLLBACK that ends it (summed over a pull's attempts)."""
 
         def __init__(self, con: sqlite3.Connection):
-            self._con, self._first, self._last = con, None, None
+            self._con, self._since, self._total, self._locks = con, None, 0.0, 0
 
         def execute(self, sql: str, *args):
-            out = self._con.execute(sql, *args)
             word = sql.strip().upper()
-            if word == "BEGIN IMMEDIATE" and self._first is None:
-                self._first = time.perf_counter()
-            elif word == "COMMIT" and self._first is not None:
-                self._last = time.perf_counter()
+            out = self._con.execute(sql, *args)
+            if word == "BEGIN IMMEDIATE":
+                self._since = time.perf_counter()
+                self._locks += 1
+            elif word in ("COMMIT", "ROLLBACK") and self._since is not None:
+                self._total += time.perf_counter() - self._since
+                self._since = None
             return out
 
         def close(self) -> None:
-            if self._first is not None and self._last is not None:
-                held.append(self._last - self._first)
+            if self._locks:
+                held.append(self._total)
+                attempts.append(self._locks)
             self._con.close()
 
         def __getattr__(self, name: str):
             return getattr(self._con, name)
 
     wal_writer.append = timed_append  # module attributes: what sync.wal_apply calls
+    side_replay.run = timed_run
     internal.connect = lambda *a, **k: Timed(real_connect(*a, **k))
     lat: list = []
     stop = threading.Event()
@@ -144,7 +158,7 @@ def bench_writer(srv, tmp: str, pulls: int) -> None:
     phase[0] = "done"
     stop.set()
     th.join()
-    wal_writer.append, internal.connect = real_append, real_connect
+    wal_writer.append, internal.connect, side_replay.run = real_append, real_connect, real_run
     idle = [x for p, x in lat if p == "idle"]
     during = [x for p, x in lat if p == "pull"]
     print(f"a local writer during {pulls} pulls (each changing ~2% of the rows):")
@@ -153,9 +167,14 @@ def bench_writer(srv, tmp: str, pulls: int) -> None:
     report("writer commit, during pulls: median", statistics.median(during) * 1e3, "ms")
     report("writer commit, during pulls: max", max(during) * 1e3, "ms",
            max(during) / max(idle), "max with no pull")
-    report("pull: frame append (median)", statistics.median(appends) * 1e3, "ms")
-    report("pull: WAL write lock held incl. replay (median)", statistics.median(held) * 1e3, "ms",
+    report("pull: frame append incl. fsync (median)", statistics.median(appends) * 1e3, "ms")
+    report("pull: WAL write lock held (median)", statistics.median(held) * 1e3, "ms",
            statistics.median(held) / statistics.median(appends), "frame append")
+    report("pull: WAL write lock held (max)", max(held) * 1e3, "ms",
+           max(held) / statistics.median(appends), "frame append")
+    report("pull: replay off to the side, before the lock (median)", statistics.median(builds) * 1e3, "ms")
+    print(f"  lock attempts per pull: {sorted(attempts)} (more than 1: a local commit moved the "
+          "replica during the side replay, which was built again)")
     conn.close()
 
 

@@ -11,10 +11,12 @@ state a kill inside pagestore.c's write leaves, between the page bytes and the C
 
 KILL_AT is where the process SIGKILLs itself: ``never``, ``<hook>:<n>`` (the n-th call of a
 hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``,
-``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``, ``wal.record``,
-``wal.append``;
+``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``, ``wal.side``,
+``wal.record``, ``wal.append``;
 ``meta.save:1`` is the pending-apply record, ``meta.save:2`` the switch), or
-``after:<seconds>`` (a timer: a random point chosen by the caller). It prints "ready"
+``after:<seconds>`` (a timer: a random point chosen by the caller); ``pause:<hook>:<n>:<seconds>``
+does not kill: after the n-th call of the hook it creates the file named by
+``TURSO_DBAPI_PAUSE_MARK`` and sleeps, so the caller can act inside the operation. It prints "ready"
 when the replica is open, then "done <seconds the operation took>" if it was not killed
 (callers use it to draw timer points inside the operation).
 
@@ -42,6 +44,7 @@ HOOKS = {
     "fetch.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "fill"),
     "wal.record": ("turso_dbapi.storage.wal_writer", "record"),  # WAL replica: frames listed
     "wal.append": ("turso_dbapi.storage.wal_writer", "append"),  # ... and committed in the WAL
+    "wal.side": ("turso_dbapi.sync.side_replay", "run"),  # WAL replica: replayed off to the side
 }
 # The same point reached through another call: the replay file extracted ahead of the lock
 # is published under it by Prepared.use (rebase.extract runs only when that one is stale).
@@ -74,10 +77,36 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def pause_at(hook: str, seconds: float, mark: str) -> None:
+    """After the n-th call of ``hook`` (``<hook>:<n>``): create ``mark``, sleep, go on."""
+    import importlib
+
+    kind, _, arg = hook.partition(":")
+    module_name, attr = HOOKS[kind][:2]
+    owner = importlib.import_module(module_name)
+    if "." in attr:
+        owner, attr = getattr(owner, attr.split(".")[0]), attr.split(".")[1]
+    original, left = getattr(owner, attr), [int(arg or 1)]
+
+    def hooked(*args, **kwargs):
+        result = original(*args, **kwargs)
+        left[0] -= 1
+        if left[0] == 0:
+            open(mark, "w").close()
+            time.sleep(seconds)
+        return result
+
+    setattr(owner, attr, hooked)
+
+
 def arm(kill_at: str) -> None:
     if kill_at == "never":
         return
     kind, _, arg = kill_at.partition(":")
+    if kind == "pause":  # pause:<hook>:<n>:<seconds>: the caller acts while the process waits
+        hook, n, seconds = arg.split(":")
+        pause_at(f"{hook}:{n}", float(seconds), os.environ["TURSO_DBAPI_PAUSE_MARK"])
+        return
     if kind == "after":
         timer = threading.Timer(float(arg), die)
         timer.daemon = True

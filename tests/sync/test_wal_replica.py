@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 
 import pytest
 
 import turso_dbapi
 from turso_dbapi.storage import wal_writer
 from turso_dbapi.storage.pagestore import PG_LOCAL, PG_SYNCED
+from turso_dbapi.storage.wal_index import WalIndex
 
 
 def rows_table(server, n=300):
@@ -64,6 +66,41 @@ def test_a_pull_commits_into_the_wal_and_readers_keep_their_snapshot(turso_serve
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert conn.execute("PRAGMA page_count").fetchone()[0] == n_page
     assert conn.stats().revision == turso_server.revision
+
+
+def wal_frames(path):
+    """(page, commit size) of every committed frame of ``path``-wal, in order (read from the
+    -wal as SQLite's recovery would: salts and checksums), and the WAL's salts."""
+    with open(path + "-wal", "rb") as f:
+        wal = WalIndex.from_bytes(f.read())
+    return [struct.unpack_from(">II", wal.data, i * wal.frame_size) for i in range(wal.frames)], wal.salts
+
+
+def test_a_pull_with_local_changes_is_exactly_one_commit_frame(turso_server, tmp_path):
+    conn = wal_replica(turso_server, tmp_path, 60)
+    path = str(tmp_path / "r.db")
+    conn.execute("UPDATE t SET v = 5 WHERE id = 3")
+    conn.execute("INSERT INTO t VALUES (1000, 6, x'01')")
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 1 WHERE id > 10")
+    before, salts = wal_frames(path)
+    assert conn.pull() is True
+    after, salts_after = wal_frames(path)
+    assert salts_after == salts and after[:len(before)] == before  # appended to the same WAL
+    new = after[len(before):]
+    assert [i for i, (_, size) in enumerate(new) if size] == [len(new) - 1]  # ONE commit frame
+    # the synced pages are listed, then the replayed ones follow in the same commit (page 1
+    # and the pages the replay rewrote come twice: synced version first, the later one wins)
+    listed = wal_writer.SyncedFrames.load(path)
+    mine = [e for e in listed.entries if e[0] > len(before)]
+    assert [e[0] for e in mine] == list(range(len(before) + 1, len(before) + 1 + len(mine)))
+    assert 0 < len(mine) < len(new)
+    pages = [p for p, _ in new]
+    assert pages.count(1) == 2 and pages[len(mine):] == sorted(pages[len(mine):])
+    assert conn.execute("SELECT id, v FROM t WHERE id IN (3, 11, 1000) ORDER BY id").fetchall() == [
+        (3, 5), (11, 1), (1000, 6)]
+    assert conn.stats().pending_changes == 2  # the log is the replay's: both rows, unpushed
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 def test_local_changes_are_replayed_on_the_new_revision(turso_server, tmp_path):
@@ -226,3 +263,52 @@ def test_a_partial_wal_replica_grows_locally_and_follows_a_server_that_shrinks(t
     turso_server.db_sql("UPDATE t SET v = 3 WHERE id < 10")
     assert conn.pull() is True
     assert conn.execute("SELECT COUNT(*), SUM(v = 3 AND id < 10), SUM(v = 77) FROM t").fetchall() == [(60, 8, 1)]
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_an_older_versions_interrupted_two_commit_apply_is_redone_as_one_commit_before_anyone_reads(
+        turso_server, tmp_path, monkeypatch):
+    # What an older version's crash left: the local changes in the published replay file,
+    # pending_pull without the one-commit marker, the apply flag set; the WAL may hold
+    # anything from "nothing appended" to "pulled pages committed, replay not". The first
+    # read transaction (vfs.c rule (19)) redoes it, as one commit.
+    from turso_dbapi.storage.apply_flag import ApplyFlag
+    from turso_dbapi.sync import internal, metadata as sync_meta, rebase, wal_apply
+
+    conn = wal_replica(turso_server, tmp_path, 60)
+    path = str(tmp_path / "r.db")
+    reader = turso_dbapi.connect(path, isolation_level=None)
+    conn.execute("UPDATE t SET v = 5 WHERE id = 3")
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 1 WHERE id > 10")
+
+    def older_apply(store, replica, conn_id, display_url, staged, timeout, on_conflict, lock_error):
+        ic = internal.connect(replica, conn_id)
+        ic.execute("BEGIN IMMEDIATE")
+        rebase.extract(ic, replica, store, display_url)
+        meta = sync_meta.load(replica)
+        meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size, "rebase": True}
+        sync_meta.save(replica, meta)
+        ApplyFlag(store).set()
+        ic.execute("ROLLBACK")
+        ic.close()
+        raise _Crash()
+
+    monkeypatch.setattr(wal_apply, "apply_wal", older_apply)
+    with pytest.raises(_Crash):
+        conn.pull()
+    monkeypatch.undo()
+    before, _ = wal_frames(path)
+    assert conn._replica.store.apply_flag()
+    assert reader.execute("SELECT id, v FROM t WHERE id IN (3, 11) ORDER BY id").fetchall() == [(3, 5), (11, 1)]
+    after, _ = wal_frames(path)
+    new = after[len(before):]
+    assert [i for i, (_, size) in enumerate(new) if size] == [len(new) - 1]
+    assert not conn._replica.store.apply_flag() and sync_meta.load(path).pending_pull is None
+    assert not os.path.exists(path + "-tdbreplay")
+    assert conn.stats().pending_changes == 1
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    reader.close()

@@ -21,7 +21,7 @@ import time
 import pytest
 
 import turso_dbapi
-from turso_dbapi.storage import apply_flag, wal_writer
+from turso_dbapi.storage import wal_writer
 from turso_dbapi.sync import metadata as sync_meta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -162,23 +162,20 @@ def test_readers_in_3_processes_x_2_threads_never_see_a_mix(turso_server, tmp_pa
 
 
 def test_the_mix_check_catches_an_apply_that_is_not_one_commit(turso_server, tmp_path, monkeypatch):
-    # the same campaign with the apply broken on purpose: the pulled pages in two commits, and
-    # no flag keeping new read transactions out: readers must see the half-applied revision
+    # the same campaign with the apply broken on purpose: its frames in two commits, readers
+    # let in between: they must see the half-applied revision
     real_append = wal_writer.append
 
-    def two_commits(conn, replica, state, salts, pages, db_size, page_size):
-        keys = sorted(pages)
-        half = {p: pages[p] for p in keys[: len(keys) // 2]}
-        rest = {p: pages[p] for p in keys[len(keys) // 2:]}
-        real_append(conn, replica, state, salts, half, db_size, page_size)
+    def two_commits(conn, replica, state, salts, frames, db_size, page_size):
+        half = len(frames) // 2
+        real_append(conn, replica, state, salts, frames[:half], db_size, page_size)
         conn.execute("COMMIT")  # let readers in between the two halves
         time.sleep(0.3)
         conn.execute("BEGIN IMMEDIATE")
         now = wal_writer.read_state(conn)  # a checkpoint may have restarted the WAL meanwhile
-        return real_append(conn, replica, now, wal_writer.salts_for(now), rest, db_size, page_size)
+        return real_append(conn, replica, now, wal_writer.salts_for(now), frames[half:], db_size, page_size)
 
     monkeypatch.setattr(wal_writer, "append", two_commits)
-    monkeypatch.setattr(apply_flag.ApplyFlag, "set", lambda self: None)
     server_tables(turso_server)
     results = run_campaign(turso_server, str(tmp_path / "r.db"), 4)
     mixed = [m for r in results for m in r["mixed"]]
@@ -211,8 +208,12 @@ def crash_trial(factory, tmp, kill_at):
     pending = (sync_meta.load(path).pending_pull is not None)
     with open(path + "-tdbmap", "rb") as f:
         flagged = f.read(68)[64:68] != bytes(4)  # the apply flag (pagestore.c rule (13))
-    # its next read transaction finishes a dead puller's apply first (vfs.c rule (19))
-    assert reader.execute(CHECK).fetchone() in ((0, 0, 0, 0), (1, 1, 1, 1))
+    # its next read transaction: the old state or the one commit (an older version's
+    # two-commit apply would first be finished by vfs.c rule (19): ``flagged``)
+    crash_trial.first_read = reader.execute(CHECK).fetchone()
+    assert crash_trial.first_read in ((0, 0, 0, 0), (1, 1, 1, 1))
+    assert reader.execute("SELECT COUNT(*) FROM mine").fetchone() == (300,)
+    assert not flagged  # a one-commit apply never sets the flag: nobody had to wait
     if pending and flagged:
         assert sync_meta.load(path).pending_pull is None
     after = turso_dbapi.connect(path)
@@ -231,11 +232,15 @@ def crash_trial(factory, tmp, kill_at):
     return "finished" if finished else ("pending" if pending else "not-started")
 
 
-@pytest.mark.parametrize("kill_at", ["rebase.extract:1", "meta.save:1", "wal.record:1", "wal.append:1",
-                                     "rebase.replay:1", "meta.save:2"])
+@pytest.mark.parametrize("kill_at", ["rebase.prepare:1", "rebase.replay:1", "wal.side:1", "meta.save:1",
+                                     "wal.record:1", "wal.append:1", "meta.save:2"])
 def test_kill_9_at_each_step_of_the_wal_apply(turso_server_factory, tmp_path, kill_at):
     landed = crash_trial(turso_server_factory, tmp_path, kill_at)
     assert landed != "finished"
+    # killed once its one commit is in the WAL: the new state at once, else the old one
+    new = kill_at in ("wal.append:1", "meta.save:2")
+    assert crash_trial.first_read == ((1, 1, 1, 1) if new else (0, 0, 0, 0))
+    assert landed == ("pending" if kill_at in ("meta.save:1", "wal.record:1", "wal.append:1") else "not-started")
 
 
 def test_kill_9_at_random_points_of_a_wal_pull(turso_server_factory, tmp_path):
@@ -251,3 +256,67 @@ def test_kill_9_at_random_points_of_a_wal_pull(turso_server_factory, tmp_path):
         where = crash_trial(turso_server_factory, tmp, f"after:{rng.uniform(0.0, duration):.4f}")
         landed[where] = landed.get(where, 0) + 1
     print(f"\nWAL pull: {TRIALS} kill -9 trials over {duration:.3f} s, landed: {landed}")
+
+
+# -- no reader waits for an apply (one commit) ---------------------------------------------
+
+
+def paused_pull(path, hook, seconds):
+    """A pull in another process that stops ``seconds`` after the hook's call (the worker's
+    ``pause:``); returns once it is paused there."""
+    mark = path + ".paused"
+    child = subprocess.Popen([sys.executable, WORKER, ROOT, "pull", f"pause:{hook}:{seconds}", path],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, TURSO_DBAPI_PAUSE_MARK=mark))
+    deadline = time.monotonic() + 60
+    while not os.path.exists(mark):
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            raise AssertionError(f"the pull never reached {hook}: {child.communicate()}")
+        time.sleep(0.01)
+    return child
+
+
+PAUSE = 5.0  # seconds the puller stays inside its apply; a waiting reader would wait them out
+
+
+@pytest.mark.parametrize("hook", ["wal.append:1", "wal.side:1"])
+def test_a_read_transaction_started_inside_an_apply_with_local_changes_does_not_wait(turso_server, tmp_path, hook):
+    # wal.append:1: the one commit is appended, the apply not ended (metadata, stage, the
+    # write lock still held); wal.side:1: the replay was built off to the side, no lock yet
+    server_tables(turso_server, 150)
+    path = str(tmp_path / "r.db")
+    conn = wal_replica(turso_server, path)
+    conn.executemany("INSERT INTO mine VALUES (?, randomblob(500))", [(i,) for i in range(1, 101)])
+    conn.commit()
+    reader = turso_dbapi.connect(path, isolation_level=None, timeout=30)
+    assert reader.execute(CHECK).fetchone() == (0, 0, 0, 0)
+    server_step(turso_server)
+    child = paused_pull(path, hook, PAUSE)
+    try:
+        t0 = time.perf_counter()
+        reader.execute("BEGIN")
+        row = reader.execute(CHECK).fetchone()
+        mine = reader.execute("SELECT COUNT(*) FROM mine").fetchone()[0]
+        reader.execute("COMMIT")
+        took = time.perf_counter() - t0
+        print(f"\n{hook}: a new read transaction took {took * 1e3:.1f} ms while the puller paused {PAUSE} s")
+        assert took < 1.5
+        # the old state with its local rows, or the new one with them replayed: never without
+        assert (row, mine) == (((1, 1, 1, 1), 100) if hook.startswith("wal.append") else ((0, 0, 0, 0), 100))
+        if hook.startswith("wal.side"):  # before the lock, a local writer does not wait either
+            t0 = time.perf_counter()
+            conn.execute("INSERT INTO mine VALUES (1000, x'00')")
+            conn.commit()
+            assert time.perf_counter() - t0 < 1.5
+        out, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert "done" in out, err
+    expected = 101 if hook.startswith("wal.side") else 100  # that commit moved the replica: replanned
+    assert reader.execute(CHECK).fetchone() == (1, 1, 1, 1)
+    assert reader.execute("SELECT COUNT(*) FROM mine").fetchone() == (expected,)
+    assert reader.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert sync_meta.load(path).pending_pull is None
+    reader.close()
+    conn.close()

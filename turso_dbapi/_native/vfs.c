@@ -65,7 +65,9 @@
 **       the apply flag is set it is refused (SQLITE_BUSY: SQLite's WAL retry loop tries
 **       again) unless Python says this thread applies or a dead puller's apply was
 **       finished (the same callback as (13)). Read transactions already open keep their
-**       snapshot: the apply only appends to the WAL.
+**       snapshot: the apply only appends to the WAL. A WAL pull is one commit and never
+**       sets the flag (sync/wal_apply.py): this only holds readers out while an older
+**       version's interrupted two-commit apply is redone.
 **   (20) A write transaction on a lazy file gets a fresh id (txn.c): xLock to RESERVED
 **       in rollback mode, the exclusive WAL_WRITE shm lock in WAL mode; the capture's
 **       sqlite_tdb_txn table reads it through tdb_vfs_txn_mark.

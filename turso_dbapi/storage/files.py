@@ -15,6 +15,7 @@ suffix                 what                                                     
 ``-pull-tdbsync.lock`` pull lock (flock; the lock of the path ``P-pull``)          Turso
 ``-tdbpull``           a pull's staged pages (``sync.stage``; ``.tmp`` while written)  Turso
 ``-tdbreplay``         a pull's local changes to replay (``sync.rebase``)          Turso
+``-tdbside`` ...       a WAL pull's scratch view (a store: ``-tdbside-tdbmap``...)  Turso, WAL
 ``-tdbpush.json``      push statistics (``sync.push``)                             Turso
 ``-push-tdbsync.lock`` push lock (flock; one push of a replica at a time)          Turso
 ``-journal`` ...       SQLite's own (``-journal``, ``-wal``, ``-shm``)             any
@@ -42,18 +43,22 @@ LOCK = "-tdbsync.lock"
 PULL_LOCK = "-pull" + LOCK
 STAGE = "-tdbpull"
 REPLAY = "-tdbreplay"
+SIDE = "-tdbside"  # a store of its own (sync.side_replay): SIDE + each of STORE_SUFFIXES
 PUSH_STATE = "-tdbpush.json"
 PUSH_LOCK = "-push" + LOCK
 SQLITE_SUFFIXES = ("-journal", "-wal", "-shm")
 
 # What a replica's store consists of; a fresh cache (or a bootstrap) starts without them.
 STORE_SUFFIXES = ("", LOCAL, SIDECAR, CACHE_META) + SQLITE_SUFFIXES + (WAL_SYNCED,)
-ALL_SUFFIXES = STORE_SUFFIXES + (SYNC_META, LOCK, PULL_LOCK, STAGE, STAGE + ".tmp", REPLAY, PUSH_STATE, PUSH_LOCK)
+SIDE_SUFFIXES = tuple(SIDE + s for s in STORE_SUFFIXES)
+ALL_SUFFIXES = STORE_SUFFIXES + (SYNC_META, LOCK, PULL_LOCK, STAGE, STAGE + ".tmp", REPLAY, PUSH_STATE,
+                                 PUSH_LOCK) + SIDE_SUFFIXES
 
 
 def remove_store_files(path: str) -> None:
-    """Remove the files of a replica's store (not its sync metadata, locks or stage)."""
-    for suffix in STORE_SUFFIXES:
+    """Remove the files of a replica's store and of a pull's scratch view (not its sync
+    metadata, locks or stage)."""
+    for suffix in STORE_SUFFIXES + SIDE_SUFFIXES:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path + suffix)
 

@@ -247,6 +247,13 @@ class PageStore:
         if self._lib.tdb_store_set_applying(self._p, int(on)) != 0:
             raise OSError(f"msync of the apply flag of {self.path} failed")
 
+    def close(self) -> None:
+        """Close a private store (made with ``PageStore(...)``, never by ``open_store``: a
+        pull's scratch view, ``sync.side_replay``) once SQLite has closed its file."""
+        if self._ptr is not None:
+            self._lib.tdb_store_release(self._ptr)
+            self._ptr = None
+
     # miss routing ---------------------------------------------------------------------
     def attach(self, handler: Any, conn_id: Optional[int] = None) -> int:
         """Route misses of connections opened with ``tdbconn=<returned id>`` to ``handler``

@@ -13,6 +13,11 @@ written (atomically, fsynced) BEFORE the frames, so a crash between the two can 
 frames that are not there; a frame counts as synced only when its page and CRC match (rule
 (8) of wal_index.c for checkpoints, ``wal_pages`` here), so a local frame written later at a
 listed position is never taken for a synced one.
+
+One commit may hold a page twice (``append`` takes frames in order): its synced version,
+listed, then the replayed local one. Readers, checkpoints and SQLite's recovery take the
+later frame (walformat.html: the hash lookup keeps the largest frame); the synced one stays
+known to ``wal_pages`` and to a checkpoint (wal_index.c rule (9)).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import dataclasses
 import os
 import sqlite3
 import struct
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .._native import ffi, lib
 from .._util.atomic import write_atomic
@@ -45,6 +50,13 @@ _ERRORS = {
     5: "the job was not found",
     6: "the database is not in WAL mode",
 }
+
+
+class WalMoved(OperationalError):
+    """The WAL is not at the state an append was planned on (a commit or a restart since)."""
+
+
+Frames = Sequence[Tuple[int, bytes]]  # (page number, page image) in frame order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +89,7 @@ def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
         reason = _ERRORS.get(job.rc, f"code {job.rc}")
         if job.rc == 2 and job.sys_errno:
             reason += f" ({os.strerror(job.sys_errno)})"
-        raise OperationalError(f"{what}: {reason}")
+        raise (WalMoved if job.rc == 1 else OperationalError)(f"{what}: {reason}")
 
 
 def read_state(conn: sqlite3.Connection) -> WalState:
@@ -89,18 +101,18 @@ def read_state(conn: sqlite3.Connection) -> WalState:
 
 
 def append(conn: sqlite3.Connection, replica: str, state: WalState, salts: Tuple[int, int],
-           pages: Dict[int, bytes], db_size: int, page_size: int) -> Tuple[WalState, int]:
-    """Append ``pages`` as one commit (the database then has ``db_size`` pages); returns
-    the new state and the first frame's number. ``state`` is what the plan used, ``salts``
-    what ``salts_for`` chose."""
-    pgnos = sorted(pages)
+           frames: Frames, db_size: int, page_size: int) -> Tuple[WalState, int]:
+    """Append ``frames`` (a page may come twice: the later frame wins) as one commit (the
+    database then has ``db_size`` pages); returns the new state and the first frame's
+    number. ``state`` is what the plan used (else ``WalMoved``), ``salts`` what
+    ``salts_for`` chose."""
     ps = page_size
+    if any(len(data) != ps for _, data in frames):
+        raise ValueError("every page must have the WAL's page size")
     job = ffi.new("tdb_wi_job *")
     wal_path = ffi.new("char[]", os.fsencode(replica + "-wal"))
-    pg = ffi.new("uint32_t[]", pgnos)
-    data = ffi.from_buffer(b"".join(pages[p] for p in pgnos))
-    if any(len(pages[p]) != ps for p in pgnos):
-        raise ValueError("every page must have the WAL's page size")
+    pg = ffi.new("uint32_t[]", [p for p, _ in frames])
+    data = ffi.from_buffer(b"".join(d for _, d in frames))
     job.op = lib.TDB_WI_APPEND
     job.wal_path = wal_path
     job.expect_mx = state.mx_frame
@@ -108,10 +120,10 @@ def append(conn: sqlite3.Connection, replica: str, state: WalState, salts: Tuple
     job.new_salt2 = salts[1]
     job.pgno = pg
     job.pages = ffi.cast("uint8_t *", data)
-    job.n = len(pgnos)
+    job.n = len(frames)
     job.db_size = db_size
     job.page_size = ps
-    _run(conn, job, f"appending {len(pgnos)} pages to {replica}-wal")
+    _run(conn, job, f"appending {len(frames)} pages to {replica}-wal")
     return _state(job), int(job.first_frame)
 
 
@@ -208,18 +220,18 @@ def wal_pages(replica: str, state: WalState, page_size: int) -> Tuple[Set[int], 
     return local, synced
 
 
-def record(replica: str, state: WalState, first_frame_salts: Tuple[int, int],
-           pages: Dict[int, bytes]) -> SyncedFrames:
-    """The list as it is after appending ``pages`` at ``state.mx_frame + 1`` in the
-    generation ``first_frame_salts``; saved (durably) before the append."""
+def record(replica: str, state: WalState, first_frame_salts: Tuple[int, int], synced: Frames) -> SyncedFrames:
+    """The list as it is after appending a commit whose first frames are ``synced`` at
+    ``state.mx_frame + 1`` in the generation ``first_frame_salts``; saved (durably) before
+    the append."""
     listed = SyncedFrames.load(replica)
     keep: List[Tuple[int, int, int]] = []
     if listed is not None and listed.salts == first_frame_salts and state.mx_frame:
         keep = [e for e in listed.entries if e[0] <= state.mx_frame]
     frame = state.mx_frame
-    for p in sorted(pages):
+    for p, data in synced:
         frame += 1
-        keep.append((frame, p, crc_tag(pages[p])))
+        keep.append((frame, p, crc_tag(data)))
     out = SyncedFrames(first_frame_salts, keep)
     out.save(replica)
     return out

@@ -132,6 +132,9 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
     1-5); the new metadata, or None when there was nothing (valid) staged. Raises
     OperationalError, changing nothing, when the lock cannot be had. ``staged``: the stage
     as its writer just published it (else it is read back and checked)."""
+    interrupted = sync_meta.load(replica)
+    if wal_apply.one_commit(interrupted):  # a WAL apply: its one commit landed or not
+        return wal_apply.resolve(replica, conn_id, interrupted)
     if staged is None:
         staged = Staged.open(replica)
     if staged is None:

@@ -138,8 +138,10 @@ def finish_interrupted(store: PageStore, path: str, conn_id: int, display_url: s
     """At open: redo a pull's apply that a crash interrupted, or drop a stage that a pull
     left without starting its apply, before any read."""
     if meta.pending_pull is not None:
-        with pull_lock(path), apply_flag.applying():
-            if (sync_meta.load(path) or meta).pending_pull is not None:
+        # A live puller's one-commit WAL apply (pending only around its commit) finishes
+        # itself, and the replica is whole meanwhile (old or new state): no wait for it.
+        with pull_lock(path, wait=not wal_apply.one_commit(meta)) as held, apply_flag.applying():
+            if held and (sync_meta.load(path) or meta).pending_pull is not None:
                 pull_apply.apply_staged(store, path, conn_id, display_url)
     elif os.path.exists(pull_apply.stage_path(path)):
         with pull_lock(path):

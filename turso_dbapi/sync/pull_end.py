@@ -22,26 +22,36 @@ from .stage import Staged, remove_stage
 
 
 def replay(conn: sqlite3.Connection, replica: str, client_id: str, staged: Staged,
-           read_page: Callable[[int], Optional[bytes]], on_conflict: Optional[rebase.OnConflict]) -> None:
+           read_page: Callable[[int], Optional[bytes]], on_conflict: Optional[rebase.OnConflict],
+           path: Optional[str] = None) -> None:
+    """(``path``: the replay file, when not the replica's published one.)"""
     # on_conflict's "did the server change this row" reads the new revision's pages
     server = rebase.ServerChanges(conn, read_page, staged.pgnos) if on_conflict else None
-    if os.path.exists(rebase.replay_path(replica)):
-        rebase.replay(conn, replica, client_id, server=server, on_conflict=on_conflict)
+    path = path or rebase.replay_path(replica)
+    if os.path.exists(path):
+        rebase.replay(conn, replica, client_id, server=server, on_conflict=on_conflict, path=path)
     else:
         capture.install(conn, gen=0)
 
 
-def finish(replica: str, meta: sync_meta.SyncMeta, staged: Staged, flag: ApplyFlag) -> sync_meta.SyncMeta:
-    meta.synced_revision = staged.revision
-    meta.db_size_pages = staged.db_size
+def finish(replica: str, meta: sync_meta.SyncMeta, staged: Staged, flag: Optional[ApplyFlag]) -> sync_meta.SyncMeta:
+    return switch(replica, meta, staged.revision, staged.db_size, flag)
+
+
+def switch(replica: str, meta: sync_meta.SyncMeta, revision: str, db_size: int,
+           flag: Optional[ApplyFlag]) -> sync_meta.SyncMeta:
+    """``finish`` from what ``pending_pull`` records (a WAL apply resolved after a crash)."""
+    meta.synced_revision = revision
+    meta.db_size_pages = db_size
     meta.pull_gen += 1
     meta.last_pull_unix_time = int(time.time())
     meta.pending_pull = None
     sync_meta.save(replica, meta)
     remove_stage(replica)
     rebase.remove_replay(replica)
-    flag.clear()
-    flag.close()
+    if flag is not None:
+        flag.clear()
+        flag.close()
     return meta
 
 

@@ -241,9 +241,10 @@ def _server_row(rc: sqlite3.Connection, info: capture.TableInfo, key: Tuple[Any,
 
 
 def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Optional[ServerChanges] = None,
-           on_conflict: Optional[OnConflict] = None) -> Tuple[int, int]:
-    """Step 4 inside the caller's write transaction; (changes replayed, skipped)."""
-    src = replay_file.Reader(replay_path(replica))
+           on_conflict: Optional[OnConflict] = None, path: Optional[str] = None) -> Tuple[int, int]:
+    """Step 4 inside the caller's write transaction; (changes replayed, skipped). ``path``:
+    a replay file other than the replica's (a WAL pull's, not published yet)."""
+    src = replay_file.Reader(path or replay_path(replica))
     try:
         doc = src.doc
         gen = int(doc.get("gen", 0))
@@ -267,11 +268,12 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
     return replayed, skipped
 
 
-def attach(rc: sqlite3.Connection, replica: str) -> bool:
-    """Attach the replay file (format 3) to ``rc`` as ``tdb_replay``, read-only, before its
-    write transaction begins (SQLite attaches outside transactions only): the set-based
-    replay reads it in SQL. False when there is none (or a format 2 file)."""
-    path = replay_path(replica)
+def attach(rc: sqlite3.Connection, replica: str, path: Optional[str] = None) -> bool:
+    """Attach the replay file (format 3; ``path``, else the replica's) to ``rc`` as
+    ``tdb_replay``, read-only, before its write transaction begins (SQLite attaches outside
+    transactions only): the set-based replay reads it in SQL. False when there is none (or
+    a format 2 file)."""
+    path = path or replay_path(replica)
     if not replay_file.is_sqlite(path):
         return False
     rc.execute("ATTACH DATABASE ? AS tdb_replay", (f"file:{quote(path)}?mode=ro",))

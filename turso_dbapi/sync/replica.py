@@ -53,7 +53,7 @@ from ..storage.vfs import ensure_registered, replica_uri
 from ..transport.http import split_credentials
 from ..url import redact
 from . import bootstrap as boot
-from . import capture, ddl, engine, internal, rebase
+from . import capture, ddl, engine, internal, rebase, wal_apply
 from . import metadata as sync_meta
 from . import push as sync_push
 
@@ -290,7 +290,7 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     apply_flag.register_recovery(path, engine.recover_dead_apply)
     if not readonly:
         engine.finish_interrupted(store, path, conn_id, source.display_url, meta)
-    elif meta.pending_pull is not None:
+    elif meta.pending_pull is not None and not wal_apply.one_commit(meta):  # that one: whole as it is
         pagestore.release_store(store)
         raise OperationalError(
             f"unable to open the read-only replica {path}: a pull was interrupted mid-apply; "

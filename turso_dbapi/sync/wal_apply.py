@@ -1,33 +1,51 @@
 """Applying a pulled revision to a replica in WAL mode (``PRAGMA journal_mode=WAL``).
 
 In WAL mode SQLite keeps every connection of every process coherent through the WAL and the
-wal-index, so the apply commits the way SQLite's own writer does, and never touches the
-database file (whose pages old snapshots may still read):
+wal-index, so a pull commits the way SQLite's own writer does, as ONE commit holding the new
+revision with the local changes replayed, and never touches the database file (whose pages
+old snapshots may still read). No reader ever waits: open read transactions keep their
+snapshot, new ones see the old state (with its local changes) or the new one (with them
+replayed) as soon as the commit frame is in the wal-index.
 
-1. (network done) the received pages sit in ``<replica>-tdbpull`` (``sync.stage``);
-2. the internal connection takes ``BEGIN IMMEDIATE``: the WAL write lock. Readers are not
-   waited for and keep reading their snapshot; other writers wait (busy handler);
-3. the local changes go to the replay file (extracted just before the lock, used if nothing
-   committed since, else extracted again: ``rebase.prepare``) and metadata records
-   ``pending_pull`` (as in rollback mode: from here a crash redoes 4-7, idempotently);
-4. the apply flag is set: from now on a NEW read transaction of another connection is
-   refused at its read-mark lock (vfs.c rule (19): SQLITE_BUSY, SQLite's WAL retry loop
-   waits) until step 7, so nobody sees the revision without the replayed changes; open
-   read transactions are untouched;
-5. ONE commit is planned against the wal-index state read under the lock
-   (``storage.wal_writer``): every pulled page (page 1 patched: WAL bytes 18/19 = 2, the
+1. (network done) the received pages sit in ``<replica>-tdbpull`` (``sync.stage``); no lock
+   is held in 1-4, local writers and readers carry on;
+2. the local changes go to a replay file (``rebase.prepare``: one read transaction of the
+   internal connection; its ``PRAGMA data_version`` is kept);
+3. the plan (``Plan``), in a read transaction (its read mark keeps the WAL from restarting
+   while its frames are read): every pulled page (page 1 patched: WAL bytes 18/19 = 2, the
    in-header size, a schema cookie past every value a connection may have cached), plus
-   every page the replica changed locally since its synced state (local frames of the
-   WAL, the local layer) reverted to its synced version in the new revision (the latest
-   synced frame, else the synced layer, fetched when absent - unchanged by the pull, so
-   the old pin serves it). Pages past the new size are left out (the commit frame's size
-   cuts them). The list of synced frames (``-tdbwalsync``) is saved, then the frames are
-   appended and the wal-index updated (``wal_index.c``); the write lock is released with
-   a COMMIT that wrote nothing through SQLite;
-6. the same connection replays the local changes in its next write transaction (its new
-   snapshot reads the new revision; the flag still keeps every other connection out);
-7. metadata switches (synced revision, pull_gen + 1, no pending pull), the stage and the
-   replay file go, the flag clears.
+   every page the replica changed locally (local frames of the WAL, the local layer)
+   reverted to its synced version (the latest synced frame, else the synced layer, else
+   fetched: unchanged by the pull, so the old pin serves it), against the wal-index state
+   read there. Then the replay runs OFF TO THE SIDE (``sync.side_replay``) on a scratch view
+   of that new revision: the pages it writes are the local part of the commit;
+4. ``pending_pull`` is saved with the capture generation the commit installs, and the
+   synced frames' list (``-tdbwalsync``, storage.wal_writer) with the frame numbers they
+   will get; both fsynced here, outside the lock;
+5. the internal connection takes ``BEGIN IMMEDIATE`` (the WAL write lock; other writers
+   wait, readers do not) and only checks that nothing moved since the plan: no commit since
+   the extraction (``data_version``) and the wal-index at the planned mxFrame and salts
+   (checked in C by the append). Then ``wal_index.c`` appends the planned pages (synced),
+   then the replayed ones (local; a page may come twice: the later frame wins) as one
+   commit, fsyncs the WAL, updates the wal-index; COMMIT (which wrote nothing through
+   SQLite) releases the lock. If something moved, 2-5 run again, up to ``MOVED_RETRIES``
+   times, then once more all under the lock (the last resort: still one commit);
+6. metadata switches (synced revision, pull_gen + 1, no pending pull), the stage and the
+   replay file go.
+
+Why the fsyncs of 4 and 6 may sit outside the lock: the commit frame is the one point of
+no return. The list of synced frames must be durable before the frames (a pulled frame
+not listed would count as local), and that only needs "before", not "under the lock": it
+is written for the planned mxFrame and salts, and if the WAL moves the append refuses and
+the list is written again; a listed frame never appended is harmless (a frame counts as
+synced only if its page and CRC match). ``pending_pull`` must be durable before the commit
+so a crash after it is noticed; after a crash ``resolve`` reads the capture generation of
+the replica: the commit's (it landed: the metadata switches) or the old one (it did not:
+the pull leaves no trace). So a crash anywhere leaves the old state with every local
+change or the new state with them replayed, and nothing needs redoing: no apply flag is
+set, no reader ever waits. (An older version's two-commit apply left a ``pending_pull``
+without the generation and its apply flag set: vfs.c rule (19) still keeps new read
+transactions out until that apply is redone here as one commit, from its replay file.)
 
 Lazy fetches stay right without moving any pin: a page absent from the synced layer was
 changed by no pull whose frames are still in the WAL (pulled pages enter the synced layer
@@ -37,19 +55,22 @@ since; and the database file's size is never changed by a pull (old snapshots re
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import struct
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import OperationalError
 from ..storage import header, wal_writer
 from ..storage.apply_flag import ApplyFlag
 from ..storage.pagestore import PG_SYNCED, PageStore
-from . import capture, internal, metadata as sync_meta, pull_end, rebase
+from . import capture, internal, metadata as sync_meta, pull_end, rebase, side_replay
 from .stage import Staged
 
 WAL = 2  # file format bytes 18/19 of a WAL database
+MOVED_RETRIES = 3  # side builds redone when the replica moved before the lock; then under it
+ONE_COMMIT = "gen"  # pending_pull's key: the capture generation the commit installs
 
 
 def is_wal(conn: sqlite3.Connection) -> bool:
@@ -86,40 +107,54 @@ def _local_layer(store: PageStore) -> set:
     return out
 
 
-def plan(store: PageStore, replica: str, conn_id: int, staged: Staged, state: wal_writer.WalState,
-         visible_cookie: int, synced_pages: int) -> Dict[int, bytes]:
-    """Step 5's pages: pulled pages and reverted local pages, in the new revision
-    (``synced_pages``: the size of the revision the replica is at)."""
-    db_size = staged.db_size
-    local_frames, synced_frames = wal_writer.wal_pages(replica, state, store.page_size)
-    pages: Dict[int, bytes] = {p: data for p, data in staged.pages() if p <= db_size}
+class Plan:
+    """The new revision as the side replay starts from it (step 3 of the module docstring):
+    ``pages``: every pulled page and every page the replica changed locally (local frames
+    of the WAL, the local layer) reverted to its synced version, page 1 patched; every
+    other page reads as its synced version (``page_of``). ``synced_pages``: the size of
+    the revision the replica is at."""
 
-    def synced_version(p: int) -> bytes:
-        if p in synced_frames:
-            return synced_frames[p]
+    def __init__(self, store: PageStore, replica: str, conn_id: int, staged: Staged,
+                 state: wal_writer.WalState, visible_cookie: int, synced_pages: int):
+        self.store, self.replica, self.conn_id = store, replica, conn_id
+        self.synced_pages = synced_pages
+        db_size = self.db_size = staged.db_size
+        local_frames, self.synced_frames = wal_writer.wal_pages(replica, state, store.page_size)
+        pages: Dict[int, bytes] = {p: data for p, data in staged.pages() if p <= db_size}
+        for p in sorted(pages):  # old_versions_needed, made sure of: the old pin serves them
+            if p <= store.remote_pages and p not in self.synced_frames and not store.is_present(p):
+                store.on_miss(conn_id, p, 1)
+                if not store.is_present(p):
+                    raise OperationalError(f"pull: page {p} of {replica} could not be fetched at the "
+                                           "replica's revision; nothing was changed: pull again")
+        for p in sorted(local_frames | _local_layer(store)):
+            if p <= db_size and p not in pages:
+                pages[p] = self.synced_version(p)
+        base1 = pages.get(1) or self.synced_version(1)
+        pages[1] = page1_for_wal(base1, visible_cookie, db_size)
+        self.pages = pages
+
+    def synced_version(self, p: int) -> bytes:
+        """The page in the synced revision (unchanged by the pull): the latest synced frame,
+        else the synced layer, else fetched (the old pin serves it)."""
+        if p in self.synced_frames:
+            return self.synced_frames[p]
+        store = self.store
         data = store.read_synced(p)
         if data is None:
-            if p <= synced_pages:  # a page of the synced revision no checkpoint brought yet
-                store.raise_remote_size(synced_pages * store.page_size)
-            store.on_miss(conn_id, p, 1)  # unchanged by the pull: the old pin serves it
+            if p <= self.synced_pages:  # a page of the synced revision no checkpoint brought yet
+                store.raise_remote_size(self.synced_pages * store.page_size)
+            store.on_miss(self.conn_id, p, 1)
             data = store.read_synced(p)
         if data is None:
-            raise OperationalError(f"pull: the synced version of page {p} of {replica} could not be "
-                                   "fetched (a local write raced the pull); nothing was changed: pull again")
+            raise OperationalError(f"pull: the synced version of page {p} of {self.replica} could not "
+                                   "be fetched; nothing was changed: pull again")
         return data
 
-    for p in sorted(pages):  # old_versions_needed, under the lock: the old pin serves them
-        if p <= store.remote_pages and p not in synced_frames and not store.is_present(p):
-            store.on_miss(conn_id, p, 1)
-            if not store.is_present(p):
-                raise OperationalError(f"pull: page {p} of {replica} could not be fetched at the "
-                                       "replica's revision; nothing was changed: pull again")
-    for p in sorted(local_frames | _local_layer(store)):
-        if p <= db_size and p not in pages:
-            pages[p] = synced_version(p)
-    base1 = pages.get(1) or synced_version(1)
-    pages[1] = page1_for_wal(base1, visible_cookie, db_size)
-    return pages
+    def page_of(self, p: int) -> bytes:
+        """Page ``p`` of the new revision before the replay (what the side view reads)."""
+        data = self.pages.get(p)
+        return data if data is not None else self.synced_version(p)
 
 
 def prefetch_pages(store: PageStore, replica: str, staged: Set[int], db_size: int,
@@ -153,13 +188,13 @@ def old_versions_needed(store: PageStore, replica: str, staged: Set[int]) -> Lis
     return sorted(p for p in staged if p <= limit and p not in synced and not store.is_present(p))
 
 
-def _refuse_uncaptured_frames(ic: sqlite3.Connection, replica: str, store: PageStore,
-                              display_url: str) -> None:
+def _refuse_uncaptured_frames(ic: sqlite3.Connection, replica: str, store: PageStore, display_url: str,
+                              state: wal_writer.WalState) -> None:
     """rebase.extract refuses local pages nothing captured; in WAL mode they may also be
     frames of the WAL (not checkpointed yet)."""
     if capture.installed(ic):
         return
-    local = wal_writer.wal_pages(replica, wal_writer.read_state(ic), store.page_size)[0]
+    local = wal_writer.wal_pages(replica, state, store.page_size)[0]
     if local:
         raise OperationalError(
             f"pull from {display_url}: the replica {replica} has local changes (pages "
@@ -168,68 +203,148 @@ def _refuse_uncaptured_frames(ic: sqlite3.Connection, replica: str, store: PageS
             "installs capture and logs every row) and pull again")
 
 
+@dataclasses.dataclass
+class Built:
+    """Steps 1-3: what the lock's check and the append need."""
+
+    state: wal_writer.WalState  # the wal-index the plan was made on
+    salts: Tuple[int, int]
+    synced: List[Tuple[int, bytes]]  # the planned pages: listed in -tdbwalsync
+    local: List[Tuple[int, bytes]]  # the replayed pages, after them in the same commit
+    size: int  # pages after the commit
+    gen: int  # capture generation of the result (pending_pull's marker)
+    version: Optional[int]  # PRAGMA data_version of the extraction (None: nothing to check)
+    prepared: Optional[rebase.Prepared]  # its replay file (not published: never needed after)
+
+
+def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int, display_url: str,
+           staged: Staged, meta: sync_meta.SyncMeta, on_conflict: Optional[rebase.OnConflict],
+           redo: bool, locked: bool) -> Built:
+    """Steps 1-3, ahead of the lock unless ``locked`` (the last resort); ``redo``: an
+    older version's interrupted apply, whose published replay file is replayed again."""
+    prepared, version, replay = None, None, rebase.replay_path(replica)
+    if not redo:
+        if not locked:
+            prepared = rebase.prepare(ic, replica)
+        if prepared is not None:
+            version, replay = prepared.version, prepared.out.tmp
+        else:  # no capture yet, or under the lock: one transaction of ic, published file
+            if not locked:
+                ic.execute("BEGIN")
+            try:
+                version = None if locked else ic.execute("PRAGMA data_version").fetchone()[0]
+                rebase.extract(ic, replica, store, display_url)
+            finally:
+                if not locked:
+                    ic.execute("COMMIT")
+    try:
+        if not locked:
+            ic.execute("BEGIN")  # a read mark: no restart of the WAL while its frames are read
+        try:
+            cookie = int(ic.execute("PRAGMA schema_version").fetchone()[0])
+            state = wal_writer.read_state(ic)
+            if not redo:
+                _refuse_uncaptured_frames(ic, replica, store, display_url, state)
+            plan = Plan(store, replica, conn_id, staged, state, cookie, meta.db_size_pages)
+        finally:
+            if not locked:
+                ic.execute("COMMIT")
+        side = side_replay.run(replica, store.page_size, staged.db_size, plan.page_of,
+                               client_id=meta.client_unique_id, staged=staged, on_conflict=on_conflict,
+                               replay_path=replay)
+    except BaseException:
+        if prepared is not None:
+            prepared.discard()
+        raise
+    size = side.size
+    synced = [(p, plan.pages[p]) for p in sorted(plan.pages) if p <= size]
+    local = [(p, data) for p, data in sorted(side.written.items()) if p <= size and data != plan.pages.get(p)]
+    return Built(state, wal_writer.salts_for(state), synced, local, size, side.gen, version, prepared)
+
+
+def _begin(ic: sqlite3.Connection, lock_error: Callable[[Exception], Exception]) -> None:
+    try:
+        ic.execute("BEGIN IMMEDIATE")  # the WAL write lock; readers carry on
+    except sqlite3.OperationalError as exc:
+        raise lock_error(exc) from None
+
+
 def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, staged: Staged,
               timeout: float, on_conflict: Optional[rebase.OnConflict],
               lock_error: Callable[[Exception], Exception]) -> sync_meta.SyncMeta:
-    """Steps 2-7 of the module docstring; the new metadata."""
+    """Steps 1-6 of the module docstring; the new metadata."""
+    meta = sync_meta.load(replica)
+    if meta is None:
+        raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
+    redo = meta.pending_pull is not None  # an older version's two-commit apply (one_commit: resolved before)
     ic = internal.connect(replica, conn_id, timeout)
-    flag: Optional[ApplyFlag] = None
-    prepared: Optional[rebase.Prepared] = None
-    started = False
+    built: Optional[Built] = None
+    recorded = landed = False
     try:
-        before = sync_meta.load(replica)
-        if before is None or before.pending_pull is None:
-            prepared = rebase.prepare(ic, replica)  # (3) ahead of the lock, checked under it
-        try:
-            ic.execute("BEGIN IMMEDIATE")  # (2) the WAL write lock; readers carry on
-        except sqlite3.OperationalError as exc:
-            raise lock_error(exc) from None
-        try:
-            meta = sync_meta.load(replica)
-            if meta is None:
-                raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
-            if meta.pending_pull is None:
-                _refuse_uncaptured_frames(ic, replica, store, display_url)
-                used, prepared = prepared is not None and prepared.use(ic), None
-                if not used:  # a commit since the extraction: again, under the lock
-                    rebase.extract(ic, replica, store, display_url)  # (3)
-                meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size,
-                                     "rebase": True}
+        for attempt in range(MOVED_RETRIES + 1):
+            locked = attempt == MOVED_RETRIES  # the last resort: everything under the lock
+            if locked:
+                _begin(ic, lock_error)
+            built = _build(ic, store, replica, conn_id, display_url, staged, meta, on_conflict, redo, locked)
+            if not redo and not recorded:  # (4) outside the lock: see the module docstring
+                meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size, "rebase": True,
+                                     ONE_COMMIT: built.gen}
                 sync_meta.save(replica, meta)
-            elif prepared is not None:
-                prepared.discard()
-                prepared = None
-            started = True  # from here a failure leaves the stage for a redo
-            flag = ApplyFlag(store)
-            flag.set()  # (4)
-            state = wal_writer.read_state(ic)
-            cookie = int(ic.execute("PRAGMA schema_version").fetchone()[0])
-            pages = plan(store, replica, conn_id, staged, state, cookie, meta.db_size_pages)  # (5)
-            salts = wal_writer.salts_for(state)
-            wal_writer.record(replica, state, salts, pages)
-            wal_writer.append(ic, replica, state, salts, pages, staged.db_size, store.page_size)
-        except BaseException:
-            ic.execute("ROLLBACK")
-            raise
-        ic.execute("COMMIT")  # wrote nothing through SQLite: only releases the write lock
-        # on_conflict's "did the server change this row" reads the new revision's pages
-        _replay(ic, lambda p: pages.get(p) or store.read_page(p), replica, meta.client_unique_id,
-                staged, on_conflict)  # (6)
-        return pull_end.finish(replica, meta, staged, flag)  # (7)
+                recorded = True
+            wal_writer.record(replica, built.state, built.salts, built.synced)  # (4)
+            if not locked:
+                _begin(ic, lock_error)  # (5)
+            try:
+                if built.version is not None and ic.execute("PRAGMA data_version").fetchone()[0] != built.version:
+                    raise wal_writer.WalMoved("a transaction committed since the extraction")
+                wal_writer.append(ic, replica, built.state, built.salts, built.synced + built.local,
+                                  built.size, store.page_size)
+                landed = True
+            except wal_writer.WalMoved:
+                if locked:
+                    raise
+            finally:
+                ic.execute("COMMIT" if landed else "ROLLBACK")  # only releases the write lock
+            if built.prepared is not None:
+                built.prepared.discard()
+            if landed:
+                break
+        flag = ApplyFlag(store) if redo else None  # set by the older version's apply
+        return pull_end.finish(replica, meta, staged, flag)  # (6)
     except BaseException:
-        pull_end.abandon(replica, prepared, started)
-        raise
+        if built is not None and built.prepared is not None:
+            built.prepared.discard()
+        if not redo and not landed:  # the old state, every local change in it: no trace
+            if recorded:
+                meta.pending_pull = None
+                sync_meta.save(replica, meta)
+            pull_end.abandon(replica, None, False)
+        raise  # landed: pending_pull stays, ``resolve`` finishes the switch
     finally:
         ic.close()
 
 
-def _replay(ic: sqlite3.Connection, read_page: Callable[[int], Optional[bytes]], replica: str,
-            client_id: str, staged: Staged, on_conflict: Optional[rebase.OnConflict]) -> None:
-    rebase.attach(ic, replica)  # before the transaction: the set-based replay reads it in SQL
-    ic.execute("BEGIN IMMEDIATE")
+def one_commit(meta: Optional[sync_meta.SyncMeta]) -> bool:
+    """``pending_pull`` of a one-commit WAL apply (``resolve`` finishes it)."""
+    return meta is not None and meta.pending_pull is not None and ONE_COMMIT in meta.pending_pull
+
+
+def resolve(replica: str, conn_id: int, meta: sync_meta.SyncMeta) -> Optional[sync_meta.SyncMeta]:
+    """A one-commit WAL apply whose process died (or failed) between ``pending_pull`` and the
+    metadata switch: its commit is there or not - the capture generation it installs tells
+    (only a pull changes it, and pulls are serialised by the pull lock the caller holds).
+    There: the metadata switches now; not there: the pull leaves no trace (the replica
+    has its old state with every local change, made before or since)."""
+    pending = meta.pending_pull or {}
+    ic = internal.connect(replica, conn_id)
     try:
-        pull_end.replay(ic, replica, client_id, staged, read_page, on_conflict)
-        ic.execute("COMMIT")
-    except BaseException:
-        ic.execute("ROLLBACK")
-        raise
+        landed = capture.installed(ic) and capture.generation(ic) == int(pending[ONE_COMMIT])
+    finally:
+        ic.close()
+    side_replay.remove(replica)
+    if landed:
+        return pull_end.switch(replica, meta, pending["revision"], int(pending["db_size"]), None)
+    meta.pending_pull = None
+    sync_meta.save(replica, meta)
+    pull_end.abandon(replica, None, False)
+    return None
