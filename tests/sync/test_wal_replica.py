@@ -312,3 +312,46 @@ def test_an_older_versions_interrupted_two_commit_apply_is_redone_as_one_commit_
     assert conn.stats().pending_changes == 1
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     reader.close()
+
+
+@pytest.mark.parametrize("concurrent", ["row", "ddl"])
+def test_a_local_commit_during_the_side_replay_is_caught_up_under_the_lock_in_the_same_commit(
+        turso_server, tmp_path, monkeypatch, concurrent):
+    # A writer commits after the replay was built off to the side, before the pull's lock:
+    # its row changes are replayed on the side view under the lock (one build, one commit);
+    # a schema change cannot be caught up that way: the replay is built again.
+    from turso_dbapi.sync import side_replay
+
+    conn = wal_replica(turso_server, tmp_path, 60)
+    path = str(tmp_path / "r.db")
+    writer = turso_dbapi.connect(path)
+    conn.execute("UPDATE t SET v = 5 WHERE id = 3")
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 1 WHERE id > 10")
+    real_run, builds = side_replay.run, []
+
+    def run_then_commit(*a, **k):
+        view = real_run(*a, **k)
+        builds.append(view)
+        if len(builds) == 1:
+            writer.execute("UPDATE t SET v = 8 WHERE id IN (3, 12)")  # one the replay rewrote, one pulled
+            writer.execute("DELETE FROM t WHERE id = 4")
+            if concurrent == "ddl":
+                writer.execute("CREATE TABLE extra(a INTEGER PRIMARY KEY)")
+            writer.commit()
+        return view
+
+    monkeypatch.setattr(side_replay, "run", run_then_commit)
+    before, _ = wal_frames(path)
+    assert conn.pull() is True
+    after, _ = wal_frames(path)
+    assert len(builds) == (1 if concurrent == "row" else 2)
+    new = after[len(before):]
+    assert len([1 for _, size in new if size]) == 2  # the writer's commit, then the pull's one
+    assert conn.execute("SELECT id, v FROM t WHERE id IN (3, 4, 11, 12) ORDER BY id").fetchall() == [
+        (3, 8), (11, 1), (12, 8)]
+    assert conn.stats().pending_changes == 3  # ids 3, 4 and 12: logged by the replay, unpushed
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.push()
+    assert turso_server.db_sql("SELECT id, v FROM t WHERE id IN (3, 4, 12) ORDER BY id") == [["3", "8"], ["12", "8"]]
+    writer.close()

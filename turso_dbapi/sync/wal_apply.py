@@ -69,6 +69,7 @@ from . import capture, internal, metadata as sync_meta, pull_end, rebase, side_r
 from .stage import Staged
 
 WAL = 2  # file format bytes 18/19 of a WAL database
+Frames = wal_writer.Frames
 MOVED_RETRIES = 3  # side builds redone when the replica moved before the lock; then under it
 ONE_COMMIT = "gen"  # pending_pull's key: the capture generation the commit installs
 
@@ -205,27 +206,43 @@ def _refuse_uncaptured_frames(ic: sqlite3.Connection, replica: str, store: PageS
 
 @dataclasses.dataclass
 class Built:
-    """Steps 1-3: what the lock's check and the append need."""
+    """Steps 2-3: what the lock's check and the append need."""
 
     state: wal_writer.WalState  # the wal-index the plan was made on
-    salts: Tuple[int, int]
-    synced: List[Tuple[int, bytes]]  # the planned pages: listed in -tdbwalsync
-    local: List[Tuple[int, bytes]]  # the replayed pages, after them in the same commit
-    size: int  # pages after the commit
-    gen: int  # capture generation of the result (pending_pull's marker)
+    plan: Plan
+    view: side_replay.SideView  # open: a catch-up replays more on it
     version: Optional[int]  # PRAGMA data_version of the extraction (None: nothing to check)
-    prepared: Optional[rebase.Prepared]  # its replay file (not published: never needed after)
+    prepared: Optional[rebase.Prepared]  # its replay file (never published: not needed after)
+
+    def frames(self, more_local: Set[int] = frozenset()) -> Tuple[Frames, Frames, int]:
+        """(synced frames: the planned pages, listed in -tdbwalsync; local frames: the
+        replayed pages, after them in the same commit; the size after the commit).
+        ``more_local``: pages local commits changed since the plan (a catch-up): the view
+        read them as their synced version, so that is what they get unless replayed."""
+        res = self.view.result()
+        size, pages = res.size, dict(self.plan.pages)
+        for p in sorted(more_local):
+            if p <= size and p not in pages and p not in res.written:
+                pages[p] = self.plan.synced_version(p)
+        synced = [(p, pages[p]) for p in sorted(pages) if p <= size]
+        local = [(p, d) for p, d in sorted(res.written.items()) if p <= size and d != pages.get(p)]
+        return synced, local, size
+
+    def close(self) -> None:
+        self.view.close()
+        if self.prepared is not None:
+            self.prepared.discard()
 
 
 def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int, display_url: str,
            staged: Staged, meta: sync_meta.SyncMeta, on_conflict: Optional[rebase.OnConflict],
            redo: bool, locked: bool) -> Built:
-    """Steps 1-3, ahead of the lock unless ``locked`` (the last resort); ``redo``: an
+    """Steps 2-3, ahead of the lock unless ``locked`` (the last resort); ``redo``: an
     older version's interrupted apply, whose published replay file is replayed again."""
     prepared, version, replay = None, None, rebase.replay_path(replica)
     if not redo:
         if not locked:
-            prepared = rebase.prepare(ic, replica)
+            prepared = rebase.prepare(ic, replica, durable=False)  # never read after a crash
         if prepared is not None:
             version, replay = prepared.version, prepared.out.tmp
         else:  # no capture yet, or under the lock: one transaction of ic, published file
@@ -249,17 +266,43 @@ def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int,
         finally:
             if not locked:
                 ic.execute("COMMIT")
-        side = side_replay.run(replica, store.page_size, staged.db_size, plan.page_of,
+        view = side_replay.run(replica, store.page_size, staged.db_size, plan.page_of,
                                client_id=meta.client_unique_id, staged=staged, on_conflict=on_conflict,
                                replay_path=replay)
     except BaseException:
         if prepared is not None:
             prepared.discard()
         raise
-    size = side.size
-    synced = [(p, plan.pages[p]) for p in sorted(plan.pages) if p <= size]
-    local = [(p, data) for p, data in sorted(side.written.items()) if p <= size and data != plan.pages.get(p)]
-    return Built(state, wal_writer.salts_for(state), synced, local, size, side.gen, version, prepared)
+    return Built(state, plan, view, version, prepared)
+
+
+def _catch_up(ic: sqlite3.Connection, store: PageStore, replica: str, built: Built, staged: Staged,
+              client_id: str, on_conflict: Optional[rebase.OnConflict]) -> bool:
+    """Under the lock, local transactions committed since the extraction: their changes
+    (logged after the extraction's last log id; the same DDL: not run again) are replayed
+    on the view too and the pages
+    they changed join the commit, which goes in at the state now (its list written again,
+    under the lock: the frame numbers moved). False when that cannot be exact (DDL or
+    whole-table rows in the changes, or DDL since): the caller builds again."""
+    first = built.prepared.doc if built.prepared is not None else {}
+    if not first or first.get("whole", True):
+        return False
+    out, doc = rebase.extract_since(ic, replica, int(first.get("last", 0)))
+    try:
+        if doc["whole"] or (doc["gen"], doc["before"], doc["after"]) != (first.get("gen"), first.get("before"),
+                                                                          first.get("after")):
+            return False
+        built.view.replay(client_id=client_id, staged=staged, on_conflict=on_conflict,
+                          replay_path=out.tmp, install=False)
+    finally:
+        out.discard()
+    now = wal_writer.read_state(ic)
+    more = wal_writer.pages_since(replica, built.state, now, store.page_size) | _local_layer(store)
+    synced, local, size = built.frames(more)
+    salts = wal_writer.salts_for(now)
+    wal_writer.record(replica, now, salts, synced)
+    wal_writer.append(ic, replica, now, salts, list(synced) + list(local), size, store.page_size)
+    return True
 
 
 def _begin(ic: sqlite3.Connection, lock_error: Callable[[Exception], Exception]) -> None:
@@ -272,13 +315,12 @@ def _begin(ic: sqlite3.Connection, lock_error: Callable[[Exception], Exception])
 def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, staged: Staged,
               timeout: float, on_conflict: Optional[rebase.OnConflict],
               lock_error: Callable[[Exception], Exception]) -> sync_meta.SyncMeta:
-    """Steps 1-6 of the module docstring; the new metadata."""
+    """Steps 2-6 of the module docstring; the new metadata."""
     meta = sync_meta.load(replica)
     if meta is None:
         raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
     redo = meta.pending_pull is not None  # an older version's two-commit apply (one_commit: resolved before)
     ic = internal.connect(replica, conn_id, timeout)
-    built: Optional[Built] = None
     recorded = landed = False
     try:
         for attempt in range(MOVED_RETRIES + 1):
@@ -286,34 +328,38 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
             if locked:
                 _begin(ic, lock_error)
             built = _build(ic, store, replica, conn_id, display_url, staged, meta, on_conflict, redo, locked)
-            if not redo and not recorded:  # (4) outside the lock: see the module docstring
-                meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size, "rebase": True,
-                                     ONE_COMMIT: built.gen}
-                sync_meta.save(replica, meta)
-                recorded = True
-            wal_writer.record(replica, built.state, built.salts, built.synced)  # (4)
-            if not locked:
-                _begin(ic, lock_error)  # (5)
             try:
-                if built.version is not None and ic.execute("PRAGMA data_version").fetchone()[0] != built.version:
-                    raise wal_writer.WalMoved("a transaction committed since the extraction")
-                wal_writer.append(ic, replica, built.state, built.salts, built.synced + built.local,
-                                  built.size, store.page_size)
-                landed = True
-            except wal_writer.WalMoved:
-                if locked:
-                    raise
+                if not redo and not recorded:  # (4) outside the lock: see the module docstring
+                    meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size, "rebase": True,
+                                         ONE_COMMIT: built.view.gen}
+                    sync_meta.save(replica, meta)
+                    recorded = True
+                synced, local, size = built.frames()
+                salts = wal_writer.salts_for(built.state)
+                wal_writer.record(replica, built.state, salts, synced)  # (4)
+                if not locked:
+                    _begin(ic, lock_error)  # (5)
+                try:
+                    if built.version is not None and ic.execute("PRAGMA data_version").fetchone()[0] != built.version:
+                        landed = _catch_up(ic, store, replica, built, staged, meta.client_unique_id, on_conflict)
+                        if not landed:
+                            raise wal_writer.WalMoved("a transaction committed since the extraction")
+                    else:
+                        wal_writer.append(ic, replica, built.state, salts, list(synced) + list(local), size,
+                                          store.page_size)
+                        landed = True
+                except wal_writer.WalMoved:
+                    if locked:
+                        raise
+                finally:
+                    ic.execute("COMMIT" if landed else "ROLLBACK")  # only releases the write lock
             finally:
-                ic.execute("COMMIT" if landed else "ROLLBACK")  # only releases the write lock
-            if built.prepared is not None:
-                built.prepared.discard()
+                built.close()
             if landed:
                 break
         flag = ApplyFlag(store) if redo else None  # set by the older version's apply
         return pull_end.finish(replica, meta, staged, flag)  # (6)
     except BaseException:
-        if built is not None and built.prepared is not None:
-            built.prepared.discard()
         if not redo and not landed:  # the old state, every local change in it: no trace
             if recorded:
                 meta.pending_pull = None
