@@ -59,19 +59,24 @@ import dataclasses
 import os
 import sqlite3
 import struct
+import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import OperationalError
-from ..storage import header, wal_writer
+from ..storage import file_locks, header, wal_writer
 from ..storage.apply_flag import ApplyFlag
-from ..storage.pagestore import PG_SYNCED, PageStore
+from ..storage.pagestore import PG_LOCAL, PG_SYNCED, PageStore
 from . import capture, internal, metadata as sync_meta, pull_end, rebase, side_replay
 from .stage import Staged
 
 WAL = 2  # file format bytes 18/19 of a WAL database
 Frames = wal_writer.Frames
 MOVED_RETRIES = 3  # side builds redone when the replica moved before the lock; then under it
-ONE_COMMIT = "gen"  # pending_pull's key: the capture generation the commit installs
+ONE_COMMIT = "gen"
+# SQLite < 3.32 sends no checkpoint brackets (SQLITE_FCNTL_CKPT_START/_DONE): a checkpoint
+# then writes pulled frames into the local layer too (vfs.c rule (18)), and the synced layer
+# keeps an OLDER version of those pages: a local page's synced version must be fetched.
+CKPT_SIGNALS = sqlite3.sqlite_version_info >= (3, 32, 0)  # pending_pull's key: the capture generation the commit installs
 
 
 def is_wal(conn: sqlite3.Connection) -> bool:
@@ -141,6 +146,10 @@ class Plan:
         if p in self.synced_frames:
             return self.synced_frames[p]
         store = self.store
+        if not CKPT_SIGNALS and store.state(p) & PG_LOCAL:  # the synced layer may be older
+            raise OperationalError(f"pull: page {p} of {self.replica} became local while the pull was "
+                                   "planned (a checkpoint, without SQLite's checkpoint signals); "
+                                   "nothing was changed: pull again")
         data = store.read_synced(p)
         if data is None:
             if p <= self.synced_pages:  # a page of the synced revision no checkpoint brought yet
@@ -161,16 +170,18 @@ class Plan:
 def prefetch_pages(store: PageStore, replica: str, staged: Set[int], db_size: int,
                    synced_pages: int) -> List[int]:
     """Before the lock (engine.pull step 3): pages the plan will revert whose synced
-    version the replica lacks (local frames and local pages never fetched); fetched at
-    the new revision into the stage, like rollback mode's ``replay_pages``."""
+    version the replica lacks (local frames and local pages never fetched; without
+    checkpoint signals every local page: ``CKPT_SIGNALS``); fetched at the new revision
+    into the stage, like rollback mode's ``replay_pages``."""
     state = wal_writer.peek_state(replica)
     try:
         local, synced = wal_writer.wal_pages(replica, state, store.page_size) if state else (set(), {})
     except (OSError, OperationalError):  # the WAL moved meanwhile: a hint only
         local, synced = set(), {}
     limit = min(db_size, synced_pages)
-    return sorted(p for p in (local | _local_layer(store)) - set(synced)
-                  if p <= limit and p not in staged and not store.state(p) & PG_SYNCED)
+    layer = _local_layer(store)
+    return sorted(p for p in (local | layer) - set(synced) if p <= limit and p not in staged
+                  and (not store.state(p) & PG_SYNCED or (not CKPT_SIGNALS and p in layer)))
 
 
 def old_versions_needed(store: PageStore, replica: str, staged: Set[int]) -> List[int]:
@@ -368,6 +379,23 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
         raise  # landed: pending_pull stays, ``resolve`` finishes the switch
     finally:
         ic.close()
+
+
+def refuse_exclusive(replica: str, display_url: str) -> None:
+    """A connection in ``locking_mode=EXCLUSIVE`` keeps the WAL replica's wal-index in its own
+    heap and its file locked: a pull could only time out. Said at once (after a moment's
+    grace: the last connection's close takes that lock briefly), naming the cause."""
+    for _ in range(5):
+        holders = file_locks.exclusive_holders(replica)
+        if not holders:
+            return
+        time.sleep(0.05)
+    who = "this process" if os.getpid() in holders else f"process {holders[0]}"
+    raise OperationalError(
+        f"pull from {display_url}: the replica {replica} is held by a connection in "
+        f"PRAGMA locking_mode=EXCLUSIVE ({who}): it keeps the WAL's index in its own memory, so "
+        "no other connection can read or commit. Nothing was changed; close that connection (or "
+        "run PRAGMA locking_mode=NORMAL and one query on it) and pull again")
 
 
 def one_commit(meta: Optional[sync_meta.SyncMeta]) -> bool:
