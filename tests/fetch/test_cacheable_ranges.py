@@ -38,7 +38,9 @@ WORKLOAD = [
 ]
 # (requests, body bytes) of the whole workload, open included; measured with this policy.
 # The scan's look-ahead races the reader: one synchronous miss fewer when it is a step ahead.
-EXPECTED = (29, 11_382_784)
+# 31 or 30 (was 29 or 28): the look-ahead starts at a 64 KiB scan window
+# (fetch/miss.py LOOKAHEAD_FROM), so its first background windows are smaller; same bytes.
+EXPECTED = (31, 11_382_784)
 
 
 def parts_of(header: str) -> List[Tuple[int, int]]:

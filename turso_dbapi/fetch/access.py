@@ -29,8 +29,9 @@ Rules (the code tags them):
      missing child of that parent (``BtreeMap.interior_siblings``: the upper levels are
      small, and each later random lookup then costs one request, its leaf).
 (A5) ``direction``/``window_pages``/``level`` describe the last plan for the background
-     read-ahead (``Lookahead``): it starts on a forward scan window of at least two
-     segments and keeps to ``level`` (the scan's B-tree level) when that is known.
+     read-ahead (``Lookahead``): it starts on a forward scan window of at least 64 KiB
+     (``miss.LOOKAHEAD_FROM``: the scan's second window with 4 KiB pages) and keeps to
+     ``level`` (the scan's B-tree level) when that is known.
 (A6) A window ends on a boundary of its own size in page numbers (it runs on to the end
      of the aligned block of ``window`` pages holding its last page): the miss that continues the scan
      then starts the next block, and its window is one aligned block of the sizes HTTP
