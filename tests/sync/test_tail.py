@@ -305,3 +305,44 @@ def test_a_replica_of_the_previous_version_is_upgraded_keeping_its_log(turso_ser
         assert _rows(turso_server) == _local(conn)
     finally:
         conn.close()
+
+
+def test_a_wal_pull_rebuilds_rather_than_catch_up_a_tail_changed_during_its_side_replay(
+        turso_server, tmp_path, monkeypatch):
+    # A catch-up replays only what was logged since the extraction: a tail row deleted
+    # meanwhile logs nothing, so a replay file holding tail rows is built again instead
+    # (or the deleted row would come back with the pull's commit).
+    from turso_dbapi.sync import side_replay
+
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 10)")
+    path = str(tmp_path / "r.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)]
+    conn.executemany("INSERT INTO t VALUES (?, 'tail')", [(i,) for i in range(20, 25)])
+    conn.commit()
+    writer = turso_dbapi.connect(path)
+    turso_server.db_sql("UPDATE t SET v = 'server' WHERE id = 2")
+    real_run, builds = side_replay.run, []
+
+    def run_then_commit(*a, **k):
+        view = real_run(*a, **k)
+        builds.append(view)
+        if len(builds) == 1:
+            writer.execute("DELETE FROM t WHERE id = 20")
+            writer.execute("UPDATE t SET v = 'changed' WHERE id = 21")
+            writer.execute("INSERT INTO t VALUES (30, 'new')")
+            writer.commit()
+        return view
+
+    monkeypatch.setattr(side_replay, "run", run_then_commit)
+    assert conn.pull() is True
+    got = dict(conn.execute("SELECT id, v FROM t WHERE id >= 20"))
+    assert got == {21: "changed", 22: "tail", 23: "tail", 24: "tail", 30: "new"}
+    assert len(builds) == 2
+    assert conn.execute("SELECT v FROM t WHERE id = 2").fetchone() == ("server",)
+    assert conn.stats().pending_changes == 5
+    conn.push()
+    assert _rows(turso_server) == _local(conn)
+    writer.close()
+    conn.close()
