@@ -411,3 +411,37 @@ def test_a_restarted_wal_s_leftovers_are_not_downloaded_again(live, tmp_path):
     assert len(log.lines()) == 2
     assert con.execute("select count(*) from t").fetchone() == (6501,)
     con.close()
+
+
+def test_a_live_connection_keeps_its_lock_between_statements_and_pulls_still_switch(live, tmp_path):
+    """replica/live.py (X): SQLite's per-transaction lock, hot-journal check and change
+    counter read are skipped between pulls (locking_mode=EXCLUSIVE); a pull lets go of the
+    lock, switches, and takes it back, and the next statement sees the new state."""
+    import threading
+
+    from turso_dbapi.storage.vfs import replica_uri
+
+    live.settle()
+    con = connect(live, tmp_path)
+    assert con.execute("select count(*) from t").fetchone() == (1500,)
+    replica = con._replica
+    other = sqlite3.connect(replica_uri(replica.store.path, replica.conn_id), uri=True, timeout=0,
+                            isolation_level=None, check_same_thread=False)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN EXCLUSIVE")  # held between statements (without (X): free)
+    live.insert(20)
+    errors = []
+    worker = threading.Thread(target=lambda: errors.append(pytest.raises(
+        turso_dbapi.OperationalError, con.pull).value))
+    worker.start()
+    worker.join()
+    assert errors and "own thread" in str(errors[0]) and "Nothing was changed" in str(errors[0])
+    assert con.execute("select count(*) from t").fetchone() == (1500,)  # nothing changed
+    assert con.pull() is True
+    assert con.execute("select count(*), max(id) from t").fetchone() == (1520, 1520)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN EXCLUSIVE")  # held again after the pull
+    con.close()
+    other.execute("BEGIN EXCLUSIVE")  # closed: the lock went with it
+    other.execute("ROLLBACK")
+    other.close()
