@@ -20,6 +20,7 @@ import sys
 import pytest
 
 import turso_dbapi
+from turso_dbapi.sync import metadata as sync_meta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(ROOT, "tests", "support", "_crash_worker.py")
@@ -31,6 +32,9 @@ SEED = 14
 PULL_POINTS = ["stage.add:1", "stage.add:40", "stage.finish:1", "rebase.prepare:1", "rebase.extract:1", "meta.save:1",
                "apply.put:1", "apply.put:30", "rebase.replay:1", "meta.save:2"]
 PUSH_POINTS = ["push.batch:1"]
+# Every step of a bootstrap (sync/bootstrap.py): its claim, the pages, the capture install
+# (inside its transaction), the one flush, the final metadata (the commit point).
+BOOTSTRAP_POINTS = ["meta.save:1", "bootstrap.pages:1", "capture.install:1", "store.sync:1", "meta.publish:1"]
 FETCH_POINTS = ["fetch.put:1", "fetch.put:9", "fetch.put:40"]
 
 
@@ -214,4 +218,28 @@ def test_a_writer_killed_between_a_page_and_its_checksum_reopens_and_rolls_back(
     con.close()
     con = turso_dbapi.connect(path)
     assert state(con) == (0, ROWS) and local_keys(con) == {1}
+    con.close()
+
+
+@pytest.mark.parametrize("kill_at", BOOTSTRAP_POINTS)
+def test_a_bootstrap_killed_at_any_step_is_done_again_by_the_next_open(turso_server, tmp_path, kill_at):
+    """Before its final metadata a bootstrap is a cache: the next open (without the URL:
+    the claim saved it) bootstraps afresh, installs capture once and works; after it, the
+    replica is the one that was made."""
+    fill(turso_server)
+    path = str(tmp_path / "b.db")
+    run_worker("bootstrap", kill_at, turso_server.url, path)
+    before = sync_meta.load(path)
+    finished = kill_at.startswith("meta.publish")
+    assert before is not None and before.bootstrapping is not finished  # the claim comes first
+    con = turso_dbapi.connect(path)
+    after = sync_meta.load(path)
+    assert not after.bootstrapping
+    assert (after.client_unique_id == before.client_unique_id) is finished  # afresh, or kept
+    assert state(con) == (0, ROWS)
+    con.execute("INSERT INTO mine(pad) VALUES (x'01')")
+    con.commit()
+    assert con.stats().pending_changes == 1  # captured
+    con.push()
+    assert [[int(n)] for (n,) in turso_server.db_sql("SELECT count(*) FROM mine")] == [[1]]
     con.close()

@@ -3,7 +3,8 @@
     python _crash_worker.py ROOT OPERATION KILL_AT TARGET [LOCAL_PATH]
 
 OPERATION is one of ``pull`` (pull() a Turso replica), ``push`` (push() it), ``scan`` (read
-every page lazily),
+every page lazily), ``bootstrap`` (armed before the connect: kill points of the bootstrap
+itself; then a count of table ``t``),
 ``write`` (commit rows of table ``mine``, printing "committed <rowid>" after each commit) or
 ``big-write`` (one transaction larger than the page cache, never committed) or ``torn-write``
 (``big-write``, then page 1's next image written into the local layer without its CRC: the
@@ -12,8 +13,10 @@ state a kill inside pagestore.c's write leaves, between the page bytes and the C
 KILL_AT is where the process SIGKILLs itself: ``never``, ``<hook>:<n>`` (the n-th call of a
 hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``,
 ``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``, ``wal.side``,
-``wal.record``, ``wal.append``;
-``meta.save:1`` is the pending-apply record, ``meta.save:2`` the switch), or
+``wal.record``, ``wal.append``, and the bootstrap's ``bootstrap.pages``, ``capture.install``,
+``store.sync``, ``meta.publish``;
+``meta.save:1`` is the pending-apply record, ``meta.save:2`` the switch; in a bootstrap,
+``meta.save:1`` is its claim), or
 ``after:<seconds>`` (a timer: a random point chosen by the caller); ``pause:<hook>:<n>:<seconds>``
 does not kill: after the n-th call of the hook it creates the file named by
 ``TURSO_DBAPI_PAUSE_MARK`` and sleeps, so the caller can act inside the operation. It prints "ready"
@@ -45,6 +48,12 @@ HOOKS = {
     "wal.record": ("turso_dbapi.storage.wal_writer", "record"),  # WAL replica: frames listed
     "wal.append": ("turso_dbapi.storage.wal_writer", "append"),  # ... and committed in the WAL
     "wal.side": ("turso_dbapi.sync.side_replay", "run"),  # WAL replica: replayed off to the side
+    # a bootstrap (sync/bootstrap.py): pages stored; capture written (its transaction still
+    # open); the page store flushed; the final metadata renamed into place
+    "bootstrap.pages": ("turso_dbapi.sync.bootstrap", "bootstrap"),
+    "capture.install": ("turso_dbapi.sync.capture", "install"),
+    "store.sync": ("turso_dbapi.storage.pagestore", "PageStore.sync"),
+    "meta.publish": ("turso_dbapi.sync.metadata", "publish"),
 }
 # The same point reached through another call: the replay file extracted ahead of the lock
 # is published under it by Prepared.use (rebase.extract runs only when that one is stale).
@@ -176,6 +185,13 @@ def main() -> None:
     sys.path.insert(0, root)
     import turso_dbapi
 
+    if operation == "bootstrap":
+        arm(kill_at)
+        started = time.perf_counter()
+        con = turso_dbapi.connect(target, local_path=local_path, partial=True)
+        print("count", con.execute("SELECT count(*) FROM t").fetchone()[0], flush=True)
+        print("done", time.perf_counter() - started, flush=True)
+        return
     if local_path:
         con = turso_dbapi.connect(target, local_path=local_path, partial=True)
     else:

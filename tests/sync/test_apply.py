@@ -47,6 +47,7 @@ class Replica:
         self.path = str(tmp_path / "replica" / "db")
         os.makedirs(os.path.dirname(self.path))
         self.meta, self.store = boot.bootstrap(self.path, source, {}, "unit")
+        boot.complete(self.path, self.store, self.meta, lambda: None)
         self.handler = MissHandler(self.store, source)
         self.conn_id = self.store.attach(self.handler)
 

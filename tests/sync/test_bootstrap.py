@@ -1,6 +1,7 @@
 """Bootstrap's contracts (sync/bootstrap.py): the strategies choose the pages, the header
-page is always present, metadata is written only after the pages are durable and never
-holds a secret, stale files are removed first, and the locks exclude each other."""
+page is always present, the claim comes first and the final metadata only after the one
+flush, a failed last step leaves nothing, the metadata never holds a secret, stale files
+are removed first, and the locks exclude each other."""
 
 from __future__ import annotations
 
@@ -49,11 +50,44 @@ def test_a_full_bootstrap_stores_every_page_then_commits_the_metadata(tmp_path, 
     try:
         pages = source.pages_at("1")
         assert all(store.read_page(p) == data for p, data in pages.items())
+        claim = sync_meta.load(replica)  # step 1 leaves the claim only
+        assert claim.bootstrapping and claim.synced_revision is None
+        assert claim.client_unique_id == meta.client_unique_id
+        flushes = store.flushes()
+        boot.complete(replica, store, meta, lambda: None)
+        assert store.flushes() == {k: flushes[k] + 1 for k in flushes}  # one flush of all three
         saved = sync_meta.load(replica)
-        assert saved == meta
+        assert saved == meta and not saved.bootstrapping
         assert (meta.synced_revision, meta.db_size_pages, meta.partial) == ("1", len(pages), False)
         assert meta.remote_url == "https://sync.example"  # credentials are never saved
         assert meta.client_unique_id.startswith("unit-")
+    finally:
+        release(store)
+
+
+def test_a_failed_last_step_leaves_the_path_as_it_was(tmp_path, source):
+    os.makedirs(tmp_path / "r")
+    replica = str(tmp_path / "r" / "db")
+    meta, store = boot.bootstrap(replica, source, {}, "unit")
+
+    def install():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        boot.complete(replica, store, meta, install)
+    assert os.listdir(tmp_path / "r") == []  # no store file, no metadata, no temp file
+    assert store.closed
+
+
+def test_a_partial_bootstraps_flush_leaves_its_synced_pages_to_heal(tmp_path, source):
+    replica = str(tmp_path / "db")
+    meta, store = boot.bootstrap(replica, source, {"bootstrap_prefix": 2 * 4096}, "unit")
+    try:
+        flushes = store.flushes()
+        boot.complete(replica, store, meta, lambda: None)
+        assert store.flushes() == {"local": flushes["local"] + 1, "synced": flushes["synced"],
+                                   "map": flushes["map"] + 1}
+        assert not sync_meta.load(replica).bootstrapping
     finally:
         release(store)
 

@@ -25,6 +25,10 @@ def test_the_file_name_and_format_are_pinned(tmp_path):
         "client_unique_id", "synced_revision", "partial_bootstrap_server_revision",
         "db_size_pages", "pull_gen", "last_pull_unix_time", "last_push_unix_time", "remote_url",
         "segment_size", "prefetch", "pending_pull", "version"}
+    meta.bootstrapping = True  # a bootstrap's claim (sync/bootstrap.py) says so; only it
+    sync_meta.save(replica, meta)
+    assert json.loads(open(replica + "-tdbsync.json").read())["bootstrapping"] is True
+    assert sync_meta.load(replica).bootstrapping
 
 
 def test_save_then_load_round_trips_and_leaves_no_temporary(tmp_path):

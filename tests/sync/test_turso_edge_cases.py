@@ -177,7 +177,7 @@ import os, sys
 sys.path.insert(0, sys.argv[1])
 import turso_dbapi
 from turso_dbapi.sync import metadata as sync_meta
-sync_meta.save = lambda *a, **k: os._exit(4)  # the process dies right before the commit point
+sync_meta.publish = lambda *a, **k: os._exit(4)  # the process dies right before the commit point
 turso_dbapi.connect(sys.argv[2], local_path=sys.argv[3])
 """
 
@@ -194,7 +194,7 @@ def test_a_crash_before_the_metadata_means_bootstrap_again(turso_server, tmp_pat
     proc = subprocess.run([sys.executable, "-c", _DIES_BEFORE_METADATA, root, turso_server.url, path],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4, proc.stderr
-    assert os.path.exists(path) and not os.path.exists(path + "-tdbsync.json")
+    assert os.path.exists(path) and '"bootstrapping":true' in open(path + "-tdbsync.json").read()
     turso_server.db_sql("INSERT INTO t VALUES (3)")
     conn = turso_dbapi.connect(turso_server.url, local_path=path)  # bootstraps again, fresh
     assert conn.execute("SELECT SUM(x) FROM t").fetchall() == [(6,)]

@@ -90,6 +90,28 @@
 **       verified, the entry kept): the open succeeds, the rollback rewrites the page and
 **       its CRC, and a page still failing under a lock is (7)'s IOERR_DATA.
 **
+**   (22) Flushes. tdb_store_sync flushes all three files (a pull's apply, a bootstrap);
+**       tdb_store_sync_parts flushes the parts it is asked for, and with
+**       TDB_SYNC_DIRTY_ONLY only those this process wrote since their last flush: the
+**       VFS's xSync (an SQLite commit) uses it, so a commit in rollback mode costs one
+**       fdatasync of the local layer and one msync of the sidecar, not also one of the
+**       synced layer (which a commit never writes) and one of P through the default VFS
+**       (the same file: lazy files never write P through it). Dirty bits are per process
+**       (each process flushes what it wrote before SQLite deletes its journal) and are
+**       set after the bytes and entries they cover, and cleared before the flush: a write
+**       racing a flush keeps its bit, or is covered by it. Flushes of one store are
+**       serialised (sync_mu), so an xSync that finds its bits taken by another thread's
+**       flush waits for that flush to end. Fills (put_synced without overwrite: pages
+**       fetched on a miss) mark nothing: such a page heals itself through (7) - lost
+**       bytes fail the CRC and are fetched again at the pinned revision, a lost entry
+**       reads as absent. Overwrites (a pull's pages, a checkpoint's backfill) mark the
+**       synced layer; every change of an entry or of the header except a fill marks the
+**       sidecar. When both the local layer and the sidecar are to be flushed, the sidecar's
+**       msync runs on a short-lived helper thread beside the local layer's fdatasync
+**       (measured: ~0.1 ms less per commit, the disk serves two concurrent flushes about
+**       as fast as one); both end before the call returns. Counters count every flush
+**       issued (tests pin them).
+**
 **   (20) WAL replicas: tdb_store_backfill_synced: a checkpoint's write of a pulled page goes
 **       to the synced layer (and clears the page's local entry); vfs.c rule (18) decides.
 **       The synced size grows as pulled pages arrive that way (tdb_store_raise_remote_size:
@@ -157,6 +179,8 @@ struct tdb_store {
     pthread_mutex_t mu;    /* growth of the sidecar and stores of entries */
     int readonly;          /* (18) */
     uint64_t unflushed;    /* (19) bytes put_synced_many wrote since it last started writeback */
+    uint32_t dirty;        /* (22) DIRTY_* bits: parts written since their last flush (atomic) */
+    pthread_mutex_t sync_mu; /* (22) one flush of this store at a time */
     tdb_store_counters c;  /* updated with relaxed atomics */
 };
 
@@ -165,6 +189,14 @@ static tdb_store *g_stores;
 static __thread int t_py_failed; /* (14) */
 
 #define CNT(s, f, n) __atomic_fetch_add(&(s)->c.f, (n), __ATOMIC_RELAXED)
+
+/* (22) parts written since their last flush (same bits as TDB_SYNC_*) */
+#define DIRTY_LOCAL TDB_SYNC_LOCAL
+#define DIRTY_SYNCED TDB_SYNC_SYNCED
+#define DIRTY_MAP TDB_SYNC_MAP
+#define DIRTY_ALL (DIRTY_LOCAL | DIRTY_SYNCED | DIRTY_MAP)
+/* After the bytes and entries it covers (release): a flush that takes the bit covers them. */
+#define MARK(s, bits) __atomic_or_fetch(&(s)->dirty, (uint32_t)(bits), __ATOMIC_RELEASE)
 
 static uint32_t crc_tag(uint32_t crc) { return crc ? crc : 1; }
 static void raise_logical(tdb_store *s, uint64_t end);
@@ -267,6 +299,7 @@ static void store_free(tdb_store *s) {
     if (s->fd_local >= 0) close(s->fd_local);
     if (s->fd_map >= 0) close(s->fd_map);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->sync_mu);
     free(s->path);
     free(s);
 }
@@ -347,6 +380,7 @@ static tdb_store *store_open(const char *path, uint32_t page_size, uint64_t remo
         return NULL;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->sync_mu, NULL);
     s->fd_synced = s->fd_local = s->fd_map = -1;
     s->path = strdup(path);
     s->page_size = page_size;
@@ -463,6 +497,7 @@ void tdb_store_set_remote_size(tdb_store *s, uint64_t size) {
     pthread_mutex_lock(&s->mu);
     hdr_set_u64(s, OFF_REMOTE, size);
     hdr_set_u64(s, OFF_LOGICAL, size);
+    MARK(s, DIRTY_MAP); /* (22) */
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -501,6 +536,9 @@ void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out) {
     out->prefetched = __atomic_load_n(&s->c.prefetched, __ATOMIC_RELAXED);
     out->prefetch_used = __atomic_load_n(&s->c.prefetch_used, __ATOMIC_RELAXED);
     out->local_writes = __atomic_load_n(&s->c.local_writes, __ATOMIC_RELAXED);
+    out->local_syncs = __atomic_load_n(&s->c.local_syncs, __ATOMIC_RELAXED);
+    out->synced_syncs = __atomic_load_n(&s->c.synced_syncs, __ATOMIC_RELAXED);
+    out->map_syncs = __atomic_load_n(&s->c.map_syncs, __ATOMIC_RELAXED);
 }
 
 /* ---------------------------------------------------------------- synced layer */
@@ -527,6 +565,7 @@ int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int ov
             __atomic_or_fetch(&s->flags[pgno - 1], F_PREFETCHED, __ATOMIC_RELAXED);
             CNT(s, prefetched, 1);
         }
+        if (overwrite) MARK(s, DIRTY_SYNCED | DIRTY_MAP); /* (22) a fill heals itself: no mark */
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
@@ -538,7 +577,10 @@ int tdb_store_put_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf, int ov
 void tdb_store_raise_remote_size(tdb_store *s, uint64_t size) {
     if (s->readonly) return;
     pthread_mutex_lock(&s->mu);
-    if (hdr_u64(s, OFF_REMOTE) < size) hdr_set_u64(s, OFF_REMOTE, size);
+    if (hdr_u64(s, OFF_REMOTE) < size) {
+        hdr_set_u64(s, OFF_REMOTE, size);
+        MARK(s, DIRTY_MAP); /* (22) */
+    }
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -552,6 +594,7 @@ int tdb_store_backfill_synced(tdb_store *s, uint32_t pgno, const uint8_t *buf) {
         __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~F_LOCAL_OK, __ATOMIC_RELAXED);
     }
     raise_logical(s, end);
+    MARK(s, DIRTY_MAP); /* (22) the put marked the synced layer */
     return TDB_SQLITE_OK;
 }
 
@@ -625,6 +668,7 @@ int tdb_store_put_synced_many(tdb_store *s, const uint8_t *buf, const uint32_t *
             __atomic_store_n(&entry(s, pgno)[0], crc, __ATOMIC_RELEASE);
             __atomic_or_fetch(&s->flags[pgno - 1], F_SYNCED_OK, __ATOMIC_RELAXED);
         }
+        if (overwrite) MARK(s, DIRTY_SYNCED | DIRTY_MAP); /* (22) */
         i += (uint32_t)cnt;
     }
     pthread_mutex_unlock(&s->mu);
@@ -643,6 +687,7 @@ uint32_t tdb_store_drop_local(tdb_store *s) { /* (18) */
         if (s->flags[p - 1] & F_LOCAL_OK)
             __atomic_and_fetch(&s->flags[p - 1], (uint8_t)~F_LOCAL_OK, __ATOMIC_RELAXED);
     }
+    if (n) MARK(s, DIRTY_MAP); /* (22) */
     return n;
 }
 
@@ -650,6 +695,7 @@ int tdb_store_drop_synced(tdb_store *s, uint32_t pgno) {
     if (s->readonly || !covered(s, pgno)) return 0; /* (18) */
     __atomic_store_n(&entry(s, pgno)[0], 0, __ATOMIC_RELEASE);
     __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~(F_SYNCED_OK | F_PREFETCHED), __ATOMIC_RELAXED);
+    MARK(s, DIRTY_MAP); /* (22) */
     return 1;
 }
 
@@ -874,6 +920,7 @@ int tdb_store_write(tdb_store *s, uint64_t conn_id, const uint8_t *buf, int amt,
     }
     free(tmp);
     if (rc == TDB_SQLITE_OK) raise_logical(s, end); /* (1) */
+    MARK(s, DIRTY_LOCAL | DIRTY_MAP); /* (22) even a failed write may have changed bytes */
     return rc;
 }
 
@@ -900,18 +947,56 @@ int tdb_store_truncate(tdb_store *s, int64_t size) {
         __atomic_or_fetch(&s->flags[p - 1], F_LOCAL_OK, __ATOMIC_RELAXED);
     }
     if (rc == TDB_SQLITE_OK) hdr_set_u64(s, OFF_LOGICAL, (uint64_t)size); /* (1) */
+    MARK(s, DIRTY_LOCAL | DIRTY_MAP); /* (22) */
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
 
-int tdb_store_sync(tdb_store *s) {
-    int rc = 0;
-    if (s->readonly) return TDB_SQLITE_OK; /* (18) nothing was written */
-    if (fdatasync(s->fd_local) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
-    if (fdatasync(s->fd_synced) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
+/* (22) the sidecar's flush, on a helper thread while the caller flushes the local layer */
+static void *msync_map(void *arg) {
+    tdb_store *s = arg;
     uint64_t cap = __atomic_load_n(&s->map_cap, __ATOMIC_ACQUIRE);
-    if (msync(s->map, TDB_MAP_HEADER + cap * 8, MS_SYNC) != 0) rc = TDB_SQLITE_IOERR_FSYNC;
-    return rc;
+    return msync(s->map, TDB_MAP_HEADER + cap * 8, MS_SYNC) != 0 ? (void *)1 : NULL;
+}
+
+int tdb_store_sync(tdb_store *s) { return tdb_store_sync_parts(s, DIRTY_ALL); }
+
+/* (22) Flush the parts in `flags` (all of them, or with TDB_SYNC_DIRTY_ONLY those this
+** process wrote since their last flush). Their order does not matter: what relies on them
+** (SQLite deleting its journal, a new sync metadata file) happens after this returns. */
+int tdb_store_sync_parts(tdb_store *s, int flags) {
+    if (s->readonly) return TDB_SQLITE_OK; /* (18) nothing was written */
+    uint32_t want = (uint32_t)flags & DIRTY_ALL;
+    pthread_mutex_lock(&s->sync_mu);
+    /* Taken before the flush: a write that lands during it sets its bit again. */
+    uint32_t had = __atomic_fetch_and(&s->dirty, ~want, __ATOMIC_ACQ_REL);
+    if (flags & TDB_SYNC_DIRTY_ONLY) want &= had;
+    if (flags & TDB_SYNC_FORGET) __atomic_and_fetch(&s->dirty, want, __ATOMIC_ACQ_REL);
+    uint32_t failed = 0;
+    pthread_t helper;
+    /* The sidecar beside the layers: the disk serves concurrent flushes about as one. */
+    int parallel = (want & DIRTY_MAP) && (want & (DIRTY_LOCAL | DIRTY_SYNCED)) &&
+                   pthread_create(&helper, NULL, msync_map, s) == 0;
+    if (want & DIRTY_LOCAL) {
+        CNT(s, local_syncs, 1);
+        if (fdatasync(s->fd_local) != 0) failed |= DIRTY_LOCAL;
+    }
+    if (want & DIRTY_SYNCED) {
+        CNT(s, synced_syncs, 1);
+        if (fdatasync(s->fd_synced) != 0) failed |= DIRTY_SYNCED;
+    }
+    if (want & DIRTY_MAP) {
+        void *res = NULL;
+        CNT(s, map_syncs, 1);
+        if (parallel)
+            pthread_join(helper, &res);
+        else
+            res = msync_map(s);
+        if (res) failed |= DIRTY_MAP;
+    }
+    if (failed) MARK(s, failed); /* still to flush */
+    pthread_mutex_unlock(&s->sync_mu);
+    return failed ? TDB_SQLITE_IOERR_FSYNC : TDB_SQLITE_OK;
 }
 
 /* ---------------------------------------------------------------- (17) unchanged local pages */
@@ -962,6 +1047,7 @@ int tdb_store_forget_unchanged_local(tdb_store *s, uint32_t pgno) {
         if (__atomic_compare_exchange_n(&entry(s, pgno)[1], &lc, 0, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED)) {
             __atomic_and_fetch(&s->flags[pgno - 1], (uint8_t)~F_LOCAL_OK, __ATOMIC_RELAXED);
+            MARK(s, DIRTY_MAP); /* (22) */
             rc = 1;
         }
     }

@@ -35,7 +35,17 @@ typedef struct tdb_store_counters {
     uint64_t prefetched;    /* pages stored with the prefetched flag */
     uint64_t prefetch_used; /* of those, pages later read */
     uint64_t local_writes;  /* pages written to the local layer */
+    uint64_t local_syncs;   /* (22) fdatasync calls of the local layer */
+    uint64_t synced_syncs;  /* (22) fdatasync calls of the synced layer */
+    uint64_t map_syncs;     /* (22) msync calls of the sidecar's entries */
 } tdb_store_counters;
+
+/* tdb_store_sync_parts() flags (pagestore.c rule (22)). */
+#define TDB_SYNC_LOCAL 1      /* fdatasync the local layer */
+#define TDB_SYNC_SYNCED 2     /* fdatasync the synced layer */
+#define TDB_SYNC_MAP 4        /* msync the sidecar */
+#define TDB_SYNC_DIRTY_ONLY 8 /* only the parts this process wrote since their last flush */
+#define TDB_SYNC_FORGET 16    /* the parts not flushed count as clean from now on */
 
 tdb_store *tdb_store_open(const char *path, uint32_t page_size, uint64_t remote_size,
                           const uint8_t *identity, void *py_handle, int *err, int *sys_errno);
@@ -68,7 +78,8 @@ uint32_t tdb_store_first_local(tdb_store *s, uint32_t from_pgno, uint32_t to_pgn
 ** 0 when it does, -1 on an I/O error */
 int tdb_store_forget_unchanged_local(tdb_store *s, uint32_t pgno);
 void tdb_store_get_counters(tdb_store *s, tdb_store_counters *out);
-int tdb_store_sync(tdb_store *s);
+int tdb_store_sync(tdb_store *s); /* every part: tdb_store_sync_parts(s, 1|2|4) */
+int tdb_store_sync_parts(tdb_store *s, int flags); /* (22) an SQLite code */
 int tdb_store_drop_synced(tdb_store *s, uint32_t pgno);
 uint32_t tdb_store_drop_local(tdb_store *s); /* (18) whole local layer; count dropped */
 /* The VFS's xRead / xWrite / xTruncate of a lazy file, byte-addressed; return SQLite

@@ -59,8 +59,9 @@
 **   (18) Between SQLITE_FCNTL_CKPT_START and _DONE (SQLite's checkpoint brackets its
 **       writes to the database file with them) a whole-page write whose WAL frame is a
 **       pulled one (wal_index.c rule (8)) goes to the synced layer; every other write is
-**       local (and keeps the synced version of the page it shadows, rule (9) there). Without those brackets (SQLite < 3.32) every write is local: never wrong,
-**       the next pull reverts such pages to the same bytes.
+**       local (and keeps the synced version of the page it shadows, rule (9) there). Without those brackets (SQLite < 3.32) every write is local, pulled pages
+**       included, whose synced layer copy is then older: a pull fetches the synced
+**       version of every local page again (sync/wal_apply.py CKPT_SIGNALS).
 **   (19) WAL replicas: a read transaction starts with a shared xShmLock on a read mark; when
 **       the apply flag is set it is refused (SQLITE_BUSY: SQLite's WAL retry loop tries
 **       again) unless Python says this thread applies or a dead puller's apply was
@@ -74,6 +75,13 @@
 **   (21) Until a lazy file is first locked, xRead is tdb_store_read_unlocked: SQLite's
 **       header pre-read at open must not fail on a page a killed writer left newer than
 **       its CRC; the hot-journal rollback under the lock repairs it (pagestore.c (21)).
+**   (22) xSync of a lazy file flushes only what this process wrote since the last flush
+**       (pagestore.c rule (22)): in rollback mode the local layer and the sidecar. P is
+**       not synced through the default VFS: a lazy file never writes it that way (xWrite
+**       and xTruncate are the store's), and the store's own descriptor of P is flushed
+**       when the synced layer was written. xSync of every other file passes through and
+**       is counted (tdb_vfs_passthrough_syncs): tests compare a replica's commit with a
+**       plain file's.
 **   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
 **       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
 **       layer, and serving it directly would read holes as zeros.
@@ -211,7 +219,12 @@ static int ptClose(tdb_file *f) { return REAL(f)->pMethods->xClose(REAL(f)); }
 static int ptRead(tdb_file *f, void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xRead(REAL(f), b, n, o); }
 static int ptWrite(tdb_file *f, const void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xWrite(REAL(f), b, n, o); }
 static int ptTruncate(tdb_file *f, sqlite3_int64 n) { return REAL(f)->pMethods->xTruncate(REAL(f), n); }
-static int ptSync(tdb_file *f, int fl) { return REAL(f)->pMethods->xSync(REAL(f), fl); }
+static uint64_t g_pt_syncs; /* (22) xSync calls of pass-through files (journals, WALs, plain files) */
+static int ptSync(tdb_file *f, int fl) {
+    __atomic_fetch_add(&g_pt_syncs, 1, __ATOMIC_RELAXED); /* (22) */
+    return REAL(f)->pMethods->xSync(REAL(f), fl);
+}
+uint64_t tdb_vfs_passthrough_syncs(void) { return __atomic_load_n(&g_pt_syncs, __ATOMIC_RELAXED); }
 static int ptFileSize(tdb_file *f, sqlite3_int64 *p) { return REAL(f)->pMethods->xFileSize(REAL(f), p); }
 static int ptLock(tdb_file *f, int l) { return REAL(f)->pMethods->xLock(REAL(f), l); }
 static int ptUnlock(tdb_file *f, int l) { return REAL(f)->pMethods->xUnlock(REAL(f), l); }
@@ -307,10 +320,10 @@ static int lzWrite(tdb_file *f, const void *b, int n, sqlite3_int64 o) {
 static int lzTruncate(tdb_file *f, sqlite3_int64 n) {
     return tdb_store_truncate(((TdbFile *)f)->store, n); /* (5) */
 }
-static int lzSync(tdb_file *f, int fl) {
-    int rc = tdb_store_sync(((TdbFile *)f)->store);
-    int rc2 = REAL(f)->pMethods->xSync(REAL(f), fl);
-    return rc ? rc : rc2;
+static int lzSync(tdb_file *f, int fl) { /* (22) */
+    (void)fl; /* fdatasync either way: sizes are data here (the logical size lives in the sidecar) */
+    return tdb_store_sync_parts(((TdbFile *)f)->store,
+                                TDB_SYNC_LOCAL | TDB_SYNC_SYNCED | TDB_SYNC_MAP | TDB_SYNC_DIRTY_ONLY);
 }
 static int lzFileSize(tdb_file *f, sqlite3_int64 *pSize) {
     *pSize = (sqlite3_int64)tdb_store_logical_size(((TdbFile *)f)->store); /* (1) */

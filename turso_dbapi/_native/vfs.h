@@ -23,6 +23,9 @@ int tdb_vfs_register(void *vfs_find, void *vfs_register);
 /* 0 = not registered, 'A' = by tdb_vfs_register, 'B' = by sqlite3_tdbnative_init. */
 int tdb_vfs_route(void);
 const char *tdb_vfs_name(void);
+/* (22) xSync calls of files passed through to the default VFS (journals, WALs, plain
+** databases opened with this VFS), in this process: tests count a commit's flushes. */
+uint64_t tdb_vfs_passthrough_syncs(void);
 /* cdef-end */
 
 #endif

@@ -29,24 +29,37 @@ def publish(tmp: str, path: str) -> None:
     fsync_dir(path)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp (unique per process and thread), fsync, rename,
-    fsync of the directory."""
+def prepare(path: str, data: bytes, *, durable: bool = True) -> str:
+    """The first half of ``write_atomic``: ``data`` in a temp file beside ``path`` (unique
+    per process and thread), fsynced unless ``durable=False``; its name, for ``publish``."""
     tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
-    publish(tmp, path)
+    return tmp
 
 
-def write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
+def write_atomic(path: str, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data``: temp, fsync, rename, fsync of the directory.
+    ``durable=False`` skips both fsyncs: still atomic for other processes, but after a
+    power loss the file may be missing or empty - only for files whose loss is harmless
+    (every reader treats a missing or unreadable file as absent)."""
+    tmp = prepare(path, data, durable=durable)
+    if durable:
+        publish(tmp, path)
+    else:
+        os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, data: Mapping[str, Any], *, durable: bool = True) -> None:
     """``write_atomic`` of ``data`` as indented, key-sorted JSON."""
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"), durable=durable)
 
 
 def read_json(path: str) -> Optional[Dict[str, Any]]:

@@ -235,8 +235,21 @@ class PageStore:
             )
         }
 
-    def sync(self) -> None:
-        if self._lib.tdb_store_sync(self._p) != 0:
+    def flushes(self) -> Dict[str, int]:
+        """Flushes this process issued (pagestore.c rule (22)): fdatasync of the local and
+        of the synced layer, msync of the sidecar."""
+        c = self._ffi.new("tdb_store_counters *")
+        self._lib.tdb_store_get_counters(self._p, c)
+        return {"local": int(c.local_syncs), "synced": int(c.synced_syncs), "map": int(c.map_syncs)}
+
+    def sync(self, *, synced: bool = True) -> None:
+        """Flush the local layer, the sidecar and (``synced``) the synced layer. Without
+        ``synced`` the synced layer's pages written so far count as flushed: for a cache
+        whose lost pages heal themselves (pagestore.c rules (7) and (22))."""
+        lib = self._lib
+        parts = lib.TDB_SYNC_LOCAL | lib.TDB_SYNC_MAP
+        parts |= lib.TDB_SYNC_SYNCED if synced else lib.TDB_SYNC_FORGET
+        if lib.tdb_store_sync_parts(self._p, parts) != 0:
             raise OperationalError(f"page store {self.path}: fsync failed")
 
     def apply_flag(self) -> bool:
@@ -332,11 +345,14 @@ def open_store(
     identity: bytes,
     meta: Optional[Mapping[str, Any]] = None,
     readonly: bool = False,
+    durable_claim: bool = True,
 ) -> PageStore:
     """Open (or create) the replica at ``path`` for this identity.
 
     ``readonly``: open an existing replica of exactly this identity without writing
-    anything (``open_readonly``).
+    anything (``open_readonly``). ``durable_claim=False``: ``P-tdbmeta.json`` is written
+    without fsyncs, for a caller whose own file already claims the path durably (a Turso
+    bootstrap's sync metadata: claim.py rule 1 accepts either).
 
     A replica left by another version or page size, or whose sidecar is missing or
     damaged, is removed first (a fresh cache, never a mix) unless it holds local changes:
@@ -388,7 +404,7 @@ def open_store(
         record = dict(meta or {}, format=META_FORMAT, identity=identity.hex(),
                       page_size=page_size, size=size, created=time.time())
         if old is None:  # the claim (claim.py rule 1) is written before the files exist
-            write_json_atomic(meta_path, record)
+            write_json_atomic(meta_path, record, durable=durable_claim)
         try:
             store = PageStore(path, page_size, size, identity)
         except StoreOpenError as exc:  # another process changed the sidecar meanwhile
@@ -397,7 +413,7 @@ def open_store(
             claim.refuse_dropping_local(path, _SIDECAR_TROUBLE["other"])
             log.info("replica %s: sidecar of another version; starting a fresh cache", path)
             files.remove_store_files(path)
-            write_json_atomic(meta_path, record)
+            write_json_atomic(meta_path, record, durable=durable_claim)
             store = PageStore(path, page_size, size, identity)
         _stores[path] = store
         store._users += 1

@@ -10,19 +10,36 @@ Strategies:
 ``partial=True`` without a strategy bootstraps page 1 alone (the header and schema root: a
 cold point lookup then costs about its pages, issue 13; a segment cost it ~10x).
 
-Order (crash safety, §6.1 step 2): pages are stored and fsynced BEFORE the metadata is
-written; a crash before that leaves no metadata, and the next open bootstraps again into a
-store with a new identity (old files are discarded). Bootstraps of one path are serialised
-by a file lock (``open_lock``: ``<replica>-tdbsync.lock``), so a second process simply opens the result.
+Order (crash safety, §6.1 step 2). Until its last step a bootstrap is a cache being
+filled, and a crash anywhere before that step means bootstrapping again, so it has one
+flush point instead of one per step (a cold connect: 4 fsyncs and 2 page-store flushes,
+from 16; tests/sync/test_cold_connect.py pins them):
+
+1. ``bootstrap``: the sync metadata is written with ``bootstrapping: true`` (durable: it is
+   the claim of the path, claim.py rule 1, and it says the files hold nothing of the
+   user's, so an open after a crash starts afresh instead of refusing to drop "local
+   changes"); then the pages are stored, without a flush.
+2. ``complete``: the caller's ``install`` (change capture: a local write transaction with
+   no journal file and no flush, ``sync.replica``), then ONE flush of the page store
+   (local layer and sidecar; the synced layer too for a full bootstrap, which is meant to
+   work offline - a partial one's pages heal by re-fetching, pagestore.c rules (7), (22)),
+   then the final metadata (temp, fsync, rename, fsync of the directory): the commit point.
+
+Bootstraps of one path are serialised by a file lock (``open_lock``:
+``<replica>-tdbsync.lock``), so a second process simply opens the result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, ContextManager, List, Mapping, Optional, Tuple
+import contextlib
+import dataclasses
+import os
+from typing import Any, Callable, ContextManager, List, Mapping, Optional, Tuple
 
 from .._util.filelock import file_lock
+from .._util.overlap import Overlap
 from ..storage import files, pagestore
 from . import metadata as sync_meta
 from ..errors import OperationalError
@@ -80,6 +97,8 @@ def open_replica_store(replica: str, meta: sync_meta.SyncMeta, display_url: str,
         identity=store_identity(meta.client_unique_id),
         meta={"url": display_url, "version": f"turso-sync:{meta.client_unique_id}"},
         readonly=readonly,
+        # A bootstrap's metadata already claims the path durably (step 1).
+        durable_claim=not meta.bootstrapping,
     )
 
 
@@ -87,8 +106,9 @@ class _Into:
     """Streams bootstrap pages into the page store as they arrive (bounded memory)."""
 
     def __init__(self, replica: str, meta: sync_meta.SyncMeta, display_url: str,
-                 prefix: Optional[int] = None):
+                 prefix: Optional[int] = None, claimed: Callable[[], Any] = lambda: None):
         self.replica, self.meta, self.display_url = replica, meta, display_url
+        self.claimed = claimed  # returns once the claim is durable (bootstrap step 1)
         self.store: Optional[pagestore.PageStore] = None
         self.db_size = 0
         self.stored: List[int] = []
@@ -97,6 +117,7 @@ class _Into:
         self.progress: Optional[Progress] = None
 
     def on_header(self, header: Any) -> None:
+        self.claimed()  # before the first file of the store is created
         self.db_size = int(header.db_size)
         self.meta.db_size_pages = self.db_size
         expected = self.db_size if self.prefix is None else min(self.prefix, self.db_size)
@@ -134,27 +155,43 @@ class _Into:
         self.stored.clear()
 
     def abandon(self) -> None:
-        """The bootstrap failed (a refused reply, a network error): close the store it
-        opened and remove the files it created, so the path is as it was and the next
-        connect (in this process too) bootstraps afresh."""
-        if self.store is not None:
-            pagestore.release_store(self.store)
-            self.store = None
-        files.remove_store_files(self.replica)
+        abandon(self.replica, self.store)
+        self.store = None
+
+
+def abandon(replica: str, store: Optional[pagestore.PageStore]) -> None:
+    """The bootstrap failed (a refused reply, a network error, the capture install): close
+    the store it opened and remove the files it created, its metadata included, so the
+    path is as it was and the next connect (in this process too) bootstraps afresh."""
+    if store is not None:
+        pagestore.release_store(store)
+    files.remove_store_files(replica)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(sync_meta.meta_path(replica))
 
 
 def bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any],
               client_name: str) -> Tuple[sync_meta.SyncMeta, pagestore.PageStore]:
-    """Bootstrap ``replica`` (caller holds ``open_lock`` and found no metadata)."""
+    """Step 1 of the module docstring (caller holds ``open_lock`` and found no metadata,
+    or a bootstrap's that never completed): the pages are stored, not flushed; the
+    caller finishes with ``complete`` (or ``abandon``)."""
     files.remove_store_files(replica)  # a stale journal would be rolled "back" into new pages
     remove_stage(replica)
     meta = sync_meta.SyncMeta.new(client_name)
+    meta.remote_url = split_credentials(source.url)[0]  # never a secret in the file
+    meta.bootstrapping = True
+    # The claim, durable before any file of the store exists (the first page's arrival
+    # waits for it); its fsyncs run while the request is on the network.
+    claim = Overlap(sync_meta.save, replica, dataclasses.replace(meta))
     partial = is_partial(options)
     prefix = prefix_pages(options) if partial else None
-    into = _Into(replica, meta, source.display_url, prefix)
+    into = _Into(replica, meta, source.display_url, prefix, claimed=claim.result)
     try:
-        return _bootstrap(replica, source, options, into, meta, partial, prefix)
+        out = _bootstrap(replica, source, options, into, meta, partial, prefix)
+        claim.result()
+        return out
     except BaseException:
+        claim.wait()  # it must not write the metadata after abandon removed it
         into.abandon()
         raise
 
@@ -176,12 +213,34 @@ def _bootstrap(replica: str, source: TursoSyncSource, options: Mapping[str, Any]
         more = source.fetch_at([1], reply.revision).pages
         if 1 in more:
             store.put_synced(1, more[1], overwrite=True)
-    store.sync()
     meta.synced_revision = reply.revision
     meta.partial_bootstrap_server_revision = reply.revision if partial else None
     meta.last_pull_unix_time = int(time.time())
-    meta.remote_url = split_credentials(source.url)[0]  # never a secret in the file
     meta.segment_size = options.get("segment_size")
     meta.prefetch = options.get("prefetch")
-    sync_meta.save(replica, meta)  # after the fsync: the commit point of the bootstrap
     return meta, store
+
+
+def complete(replica: str, store: pagestore.PageStore, meta: sync_meta.SyncMeta,
+             install: Callable[[], None]) -> None:
+    """Step 2 of the module docstring: ``install`` (written to the store, not flushed),
+    one flush, the final metadata. On failure the bootstrap is abandoned."""
+    tmp: Optional[Overlap] = None
+    try:
+        install()
+        # The final metadata's temp file is written and flushed while the page store
+        # flushes; only the rename, the commit point of the bootstrap, waits for both.
+        meta.bootstrapping = False
+        tmp = Overlap(sync_meta.prepare, replica, dataclasses.replace(meta))
+        # The flush the final metadata relies on. A partial replica's synced pages are
+        # left to heal by re-fetching (pagestore.c (7)); a full one keeps them offline.
+        store.sync(synced=not meta.partial)
+        sync_meta.publish(replica, tmp.result())
+    except BaseException:
+        meta.bootstrapping = True
+        if tmp is not None:
+            tmp.wait()
+            with contextlib.suppress(Exception):
+                os.remove(tmp.result())
+        abandon(replica, store)
+        raise

@@ -17,6 +17,8 @@ import json
 import uuid
 from typing import Any, Dict, Optional
 
+from .._util.atomic import prepare as atomic_prepare
+from .._util.atomic import publish as atomic_publish
 from .._util.atomic import write_atomic
 from ..errors import OperationalError
 from ..storage.files import SYNC_META
@@ -39,6 +41,9 @@ class SyncMeta:
     # Set while a pull's staged pages are being applied ({"revision": ..., "db_size": ...});
     # found set at open, the apply is redone from the staging file (it is idempotent).
     pending_pull: Optional[Dict[str, Any]] = None
+    # True from the start of a bootstrap until its last step (sync.bootstrap): the files
+    # are a cache being filled, nothing of the user's; an open finding it bootstraps again.
+    bootstrapping: bool = False
     version: str = FORMAT
 
     @classmethod
@@ -50,7 +55,10 @@ class SyncMeta:
         return self.partial_bootstrap_server_revision is not None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"), sort_keys=False)
+        fields = dataclasses.asdict(self)
+        if not self.bootstrapping:  # written only while true: a finished replica's file
+            del fields["bootstrapping"]  # has the fields it always had
+        return json.dumps(fields, separators=(",", ":"), sort_keys=False)
 
     @classmethod
     def from_json(cls, text: str, path: str) -> SyncMeta:
@@ -89,6 +97,16 @@ def load(replica_path: str) -> Optional[SyncMeta]:
 
 def save(replica_path: str, meta: SyncMeta) -> None:
     write_atomic(meta_path(replica_path), meta.to_json().encode())
+
+
+def prepare(replica_path: str, meta: SyncMeta) -> str:
+    """``save`` in two halves: the temp file, flushed (its name) ..."""
+    return atomic_prepare(meta_path(replica_path), meta.to_json().encode())
+
+
+def publish(replica_path: str, tmp: str) -> None:
+    """... then the rename over the metadata and the directory's fsync."""
+    atomic_publish(tmp, meta_path(replica_path))
 
 
 def merge_configuration(meta: SyncMeta, **new: Any) -> bool:

@@ -30,7 +30,7 @@ import dataclasses
 import os
 import sqlite3
 import weakref
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import OperationalError, ProgrammingError, RemoteError
 from ..fetch.btree_readahead import hints_for
@@ -243,23 +243,28 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     path = existing_replica_path(local_path) if readonly else usable_local_path(local_path)
     client_name = str(options.get("client_name") or "turso-dbapi")
     client = None  # the bootstrap's HTTP client (and counters) carry on into the connection
+    fresh = False
     with boot.open_lock(path, readonly=readonly):
         meta = sync_meta.load(path)
-        if meta is None and readonly:
+        if (meta is None or meta.bootstrapping) and readonly:
             raise OperationalError(
                 f"unable to open the read-only replica {path}: it has no sync metadata; "
                 "readonly=true never writes, so it cannot bootstrap one")
-        if meta is None:
+        if meta is not None and meta.bootstrapping:  # a bootstrap that never completed:
+            url = url or meta.remote_url             # its files hold nothing of the user's
+        elif meta is None:
             claim.refuse_foreign(path, redact(base_url(url)) if url else "a Turso server")
             claim.refuse_dropping_local(  # a bootstrap starts from nothing
                 path, "has lost its sync metadata (-tdbsync.json: which server revision its pages "
                 "are of)")
+        if meta is None or meta.bootstrapping:
             if url is None:
                 raise ProgrammingError(f"{path} has no sync metadata; give the server URL to bootstrap it")
             bootstrapper = TursoSyncSource(url, options)
             claim.refuse_repoint(path, claim.recorded_url(path), bootstrapper.display_url)
             meta, store = boot.bootstrap(path, bootstrapper, options, client_name)
             client = bootstrapper.http
+            fresh = True
         else:
             if url is None:
                 if not meta.remote_url:
@@ -273,20 +278,11 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
             if changed and not readonly:
                 sync_meta.save(path, meta)
             store = boot.open_replica_store(path, meta, redact(base_url(url)), readonly=readonly)
-    hints = hints_for(store)
-    source = TursoSyncSource(
-        url, options, client=client, pinned_revision=meta.synced_revision or "",
-        size=meta.db_size_pages * PAGE_SIZE, pin=lambda: engine.synced_revision(path),
-        page_observer=hints.note,
-    )
-    handler = (ReadOnlyMissHandler if readonly else ReportingMissHandler)(
-        store, source,
-        segment_size=_effective(explicit, meta.segment_size, "segment_size", options["segment_size"]),
-        readahead_max=options["readahead_max"],
-        prefetch=bool(_effective(explicit, meta.prefetch, "prefetch", False)),
-        btree_hints=hints,
-    )
-    conn_id = store.attach(handler)
+        if fresh:  # the bootstrap ends under the lock, with its source attached for misses
+            source, handler, conn_id = _attach(store, url, options, explicit, client, path, meta, readonly)
+            boot.complete(path, store, meta, lambda: _install_capture(store, path, conn_id, fresh=True))
+    if not fresh:
+        source, handler, conn_id = _attach(store, url, options, explicit, client, path, meta, readonly)
     apply_flag.register_recovery(path, engine.recover_dead_apply)
     if not readonly:
         engine.finish_interrupted(store, path, conn_id, source.display_url, meta)
@@ -314,23 +310,51 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     replica.push_threshold = int(threshold) if threshold else None
     replica.on_conflict = options.get("on_conflict")  # defaults of pull() / push()
     replica.transform = options.get("transform")
-    if not readonly:
+    if not readonly and not fresh:  # a fresh bootstrap installed it (boot.complete)
         _install_capture(store, path, conn_id)
     return conn
 
 
-def _install_capture(store: pagestore.PageStore, path: str, conn_id: int) -> None:
+def _attach(store: pagestore.PageStore, url: Any, options: Mapping[str, Any], explicit: Mapping[str, Any],
+            client: Any, path: str, meta: sync_meta.SyncMeta, readonly: bool) -> Tuple[TursoSyncSource, Any, int]:
+    """The connection's source and miss handler, attached to the store: (source, handler, id)."""
+    hints = hints_for(store)
+    source = TursoSyncSource(
+        url, options, client=client, pinned_revision=meta.synced_revision or "",
+        size=meta.db_size_pages * PAGE_SIZE, pin=lambda: engine.synced_revision(path),
+        page_observer=hints.note,
+    )
+    handler = (ReadOnlyMissHandler if readonly else ReportingMissHandler)(
+        store, source,
+        segment_size=_effective(explicit, meta.segment_size, "segment_size", options["segment_size"]),
+        readahead_max=options["readahead_max"],
+        prefetch=bool(_effective(explicit, meta.prefetch, "prefetch", False)),
+        btree_hints=hints,
+    )
+    return source, handler, store.attach(handler)
+
+
+def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh: bool = False) -> None:
     """Change capture on a replica that has none yet (just bootstrapped, or made by an
-    older version), or upgraded (capture.upgrade): one local write transaction, under the lock every writer takes. Local
-    changes made before (an older version's scratchpad) are kept: every row is logged."""
+    older version), or upgraded (capture.upgrade): one local write transaction, under the
+    lock every writer takes. Local changes made before (an older version's scratchpad) are
+    kept: every row is logged.
+
+    ``fresh``: step 2 of a bootstrap (sync.bootstrap), whose files are still a cache that a
+    crash makes bootstrap again: no journal file and no flush (``journal_mode=MEMORY``,
+    ``synchronous=OFF``); the bootstrap's one flush covers these pages too."""
     ic = internal.connect(path, conn_id)
     try:
-        if capture.installed(ic) and not capture.outdated(ic):
+        if fresh:
+            ic.execute("PRAGMA journal_mode = MEMORY")
+            ic.execute("PRAGMA synchronous = OFF")
+        elif capture.installed(ic) and not capture.outdated(ic):
             return
         ic.execute("BEGIN IMMEDIATE")
         try:
             if not capture.installed(ic):
-                capture.install(ic, gen=0, log_rows=bool(rebase.local_changes(store)))
+                # a fresh bootstrap holds no local change: no scan of the sidecar for one
+                capture.install(ic, gen=0, log_rows=not fresh and bool(rebase.local_changes(store)))
             elif capture.outdated(ic):  # made by an older version: keep its log
                 capture.upgrade(ic)
             ic.execute("COMMIT")
