@@ -55,7 +55,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 from ..errors import OperationalError
-from . import capture, ddl
+from . import capture, ddl, tail
 from . import replay_file
 from .server_changes import ServerChanges  # noqa: F401 (re-exported: wal_apply, apply)
 from .changes import Change, Stmt, collect, current_row, rowid_changes_sql, statements, upsert_from
@@ -270,17 +270,17 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
     a replay file other than the replica's (a WAL pull's, not published). Without
     ``install`` the capture installed by an earlier replay of the same pull stays and the
     DDL is not run again (a WAL pull's catch-up: row changes logged since that replay's
-    extraction, whose DDL it ran, on top; logged by the same triggers). With ``install``
-    the new revision's tables get tails above their largest rowids (``tails``: every page
-    local) before the replay, so each replayed row is logged or in a tail: pending either
-    way."""
+    extraction, whose DDL it ran, on top; logged by the same triggers). Every replayed row
+    is logged, as before tails (tail.py): the floor may predate a push racing this pull, so
+    a replayed row may be on the server already, and in a tail its later delete would log
+    nothing. Then (``tails``: every page local) the tables' tails start above them."""
     src = replay_file.Reader(path or replay_path(replica))
     try:
         doc = src.doc
         gen = int(doc.get("gen", 0))
         floor = replay_floor(rc, client_id, gen)
         if install:
-            capture.install(rc, gen=gen + 1, tails=tails)
+            capture.install(rc, gen=gen + 1)
         for j in doc["before"] if install else ():
             _run(rc, _stmt_of(j))
         if on_conflict is None and not src.legacy and attached(rc):
@@ -297,6 +297,8 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
         src.close()
     if install:  # (a catch-up runs no DDL: its tables have their triggers already)
         capture.ensure_triggers(rc, log_rows=True)  # tables the replayed DDL created
+        if tails:
+            tail.start(rc)
     return replayed, skipped
 
 

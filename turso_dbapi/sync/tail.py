@@ -28,12 +28,15 @@ no trigger per row - and raises F to the table's largest rowid, triggers rewritt
 SAME local write transaction. push() folds at its START (push.py), before it collects:
 from then on every change to those rows is logged, so a row changed while the push is on
 the network is sent again by the next push (after the fold; marking the tail pushed at
-the END instead would lose that change). Rows inserted between the fold and the collect
-are sent from the tail and stay in it (sent again next time). The pull's rebase does not
+the END instead would lose that change). Push never sends a tail row: one sent would stay
+in the tail, so its later delete or key change would log nothing and the server would keep
+it; rows inserted between the fold and the collect are folded and collected again
+(push._prepare). The pull's rebase does not
 fold (it must not write before setting the local layer aside): its extraction reads the
-tail as changes above every log id, so they are replayed whatever the floor; the new
-revision's triggers start at its largest rowid, so the replayed rows are logged or in the
-new tail - pending either way.
+tail as changes above every log id, so they are replayed whatever the floor; on the new
+revision every replayed row is logged (its floor may predate a push racing the pull, so a
+replayed row may be on the server already: in a tail, its later delete would log nothing),
+and the tails start above them after the replay (``start``).
 
 TRANSACTIONS. Folded rows carry no transaction id; the first gets x = capture.BULK and
 push cuts no batch before it (batches.py); a push that sends tail rows (inserted after its
@@ -136,10 +139,16 @@ def fold(conn: sqlite3.Connection) -> int:
         with capture.Writable(conn):
             capture.drop_triggers(conn, i)
             capture.create_triggers(conn, i, info, top)
-    for i, info in unstarted(conn):  # every change is logged so far: the tail starts above all
-        with capture.Writable(conn):
-            capture.drop_triggers(conn, i)
-            capture.create_triggers(conn, i, info, capture.top_rowid(conn, info))
+    start(conn)
     if n:
         capture.mark_bulk(conn, first)
     return n
+
+
+def start(conn: sqlite3.Connection) -> None:
+    """Tails for the tables that log every change (inside the caller's write transaction):
+    every change so far is logged, so each starts above the rows it holds."""
+    for i, info in unstarted(conn):
+        with capture.Writable(conn):
+            capture.drop_triggers(conn, i)
+            capture.create_triggers(conn, i, info, capture.top_rowid(conn, info))
