@@ -55,7 +55,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 from ..errors import OperationalError
-from . import capture, ddl, tail
+from . import capture, ddl
 from . import replay_file
 from .server_changes import ServerChanges  # noqa: F401 (re-exported: wal_apply, apply)
 from .changes import Change, Stmt, collect, current_row, rowid_changes_sql, statements, upsert_from
@@ -265,7 +265,7 @@ def _server_row(rc: sqlite3.Connection, info: capture.TableInfo, key: Tuple[Any,
 
 def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Optional[ServerChanges] = None,
            on_conflict: Optional[OnConflict] = None, path: Optional[str] = None,
-           install: bool = True, tails: bool = False) -> Tuple[int, int]:
+           install: bool = True) -> Tuple[int, int]:
     """Step 4 inside the caller's write transaction; (changes replayed, skipped). ``path``:
     a replay file other than the replica's (a WAL pull's, not published). Without
     ``install`` the capture installed by an earlier replay of the same pull stays and the
@@ -273,7 +273,7 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
     extraction, whose DDL it ran, on top; logged by the same triggers). Every replayed row
     is logged, as before tails (tail.py): the floor may predate a push racing this pull, so
     a replayed row may be on the server already, and in a tail its later delete would log
-    nothing. Then (``tails``: every page local) the tables' tails start above them."""
+    nothing. The tails start above them after the commit (pull_end.start_tails)."""
     src = replay_file.Reader(path or replay_path(replica))
     try:
         doc = src.doc
@@ -297,8 +297,6 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
         src.close()
     if install:  # (a catch-up runs no DDL: its tables have their triggers already)
         capture.ensure_triggers(rc, log_rows=True)  # tables the replayed DDL created
-        if tails:
-            tail.start(rc)
     return replayed, skipped
 
 

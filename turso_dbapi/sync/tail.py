@@ -93,7 +93,7 @@ def pending(conn: sqlite3.Connection) -> bool:
 def log_rows(conn: sqlite3.Connection, i: int, info: TableInfo, f: int) -> Tuple[int, int]:
     """Table id ``i``'s tail into the log (inside the caller's write transaction; the
     caller raises the frontier in the same one); (rows logged, the new frontier)."""
-    top = capture.top_rowid(conn, info)
+    top = capture.top_rowid(conn, info, safe=False)
     if top is None or top <= f:
         return 0, f
     cur = conn.execute(f"INSERT INTO {capture.LOG}(t, k) {rows_sql(info, f'{i}, {info.key_of_rows()}')} "
@@ -107,10 +107,11 @@ def unstarted(conn: sqlite3.Connection) -> List[Tuple[int, TableInfo]]:
     fronts = capture.frontiers(conn)
     trig = capture.our_triggers(conn)
     out = []
+    sqls = {name: sql for name, sql in capture.user_tables(conn)}
     for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {capture.TABLES}").fetchall():
-        if i in fronts or any(trig.get(t) != name for t in capture.trigger_names(i, False)):
+        if i in fronts or name not in sqls or any(trig.get(t) != name for t in capture.trigger_names(i, False)):
             continue
-        info = capture.table_info(conn, name)
+        info = capture.table_info(conn, name, sqls[name])
         if info is not None and info.kind == kind and info.rowid is not None:
             out.append((i, info))
     return out
@@ -137,7 +138,7 @@ def fold(conn: sqlite3.Connection) -> int:
             continue
         n += rows
         with capture.Writable(conn):
-            capture.drop_triggers(conn, i)
+            capture.drop_triggers(conn, i, True)
             capture.create_triggers(conn, i, info, top)
     start(conn)
     if n:
@@ -148,7 +149,10 @@ def fold(conn: sqlite3.Connection) -> int:
 def start(conn: sqlite3.Connection) -> None:
     """Tails for the tables that log every change (inside the caller's write transaction):
     every change so far is logged, so each starts above the rows it holds."""
-    for i, info in unstarted(conn):
+    todo = [(i, info, capture.top_rowid(conn, info)) for i, info in unstarted(conn)]
+    todo = [(i, info, top) for i, info, top in todo if top is not None]  # (None: unreadable)
+    if todo:
         with capture.Writable(conn):
-            capture.drop_triggers(conn, i)
-            capture.create_triggers(conn, i, info, capture.top_rowid(conn, info))
+            for i, info, top in todo:
+                capture.drop_triggers(conn, i, False)
+                capture.create_triggers(conn, i, info, top)
