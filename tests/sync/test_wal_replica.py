@@ -312,3 +312,93 @@ def test_an_older_versions_interrupted_two_commit_apply_is_redone_as_one_commit_
     assert conn.stats().pending_changes == 1
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     reader.close()
+
+
+@pytest.mark.parametrize("concurrent", ["row", "ddl"])
+def test_a_local_commit_during_the_side_replay_is_caught_up_under_the_lock_in_the_same_commit(
+        turso_server, tmp_path, monkeypatch, concurrent):
+    # A writer commits after the replay was built off to the side, before the pull's lock:
+    # its row changes are replayed on the side view under the lock (one build, one commit);
+    # a schema change cannot be caught up that way: the replay is built again.
+    from turso_dbapi.sync import side_replay
+
+    conn = wal_replica(turso_server, tmp_path, 60)
+    path = str(tmp_path / "r.db")
+    writer = turso_dbapi.connect(path)
+    conn.execute("UPDATE t SET v = 5 WHERE id = 3")
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 1 WHERE id > 10")
+    real_run, builds = side_replay.run, []
+
+    def run_then_commit(*a, **k):
+        view = real_run(*a, **k)
+        builds.append(view)
+        if len(builds) == 1:
+            writer.execute("UPDATE t SET v = 8 WHERE id IN (3, 12)")  # one the replay rewrote, one pulled
+            writer.execute("DELETE FROM t WHERE id = 4")
+            if concurrent == "ddl":
+                writer.execute("CREATE TABLE extra(a INTEGER PRIMARY KEY)")
+            writer.commit()
+        return view
+
+    monkeypatch.setattr(side_replay, "run", run_then_commit)
+    before, _ = wal_frames(path)
+    assert conn.pull() is True
+    after, _ = wal_frames(path)
+    assert len(builds) == (1 if concurrent == "row" else 2)
+    new = after[len(before):]
+    assert len([1 for _, size in new if size]) == 2  # the writer's commit, then the pull's one
+    assert conn.execute("SELECT id, v FROM t WHERE id IN (3, 4, 11, 12) ORDER BY id").fetchall() == [
+        (3, 8), (11, 1), (12, 8)]
+    assert conn.stats().pending_changes == 3  # ids 3, 4 and 12: logged by the replay, unpushed
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.push()
+    assert turso_server.db_sql("SELECT id, v FROM t WHERE id IN (3, 4, 12) ORDER BY id") == [["3", "8"], ["12", "8"]]
+    writer.close()
+
+
+def test_a_connection_in_exclusive_locking_mode_makes_a_pull_fail_at_once_naming_it(turso_server, tmp_path):
+    import time
+
+    conn = wal_replica(turso_server, tmp_path, 20)
+    path = str(tmp_path / "r.db")
+    holder = turso_dbapi.connect(path)
+    assert holder.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall() == [("exclusive",)]
+    holder.execute("SELECT COUNT(*) FROM t").fetchall()  # takes (and keeps) the file's lock
+    turso_server.db_sql("UPDATE t SET v = 1")
+    t0 = time.perf_counter()
+    with pytest.raises(turso_dbapi.OperationalError, match=r"locking_mode=EXCLUSIVE \(this process\)"):
+        conn.pull()
+    assert time.perf_counter() - t0 < 3  # not the 5 s lock timeout
+    assert not os.path.exists(path + "-tdbpull")  # the pull left no trace
+    holder.close()
+    assert conn.pull() is True
+    assert conn.execute("SELECT MIN(v) FROM t").fetchone() == (1,)
+
+
+def test_without_checkpoint_signals_pulled_pages_a_checkpoint_made_local_stay_right(turso_server, tmp_path, monkeypatch):
+    # SQLite < 3.32 sends no SQLITE_FCNTL_CKPT_START: the VFS then classifies nothing and
+    # every page a checkpoint writes is local (vfs.c rule (18)) - the very path it takes
+    # when it cannot open -tdbwalsync, which is how this test makes SQLite's checkpoint
+    # signal-less. The synced layer then still holds the OLD version of the pulled pages.
+    from turso_dbapi.sync import wal_apply
+
+    monkeypatch.setattr(wal_apply, "CKPT_SIGNALS", False)  # what the version check says there
+    conn = wal_replica(turso_server, tmp_path, 60)
+    path = str(tmp_path / "r.db")
+    store = conn._replica.store
+    conn.execute("UPDATE t SET v = 9 WHERE id = 60")
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 1 WHERE id <= 30")
+    assert conn.pull() is True
+    os.rename(path + "-tdbwalsync", path + ".hidden")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    assert shm_header(conn)[0] == 0  # every frame is in the database file (its local layer)
+    local = [p for p in range(1, store.remote_pages + 1) if store.state(p) & PG_LOCAL]
+    assert len(local) > 3
+    turso_server.db_sql("UPDATE t SET v = 2 WHERE id > 50")
+    assert conn.pull() is True
+    assert conn.execute("SELECT v, COUNT(*) FROM t GROUP BY v ORDER BY v").fetchall() == [
+        (0, 20), (1, 30), (2, 9), (9, 1)]  # rows 1-30 not back at 0; row 60: the local row wins
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert conn.stats().pending_changes == 1

@@ -59,8 +59,9 @@
 **   (18) Between SQLITE_FCNTL_CKPT_START and _DONE (SQLite's checkpoint brackets its
 **       writes to the database file with them) a whole-page write whose WAL frame is a
 **       pulled one (wal_index.c rule (8)) goes to the synced layer; every other write is
-**       local (and keeps the synced version of the page it shadows, rule (9) there). Without those brackets (SQLite < 3.32) every write is local: never wrong,
-**       the next pull reverts such pages to the same bytes.
+**       local (and keeps the synced version of the page it shadows, rule (9) there). Without those brackets (SQLite < 3.32) every write is local, pulled pages
+**       included, whose synced layer copy is then older: a pull fetches the synced
+**       version of every local page again (sync/wal_apply.py CKPT_SIGNALS).
 **   (19) WAL replicas: a read transaction starts with a shared xShmLock on a read mark; when
 **       the apply flag is set it is refused (SQLITE_BUSY: SQLite's WAL retry loop tries
 **       again) unless Python says this thread applies or a dead puller's apply was

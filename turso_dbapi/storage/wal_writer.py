@@ -196,6 +196,24 @@ def read_frames(replica: str, page_size: int, mx_frame: int) -> bytes:
     return buf
 
 
+def pages_since(replica: str, before: WalState, now: WalState, page_size: int) -> Set[int]:
+    """Pages of the frames committed between two states of the wal-index (all of ``now``'s
+    when the WAL was restarted in between); the caller holds the write lock."""
+    first = before.mx_frame + 1 if now.salts == before.salts and now.mx_frame >= before.mx_frame else 1
+    if first > now.mx_frame:
+        return set()
+    fsz = FRAME_HDR + page_size
+    out: Set[int] = set()
+    with open(replica + "-wal", "rb") as f:
+        for i in range(first, now.mx_frame + 1):
+            f.seek(WAL_HDR + (i - 1) * fsz)
+            head = f.read(4)
+            if len(head) != 4:
+                raise OperationalError(f"{replica}-wal is shorter than its {now.mx_frame} committed frames")
+            out.add(struct.unpack(">I", head)[0])
+    return out
+
+
 def wal_pages(replica: str, state: WalState, page_size: int) -> Tuple[Set[int], Dict[int, bytes]]:
     """(pages whose last frame is local, page -> its last synced frame's bytes) over the
     committed frames of the WAL; the caller holds the write lock, so they cannot change.

@@ -164,6 +164,13 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
             "finish that transaction and pull again")
 
     started = False
+    if wal_apply.is_wal_replica(store):
+        try:
+            wal_apply.refuse_exclusive(replica, display_url)  # a clear error, not a timeout
+        except OperationalError:
+            if pending is None or pending.pending_pull is None:
+                remove_stage(replica)  # the apply never began: the pull leaves no trace
+            raise
     ic = internal.connect(replica, conn_id, timeout)
     if wal_apply.is_wal(ic):  # a WAL replica: the pull is one commit into the WAL
         ic.close()

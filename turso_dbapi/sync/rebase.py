@@ -103,11 +103,15 @@ def local_changes(store: Any) -> List[int]:
     return found
 
 
-def _fill(ic: sqlite3.Connection, out: replay_file.Writer) -> Dict[str, Any]:
-    """The local changes into ``out`` (inside the caller's transaction on ``ic``); the doc."""
-    changes = collect(ic, 0, untracked_rows=True, rowid_rows=False)
+def _fill(ic: sqlite3.Connection, out: replay_file.Writer, after: int = 0) -> Dict[str, Any]:
+    """The local changes logged after ``after`` into ``out`` (inside the caller's
+    transaction on ``ic``); the doc. Its "last" is the newest log id seen; "whole": rows of
+    tables nothing logs yet, read whole (a later catch-up, ``extract_since``, could not
+    tell their deletes)."""
+    changes = collect(ic, after, untracked_rows=True, rowid_rows=False)
     doc: Dict[str, Any] = {"gen": capture.generation(ic), "before": [_stmt_json(s) for s in changes.before],
-                           "after": [_stmt_json(s) for s in changes.after]}
+                           "after": [_stmt_json(s) for s in changes.after], "last": changes.last_id,
+                           "whole": any(ch.change_id > changes.last_id for ch in changes.rows)}
     # Tables keyed by rowid: their logged rows go from the replica to the file in SQL.
     for name, t in changes.by_rowid.items():
         out.table(changes.infos[name], False, select=(ic, rowid_changes_sql(changes.infos[name]), (t, 0)))
@@ -147,12 +151,27 @@ def extract(ic: sqlite3.Connection, replica: str, store: Any, display_url: str) 
         raise
 
 
+def extract_since(ic: sqlite3.Connection, replica: str, after: int) -> Tuple[replay_file.Writer, Dict[str, Any]]:
+    """Inside the caller's transaction on ``ic``: the changes logged after ``after`` into a
+    scratch replay file (neither durable nor published: a WAL pull's catch-up replays it
+    at once, ``sync.wal_apply``); the writer (``discard`` it after) and the doc."""
+    out = replay_file.Writer(replay_path(replica) + ".since")
+    try:
+        doc = _fill(ic, out, after)
+        out.keep(doc)
+        return out, doc
+    except BaseException:
+        out.discard()
+        raise
+
+
 class Prepared:
     """A replay file extracted BEFORE the exclusive lock (``prepare``), in SQL through the
-    replica's connection; valid under the lock if no transaction committed since."""
+    replica's connection; valid under the lock if no transaction committed since. ``doc``:
+    what ``_fill`` recorded (gen, last, rows_only...)."""
 
-    def __init__(self, out: replay_file.Writer, version: int):
-        self.out, self.version = out, version
+    def __init__(self, out: replay_file.Writer, version: int, doc: Optional[Dict[str, Any]] = None):
+        self.out, self.version, self.doc = out, version, doc or {}
 
     def use(self, ic: sqlite3.Connection) -> bool:
         """Under ``ic``'s exclusive lock: publish the file and answer True when the replica
@@ -168,7 +187,7 @@ class Prepared:
         self.out.discard()
 
 
-def prepare(ic: sqlite3.Connection, replica: str) -> Optional[Prepared]:
+def prepare(ic: sqlite3.Connection, replica: str, durable: bool = True) -> Optional[Prepared]:
     """Step 1 ahead of the lock: the replay file extracted in one read transaction of ``ic``
     (outside any transaction when called) into the file attached to it - INSERT ... SELECT
     from the replica, which ``extract`` cannot do under the lock (the lock's transaction is
@@ -183,13 +202,14 @@ def prepare(ic: sqlite3.Connection, replica: str) -> Optional[Prepared]:
         ic.execute("BEGIN")
         try:
             version = ic.execute("PRAGMA data_version").fetchone()[0]
-            out.write_doc(_fill(ic, out))
+            doc = _fill(ic, out)
+            out.write_doc(doc)
             ic.execute("COMMIT")
         except BaseException:
             ic.execute("ROLLBACK")
             raise
-        out.detach()
-        return Prepared(out, version)
+        out.detach(durable=durable)
+        return Prepared(out, version, doc)
     except sqlite3.Error:
         out.discard()
         return None
@@ -241,16 +261,21 @@ def _server_row(rc: sqlite3.Connection, info: capture.TableInfo, key: Tuple[Any,
 
 
 def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Optional[ServerChanges] = None,
-           on_conflict: Optional[OnConflict] = None, path: Optional[str] = None) -> Tuple[int, int]:
+           on_conflict: Optional[OnConflict] = None, path: Optional[str] = None,
+           install: bool = True) -> Tuple[int, int]:
     """Step 4 inside the caller's write transaction; (changes replayed, skipped). ``path``:
-    a replay file other than the replica's (a WAL pull's, not published yet)."""
+    a replay file other than the replica's (a WAL pull's, not published). Without
+    ``install`` the capture installed by an earlier replay of the same pull stays and the
+    DDL is not run again (a WAL pull's catch-up: row changes logged since that replay's
+    extraction, whose DDL it ran, on top; logged by the same triggers)."""
     src = replay_file.Reader(path or replay_path(replica))
     try:
         doc = src.doc
         gen = int(doc.get("gen", 0))
         floor = replay_floor(rc, client_id, gen)
-        capture.install(rc, gen=gen + 1)
-        for j in doc["before"]:
+        if install:
+            capture.install(rc, gen=gen + 1)
+        for j in doc["before"] if install else ():
             _run(rc, _stmt_of(j))
         if on_conflict is None and not src.legacy and attached(rc):
             replayed = skipped = 0
@@ -260,11 +285,12 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
                 skipped += failed
         else:
             replayed, skipped = _replay_rows(rc, src.all_changes(floor), server, on_conflict)
-        for j in doc["after"]:
+        for j in doc["after"] if install else ():
             _run(rc, _stmt_of(j))
     finally:
         src.close()
-    capture.ensure_triggers(rc, log_rows=True)  # tables the replayed DDL created
+    if install:  # (a catch-up runs no DDL: its tables have their triggers already)
+        capture.ensure_triggers(rc, log_rows=True)  # tables the replayed DDL created
     return replayed, skipped
 
 

@@ -107,11 +107,20 @@ class Writer:
         self.db.execute(f"CREATE TABLE {self.schema}doc(json TEXT)")
         self.db.execute(f"INSERT INTO {self.schema}doc VALUES (?)", (json.dumps(doc, separators=(",", ":")),))
 
-    def detach(self) -> None:
+    def detach(self, durable: bool = True) -> None:
         """Attached: after the caller's COMMIT, detach and make the file durable."""
         self.db.execute("DETACH DATABASE tdb_out")
         self.attached = False
-        self._fsync()
+        if durable:
+            self._fsync()
+
+    def keep(self, doc: Dict[str, Any]) -> str:
+        """Standalone: commit with ``doc`` and leave the file at ``tmp``, neither fsynced nor
+        published (a scratch file, read at once; ``discard`` removes it); its path."""
+        self.write_doc(doc)
+        self.db.execute("COMMIT")
+        self.db.close()
+        return self.tmp
 
     def _fsync(self) -> None:
         fd = os.open(self.tmp, os.O_RDONLY)

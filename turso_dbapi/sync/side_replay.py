@@ -74,51 +74,88 @@ class _Serve:
             return 1
 
 
-def run(replica: str, page_size: int, db_size: int, page_of: Callable[[int], bytes], *,
-        client_id: str, staged: Staged, on_conflict: Optional[rebase.OnConflict],
-        replay_path: str) -> SideResult:
-    """Replay ``replay_path`` on the view of the new revision (``db_size`` pages); the
-    pages it changed. Raises (changing nothing on the replica) when a page could not be
-    served: a replay that silently skipped rows would lose them."""
-    path = replica + files.SIDE
-    remove(replica)
-    side = PageStore(path, page_size, db_size * page_size, os.urandom(32))
-    serve = _Serve(side, page_of)
-    try:
-        sc = sqlite3.connect(replica_uri(path, side.attach(serve)), uri=True, isolation_level=None,
-                             check_same_thread=False)
+class SideView:
+    """The scratch view of the new revision (``db_size`` pages) and a connection on it;
+    ``replay`` (once, or again with more changes: a catch-up), ``result``, ``close``."""
+
+    def __init__(self, replica: str, page_size: int, db_size: int, page_of: Callable[[int], bytes]):
+        self.replica, self.page_size, self.db_size, self.page_of = replica, page_size, db_size, page_of
+        path = replica + files.SIDE
+        remove(replica)
+        self.side = PageStore(path, page_size, db_size * page_size, os.urandom(32))
+        self._serve = _Serve(self.side, page_of)
+        self.gen = 0
+        self.sc: Optional[sqlite3.Connection] = None
         try:
-            sc.execute("PRAGMA journal_mode=MEMORY")
-            sc.execute("PRAGMA synchronous=OFF")
-            sc.execute("PRAGMA recursive_triggers = ON")  # as every replica connection
-            rebase.attach(sc, replica, replay_path)
+            self.sc = sqlite3.connect(replica_uri(path, self.side.attach(self._serve)), uri=True,
+                                      isolation_level=None, check_same_thread=False)
+            self.sc.execute("PRAGMA journal_mode=MEMORY")
+            self.sc.execute("PRAGMA synchronous=OFF")
+            self.sc.execute("PRAGMA recursive_triggers = ON")  # as every replica connection
+        except BaseException:
+            self.close()
+            raise
+
+    def replay(self, *, client_id: str, staged: Staged, on_conflict: Optional[rebase.OnConflict],
+               replay_path: str, install: bool = True) -> None:
+        """One write transaction of the view: ``pull_end.replay`` of ``replay_path``. Raises
+        (changing nothing on the replica) when a page could not be served: a replay that
+        silently skipped rows would lose them."""
+        sc = self.sc
+        assert sc is not None
+        attached = rebase.attach(sc, self.replica, replay_path)
+        try:
             sc.execute("BEGIN IMMEDIATE")
             try:
-                pull_end.replay(sc, replica, client_id, staged, page_of, on_conflict, path=replay_path)
-                if serve.failure is None:
+                pull_end.replay(sc, self.replica, client_id, staged, self.page_of, on_conflict,
+                                path=replay_path, install=install)
+                if self._serve.failure is None:
                     sc.execute("COMMIT")
             finally:
                 if sc.in_transaction:
                     sc.execute("ROLLBACK")
-            if serve.failure is not None:
-                raise OperationalError(f"pull: the new revision of {replica} could not be read for the "
-                                       f"replay ({serve.failure}); nothing was changed: pull again") from serve.failure
-            gen = capture.generation(sc)
         finally:
-            sc.close()
+            if attached:
+                sc.execute("DETACH DATABASE tdb_replay")
+        failure = self._serve.failure
+        if failure is not None:
+            raise OperationalError(f"pull: the new revision of {self.replica} could not be read for the "
+                                   f"replay ({failure}); nothing was changed: pull again") from failure
+        self.gen = capture.generation(sc)
+
+    def result(self) -> SideResult:
+        """The pages the replays changed (an unchanged page is no change) and the size."""
+        side, ps = self.side, self.page_size
         written: Dict[int, bytes] = {}
         p = side.first_local(1)
         while p:
             data = side.read_page(p)
-            if data is not None and data != side.read_synced(p):  # an unchanged page is no change
+            if data is not None and data != side.read_synced(p):
                 written[p] = wal_bytes(data) if p == 1 else data
             p = side.first_local(p + 1)
         page1 = written.get(1)
-        size = struct.unpack_from(">I", page1, header.IN_HEADER_SIZE)[0] if page1 else db_size
-        for p in range(db_size + 1, size + 1):  # grown: every page of the new size is in the result
+        size = struct.unpack_from(">I", page1, header.IN_HEADER_SIZE)[0] if page1 else self.db_size
+        for p in range(self.db_size + 1, size + 1):  # grown: every page of the new size is in the result
             if p not in written:
-                written[p] = side.read_page(p) or bytes(page_size)
-        return SideResult(written, size, gen)
-    finally:
-        side.close()
-        remove(replica)
+                written[p] = side.read_page(p) or bytes(ps)
+        return SideResult(written, size, self.gen)
+
+    def close(self) -> None:
+        if self.sc is not None:
+            self.sc.close()
+            self.sc = None
+        self.side.close()
+        remove(self.replica)
+
+
+def run(replica: str, page_size: int, db_size: int, page_of: Callable[[int], bytes], *,
+        client_id: str, staged: Staged, on_conflict: Optional[rebase.OnConflict],
+        replay_path: str) -> SideView:
+    """A view with ``replay_path`` replayed on it (the caller closes it)."""
+    view = SideView(replica, page_size, db_size, page_of)
+    try:
+        view.replay(client_id=client_id, staged=staged, on_conflict=on_conflict, replay_path=replay_path)
+    except BaseException:
+        view.close()
+        raise
+    return view

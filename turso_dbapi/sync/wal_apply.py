@@ -59,18 +59,24 @@ import dataclasses
 import os
 import sqlite3
 import struct
+import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import OperationalError
-from ..storage import header, wal_writer
+from ..storage import file_locks, header, wal_writer
 from ..storage.apply_flag import ApplyFlag
-from ..storage.pagestore import PG_SYNCED, PageStore
+from ..storage.pagestore import PG_LOCAL, PG_SYNCED, PageStore
 from . import capture, internal, metadata as sync_meta, pull_end, rebase, side_replay
 from .stage import Staged
 
 WAL = 2  # file format bytes 18/19 of a WAL database
+Frames = wal_writer.Frames
 MOVED_RETRIES = 3  # side builds redone when the replica moved before the lock; then under it
-ONE_COMMIT = "gen"  # pending_pull's key: the capture generation the commit installs
+ONE_COMMIT = "gen"
+# SQLite < 3.32 sends no checkpoint brackets (SQLITE_FCNTL_CKPT_START/_DONE): a checkpoint
+# then writes pulled frames into the local layer too (vfs.c rule (18)), and the synced layer
+# keeps an OLDER version of those pages: a local page's synced version must be fetched.
+CKPT_SIGNALS = sqlite3.sqlite_version_info >= (3, 32, 0)  # pending_pull's key: the capture generation the commit installs
 
 
 def is_wal(conn: sqlite3.Connection) -> bool:
@@ -140,6 +146,10 @@ class Plan:
         if p in self.synced_frames:
             return self.synced_frames[p]
         store = self.store
+        if not CKPT_SIGNALS and store.state(p) & PG_LOCAL:  # the synced layer may be older
+            raise OperationalError(f"pull: page {p} of {self.replica} became local while the pull was "
+                                   "planned (a checkpoint, without SQLite's checkpoint signals); "
+                                   "nothing was changed: pull again")
         data = store.read_synced(p)
         if data is None:
             if p <= self.synced_pages:  # a page of the synced revision no checkpoint brought yet
@@ -160,16 +170,18 @@ class Plan:
 def prefetch_pages(store: PageStore, replica: str, staged: Set[int], db_size: int,
                    synced_pages: int) -> List[int]:
     """Before the lock (engine.pull step 3): pages the plan will revert whose synced
-    version the replica lacks (local frames and local pages never fetched); fetched at
-    the new revision into the stage, like rollback mode's ``replay_pages``."""
+    version the replica lacks (local frames and local pages never fetched; without
+    checkpoint signals every local page: ``CKPT_SIGNALS``); fetched at the new revision
+    into the stage, like rollback mode's ``replay_pages``."""
     state = wal_writer.peek_state(replica)
     try:
         local, synced = wal_writer.wal_pages(replica, state, store.page_size) if state else (set(), {})
     except (OSError, OperationalError):  # the WAL moved meanwhile: a hint only
         local, synced = set(), {}
     limit = min(db_size, synced_pages)
-    return sorted(p for p in (local | _local_layer(store)) - set(synced)
-                  if p <= limit and p not in staged and not store.state(p) & PG_SYNCED)
+    layer = _local_layer(store)
+    return sorted(p for p in (local | layer) - set(synced) if p <= limit and p not in staged
+                  and (not store.state(p) & PG_SYNCED or (not CKPT_SIGNALS and p in layer)))
 
 
 def old_versions_needed(store: PageStore, replica: str, staged: Set[int]) -> List[int]:
@@ -205,27 +217,43 @@ def _refuse_uncaptured_frames(ic: sqlite3.Connection, replica: str, store: PageS
 
 @dataclasses.dataclass
 class Built:
-    """Steps 1-3: what the lock's check and the append need."""
+    """Steps 2-3: what the lock's check and the append need."""
 
     state: wal_writer.WalState  # the wal-index the plan was made on
-    salts: Tuple[int, int]
-    synced: List[Tuple[int, bytes]]  # the planned pages: listed in -tdbwalsync
-    local: List[Tuple[int, bytes]]  # the replayed pages, after them in the same commit
-    size: int  # pages after the commit
-    gen: int  # capture generation of the result (pending_pull's marker)
+    plan: Plan
+    view: side_replay.SideView  # open: a catch-up replays more on it
     version: Optional[int]  # PRAGMA data_version of the extraction (None: nothing to check)
-    prepared: Optional[rebase.Prepared]  # its replay file (not published: never needed after)
+    prepared: Optional[rebase.Prepared]  # its replay file (never published: not needed after)
+
+    def frames(self, more_local: Set[int] = frozenset()) -> Tuple[Frames, Frames, int]:
+        """(synced frames: the planned pages, listed in -tdbwalsync; local frames: the
+        replayed pages, after them in the same commit; the size after the commit).
+        ``more_local``: pages local commits changed since the plan (a catch-up): the view
+        read them as their synced version, so that is what they get unless replayed."""
+        res = self.view.result()
+        size, pages = res.size, dict(self.plan.pages)
+        for p in sorted(more_local):
+            if p <= size and p not in pages and p not in res.written:
+                pages[p] = self.plan.synced_version(p)
+        synced = [(p, pages[p]) for p in sorted(pages) if p <= size]
+        local = [(p, d) for p, d in sorted(res.written.items()) if p <= size and d != pages.get(p)]
+        return synced, local, size
+
+    def close(self) -> None:
+        self.view.close()
+        if self.prepared is not None:
+            self.prepared.discard()
 
 
 def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int, display_url: str,
            staged: Staged, meta: sync_meta.SyncMeta, on_conflict: Optional[rebase.OnConflict],
            redo: bool, locked: bool) -> Built:
-    """Steps 1-3, ahead of the lock unless ``locked`` (the last resort); ``redo``: an
+    """Steps 2-3, ahead of the lock unless ``locked`` (the last resort); ``redo``: an
     older version's interrupted apply, whose published replay file is replayed again."""
     prepared, version, replay = None, None, rebase.replay_path(replica)
     if not redo:
         if not locked:
-            prepared = rebase.prepare(ic, replica)
+            prepared = rebase.prepare(ic, replica, durable=False)  # never read after a crash
         if prepared is not None:
             version, replay = prepared.version, prepared.out.tmp
         else:  # no capture yet, or under the lock: one transaction of ic, published file
@@ -249,17 +277,43 @@ def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int,
         finally:
             if not locked:
                 ic.execute("COMMIT")
-        side = side_replay.run(replica, store.page_size, staged.db_size, plan.page_of,
+        view = side_replay.run(replica, store.page_size, staged.db_size, plan.page_of,
                                client_id=meta.client_unique_id, staged=staged, on_conflict=on_conflict,
                                replay_path=replay)
     except BaseException:
         if prepared is not None:
             prepared.discard()
         raise
-    size = side.size
-    synced = [(p, plan.pages[p]) for p in sorted(plan.pages) if p <= size]
-    local = [(p, data) for p, data in sorted(side.written.items()) if p <= size and data != plan.pages.get(p)]
-    return Built(state, wal_writer.salts_for(state), synced, local, size, side.gen, version, prepared)
+    return Built(state, plan, view, version, prepared)
+
+
+def _catch_up(ic: sqlite3.Connection, store: PageStore, replica: str, built: Built, staged: Staged,
+              client_id: str, on_conflict: Optional[rebase.OnConflict]) -> bool:
+    """Under the lock, local transactions committed since the extraction: their changes
+    (logged after the extraction's last log id; the same DDL: not run again) are replayed
+    on the view too and the pages
+    they changed join the commit, which goes in at the state now (its list written again,
+    under the lock: the frame numbers moved). False when that cannot be exact (DDL or
+    whole-table rows in the changes, or DDL since): the caller builds again."""
+    first = built.prepared.doc if built.prepared is not None else {}
+    if not first or first.get("whole", True):
+        return False
+    out, doc = rebase.extract_since(ic, replica, int(first.get("last", 0)))
+    try:
+        if doc["whole"] or (doc["gen"], doc["before"], doc["after"]) != (first.get("gen"), first.get("before"),
+                                                                          first.get("after")):
+            return False
+        built.view.replay(client_id=client_id, staged=staged, on_conflict=on_conflict,
+                          replay_path=out.tmp, install=False)
+    finally:
+        out.discard()
+    now = wal_writer.read_state(ic)
+    more = wal_writer.pages_since(replica, built.state, now, store.page_size) | _local_layer(store)
+    synced, local, size = built.frames(more)
+    salts = wal_writer.salts_for(now)
+    wal_writer.record(replica, now, salts, synced)
+    wal_writer.append(ic, replica, now, salts, list(synced) + list(local), size, store.page_size)
+    return True
 
 
 def _begin(ic: sqlite3.Connection, lock_error: Callable[[Exception], Exception]) -> None:
@@ -272,13 +326,12 @@ def _begin(ic: sqlite3.Connection, lock_error: Callable[[Exception], Exception])
 def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, staged: Staged,
               timeout: float, on_conflict: Optional[rebase.OnConflict],
               lock_error: Callable[[Exception], Exception]) -> sync_meta.SyncMeta:
-    """Steps 1-6 of the module docstring; the new metadata."""
+    """Steps 2-6 of the module docstring; the new metadata."""
     meta = sync_meta.load(replica)
     if meta is None:
         raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
     redo = meta.pending_pull is not None  # an older version's two-commit apply (one_commit: resolved before)
     ic = internal.connect(replica, conn_id, timeout)
-    built: Optional[Built] = None
     recorded = landed = False
     try:
         for attempt in range(MOVED_RETRIES + 1):
@@ -286,34 +339,38 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
             if locked:
                 _begin(ic, lock_error)
             built = _build(ic, store, replica, conn_id, display_url, staged, meta, on_conflict, redo, locked)
-            if not redo and not recorded:  # (4) outside the lock: see the module docstring
-                meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size, "rebase": True,
-                                     ONE_COMMIT: built.gen}
-                sync_meta.save(replica, meta)
-                recorded = True
-            wal_writer.record(replica, built.state, built.salts, built.synced)  # (4)
-            if not locked:
-                _begin(ic, lock_error)  # (5)
             try:
-                if built.version is not None and ic.execute("PRAGMA data_version").fetchone()[0] != built.version:
-                    raise wal_writer.WalMoved("a transaction committed since the extraction")
-                wal_writer.append(ic, replica, built.state, built.salts, built.synced + built.local,
-                                  built.size, store.page_size)
-                landed = True
-            except wal_writer.WalMoved:
-                if locked:
-                    raise
+                if not redo and not recorded:  # (4) outside the lock: see the module docstring
+                    meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size, "rebase": True,
+                                         ONE_COMMIT: built.view.gen}
+                    sync_meta.save(replica, meta)
+                    recorded = True
+                synced, local, size = built.frames()
+                salts = wal_writer.salts_for(built.state)
+                wal_writer.record(replica, built.state, salts, synced)  # (4)
+                if not locked:
+                    _begin(ic, lock_error)  # (5)
+                try:
+                    if built.version is not None and ic.execute("PRAGMA data_version").fetchone()[0] != built.version:
+                        landed = _catch_up(ic, store, replica, built, staged, meta.client_unique_id, on_conflict)
+                        if not landed:
+                            raise wal_writer.WalMoved("a transaction committed since the extraction")
+                    else:
+                        wal_writer.append(ic, replica, built.state, salts, list(synced) + list(local), size,
+                                          store.page_size)
+                        landed = True
+                except wal_writer.WalMoved:
+                    if locked:
+                        raise
+                finally:
+                    ic.execute("COMMIT" if landed else "ROLLBACK")  # only releases the write lock
             finally:
-                ic.execute("COMMIT" if landed else "ROLLBACK")  # only releases the write lock
-            if built.prepared is not None:
-                built.prepared.discard()
+                built.close()
             if landed:
                 break
         flag = ApplyFlag(store) if redo else None  # set by the older version's apply
         return pull_end.finish(replica, meta, staged, flag)  # (6)
     except BaseException:
-        if built is not None and built.prepared is not None:
-            built.prepared.discard()
         if not redo and not landed:  # the old state, every local change in it: no trace
             if recorded:
                 meta.pending_pull = None
@@ -322,6 +379,23 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
         raise  # landed: pending_pull stays, ``resolve`` finishes the switch
     finally:
         ic.close()
+
+
+def refuse_exclusive(replica: str, display_url: str) -> None:
+    """A connection in ``locking_mode=EXCLUSIVE`` keeps the WAL replica's wal-index in its own
+    heap and its file locked: a pull could only time out. Said at once (after a moment's
+    grace: the last connection's close takes that lock briefly), naming the cause."""
+    for _ in range(5):
+        holders = file_locks.exclusive_holders(replica)
+        if not holders:
+            return
+        time.sleep(0.05)
+    who = "this process" if os.getpid() in holders else f"process {holders[0]}"
+    raise OperationalError(
+        f"pull from {display_url}: the replica {replica} is held by a connection in "
+        f"PRAGMA locking_mode=EXCLUSIVE ({who}): it keeps the WAL's index in its own memory, so "
+        "no other connection can read or commit. Nothing was changed; close that connection (or "
+        "run PRAGMA locking_mode=NORMAL and one query on it) and pull again")
 
 
 def one_commit(meta: Optional[sync_meta.SyncMeta]) -> bool:
