@@ -7,9 +7,10 @@ The reference server runs in its own process behind the fault proxy (``--latency
 request). Every figure is measured in this run, with its ratio:
 
 1. capture overhead on local writes (the replica's file, no network):
-   bulk insert of ``--rows`` rows in one transaction (best of 3, the table emptied before
-   each), and ``--updates`` single-row
-   autocommit updates, on (a) our replica with capture, (b) the same replica with the
+   bulk insert of ``--rows`` new rows in one transaction (best of 3, the table emptied
+   before each: on our replica they are the unpushed tail, sync/tail.py), and ``--updates``
+   single-row autocommit updates of rows the replica pulled (``SYNCED`` of them: every
+   update is logged), on (a) our replica with capture, (b) the same replica with the
    capture triggers dropped (what a write costs without capture), (c) pyturso's replica
    (its CDC on, as it always is), (a) and (b) again in WAL mode (pyturso's mode), and (d)
    a plain file with the stdlib sqlite3, rollback journal and WAL (what a commit costs
@@ -19,7 +20,8 @@ request). Every figure is measured in this run, with its ratio:
    sidecar: ``PageStore.flushes``) and the xSyncs of journals and WALs
    (``tdb_vfs_passthrough_syncs``), beside a plain file's opened through the VFS (all its
    files passed through: every xSync counted).
-   Goals: a/b <= 1.3 (bulk), <= 1.5 (autocommit), a < c.
+   Goals: a/b <= 1.3 (bulk), <= 1.5 (autocommit), a < c. The tail's rows are logged in
+   bulk when a push starts (tail.fold): that time is printed too, against the insert's.
 2. push throughput: ``--changes`` local row changes (inserts), pushed over the proxy;
    rows/s, ours vs pyturso.
 3. pull with rebase: ``--changes`` unpushed local changes and one server change; time of
@@ -52,6 +54,7 @@ except ImportError as exc:  # pragma: no cover - named, never silently skipped
     raise SystemExit(f"bench_sync needs pyturso (pip install pyturso, Python 3.10+): {exc}")
 
 SCHEMA = "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v INTEGER)"
+SYNCED = 10_000  # rows of table s on the server: the autocommit updates change them
 
 
 class Server:
@@ -92,6 +95,21 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def fold_time(conn: Any) -> float:
+    """The bulk logging of a replica's tails, as push's first step does it (tail.fold)."""
+    from turso_dbapi.sync import internal, tail
+
+    ic = internal.connect(conn._replica.path, conn._replica.conn_id)
+    try:
+        t0 = time.perf_counter()
+        ic.execute("BEGIN IMMEDIATE")
+        tail.fold(ic)
+        ic.execute("COMMIT")
+        return time.perf_counter() - t0
+    finally:
+        ic.close()
+
+
 def bulk_best(conn: Any, rows: int) -> float:
     """Best of 3 bulk inserts (the least disturbed run on a shared machine)."""
     def bulk() -> None:
@@ -109,13 +127,13 @@ def bulk_best(conn: Any, rows: int) -> float:
     return min(times)
 
 
-def autocommit(conn: Any, first: int, n: int, rows: int) -> None:
+def autocommit(conn: Any, first: int, n: int) -> None:
     for i in range(first, first + n):
-        conn.execute("UPDATE t SET v = v + 1 WHERE id = ?", (i * 7 % rows + 1,))
+        conn.execute("UPDATE s SET v = v + 1 WHERE id = ?", (i * 7 % SYNCED + 1,))
         conn.commit()
 
 
-def autocommit_interleaved(conns: Dict[str, Any], updates: int, rows: int, block: int = 500) -> Dict[str, float]:
+def autocommit_interleaved(conns: Dict[str, Any], updates: int, block: int = 500) -> Dict[str, float]:
     """Seconds each connection took for ``updates`` autocommit updates, run in turns of
     ``block`` (the order rotated each round)."""
     took = {name: 0.0 for name in conns}
@@ -124,20 +142,20 @@ def autocommit_interleaved(conns: Dict[str, Any], updates: int, rows: int, block
     while done < updates:
         n = min(block, updates - done)
         for name in names:
-            took[name] += timed(lambda: autocommit(conns[name], done, n, rows))
+            took[name] += timed(lambda: autocommit(conns[name], done, n))
         names = names[1:] + names[:1]
         done += n
     return took
 
 
-def flushes_per_commit(conn: Any, rows: int, commits: int = 50) -> str:
+def flushes_per_commit(conn: Any, commits: int = 50) -> str:
     """What one autocommit update asks for: page-store flushes and journal/WAL xSyncs."""
     from turso_dbapi._native import lib
 
     replica = getattr(conn, "_replica", None)
     before = replica.store.flushes() if replica is not None else None
     syncs = lib.tdb_vfs_passthrough_syncs()
-    autocommit(conn, 0, commits, rows)
+    autocommit(conn, 0, commits)
     syncs = (lib.tdb_vfs_passthrough_syncs() - syncs) / commits
     if replica is None:
         return f"{syncs:.1f} xSync (journal or WAL, and the database file)"
@@ -166,6 +184,8 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench-sync-")
     server = Server(os.path.join(tmp, "server.db"))
     server.sql(SCHEMA)
+    server.sql(SCHEMA.replace(" t(", " s("))
+    server.sql(f"INSERT INTO s SELECT value, 'synced', 0 FROM generate_series(1, {SYNCED})")
     proxy = FaultProxy(server.url, latency=a.latency_ms / 1000).start()
     try:
         # 1. capture overhead ----------------------------------------------------------------
@@ -183,17 +203,23 @@ def main() -> None:
             peer = turso_sync.connect(os.path.join(tmp, "peer.db"), proxy.base_url)
             plain, plain_wal = (sqlite3.connect(os.path.join(tmp, name)) for name in ("plain.db", "plainwal.db"))
             assert plain_wal.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
-            for c in (plain, plain_wal):
+            for c in (plain, plain_wal):  # the replicas' tables: t, and s with the synced rows
                 c.execute(SCHEMA)
+                c.execute(SCHEMA.replace(" t(", " s("))
+                c.executemany("INSERT INTO s VALUES (?, 'synced', 0)", [(i,) for i in range(1, SYNCED + 1)])
+                c.commit()
             conns = {"cap": with_cap, "no": without, "peer": peer, "wcap": wal_cap, "wno": wal_no,
                      "plain": plain, "plainwal": plain_wal}
             bulk = {name: bulk_best(c, a.rows) for name, c in conns.items()}
-            auto = autocommit_interleaved(conns, a.updates, a.rows)
+            auto = autocommit_interleaved(conns, a.updates)
             w_cap, w_no, w_peer, w_wcap, w_wno = ({"bulk": bulk[n], "auto": auto[n]} for n in
                                                    ("cap", "no", "peer", "wcap", "wno"))
+            fold = fold_time(with_cap)
             print(f"capture overhead ({a.rows} rows bulk, {a.updates} autocommit updates)")
             line("  bulk insert: with capture", w_cap["bulk"], w_no["bulk"], "without capture")
             line("  bulk insert: with capture", w_cap["bulk"], w_peer["bulk"], "pyturso")
+            line("  bulk insert + its fold at push: with capture", w_cap["bulk"] + fold, w_no["bulk"],
+                 "without capture")
             line("  autocommit updates: with capture", w_cap["auto"], w_no["auto"], "without capture")
             line("  autocommit updates: with capture", w_cap["auto"], w_peer["auto"], "pyturso")
             line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_wno["bulk"], "without capture")
@@ -209,10 +235,10 @@ def main() -> None:
             print("flushes of one autocommit update, counted")
             turso_dbapi.connect(":memory:").close()  # the VFS is registered
             for label, c in (("replica, rollback journal", with_cap), ("replica, WAL", wal_cap)):
-                print(f"  {label:<36} {flushes_per_commit(c, a.rows)}")
+                print(f"  {label:<36} {flushes_per_commit(c)}")
             for label, name in (("plain file, rollback journal", "plain.db"), ("plain file, WAL", "plainwal.db")):
                 via = sqlite3.connect(f"file:{os.path.join(tmp, name)}?vfs=turso_dbapi", uri=True)
-                print(f"  {label:<36} {flushes_per_commit(via, a.rows)}")
+                print(f"  {label:<36} {flushes_per_commit(via)}")
                 via.close()
             for c in conns.values():
                 c.close()
