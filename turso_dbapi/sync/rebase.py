@@ -291,6 +291,7 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
                 skipped += failed
         else:
             replayed, skipped = _replay_rows(rc, src.all_changes(floor), server, on_conflict)
+        _log_deletes(rc, src, floor)
         for j in doc["after"] if install else ():
             _run(rc, _stmt_of(j))
     finally:
@@ -298,6 +299,30 @@ def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Opti
     if install:  # (a catch-up runs no DDL: its tables have their triggers already)
         capture.ensure_triggers(rc, log_rows=True)  # tables the replayed DDL created
     return replayed, skipped
+
+
+def _log_deletes(rc: sqlite3.Connection, src: replay_file.Reader, floor: int) -> None:
+    """Every replayed delete is logged, also of a row the new revision does not hold (no
+    trigger fires for it): the floor may predate a push racing this pull that sent the
+    row, and that push's server state must still get the delete (spec 6.6). A row the
+    trigger logged too has two log rows: harmless (push sends each key once)."""
+    ids = {name: i for i, name in rc.execute(f"SELECT id, name FROM {capture.TABLES} ORDER BY id")}
+    if src.legacy:
+        found: Dict[str, Tuple[capture.TableInfo, List[Tuple[Any, ...]]]] = {}
+        for info, _, ch in src.all_changes(floor):
+            if ch.row is None:
+                found.setdefault(info.name, (info, []))[1].append(tuple(ch.key))
+        items: List[Tuple[capture.TableInfo, Any]] = list(found.values())
+    else:
+        items = [(info, src.select(i, [f"k{j}" for j in range(replay_file.key_width(info))], floor, "NOT present"))
+                 for i, (info, _) in enumerate(src.tables)]
+    for info, keys in items:
+        t = ids.get(info.name)
+        if t is None:  # created by the replayed DDL: ensure_triggers logs its every row
+            continue
+        k = "?1" if info.kind != "pk" else "||','||".join(
+            f"quote(?{j + 1})" for j in range(replay_file.key_width(info)))
+        rc.executemany(f"INSERT INTO {capture.LOG}(t, k) VALUES ({int(t)}, {k})", keys)
 
 
 def attach(rc: sqlite3.Connection, replica: str, path: Optional[str] = None) -> bool:
