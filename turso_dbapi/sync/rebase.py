@@ -305,24 +305,29 @@ def _log_deletes(rc: sqlite3.Connection, src: replay_file.Reader, floor: int) ->
     """Every replayed delete is logged, also of a row the new revision does not hold (no
     trigger fires for it): the floor may predate a push racing this pull that sent the
     row, and that push's server state must still get the delete (spec 6.6). A row the
-    trigger logged too has two log rows: harmless (push sends each key once)."""
+    trigger logged too has two log rows: harmless (push sends each key once). One
+    INSERT ... SELECT a table from the attached replay file (set-based), else row by row."""
     ids = {name: i for i, name in rc.execute(f"SELECT id, name FROM {capture.TABLES} ORDER BY id")}
+    found: Dict[str, List[Tuple[Any, ...]]] = {}
     if src.legacy:
-        found: Dict[str, Tuple[capture.TableInfo, List[Tuple[Any, ...]]]] = {}
         for info, _, ch in src.all_changes(floor):
             if ch.row is None:
-                found.setdefault(info.name, (info, []))[1].append(tuple(ch.key))
-        items: List[Tuple[capture.TableInfo, Any]] = list(found.values())
-    else:
-        items = [(info, src.select(i, [f"k{j}" for j in range(replay_file.key_width(info))], floor, "NOT present"))
-                 for i, (info, _) in enumerate(src.tables)]
-    for info, keys in items:
+                found.setdefault(info.name, []).append(tuple(ch.key))
+    in_sql = not src.legacy and attached(rc)
+    for i, (info, _) in enumerate(src.tables):
         t = ids.get(info.name)
         if t is None:  # created by the replayed DDL: ensure_triggers logs its every row
             continue
-        k = "?1" if info.kind != "pk" else "||','||".join(
-            f"quote(?{j + 1})" for j in range(replay_file.key_width(info)))
-        rc.executemany(f"INSERT INTO {capture.LOG}(t, k) VALUES ({int(t)}, {k})", keys)
+        n = replay_file.key_width(info)
+        if in_sql:
+            key = "k0" if info.kind != "pk" else "||','||".join(f"quote(k{j})" for j in range(n))
+            rc.execute(f"INSERT INTO {capture.LOG}(t, k) SELECT {int(t)}, {key} FROM tdb_replay.r{i} "
+                       "WHERE m > ? AND NOT present", (floor,))
+            continue
+        key = "?1" if info.kind != "pk" else "||','||".join(f"quote(?{j + 1})" for j in range(n))
+        keys = found.get(info.name, []) if src.legacy else src.select(i, [f"k{j}" for j in range(n)], floor,
+                                                                       "NOT present")
+        rc.executemany(f"INSERT INTO {capture.LOG}(t, k) VALUES ({int(t)}, {key})", keys)
 
 
 def attach(rc: sqlite3.Connection, replica: str, path: Optional[str] = None) -> bool:
