@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -127,10 +128,31 @@ def wal_replica(server, path):
     return conn
 
 
-def run_campaign(server, path, steps):
+def run_campaign(server, path, steps, writer=False):
+    """``writer``: a thread of this process also commits rows into ``mine`` all along, so
+    pulls meet local commits between their side replay and their lock (caught up, or
+    built again)."""
     conn = wal_replica(server, path)
     stop = path + ".stop"
     procs = start_readers(path, stop)
+    done, committed, failures = threading.Event(), [], []
+
+    def write():
+        w = turso_dbapi.connect(path, timeout=30)
+        try:
+            while not done.is_set():
+                w.execute("INSERT INTO mine(pad) VALUES (x'01')")
+                w.commit()
+                committed.append(1)
+                time.sleep(0.003)
+        except Exception as exc:  # reported below
+            failures.append(repr(exc))
+        finally:
+            w.close()
+
+    thread = threading.Thread(target=write) if writer else None
+    if thread is not None:
+        thread.start()
     try:
         for _i in range(steps):
             server_step(server)
@@ -139,17 +161,27 @@ def run_campaign(server, path, steps):
             assert conn.pull() is True
             time.sleep(0.15)
     finally:
+        done.set()
+        if thread is not None:
+            thread.join()
         results = stop_readers(procs, stop)
+    assert failures == []
     assert conn.execute(CHECK).fetchone() == (steps,) * 4
-    assert conn.execute("SELECT COUNT(*) FROM mine").fetchone() == (steps,)
+    assert conn.execute("SELECT COUNT(*) FROM mine").fetchone() == (steps + len(committed),)
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     return results
 
 
-def test_readers_in_3_processes_x_2_threads_never_see_a_mix(turso_server, tmp_path):
+@pytest.mark.parametrize("writer", [False, True], ids=["pulls", "pulls+local-writer"])
+def test_readers_in_3_processes_x_2_threads_never_see_a_mix(turso_server, tmp_path, writer, monkeypatch):
+    from turso_dbapi.sync import side_replay
+
+    real_run, builds = side_replay.run, []
+    monkeypatch.setattr(side_replay, "run", lambda *a, **k: builds.append(1) or real_run(*a, **k))
     server_tables(turso_server)
     steps = 8
-    results = run_campaign(turso_server, str(tmp_path / "r.db"), steps)
+    results = run_campaign(turso_server, str(tmp_path / "r.db"), steps, writer)
+    print(f"\n{len(builds)} side replays for {steps} pulls")
     reads = sum(r["reads"] for r in results)
     mixed = [m for r in results for m in r["mixed"]]
     errors = [e for r in results for e in r["errors"]]
