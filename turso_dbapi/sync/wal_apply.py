@@ -342,13 +342,15 @@ def _commit(ic: sqlite3.Connection, store: PageStore, replica: str, built: Built
     catch-up cannot follow (build again). Local commits met before the lock are caught up
     there (a few times), so the lock finds the state the list was written for: it then
     covers only the check and the append."""
-    for _ in range(CATCH_UPS):
-        synced, local, size = built.frames()  # computed here, not under the lock
-        wal_writer.record(replica, built.state, built.salts, synced)  # (4)
-        if locked or not _moved(ic, built):
+    synced, local, size = built.frames()  # computed here, not under the lock
+    wal_writer.record(replica, built.state, built.salts, synced)  # (4)
+    for _ in range(CATCH_UPS if not locked else 0):
+        if not _moved(ic, built):
             break
         if not _catch_up(ic, store, replica, built, staged, client_id, on_conflict, locked=False):
             return False
+        synced, local, size = built.frames()  # the frames and their list follow every catch-up
+        wal_writer.record(replica, built.state, built.salts, synced)
     if not locked:
         _begin(ic, lock_error)  # (5)
     landed = False
