@@ -7,12 +7,14 @@ The reference server runs in its own process behind the fault proxy (``--latency
 request). Every figure is measured in this run, with its ratio:
 
 1. capture overhead on local writes (the replica's file, no network):
-   bulk insert of ``--rows`` rows in one transaction (best of 3, the table emptied before
-   each), and ``--updates`` single-row
-   autocommit updates, on (a) our replica with capture, (b) the same replica with the
+   bulk insert of ``--rows`` new rows in one transaction (best of 3, the table emptied
+   before each: on our replica they are the unpushed tail, sync/tail.py), and ``--updates``
+   single-row autocommit updates of rows the replica pulled (``SYNCED`` of them: every
+   update is logged), on (a) our replica with capture, (b) the same replica with the
    capture triggers dropped (what a write costs without capture), (c) pyturso's replica
    (its CDC on, as it always is), and (a) and (b) again in WAL mode (pyturso's mode).
-   Goals: a/b <= 1.3 (bulk), <= 1.5 (autocommit), a < c.
+   Goals: a/b <= 1.3 (bulk), <= 1.5 (autocommit), a < c. The tail's rows are logged in
+   bulk when a push starts (tail.fold): that time is printed too, against the insert's.
 2. push throughput: ``--changes`` local row changes (inserts), pushed over the proxy;
    rows/s, ours vs pyturso.
 3. pull with rebase: ``--changes`` unpushed local changes and one server change; time of
@@ -44,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - named, never silently skipped
     raise SystemExit(f"bench_sync needs pyturso (pip install pyturso, Python 3.10+): {exc}")
 
 SCHEMA = "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v INTEGER)"
+SYNCED = 10_000  # rows of table s on the server: the autocommit updates change them
 
 
 class Server:
@@ -84,6 +87,21 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def fold_time(conn: Any) -> float:
+    """The bulk logging of a replica's tails, as push's first step does it (tail.fold)."""
+    from turso_dbapi.sync import internal, tail
+
+    ic = internal.connect(conn._replica.path, conn._replica.conn_id)
+    try:
+        t0 = time.perf_counter()
+        ic.execute("BEGIN IMMEDIATE")
+        tail.fold(ic)
+        ic.execute("COMMIT")
+        return time.perf_counter() - t0
+    finally:
+        ic.close()
+
+
 def writes(conn: Any, rows: int, updates: int) -> Dict[str, float]:
     def bulk() -> None:
         conn.execute("DELETE FROM t")  # a rerun starts from the same table (its pages reused)
@@ -96,7 +114,7 @@ def writes(conn: Any, rows: int, updates: int) -> Dict[str, float]:
 
     def auto() -> None:
         for i in range(updates):
-            conn.execute("UPDATE t SET v = v + 1 WHERE id = ?", (i * 7 % rows + 1,))
+            conn.execute("UPDATE s SET v = v + 1 WHERE id = ?", (i * 7 % SYNCED + 1,))
             conn.commit()
 
     times: list = []
@@ -124,6 +142,8 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench-sync-")
     server = Server(os.path.join(tmp, "server.db"))
     server.sql(SCHEMA)
+    server.sql(SCHEMA.replace(" t(", " s("))
+    server.sql(f"INSERT INTO s SELECT value, 'synced', 0 FROM generate_series(1, {SYNCED})")
     proxy = FaultProxy(server.url, latency=a.latency_ms / 1000).start()
     try:
         # 1. capture overhead ----------------------------------------------------------------
@@ -142,9 +162,12 @@ def main() -> None:
             w_cap, w_no, w_peer = writes(with_cap, a.rows, a.updates), writes(without, a.rows, a.updates), \
                 writes(peer, a.rows, a.updates)
             w_wcap, w_wno = writes(wal_cap, a.rows, a.updates), writes(wal_no, a.rows, a.updates)
+            fold = fold_time(with_cap)
             print(f"capture overhead ({a.rows} rows bulk, {a.updates} autocommit updates)")
             line("  bulk insert: with capture", w_cap["bulk"], w_no["bulk"], "without capture")
             line("  bulk insert: with capture", w_cap["bulk"], w_peer["bulk"], "pyturso")
+            line("  bulk insert + its fold at push: with capture", w_cap["bulk"] + fold, w_no["bulk"],
+                 "without capture")
             line("  autocommit updates: with capture", w_cap["auto"], w_no["auto"], "without capture")
             line("  autocommit updates: with capture", w_cap["auto"], w_peer["auto"], "pyturso")
             line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_wno["bulk"], "without capture")

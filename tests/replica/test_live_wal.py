@@ -60,13 +60,13 @@ def test_stale_read_case_returns_the_wal_rows(live, tmp_path, partial):
     assert con.execute("select count(*) from t").fetchone() == (1500,)
     assert con.execute("select max(id) from t").fetchone() == (1500,)
     lines = log.lines()
-    # the open, the whole WAL, one byte of the database with If-Match (S1-S3); the 500 rows
+    # the open, the whole WAL, the open's block again with If-Match (S1-S3); the 500 rows
     # are WAL pages; the open reads page 1 only (issue 13), so partial=True then reads the
     # table's root and two scan windows of the 69 KiB database, each confirmed by the WAL
     # after it (partial=False reads the header first, then the rest in one download request)
     assert [line.split(" range=")[0] for line in lines[:3]] == [
         f"GET /{live.name}", f"GET /{live.name}-wal", f"GET /{live.name}"]
-    assert "range=bytes=0-0 " in lines[2]
+    assert "range=bytes=0-4095 " in lines[0] and "range=bytes=0-4095 " in lines[2]  # one cacheable block
     assert body_bytes(lines[1]) == live.wal_size()
     # (partial=False: its download is a database read, confirmed by the WAL after it)
     assert con.stats().requests == len(lines) == (3 + 3 * 2 if partial else 5)
@@ -85,10 +85,18 @@ def test_pull_after_commits_fetches_only_the_new_wal_bytes(live, tmp_path):
     assert con.pull() is True
     lines = log.lines()
     assert len(lines) == 1 and con.stats().requests == requests + 1
-    # the header and a 64 KiB window after the last frame we had (the 200 rows fit in it)
-    assert f"GET /{live.name}-wal range=bytes=0-31,{before_wal}-{before_wal + 65535} status=206" in lines[0]
-    # the new frames, the 32-byte header, and the multipart framing (a few hundred bytes)
-    assert grown + 32 <= body_bytes(lines[0]) <= grown + 32 + 400
+    # the header's 4 KiB block and a 64 KiB window from the 4 KiB boundary below the last
+    # frame we had (the 200 rows fit in it), as aligned blocks (wal_reader (5): cacheable)
+    floor = before_wal // 4096 * 4096
+    window = [(floor, floor + 4095), (floor + 4096, floor + 8191), (49152, 65535), (65536, 81919),
+              (81920, 98303), (98304, 102399), (102400, 106495)]
+    assert 40960 <= floor < 45056  # the blocks above are those of this WAL's size
+    spec = ",".join(f"{a}-{b}" for a, b in [(0, 4095)] + window)
+    assert f"GET /{live.name}-wal range=bytes={spec} status=206" in lines[0]
+    # the new frames, the header's block, the part of the window's first block we had, and
+    # the multipart framing (about 100 bytes a part)
+    known = 4096 + before_wal - floor
+    assert grown + known <= body_bytes(lines[0]) <= grown + known + 8 * 120
     log.mark()
     assert con.execute("select count(*), max(id) from t").fetchone() == (1700, 1700)
     assert log.lines() == []  # every changed page came with the frames
@@ -109,7 +117,7 @@ def test_pull_sees_a_checkpoint_and_a_restarted_wal(live, tmp_path):
     assert con.pull() is True
     lines = [line.split(" status")[0] for line in log.lines()]
     # the tail read sees another header; then S1-S3 again (open, whole WAL, If-Match byte)
-    assert f"GET /{live.name}-wal range=bytes=0-31," in lines[0]
+    assert f"GET /{live.name}-wal range=bytes=0-4095," in lines[0]
     assert [line.split(" range=")[0] for line in lines[1:]] == [
         f"GET /{live.name}", f"GET /{live.name}-wal", f"GET /{live.name}"]
     assert con.execute("select count(*), max(id) from t").fetchone() == (1517, 1517)
@@ -284,16 +292,19 @@ def test_fault_proxy_on_wal_requests(live, tmp_path, fault_proxy):
     assert con.execute("select count(*) from t").fetchone() == (1500,)
     assert con.stats().retries == 1  # the short WAL body was read again
     live.insert(5)
-    # a server that answers the multi-range tail read with the whole file: two ranged
-    # requests instead (header, tail), and from then on
+    # a server that answers the multi-range tail read with the whole file: single ranges
+    # instead, from then on: the header's block and the 64 KiB block holding the WAL's end,
+    # here one and the same (a WAL under 64 KiB): one request (wal_reader (5))
+    assert live.wal_size() < 65536
     fault_proxy.clear()
     fault_proxy.inject("full200", when=is_wal, times=1)
     assert con.pull() is True
-    assert [r.status for r in fault_proxy.records] == [200, 206, 206]
+    assert [r.status for r in fault_proxy.records] == [200, 206]
+    assert fault_proxy.records[1].range == "bytes=0-65535"
     assert con.execute("select count(*) from t").fetchone() == (1505,)
     live.insert(1)
     fault_proxy.clear()
-    assert con.pull() is True and len(fault_proxy.records) == 2
+    assert con.pull() is True and len(fault_proxy.records) == 1
     # 200 for a single range: an error that names the problem, nothing changed
     live.insert(1)
     fault_proxy.clear()
@@ -393,10 +404,44 @@ def test_a_restarted_wal_s_leftovers_are_not_downloaded_again(live, tmp_path):
     log = Log(live.nginx)
     assert con.pull() is False
     (line,) = log.lines()
-    assert body_bytes(line) < 66 * 1024  # the header and one window, not the old frames
+    assert body_bytes(line) < 70 * 1024  # the header's block and one window, not the old frames
     live.insert(2000, per_commit=2000)  # a commit larger than the window: two requests
     log.mark()
     assert con.pull() is True
     assert len(log.lines()) == 2
     assert con.execute("select count(*) from t").fetchone() == (6501,)
     con.close()
+
+
+def test_a_live_connection_keeps_its_lock_between_statements_and_pulls_still_switch(live, tmp_path):
+    """replica/live.py (X): SQLite's per-transaction lock, hot-journal check and change
+    counter read are skipped between pulls (locking_mode=EXCLUSIVE); a pull lets go of the
+    lock, switches, and takes it back, and the next statement sees the new state."""
+    import threading
+
+    from turso_dbapi.storage.vfs import replica_uri
+
+    live.settle()
+    con = connect(live, tmp_path)
+    assert con.execute("select count(*) from t").fetchone() == (1500,)
+    replica = con._replica
+    other = sqlite3.connect(replica_uri(replica.store.path, replica.conn_id), uri=True, timeout=0,
+                            isolation_level=None, check_same_thread=False)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN EXCLUSIVE")  # held between statements (without (X): free)
+    live.insert(20)
+    errors = []
+    worker = threading.Thread(target=lambda: errors.append(pytest.raises(
+        turso_dbapi.OperationalError, con.pull).value))
+    worker.start()
+    worker.join()
+    assert errors and "own thread" in str(errors[0]) and "Nothing was changed" in str(errors[0])
+    assert con.execute("select count(*) from t").fetchone() == (1500,)  # nothing changed
+    assert con.pull() is True
+    assert con.execute("select count(*), max(id) from t").fetchone() == (1520, 1520)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN EXCLUSIVE")  # held again after the pull
+    con.close()
+    other.execute("BEGIN EXCLUSIVE")  # closed: the lock went with it
+    other.execute("ROLLBACK")
+    other.close()

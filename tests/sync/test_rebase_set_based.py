@@ -184,3 +184,4 @@ def test_the_replay_file_is_extracted_before_the_lock_and_redone_if_a_commit_cam
     assert conn.execute("SELECT id FROM a WHERE id IN (-6, 5000) ORDER BY id").fetchall() == [(-6,), (5000,)]
     assert conn.execute("SELECT count(*) FROM a WHERE id >= 1000").fetchone() == (21,)
     assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]  # the stale file is gone
+

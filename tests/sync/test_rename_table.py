@@ -12,7 +12,7 @@ import pytest
 
 import turso_dbapi
 from support.faultproxy import FaultProxy
-from turso_dbapi.sync import capture
+from turso_dbapi.sync import capture, changes
 
 
 def _tables(conn):
@@ -31,7 +31,8 @@ def _pushed_sql(proxy):
 
 
 def _logged(conn):
-    return conn.execute(f"SELECT k FROM {capture.LOG} ORDER BY id").fetchall()
+    """The keys pending a push, oldest first: logged, then the tails' (sync/tail.py)."""
+    return [c.key for c in changes.collect(conn, 0).rows]
 
 
 def test_a_renamed_table_is_pushed_as_a_rename_and_every_peer_sees_it(turso_server, tmp_path):

@@ -221,8 +221,11 @@ def connect_range(
         class_for = live_class if follows else remote_class
         conn = open_connection(replica_uri(path, conn_id, readonly=readonly), factory, connect_kwargs,
                                class_for)
-        attach_replica(conn, Replica(store, source, handler, conn_id, path, follow_ms=opts.get("follow"),
-                                     lock_fd=lock_fd, private=private, handler_opts=handler_opts))
+        replica = Replica(store, source, handler, conn_id, path, follow_ms=opts.get("follow"),
+                          lock_fd=lock_fd, private=private, handler_opts=handler_opts)
+        attach_replica(conn, replica)
+        if follows:
+            replica.keep_lock(conn)  # (replica.live (X)) one connection, pulls switch its pages
         return conn
     except BaseException:
         if lock_fd >= 0:

@@ -33,7 +33,7 @@ THE SNAPSHOT is (generation G with committed frames 1..N, database pin E). Reque
 this order (each starts after the previous one ended):
   S1. the database open (leading bytes, pin E);                       [range.py]
   S2. the whole WAL, when S1's header says WAL mode: G, frames 1..N;
-  S3. with a settled pin: one byte of the database with If-Match E;
+  S3. with a settled pin: the open's block of the database with If-Match E;
   S3'/S4. otherwise (or S3 answered 412): the leading bytes again (pin E'), then the WAL
       header and the bytes after frame N (one multi-range request): the snapshot becomes
       frames 1..N' (N' >= N) over the file as S3' read it.
@@ -67,8 +67,8 @@ PROOF (the image "frames 1..N over the file at E" is a state the writer committe
     generation would have to be written, checkpointed and truncated within S3' (the
     window left: one request, and a commit plus a TRUNCATE checkpoint inside it).
 READS (misses) of pages not in frames 1..N:
-  C. while a WAL is there: the pages are read without preconditions, then the WAL is read
-     again (header + the bytes after frame N). If the header is still G and no committed
+  C. while a WAL is there: the pages are read without preconditions (as aligned blocks,
+     ``unpinned_read``), then the WAL is read again (header + the bytes after frame N). If the header is still G and no committed
      frame after N wrote one of those pages, the pages equal their image at frame N (W2:
      the file holds backfills of G only, and none of frames > N touched them) — even if
      a checkpoint wrote the file WHILE the reply was streamed (a validator cannot tell
@@ -109,9 +109,9 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from .. import _reference as ref
 from ..errors import RemoteChangedError
 from ..storage.wal_index import WalIndex
-from ..transport.http import Reply, TransientReplyError
-from .range import HttpRangeSource, page_runs
-from .range_reply import Validators, content_range, is_encoded
+from ..transport.http import Reply
+from .range import HttpRangeSource
+from .unpinned_read import read_pages
 from .wal_reader import ABSENT as _ABSENT, WalReader, wal_url
 
 MAX_SNAPSHOT_ATTEMPTS = 4  # a writer restarting the WAL under every attempt is an error
@@ -476,14 +476,7 @@ class LiveSource:
         wal = self.wal
         if wal is None:  # no generation to confirm against: F
             return self._pinned_fetch(pgnos)
-        out: Dict[int, bytes] = {}
-        pin = None
-        ps = self.page_size
-        for first, last in page_runs(pgnos):
-            data, pin = self._read_unpinned(first, last)
-            for i, p in enumerate(range(first, last + 1)):
-                page = data[i * ps:(i + 1) * ps]
-                out[p] = page if len(page) == ps else page.ljust(ps, b"\x00")
+        out = read_pages(self.db, pgnos)  # aligned blocks, multi-range (unpinned_read U1-U3)
         got = self.wal_reader.tail(wal)
         if got is None or not wal.same_generation(got[0]):
             self.stale = True
@@ -504,24 +497,11 @@ class LiveSource:
         self.stats.add(pages=len(out))
         return out
 
-    def _read_unpinned(self, first: int, last: int) -> Tuple[bytes, Any]:
-        start, end = self.db._byte_range(first, last)
-
-        def check(reply: Reply) -> Tuple[bytes, Any]:
-            if reply.status != 206 or is_encoded(reply):
-                raise self.db._http.error(reply, f"cannot read pages {first}-{last}")
-            got_first, got_last, _total = content_range(reply)
-            body = reply.body or b""
-            if (got_first, got_last) != (start, end) or len(body) != end - start + 1:
-                raise TransientReplyError(f"short or misplaced body for bytes={start}-{end}")
-            return body, Validators(reply.headers)
-
-        return self.db._http.request("GET", headers={"Range": f"bytes={start}-{end}"}, check=check,
-                                     what=f"cannot read pages {first}-{last}")
-
     def _db_unchanged(self) -> bool:
-        """S3: one byte of the database with If-Match (a 412 means it changed)."""
+        """S3: the open's leading block of the database with If-Match (a 412 means it
+        changed): the same range as every open, so a cache holds it (range.py (9))."""
         pinned = self.db._pinned
+        last = max(0, min(self.db.open_bytes, self.db.size) - 1)
 
         def check(reply: Reply) -> bool:
             if reply.status in (412, 416) or pinned.differs(reply.headers):
@@ -530,7 +510,7 @@ class LiveSource:
                 raise self.db._http.error(reply, "cannot check the remote database")
             return True
 
-        headers = {"Range": "bytes=0-0"}
+        headers = {"Range": f"bytes=0-{last}"}
         headers.update(pinned.preconditions())
         return self.db._http.request("GET", headers=headers, check=check,
                                      what="cannot check the remote database")

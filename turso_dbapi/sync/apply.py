@@ -229,7 +229,8 @@ def _replay(store: PageStore, replica: str, conn_id: int, client_id: str, staged
         rebase.attach(rc, replica)  # before the transaction: the replay reads it in SQL
         rc.execute("BEGIN EXCLUSIVE")
         try:
-            pull_end.replay(rc, replica, client_id, staged, store.read_page, on_conflict)
+            pull_end.replay(rc, replica, client_id, staged, store.read_page, on_conflict,
+                            local=store.first_absent(1) == 0)
             rc.execute("COMMIT")
         except BaseException:
             rc.execute("ROLLBACK")

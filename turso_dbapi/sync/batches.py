@@ -7,7 +7,11 @@ statement would carry the later transaction's effect into the earlier batch, or 
 earlier transaction's change out of it. So:
 
 * the candidate cuts are the log ids that start a local transaction (``Changes.starts``:
-  rows whose ``x`` is set, capture.py / _native/txn.c);
+  rows whose ``x`` is a transaction id, capture.py / _native/txn.c) after the BARRIER
+  (``Changes.barrier``): rows logged in bulk (a tail folded, tail.py, or a new table's
+  rows) belong to transactions nobody recorded, possibly older than any mark, so no cut
+  is made at or before the first of them; a push that sends tail rows (unlogged, their
+  transactions unknown too) makes no cut at all;
 * a candidate is VALID when no collected key has its oldest log id before it and its newest
   at or after it;
 * a batch is sealed at the first valid cut after it holds ``threshold`` row changes, its
@@ -34,7 +38,7 @@ Batch = Tuple[List[Stmt], int]  # (statements, high-water log id)
 
 def valid_cuts(changes: Changes) -> List[int]:
     """The transaction starts no collected key straddles, ascending."""
-    starts = sorted(changes.starts)
+    starts = sorted(s for s in changes.starts if s > changes.barrier)
     if not starts:
         return []
     # A key with log rows in [first, newest] straddles every start s with first < s <= newest:

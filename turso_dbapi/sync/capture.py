@@ -70,7 +70,8 @@ LOG = "sqlite_tdb_log"
 TABLES = "sqlite_tdb_tables"
 SCHEMA = "sqlite_tdb_schema"
 STATE = "sqlite_tdb_state"
-VERSION = 2  # of the machinery: 2 = the log has x (transaction ids) and no NOT NULL
+VERSION = 3  # of the machinery: 2 = the log has x (transaction ids) and no NOT NULL; 3 = tails
+BULK = -1  # x of the first row a transaction logs in bulk: push cuts no batch before it
 LOG_SQL = f"CREATE TABLE IF NOT EXISTS {LOG}(id INTEGER PRIMARY KEY, t, k, x)"
 HW_TABLE = "turso_sync_last_change_id"  # the server's high-water table: never captured
 _PEER_INTERNAL = ("turso_cdc", "__turso_internal")  # pyturso's own objects
@@ -105,6 +106,7 @@ class TableInfo:
     pk: Tuple[str, ...]  # primary key columns in key order
     kind: str  # alias | rowid | pk
     rowid_name: str  # a name of the rowid not shadowed by a column
+    rowid: Optional[str] = None  # SQL naming the rowid: None for WITHOUT ROWID (or every name shadowed)
 
     def key_expr(self, row: str) -> str:
         """SQL of this table's logged key for ``row`` (NEW or OLD) inside a trigger."""
@@ -140,6 +142,7 @@ def table_info(conn: sqlite3.Connection, name: str, sql: Optional[str] = None) -
     without_rowid = bool(WITHOUT_ROWID.search(sql))
     names = {c.lower() for c in stored}
     rowid_name = next((n for n in ("rowid", "_rowid_", "oid") if n not in names), "rowid")
+    rowid = None if without_rowid or rowid_name in {c[1].lower() for c in cols} else rowid_name
     if not pk:
         kind = "rowid"
     elif without_rowid:
@@ -148,7 +151,9 @@ def table_info(conn: sqlite3.Connection, name: str, sql: Optional[str] = None) -
         kind = "alias"
     else:
         kind = "pk"
-    return TableInfo(name, stored, pk, kind, rowid_name)
+    if kind == "alias":
+        rowid = qi(pk[0])
+    return TableInfo(name, stored, pk, kind, rowid_name, rowid)
 
 
 def _is_alias(conn: sqlite3.Connection, table: str, col: str, cols: list) -> bool:
@@ -202,11 +207,14 @@ class Writable:
         self.conn.execute("PRAGMA writable_schema = OFF")
 
 
-def install(conn: sqlite3.Connection, *, gen: int, log_rows: bool = False) -> None:
+def install(conn: sqlite3.Connection, *, gen: int, log_rows: bool = False, tails: bool = False) -> None:
     """Create the machinery over the current (synced) state, inside the caller's write
     transaction: empty log, the current schema as the synced one, triggers on every table
     without logging their rows (they are the server's) - unless ``log_rows``: a replica
-    that already holds uncaptured local changes logs every row, so none is lost."""
+    that already holds uncaptured local changes logs every row, so none is lost. With
+    ``tails`` (every page is local, so reading each table's largest rowid fetches nothing)
+    tables get their tails now; otherwise every change is logged until the first push
+    starts them (tail.fold)."""
     with Writable(conn):
         conn.execute(LOG_SQL)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLES}(id INTEGER PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL)")
@@ -215,35 +223,38 @@ def install(conn: sqlite3.Connection, *, gen: int, log_rows: bool = False) -> No
     snapshot_schema(conn)
     conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES ('gen', ?)", (gen,))
     conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES ('version', ?)", (VERSION,))
-    ensure_triggers(conn, log_rows=log_rows)
+    ensure_triggers(conn, log_rows=log_rows, tails=tails or log_rows)
 
 
 def outdated(conn: sqlite3.Connection) -> bool:
-    """Machinery made by an older version (no transaction ids in its log)."""
+    """Machinery made by an older version (no transaction ids in its log, or no tails)."""
     row = conn.execute(f"SELECT value FROM {STATE} WHERE key = 'version'").fetchone()
     return (int(row[0]) if row else 1) < VERSION
 
 
-def upgrade(conn: sqlite3.Connection) -> None:
+def upgrade(conn: sqlite3.Connection, *, tails: bool = False) -> None:
     """Bring older machinery to VERSION inside the caller's write transaction, keeping the
     log's rows and table ids: the log gets its x column (its old rows: one transaction) and
-    loses its NOT NULL, every table its current triggers. SQLite refuses ALTER and DROP
+    loses its NOT NULL, every table its current triggers - with ``tails``, a tail whose
+    frontier is the table's largest rowid (the older triggers logged every change, so no
+    row above it is unlogged; without, the first push starts it). SQLite refuses ALTER and DROP
     of ``sqlite_*`` tables, so the log's declaration is rewritten in the schema - a change
     the file format allows for appending a column and removing a NOT NULL (SQLite's
     "other kinds of table schema changes"), with the schema cookie bumped so every
     connection reloads it."""
     with Writable(conn):
-        for name in _triggers(conn):
+        for name in our_triggers(conn):
             conn.execute(f"DROP TRIGGER IF EXISTS {qi(name)}")
         cookie = conn.execute("PRAGMA schema_version").fetchone()[0]
         conn.execute("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?",
                      (LOG_SQL.replace(" IF NOT EXISTS", ""), LOG))
         conn.execute(f"PRAGMA schema_version = {int(cookie) + 1}")
     with Writable(conn):
-        for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {TABLES}").fetchall():
+        latest = {name: (i, kind) for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {TABLES} ORDER BY id")}
+        for name, (i, kind) in latest.items():  # (a table recreated under its name has a newer id)
             info = table_info(conn, name)
             if info is not None and info.kind == kind:
-                create_triggers(conn, i, info)
+                create_triggers(conn, i, info, top_rowid(conn, info) if tails else None)
     conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES ('version', ?)", (VERSION,))
 
 
@@ -261,16 +272,50 @@ def generation(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _triggers(conn: sqlite3.Connection) -> Dict[str, str]:
+def our_triggers(conn: sqlite3.Connection) -> Dict[str, str]:
     """{trigger name: table} of our triggers."""
     return {n: t for n, t in conn.execute(
         "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'sqlite\\_tdb\\_%' ESCAPE '\\'")}
 
 
+# -- tails: frontiers ----------------------------------------------------------------------
+
+_FRONTIER = "f:"  # sqlite_tdb_state key of table id i's frontier: 'f:<i>'
+
+
+def frontiers(conn: sqlite3.Connection) -> Dict[int, int]:
+    """{table id: frontier} of the tables with a tail."""
+    n = len(_FRONTIER)
+    return {int(k[n:]): int(v) for k, v in conn.execute(
+        f"SELECT key, value FROM {STATE} WHERE key >= ? AND key < ?", (_FRONTIER, _FRONTIER[:-1] + ";"))}
+
+
+def frontier(conn: sqlite3.Connection, i: int) -> Optional[int]:
+    row = conn.execute(f"SELECT value FROM {STATE} WHERE key = ?", (f"{_FRONTIER}{i}",)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def top_rowid(conn: sqlite3.Connection, info: TableInfo) -> Optional[int]:
+    """The frontier a table's tail starts from when every row it holds is synced or
+    logged: its largest rowid (0 when empty); None when it has no rowid to tell by."""
+    if info.rowid is None:
+        return None
+    top = conn.execute(f"SELECT MAX({info.rowid}) FROM {qi(info.name)}").fetchone()[0]
+    return 0 if top is None else int(top)
+
+
+def trigger_names(i: int, tail: bool) -> Tuple[str, str, str]:
+    """The insert, delete and update triggers of table id ``i``. With a tail they have
+    names an older version does not know: it then takes the table for one without
+    triggers and logs every row it holds before a push or a pull (nothing is lost)."""
+    return tuple(f"{PREFIX}{i}_{'t' if tail else ''}{op}" for op in "idu")  # type: ignore[return-value]
+
+
 def untracked(conn: sqlite3.Connection) -> List[TableInfo]:
     """User tables whose changes the triggers do not log (yet)."""
-    trig = _triggers(conn)
+    trig = our_triggers(conn)
     mapping = {name: (i, kind) for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {TABLES}")}
+    tails = frontiers(conn)
     out = []
     for name, sql in user_tables(conn):
         info = table_info(conn, name, sql)
@@ -278,19 +323,21 @@ def untracked(conn: sqlite3.Connection) -> List[TableInfo]:
             continue
         i, kind = mapping.get(name, (None, None))
         ok = i is not None and kind == info.kind and all(
-            trig.get(f"{PREFIX}{i}_{op}") == name for op in "iud")
+            trig.get(t) == name for t in trigger_names(i, i in tails and info.rowid is not None))
         if not ok:
             out.append(info)
     return out
 
 
-def ensure_triggers(conn: sqlite3.Connection, *, log_rows: bool = True) -> int:
+def ensure_triggers(conn: sqlite3.Connection, *, log_rows: bool = True, tails: bool = True) -> int:
     """Give every untracked table fresh triggers (inside the caller's write transaction);
-    with ``log_rows`` also log every row it holds. Returns the number of tables fixed."""
+    with ``log_rows`` also log every row it holds. With ``tails`` its tail starts above the
+    rows it holds (reading its largest rowid). Returns the number of tables fixed."""
     todo = untracked(conn)
     if not todo:
         return 0
-    trig = _triggers(conn)
+    trig = our_triggers(conn)
+    first = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {LOG}").fetchone()[0]
     with Writable(conn):
         for info in todo:
             for tname, tbl in trig.items():  # stale triggers of this table (a rename)
@@ -298,29 +345,55 @@ def ensure_triggers(conn: sqlite3.Connection, *, log_rows: bool = True) -> int:
                     conn.execute(f"DROP TRIGGER IF EXISTS {qi(tname)}")
             cur = conn.execute(f"INSERT INTO {TABLES}(name, kind) VALUES (?, ?)", (info.name, info.kind))
             i = cur.lastrowid
-            create_triggers(conn, i, info)
             if log_rows:
-                # no mark: an uncorrelated subquery would be evaluated once, marking every row
                 conn.execute(f"INSERT INTO {LOG}(t, k) SELECT {i}, {info.key_of_rows()} FROM {qi(info.name)}")
+            create_triggers(conn, i, info, top_rowid(conn, info) if tails else None)
+    if log_rows:
+        mark_bulk(conn, first)
     return len(todo)
+
+
+def mark_bulk(conn: sqlite3.Connection, after: int) -> None:
+    """The rows just logged in bulk after log id ``after`` belong to transactions nobody
+    recorded: their first row gets x = BULK, before which push cuts no batch (batches.py)."""
+    conn.execute(f"UPDATE {LOG} SET x = {BULK} WHERE id = (SELECT MIN(id) FROM {LOG} WHERE id > ?)", (after,))
 
 
 TXN = "(SELECT id FROM sqlite_tdb_txn)"  # the transaction's id on its first log row, NULL after
 
 
-def create_triggers(conn: sqlite3.Connection, i: int, info: TableInfo) -> None:
-    """The three triggers of table id ``i`` (writable_schema on). An UPDATE's second row
-    (its new key) never starts a transaction: its first row came just before. The
-    subquery runs once per trigger invocation, i.e. per row."""
+def create_triggers(conn: sqlite3.Connection, i: int, info: TableInfo, tail: Optional[int]) -> None:
+    """The three triggers of table id ``i`` (writable_schema on), with a tail above rowid
+    ``tail`` (None: none, every change logged), recorded in the same transaction. An
+    UPDATE's second row (its new key) never starts a transaction: its first row came just
+    before. The subquery runs once per trigger invocation, i.e. per row."""
     t = qi(info.name)
     new, old = info.key_expr("NEW"), info.key_expr("OLD")
-    conn.execute(f"CREATE TRIGGER {PREFIX}{i}_i AFTER INSERT ON {t} BEGIN "
+    if info.rowid is None:
+        tail = None
+    conn.execute(f"DELETE FROM {STATE} WHERE key = ?", (f"{_FRONTIER}{i}",))
+    w_ins = w_del = w_upd = ""
+    if tail is not None:
+        conn.execute(f"INSERT INTO {STATE}(key, value) VALUES (?, ?)", (f"{_FRONTIER}{i}", int(tail)))
+        f = int(tail)
+        w_ins = f" WHEN NEW.{info.rowid} <= {f}"
+        w_del = f" WHEN OLD.{info.rowid} <= {f}"
+        w_upd = f" WHEN OLD.{info.rowid} <= {f} OR NEW.{info.rowid} <= {f}"
+    ins, dele, upd = trigger_names(i, tail is not None)
+    conn.execute(f"CREATE TRIGGER {ins} AFTER INSERT ON {t}{w_ins} BEGIN "
                  f"INSERT INTO {LOG}(t, k, x) VALUES ({i}, {new}, {TXN}); END")
-    conn.execute(f"CREATE TRIGGER {PREFIX}{i}_d AFTER DELETE ON {t} BEGIN "
+    conn.execute(f"CREATE TRIGGER {dele} AFTER DELETE ON {t}{w_del} BEGIN "
                  f"INSERT INTO {LOG}(t, k, x) VALUES ({i}, {old}, {TXN}); END")
-    conn.execute(f"CREATE TRIGGER {PREFIX}{i}_u AFTER UPDATE ON {t} BEGIN "
+    conn.execute(f"CREATE TRIGGER {upd} AFTER UPDATE ON {t}{w_upd} BEGIN "
                  f"INSERT INTO {LOG}(t, k, x) VALUES ({i}, {old}, {TXN}); "
                  f"INSERT INTO {LOG}(t, k) SELECT {i}, {new} WHERE ({new}) IS NOT ({old}); END")
+
+
+def drop_triggers(conn: sqlite3.Connection, i: int) -> None:
+    """Table id ``i``'s triggers, of either naming (writable_schema on)."""
+    for tail in (False, True):
+        for name in trigger_names(i, tail):
+            conn.execute(f"DROP TRIGGER IF EXISTS {name}")
 
 
 _RENAME = "rename:"

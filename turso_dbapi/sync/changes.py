@@ -32,7 +32,7 @@ import re
 import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import capture
+from . import capture, tail as tails
 from ..errors import NotSupportedError
 from .capture import TableInfo, qi
 
@@ -78,6 +78,9 @@ class Changes:
     by_rowid: Dict[str, int] = dataclasses.field(default_factory=dict)  # collect(rowid_rows=False)
     starts: List[int] = dataclasses.field(default_factory=list)  # log ids that begin a local transaction
     renames: Dict[str, str] = dataclasses.field(default_factory=dict)  # tables renamed, {new: synced name}
+    barrier: int = 0  # no batch is cut at a start at or before this log id (batches.py)
+    tails: Dict[str, int] = dataclasses.field(default_factory=dict)  # table -> frontier (non-empty tails)
+    tail_id: int = 0  # the change id of tail rows: above every log id (tail.py)
 
     def row_statements(self, transform: Optional[Callable[[Change], Optional[Change]]] = None) -> List[Stmt]:
         return [s for group in self.row_groups(transform) for s in group]
@@ -178,23 +181,31 @@ def current_row(conn: sqlite3.Connection, info: TableInfo, key: Sequence[Any]) -
     return None if row is None else dict(zip(info.columns, row))
 
 
-def rowid_changes_sql(info: TableInfo, first: bool = False) -> str:
+def rowid_changes_sql(info: TableInfo, first: bool = False, tail: bool = False) -> str:
     """The changed rows of a table keyed by its rowid, in ONE query (a join of the log's
     keys with the table) instead of one per key; parameters (table id, after). Each row:
     newest log id, 1 when the row exists (0: deleted), key, the row's columns (and with
-    ``first`` the oldest log id of the key)."""
+    ``first`` the oldest log id of the key). With ``tail`` also the tail's rows (tail.py),
+    with parameters (table id, after, frontier, tail id): a key logged and now in the
+    tail comes once, as a tail row (its newest state is pending whatever was pushed)."""
     cols = ", ".join(f"r.{qi(c)}" for c in info.columns)
     key = qi(info.pk[0]) if info.kind == "alias" else info.rowid_name
     oldest = (", l.f", ", MIN(id) AS f") if first else ("", "")
-    return (f"SELECT l.m, r.{key} IS NOT NULL, l.k, {cols}{oldest[0]} FROM "
-            f"(SELECT k, MAX(id) AS m{oldest[1]} FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k) AS l "
-            f"LEFT JOIN {qi(info.name)} AS r ON r.{key} = l.k")
+    sql = (f"SELECT l.m, r.{key} IS NOT NULL, l.k, {cols}{oldest[0]} FROM "
+           f"(SELECT k, MAX(id) AS m{oldest[1]} FROM {capture.LOG} WHERE t = ?1 AND id > ?2 GROUP BY k) AS l "
+           f"LEFT JOIN {qi(info.name)} AS r ON r.{key} = l.k")
+    if tail:
+        sql += (f" WHERE r.{key} IS NULL OR r.{key} <= ?3 UNION ALL SELECT ?4, 1, r.{key}, {cols}"
+                f"{', ?4' if first else ''} FROM {qi(info.name)} AS r WHERE r.{key} > ?3")
+    return sql
 
 
-def _rowid_changes(conn: sqlite3.Connection, t: int, info: TableInfo, after: int) -> List[Change]:
+def _rowid_changes(conn: sqlite3.Connection, t: int, info: TableInfo, after: int,
+                   tail: Optional[Tuple[int, int]]) -> List[Change]:
     out = []
     n = len(info.columns)
-    for row in conn.execute(rowid_changes_sql(info, first=True), (t, after)):
+    sql = rowid_changes_sql(info, first=True, tail=tail is not None)
+    for row in conn.execute(sql, (t, after) + (tail or ())):
         values = dict(zip(info.columns, row[3:3 + n])) if row[1] else None
         out.append(Change(info.name, (row[2],), values, row[0], row[3 + n]))
     return out
@@ -207,7 +218,9 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
     rebase cannot install triggers first: it must not write before setting the layer aside).
     Without ``rowid_rows`` the logged changes of tables keyed by their rowid are left out of
     ``rows`` and named in ``Changes.by_rowid`` (table -> log table id): the caller reads
-    them with ``rowid_changes_sql`` (the rebase copies them in SQL, with no Python per row)."""
+    them with ``rowid_changes_sql`` (the rebase copies them in SQL, with no Python per row).
+    Every table's tail (tail.py) is included, as changes with id ``last + 1``: they are
+    pending however far the log was pushed."""
     infos: Dict[str, TableInfo] = {}
     for name, sql in capture.user_tables(conn):
         info = capture.table_info(conn, name, sql)
@@ -218,43 +231,69 @@ def collect(conn: sqlite3.Connection, after: int, *, untracked_rows: bool = Fals
         full.update(i.name for i in capture.untracked(conn))
     mapping = {i: (name, kind) for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {capture.TABLES}")}
     last = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {capture.LOG}").fetchone()[0]
+    tail_id = last + 1
+    tail_of = {i: (info.name, f) for i, info, f in tails.tables(conn, infos)
+               if info.name not in full and tails.nonempty(conn, info, f)}
     rows: List[Change] = []
     by_rowid: Dict[str, int] = {}
-    for (t,) in conn.execute(f"SELECT DISTINCT t FROM {capture.LOG} WHERE id > ?", (after,)).fetchall():
+    logged = [t for (t,) in conn.execute(f"SELECT DISTINCT t FROM {capture.LOG} WHERE id > ?", (after,))]
+    for t in logged + sorted(set(tail_of) - set(logged)):
         name, kind = mapping.get(t, (None, None))
         info = infos.get(name) if name is not None else None
         if info is None or info.kind != kind:
             continue  # the table is gone (or was recreated): the DDL diff covers it
+        tail = (tail_of[t][1], tail_id) if t in tail_of else None
         if kind != "pk":
             if not rowid_rows and name not in full:
                 by_rowid[name] = t
             else:
-                rows.extend(_rowid_changes(conn, t, info, after))
+                rows.extend(_rowid_changes(conn, t, info, after, tail))
             continue
+        mine: Dict[Tuple[Any, ...], Change] = {}
         for k, newest, first in conn.execute(
                 f"SELECT k, MAX(id), MIN(id) FROM {capture.LOG} WHERE t = ? AND id > ? GROUP BY k",
                 (t, after)).fetchall():
             key = _key_values(conn, kind, k)
             if key is not None:
-                rows.append(Change(name, key, current_row(conn, info, key), newest, first))
-    rows.sort(key=lambda c: c.change_id)
-    seen = {(c.table, c.key) for c in rows}
+                mine[key] = Change(name, key, current_row(conn, info, key), newest, first)
+        if tail is not None:  # key and row in one query (no statement per row)
+            nk = len(info.pk)
+            what = ", ".join(qi(c) for c in info.pk + info.columns)
+            for r in conn.execute(tails.rows_sql(info, what), (tail[0],)):
+                key = tuple(r[:nk])
+                if key in mine:  # (logged before too: its newest state is pending)
+                    mine[key].change_id = tail_id
+                else:
+                    mine[key] = Change(name, key, dict(zip(info.columns, r[nk:])), tail_id, tail_id)
+        rows.extend(mine.values())
     # Rows nothing logged were never pushed. The rebase replays only changes above the
     # floor (the log id the server has), which can equal ``last``: such rows get an id
     # above every logged one, or a pull would drop them with the local layer. A push sends
     # them in its last batch and records ``last`` as its high-water mark either way.
-    unlogged = last + 1 if untracked_rows else last
+    unlogged = tail_id if untracked_rows else last
+    index = {(c.table, c.key): c for c in rows}
     for name in sorted(full):
         info = infos[name]
         key_sql = info.key_of_rows()
         for (k,) in conn.execute(f"SELECT {key_sql} FROM {qi(name)}").fetchall():
             key = _key_values(conn, info.kind, k)
-            if key is not None and (name, key) not in seen:
-                seen.add((name, key))
-                rows.append(Change(name, key, current_row(conn, info, key), unlogged))
-    starts = [i for (i,) in conn.execute(f"SELECT id FROM {capture.LOG} WHERE id > ? AND x IS NOT NULL "
+            if key is None:
+                continue
+            if (name, key) in index:  # logged before, changed since with no trigger: pending
+                index[(name, key)].change_id = max(index[(name, key)].change_id, unlogged)
+            else:
+                index[(name, key)] = ch = Change(name, key, current_row(conn, info, key), unlogged)
+                rows.append(ch)
+    rows.sort(key=lambda c: c.change_id)
+    starts = [i for (i,) in conn.execute(f"SELECT id FROM {capture.LOG} WHERE id > ? AND x > 0 "
                                          "ORDER BY id", (after,))]
-    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), by_rowid, starts, renames)
+    barrier = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {capture.LOG} WHERE id > ? AND x < 0",
+                           (after,)).fetchone()[0]
+    if tail_of:
+        barrier = tail_id  # tail rows of transactions unknown: no cut at all
+    return Changes(before, rows, after_ddl, last, infos, capture.user_schema(conn), by_rowid, starts, renames,
+                   barrier, {name: f for name, f in tail_of.values()}, tail_id)
+
 
 
 # -- the schema diff -------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import sqlite3
 from typing import Any, Callable, List, Optional, Tuple
 
 from ..replica.base import RemoteCursor
-from . import capture
+from . import capture, tail
 
 _ALTER = re.compile(r"\s*(?:(?:--[^\n]*(?:\n|$)|/\*.*?\*/)\s*)*ALTER\s+TABLE\s", re.I | re.S)
 _ALTER_ANYWHERE = re.compile(r"\bALTER\s+TABLE\b", re.I)
@@ -79,6 +79,23 @@ def _tables(run: Callable[..., Any]) -> List[str]:
     return [n for (n,) in run("SELECT name FROM sqlite_schema WHERE type = 'table'").fetchall()]
 
 
+def _fold_table(conn: sqlite3.Connection, i: int, name: str) -> Optional[int]:
+    """Before an ALTER of table id ``i``: its tail (tail.py) into the log, and the frontier
+    its new triggers get. Folded first because the ALTER may leave it no rowid name a
+    column does not shadow (then it has no tail, and its tail rows must be logged)."""
+    f = capture.frontier(conn, i)
+    row = conn.execute(f"SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
+                       (name,)).fetchone()
+    info = None if row is None else capture.table_info(conn, row[0])
+    if f is None or info is None or info.rowid is None:
+        return f
+    first = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {capture.LOG}").fetchone()[0]
+    rows, f = tail.log_rows(conn, i, info, f)
+    if rows:
+        capture.mark_bulk(conn, first)
+    return f
+
+
 def run_alter(conn: sqlite3.Connection, sql: str, execute: Execute, parameters: Any = ()) -> Any:
     """Run the ALTER TABLE ``sql`` with ``execute`` (the caller's: its cursor is returned),
     keeping the capture of its table (module docstring)."""
@@ -90,9 +107,9 @@ def run_alter(conn: sqlite3.Connection, sql: str, execute: Execute, parameters: 
     run(f"SAVEPOINT {_SAVEPOINT}")
     try:
         before = _tables(run)
+        f = _fold_table(conn, i, name)
         with capture.Writable(conn):
-            for op in "iud":
-                run(f"DROP TRIGGER IF EXISTS {capture.PREFIX}{i}_{op}")
+            capture.drop_triggers(conn, i)
         cur = execute(sql, parameters)
         after = _tables(run)
         now = next((n for n in after if n.lower() == name.lower()), None)
@@ -104,7 +121,7 @@ def run_alter(conn: sqlite3.Connection, sql: str, execute: Execute, parameters: 
         if info is not None:
             run(f"UPDATE {capture.TABLES} SET name = ?, kind = ? WHERE id = ?", (info.name, info.kind, i))
             with capture.Writable(conn):
-                capture.create_triggers(conn, i, info)
+                capture.create_triggers(conn, i, info, f)
     except BaseException:
         run(f"ROLLBACK TO {_SAVEPOINT}")
         run(f"RELEASE {_SAVEPOINT}")

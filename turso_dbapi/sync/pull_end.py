@@ -23,17 +23,18 @@ from .stage import Staged, remove_stage
 
 def replay(conn: sqlite3.Connection, replica: str, client_id: str, staged: Staged,
            read_page: Callable[[int], Optional[bytes]], on_conflict: Optional[rebase.OnConflict],
-           path: Optional[str] = None, install: bool = True) -> None:
+           path: Optional[str] = None, install: bool = True, local: bool = False) -> None:
     """(``path``: the replay file, when not the replica's published one; ``install``:
-    see ``rebase.replay``.)"""
+    see ``rebase.replay``. ``local``: every page of the new revision is in the store, so
+    tables' tails start now, tail.py; otherwise at the next push.)"""
     # on_conflict's "did the server change this row" reads the new revision's pages
     server = rebase.ServerChanges(conn, read_page, staged.pgnos) if on_conflict else None
     path = path or rebase.replay_path(replica)
     if os.path.exists(path):
         rebase.replay(conn, replica, client_id, server=server, on_conflict=on_conflict, path=path,
-                      install=install)
+                      install=install, tails=local)
     else:
-        capture.install(conn, gen=0)
+        capture.install(conn, gen=0, tails=local)
 
 
 def finish(replica: str, meta: sync_meta.SyncMeta, staged: Staged, flag: Optional[ApplyFlag]) -> sync_meta.SyncMeta:

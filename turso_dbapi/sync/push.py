@@ -1,7 +1,10 @@
 """``push()``: the unpushed changes as idempotent SQL over ``/v2/pipeline`` (spec §3.5, §6.7).
 
 1. Under the replica's push lock (one push at a time, across processes), tables created
-   since the last push get their triggers (capture.ensure_triggers: a short local write).
+   since the last push get their triggers (capture.ensure_triggers) and every table's
+   unpushed tail is folded into the log (tail.fold: its keys in one INSERT ... SELECT,
+   its frontier raised) - one short local write. Folding at the START is what keeps a
+   tail row changed while the push is on the network: from here on its changes are logged.
 2. The server's high-water row ``(pull_gen, change_id)`` of this client (§3.5 a): with the
    local generation ``g``: remote gen == g -> send the log after ``change_id``; remote gen
    < g (or no row / no table) -> send everything; remote gen > g is a protocol error.
@@ -42,7 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..errors import ProtocolError, PushConstraintError, PushRejectedError, RemoteError
 from ..protocol import hrana_batch as hrana
 from ..transport.http import HttpClient, Reply
-from . import capture
+from . import capture, tail
 from .batches import split
 from .changes import Change, Changes, Stmt, collect
 from .._util.atomic import write_atomic
@@ -217,10 +220,11 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
     if not capture.installed(ic):
         raise RemoteError(f"push: the replica {replica} has no change capture (opened by an older version?); "
                           "reopen it with this version", url=pipeline.display_url)
-    if capture.untracked(ic):
+    if capture.untracked(ic) or tail.needed(ic):
         ic.execute("BEGIN IMMEDIATE")
         try:
             capture.ensure_triggers(ic)
+            tail.fold(ic)
             ic.execute("COMMIT")
         except BaseException:
             ic.execute("ROLLBACK")
@@ -343,12 +347,14 @@ def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,
 
 
 def pending(conn: sqlite3.Connection, replica: str) -> int:
-    """Changed rows not pushed yet as far as this replica knows (distinct keys)."""
+    """Changed rows not pushed yet as far as this replica knows (distinct keys logged, plus
+    the rows of every tail, counted without folding them)."""
     try:
         gen = capture.generation(conn)
         state = load_state(replica)
         after = state.get("last_pushed_change_id_hint", 0) if state.get("last_pushed_pull_gen_hint") == gen else 0
-        return int(conn.execute(f"SELECT COUNT(*) FROM (SELECT DISTINCT t, k FROM {capture.LOG} WHERE id > ?)",
-                                (int(after),)).fetchone()[0])
+        logged = conn.execute(f"SELECT COUNT(*) FROM (SELECT DISTINCT t, k FROM {capture.LOG} WHERE id > ?)",
+                              (int(after),)).fetchone()[0]
+        return int(logged) + tail.count(conn)
     except sqlite3.OperationalError:
         return 0

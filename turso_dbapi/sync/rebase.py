@@ -5,7 +5,8 @@ The sequence (apply.py drives it; the network is already done and staged):
 
 1. Under the internal connection's ``BEGIN EXCLUSIVE`` (every transaction of every process
    is over): ``<replica>-tdbreplay`` (``replay_file``: a small SQLite database) holds every
-   change the log holds (and every row of tables without triggers yet), with its log id,
+   change the log holds (and every row of tables without triggers yet, and every tail
+   row - tail.py: an id above every log id, so it is replayed whatever the floor), with its log id,
    key and local row - temp, fsync, rename, fsync dir. Then ``pending_pull`` is recorded.
    The file is extracted just before the lock (``prepare``: one read transaction, rows
    copied in SQL into the attached file) and published under the lock only if no
@@ -111,10 +112,12 @@ def _fill(ic: sqlite3.Connection, out: replay_file.Writer, after: int = 0) -> Di
     changes = collect(ic, after, untracked_rows=True, rowid_rows=False)
     doc: Dict[str, Any] = {"gen": capture.generation(ic), "before": [_stmt_json(s) for s in changes.before],
                            "after": [_stmt_json(s) for s in changes.after], "last": changes.last_id,
-                           "whole": any(ch.change_id > changes.last_id for ch in changes.rows)}
+                           "whole": bool(changes.tails) or any(ch.change_id > changes.last_id for ch in changes.rows)}
     # Tables keyed by rowid: their logged rows go from the replica to the file in SQL.
     for name, t in changes.by_rowid.items():
-        out.table(changes.infos[name], False, select=(ic, rowid_changes_sql(changes.infos[name]), (t, 0)))
+        f = changes.tails.get(name)  # its tail (tail.py) too, above every log id
+        args = (t, 0) if f is None else (t, 0, f, changes.tail_id)
+        out.table(changes.infos[name], False, select=(ic, rowid_changes_sql(changes.infos[name], tail=f is not None), args))
     grouped: Dict[str, List[Change]] = {}
     for ch in changes.rows:  # primary keys, tables without triggers yet
         grouped.setdefault(ch.table, []).append(ch)
@@ -262,19 +265,22 @@ def _server_row(rc: sqlite3.Connection, info: capture.TableInfo, key: Tuple[Any,
 
 def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Optional[ServerChanges] = None,
            on_conflict: Optional[OnConflict] = None, path: Optional[str] = None,
-           install: bool = True) -> Tuple[int, int]:
+           install: bool = True, tails: bool = False) -> Tuple[int, int]:
     """Step 4 inside the caller's write transaction; (changes replayed, skipped). ``path``:
     a replay file other than the replica's (a WAL pull's, not published). Without
     ``install`` the capture installed by an earlier replay of the same pull stays and the
     DDL is not run again (a WAL pull's catch-up: row changes logged since that replay's
-    extraction, whose DDL it ran, on top; logged by the same triggers)."""
+    extraction, whose DDL it ran, on top; logged by the same triggers). With ``install``
+    the new revision's tables get tails above their largest rowids (``tails``: every page
+    local) before the replay, so each replayed row is logged or in a tail: pending either
+    way."""
     src = replay_file.Reader(path or replay_path(replica))
     try:
         doc = src.doc
         gen = int(doc.get("gen", 0))
         floor = replay_floor(rc, client_id, gen)
         if install:
-            capture.install(rc, gen=gen + 1)
+            capture.install(rc, gen=gen + 1, tails=tails)
         for j in doc["before"] if install else ():
             _run(rc, _stmt_of(j))
         if on_conflict is None and not src.legacy and attached(rc):

@@ -353,10 +353,12 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh:
         ic.execute("BEGIN IMMEDIATE")
         try:
             if not capture.installed(ic):
-                # a fresh bootstrap holds no local change: no scan of the sidecar for one
-                capture.install(ic, gen=0, log_rows=not fresh and bool(rebase.local_changes(store)))
+                # a fresh bootstrap holds no local change: no scan of the sidecar for one;
+                # tails start now if reading each table's largest rowid fetches nothing
+                capture.install(ic, gen=0, log_rows=not fresh and bool(rebase.local_changes(store)),
+                                tails=store.first_absent(1) == 0)
             elif capture.outdated(ic):  # made by an older version: keep its log
-                capture.upgrade(ic)
+                capture.upgrade(ic, tails=store.first_absent(1) == 0)
             ic.execute("COMMIT")
         except BaseException:
             ic.execute("ROLLBACK")
