@@ -97,7 +97,7 @@ class SideView:
             raise
 
     def replay(self, *, client_id: str, staged: Staged, on_conflict: Optional[rebase.OnConflict],
-               replay_path: str, install: bool = True) -> None:
+               replay_path: str, install: bool = True, local: bool = False) -> None:
         """One write transaction of the view: ``pull_end.replay`` of ``replay_path``. Raises
         (changing nothing on the replica) when a page could not be served: a replay that
         silently skipped rows would lose them."""
@@ -108,7 +108,7 @@ class SideView:
             sc.execute("BEGIN IMMEDIATE")
             try:
                 pull_end.replay(sc, self.replica, client_id, staged, self.page_of, on_conflict,
-                                path=replay_path, install=install)
+                                path=replay_path, install=install, local=local)
                 if self._serve.failure is None:
                     sc.execute("COMMIT")
             finally:
@@ -150,11 +150,13 @@ class SideView:
 
 def run(replica: str, page_size: int, db_size: int, page_of: Callable[[int], bytes], *,
         client_id: str, staged: Staged, on_conflict: Optional[rebase.OnConflict],
-        replay_path: str) -> SideView:
-    """A view with ``replay_path`` replayed on it (the caller closes it)."""
+        replay_path: str, local: bool = False) -> SideView:
+    """A view with ``replay_path`` replayed on it (the caller closes it); ``local``: every
+    page of the replica is stored (tables' tails start at once: pull_end.replay)."""
     view = SideView(replica, page_size, db_size, page_of)
     try:
-        view.replay(client_id=client_id, staged=staged, on_conflict=on_conflict, replay_path=replay_path)
+        view.replay(client_id=client_id, staged=staged, on_conflict=on_conflict, replay_path=replay_path,
+                    local=local)
     except BaseException:
         view.close()
         raise

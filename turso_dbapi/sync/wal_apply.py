@@ -286,7 +286,7 @@ def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int,
                 ic.execute("COMMIT")
         view = side_replay.run(replica, store.page_size, staged.db_size, plan.page_of,
                                client_id=meta.client_unique_id, staged=staged, on_conflict=on_conflict,
-                               replay_path=replay)
+                               replay_path=replay, local=store.first_absent(1) == 0)
     except BaseException:
         if prepared is not None:
             prepared.discard()
@@ -302,7 +302,8 @@ def _catch_up(ic: sqlite3.Connection, store: PageStore, replica: str, built: Bui
     view too, and the pages they changed join the commit (``Built.more``), which goes in at
     the state read here. In a read transaction of ``ic`` ahead of the lock (then
     ``built.version`` moves on: the lock checks again), or under it. False when that
-    cannot be exact (DDL since, or whole-table rows): the caller builds again."""
+    cannot be exact (DDL since, whole-table rows, or rows in a table's unlogged tail,
+    tail.py, whose deletes no log shows): the caller builds again."""
     first = built.prepared.doc if built.prepared is not None else {}
     if not first or first.get("whole", True):
         return False
