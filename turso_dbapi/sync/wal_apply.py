@@ -66,7 +66,7 @@ from ..errors import OperationalError
 from ..storage import file_locks, header, wal_writer
 from ..storage.apply_flag import ApplyFlag
 from ..storage.pagestore import PG_LOCAL, PG_SYNCED, PageStore
-from . import capture, internal, metadata as sync_meta, pull_end, rebase, side_replay
+from . import capture, internal, metadata as sync_meta, pull_end, rebase, replay_file, side_replay
 from .stage import Staged
 
 WAL = 2  # file format bytes 18/19 of a WAL database
@@ -227,6 +227,7 @@ class Built:
     prepared: Optional[rebase.Prepared]  # its replay file (never published: not needed after)
     more: Set[int] = dataclasses.field(default_factory=set)  # pages local commits changed since
     last: int = 0  # the newest log id replayed (catch-ups replay what is logged after it)
+    tails: Dict[str, Tuple[int, Set[Tuple]]] = dataclasses.field(default_factory=dict)  # replayed tail rows
     salts: Tuple[int, int] = (0, 0)  # of the commit's frames at ``state`` (once: a fresh WAL's are random)
 
     def __post_init__(self) -> None:
@@ -292,7 +293,19 @@ def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int,
             prepared.discard()
         raise
     return Built(state, plan, view, version, prepared,
-                 last=int(prepared.doc.get("last", 0)) if prepared is not None else 0)
+                 last=int(prepared.doc.get("last", 0)) if prepared is not None else 0,
+                 tails=_tail_keys(prepared.doc, prepared.out.tmp) if prepared is not None else {})
+
+
+def _tail_keys(doc: Dict, path: str) -> Dict[str, Tuple[int, Set[Tuple]]]:
+    """{table: (frontier, keys)} of the tail rows (tail.py) in a replay file."""
+    if not doc.get("tails"):
+        return {}
+    src = replay_file.Reader(path)
+    try:
+        return {t: (int(f), src.keys_with(t, int(doc["tail_id"]))) for t, f in doc["tails"].items()}
+    finally:
+        src.close()
 
 
 def _catch_up(ic: sqlite3.Connection, store: PageStore, replica: str, built: Built, staged: Staged,
@@ -302,8 +315,10 @@ def _catch_up(ic: sqlite3.Connection, store: PageStore, replica: str, built: Bui
     view too, and the pages they changed join the commit (``Built.more``), which goes in at
     the state read here. In a read transaction of ``ic`` ahead of the lock (then
     ``built.version`` moves on: the lock checks again), or under it. False when that
-    cannot be exact (DDL since, whole-table rows, or rows in a table's unlogged tail,
-    tail.py, whose deletes no log shows): the caller builds again."""
+    cannot be exact (DDL since, whole-table rows, or a tail row replayed before that is no
+    longer in its table's unlogged tail, tail.py: deleted or re-keyed, and no log says so;
+    or the tail's frontier moved): the caller builds again. Tail rows are replayed again
+    whole (upserts: their current state)."""
     first = built.prepared.doc if built.prepared is not None else {}
     if not first or first.get("whole", True):
         return False
@@ -321,6 +336,11 @@ def _catch_up(ic: sqlite3.Connection, store: PageStore, replica: str, built: Bui
         if doc["whole"] or (doc["gen"], doc["before"], doc["after"]) != (first.get("gen"), first.get("before"),
                                                                           first.get("after")):
             return False
+        tails = _tail_keys(doc, out.tmp)
+        for table, (frontier, keys) in built.tails.items():
+            now_f, now_keys = tails.get(table, (None, set()))
+            if now_f != frontier or not keys <= now_keys:
+                return False
         built.view.replay(client_id=client_id, staged=staged, on_conflict=on_conflict,
                           replay_path=out.tmp, install=False)
     finally:
@@ -328,6 +348,7 @@ def _catch_up(ic: sqlite3.Connection, store: PageStore, replica: str, built: Bui
     if now != built.state:
         built.state, built.salts = now, wal_writer.salts_for(now)
     built.version, built.last = version, int(doc["last"])
+    built.tails.update(tails)
     built.more |= more
     return True
 
