@@ -151,8 +151,8 @@ def bench_writer(srv, tmp: str, pulls: int, quiet_pulls: int) -> None:
     report("quiet pull: WAL write lock held (max)", max(quiet[1]) * 1e3, "ms",
            max(quiet[1]) / statistics.median(quiet[0]), "frame append")
     done = quiet_pulls
-    # updates of server rows are logged (a catch-up replays them under or ahead of the lock);
-    # inserts into a table created here go to its unlogged tail (tail.py): built again
+    # updates of server rows are logged, inserts into a table created here go to its
+    # unlogged tail (tail.py): a catch-up replays both, ahead of the lock or under it
     for kind, sql in (("updates", "UPDATE items SET name = ? WHERE id = ?"),
                       ("inserts", "INSERT INTO mine(at) VALUES (?)")):
         del appends[:], held[:], builds[:], attempts[:]
@@ -201,7 +201,7 @@ def bench_writer(srv, tmp: str, pulls: int, quiet_pulls: int) -> None:
                max(held) / statistics.median(appends), "frame append")
         report(f"{kind}: pull: replay off to the side (median)", statistics.median(builds) * 1e3, "ms")
         print(f"  side replays per pull: {sorted(per_pull)} (more than 1: local commits met ahead of the lock "
-              "could not be caught up - DDL, or inserts in a table's unlogged tail - and the replay was built "
+              "could not be caught up - DDL, or a deleted row of a table's unlogged tail - and the replay was built "
               f"again; {1 + wal_apply.MOVED_RETRIES}: the last one under the lock)")
     wal_writer.append, internal.connect, side_replay.run = real_append, real_connect, real_run
     conn.close()

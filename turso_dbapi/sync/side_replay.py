@@ -108,7 +108,7 @@ class SideView:
             sc.execute("BEGIN IMMEDIATE")
             try:
                 pull_end.replay(sc, self.replica, client_id, staged, self.page_of, on_conflict,
-                                path=replay_path, install=install, local=local)
+                                path=replay_path, install=install)
                 if self._serve.failure is None:
                     sc.execute("COMMIT")
             finally:
@@ -117,6 +117,8 @@ class SideView:
         finally:
             if attached:
                 sc.execute("DETACH DATABASE tdb_replay")
+        if install and local and self._serve.failure is None:  # as rollback mode's apply does
+            pull_end.start_tails(sc)  # (in the view: part of the same one commit)
         failure = self._serve.failure
         if failure is not None:
             raise OperationalError(f"pull: the new revision of {self.replica} could not be read for the "
