@@ -12,7 +12,14 @@ request). Every figure is measured in this run, with its ratio:
    single-row autocommit updates of rows the replica pulled (``SYNCED`` of them: every
    update is logged), on (a) our replica with capture, (b) the same replica with the
    capture triggers dropped (what a write costs without capture), (c) pyturso's replica
-   (its CDC on, as it always is), and (a) and (b) again in WAL mode (pyturso's mode).
+   (its CDC on, as it always is), (a) and (b) again in WAL mode (pyturso's mode), and (d)
+   a plain file with the stdlib sqlite3, rollback journal and WAL (what a commit costs
+   without a replica). The autocommit updates run interleaved, in blocks of 500 per
+   system, so a burst of load from other processes hits every system alike. Then the
+   flushes of one commit, counted exactly: the page store's own (local layer, synced layer,
+   sidecar: ``PageStore.flushes``) and the xSyncs of journals and WALs
+   (``tdb_vfs_passthrough_syncs``), beside a plain file's opened through the VFS (all its
+   files passed through: every xSync counted).
    Goals: a/b <= 1.3 (bulk), <= 1.5 (autocommit), a < c. The tail's rows are logged in
    bulk when a push starts (tail.fold): that time is printed too, against the insert's.
 2. push throughput: ``--changes`` local row changes (inserts), pushed over the proxy;
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -102,7 +110,8 @@ def fold_time(conn: Any) -> float:
         ic.close()
 
 
-def writes(conn: Any, rows: int, updates: int) -> Dict[str, float]:
+def bulk_best(conn: Any, rows: int) -> float:
+    """Best of 3 bulk inserts (the least disturbed run on a shared machine)."""
     def bulk() -> None:
         conn.execute("DELETE FROM t")  # a rerun starts from the same table (its pages reused)
         conn.commit()
@@ -112,15 +121,48 @@ def writes(conn: Any, rows: int, updates: int) -> Dict[str, float]:
         conn.commit()
         times.append(time.perf_counter() - t0)
 
-    def auto() -> None:
-        for i in range(updates):
-            conn.execute("UPDATE s SET v = v + 1 WHERE id = ?", (i * 7 % SYNCED + 1,))
-            conn.commit()
-
     times: list = []
-    for _ in range(3):  # best of 3: the least disturbed run (a shared machine)
+    for _ in range(3):
         bulk()
-    return {"bulk": min(times), "auto": timed(auto)}
+    return min(times)
+
+
+def autocommit(conn: Any, first: int, n: int) -> None:
+    for i in range(first, first + n):
+        conn.execute("UPDATE s SET v = v + 1 WHERE id = ?", (i * 7 % SYNCED + 1,))
+        conn.commit()
+
+
+def autocommit_interleaved(conns: Dict[str, Any], updates: int, block: int = 500) -> Dict[str, float]:
+    """Seconds each connection took for ``updates`` autocommit updates, run in turns of
+    ``block`` (the order rotated each round)."""
+    took = {name: 0.0 for name in conns}
+    names = list(conns)
+    done = 0
+    while done < updates:
+        n = min(block, updates - done)
+        for name in names:
+            took[name] += timed(lambda: autocommit(conns[name], done, n))
+        names = names[1:] + names[:1]
+        done += n
+    return took
+
+
+def flushes_per_commit(conn: Any, commits: int = 50) -> str:
+    """What one autocommit update asks for: page-store flushes and journal/WAL xSyncs."""
+    from turso_dbapi._native import lib
+
+    replica = getattr(conn, "_replica", None)
+    before = replica.store.flushes() if replica is not None else None
+    syncs = lib.tdb_vfs_passthrough_syncs()
+    autocommit(conn, 0, commits)
+    syncs = (lib.tdb_vfs_passthrough_syncs() - syncs) / commits
+    if replica is None:
+        return f"{syncs:.1f} xSync (journal or WAL, and the database file)"
+    after = replica.store.flushes()
+    d = {k: (after[k] - before[k]) / commits for k in after}
+    return (f"{syncs:.1f} xSync (journal or WAL) + page store: local {d['local']:.1f}, synced "
+            f"{d['synced']:.1f}, sidecar {d['map']:.1f} (the sidecar's beside the local layer's)")
 
 
 def line(name: str, ours: float, other: float, other_name: str, unit: str = "s") -> None:
@@ -159,9 +201,19 @@ def main() -> None:
                 assert c.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
             drop_capture(wal_no)
             peer = turso_sync.connect(os.path.join(tmp, "peer.db"), proxy.base_url)
-            w_cap, w_no, w_peer = writes(with_cap, a.rows, a.updates), writes(without, a.rows, a.updates), \
-                writes(peer, a.rows, a.updates)
-            w_wcap, w_wno = writes(wal_cap, a.rows, a.updates), writes(wal_no, a.rows, a.updates)
+            plain, plain_wal = (sqlite3.connect(os.path.join(tmp, name)) for name in ("plain.db", "plainwal.db"))
+            assert plain_wal.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+            for c in (plain, plain_wal):  # the replicas' tables: t, and s with the synced rows
+                c.execute(SCHEMA)
+                c.execute(SCHEMA.replace(" t(", " s("))
+                c.executemany("INSERT INTO s VALUES (?, 'synced', 0)", [(i,) for i in range(1, SYNCED + 1)])
+                c.commit()
+            conns = {"cap": with_cap, "no": without, "peer": peer, "wcap": wal_cap, "wno": wal_no,
+                     "plain": plain, "plainwal": plain_wal}
+            bulk = {name: bulk_best(c, a.rows) for name, c in conns.items()}
+            auto = autocommit_interleaved(conns, a.updates)
+            w_cap, w_no, w_peer, w_wcap, w_wno = ({"bulk": bulk[n], "auto": auto[n]} for n in
+                                                   ("cap", "no", "peer", "wcap", "wno"))
             fold = fold_time(with_cap)
             print(f"capture overhead ({a.rows} rows bulk, {a.updates} autocommit updates)")
             line("  bulk insert: with capture", w_cap["bulk"], w_no["bulk"], "without capture")
@@ -174,9 +226,22 @@ def main() -> None:
             line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_peer["bulk"], "pyturso")
             line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_wno["auto"], "without capture")
             line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_peer["auto"], "pyturso")
-            for c in (with_cap, without, wal_cap, wal_no):
+            print(f"a replica's commit vs a plain file's ({a.updates} autocommit updates, stdlib sqlite3)")
+            line("  rollback journal: replica with capture", auto["cap"], auto["plain"], "plain file")
+            line("  rollback journal: replica without capture", auto["no"], auto["plain"], "plain file")
+            line("  WAL: replica with capture", auto["wcap"], auto["plainwal"], "plain file, WAL")
+            line("  WAL: replica without capture", auto["wno"], auto["plainwal"], "plain file, WAL")
+            line("  plain file, rollback journal", auto["plain"], auto["peer"], "pyturso (WAL)")
+            print("flushes of one autocommit update, counted")
+            turso_dbapi.connect(":memory:").close()  # the VFS is registered
+            for label, c in (("replica, rollback journal", with_cap), ("replica, WAL", wal_cap)):
+                print(f"  {label:<36} {flushes_per_commit(c)}")
+            for label, name in (("plain file, rollback journal", "plain.db"), ("plain file, WAL", "plainwal.db")):
+                via = sqlite3.connect(f"file:{os.path.join(tmp, name)}?vfs=turso_dbapi", uri=True)
+                print(f"  {label:<36} {flushes_per_commit(via)}")
+                via.close()
+            for c in conns.values():
                 c.close()
-            peer.close()
 
         # 2. push throughput -------------------------------------------------------------------
         server.sql("CREATE TABLE p(id INTEGER PRIMARY KEY, name TEXT, v INTEGER)")

@@ -151,16 +151,48 @@ def test_a_pull_with_a_pending_tail_replays_it_and_the_push_after_sends_it(turso
     assert replica.stats().pending_changes == 0
 
 
-def test_tail_rows_above_the_new_frontier_stay_pending_after_a_pull(turso_server, replica):
+def test_tail_rows_replayed_by_a_pull_are_logged_and_the_tail_starts_above_them(turso_server, replica):
     replica.executemany("INSERT INTO t VALUES (?, 'local')", [(i,) for i in range(100, 110)])
     replica.commit()
     turso_server.db_sql("INSERT INTO t VALUES (50, 'server')")
     assert replica.pull() is True
-    assert _frontier(replica) == 50 and tail.count(replica) == 10  # replayed into the new tail
+    assert _frontier(replica) == 109 and tail.count(replica) == 0 and _logged(replica) == 10
     turso_server.db_sql("INSERT INTO t VALUES (51, 'server')")
     assert replica.pull() is True  # a second pull replays them again: none lost
-    assert tail.count(replica) == 10
+    assert replica.stats().pending_changes == 10
     replica.push()
+    assert _rows(turso_server) == _local(replica)
+
+
+def test_a_tail_row_a_racing_push_sent_then_deleted_after_the_pull_is_deleted_on_the_server(
+        turso_server, replica, tmp_path):
+    # The pull's snapshot predates a push that sent row 1000 (spec 6.6): the replay puts
+    # the row back above the snapshot's largest rowid. Were it in a tail, its delete would
+    # log nothing and the server would keep it (and the next pull bring it back).
+    path = str(tmp_path / "r.db")
+    replica.execute("INSERT INTO t VALUES (1000, 'local')")
+    replica.commit()
+    turso_server.db_sql("UPDATE t SET v = 'server' WHERE id = 1")
+    rep = replica._replica
+    real = rep.source.changes_since
+
+    def changes_then_push(*args, **kw):  # the network phase of the pull, then a push lands
+        reply = real(*args, **kw)
+        other = turso_dbapi.connect(path)
+        other.push()
+        other.close()
+        return reply
+
+    rep.source.changes_since = changes_then_push
+    assert replica.pull() is True
+    rep.source.changes_since = real
+    assert dict(_rows(turso_server))["1000"] == "local"
+    replica.execute("DELETE FROM t WHERE id = 1000")
+    replica.commit()
+    replica.push()
+    assert replica.pull() is True
+    assert "1000" not in dict(_rows(turso_server))
+    assert replica.execute("SELECT COUNT(*) FROM t WHERE id = 1000").fetchone() == (0,)
     assert _rows(turso_server) == _local(replica)
 
 
@@ -346,3 +378,37 @@ def test_a_wal_pull_rebuilds_rather_than_catch_up_a_tail_changed_during_its_side
     assert _rows(turso_server) == _local(conn)
     writer.close()
     conn.close()
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_rows_inserted_between_the_fold_and_the_collect_are_folded_not_sent_from_the_tail(
+        turso_server, replica, tmp_path, monkeypatch, every):
+    # A row sent from the tail would stay in it: deleting it afterwards would log nothing
+    # and the server would keep it. ``every``: a writer inserts after every fold, so the
+    # last attempt folds and collects under the lock.
+    other = turso_dbapi.connect(str(tmp_path / "r.db"))
+    real, inserted = sync_push._fold, []
+
+    def fold_then_insert(ic):
+        real(ic)
+        if every or not inserted:
+            other.execute("INSERT INTO t VALUES (?, 'window')", (100 + len(inserted),))
+            other.commit()
+            inserted.append(1)
+
+    monkeypatch.setattr(sync_push, "_fold", fold_then_insert)
+    replica.execute("INSERT INTO t VALUES (50, 'tail')")
+    replica.commit()
+    replica.push()
+    monkeypatch.undo()
+    sent = {i for i, _ in _rows(turso_server)}
+    assert "50" in sent and "100" in sent
+    # push's fold, then one per collect that found rows: the last collect folded under the lock
+    assert len(inserted) == (sync_push.FOLD_ATTEMPTS if every else 1)
+    assert {str(i) for (i,) in replica.execute("SELECT id FROM t WHERE id >= 100")} <= sent
+    replica.execute("DELETE FROM t WHERE id >= 100")  # logged: they are below the frontier now
+    replica.commit()
+    replica.push()
+    assert _rows(turso_server) == _local(replica)
+    assert tail.count(replica) == 0
+    other.close()

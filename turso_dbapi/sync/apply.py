@@ -229,11 +229,12 @@ def _replay(store: PageStore, replica: str, conn_id: int, client_id: str, staged
         rebase.attach(rc, replica)  # before the transaction: the replay reads it in SQL
         rc.execute("BEGIN EXCLUSIVE")
         try:
-            pull_end.replay(rc, replica, client_id, staged, store.read_page, on_conflict,
-                            local=store.first_absent(1) == 0)
+            pull_end.replay(rc, replica, client_id, staged, store.read_page, on_conflict)
             rc.execute("COMMIT")
         except BaseException:
             rc.execute("ROLLBACK")
             raise
+        if store.first_absent(1) == 0:  # reading each table's largest rowid fetches nothing
+            pull_end.start_tails(rc)
     finally:
         rc.close()

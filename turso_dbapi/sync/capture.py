@@ -295,12 +295,19 @@ def frontier(conn: sqlite3.Connection, i: int) -> Optional[int]:
     return None if row is None else int(row[0])
 
 
-def top_rowid(conn: sqlite3.Connection, info: TableInfo) -> Optional[int]:
+def top_rowid(conn: sqlite3.Connection, info: TableInfo, *, safe: bool = True) -> Optional[int]:
     """The frontier a table's tail starts from when every row it holds is synced or
-    logged: its largest rowid (0 when empty); None when it has no rowid to tell by."""
+    logged: its largest rowid (0 when empty); None when it has no rowid to tell by - or,
+    ``safe``, when the table cannot be read (a server's damaged pages: no tail then, every
+    change logged)."""
     if info.rowid is None:
         return None
-    top = conn.execute(f"SELECT MAX({info.rowid}) FROM {qi(info.name)}").fetchone()[0]
+    try:
+        top = conn.execute(f"SELECT MAX({info.rowid}) FROM {qi(info.name)}").fetchone()[0]
+    except sqlite3.DatabaseError:
+        if not safe:
+            raise
+        return None
     return 0 if top is None else int(top)
 
 
@@ -371,11 +378,12 @@ def create_triggers(conn: sqlite3.Connection, i: int, info: TableInfo, tail: Opt
     new, old = info.key_expr("NEW"), info.key_expr("OLD")
     if info.rowid is None:
         tail = None
-    conn.execute(f"DELETE FROM {STATE} WHERE key = ?", (f"{_FRONTIER}{i}",))
     w_ins = w_del = w_upd = ""
-    if tail is not None:
-        conn.execute(f"INSERT INTO {STATE}(key, value) VALUES (?, ?)", (f"{_FRONTIER}{i}", int(tail)))
+    if tail is None:
+        conn.execute(f"DELETE FROM {STATE} WHERE key = ?", (f"{_FRONTIER}{i}",))
+    else:
         f = int(tail)
+        conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES (?, ?)", (f"{_FRONTIER}{i}", f))
         w_ins = f" WHEN NEW.{info.rowid} <= {f}"
         w_del = f" WHEN OLD.{info.rowid} <= {f}"
         w_upd = f" WHEN OLD.{info.rowid} <= {f} OR NEW.{info.rowid} <= {f}"
@@ -389,10 +397,11 @@ def create_triggers(conn: sqlite3.Connection, i: int, info: TableInfo, tail: Opt
                  f"INSERT INTO {LOG}(t, k) SELECT {i}, {new} WHERE ({new}) IS NOT ({old}); END")
 
 
-def drop_triggers(conn: sqlite3.Connection, i: int) -> None:
-    """Table id ``i``'s triggers, of either naming (writable_schema on)."""
-    for tail in (False, True):
-        for name in trigger_names(i, tail):
+def drop_triggers(conn: sqlite3.Connection, i: int, tail: Optional[bool] = None) -> None:
+    """Table id ``i``'s triggers (writable_schema on): with a tail, without, or (None)
+    of either naming."""
+    for t in (False, True) if tail is None else (tail,):
+        for name in trigger_names(i, t):
             conn.execute(f"DROP TRIGGER IF EXISTS {name}")
 
 

@@ -11,30 +11,50 @@ replay file go and the apply flag is cleared. ``abandon``: a failure before the 
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
 from typing import Callable, Optional
 
 from ..storage.apply_flag import ApplyFlag
-from . import capture, metadata as sync_meta, rebase
+from . import capture, metadata as sync_meta, rebase, tail
 from .stage import Staged, remove_stage
+
+log = logging.getLogger("turso_dbapi")
 
 
 def replay(conn: sqlite3.Connection, replica: str, client_id: str, staged: Staged,
            read_page: Callable[[int], Optional[bytes]], on_conflict: Optional[rebase.OnConflict],
-           path: Optional[str] = None, install: bool = True, local: bool = False) -> None:
+           path: Optional[str] = None, install: bool = True) -> None:
     """(``path``: the replay file, when not the replica's published one; ``install``:
-    see ``rebase.replay``. ``local``: every page of the new revision is in the store, so
-    tables' tails start now, tail.py; otherwise at the next push.)"""
+    see ``rebase.replay``.)"""
     # on_conflict's "did the server change this row" reads the new revision's pages
     server = rebase.ServerChanges(conn, read_page, staged.pgnos) if on_conflict else None
     path = path or rebase.replay_path(replica)
     if os.path.exists(path):
         rebase.replay(conn, replica, client_id, server=server, on_conflict=on_conflict, path=path,
-                      install=install, tails=local)
+                      install=install)
     else:
-        capture.install(conn, gen=0, tails=local)
+        capture.install(conn, gen=0)
+
+
+def start_tails(conn: sqlite3.Connection) -> None:
+    """After the replay committed (outside any transaction; every page of the new revision
+    local, so this fetches nothing): each table's tail starts above its rows (tail.start),
+    in a transaction of its own - best effort: a table the server sent damaged fails only
+    this, and the tails then start at the next push."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tail.start(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.DatabaseError as exc:
+        log.info("pull: tails not started (%s); the next push starts them", exc)
 
 
 def finish(replica: str, meta: sync_meta.SyncMeta, staged: Staged, flag: Optional[ApplyFlag]) -> sync_meta.SyncMeta:

@@ -5,13 +5,16 @@
    unpushed tail is folded into the log (tail.fold: its keys in one INSERT ... SELECT,
    its frontier raised) - one short local write. Folding at the START is what keeps a
    tail row changed while the push is on the network: from here on its changes are logged.
+   Push never sends a tail row (step 3 folds again rows inserted meanwhile).
 2. The server's high-water row ``(pull_gen, change_id)`` of this client (§3.5 a): with the
    local generation ``g``: remote gen == g -> send the log after ``change_id``; remote gen
    < g (or no row / no table) -> send everything; remote gen > g is a protocol error.
 3. One local read transaction collects the changes (changes.collect), then ends: the
    network runs with no local lock held, and local writers keep writing. It runs while
    the read of step 2 is in flight, after the mark this replica last pushed (the push
-   state's hint); if the server's mark differs, it runs again after that one.
+   state's hint); if the server's mark differs, it runs again after that one. A snapshot
+   that holds tail rows (inserted after step 1) is not used: they are folded and the
+   collect runs again, the last time folding under the write lock (``FOLD_ATTEMPTS``).
 4. Batches (one ``/v2/pipeline`` call, one server transaction each): ``BEGIN IMMEDIATE``;
    ``CREATE TABLE IF NOT EXISTS turso_sync_last_change_id``; a guard that fails unless the
    high-water row is still the one the batch was built on (a compare-and-set: a batch of
@@ -65,6 +68,7 @@ RETRIES = 3  # pushes redone from the high-water row after a lost reply
 HW_GUARD = ("SELECT abs(-9223372036854775808) WHERE (SELECT pull_gen || ':' || change_id FROM "
             "turso_sync_last_change_id WHERE client_id = ?) IS NOT ?")
 FIRST = 3  # index of a batch's first statement: BEGIN, CREATE TABLE, the guard come before
+FOLD_ATTEMPTS = 3  # collects that find rows inserted since the fold before one holds the lock
 
 Transform = Callable[[Change], Optional[Change]]
 
@@ -221,14 +225,7 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
         raise RemoteError(f"push: the replica {replica} has no change capture (opened by an older version?); "
                           "reopen it with this version", url=pipeline.display_url)
     if capture.untracked(ic) or tail.needed(ic):
-        ic.execute("BEGIN IMMEDIATE")
-        try:
-            capture.ensure_triggers(ic)
-            tail.fold(ic)
-            ic.execute("COMMIT")
-        except BaseException:
-            ic.execute("ROLLBACK")
-            raise
+        _fold(ic)
     attempt = 0
     while True:
         try:
@@ -288,17 +285,43 @@ class _Background:
 
 def _prepare(ic: sqlite3.Connection, gen: int, after: int, pipeline: Pipeline, transform: Optional[Transform],
              threshold: Optional[int]) -> Tuple[Changes, List[Tuple[List[Stmt], int]]]:
-    """The changes after log id ``after`` and their batches (module docstring, 3)."""
+    """The changes after log id ``after`` and their batches (module docstring, 3). Never
+    tail rows (tail.py): a row sent from a tail would stay there, and its later delete or
+    key change would log nothing - the server would keep the row. Rows a writer inserted
+    since push's fold make the collect start over after folding them; the last attempt
+    folds and collects in one write transaction."""
     with paused():  # rows, statements and steps: many objects at once (_util/gcpause.py)
-        ic.execute("BEGIN")
-        try:
-            if capture.generation(ic) != gen:  # a pull rebased in between: start over
-                raise RemoteError("the replica was rebased during the push", url=pipeline.display_url)
-            changes = collect(ic, after)
-        finally:
-            ic.execute("COMMIT")  # a read: this only ends the snapshot; no lock from here
+        for attempt in range(FOLD_ATTEMPTS):
+            locked = attempt == FOLD_ATTEMPTS - 1
+            ic.execute("BEGIN IMMEDIATE" if locked else "BEGIN")
+            try:
+                if capture.generation(ic) != gen:  # a pull rebased in between: start over
+                    raise RemoteError("the replica was rebased during the push", url=pipeline.display_url)
+                if locked:
+                    tail.fold(ic)
+                changes = collect(ic, after)
+            except BaseException:
+                ic.execute("ROLLBACK")
+                raise
+            ic.execute("COMMIT")  # (a read: this only ends the snapshot; no lock from here)
+            if not changes.tails:
+                break
+            _fold(ic)
         groups = changes.row_groups(transform)
         return changes, split(changes, groups, threshold)
+
+
+def _fold(ic: sqlite3.Connection) -> None:
+    """Tables created since the last push get triggers, every tail goes into the log (one
+    short local write transaction; push.py step 1)."""
+    ic.execute("BEGIN IMMEDIATE")
+    try:
+        capture.ensure_triggers(ic)
+        tail.fold(ic)
+        ic.execute("COMMIT")
+    except BaseException:
+        ic.execute("ROLLBACK")
+        raise
 
 
 def _push_once(ic: sqlite3.Connection, client_id: str, pipeline: Pipeline,

@@ -265,22 +265,22 @@ def _server_row(rc: sqlite3.Connection, info: capture.TableInfo, key: Tuple[Any,
 
 def replay(rc: sqlite3.Connection, replica: str, client_id: str, *, server: Optional[ServerChanges] = None,
            on_conflict: Optional[OnConflict] = None, path: Optional[str] = None,
-           install: bool = True, tails: bool = False) -> Tuple[int, int]:
+           install: bool = True) -> Tuple[int, int]:
     """Step 4 inside the caller's write transaction; (changes replayed, skipped). ``path``:
     a replay file other than the replica's (a WAL pull's, not published). Without
     ``install`` the capture installed by an earlier replay of the same pull stays and the
     DDL is not run again (a WAL pull's catch-up: row changes logged since that replay's
-    extraction, whose DDL it ran, on top; logged by the same triggers). With ``install``
-    the new revision's tables get tails above their largest rowids (``tails``: every page
-    local) before the replay, so each replayed row is logged or in a tail: pending either
-    way."""
+    extraction, whose DDL it ran, on top; logged by the same triggers). Every replayed row
+    is logged, as before tails (tail.py): the floor may predate a push racing this pull, so
+    a replayed row may be on the server already, and in a tail its later delete would log
+    nothing. The tails start above them after the commit (pull_end.start_tails)."""
     src = replay_file.Reader(path or replay_path(replica))
     try:
         doc = src.doc
         gen = int(doc.get("gen", 0))
         floor = replay_floor(rc, client_id, gen)
         if install:
-            capture.install(rc, gen=gen + 1, tails=tails)
+            capture.install(rc, gen=gen + 1)
         for j in doc["before"] if install else ():
             _run(rc, _stmt_of(j))
         if on_conflict is None and not src.legacy and attached(rc):

@@ -28,12 +28,15 @@ no trigger per row - and raises F to the table's largest rowid, triggers rewritt
 SAME local write transaction. push() folds at its START (push.py), before it collects:
 from then on every change to those rows is logged, so a row changed while the push is on
 the network is sent again by the next push (after the fold; marking the tail pushed at
-the END instead would lose that change). Rows inserted between the fold and the collect
-are sent from the tail and stay in it (sent again next time). The pull's rebase does not
+the END instead would lose that change). Push never sends a tail row: one sent would stay
+in the tail, so its later delete or key change would log nothing and the server would keep
+it; rows inserted between the fold and the collect are folded and collected again
+(push._prepare). The pull's rebase does not
 fold (it must not write before setting the local layer aside): its extraction reads the
-tail as changes above every log id, so they are replayed whatever the floor; the new
-revision's triggers start at its largest rowid, so the replayed rows are logged or in the
-new tail - pending either way.
+tail as changes above every log id, so they are replayed whatever the floor; on the new
+revision every replayed row is logged (its floor may predate a push racing the pull, so a
+replayed row may be on the server already: in a tail, its later delete would log nothing),
+and the tails start above them after the replay (``start``).
 
 TRANSACTIONS. Folded rows carry no transaction id; the first gets x = capture.BULK and
 push cuts no batch before it (batches.py); a push that sends tail rows (inserted after its
@@ -90,7 +93,7 @@ def pending(conn: sqlite3.Connection) -> bool:
 def log_rows(conn: sqlite3.Connection, i: int, info: TableInfo, f: int) -> Tuple[int, int]:
     """Table id ``i``'s tail into the log (inside the caller's write transaction; the
     caller raises the frontier in the same one); (rows logged, the new frontier)."""
-    top = capture.top_rowid(conn, info)
+    top = capture.top_rowid(conn, info, safe=False)
     if top is None or top <= f:
         return 0, f
     cur = conn.execute(f"INSERT INTO {capture.LOG}(t, k) {rows_sql(info, f'{i}, {info.key_of_rows()}')} "
@@ -104,10 +107,11 @@ def unstarted(conn: sqlite3.Connection) -> List[Tuple[int, TableInfo]]:
     fronts = capture.frontiers(conn)
     trig = capture.our_triggers(conn)
     out = []
+    sqls = {name: sql for name, sql in capture.user_tables(conn)}
     for i, name, kind in conn.execute(f"SELECT id, name, kind FROM {capture.TABLES}").fetchall():
-        if i in fronts or any(trig.get(t) != name for t in capture.trigger_names(i, False)):
+        if i in fronts or name not in sqls or any(trig.get(t) != name for t in capture.trigger_names(i, False)):
             continue
-        info = capture.table_info(conn, name)
+        info = capture.table_info(conn, name, sqls[name])
         if info is not None and info.kind == kind and info.rowid is not None:
             out.append((i, info))
     return out
@@ -134,12 +138,21 @@ def fold(conn: sqlite3.Connection) -> int:
             continue
         n += rows
         with capture.Writable(conn):
-            capture.drop_triggers(conn, i)
+            capture.drop_triggers(conn, i, True)
             capture.create_triggers(conn, i, info, top)
-    for i, info in unstarted(conn):  # every change is logged so far: the tail starts above all
-        with capture.Writable(conn):
-            capture.drop_triggers(conn, i)
-            capture.create_triggers(conn, i, info, capture.top_rowid(conn, info))
+    start(conn)
     if n:
         capture.mark_bulk(conn, first)
     return n
+
+
+def start(conn: sqlite3.Connection) -> None:
+    """Tails for the tables that log every change (inside the caller's write transaction):
+    every change so far is logged, so each starts above the rows it holds."""
+    todo = [(i, info, capture.top_rowid(conn, info)) for i, info in unstarted(conn)]
+    todo = [(i, info, top) for i, info, top in todo if top is not None]  # (None: unreadable)
+    if todo:
+        with capture.Writable(conn):
+            for i, info, top in todo:
+                capture.drop_triggers(conn, i, False)
+                capture.create_triggers(conn, i, info, top)

@@ -43,6 +43,7 @@ import requests.auth
 from ..errors import ProtocolError, RemoteError
 from . import redaction
 from .deadline import Watchdog
+from .environ import EnvironSettings
 from .failures import STATUS_ADVICE, classify
 from .stats import SourceStats
 from ..url import redact, redact_text
@@ -246,6 +247,7 @@ class HttpClient:
         s.mount("http://", adapter)
         s.mount("https://", adapter)
         self._session = s
+        self._env = EnvironSettings(verify)  # proxies, CA bundle: read once per host
 
     def __repr__(self) -> str:
         return f"<HttpClient {self.display_url}>"
@@ -309,10 +311,7 @@ class HttpClient:
             dog = Watchdog(self.deadline, t0)
             try:
                 per_read = dog.remaining(self.timeout)
-                resp = self._session.request(
-                    method, target, headers=hdrs, data=data, stream=True,
-                    timeout=(per_read, per_read), verify=self.verify, allow_redirects=True,
-                )
+                resp = self._env.send(self._session, method, target, hdrs, data, (per_read, per_read))
             except requests.RequestException as exc:
                 reason, sent, retryable, advice = classify(exc, self.timeout)
                 self.stats.add(requests=1, sent=len(data or b""))
