@@ -31,7 +31,7 @@ SEED = 14
 # pending apply is recorded, in the middle of the apply, after the metadata switch.
 PULL_POINTS = ["stage.add:1", "stage.add:40", "stage.finish:1", "rebase.prepare:1", "rebase.extract:1", "meta.save:1",
                "apply.put:1", "apply.put:30", "rebase.replay:1", "meta.save:2"]
-PUSH_POINTS = ["push.batch:1"]
+PUSH_POINTS = ["tail.fold:1", "push.fold:1", "push.batch:1"]  # (local rows: the unpushed tail)
 # Every step of a bootstrap (sync/bootstrap.py): its claim, the pages, the capture install
 # (inside its transaction), the one flush, the final metadata (the commit point).
 BOOTSTRAP_POINTS = ["meta.save:1", "bootstrap.pages:1", "capture.install:1", "store.sync:1", "meta.publish:1"]

@@ -12,7 +12,8 @@ state a kill inside pagestore.c's write leaves, between the page bytes and the C
 
 KILL_AT is where the process SIGKILLs itself: ``never``, ``<hook>:<n>`` (the n-th call of a
 hook: ``stage.add``, ``stage.finish``, ``apply.put``, ``fetch.put``, ``meta.save``,
-``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``, ``wal.side``,
+``rebase.prepare``, ``rebase.extract``, ``rebase.replay``, ``push.batch``, ``tail.fold``,
+``push.fold``, ``wal.side``,
 ``wal.record``, ``wal.append``, and the bootstrap's ``bootstrap.pages``, ``capture.install``,
 ``store.sync``, ``meta.publish``;
 ``meta.save:1`` is the pending-apply record, ``meta.save:2`` the switch; in a bootstrap,
@@ -44,6 +45,8 @@ HOOKS = {
     "rebase.extract": ("turso_dbapi.sync.rebase", "extract"),  # local changes set aside
     "rebase.replay": ("turso_dbapi.sync.rebase", "replay"),  # replayed, not yet committed
     "push.batch": ("turso_dbapi.sync.push", "Pipeline.call"),  # the server committed a batch
+    "tail.fold": ("turso_dbapi.sync.tail", "fold"),  # push's tails in the log, not committed
+    "push.fold": ("turso_dbapi.sync.push", "_fold"),  # ... committed, before the network
     "fetch.put": ("turso_dbapi.storage.pagestore", "PageStore.put_synced", "fill"),
     "wal.record": ("turso_dbapi.storage.wal_writer", "record"),  # WAL replica: frames listed
     "wal.append": ("turso_dbapi.storage.wal_writer", "append"),  # ... and committed in the WAL

@@ -2,10 +2,13 @@
 local transaction as the change.
 
 WHY TRIGGERS (measured, benchmarks/bench_sync.py; DESIGN §2.5 lists the two mechanisms).
-A trigger that appends ``(table id, key)`` to a rowid table costs ~1.4x on a 100k-row bulk
+A trigger that appends ``(table id, key)`` to a rowid table costs ~1.5x on a 100k-row bulk
 insert (the log row is one more B-tree append per row; full before/after row images as
 pyturso's CDC keeps them cost ~2.8x) and nothing measurable on autocommit updates (the
-fsyncs of the commit dominate). The layer diff would cost nothing on the write path, but it
+fsyncs of the commit dominate). Inserts above a table's frontier therefore log nothing
+(tail.py: the WHEN clause compares the rowid with a constant, ~1.14x, as an empty trigger;
+1.25x rollback / 1.12x WAL measured on a replica, load ~3.5), and push logs them in bulk
+when it starts (~0.15 us a row). The layer diff would cost nothing on the write path, but it
 needs a read-only view of the synced layer through the VFS (C work) and a B-tree cell
 parser to find candidate keys; triggers give the same net effect today, in plain SQL,
 identically for every connection of every process (they live in the database file), and
@@ -22,8 +25,10 @@ already skips them; ``iterdump`` and ``.schema`` also drop our trigger lines)::
     sqlite_tdb_log(id INTEGER PRIMARY KEY, t, k, x)        one row per changed key
     sqlite_tdb_tables(id INTEGER PRIMARY KEY, name, kind)  table id -> name, key kind
     sqlite_tdb_schema(type, name, tbl_name, sql)           the user schema as last synced
-    sqlite_tdb_state(key TEXT PRIMARY KEY, value)          'gen': the local pull generation
-    sqlite_tdb_<id>_i / _u / _d                            AFTER triggers on each table
+    sqlite_tdb_state(key TEXT PRIMARY KEY, value)          'gen': the local pull generation;
+                                                           'f:<id>': table id's frontier (tail.py)
+    sqlite_tdb_<id>_i / _u / _d                            AFTER triggers on each table (_ti / _tu /
+                                                           _td: with a tail, WHEN rowid <= frontier)
 
 TRANSACTIONS: ``x`` is the local write transaction's id on the FIRST log row of each
 transaction, NULL (no bytes) on the others; push cuts batches only at those rows
@@ -33,8 +38,8 @@ the write lock). A table, not a SQL function, and no NOT NULL on the log: any fu
 call or constraint that can fail inside a trigger makes SQLite open a statement journal
 for every INSERT of the user (measured on a 100k-row bulk insert: a function call or a
 NOT NULL cost +0.25-0.4 us a row, 1.85x instead of 1.45x; the table read +0.12 us). Rows
-a transaction logs in bulk (``ensure_triggers``) carry no mark: at worst that transaction
-merges with the one before it, which only makes a batch bigger.
+logged in bulk (``ensure_triggers``, a folded tail) belong to transactions nobody marked:
+the first gets x = BULK and push cuts no batch before it.
 
 Key kinds: ``alias`` (INTEGER PRIMARY KEY: the rowid is the key), ``rowid`` (no primary
 key: the rowid, which pushes preserve), ``pk`` (any other primary key, WITHOUT ROWID
@@ -44,7 +49,9 @@ included: ``quote(pk1)||','||quote(pk2)...``, a SQL literal list parsed back wit
 Tables the triggers do not cover yet (created locally) are found by
 ``ensure_triggers`` at push time, which installs
 their triggers and logs every row they hold in the same transaction: a row written before
-its table had triggers is therefore never missed. DDL itself is not logged: ``changes``
+its table had triggers is therefore never missed. VERSION 3 triggers of tables with a
+tail have names an older version does not know: it takes such tables for uncovered ones
+and logs every row, so opening a replica with an older version loses no tail. DDL itself is not logged: ``changes``
 diffs the current schema against ``sqlite_tdb_schema`` (the synced schema, replaced by the
 pushed one after each successful push) and sends the difference as ALTER / CREATE / DROP
 statements that never drop a table to recreate it.
