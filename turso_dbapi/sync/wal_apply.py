@@ -21,15 +21,22 @@ replayed) as soon as the commit frame is in the wal-index.
    of that new revision: the pages it writes are the local part of the commit;
 4. ``pending_pull`` is saved with the capture generation the commit installs, and the
    synced frames' list (``-tdbwalsync``, storage.wal_writer) with the frame numbers they
-   will get; both fsynced here, outside the lock;
+   will get; both fsynced here, outside the lock. Local commits made since the extraction
+   (``data_version`` moved) are CAUGHT UP (``_catch_up``, up to ``CATCH_UPS`` times): in
+   one read transaction, their changes (logged after the last log id replayed, and the
+   rows of tables' unlogged tails, tail.py) and the pages they touched; the changes are
+   replayed on the same view, the pages join the commit as their synced version (what the
+   view read for them) unless replayed, and the list is written again;
 5. the internal connection takes ``BEGIN IMMEDIATE`` (the WAL write lock; other writers
-   wait, readers do not) and only checks that nothing moved since the plan: no commit since
-   the extraction (``data_version``) and the wal-index at the planned mxFrame and salts
-   (checked in C by the append). Then ``wal_index.c`` appends the planned pages (synced),
-   then the replayed ones (local; a page may come twice: the later frame wins) as one
-   commit, fsyncs the WAL, updates the wal-index; COMMIT (which wrote nothing through
-   SQLite) releases the lock. If something moved, 2-5 run again, up to ``MOVED_RETRIES``
-   times, then once more all under the lock (the last resort: still one commit);
+   wait, readers do not) and checks that nothing moved since the last look: no commit
+   (``data_version``; else one last catch-up, under the lock) and the wal-index at the
+   planned mxFrame and salts (checked in C by the append). Then ``wal_index.c`` appends the
+   planned pages (synced), then the replayed ones (local; a page may come twice: the later
+   frame wins) as one commit, fsyncs the WAL, updates the wal-index; COMMIT (which wrote
+   nothing through SQLite) releases the lock. What a catch-up cannot follow exactly (DDL
+   since; a tail row replayed before and since deleted, which no log records; a restart of
+   the WAL the append refuses) makes 2-5 run again, up to ``MOVED_RETRIES`` times, then
+   once more all under the lock (the last resort: still one commit);
 6. metadata switches (synced revision, pull_gen + 1, no pending pull), the stage and the
    replay file go.
 
