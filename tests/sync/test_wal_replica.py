@@ -314,18 +314,25 @@ def test_an_older_versions_interrupted_two_commit_apply_is_redone_as_one_commit_
     reader.close()
 
 
-@pytest.mark.parametrize("concurrent", ["row", "ddl"])
-def test_a_local_commit_during_the_side_replay_is_caught_up_under_the_lock_in_the_same_commit(
+@pytest.mark.parametrize("concurrent", ["row", "ddl", "tail-insert", "tail-delete"])
+def test_a_local_commit_during_the_side_replay_is_caught_up_in_the_same_commit(
         turso_server, tmp_path, monkeypatch, concurrent):
     # A writer commits after the replay was built off to the side, before the pull's lock:
-    # its row changes are replayed on the side view under the lock (one build, one commit);
-    # a schema change cannot be caught up that way: the replay is built again.
+    # its changes are replayed on the side view (one build, one commit) - logged row changes,
+    # and rows inserted into a table's unlogged tail (tail.py); a schema change, or a tail
+    # row deleted (no log says so), cannot be caught up that way: the replay is built again.
     from turso_dbapi.sync import side_replay
 
     conn = wal_replica(turso_server, tmp_path, 60)
     path = str(tmp_path / "r.db")
     writer = turso_dbapi.connect(path)
+    conn.execute("CREATE TABLE here(n INTEGER PRIMARY KEY, s TEXT)")
+    conn.executemany("INSERT INTO here VALUES (?, ?)", [(i, f"a{i}") for i in range(1, 6)])
+    conn.commit()
+    turso_server.db_sql("UPDATE t SET v = 2 WHERE id = 1")
+    assert conn.pull() is True  # its replay gave the table created here triggers and a tail
     conn.execute("UPDATE t SET v = 5 WHERE id = 3")
+    conn.execute("INSERT INTO here VALUES (7, 'a7')")  # above its frontier: a tail row
     conn.commit()
     turso_server.db_sql("UPDATE t SET v = 1 WHERE id > 10")
     real_run, builds = side_replay.run, []
@@ -338,6 +345,11 @@ def test_a_local_commit_during_the_side_replay_is_caught_up_under_the_lock_in_th
             writer.execute("DELETE FROM t WHERE id = 4")
             if concurrent == "ddl":
                 writer.execute("CREATE TABLE extra(a INTEGER PRIMARY KEY)")
+            if concurrent.startswith("tail"):
+                writer.execute("INSERT INTO here VALUES (6, 'a6')")
+                writer.execute("UPDATE here SET s = 'b2' WHERE n = 2")
+            if concurrent == "tail-delete":  # a tail row the replay had: no log says it went
+                writer.execute("DELETE FROM here WHERE n = 7")
             writer.commit()
         return view
 
@@ -345,15 +357,22 @@ def test_a_local_commit_during_the_side_replay_is_caught_up_under_the_lock_in_th
     before, _ = wal_frames(path)
     assert conn.pull() is True
     after, _ = wal_frames(path)
-    assert len(builds) == (1 if concurrent == "row" else 2)
+    assert len(builds) == (2 if concurrent in ("ddl", "tail-delete") else 1)
     new = after[len(before):]
     assert len([1 for _, size in new if size]) == 2  # the writer's commit, then the pull's one
     assert conn.execute("SELECT id, v FROM t WHERE id IN (3, 4, 11, 12) ORDER BY id").fetchall() == [
         (3, 8), (11, 1), (12, 8)]
-    assert conn.stats().pending_changes == 3  # ids 3, 4 and 12: logged by the replay, unpushed
+    here = dict(conn.execute("SELECT n, s FROM here").fetchall())
+    expected = {i: f"a{i}" for i in (1, 2, 3, 4, 5, 7)}
+    if concurrent.startswith("tail"):
+        expected.update({6: "a6", 2: "b2"})
+    if concurrent == "tail-delete":
+        del expected[7]
+    assert here == expected
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     conn.push()
     assert turso_server.db_sql("SELECT id, v FROM t WHERE id IN (3, 4, 12) ORDER BY id") == [["3", "8"], ["12", "8"]]
+    assert {int(r[0]): r[1] for r in turso_server.db_sql("SELECT n, s FROM here")} == expected
     writer.close()
 
 

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -54,9 +55,9 @@ _READER = textwrap.dedent("""
     import json, os, sys, threading
     sys.path.insert(0, sys.argv[1])
     import turso_dbapi
-    path, stop, checkpoints = sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    path, stop, checkpoints = sys.argv[2], sys.argv[3], sys.argv[4] != "0"
     CHECK = sys.argv[5]
-    MODES = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
+    MODES = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"] if sys.argv[4] == "1" else ["PASSIVE"]
     out = {"reads": 0, "mixed": [], "errors": [], "seen": [], "checkpoints": 0}
     lock = threading.Lock()
     parent = os.getppid()  # a test killed before its finally (a timeout) leaves no reader spinning
@@ -78,7 +79,7 @@ _READER = textwrap.dedent("""
                         out["seen"].append(a[0])
                 n += 1
                 if checkpoints and k == 0 and n % 3 == 0:
-                    conn.execute(f"PRAGMA wal_checkpoint({MODES[n // 3 % 4]})").fetchall()
+                    conn.execute(f"PRAGMA wal_checkpoint({MODES[n // 3 % len(MODES)]})").fetchall()
                     with lock:
                         out["checkpoints"] += 1
             except Exception as exc:
@@ -100,10 +101,11 @@ _READER = textwrap.dedent("""
 """)
 
 
-def start_readers(path, stop, n=3):
+def start_readers(path, stop, n=3, modes="1"):
+    """``modes``: the checkpoints the first process runs: "1" every mode, "p" PASSIVE only."""
     procs = []
     for i in range(n):
-        p = subprocess.Popen([sys.executable, "-c", _READER, ROOT, path, stop, "1" if i == 0 else "0", CHECK],
+        p = subprocess.Popen([sys.executable, "-c", _READER, ROOT, path, stop, modes if i == 0 else "0", CHECK],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(p)
     for p in procs:
@@ -127,10 +129,34 @@ def wal_replica(server, path):
     return conn
 
 
-def run_campaign(server, path, steps):
+def run_campaign(server, path, steps, writer=False):
+    """``writer``: a thread of this process also commits rows into ``mine`` all along, so
+    pulls meet local commits between their side replay and their lock (caught up, or
+    built again)."""
     conn = wal_replica(server, path)
     stop = path + ".stop"
-    procs = start_readers(path, stop)
+    # With a writer committing all along, RESTART/TRUNCATE/FULL checkpoints (which hold the
+    # write lock while they wait for readers) could starve it or the pull's lock for seconds:
+    # SQLite's own contention, not the pull's; that variant checkpoints PASSIVE.
+    procs = start_readers(path, stop, modes="p" if writer else "1")
+    done, committed, failures = threading.Event(), [], []
+
+    def write():
+        w = turso_dbapi.connect(path, timeout=30)
+        try:
+            while not done.is_set():  # each row unique (a lost row's rowid may be reused)
+                w.execute("INSERT INTO mine(pad) VALUES (?)", (f"w{len(committed)}",))
+                w.commit()
+                committed.append(f"w{len(committed)}")
+                time.sleep(0.003)
+        except Exception as exc:  # reported below
+            failures.append(repr(exc))
+        finally:
+            w.close()
+
+    thread = threading.Thread(target=write) if writer else None
+    if thread is not None:
+        thread.start()
     try:
         for _i in range(steps):
             server_step(server)
@@ -139,17 +165,29 @@ def run_campaign(server, path, steps):
             assert conn.pull() is True
             time.sleep(0.15)
     finally:
+        done.set()
+        if thread is not None:
+            thread.join()
         results = stop_readers(procs, stop)
+    assert failures == []
     assert conn.execute(CHECK).fetchone() == (steps,) * 4
-    assert conn.execute("SELECT COUNT(*) FROM mine").fetchone() == (steps,)
+    assert conn.execute("SELECT COUNT(*) FROM mine").fetchone() == (steps + len(committed),)
+    kept = {r[0] for r in conn.execute("SELECT pad FROM mine WHERE typeof(pad) = 'text'")}
+    assert kept == set(committed), f"lost: {sorted(set(committed) - kept)[:10]}"
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     return results
 
 
-def test_readers_in_3_processes_x_2_threads_never_see_a_mix(turso_server, tmp_path):
+@pytest.mark.parametrize("writer", [False, True], ids=["pulls", "pulls+local-writer"])
+def test_readers_in_3_processes_x_2_threads_never_see_a_mix(turso_server, tmp_path, writer, monkeypatch):
+    from turso_dbapi.sync import side_replay
+
+    real_run, builds = side_replay.run, []
+    monkeypatch.setattr(side_replay, "run", lambda *a, **k: builds.append(1) or real_run(*a, **k))
     server_tables(turso_server)
     steps = 8
-    results = run_campaign(turso_server, str(tmp_path / "r.db"), steps)
+    results = run_campaign(turso_server, str(tmp_path / "r.db"), steps, writer)
+    print(f"\n{len(builds)} side replays for {steps} pulls")
     reads = sum(r["reads"] for r in results)
     mixed = [m for r in results for m in r["mixed"]]
     errors = [e for r in results for e in r["errors"]]

@@ -26,6 +26,7 @@ import dataclasses
 import os
 import sqlite3
 import struct
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .._native import ffi, lib
@@ -93,10 +94,27 @@ def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
 
 
 def read_state(conn: sqlite3.Connection) -> WalState:
-    """The wal-index header as the connection holding the write lock sees it."""
-    job = ffi.new("tdb_wi_job *")
-    job.op = lib.TDB_WI_READ
-    _run(conn, job, "reading the wal-index")
+    """The wal-index header (under the write lock: as it stays; else as it is now). Without
+    the lock a commit may be writing it: its two copies then differ for a moment (rule (5)
+    of wal_index.c), and the read is tried again, as SQLite's readers do."""
+    for attempt in range(200):
+        job = ffi.new("tdb_wi_job *")
+        job.op = lib.TDB_WI_READ
+        job.rc = -1
+        token = lib.tdb_wi_submit(job)
+        if not token:
+            raise MemoryError("tdb_wi_submit")
+        try:
+            conn.execute(f"PRAGMA tdb_wal_job={token}")
+        finally:
+            lib.tdb_wi_withdraw(token)
+        if job.rc != 4:
+            break
+        time.sleep(0.001 if attempt > 3 else 0)
+    if job.rc == -1:
+        raise OperationalError("reading the wal-index: the database is not a replica of this driver")
+    if job.rc != 0:
+        raise OperationalError(f"reading the wal-index: {_ERRORS.get(job.rc, f'code {job.rc}')}")
     return _state(job)
 
 

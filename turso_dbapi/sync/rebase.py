@@ -108,11 +108,14 @@ def _fill(ic: sqlite3.Connection, out: replay_file.Writer, after: int = 0) -> Di
     """The local changes logged after ``after`` into ``out`` (inside the caller's
     transaction on ``ic``); the doc. Its "last" is the newest log id seen; "whole": rows of
     tables nothing logs yet, read whole (a later catch-up, ``extract_since``, could not
-    tell their deletes)."""
+    tell their deletes); "tails": {table: frontier} of the non-empty tails (tail.py), whose
+    rows carry the change id "tail_id"."""
     changes = collect(ic, after, untracked_rows=True, rowid_rows=False)
     doc: Dict[str, Any] = {"gen": capture.generation(ic), "before": [_stmt_json(s) for s in changes.before],
                            "after": [_stmt_json(s) for s in changes.after], "last": changes.last_id,
-                           "whole": bool(changes.tails) or any(ch.change_id > changes.last_id for ch in changes.rows)}
+                           "whole": any(ch.change_id > changes.last_id and ch.table not in changes.tails
+                                        for ch in changes.rows),
+                           "tails": dict(changes.tails), "tail_id": changes.tail_id}
     # Tables keyed by rowid: their logged rows go from the replica to the file in SQL.
     for name, t in changes.by_rowid.items():
         f = changes.tails.get(name)  # its tail (tail.py) too, above every log id

@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 from urllib.parse import quote
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from .._util.atomic import publish
 from .capture import TableInfo
@@ -201,6 +201,14 @@ class Reader:
         assert self.db is not None
         return self.db.execute(f"SELECT {', '.join(what)} FROM r{i} WHERE m > ? AND ({where}) ORDER BY m",
                                (floor,))
+
+    def keys_with(self, table: str, m: int) -> Set[Tuple[Any, ...]]:
+        """The keys of ``table``'s rows whose change id is ``m`` (a tail's: the largest)."""
+        for i, (info, _) in enumerate(self.tables):
+            if info.name == table:
+                cols = [f"k{j}" for j in range(key_width(info))]
+                return {tuple(r) for r in self.select(i, cols, m - 1)}
+        return set()
 
     def changes(self, i: int, floor: int) -> Iterator[Change]:
         """Table i's rows above ``floor`` as ``Change`` objects (the per-row paths)."""

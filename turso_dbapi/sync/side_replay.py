@@ -97,7 +97,7 @@ class SideView:
             raise
 
     def replay(self, *, client_id: str, staged: Staged, on_conflict: Optional[rebase.OnConflict],
-               replay_path: str, install: bool = True) -> None:
+               replay_path: str, install: bool = True, local: bool = False) -> None:
         """One write transaction of the view: ``pull_end.replay`` of ``replay_path``. Raises
         (changing nothing on the replica) when a page could not be served: a replay that
         silently skipped rows would lose them."""
@@ -117,6 +117,8 @@ class SideView:
         finally:
             if attached:
                 sc.execute("DETACH DATABASE tdb_replay")
+        if install and local and self._serve.failure is None:  # as rollback mode's apply does
+            pull_end.start_tails(sc)  # (in the view: part of the same one commit)
         failure = self._serve.failure
         if failure is not None:
             raise OperationalError(f"pull: the new revision of {self.replica} could not be read for the "
@@ -150,11 +152,13 @@ class SideView:
 
 def run(replica: str, page_size: int, db_size: int, page_of: Callable[[int], bytes], *,
         client_id: str, staged: Staged, on_conflict: Optional[rebase.OnConflict],
-        replay_path: str) -> SideView:
-    """A view with ``replay_path`` replayed on it (the caller closes it)."""
+        replay_path: str, local: bool = False) -> SideView:
+    """A view with ``replay_path`` replayed on it (the caller closes it); ``local``: every
+    page of the replica is stored (tables' tails start at once: pull_end.replay)."""
     view = SideView(replica, page_size, db_size, page_of)
     try:
-        view.replay(client_id=client_id, staged=staged, on_conflict=on_conflict, replay_path=replay_path)
+        view.replay(client_id=client_id, staged=staged, on_conflict=on_conflict, replay_path=replay_path,
+                    local=local)
     except BaseException:
         view.close()
         raise

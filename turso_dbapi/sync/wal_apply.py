@@ -21,15 +21,22 @@ replayed) as soon as the commit frame is in the wal-index.
    of that new revision: the pages it writes are the local part of the commit;
 4. ``pending_pull`` is saved with the capture generation the commit installs, and the
    synced frames' list (``-tdbwalsync``, storage.wal_writer) with the frame numbers they
-   will get; both fsynced here, outside the lock;
+   will get; both fsynced here, outside the lock. Local commits made since the extraction
+   (``data_version`` moved) are CAUGHT UP (``_catch_up``, up to ``CATCH_UPS`` times): in
+   one read transaction, their changes (logged after the last log id replayed, and the
+   rows of tables' unlogged tails, tail.py) and the pages they touched; the changes are
+   replayed on the same view, the pages join the commit as their synced version (what the
+   view read for them) unless replayed, and the list is written again;
 5. the internal connection takes ``BEGIN IMMEDIATE`` (the WAL write lock; other writers
-   wait, readers do not) and only checks that nothing moved since the plan: no commit since
-   the extraction (``data_version``) and the wal-index at the planned mxFrame and salts
-   (checked in C by the append). Then ``wal_index.c`` appends the planned pages (synced),
-   then the replayed ones (local; a page may come twice: the later frame wins) as one
-   commit, fsyncs the WAL, updates the wal-index; COMMIT (which wrote nothing through
-   SQLite) releases the lock. If something moved, 2-5 run again, up to ``MOVED_RETRIES``
-   times, then once more all under the lock (the last resort: still one commit);
+   wait, readers do not) and checks that nothing moved since the last look: no commit
+   (``data_version``; else one last catch-up, under the lock) and the wal-index at the
+   planned mxFrame and salts (checked in C by the append). Then ``wal_index.c`` appends the
+   planned pages (synced), then the replayed ones (local; a page may come twice: the later
+   frame wins) as one commit, fsyncs the WAL, updates the wal-index; COMMIT (which wrote
+   nothing through SQLite) releases the lock. What a catch-up cannot follow exactly (DDL
+   since; a tail row replayed before and since deleted, which no log records; a restart of
+   the WAL the append refuses) makes 2-5 run again, up to ``MOVED_RETRIES`` times, then
+   once more all under the lock (the last resort: still one commit);
 6. metadata switches (synced revision, pull_gen + 1, no pending pull), the stage and the
    replay file go.
 
@@ -66,12 +73,13 @@ from ..errors import OperationalError
 from ..storage import file_locks, header, wal_writer
 from ..storage.apply_flag import ApplyFlag
 from ..storage.pagestore import PG_LOCAL, PG_SYNCED, PageStore
-from . import capture, internal, metadata as sync_meta, pull_end, rebase, side_replay
+from . import capture, internal, metadata as sync_meta, pull_end, rebase, replay_file, side_replay
 from .stage import Staged
 
 WAL = 2  # file format bytes 18/19 of a WAL database
 Frames = wal_writer.Frames
 MOVED_RETRIES = 3  # side builds redone when the replica moved before the lock; then under it
+CATCH_UPS = 3  # local commits caught up ahead of the lock per build
 ONE_COMMIT = "gen"
 # SQLite < 3.32 sends no checkpoint brackets (SQLITE_FCNTL_CKPT_START/_DONE): a checkpoint
 # then writes pulled frames into the local layer too (vfs.c rule (18)), and the synced layer
@@ -224,15 +232,22 @@ class Built:
     view: side_replay.SideView  # open: a catch-up replays more on it
     version: Optional[int]  # PRAGMA data_version of the extraction (None: nothing to check)
     prepared: Optional[rebase.Prepared]  # its replay file (never published: not needed after)
+    more: Set[int] = dataclasses.field(default_factory=set)  # pages local commits changed since
+    last: int = 0  # the newest log id replayed (catch-ups replay what is logged after it)
+    tails: Dict[str, Tuple[int, Set[Tuple]]] = dataclasses.field(default_factory=dict)  # replayed tail rows
+    salts: Tuple[int, int] = (0, 0)  # of the commit's frames at ``state`` (once: a fresh WAL's are random)
 
-    def frames(self, more_local: Set[int] = frozenset()) -> Tuple[Frames, Frames, int]:
+    def __post_init__(self) -> None:
+        self.salts = wal_writer.salts_for(self.state)
+
+    def frames(self) -> Tuple[Frames, Frames, int]:
         """(synced frames: the planned pages, listed in -tdbwalsync; local frames: the
-        replayed pages, after them in the same commit; the size after the commit).
-        ``more_local``: pages local commits changed since the plan (a catch-up): the view
-        read them as their synced version, so that is what they get unless replayed."""
+        replayed pages, after them in the same commit; the size after the commit). Pages
+        local commits changed since the plan (``more``, caught up): the view read them as
+        their synced version, so that is what they get unless replayed."""
         res = self.view.result()
         size, pages = res.size, dict(self.plan.pages)
-        for p in sorted(more_local):
+        for p in sorted(self.more):
             if p <= size and p not in pages and p not in res.written:
                 pages[p] = self.plan.synced_version(p)
         synced = [(p, pages[p]) for p in sorted(pages) if p <= size]
@@ -279,41 +294,109 @@ def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int,
                 ic.execute("COMMIT")
         view = side_replay.run(replica, store.page_size, staged.db_size, plan.page_of,
                                client_id=meta.client_unique_id, staged=staged, on_conflict=on_conflict,
-                               replay_path=replay)
+                               replay_path=replay, local=store.first_absent(1) == 0)
     except BaseException:
         if prepared is not None:
             prepared.discard()
         raise
-    return Built(state, plan, view, version, prepared)
+    return Built(state, plan, view, version, prepared,
+                 last=int(prepared.doc.get("last", 0)) if prepared is not None else 0,
+                 tails=_tail_keys(prepared.doc, prepared.out.tmp) if prepared is not None else {})
+
+
+def _tail_keys(doc: Dict, path: str) -> Dict[str, Tuple[int, Set[Tuple]]]:
+    """{table: (frontier, keys)} of the tail rows (tail.py) in a replay file."""
+    if not doc.get("tails"):
+        return {}
+    src = replay_file.Reader(path)
+    try:
+        return {t: (int(f), src.keys_with(t, int(doc["tail_id"]))) for t, f in doc["tails"].items()}
+    finally:
+        src.close()
 
 
 def _catch_up(ic: sqlite3.Connection, store: PageStore, replica: str, built: Built, staged: Staged,
-              client_id: str, on_conflict: Optional[rebase.OnConflict]) -> bool:
-    """Under the lock, local transactions committed since the extraction: their changes
-    (logged after the extraction's last log id; the same DDL: not run again) are replayed
-    on the view too and the pages
-    they changed join the commit, which goes in at the state now (its list written again,
-    under the lock: the frame numbers moved). False when that cannot be exact (DDL or
-    whole-table rows in the changes, or DDL since): the caller builds again."""
+              client_id: str, on_conflict: Optional[rebase.OnConflict], locked: bool) -> bool:
+    """Local transactions committed since the extraction (or the last catch-up): their
+    changes, logged after ``built.last`` (the same DDL: not run again), are replayed on the
+    view too, and the pages they changed join the commit (``Built.more``), which goes in at
+    the state read here. In a read transaction of ``ic`` ahead of the lock (then
+    ``built.version`` moves on: the lock checks again), or under it. False when that
+    cannot be exact (DDL since, whole-table rows, or a tail row replayed before that is no
+    longer in its table's unlogged tail, tail.py: deleted or re-keyed, and no log says so;
+    or the tail's frontier moved): the caller builds again. Tail rows are replayed again
+    whole (upserts: their current state)."""
     first = built.prepared.doc if built.prepared is not None else {}
     if not first or first.get("whole", True):
         return False
-    out, doc = rebase.extract_since(ic, replica, int(first.get("last", 0)))
+    if not locked:
+        ic.execute("BEGIN")  # one snapshot for the changes, the version and the frames
+    try:
+        version = None if locked else ic.execute("PRAGMA data_version").fetchone()[0]
+        out, doc = rebase.extract_since(ic, replica, built.last)
+        now = wal_writer.read_state(ic)
+        more = wal_writer.pages_since(replica, built.state, now, store.page_size) | _local_layer(store)
+    finally:
+        if not locked:
+            ic.execute("COMMIT")
     try:
         if doc["whole"] or (doc["gen"], doc["before"], doc["after"]) != (first.get("gen"), first.get("before"),
                                                                           first.get("after")):
             return False
+        tails = _tail_keys(doc, out.tmp)
+        for table, (frontier, keys) in built.tails.items():
+            now_f, now_keys = tails.get(table, (None, set()))
+            if now_f != frontier or not keys <= now_keys:
+                return False
         built.view.replay(client_id=client_id, staged=staged, on_conflict=on_conflict,
                           replay_path=out.tmp, install=False)
     finally:
         out.discard()
-    now = wal_writer.read_state(ic)
-    more = wal_writer.pages_since(replica, built.state, now, store.page_size) | _local_layer(store)
-    synced, local, size = built.frames(more)
-    salts = wal_writer.salts_for(now)
-    wal_writer.record(replica, now, salts, synced)
-    wal_writer.append(ic, replica, now, salts, list(synced) + list(local), size, store.page_size)
+    if now != built.state:
+        built.state, built.salts = now, wal_writer.salts_for(now)
+    built.version, built.last = version, int(doc["last"])
+    built.tails.update(tails)
+    built.more |= more
     return True
+
+
+def _moved(ic: sqlite3.Connection, built: Built) -> bool:
+    return built.version is not None and ic.execute("PRAGMA data_version").fetchone()[0] != built.version
+
+
+def _commit(ic: sqlite3.Connection, store: PageStore, replica: str, built: Built, staged: Staged,
+            client_id: str, on_conflict: Optional[rebase.OnConflict], locked: bool,
+            lock_error: Callable[[Exception], Exception]) -> bool:
+    """Step 4's list and step 5 for a build; False when the replica moved in a way a
+    catch-up cannot follow (build again). Local commits met before the lock are caught up
+    there (a few times), so the lock finds the state the list was written for: it then
+    covers only the check and the append."""
+    synced, local, size = built.frames()  # computed here, not under the lock
+    wal_writer.record(replica, built.state, built.salts, synced)  # (4)
+    for _ in range(CATCH_UPS if not locked else 0):
+        if not _moved(ic, built):
+            break
+        if not _catch_up(ic, store, replica, built, staged, client_id, on_conflict, locked=False):
+            return False
+        synced, local, size = built.frames()  # the frames and their list follow every catch-up
+        wal_writer.record(replica, built.state, built.salts, synced)
+    if not locked:
+        _begin(ic, lock_error)  # (5)
+    landed = False
+    try:
+        if _moved(ic, built):  # moved again since the last look: caught up under the lock
+            if not _catch_up(ic, store, replica, built, staged, client_id, on_conflict, locked=True):
+                return False
+            synced, local, size = built.frames()
+            wal_writer.record(replica, built.state, built.salts, synced)
+        wal_writer.append(ic, replica, built.state, built.salts, list(synced) + list(local), size, store.page_size)
+        landed = True
+    except wal_writer.WalMoved:  # a restart since the plan, or a commit the version missed
+        if locked:
+            raise
+    finally:
+        ic.execute("COMMIT" if landed else "ROLLBACK")  # only releases the write lock
+    return landed
 
 
 def _begin(ic: sqlite3.Connection, lock_error: Callable[[Exception], Exception]) -> None:
@@ -345,25 +428,8 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
                                          ONE_COMMIT: built.view.gen}
                     sync_meta.save(replica, meta)
                     recorded = True
-                synced, local, size = built.frames()
-                salts = wal_writer.salts_for(built.state)
-                wal_writer.record(replica, built.state, salts, synced)  # (4)
-                if not locked:
-                    _begin(ic, lock_error)  # (5)
-                try:
-                    if built.version is not None and ic.execute("PRAGMA data_version").fetchone()[0] != built.version:
-                        landed = _catch_up(ic, store, replica, built, staged, meta.client_unique_id, on_conflict)
-                        if not landed:
-                            raise wal_writer.WalMoved("a transaction committed since the extraction")
-                    else:
-                        wal_writer.append(ic, replica, built.state, salts, list(synced) + list(local), size,
-                                          store.page_size)
-                        landed = True
-                except wal_writer.WalMoved:
-                    if locked:
-                        raise
-                finally:
-                    ic.execute("COMMIT" if landed else "ROLLBACK")  # only releases the write lock
+                landed = _commit(ic, store, replica, built, staged, meta.client_unique_id, on_conflict,
+                                 locked, lock_error)
             finally:
                 built.close()
             if landed:
