@@ -400,3 +400,65 @@ def test_a_reader_waiting_on_a_failed_speculative_fetch_fetches_the_pages_itself
     assert result == {2: b"2", 3: b"3", 9: b"9"}  # the reader never fails for it
     assert ("reader", [9]) in calls and ("reader", [2, 3]) in calls
     assert sf.in_flight() == set()
+
+
+def test_a_scan_reader_waits_only_for_its_own_window_and_the_next_goes_out_before_it_waits(tmp_path):
+    """fetch/miss.py (M1)/(M2), through SQLite: the first background window of a scan is
+    slow and the second is held back. The reader, missing the first while it is in flight,
+    reads its pages as soon as it arrives (M2: it used to wait for every window its plan
+    touched, the held one too), and while it waits for the held one, the window after it
+    has been asked for (M1: it used to be scheduled after the wait)."""
+    from turso_dbapi.fetch.miss import MissHandler
+    from turso_dbapi.sources.file import FileSource
+    from turso_dbapi.storage import pagestore
+    from turso_dbapi.storage.vfs import ensure_registered, replica_uri
+
+    src = make_database(tmp_path / "src.db", rows=6000)
+    ensure_registered()
+    source = FileSource(src)
+    source.pinned_pages = True  # a file nobody writes meanwhile: background windows may run
+    source.open()
+    store = pagestore.open_store(str(tmp_path / "r" / "db"), page_size=source.page_size, size=source.size,
+                                 identity=pagestore.identity_of(str(src), source.version, source.page_size,
+                                                                source.size))
+    release = threading.Event()
+    windows: list = []  # first page of each background fetch, in the order they were asked
+    scheduled: list = []  # background windows scheduled while the first one was in flight
+    fetch = source.fetch
+
+    def gated(pgnos):
+        if threading.current_thread().name.startswith("tdb-lookahead"):
+            windows.append(min(pgnos))
+            nth = len(windows)
+            if nth == 1:
+                time.sleep(0.5)  # the reader reaches the first window while it is in flight
+                scheduled.append(handler.lookahead.windows)  # windows asked for meanwhile
+            elif nth == 2:
+                assert release.wait(20), "never released"
+        return fetch(pgnos)
+
+    source.fetch = gated
+    handler = MissHandler(store, source)
+    con = sqlite3.connect(replica_uri(store.path, store.attach(handler)), uri=True, check_same_thread=False)
+    done = []
+    reader = threading.Thread(target=lambda: done.append(
+        con.execute("SELECT count(*), sum(length(payload)) FROM items").fetchone()))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(windows) < 3:
+            time.sleep(0.01)
+        assert len(windows) >= 3, windows  # the third window went out while the second is held
+        assert scheduled and scheduled[0] >= 3, scheduled  # (M1) asked before the reader's wait ended
+        first, second = windows[0], windows[1]
+        mine = [p for p in range(first, second) if store.is_present(p)]  # the first window's pages
+        while time.monotonic() < deadline and not all(store.was_read(p) for p in mine):
+            time.sleep(0.01)
+        assert mine and all(store.was_read(p) for p in mine)  # (M2) read while the second is held
+        assert not done
+    finally:
+        release.set()
+        reader.join(20)
+    assert done == [sqlite3.connect(src).execute("SELECT count(*), sum(length(payload)) FROM items").fetchone()]
+    handler.close()
+    con.close()
