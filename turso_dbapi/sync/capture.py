@@ -7,8 +7,8 @@ insert (the log row is one more B-tree append per row; full before/after row ima
 pyturso's CDC keeps them cost ~2.8x) and nothing measurable on autocommit updates (the
 fsyncs of the commit dominate). Inserts above a table's frontier therefore log nothing
 (tail.py: the WHEN clause compares the rowid with a constant, ~1.14x, as an empty trigger;
-1.25x rollback / 1.12x WAL measured on a replica, load ~3.5), and push logs them in bulk
-when it starts (~0.15 us a row). The layer diff would cost nothing on the write path, but it
+1.14x rollback / 1.16x WAL measured on a replica), and push logs them in bulk when it
+starts (~0.16 us a row). The layer diff would cost nothing on the write path, but it
 needs a read-only view of the synced layer through the VFS (C work) and a B-tree cell
 parser to find candidate keys; triggers give the same net effect today, in plain SQL,
 identically for every connection of every process (they live in the database file), and
