@@ -84,7 +84,7 @@ def _fold_table(conn: sqlite3.Connection, i: int, name: str) -> Optional[int]:
     its new triggers get. Folded first because the ALTER may leave it no rowid name a
     column does not shadow (then it has no tail, and its tail rows must be logged)."""
     f = capture.frontier(conn, i)
-    row = conn.execute(f"SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
+    row = conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
                        (name,)).fetchone()
     info = None if row is None else capture.table_info(conn, row[0])
     if f is None or info is None or info.rowid is None:
