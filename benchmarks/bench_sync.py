@@ -142,7 +142,7 @@ def autocommit_interleaved(conns: Dict[str, Any], updates: int, block: int = 500
     while done < updates:
         n = min(block, updates - done)
         for name in names:
-            took[name] += timed(lambda: autocommit(conns[name], done, n))
+            took[name] += timed(lambda c=conns[name], d=done, k=n: autocommit(c, d, k))
         names = names[1:] + names[:1]
         done += n
     return took

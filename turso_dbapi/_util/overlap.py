@@ -20,10 +20,10 @@ import threading
 from typing import Any, Callable, Optional
 
 _lock = threading.Lock()
-_jobs: Optional["queue.SimpleQueue[Overlap]"] = None
+_jobs: Optional[queue.SimpleQueue[Overlap]] = None
 
 
-def _serve(jobs: "queue.SimpleQueue[Overlap]") -> None:
+def _serve(jobs: queue.SimpleQueue[Overlap]) -> None:
     while True:
         jobs.get()._run()
 
