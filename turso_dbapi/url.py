@@ -101,6 +101,13 @@ def _parse_protocol(value: Any) -> str:
     return text
 
 
+def _parse_journal_mode(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("wal", "delete"):
+        raise ValueError("expected wal or delete")
+    return text
+
+
 def _parse_callable(value: Any) -> Any:
     if callable(value):
         return value
@@ -163,6 +170,10 @@ OPTIONS: Dict[str, Option] = {
                "than this many ms (true = 1000); off by default", maximum=7 * 86400 * 1000),
         Option("push_operations_threshold", _parse_int, None,
                "Turso push: seal a batch (one server transaction) after this many row changes"),
+        Option("journal_mode", _parse_journal_mode, None,
+               "Turso replica: the journal mode a NEW replica starts in, wal (default, as Turso's "
+               "and pyturso's local files) or delete (rollback journal); an existing replica keeps "
+               "its file's mode (PRAGMA journal_mode=WAL switches one)"),
         # Callables: keyword arguments of connect() only; in a URL they are refused.
         Option("on_conflict", _parse_callable, None,
                "Turso pull: default conflict hook of pull() (a callable; keyword only, not in a URL)"),
@@ -203,6 +214,7 @@ class ConnectOptions(TypedDict, total=False):
     profile: str
     follow: Union[bool, int]
     push_operations_threshold: int
+    journal_mode: Literal["wal", "delete"]
     on_conflict: Callable[[Any], Any]
     transform: Callable[[Any], Any]
     readonly: bool

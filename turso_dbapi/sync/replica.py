@@ -16,9 +16,12 @@ connection's source re-reads the pin from the metadata at each miss (its ``pin``
 parameter: one small file read next to a network round trip), so a pull by any connection
 of any process moves it, and a page re-fetched after a torn write is of the right revision.
 
-Journal mode: a replica starts in rollback-journal mode (DESIGN §2.5); ``PRAGMA
-journal_mode=WAL`` switches it to WAL for good (as with any SQLite file), and pulls then commit
-into the WAL (``sync.wal_apply``): readers of every process keep their snapshot during a pull.
+Journal mode: a new replica starts in WAL mode, as Turso's and pyturso's local files
+(option ``journal_mode``: wal | delete; the switch is part of the bootstrap's one flush);
+pulls then commit into the WAL (``sync.wal_apply``): readers of every process keep their
+snapshot during a pull. ``journal_mode="delete"`` keeps the rollback journal (DESIGN §2.5).
+An existing replica keeps its file's mode; ``PRAGMA journal_mode=WAL`` switches a rollback
+one to WAL for good (as with any SQLite file).
 
 Two-way sync: change capture (``capture``) is installed at open on a replica that has none;
 ``push()`` is ``sync.push``; ``pull()`` rebases (``sync.rebase``).
@@ -280,7 +283,8 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
             store = boot.open_replica_store(path, meta, redact(base_url(url)), readonly=readonly)
         if fresh:  # the bootstrap ends under the lock, with its source attached for misses
             source, handler, conn_id = _attach(store, url, options, explicit, client, path, meta, readonly)
-            boot.complete(path, store, meta, lambda: _install_capture(store, path, conn_id, fresh=True))
+            wal = (options.get("journal_mode") or "wal") == "wal"
+            boot.complete(path, store, meta, lambda: _install_capture(store, path, conn_id, fresh=True, wal=wal))
     if not fresh:
         source, handler, conn_id = _attach(store, url, options, explicit, client, path, meta, readonly)
     apply_flag.register_recovery(path, engine.recover_dead_apply)
@@ -334,7 +338,8 @@ def _attach(store: pagestore.PageStore, url: Any, options: Mapping[str, Any], ex
     return source, handler, store.attach(handler)
 
 
-def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh: bool = False) -> None:
+def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh: bool = False,
+                     wal: bool = False) -> None:
     """Change capture on a replica that has none yet (just bootstrapped, or made by an
     older version), or upgraded (capture.upgrade): one local write transaction, under the
     lock every writer takes. Local changes made before (an older version's scratchpad) are
@@ -342,7 +347,9 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh:
 
     ``fresh``: step 2 of a bootstrap (sync.bootstrap), whose files are still a cache that a
     crash makes bootstrap again: no journal file and no flush (``journal_mode=MEMORY``,
-    ``synchronous=OFF``); the bootstrap's one flush covers these pages too."""
+    ``synchronous=OFF``); the bootstrap's one flush covers these pages too. ``wal``: a
+    fresh replica then switches to WAL (SQLite writes the header's version bytes straight
+    to the file, as it goes through journal_mode=OFF from MEMORY), in the same flush."""
     ic = internal.connect(path, conn_id)
     try:
         if fresh:
@@ -363,6 +370,8 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh:
         except BaseException:
             ic.execute("ROLLBACK")
             raise
+        if wal and str(ic.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() != "wal":
+            raise OperationalError(f"unable to switch the new replica {path} to WAL mode")
     finally:
         ic.close()
 
