@@ -12,7 +12,8 @@ request). Every figure is measured in this run, with its ratio:
    single-row autocommit updates of rows the replica pulled (``SYNCED`` of them: every
    update is logged), on (a) our replica with capture, (b) the same replica with the
    capture triggers dropped (what a write costs without capture), (c) pyturso's replica
-   (its CDC on, as it always is), (a) and (b) again in WAL mode (pyturso's mode), and (d)
+   (its CDC on, as it always is), (a) and (b) in rollback-journal mode (journal_mode="delete")
+   and in WAL mode (pyturso's mode and a new replica's default), and (d)
    a plain file with the stdlib sqlite3, rollback journal and WAL (what a commit costs
    without a replica). The autocommit updates run interleaved, in blocks of 500 per
    system, so a burst of load from other processes hits every system alike. Then the
@@ -190,15 +191,18 @@ def main() -> None:
     try:
         # 1. capture overhead ----------------------------------------------------------------
         if not a.no_capture:
-            with_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "cap.db"))
-            without = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "nocap.db"))
+            # rollback-journal replicas: asked for (journal_mode="delete"), WAL is the default
+            with_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "cap.db"),
+                                           journal_mode="delete")
+            without = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "nocap.db"),
+                                          journal_mode="delete")
             drop_capture(without)
-            # the same two in WAL mode (pyturso's mode): one fsync a commit instead of the
-            # rollback journal's and the page store's several
+            # the same two in WAL mode (pyturso's mode, and a new replica's default): one
+            # fsync a commit instead of the rollback journal's and the page store's several
             wal_cap = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "walcap.db"))
             wal_no = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "walnocap.db"))
             for c in (wal_cap, wal_no):
-                assert c.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+                assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             drop_capture(wal_no)
             peer = turso_sync.connect(os.path.join(tmp, "peer.db"), proxy.base_url)
             plain, plain_wal = (sqlite3.connect(os.path.join(tmp, name)) for name in ("plain.db", "plainwal.db"))
@@ -220,12 +224,16 @@ def main() -> None:
             line("  bulk insert: with capture", w_cap["bulk"], w_peer["bulk"], "pyturso")
             line("  bulk insert + its fold at push: with capture", w_cap["bulk"] + fold, w_no["bulk"],
                  "without capture")
-            line("  autocommit updates: with capture", w_cap["auto"], w_no["auto"], "without capture")
-            line("  autocommit updates: with capture", w_cap["auto"], w_peer["auto"], "pyturso")
+            line("  autocommit updates (journal_mode='delete'): with capture", w_cap["auto"], w_no["auto"],
+                 "without capture")
+            line("  autocommit updates (journal_mode='delete'): with capture", w_cap["auto"], w_peer["auto"],
+                 "pyturso")
             line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_wno["bulk"], "without capture")
             line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_peer["bulk"], "pyturso")
-            line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_wno["auto"], "without capture")
-            line("  WAL replica, autocommit updates: with capture", w_wcap["auto"], w_peer["auto"], "pyturso")
+            line("  WAL replica (the default), autocommit updates: with capture", w_wcap["auto"], w_wno["auto"],
+                 "without capture")
+            line("  WAL replica (the default), autocommit updates: with capture", w_wcap["auto"], w_peer["auto"],
+                 "pyturso")
             print(f"a replica's commit vs a plain file's ({a.updates} autocommit updates, stdlib sqlite3)")
             line("  rollback journal: replica with capture", auto["cap"], auto["plain"], "plain file")
             line("  rollback journal: replica without capture", auto["no"], auto["plain"], "plain file")
