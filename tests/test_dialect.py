@@ -355,6 +355,7 @@ SAMPLES = {
     "verify": ("false", False),
     "long_poll_timeout_ms": ("250", 250),
     "follow": ("500", 500),
+    "journal_mode": ("DELETE", "delete"),
 }
 
 

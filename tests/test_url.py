@@ -32,6 +32,7 @@ def test_defaults_are_pinned():
         "profile": None,
         "follow": None,  # a live database is not followed unless asked
         "push_operations_threshold": None,  # one batch (one server transaction) per push
+        "journal_mode": None,  # a new Turso replica: wal; an existing one keeps its file's mode
         "on_conflict": None,  # pull(): the replayed local row wins
         "transform": None,  # push(): every change sent as it is
         "readonly": False,  # replicas are writable unless asked (mode=ro in a file: URI too)

@@ -99,7 +99,7 @@ def state(con) -> tuple:
 def test_a_pull_killed_at_any_point_leaves_the_old_or_the_new_revision(turso_server, tmp_path):
     fill(turso_server)
     path = str(tmp_path / "r.db")
-    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    turso_dbapi.connect(turso_server.url, local_path=path, journal_mode="delete").close()
     pages = int(turso_server.db_sql("PRAGMA page_count")[0][0])
     v = 0
     new_revision(turso_server)
@@ -191,7 +191,7 @@ def test_a_writer_killed_at_random_points_loses_no_committed_row(turso_server, t
 def test_a_transaction_killed_after_spilling_pages_is_rolled_back_and_pull_still_works(turso_server, tmp_path):
     fill(turso_server)
     path = str(tmp_path / "s.db")
-    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    turso_dbapi.connect(turso_server.url, local_path=path, journal_mode="delete").close()
     _, out = run_worker("big-write", "never", path)
     assert "spilled" in out and int(out.split()[-1]) > 0  # it wrote pages before dying
     con = turso_dbapi.connect(path)
@@ -207,7 +207,7 @@ def test_a_writer_killed_between_a_page_and_its_checksum_reopens_and_rolls_back(
     the open's header pre-read must not fail (pagestore.c rule (21)); the rollback heals it."""
     fill(turso_server)
     path = str(tmp_path / "t.db")
-    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    turso_dbapi.connect(turso_server.url, local_path=path, journal_mode="delete").close()
     _, out = run_worker("torn-write", "never", path)
     assert "spilled" in out and os.path.exists(path + "-journal")  # died with a hot journal
     con = turso_dbapi.connect(path)  # was "disk I/O error"

@@ -51,7 +51,7 @@ def test_a_full_bootstrap_stores_its_pages_in_one_call_per_chunk(turso_server, t
 
 def test_a_pull_stages_and_applies_its_pages_in_batches(turso_server, tmp_path, calls):
     turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)")
-    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"), journal_mode="delete")
     turso_server.db_sql("INSERT INTO t SELECT value, randomblob(3000) FROM generate_series(1, 600)")
     for k in calls:
         calls[k] = 0

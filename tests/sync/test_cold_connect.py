@@ -102,7 +102,7 @@ def test_a_rollback_commit_flushes_the_local_layer_and_the_sidecar_instead_of_th
     con.close()
     assert plain_syncs >= 2  # the journal's (one or two, by the build's settings) + the file's
 
-    rep = turso_dbapi.connect(server.url, local_path=str(tmp_path / "r.db"))
+    rep = turso_dbapi.connect(server.url, local_path=str(tmp_path / "r.db"), journal_mode="delete")
     assert rep.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     store = rep._replica.store
     rep.execute("SELECT count(*), sum(length(pad)) FROM t").fetchone()  # every page fetched
@@ -118,7 +118,7 @@ def test_a_rollback_commit_flushes_the_local_layer_and_the_sidecar_instead_of_th
 def test_pages_fetched_on_a_miss_are_not_flushed_by_a_commit(server, tmp_path):
     """A fetched page heals itself (lost bytes fail the CRC and are fetched again), so the
     commit after a cold read flushes no synced layer."""
-    rep = turso_dbapi.connect(server.url, local_path=str(tmp_path / "p.db"), partial=True)
+    rep = turso_dbapi.connect(server.url, local_path=str(tmp_path / "p.db"), partial=True, journal_mode="delete")
     store = rep._replica.store
     flushes = store.flushes()
     assert rep.execute("SELECT count(*), sum(length(pad)) FROM t").fetchone()[0] == 400

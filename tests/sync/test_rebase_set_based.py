@@ -129,7 +129,7 @@ _LEGACY_CRASH = textwrap.dedent("""
 def test_an_apply_interrupted_with_a_format_2_replay_file_is_finished(turso_server, tmp_path):
     tables(turso_server)
     path = str(tmp_path / "r.db")
-    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    conn = turso_dbapi.connect(turso_server.url, local_path=path, journal_mode="delete")
     conn.executemany("INSERT INTO a VALUES (?, ?, NULL)", [(1000 + i, i) for i in range(50)])
     conn.execute("DELETE FROM a WHERE id = 1")
     conn.execute("UPDATE r SET x = 'changed' WHERE rowid = 2")
@@ -155,7 +155,7 @@ def test_an_apply_interrupted_with_a_format_2_replay_file_is_finished(turso_serv
 def test_the_replay_file_is_extracted_before_the_lock_and_redone_if_a_commit_came_between(
         turso_server, tmp_path, monkeypatch):
     tables(turso_server)
-    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
+    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"), journal_mode="delete")
     conn.executemany("INSERT INTO a VALUES (?, ?, NULL)", [(1000 + i, i) for i in range(20)])
     conn.commit()
     turso_server.db_sql("INSERT INTO a VALUES (-5, 5, NULL)")

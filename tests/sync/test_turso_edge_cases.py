@@ -137,7 +137,7 @@ def test_empty_server(turso_server, tmp_path):
     turso_server.db_sql("INSERT INTO t VALUES (1), (2)")
     assert conn.pull() is True
     assert conn.execute("SELECT SUM(x) FROM t").fetchall() == [(3,)]
-    assert conn.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
+    assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
 
 
 def test_server_failure_during_a_lazy_fetch_leaves_the_connection_usable(turso_server, tmp_path):

@@ -62,7 +62,7 @@ def test_pull_refuses_inside_a_transaction(turso_server, tmp_path):
 def test_pull_waits_for_readers_of_other_connections_and_fails_cleanly(turso_server, tmp_path, monkeypatch):
     rows_table(turso_server, 30)
     path = str(tmp_path / "r.db")
-    a = turso_dbapi.connect(turso_server.url, local_path=path)
+    a = turso_dbapi.connect(turso_server.url, local_path=path, journal_mode="delete")
     b = turso_dbapi.connect(path, isolation_level=None)
     b.execute("BEGIN")
     assert b.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(0, 0)]
@@ -210,7 +210,7 @@ _CRASHING_PULL = textwrap.dedent("""
 def test_crash_during_apply_is_redone_at_the_next_open(turso_server, tmp_path):
     rows_table(turso_server, 300)
     path = str(tmp_path / "r.db")
-    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    turso_dbapi.connect(turso_server.url, local_path=path, journal_mode="delete").close()
     reader = turso_dbapi.connect(path)  # stays open across the other process's crash
     assert reader.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(0, 0)]
     turso_server.db_sql("UPDATE t SET v = 9, x = randomblob(1024)")
@@ -343,7 +343,7 @@ def test_a_reader_in_another_process_never_sees_a_mix_after_a_killed_puller(turs
 
     rows_table(turso_server, 300)
     path = str(tmp_path / "r.db")
-    turso_dbapi.connect(turso_server.url, local_path=path).close()
+    turso_dbapi.connect(turso_server.url, local_path=path, journal_mode="delete").close()
     reader = subprocess.Popen([sys.executable, "-c", _LONG_READER, ROOT, path], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

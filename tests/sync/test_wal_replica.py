@@ -379,8 +379,12 @@ def test_a_local_commit_during_the_side_replay_is_caught_up_in_the_same_commit(
 def test_a_connection_in_exclusive_locking_mode_makes_a_pull_fail_at_once_naming_it(turso_server, tmp_path):
     import time
 
-    conn = wal_replica(turso_server, tmp_path, 20)
+    rows_table(turso_server, 20)
     path = str(tmp_path / "r.db")
+    # a new replica is WAL; this connection reads nothing before the holder: a WAL-mode
+    # connection that has read keeps a shared lock on the file, and the holder's first read
+    # would then fail with "database is locked" (as on any WAL file, stdlib sqlite3 too)
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
     holder = turso_dbapi.connect(path)
     assert holder.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall() == [("exclusive",)]
     holder.execute("SELECT COUNT(*) FROM t").fetchall()  # takes (and keeps) the file's lock
