@@ -287,6 +287,7 @@ def test_a_large_pull_streams_to_disk_and_a_cut_reply_starts_over(tmp_path, mode
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
+        print(f"\n{mode}: Python memory peak of a pull of ~8 MB of pages: {peak} bytes")
         assert peak < 2_000_000, peak  # ~8 MB of pages went to the stage file, not to memory
         assert conn.execute("SELECT COUNT(*), SUM(v), SUM(LENGTH(x)) FROM t").fetchall() == [(8000, 8000, 8_000_000)]
         with FaultProxy(url) as proxy:  # (the proxy holds whole replies: not in the memory figure)
