@@ -124,7 +124,9 @@ def _state(job: ffi.CData) -> WalState:
                     int(s.page_size))
 
 
-def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
+def _submit(conn: sqlite3.Connection, job: ffi.CData) -> None:
+    """Run ``job`` in the VFS through ``conn``'s private pragma; ``job.rc`` stays -1 if the
+    pragma never reached our VFS."""
     job.rc = -1
     token = lib.tdb_wi_submit(job)
     if not token:
@@ -133,6 +135,10 @@ def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
         conn.execute(f"PRAGMA tdb_wal_job={token}")
     finally:
         lib.tdb_wi_withdraw(token)  # a job that did not run is forgotten
+
+
+def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
+    _submit(conn, job)
     if job.rc == -1:  # the pragma never reached our VFS
         raise OperationalError(f"{what}: the database is not a replica of this driver")
     if job.rc != 0:
@@ -149,14 +155,7 @@ def read_state(conn: sqlite3.Connection) -> WalState:
     for attempt in range(200):
         job = ffi.new("tdb_wi_job *")
         job.op = lib.TDB_WI_READ
-        job.rc = -1
-        token = lib.tdb_wi_submit(job)
-        if not token:
-            raise MemoryError("tdb_wi_submit")
-        try:
-            conn.execute(f"PRAGMA tdb_wal_job={token}")
-        finally:
-            lib.tdb_wi_withdraw(token)
+        _submit(conn, job)
         if job.rc != 4:
             break
         time.sleep(0.001 if attempt > 3 else 0)
