@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 
+import aiohttp
 import libsql_client
 import pytest
 
@@ -37,10 +38,22 @@ def test_libsql_client_python_over_websocket(turso_server_factory):
         with pytest.raises(libsql_client.LibsqlError) as info:
             c.execute("INSERT INTO t(id) VALUES (1)")
         assert info.value.code.startswith("SQLITE_CONSTRAINT")
-    with libsql_client.create_client_sync(url, auth_token="wrong") as c:
-        with pytest.raises(libsql_client.LibsqlError) as info:
-            c.execute("SELECT 1")
-        assert "Unauthorized" in str(info.value) and "wrong" not in str(info.value)
+    # A wrong token: the server answers the hello with hello_error and serves nothing. The
+    # client pipelines its first request behind the hello; when the hello_error arrives
+    # before that request is written, libsql-client closes its socket first and the send
+    # fails with aiohttp's "Cannot write to closing transport" (its race, seen once in a
+    # CI rehearsal). That is still a refusal; the error text is checked on a try that wins.
+    errors = []
+    for _ in range(5):
+        with libsql_client.create_client_sync(url, auth_token="wrong") as c:
+            with pytest.raises(Exception) as info:
+                c.execute("SELECT 1")
+        errors.append(info.value)
+        if isinstance(info.value, libsql_client.LibsqlError):
+            break
+        assert isinstance(info.value, aiohttp.ClientConnectionResetError), repr(info.value)
+    assert isinstance(errors[-1], libsql_client.LibsqlError), errors
+    assert "Unauthorized" in str(errors[-1]) and "wrong" not in str(errors[-1])
 
 
 def test_libsql_client_js_over_websocket(node_clients, turso_server_factory):

@@ -13,6 +13,7 @@ import pytest
 
 import turso_dbapi
 from support.faultproxy import FaultProxy
+from support import tail_cases
 from turso_dbapi.sync import capture, changes, internal, push as sync_push, tail
 
 import turso.sync as turso_sync  # noqa: E402 - a test extra (pyturso); an ImportError names it
@@ -20,12 +21,8 @@ import turso.sync as turso_sync  # noqa: E402 - a test extra (pyturso); an Impor
 N = 2000  # rows of a bulk insert
 
 
-def _rows(server, table="t"):
-    return [tuple(r) for r in server.db_sql(f"SELECT id, v FROM {table} ORDER BY id")]
-
-
-def _local(conn, table="t"):
-    return [(str(i), None if v is None else str(v)) for i, v in conn.execute(f"SELECT id, v FROM {table} ORDER BY id")]
+_rows = tail_cases.server_rows
+_local = tail_cases.local_rows
 
 
 def _logged(conn):
@@ -51,11 +48,7 @@ def _pushed_rows(proxy):
 
 @pytest.fixture
 def replica(turso_server, tmp_path):
-    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
-    turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 10)")
-    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
-    yield conn
-    conn.close()
+    yield from tail_cases.seeded_replica(turso_server, str(tmp_path / "r.db"))
 
 
 def test_a_bulk_insert_logs_nothing_and_push_sends_it_all(turso_server, replica, tmp_path):

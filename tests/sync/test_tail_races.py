@@ -1,6 +1,6 @@
 """The unpushed tail (sync/tail.py) under races: a push racing a pull (spec 6.6), writers
 between push's fold and its collect, a WAL pull's side replay, and a seeded random walk of
-all of them against a model. Helpers as in test_tail.py."""
+all of them against a model. Shared helpers: support/tail_cases.py."""
 
 from __future__ import annotations
 
@@ -9,24 +9,17 @@ import json
 import pytest
 
 import turso_dbapi
+from support import tail_cases
 from turso_dbapi.sync import push as sync_push, tail
 
 
-def _rows(server, table="t"):
-    return [tuple(r) for r in server.db_sql(f"SELECT id, v FROM {table} ORDER BY id")]
-
-
-def _local(conn, table="t"):
-    return [(str(i), None if v is None else str(v)) for i, v in conn.execute(f"SELECT id, v FROM {table} ORDER BY id")]
+_rows = tail_cases.server_rows
+_local = tail_cases.local_rows
 
 
 @pytest.fixture
 def replica(turso_server, tmp_path):
-    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
-    turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 10)")
-    conn = turso_dbapi.connect(turso_server.url, local_path=str(tmp_path / "r.db"))
-    yield conn
-    conn.close()
+    yield from tail_cases.seeded_replica(turso_server, str(tmp_path / "r.db"))
 
 
 def test_a_tail_row_a_racing_push_sent_then_deleted_after_the_pull_is_deleted_on_the_server(

@@ -404,9 +404,9 @@ def test_without_checkpoint_signals_pulled_pages_a_checkpoint_made_local_stay_ri
     # every page a checkpoint writes is local (vfs.c rule (18)) - the very path it takes
     # when it cannot open -tdbwalsync, which is how this test makes SQLite's checkpoint
     # signal-less. The synced layer then still holds the OLD version of the pulled pages.
-    from turso_dbapi.sync import wal_apply
+    from turso_dbapi.sync import wal_plan
 
-    monkeypatch.setattr(wal_apply, "CKPT_SIGNALS", False)  # what the version check says there
+    monkeypatch.setattr(wal_plan, "CKPT_SIGNALS", False)  # what the version check says there
     conn = wal_replica(turso_server, tmp_path, 60)
     path = str(tmp_path / "r.db")
     store = conn._replica.store

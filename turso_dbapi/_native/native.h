@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define TDB_NATIVE_VERSION 10
+#define TDB_NATIVE_VERSION 11
 
 /* cdef-begin */
 int tdb_native_version(void);

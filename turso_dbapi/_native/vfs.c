@@ -61,7 +61,7 @@
 **       pulled one (wal_index.c rule (8)) goes to the synced layer; every other write is
 **       local (and keeps the synced version of the page it shadows, rule (9) there). Without those brackets (SQLite < 3.32) every write is local, pulled pages
 **       included, whose synced layer copy is then older: a pull fetches the synced
-**       version of every local page again (sync/wal_apply.py CKPT_SIGNALS).
+**       version of every local page again (sync/wal_plan.py CKPT_SIGNALS).
 **   (19) WAL replicas: a read transaction starts with a shared xShmLock on a read mark; when
 **       the apply flag is set it is refused (SQLITE_BUSY: SQLite's WAL retry loop tries
 **       again) unless Python says this thread applies or a dead puller's apply was

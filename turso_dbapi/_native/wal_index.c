@@ -21,7 +21,9 @@
 **   (3) Frames go after mxFrame, continuing aFrameCksum with the header's salts; an empty
 **       WAL (mxFrame 0) gets a fresh header first: salt-1 one past the index's, a new
 **       salt-2, so no leftover frame of an older generation can ever validate after ours.
-**       Only the last frame is a commit frame (db size = the new size). The -wal file
+**       Only the last frame is a commit frame (db size = the new size); frames are
+**       written CHUNK at a time (pages from memory or read from a file: src_off), the
+**       commit frame last. The -wal file
 **       is fsynced before the wal-index changes: a crash leaves the old state (frames
 **       past mxFrame are ignored and overwritten) or, after SQLite's recovery, the new.
 **   (4) Hash entries: entries past mxFrame in its block (a writer that died or rolled
@@ -274,6 +276,8 @@ static int pwrite_all(int fd, const uint8_t *b, size_t n, off_t off) {
   return 0;
 }
 
+#define CHUNK 64u /* frames per write of an append */
+
 static int append(tdb_wi_job *job, const tdb_wi_shm *shm) {
   volatile uint8_t *r0 = region(shm, 0, 0);
   wi_hdr h;
@@ -286,7 +290,7 @@ static int append(tdb_wi_job *job, const tdb_wi_shm *shm) {
     return TDB_WI_EMOVED; /* (2) */
   uint32_t ps = job->page_size;
   if (st->page_size && st->page_size != ps) return TDB_WI_EARG;
-  if (job->n == 0 || !job->pgno || !job->pages || job->db_size == 0 || ps < 512 || ps > 65536)
+  if (job->n == 0 || !job->pgno || (!job->pages && !job->src_off) || job->db_size == 0 || ps < 512 || ps > 65536)
     return TDB_WI_EARG;
   for (uint32_t i = 0; i < job->n; i++)
     if (job->pgno[i] == 0 || job->pgno[i] > job->db_size) return TDB_WI_EARG;
@@ -318,23 +322,54 @@ static int append(tdb_wi_job *job, const tdb_wi_shm *shm) {
     wh.salt2 = st->salt2;
     ck[0] = h.aFrameCksum[0], ck[1] = h.aFrameCksum[1];
   }
-  size_t fsz = FRAME_HDR + (size_t)ps, len = fsz * job->n;
-  uint8_t *buf = malloc(len);
-  uint32_t *commit = calloc(job->n, sizeof *commit);
+  /* (3) the frames go out in chunks of CHUNK (a pull's pages are read from its stage file:
+  ** never all in memory); the running checksum carries over, the commit frame is the last
+  ** one written, and nothing is visible before the fsync and the header below. */
+  size_t fsz = FRAME_HDR + (size_t)ps, mem = 0;
+  uint32_t chunk = job->n < CHUNK ? job->n : CHUNK;
+  uint8_t *buf = malloc(fsz * chunk), *src = malloc((size_t)ps * chunk);
+  uint32_t *commit = calloc(chunk, sizeof *commit);
   int rc = TDB_WI_OK;
-  if (!buf || !commit) {
+  if (!buf || !src || !commit) {
     rc = TDB_WI_EIO;
     job->sys_errno = ENOMEM;
     goto out;
   }
-  commit[job->n - 1] = job->db_size;
-  if (tdb_wal_write_frames(buf, len, &wh, job->pgno, commit, job->pages, job->n, ck) != TDB_WAL_OK) {
-    rc = TDB_WI_EARG;
+  if (fresh && pwrite_all(fd, whbuf, WAL_HDR, 0) != 0) {
+    rc = TDB_WI_EIO;
+    job->sys_errno = errno;
     goto out;
   }
-  if ((fresh && pwrite_all(fd, whbuf, WAL_HDR, 0) != 0) ||
-      pwrite_all(fd, buf, len, (off_t)(WAL_HDR + (uint64_t)st->mx_frame * fsz)) != 0 ||
-      fdatasync(fd) != 0) { /* (3) durable before any reader can see it */
+  for (uint32_t done = 0; done < job->n; done += chunk) {
+    uint32_t k = job->n - done < chunk ? job->n - done : chunk;
+    for (uint32_t i = 0; i < k; i++) {
+      uint8_t *dst = src + (size_t)i * ps;
+      int64_t at = job->src_off ? job->src_off[done + i] : -1;
+      if (at < 0) {
+        if (!job->pages) {
+          rc = TDB_WI_EARG;
+          goto out;
+        }
+        memcpy(dst, job->pages + mem * ps, ps);
+        mem++;
+      } else if (pread(job->src_fd, dst, ps, (off_t)at) != (ssize_t)ps) {
+        rc = TDB_WI_EIO;
+        job->sys_errno = errno ? errno : EIO;
+        goto out;
+      }
+      commit[i] = done + i == job->n - 1 ? job->db_size : 0;
+    }
+    if (tdb_wal_write_frames(buf, fsz * k, &wh, job->pgno + done, commit, src, k, ck) != TDB_WAL_OK) {
+      rc = TDB_WI_EARG;
+      goto out;
+    }
+    if (pwrite_all(fd, buf, fsz * k, (off_t)(WAL_HDR + ((uint64_t)st->mx_frame + done) * fsz)) != 0) {
+      rc = TDB_WI_EIO;
+      job->sys_errno = errno;
+      goto out;
+    }
+  }
+  if (fdatasync(fd) != 0) { /* (3) durable before any reader can see it */
     rc = TDB_WI_EIO;
     job->sys_errno = errno;
     goto out;
@@ -361,6 +396,7 @@ static int append(tdb_wi_job *job, const tdb_wi_shm *shm) {
   fill_state(&h, r0, &job->state);
 out:
   free(buf);
+  free(src);
   free(commit);
   close(fd);
   return rc;

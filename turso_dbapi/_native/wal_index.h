@@ -41,7 +41,9 @@ typedef struct tdb_wi_job {
   uint32_t expect_salt2;
   uint32_t new_salt2;       /* APPEND into an empty WAL: salt-2 of the fresh header */
   const uint32_t *pgno;     /* APPEND: n page numbers and n page images end to end */
-  const uint8_t *pages;
+  const uint8_t *pages;     /*   (with src_off: only the pages whose src_off is -1, in order) */
+  const int64_t *src_off;   /* APPEND, optional: page i is read from src_fd at src_off[i] (>= 0) */
+  int src_fd;
   uint32_t n;
   uint32_t db_size;         /* APPEND: pages of the database after the commit */
   uint32_t page_size;       /* APPEND: the database's (an empty wal-index records none) */

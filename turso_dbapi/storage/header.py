@@ -3,7 +3,7 @@
 A replica runs in rollback-journal mode (DESIGN §2.5): bytes 18 (write version) and 19
 (read version) are 1. A Turso server's page 1 says WAL (2/2); every page 1 that enters a
 rollback-journal replica goes through ``rollback_journal``; a replica switched to WAL keeps
-2/2 (``sync.wal_apply.page1_for_wal``).
+2/2 (``sync.wal_plan.page1_for_wal``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import os
 import sqlite3
 import struct
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from .._native import ffi, lib
 from .._util.atomic import write_atomic
@@ -60,6 +60,55 @@ class WalMoved(OperationalError):
 Frames = Sequence[Tuple[int, bytes]]  # (page number, page image) in frame order
 
 
+class FileFrames:
+    """Frames in order whose pages are in memory or in a file (a pull's stage, read by page
+    offset): a large pull's pages are never all in memory; ``append`` has C read them a
+    chunk at a time. Iterating reads each page when its turn comes (the list's CRCs)."""
+
+    def __init__(self, fd: int = -1, page_size: int = 4096):
+        self.fd, self.page_size = fd, page_size
+        self.pgnos: List[int] = []
+        self.offsets: List[int] = []  # in ``fd``, or -1: the page is in ``mem``
+        self.mem: Dict[int, bytes] = {}  # frame index -> page image
+
+    def add(self, pgno: int, data: Optional[bytes] = None, offset: int = -1) -> None:
+        if data is not None:
+            self.mem[len(self.pgnos)] = data
+            offset = -1
+        elif offset < 0:
+            raise ValueError(f"page {pgno}: neither its bytes nor its offset")
+        self.pgnos.append(pgno)
+        self.offsets.append(offset)
+
+    def extend(self, frames: Iterable[Tuple[int, bytes]]) -> None:
+        for p, data in frames:
+            self.add(p, data)
+
+    def data(self, i: int) -> bytes:
+        got = self.mem.get(i)
+        if got is not None:
+            return got
+        out = os.pread(self.fd, self.page_size, self.offsets[i])
+        if len(out) != self.page_size:
+            raise OperationalError(f"page {self.pgnos[i]}: its staged copy is cut short")
+        return out
+
+    def __len__(self) -> int:
+        return len(self.pgnos)
+
+    def __iter__(self) -> Iterator[Tuple[int, bytes]]:
+        return ((self.pgnos[i], self.data(i)) for i in range(len(self.pgnos)))
+
+    def __getitem__(self, which: slice) -> FileFrames:
+        out = FileFrames(self.fd, self.page_size)
+        for i in range(len(self.pgnos))[which]:
+            out.pgnos.append(self.pgnos[i])
+            out.offsets.append(self.offsets[i])
+            if i in self.mem:
+                out.mem[len(out.pgnos) - 1] = self.mem[i]
+        return out
+
+
 @dataclasses.dataclass(frozen=True)
 class WalState:
     mx_frame: int
@@ -75,7 +124,9 @@ def _state(job: ffi.CData) -> WalState:
                     int(s.page_size))
 
 
-def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
+def _submit(conn: sqlite3.Connection, job: ffi.CData) -> None:
+    """Run ``job`` in the VFS through ``conn``'s private pragma; ``job.rc`` stays -1 if the
+    pragma never reached our VFS."""
     job.rc = -1
     token = lib.tdb_wi_submit(job)
     if not token:
@@ -84,6 +135,10 @@ def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
         conn.execute(f"PRAGMA tdb_wal_job={token}")
     finally:
         lib.tdb_wi_withdraw(token)  # a job that did not run is forgotten
+
+
+def _run(conn: sqlite3.Connection, job: ffi.CData, what: str) -> None:
+    _submit(conn, job)
     if job.rc == -1:  # the pragma never reached our VFS
         raise OperationalError(f"{what}: the database is not a replica of this driver")
     if job.rc != 0:
@@ -100,14 +155,7 @@ def read_state(conn: sqlite3.Connection) -> WalState:
     for attempt in range(200):
         job = ffi.new("tdb_wi_job *")
         job.op = lib.TDB_WI_READ
-        job.rc = -1
-        token = lib.tdb_wi_submit(job)
-        if not token:
-            raise MemoryError("tdb_wi_submit")
-        try:
-            conn.execute(f"PRAGMA tdb_wal_job={token}")
-        finally:
-            lib.tdb_wi_withdraw(token)
+        _submit(conn, job)
         if job.rc != 4:
             break
         time.sleep(0.001 if attempt > 3 else 0)
@@ -119,18 +167,26 @@ def read_state(conn: sqlite3.Connection) -> WalState:
 
 
 def append(conn: sqlite3.Connection, replica: str, state: WalState, salts: Tuple[int, int],
-           frames: Frames, db_size: int, page_size: int) -> Tuple[WalState, int]:
+           frames: Union[Frames, FileFrames], db_size: int, page_size: int) -> Tuple[WalState, int]:
     """Append ``frames`` (a page may come twice: the later frame wins) as one commit (the
     database then has ``db_size`` pages); returns the new state and the first frame's
     number. ``state`` is what the plan used (else ``WalMoved``), ``salts`` what
-    ``salts_for`` chose."""
+    ``salts_for`` chose. ``FileFrames`` pages stay in their file: C reads them a chunk at
+    a time."""
     ps = page_size
-    if any(len(data) != ps for _, data in frames):
+    if not isinstance(frames, FileFrames):
+        listed = FileFrames(-1, ps)
+        listed.extend(frames)
+        frames = listed
+    if any(len(data) != ps for data in frames.mem.values()):
         raise ValueError("every page must have the WAL's page size")
     job = ffi.new("tdb_wi_job *")
     wal_path = ffi.new("char[]", os.fsencode(replica + "-wal"))
-    pg = ffi.new("uint32_t[]", [p for p, _ in frames])
-    data = ffi.from_buffer(b"".join(d for _, d in frames))
+    pg = ffi.new("uint32_t[]", frames.pgnos)
+    data = ffi.from_buffer(b"".join(frames.mem[i] for i in sorted(frames.mem)) or b"\0")
+    offs = ffi.new("int64_t[]", frames.offsets) if frames.mem.keys() != set(range(len(frames))) else ffi.NULL
+    job.src_off = offs
+    job.src_fd = frames.fd
     job.op = lib.TDB_WI_APPEND
     job.wal_path = wal_path
     job.expect_mx = state.mx_frame

@@ -5,7 +5,7 @@ replayed, built BEFORE the WAL write lock, so the pull appends it as ONE commit
 The scratch view is a page store of its own, ``<replica>-tdbside`` (``files.SIDE``), that
 our VFS serves like any replica: SQLite's first read of a page misses and is served by
 ``page_of`` - the planned pages (pulled ones, local ones reverted to synced), else the
-synced version of the page (``wal_apply.Plan.page_of``) - and SQLite's writes go to the
+synced version of the page (``wal_plan.Plan.page_of``) - and SQLite's writes go to the
 view's local layer. A connection on it runs the replay exactly as the replica's own
 connection would (``pull_end.replay``: the replay file, ``on_conflict``, capture installed
 afresh with the next generation), so the log it leaves is the replay's.

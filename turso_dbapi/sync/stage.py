@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from typing import Any, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from .._util.atomic import publish
 from ..protocol.sync_wire import PAGE_SIZE
@@ -168,6 +168,17 @@ class Staged:
             for _ in range(self.count):
                 rec = f.read(_RECORD)
                 yield struct.unpack(">I", rec[:4])[0], rec[4:]
+
+    def offsets(self) -> Dict[int, int]:
+        """page -> offset of its bytes in the stage file (the last record of a page wins, as
+        in ``pages``): a WAL apply reads pulled pages from the file when it needs them."""
+        out: Dict[int, int] = {}
+        with open(self.path, "rb") as f:
+            for i in range(self.count):
+                at = len(_HEAD) + i * _RECORD
+                f.seek(at)
+                out[_PGNO.unpack(f.read(4))[0]] = at + 4
+        return out
 
     def runs(self) -> Iterator[Tuple[bytes, List[int], List[int]]]:
         """The pages in ``RUN_PAGES`` batches: ``(buf, pgnos, offsets)``, page ``pgnos[i]``

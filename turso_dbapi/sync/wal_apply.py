@@ -11,7 +11,7 @@ replayed) as soon as the commit frame is in the wal-index.
    is held in 1-4, local writers and readers carry on;
 2. the local changes go to a replay file (``rebase.prepare``: one read transaction of the
    internal connection; its ``PRAGMA data_version`` is kept);
-3. the plan (``Plan``), in a read transaction (its read mark keeps the WAL from restarting
+3. the plan (``wal_plan.Plan``), in a read transaction (its read mark keeps the WAL from restarting
    while its frames are read): every pulled page (page 1 patched: WAL bytes 18/19 = 2, the
    in-header size, a schema cookie past every value a connection may have cached), plus
    every page the replica changed locally (local frames of the WAL, the local layer)
@@ -65,26 +65,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
-import struct
 import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import OperationalError
 from ..storage import file_locks, header, wal_writer
 from ..storage.apply_flag import ApplyFlag
-from ..storage.pagestore import PG_LOCAL, PG_SYNCED, PageStore
-from . import capture, internal, metadata as sync_meta, pull_end, rebase, replay_file, side_replay
+from ..storage.pagestore import PG_SYNCED, PageStore
+from . import capture, internal, metadata as sync_meta, pull_end, rebase, replay_file, side_replay, wal_plan
 from .stage import Staged
 
-WAL = 2  # file format bytes 18/19 of a WAL database
+WAL = wal_plan.WAL
 Frames = wal_writer.Frames
 MOVED_RETRIES = 3  # side builds redone when the replica moved before the lock; then under it
 CATCH_UPS = 3  # local commits caught up ahead of the lock per build
-ONE_COMMIT = "gen"
-# SQLite < 3.32 sends no checkpoint brackets (SQLITE_FCNTL_CKPT_START/_DONE): a checkpoint
-# then writes pulled frames into the local layer too (vfs.c rule (18)), and the synced layer
-# keeps an OLDER version of those pages: a local page's synced version must be fetched.
-CKPT_SIGNALS = sqlite3.sqlite_version_info >= (3, 32, 0)  # pending_pull's key: the capture generation the commit installs
+ONE_COMMIT = "gen"  # pending_pull's key: the capture generation the commit installs
 
 
 def is_wal(conn: sqlite3.Connection) -> bool:
@@ -96,83 +91,6 @@ def is_wal_replica(store: PageStore) -> bool:
     is switched), or a -wal is there: without any SQLite lock, for planning the network."""
     page1 = store.read_page(1)
     return (page1 is not None and page1[header.READ_VERSION] == WAL) or os.path.exists(store.path + "-wal")
-
-
-def page1_for_wal(base: bytes, visible_cookie: int, db_size: int) -> bytes:
-    """The new revision's page 1 for a WAL replica: WAL format bytes, its size (valid: the
-    change counter equals version-valid-for; no counter bump, WAL readers never look at it),
-    a schema cookie past the visible one (every connection re-reads the schema)."""
-    b = bytearray(base)
-    b[header.WRITE_VERSION] = b[header.READ_VERSION] = WAL
-    counter = struct.unpack_from(">I", b, header.CHANGE_COUNTER)[0]
-    struct.pack_into(">I", b, header.VERSION_VALID_FOR, counter)
-    struct.pack_into(">I", b, header.IN_HEADER_SIZE, db_size)
-    cookie = (max(visible_cookie, struct.unpack_from(">I", b, header.SCHEMA_COOKIE)[0]) + 1) & 0xFFFFFFFF
-    struct.pack_into(">I", b, header.SCHEMA_COOKIE, cookie)
-    return bytes(b)
-
-
-def _local_layer(store: PageStore) -> set:
-    out = set()
-    p = store.first_local(1)
-    while p:
-        out.add(p)
-        p = store.first_local(p + 1)
-    return out
-
-
-class Plan:
-    """The new revision as the side replay starts from it (step 3 of the module docstring):
-    ``pages``: every pulled page and every page the replica changed locally (local frames
-    of the WAL, the local layer) reverted to its synced version, page 1 patched; every
-    other page reads as its synced version (``page_of``). ``synced_pages``: the size of
-    the revision the replica is at."""
-
-    def __init__(self, store: PageStore, replica: str, conn_id: int, staged: Staged,
-                 state: wal_writer.WalState, visible_cookie: int, synced_pages: int):
-        self.store, self.replica, self.conn_id = store, replica, conn_id
-        self.synced_pages = synced_pages
-        db_size = self.db_size = staged.db_size
-        local_frames, self.synced_frames = wal_writer.wal_pages(replica, state, store.page_size)
-        pages: Dict[int, bytes] = {p: data for p, data in staged.pages() if p <= db_size}
-        for p in sorted(pages):  # old_versions_needed, made sure of: the old pin serves them
-            if p <= store.remote_pages and p not in self.synced_frames and not store.is_present(p):
-                store.on_miss(conn_id, p, 1)
-                if not store.is_present(p):
-                    raise OperationalError(f"pull: page {p} of {replica} could not be fetched at the "
-                                           "replica's revision; nothing was changed: pull again")
-        for p in sorted(local_frames | _local_layer(store)):
-            if p <= db_size and p not in pages:
-                pages[p] = self.synced_version(p)
-        base1 = pages.get(1) or self.synced_version(1)
-        pages[1] = page1_for_wal(base1, visible_cookie, db_size)
-        self.pages = pages
-
-    def synced_version(self, p: int) -> bytes:
-        """The page in the synced revision (unchanged by the pull): the latest synced frame,
-        else the synced layer, else fetched (the old pin serves it)."""
-        if p in self.synced_frames:
-            return self.synced_frames[p]
-        store = self.store
-        if not CKPT_SIGNALS and store.state(p) & PG_LOCAL:  # the synced layer may be older
-            raise OperationalError(f"pull: page {p} of {self.replica} became local while the pull was "
-                                   "planned (a checkpoint, without SQLite's checkpoint signals); "
-                                   "nothing was changed: pull again")
-        data = store.read_synced(p)
-        if data is None:
-            if p <= self.synced_pages:  # a page of the synced revision no checkpoint brought yet
-                store.raise_remote_size(self.synced_pages * store.page_size)
-            store.on_miss(self.conn_id, p, 1)
-            data = store.read_synced(p)
-        if data is None:
-            raise OperationalError(f"pull: the synced version of page {p} of {self.replica} could not "
-                                   "be fetched; nothing was changed: pull again")
-        return data
-
-    def page_of(self, p: int) -> bytes:
-        """Page ``p`` of the new revision before the replay (what the side view reads)."""
-        data = self.pages.get(p)
-        return data if data is not None else self.synced_version(p)
 
 
 def prefetch_pages(store: PageStore, replica: str, staged: Set[int], db_size: int,
@@ -187,9 +105,9 @@ def prefetch_pages(store: PageStore, replica: str, staged: Set[int], db_size: in
     except (OSError, OperationalError):  # the WAL moved meanwhile: a hint only
         local, synced = set(), {}
     limit = min(db_size, synced_pages)
-    layer = _local_layer(store)
+    layer = wal_plan.local_layer(store)
     return sorted(p for p in (local | layer) - set(synced) if p <= limit and p not in staged
-                  and (not store.state(p) & PG_SYNCED or (not CKPT_SIGNALS and p in layer)))
+                  and (not store.state(p) & PG_SYNCED or (not wal_plan.CKPT_SIGNALS and p in layer)))
 
 
 def old_versions_needed(store: PageStore, replica: str, staged: Set[int]) -> List[int]:
@@ -228,7 +146,7 @@ class Built:
     """Steps 2-3: what the lock's check and the append need."""
 
     state: wal_writer.WalState  # the wal-index the plan was made on
-    plan: Plan
+    plan: wal_plan.Plan
     view: side_replay.SideView  # open: a catch-up replays more on it
     version: Optional[int]  # PRAGMA data_version of the extraction (None: nothing to check)
     prepared: Optional[rebase.Prepared]  # its replay file (never published: not needed after)
@@ -240,22 +158,34 @@ class Built:
     def __post_init__(self) -> None:
         self.salts = wal_writer.salts_for(self.state)
 
-    def frames(self) -> Tuple[Frames, Frames, int]:
+    def frames(self) -> Tuple[wal_writer.FileFrames, Frames, int]:
         """(synced frames: the planned pages, listed in -tdbwalsync; local frames: the
         replayed pages, after them in the same commit; the size after the commit). Pages
         local commits changed since the plan (``more``, caught up): the view read them as
-        their synced version, so that is what they get unless replayed."""
+        their synced version, so that is what they get unless replayed. Pulled pages stay
+        in the stage file (``FileFrames``: offsets), the rest is a small set in memory."""
         res = self.view.result()
-        size, pages = res.size, dict(self.plan.pages)
+        plan = self.plan
+        size, extra = res.size, {}
+        planned = plan.planned()
         for p in sorted(self.more):
-            if p <= size and p not in pages and p not in res.written:
-                pages[p] = self.plan.synced_version(p)
-        synced = [(p, pages[p]) for p in sorted(pages) if p <= size]
-        local = [(p, d) for p, d in sorted(res.written.items()) if p <= size and d != pages.get(p)]
+            if p <= size and p not in planned and p not in res.written:
+                extra[p] = plan.synced_version(p)
+        synced = wal_writer.FileFrames(plan.fd, plan.store.page_size)
+        for p in sorted(planned | set(extra)):
+            if p > size:
+                continue
+            if p in extra:
+                synced.add(p, extra[p])
+            else:
+                plan.frame(synced, p)
+        local = [(p, d) for p, d in sorted(res.written.items())
+                 if p <= size and (p not in planned or d != plan.page_of(p))]
         return synced, local, size
 
     def close(self) -> None:
         self.view.close()
+        self.plan.close()
         if self.prepared is not None:
             self.prepared.discard()
 
@@ -280,6 +210,7 @@ def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int,
             finally:
                 if not locked:
                     ic.execute("COMMIT")
+    plan: Optional[wal_plan.Plan] = None
     try:
         if not locked:
             ic.execute("BEGIN")  # a read mark: no restart of the WAL while its frames are read
@@ -288,7 +219,7 @@ def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int,
             state = wal_writer.read_state(ic)
             if not redo:
                 _refuse_uncaptured_frames(ic, replica, store, display_url, state)
-            plan = Plan(store, replica, conn_id, staged, state, cookie, meta.db_size_pages)
+            plan = wal_plan.Plan(store, replica, conn_id, staged, state, cookie, meta.db_size_pages)
         finally:
             if not locked:
                 ic.execute("COMMIT")
@@ -296,6 +227,8 @@ def _build(ic: sqlite3.Connection, store: PageStore, replica: str, conn_id: int,
                                client_id=meta.client_unique_id, staged=staged, on_conflict=on_conflict,
                                replay_path=replay, local=store.first_absent(1) == 0)
     except BaseException:
+        if plan is not None:
+            plan.close()
         if prepared is not None:
             prepared.discard()
         raise
@@ -335,7 +268,7 @@ def _catch_up(ic: sqlite3.Connection, store: PageStore, replica: str, built: Bui
         version = None if locked else ic.execute("PRAGMA data_version").fetchone()[0]
         out, doc = rebase.extract_since(ic, replica, built.last)
         now = wal_writer.read_state(ic)
-        more = wal_writer.pages_since(replica, built.state, now, store.page_size) | _local_layer(store)
+        more = wal_writer.pages_since(replica, built.state, now, store.page_size) | wal_plan.local_layer(store)
     finally:
         if not locked:
             ic.execute("COMMIT")
@@ -389,7 +322,8 @@ def _commit(ic: sqlite3.Connection, store: PageStore, replica: str, built: Built
                 return False
             synced, local, size = built.frames()
             wal_writer.record(replica, built.state, built.salts, synced)
-        wal_writer.append(ic, replica, built.state, built.salts, list(synced) + list(local), size, store.page_size)
+        synced.extend(local)  # one commit: the replayed pages after the planned ones
+        wal_writer.append(ic, replica, built.state, built.salts, synced, size, store.page_size)
         landed = True
     except wal_writer.WalMoved:  # a restart since the plan, or a commit the version missed
         if locked:
