@@ -217,3 +217,75 @@ def test_a_read_only_replica_in_a_read_only_directory_works_while_its_cache_has_
     assert proc.returncode == 0 and "read-only replica OK" in proc.stdout, proc.stderr[-3000:]
     print(f"read-only directory checked by: {method}")
     assert snapshot(directory) == before
+
+
+def test_a_wal_replica_keeps_an_empty_wal_and_its_shm_after_its_last_close(turso_server_factory, tmp_path):
+    """vfs.c rule (23): what a later read-only open needs, and no frame already checkpointed."""
+    server = turso_server_factory(setup=_fill)
+    path = str(tmp_path / "rep" / "r.db")
+    con = turso_dbapi.connect(server.url, local_path=path)
+    assert con.execute("pragma journal_mode").fetchone() == ("wal",)
+    con.execute("insert into t(v) values ('local')")
+    con.commit()
+    assert os.path.getsize(path + "-wal") > 0  # the commit is in the WAL
+    con.close()
+    assert os.path.getsize(path + "-wal") == 0 and os.path.exists(path + "-shm")
+    again = turso_dbapi.connect(path, readonly=True)
+    assert again.execute("select count(*) from t where v = 'local'").fetchone() == (1,)
+    again.close()
+
+
+LIVE_WRITER_SCRIPT = textwrap.dedent('''
+    import sys
+    import turso_dbapi
+    con = turso_dbapi.connect(sys.argv[1], readonly=True)
+    print(con.execute("select count(*), max(v) from t where v like 'live%'").fetchone())
+    con.close()
+''')
+
+
+def test_a_read_only_open_in_a_read_only_directory_sees_what_a_live_writer_has_only_in_the_wal(
+        turso_server_factory, tmp_path):
+    """The writer (this process) keeps its connection open, so its commits are WAL frames
+    and its -shm is live; the reader (another process, where the directory is read-only
+    when the machine allows a private mount) maps that -shm read-only and sees them."""
+    server = turso_server_factory(setup=_fill)
+    path = str(tmp_path / "rep" / "r.db")
+    writer = turso_dbapi.connect(server.url, local_path=path)
+    writer.execute("pragma wal_autocheckpoint = 0")
+    for i in range(3):
+        writer.execute("insert into t(v) values (?)", (f"live{i}",))
+        writer.commit()
+    assert os.path.getsize(path + "-wal") > 0
+    directory = os.path.dirname(path)
+    script = tmp_path / "live.py"
+    script.write_text(LIVE_WRITER_SCRIPT)
+    if _private_read_only_mount_works(directory):
+        cmd = ["unshare", "-m", "sh", "-c",
+               f'mount --bind "{directory}" "{directory}" && mount -o remount,ro,bind "{directory}" '
+               f'&& exec "{sys.executable}" "{script}" "{path}"']
+    else:
+        cmd = [sys.executable, str(script), path]
+    shm_before = snapshot(directory)[os.path.basename(path) + "-shm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "(3, 'live2')"
+    assert snapshot(directory)[os.path.basename(path) + "-shm"] == shm_before  # mapped read-only
+    writer.close()
+
+
+@pytest.mark.parametrize("gone", ["-wal", "-shm"])
+def test_a_wal_replica_missing_its_wal_or_shm_is_a_clear_error_for_a_read_only_open(
+        turso_server_factory, tmp_path, gone):
+    server = turso_server_factory(setup=_fill)
+    path = str(tmp_path / "rep" / "r.db")
+    turso_dbapi.connect(server.url, local_path=path).close()
+    os.remove(path + gone)  # as an older version's clean close left it
+    before = snapshot(os.path.dirname(path))
+    with pytest.raises(sqlite3.OperationalError, match=f"its {gone} file is missing and a read-only open creates none"):
+        turso_dbapi.connect(path, readonly=True)
+    assert snapshot(os.path.dirname(path)) == before
+    again = turso_dbapi.connect(path)  # a writable open recreates it
+    assert again.execute("select count(*) from t").fetchone() == (ROWS,)
+    again.close()
+    assert os.path.exists(path + gone)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-NATIVE_VERSION = 11  # must equal TDB_NATIVE_VERSION in native.h
+NATIVE_VERSION = 12  # must equal TDB_NATIVE_VERSION in native.h
 
 ffi: Any = None
 lib: Any = None

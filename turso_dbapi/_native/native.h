@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define TDB_NATIVE_VERSION 11
+#define TDB_NATIVE_VERSION 12
 
 /* cdef-begin */
 int tdb_native_version(void);

@@ -82,6 +82,14 @@
 **       when the synced layer was written. xSync of every other file passes through and
 **       is counted (tdb_vfs_passthrough_syncs): tests compare a replica's commit with a
 **       plain file's.
+**   (23) A lazy file keeps its WAL and shared memory across closes (SQLite's persistent-WAL
+**       mode, SQLITE_FCNTL_PERSIST_WAL answers 1), so a read-only open of a WAL replica
+**       needs to create nothing: SQLite opens a WAL database read-only when its -wal and
+**       -shm exist (the read-only connection maps -shm read-only: storage/vfs.py adds
+**       readonly_shm=1), also in a read-only directory. SQLite asks only in its WAL close,
+**       after a checkpoint of every frame, holding EXCLUSIVE (no other connection is open):
+**       the WAL is then truncated to zero bytes, as journal_size_limit=0 would, so the next
+**       opener recovers an empty WAL, never frames already checkpointed.
 **   (12) A main database that has a page-store sidecar ("P-tdbmap") but no store open
 **       in this process is refused with SQLITE_CANTOPEN: its file P is the sparse synced
 **       layer, and serving it directly would read holes as zeros.
@@ -94,6 +102,7 @@
 #include "wal_index.h"
 #include "txn.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +176,7 @@ struct tdb_sqlite3_vfs {
 #define SQLITE_LOCK_NONE 0
 #define SQLITE_LOCK_SHARED 1
 #define SQLITE_LOCK_RESERVED 2
+#define SQLITE_LOCK_EXCLUSIVE 4
 #define SQLITE_SHM_EXCLUSIVE 8
 #define SQLITE_SHM_LOCK 2
 #define SQLITE_SHM_SHARED 4
@@ -174,6 +184,7 @@ struct tdb_sqlite3_vfs {
 #define SQLITE_OK_LOAD_PERMANENTLY 256
 #define SQLITE_OPEN_MAIN_DB 0x00000100
 #define SQLITE_FCNTL_SIZE_HINT 5
+#define SQLITE_FCNTL_PERSIST_WAL 10
 #define SQLITE_FCNTL_MMAP_SIZE 18
 #define SQLITE_FCNTL_PRAGMA 14
 #define SQLITE_FCNTL_CKPT_DONE 37
@@ -197,7 +208,7 @@ typedef struct TdbFile {
     tdb_store *store;  /* NULL: pass-through */
     uint64_t conn_id;
     uint32_t no_wal;   /* (16) */
-    uint32_t pad;
+    uint32_t lock_level; /* (23) the level SQLite holds on it */
     tdb_wi_ckpt *ckpt; /* (18) set between SQLITE_FCNTL_CKPT_START and _DONE */
     uint64_t txn;         /* (20) the current write transaction's id */
     uint32_t txn_marked;  /* (20) the sqlite_tdb_txn table returned it already */
@@ -338,6 +349,21 @@ static void refuse_wal(char **arg) {
     if (n == 0 || n > 3 || strncasecmp(mode, "wal", n) != 0) return;
     arg[2][0] = '?'; /* names no mode: SQLite returns the mode in effect */
 }
+/* (23) SQLite's WAL close, after its checkpoint: the frames are all in the database. */
+static void truncate_wal(TdbFile *p) {
+    const char *db = tdb_store_path(p->store);
+    size_t n = strlen(db);
+    char *z = malloc(n + sizeof "-wal");
+    if (!z) return;
+    memcpy(z, db, n);
+    memcpy(z + n, "-wal", sizeof "-wal");
+    int fd = open(z, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (ftruncate(fd, 0) != 0) { /* a WAL left whole is recovered as after a crash */ }
+        close(fd);
+    }
+    free(z);
+}
 static int lzFileControl(tdb_file *f, int op, void *a) {
     TdbFile *p = (TdbFile *)f;
     if (op == SQLITE_FCNTL_PRAGMA) {
@@ -357,6 +383,12 @@ static int lzFileControl(tdb_file *f, int op, void *a) {
         tdb_wi_ckpt_end(p->ckpt);
         p->ckpt = NULL;
     }
+    if (op == SQLITE_FCNTL_PERSIST_WAL) { /* (23) */
+        int *persist = (int *)a;
+        if (*persist < 0 && p->lock_level == SQLITE_LOCK_EXCLUSIVE) truncate_wal(p);
+        if (*persist < 0) *persist = 1;
+        return SQLITE_OK;
+    }
     if (op == SQLITE_FCNTL_SIZE_HINT) return SQLITE_OK; /* (11) */
     if (op == SQLITE_FCNTL_MMAP_SIZE) {                 /* (4) */
         *(sqlite3_int64 *)a = 0;
@@ -369,6 +401,7 @@ static int lzApplyInProgress(tdb_file *f) {
     TdbFile *p = (TdbFile *)f;
     for (int tries = 0; tries < 3; tries++) {
         REAL(f)->pMethods->xUnlock(REAL(f), SQLITE_LOCK_NONE); /* Python may need EXCLUSIVE */
+        p->lock_level = SQLITE_LOCK_NONE;
         int r = tdb_py_applying(tdb_store_py_handle(p->store), p->conn_id);
         if (r == TDB_APPLY_BUSY) return SQLITE_BUSY;
         if (r != TDB_APPLY_RECOVERED && r != TDB_APPLY_PROCEED) {
@@ -388,11 +421,17 @@ static void lzTxnBegin(tdb_file *f) { /* (20) */
 static int lzLock(tdb_file *f, int level) {
     int rc = REAL(f)->pMethods->xLock(REAL(f), level);
     if (rc == SQLITE_OK) ((TdbFile *)f)->locked = 1; /* (21) past the header pre-read */
+    if (rc == SQLITE_OK && level > (int)((TdbFile *)f)->lock_level) ((TdbFile *)f)->lock_level = (uint32_t)level; /* (23) */
     if (rc == SQLITE_OK && level == SQLITE_LOCK_RESERVED) lzTxnBegin(f); /* (20) */
     if (rc != SQLITE_OK || level != SQLITE_LOCK_SHARED) return rc;
     tdb_clear_py_failure(); /* (14) */
     if (!tdb_store_applying(((TdbFile *)f)->store)) return SQLITE_OK; /* (13) */
     return lzApplyInProgress(f);
+}
+static int lzUnlock(tdb_file *f, int level) {
+    int rc = ptUnlock(f, level);
+    if (rc == SQLITE_OK) ((TdbFile *)f)->lock_level = (uint32_t)level; /* (23) */
+    return rc;
 }
 static int lzShmLock(tdb_file *f, int o, int n, int fl) {
     if (fl == (SQLITE_SHM_LOCK | SQLITE_SHM_SHARED)) {
@@ -434,7 +473,7 @@ static const tdb_io_methods lazy_methods = {
     lzSync,                  /* xSync */
     lzFileSize,              /* xFileSize */
     lzLock,                  /* xLock (13)(14) */
-    ptUnlock,                /* xUnlock */
+    lzUnlock,                /* xUnlock (23) */
     ptCheckReservedLock,     /* xCheckReservedLock */
     lzFileControl,           /* xFileControl */
     ptSectorSize,            /* xSectorSize */

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from .._util.atomic import read_json, write_json_atomic
 from ..errors import OperationalError, RemoteError
-from . import callbacks, claim, files
+from . import callbacks, claim, files, header
 
 log = logging.getLogger("turso_dbapi")
 
@@ -312,9 +312,17 @@ def open_readonly(path: str, page_size: int, size: int, identity: bytes) -> Page
             f"remote database ({meta.get('version')}), and a read-only replica cannot refresh "
             "its cache; open it without readonly")
     try:
-        return PageStore(path, page_size, size, identity, readonly=True)
+        store = PageStore(path, page_size, size, identity, readonly=True)
     except StoreOpenError as exc:
         raise OperationalError(f"unable to open the read-only replica at {path}: {exc}") from None
+    page1 = store.read_page(1)
+    missing = [s for s in ("-wal", "-shm") if not os.path.exists(path + s)]
+    if page1 is not None and page1[header.READ_VERSION] == header.WAL and missing:
+        store.close()  # SQLite opens a read-only WAL database only when both exist (vfs.c (23))
+        raise OperationalError(
+            f"unable to open the read-only WAL replica at {path}: its {' and '.join(missing)} "
+            "file is missing and a read-only open creates none; open it once without readonly")
+    return store
 
 
 class StoreOpenError(OperationalError):

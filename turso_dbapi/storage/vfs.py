@@ -41,9 +41,11 @@ def replica_uri(path: str, conn_id: int, *, nowal: bool = False, readonly: bool 
     """The URI SQLite opens a replica by: this VFS, and the connection whose miss handler
     fetches its absent pages (``PageStore.attach``). ``nowal``: PRAGMA journal_mode=WAL
     answers the mode in effect instead of switching (vfs.c rule (16)). ``readonly``:
-    SQLite's own mode=ro, so a write fails as on any read-only database."""
+    SQLite's own mode=ro, so a write fails as on any read-only database, and readonly_shm=1:
+    a WAL replica's -shm is mapped read-only, never initialised by this connection (vfs.c
+    rule (23): a replica keeps its -wal and -shm, so a read-only open creates nothing)."""
     return (f"file:{quote(path)}?vfs={VFS_NAME}&tdbconn={conn_id}" + ("&tdbnowal=1" if nowal else "")
-            + ("&mode=ro" if readonly else ""))
+            + ("&mode=ro&readonly_shm=1" if readonly else ""))
 
 
 _lock = threading.Lock()

@@ -370,8 +370,12 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh:
         except BaseException:
             ic.execute("ROLLBACK")
             raise
-        if wal and str(ic.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() != "wal":
-            raise OperationalError(f"unable to switch the new replica {path} to WAL mode")
+        if wal:
+            if str(ic.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() != "wal":
+                raise OperationalError(f"unable to switch the new replica {path} to WAL mode")
+            # one read opens the WAL: its -wal and -shm then exist for good (vfs.c rule (23)),
+            # which a later read-only open needs and cannot create
+            ic.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
     finally:
         ic.close()
 

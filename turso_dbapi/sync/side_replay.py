@@ -32,7 +32,7 @@ from ..storage.vfs import replica_uri
 from . import capture, pull_end, rebase
 from .stage import Staged
 
-WAL = 2  # file format bytes 18/19 of a WAL database
+WAL = header.WAL  # file format bytes 18/19 of a WAL database
 
 
 @dataclasses.dataclass

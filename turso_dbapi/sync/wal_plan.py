@@ -16,7 +16,7 @@ from ..storage import header, wal_writer
 from ..storage.pagestore import PG_LOCAL, PageStore
 from .stage import Staged
 
-WAL = 2  # file format bytes 18/19 of a WAL database
+WAL = header.WAL  # file format bytes 18/19 of a WAL database
 # SQLite < 3.32 sends no checkpoint brackets (SQLITE_FCNTL_CKPT_START/_DONE): a checkpoint
 # then writes pulled frames into the local layer too (vfs.c rule (18)), and the synced layer
 # keeps an OLDER version of those pages: a local page's synced version must be fetched.
