@@ -399,6 +399,42 @@ def test_a_connection_in_exclusive_locking_mode_makes_a_pull_fail_at_once_naming
     assert conn.execute("SELECT MIN(v) FROM t").fetchone() == (1,)
 
 
+def test_an_exclusive_holder_in_another_process_is_named_and_none_costs_no_proc_locks_read(
+        turso_server, tmp_path, monkeypatch):
+    """The probe of the store's descriptor (pagestore.c rule (23)) sees a holder of another
+    process too; /proc/locks is read only then (for its PID), never on a pull nobody blocks."""
+    import subprocess
+    import sys
+
+    from turso_dbapi.storage import file_locks
+
+    rows_table(turso_server, 20)
+    path = str(tmp_path / "r.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    reads = []
+    real = file_locks.exclusive_holders
+    monkeypatch.setattr(file_locks, "exclusive_holders", lambda p: reads.append(p) or real(p))
+    turso_server.db_sql("UPDATE t SET v = 1")
+    assert conn.pull() is True and reads == []  # nobody holds it: no /proc/locks read
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, turso_dbapi; c = turso_dbapi.connect(sys.argv[1]); "
+         "c.execute('PRAGMA locking_mode=EXCLUSIVE'); c.execute('SELECT COUNT(*) FROM t').fetchall(); "
+         "print('held', flush=True); sys.stdin.read()", path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        turso_server.db_sql("UPDATE t SET v = 2")
+        with pytest.raises(turso_dbapi.OperationalError, match=rf"locking_mode=EXCLUSIVE \(process {holder.pid}\)"):
+            conn.pull()
+        assert reads  # asked for the PID
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+    assert conn.pull() is True
+    assert conn.execute("SELECT MIN(v) FROM t").fetchone() == (2,)
+
+
 def test_without_checkpoint_signals_pulled_pages_a_checkpoint_made_local_stay_right(turso_server, tmp_path, monkeypatch):
     # SQLite < 3.32 sends no SQLITE_FCNTL_CKPT_START: the VFS then classifies nothing and
     # every page a checkpoint writes is local (vfs.c rule (18)) - the very path it takes

@@ -97,6 +97,8 @@ int tdb_store_set_applying(tdb_store *s, int on);
 ** transaction, a Python callback of this thread failed under an SQLite I/O error. */
 int tdb_take_py_failure(void);
 
+int tdb_store_exclusive_holder(tdb_store *s); /* (23) pid, -1 held (or unknown), 0 none */
+
 /* What tdb_py_applying returns (vfs.c rule (13)). 0 is what cffi returns when no Python
 ** function is attached: the safe answer (wait, never read a half-applied revision). */
 #define TDB_APPLY_BUSY 0      /* a live puller or no recovery here: SQLITE_BUSY, retry */

@@ -185,6 +185,11 @@ class PageStore:
         caller holds SQLite's EXCLUSIVE lock and calls ``sync()`` to make it durable."""
         return int(self._lib.tdb_store_drop_local(self._p))
 
+    def exclusive_held(self) -> bool:
+        """Whether some connection may hold SQLite's EXCLUSIVE lock on the file: False only
+        when a probe of the store's own descriptor says none does (pagestore.c rule (23))."""
+        return int(self._lib.tdb_store_exclusive_holder(self._p)) != 0
+
     def read_page(self, pgno: int) -> Optional[bytes]:
         """A page as SQLite sees it (local over synced), or None when absent; no network."""
         buf = self._ffi.new("uint8_t[]", self.page_size)  # per call: threads may read at once

@@ -166,7 +166,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
     started = False
     if wal_apply.is_wal_replica(store):
         try:
-            wal_apply.refuse_exclusive(replica, display_url)  # a clear error, not a timeout
+            wal_apply.refuse_exclusive(store, replica, display_url)  # a clear error, not a timeout
         except OperationalError:
             if pending is None or pending.pending_pull is None:
                 remove_stage(replica)  # the apply never began: the pull leaves no trace
