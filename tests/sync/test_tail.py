@@ -234,29 +234,81 @@ def test_a_table_created_locally_and_without_rowid_tables(turso_server, replica)
             [list(r) for r in replica.execute(f"SELECT a, v FROM {t} ORDER BY a")]
 
 
+def _server_transactions(proxy):
+    return [b for b in proxy.records if b"BEGIN IMMEDIATE" in b.request_body]
+
+
 def test_a_push_with_tail_rows_is_one_batch_up_to_them(turso_server, tmp_path):
     turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 10)")
+    path = str(tmp_path / "r.db")
     with FaultProxy(turso_server.url) as proxy:
-        conn = turso_dbapi.connect(proxy.base_url, local_path=str(tmp_path / "r.db"), push_operations_threshold=1)
+        plain = turso_dbapi.connect(proxy.base_url, local_path=path)  # no threshold: tails on
         for i in range(1, 4):  # T1..T3: each an update of a synced row and a tail insert
-            conn.execute("UPDATE t SET v = 'u' WHERE id = ?", (i,))
-            conn.execute("INSERT INTO t VALUES (?, 'tail')", (100 + i,))
-            conn.commit()
+            plain.execute("UPDATE t SET v = 'u' WHERE id = ?", (i,))
+            plain.execute("INSERT INTO t VALUES (?, 'tail')", (100 + i,))
+            plain.commit()
+        assert tail.count(plain) == 3
+        conn = turso_dbapi.connect(path, push_operations_threshold=1)  # folds them: tails off
+        assert tail.count(conn) == 0 and not capture.tails_enabled(conn)
         proxy.clear()
         conn.push()
-        first = [b for b in proxy.records if b"BEGIN IMMEDIATE" in b.request_body]
         # the inserts' transactions are unknown once folded: a cut between T1 and T2 could
         # send T1's update without its insert, so the three go in one server transaction
-        assert len(first) == 1
-        for i in range(1, 4):  # logged with their marks now (below the new frontier)
+        assert len(_server_transactions(proxy)) == 1
+        for i in range(1, 4):  # logged with their marks now
             conn.execute("UPDATE t SET v = 'again' WHERE id = ?", (100 + i,))
+            conn.execute("INSERT INTO t VALUES (?, 'new')", (200 + i,))
             conn.commit()
         proxy.clear()
         conn.push()
-        assert len([b for b in proxy.records if b"BEGIN IMMEDIATE" in b.request_body]) == 3
+        assert len(_server_transactions(proxy)) == 3
         assert _rows(turso_server) == _local(conn)
         conn.close()
+        plain.close()
+
+
+def test_with_a_threshold_autocommit_inserts_are_cut_at_their_transactions(turso_server, tmp_path):
+    """The issue's rule for every kind of change, inserts included: a connection with
+    push_operations_threshold keeps no tails (tail.py EXACT BATCHES), so 30 single-row
+    transactions with threshold 10 are 3 server transactions of 10 rows each."""
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 10)")
+    with FaultProxy(turso_server.url) as proxy:
+        conn = turso_dbapi.connect(proxy.base_url, local_path=str(tmp_path / "r.db"), push_operations_threshold=10)
+        assert not capture.tails_enabled(conn)
+        for i in range(30):
+            conn.execute("INSERT INTO t(v) VALUES (?)", (f"row{i}",))
+            conn.commit()
+        assert tail.count(conn) == 0  # every insert logged, with its transaction's mark
+        proxy.clear()
+        result = conn.push()
+        batches = [[s["stmt"] for s in json.loads(r.request_body)["requests"][0]["batch"]["steps"]
+                    if s["stmt"]["sql"].startswith('INSERT INTO "t"')] for r in _server_transactions(proxy)]
+        assert result.batches == 3 and [len(b) for b in batches] == [10, 10, 10]
+        assert _rows(turso_server) == _local(conn)
+        conn.close()
+
+
+def test_a_push_without_a_threshold_turns_the_tails_on_again(turso_server, tmp_path):
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 10)")
+    path = str(tmp_path / "r.db")
+    exact = turso_dbapi.connect(turso_server.url, local_path=path, push_operations_threshold=5)
+    exact.executemany("INSERT INTO t(v) VALUES (?)", [("a",)] * 20)
+    exact.commit()
+    assert _frontier(exact) is None and tail.count(exact) == 0
+    exact.close()
+    plain = turso_dbapi.connect(path)  # a connect without a threshold changes nothing
+    assert not capture.tails_enabled(plain)
+    plain.push()  # ... its push does: the tails start above the rows
+    assert capture.tails_enabled(plain) and _frontier(plain) == 30
+    plain.executemany("INSERT INTO t(v) VALUES (?)", [("b",)] * 20)
+    plain.commit()
+    assert tail.count(plain) == 20  # unlogged again: the cheap path
+    plain.push()
+    assert _rows(turso_server) == _local(plain)
+    plain.close()
 
 
 def test_an_alter_table_folds_the_tail_first(turso_server, replica):

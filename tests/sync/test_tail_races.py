@@ -137,6 +137,44 @@ def test_a_wal_pull_rebuilds_rather_than_catch_up_a_tail_changed_during_its_side
     conn.close()
 
 
+def test_a_rebuilt_wal_replay_asks_on_conflict_once_per_conflict(turso_server, tmp_path, monkeypatch):
+    """The replay is built twice (a tail row deleted during the first side replay); the
+    conflict of row 2, met by both builds, reaches the hook once and its decision holds."""
+    from turso_dbapi.sync import side_replay
+
+    turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 10)")
+    path = str(tmp_path / "r.db")
+    conn = turso_dbapi.connect(turso_server.url, local_path=path)
+    conn.execute("UPDATE t SET v = 'local' WHERE id = 2")
+    conn.executemany("INSERT INTO t VALUES (?, 'tail')", [(i,) for i in range(20, 23)])
+    conn.commit()
+    writer = turso_dbapi.connect(path)
+    turso_server.db_sql("UPDATE t SET v = 'server' WHERE id = 2")
+    real_run, builds, asked = side_replay.run, [], []
+
+    def run_then_delete(*a, **k):
+        view = real_run(*a, **k)
+        builds.append(view)
+        if len(builds) == 1:
+            writer.execute("DELETE FROM t WHERE id = 20")
+            writer.commit()
+        return view
+
+    def decide(c):  # (the tail rows share row 2's page, which the pull brought: asked too)
+        asked.append((c.key, c.local and c.local["v"], c.server and c.server["v"]))
+        return dict(c.local, v="merged") if c.key == (2,) else "local"
+
+    monkeypatch.setattr(side_replay, "run", run_then_delete)
+    assert conn.pull(on_conflict=decide) is True
+    assert len(builds) == 2
+    assert sorted(asked) == sorted(set(asked)) and ((2,), "local", "server") in asked
+    assert dict(conn.execute("SELECT id, v FROM t WHERE id = 2 OR id >= 20")) == {
+        2: "merged", 21: "tail", 22: "tail"}
+    writer.close()
+    conn.close()
+
+
 @pytest.mark.parametrize("every", [False, True])
 def test_rows_inserted_between_the_fold_and_the_collect_are_folded_not_sent_from_the_tail(
         turso_server, replica, tmp_path, monkeypatch, every):
@@ -146,8 +184,8 @@ def test_rows_inserted_between_the_fold_and_the_collect_are_folded_not_sent_from
     other = turso_dbapi.connect(str(tmp_path / "r.db"))
     real, inserted = sync_push._fold, []
 
-    def fold_then_insert(ic):
-        real(ic)
+    def fold_then_insert(ic, tails=None):
+        real(ic, tails)
         if every or not inserted:
             other.execute("INSERT INTO t VALUES (?, 'window')", (100 + len(inserted),))
             other.commit()

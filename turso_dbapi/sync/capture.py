@@ -214,7 +214,8 @@ class Writable:
         self.conn.execute("PRAGMA writable_schema = OFF")
 
 
-def install(conn: sqlite3.Connection, *, gen: int, log_rows: bool = False, tails: bool = False) -> None:
+def install(conn: sqlite3.Connection, *, gen: int, log_rows: bool = False, tails: bool = False,
+            tails_enabled: bool = True) -> None:
     """Create the machinery over the current (synced) state, inside the caller's write
     transaction: empty log, the current schema as the synced one, triggers on every table
     without logging their rows (they are the server's) - unless ``log_rows``: a replica
@@ -230,6 +231,8 @@ def install(conn: sqlite3.Connection, *, gen: int, log_rows: bool = False, tails
     snapshot_schema(conn)
     conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES ('gen', ?)", (gen,))
     conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES ('version', ?)", (VERSION,))
+    if not tails_enabled:
+        set_tails_enabled(conn, False)
     ensure_triggers(conn, log_rows=log_rows, tails=tails or log_rows)
 
 
@@ -288,6 +291,18 @@ def our_triggers(conn: sqlite3.Connection) -> Dict[str, str]:
 # -- tails: frontiers ----------------------------------------------------------------------
 
 _FRONTIER = "f:"  # sqlite_tdb_state key of table id i's frontier: 'f:<i>'
+_TAILS = "tails"  # sqlite_tdb_state key: 0 while the replica keeps no tails (tail.set_enabled)
+
+
+def tails_enabled(conn: sqlite3.Connection) -> bool:
+    """Whether tables may keep a tail (the default); off, every change is logged with its
+    transaction's mark, so push_operations_threshold can cut between them (tail.py)."""
+    row = conn.execute(f"SELECT value FROM {STATE} WHERE key = ?", (_TAILS,)).fetchone()
+    return row is None or int(row[0]) != 0
+
+
+def set_tails_enabled(conn: sqlite3.Connection, on: bool) -> None:
+    conn.execute(f"INSERT OR REPLACE INTO {STATE}(key, value) VALUES (?, ?)", (_TAILS, 1 if on else 0))
 
 
 def frontiers(conn: sqlite3.Connection) -> Dict[int, int]:
@@ -383,7 +398,7 @@ def create_triggers(conn: sqlite3.Connection, i: int, info: TableInfo, tail: Opt
     before. The subquery runs once per trigger invocation, i.e. per row."""
     t = qi(info.name)
     new, old = info.key_expr("NEW"), info.key_expr("OLD")
-    if info.rowid is None:
+    if info.rowid is None or (tail is not None and not tails_enabled(conn)):
         tail = None
     w_ins = w_del = w_upd = ""
     if tail is None:

@@ -224,8 +224,9 @@ def push(ic: sqlite3.Connection, replica: str, client_id: str, pipeline: Pipelin
     if not capture.installed(ic):
         raise RemoteError(f"push: the replica {replica} has no change capture (opened by an older version?); "
                           "reopen it with this version", url=pipeline.display_url)
-    if capture.untracked(ic) or tail.needed(ic):
-        _fold(ic)
+    tails = not threshold  # exact batches need every insert logged (tail.py EXACT BATCHES)
+    if capture.untracked(ic) or tail.needed(ic, tails):
+        _fold(ic, tails)
     attempt = 0
     while True:
         try:
@@ -311,11 +312,14 @@ def _prepare(ic: sqlite3.Connection, gen: int, after: int, pipeline: Pipeline, t
         return changes, split(changes, groups, threshold)
 
 
-def _fold(ic: sqlite3.Connection) -> None:
+def _fold(ic: sqlite3.Connection, tails: Optional[bool] = None) -> None:
     """Tables created since the last push get triggers, every tail goes into the log (one
-    short local write transaction; push.py step 1)."""
+    short local write transaction; push.py step 1); ``tails``: the tails on or off from
+    now (tail.set_enabled; None: as they are)."""
     ic.execute("BEGIN IMMEDIATE")
     try:
+        if tails is not None:
+            tail.set_enabled(ic, tails)
         capture.ensure_triggers(ic)
         tail.fold(ic)
         ic.execute("COMMIT")

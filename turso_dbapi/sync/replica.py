@@ -56,7 +56,7 @@ from ..storage.vfs import ensure_registered, replica_uri
 from ..transport.http import split_credentials
 from ..url import redact
 from . import bootstrap as boot
-from . import capture, ddl, engine, internal, rebase, wal_apply
+from . import capture, ddl, engine, internal, rebase, tail, wal_apply
 from . import metadata as sync_meta
 from . import push as sync_push
 
@@ -284,7 +284,9 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
         if fresh:  # the bootstrap ends under the lock, with its source attached for misses
             source, handler, conn_id = _attach(store, url, options, explicit, client, path, meta, readonly)
             wal = (options.get("journal_mode") or "wal") == "wal"
-            boot.complete(path, store, meta, lambda: _install_capture(store, path, conn_id, fresh=True, wal=wal))
+            exact = bool(options.get("push_operations_threshold"))
+            boot.complete(path, store, meta,
+                          lambda: _install_capture(store, path, conn_id, fresh=True, wal=wal, exact=exact))
     if not fresh:
         source, handler, conn_id = _attach(store, url, options, explicit, client, path, meta, readonly)
     apply_flag.register_recovery(path, engine.recover_dead_apply)
@@ -315,7 +317,7 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     replica.on_conflict = options.get("on_conflict")  # defaults of pull() / push()
     replica.transform = options.get("transform")
     if not readonly and not fresh:  # a fresh bootstrap installed it (boot.complete)
-        _install_capture(store, path, conn_id)
+        _install_capture(store, path, conn_id, exact=replica.push_threshold is not None)
     return conn
 
 
@@ -339,7 +341,7 @@ def _attach(store: pagestore.PageStore, url: Any, options: Mapping[str, Any], ex
 
 
 def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh: bool = False,
-                     wal: bool = False) -> None:
+                     wal: bool = False, exact: bool = False) -> None:
     """Change capture on a replica that has none yet (just bootstrapped, or made by an
     older version), or upgraded (capture.upgrade): one local write transaction, under the
     lock every writer takes. Local changes made before (an older version's scratchpad) are
@@ -349,13 +351,15 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh:
     crash makes bootstrap again: no journal file and no flush (``journal_mode=MEMORY``,
     ``synchronous=OFF``); the bootstrap's one flush covers these pages too. ``wal``: a
     fresh replica then switches to WAL (SQLite writes the header's version bytes straight
-    to the file, as it goes through journal_mode=OFF from MEMORY), in the same flush."""
+    to the file, as it goes through journal_mode=OFF from MEMORY), in the same flush.
+    ``exact``: the connection has a push_operations_threshold: the tails go off (tail.py
+    EXACT BATCHES)."""
     ic = internal.connect(path, conn_id)
     try:
         if fresh:
             ic.execute("PRAGMA journal_mode = MEMORY")
             ic.execute("PRAGMA synchronous = OFF")
-        elif capture.installed(ic) and not capture.outdated(ic):
+        elif capture.installed(ic) and not capture.outdated(ic) and not (exact and capture.tails_enabled(ic)):
             return
         ic.execute("BEGIN IMMEDIATE")
         try:
@@ -363,9 +367,11 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh:
                 # a fresh bootstrap holds no local change: no scan of the sidecar for one;
                 # tails start now if reading each table's largest rowid fetches nothing
                 capture.install(ic, gen=0, log_rows=not fresh and bool(rebase.local_changes(store)),
-                                tails=store.first_absent(1) == 0)
+                                tails=store.first_absent(1) == 0, tails_enabled=not exact)
             elif capture.outdated(ic):  # made by an older version: keep its log
                 capture.upgrade(ic, tails=store.first_absent(1) == 0)
+            if exact:
+                tail.set_enabled(ic, False)
             ic.execute("COMMIT")
         except BaseException:
             ic.execute("ROLLBACK")

@@ -42,6 +42,14 @@ TRANSACTIONS. Folded rows carry no transaction id; the first gets x = capture.BU
 push cuts no batch before it (batches.py); a push that sends tail rows (inserted after its
 fold) cuts none at all. One local transaction therefore never spans two server
 transactions, though batches are coarser than the log's marks alone would allow.
+
+EXACT BATCHES. A connection with ``push_operations_threshold`` wants its pushes cut at
+local transaction boundaries, which the tail does not record. So its connect and its
+pushes turn the replica's tails off (``set_enabled``; ``'tails'`` = 0 in
+``sqlite_tdb_state``): the tails are folded once (those rows go as one batch, as above) and
+from then on every insert is logged with its transaction's mark - the capture then costs
+what it costs without tails (~1.5x on a bulk insert, bench_sync.py). A push without a
+threshold turns them on again.
 """
 
 from __future__ import annotations
@@ -117,10 +125,13 @@ def unstarted(conn: sqlite3.Connection) -> List[Tuple[int, TableInfo]]:
     return out
 
 
-def needed(conn: sqlite3.Connection) -> bool:
-    """A fold has work: a tail holds rows, or a table's tail is to start. Reads the tables'
-    largest rowids, so a fold in the write transaction after finds their pages local."""
-    todo = unstarted(conn)
+def needed(conn: sqlite3.Connection, enabled: bool = True) -> bool:
+    """A fold has work: a tail holds rows, or a table's tail is to start, or the tails are
+    to be switched on or off (``enabled``: set_enabled). Reads the tables' largest rowids,
+    so a fold in the write transaction after finds their pages local."""
+    if capture.tails_enabled(conn) != enabled:
+        return True
+    todo = unstarted(conn) if enabled else []
     for _, info in todo:
         capture.top_rowid(conn, info)
     return bool(todo) or pending(conn)
@@ -146,9 +157,24 @@ def fold(conn: sqlite3.Connection) -> int:
     return n
 
 
+def set_enabled(conn: sqlite3.Connection, on: bool) -> None:
+    """Tails on (the default) or off, inside the caller's write transaction. Off, every
+    tail is folded and every table logs every change with its transaction's mark, so
+    push_operations_threshold can cut between local transactions (batches.py): push and
+    connect turn them off for a connection that has a threshold, a push without one turns
+    them on again (EXACT BATCHES in the module docstring)."""
+    if capture.tails_enabled(conn) == on:
+        return
+    capture.set_tails_enabled(conn, on)
+    fold(conn)  # off: the tails into the log, their triggers without a frontier; on: started
+
+
 def start(conn: sqlite3.Connection) -> None:
     """Tails for the tables that log every change (inside the caller's write transaction):
-    every change so far is logged, so each starts above the rows it holds."""
+    every change so far is logged, so each starts above the rows it holds. Nothing while
+    the tails are off (set_enabled)."""
+    if not capture.tails_enabled(conn):
+        return
     todo = [(i, info, capture.top_rowid(conn, info)) for i, info in unstarted(conn)]
     todo = [(i, info, top) for i, info, top in todo if top is not None]  # (None: unreadable)
     if todo:

@@ -344,6 +344,7 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
               timeout: float, on_conflict: Optional[rebase.OnConflict],
               lock_error: Callable[[Exception], Exception]) -> sync_meta.SyncMeta:
     """Steps 2-6 of the module docstring; the new metadata."""
+    on_conflict = rebase.once_per_conflict(on_conflict)  # a rebuild meets the same conflicts
     meta = sync_meta.load(replica)
     if meta is None:
         raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
