@@ -21,6 +21,8 @@ request). Every figure is measured in this run, with its ratio:
    sidecar: ``PageStore.flushes``) and the xSyncs of journals and WALs
    (``tdb_vfs_passthrough_syncs``), beside a plain file's opened through the VFS (all its
    files passed through: every xSync counted).
+   A WAL replica whose connection sets push_operations_threshold (no tails: every insert
+   logged) is measured on the bulk insert too.
    Goals: a/b <= 1.3 (bulk), <= 1.5 (autocommit), a < c. The tail's rows are logged in
    bulk when a push starts (tail.fold): that time is printed too, against the insert's.
 2. push throughput: ``--changes`` local row changes (inserts), pushed over the proxy;
@@ -214,7 +216,13 @@ def main() -> None:
                 c.commit()
             conns = {"cap": with_cap, "no": without, "peer": peer, "wcap": wal_cap, "wno": wal_no,
                      "plain": plain, "plainwal": plain_wal}
+            # a WAL replica whose connection has push_operations_threshold: no tails, every
+            # insert logged with its transaction's mark (sync/tail.py EXACT BATCHES)
+            exact = turso_dbapi.connect(proxy.base_url, local_path=os.path.join(tmp, "exact.db"),
+                                        push_operations_threshold=1000)
             bulk = {name: bulk_best(c, a.rows) for name, c in conns.items()}
+            bulk_exact = bulk_best(exact, a.rows)
+            exact.close()
             auto = autocommit_interleaved(conns, a.updates)
             w_cap, w_no, w_peer, w_wcap, w_wno = ({"bulk": bulk[n], "auto": auto[n]} for n in
                                                    ("cap", "no", "peer", "wcap", "wno"))
@@ -230,6 +238,8 @@ def main() -> None:
                  "pyturso")
             line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_wno["bulk"], "without capture")
             line("  WAL replica, bulk insert: with capture", w_wcap["bulk"], w_peer["bulk"], "pyturso")
+            line("  WAL replica, threshold set (no tails), bulk insert", bulk_exact, w_wno["bulk"],
+                 "without capture")
             line("  WAL replica (the default), autocommit updates: with capture", w_wcap["auto"], w_wno["auto"],
                  "without capture")
             line("  WAL replica (the default), autocommit updates: with capture", w_wcap["auto"], w_peer["auto"],

@@ -8,9 +8,10 @@ One source per connection; it owns the connection's HTTP client and network coun
 Lazy fetches (``fetch``) are pinned to ``pinned_revision``, which the replica moves to the
 latest synced revision after each pull (see ``sync.replica`` for why that is safe).
 
-The server's page 1 says "WAL" (bytes 18/19 = 2); the replica runs in rollback-journal
-mode (DESIGN §2.5), so every page 1 this source returns is patched to 1/1
-(``storage.header.rollback_journal``).
+The server's page 1 says "WAL" (bytes 18/19 = 2); every page 1 this source returns is
+patched to 1/1 (``storage.header.rollback_journal``): a bootstrap starts from a
+rollback-journal file (DESIGN §2.5), which a new replica then switches to WAL (its default,
+``journal_mode``), and a WAL replica's pulls set 2/2 again (``sync.wal_plan.page1_for_wal``).
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 (A replica switched to WAL mode is applied by ``sync.wal_apply`` instead: one commit into
 the WAL under the WAL write lock; ``apply_staged`` hands it over.)
 
-DESIGN §2.5. The replica runs in rollback-journal mode, where every connection (of every
-process) compares the file change counter (header offset 24) at the start of each read
-transaction and drops its page cache when it moved. So the apply:
+DESIGN §2.5. In a rollback-journal replica (``journal_mode="delete"``, or one an older
+version made) every connection (of every process) compares the file change counter (header
+offset 24) at the start of each read transaction and drops its page cache when it moved.
+So the apply:
 
 1. (network already done) the received pages sit durably in ``<replica>-tdbpull``
    (``sync.stage``);

@@ -241,21 +241,6 @@ class Conflict:
 OnConflict = Callable[[Conflict], Any]
 
 
-def once_per_conflict(hook: Optional[OnConflict]) -> Optional[OnConflict]:
-    """``hook`` asked once per distinct conflict of a pull: a WAL pull that builds its
-    replay again (wal_apply) meets the same conflicts again and reuses the decisions."""
-    if hook is None:
-        return None
-    decided: Dict[str, Any] = {}
-
-    def ask(c: Conflict) -> Any:
-        k = repr((c.table, c.key, c.local, c.server, c.error))
-        if k not in decided:
-            decided[k] = hook(c)
-        return decided[k]
-
-    return ask
-
 
 def replay_floor(rc: sqlite3.Connection, client_id: str, gen: int) -> int:
     """§6.5 step 8: from the just-applied snapshot, never from the server."""

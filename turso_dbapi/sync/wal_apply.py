@@ -66,7 +66,7 @@ import dataclasses
 import os
 import sqlite3
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import OperationalError
 from ..storage import file_locks, header, wal_writer
@@ -340,11 +340,27 @@ def _begin(ic: sqlite3.Connection, lock_error: Callable[[Exception], Exception])
         raise lock_error(exc) from None
 
 
+def once_per_conflict(hook: Optional[rebase.OnConflict]) -> Optional[rebase.OnConflict]:
+    """``hook`` asked once per distinct conflict of a pull: a WAL pull that builds its
+    replay again meets the same conflicts again and reuses the decisions."""
+    if hook is None:
+        return None
+    decided: Dict[str, Any] = {}
+
+    def ask(c: rebase.Conflict) -> Any:
+        k = repr((c.table, c.key, c.local, c.server, c.error))
+        if k not in decided:
+            decided[k] = hook(c)
+        return decided[k]
+
+    return ask
+
+
 def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, staged: Staged,
               timeout: float, on_conflict: Optional[rebase.OnConflict],
               lock_error: Callable[[Exception], Exception]) -> sync_meta.SyncMeta:
     """Steps 2-6 of the module docstring; the new metadata."""
-    on_conflict = rebase.once_per_conflict(on_conflict)  # a rebuild meets the same conflicts
+    on_conflict = once_per_conflict(on_conflict)  # a rebuild meets the same conflicts
     meta = sync_meta.load(replica)
     if meta is None:
         raise OperationalError(f"pull: the sync metadata of {replica} disappeared")
