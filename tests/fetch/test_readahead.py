@@ -426,6 +426,9 @@ def test_a_scan_reader_waits_only_for_its_own_window_and_the_next_goes_out_befor
     scheduled: list = []  # background windows scheduled while the first one was in flight
     fetch = source.fetch
 
+    first_fetched = threading.Event()  # the first window's pages came back
+    first_pages: list = []
+
     def gated(pgnos):
         if threading.current_thread().name.startswith("tdb-lookahead"):
             windows.append(min(pgnos))
@@ -433,6 +436,11 @@ def test_a_scan_reader_waits_only_for_its_own_window_and_the_next_goes_out_befor
             if nth == 1:
                 time.sleep(0.5)  # the reader reaches the first window while it is in flight
                 scheduled.append(handler.lookahead.windows)  # windows asked for meanwhile
+                first_pages.extend(pgnos)
+                try:
+                    return fetch(pgnos)
+                finally:
+                    first_fetched.set()
             elif nth == 2:
                 assert release.wait(20), "never released"
         return fetch(pgnos)
@@ -450,8 +458,10 @@ def test_a_scan_reader_waits_only_for_its_own_window_and_the_next_goes_out_befor
             time.sleep(0.01)
         assert len(windows) >= 3, windows  # the third window went out while the second is held
         assert scheduled and scheduled[0] >= 3, scheduled  # (M1) asked before the reader's wait ended
-        first, second = windows[0], windows[1]
-        mine = [p for p in range(first, second) if store.is_present(p)]  # the first window's pages
+        assert first_fetched.wait(10)  # (the third window can go out before the first is stored)
+        while time.monotonic() < deadline and not all(store.is_present(p) for p in first_pages):
+            time.sleep(0.01)
+        mine = [p for p in first_pages if store.is_present(p)]  # the first window's pages
         while time.monotonic() < deadline and not all(store.was_read(p) for p in mine):
             time.sleep(0.01)
         assert mine and all(store.was_read(p) for p in mine)  # (M2) read while the second is held
