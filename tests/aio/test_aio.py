@@ -236,6 +236,23 @@ def test_each_connection_has_its_own_thread_and_it_ends_on_close():
     run(main())
 
 
+def test_a_job_cancelled_before_its_statement_starts_is_still_interrupted():
+    """worker.py rule (5): SQLite forgets an interrupt that lands before a statement's first
+    step; the job runs on its thread for 0.2 s first, so the cancel lands there."""
+    async def main():
+        async with aio.connect(":memory:") as db:
+            job = asyncio.ensure_future(db.run(lambda c: (time.sleep(0.2), c.execute(ENDLESS).fetchall())))
+            await asyncio.sleep(0.05)  # running: in its sleep, no statement yet
+            t0 = time.perf_counter()
+            job.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(job, 10)
+            assert time.perf_counter() - t0 < 2
+            assert await db.execute_fetchall("select 1") == [(1,)]  # idle and usable
+
+    run(main())
+
+
 def test_a_result_never_waits_for_the_next_job_on_the_thread():
     async def main():
         async with aio.connect(":memory:") as db:

@@ -2,8 +2,9 @@
 replica in a loop while another connection pulls revision after revision. Every snapshot
 shows one revision (0 mixed), no reader ever goes back to an older revision, and no read
 fails. Full replicas and partial ones (whose readers fetch pages lazily while the pin
-moves). The invariant lives in tests/support/_snapshots.py; add reader kinds or modes here.
-About 15 s.
+moves), each in WAL mode (a new replica's default) and in rollback-journal mode. The
+invariant lives in tests/support/_snapshots.py; add reader kinds or modes here. About 15 s
+each.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ ROUNDS = 6
 AHEAD = 0.25  # seconds the server stays a revision ahead of the replica before each pull
 THREADS = 3
 PROCESSES = 2
-MODES = {"full": {}, "partial": {"bootstrap_prefix": 4 * 4096, "segment_size": 4096}}
+_PARTIAL = {"bootstrap_prefix": 4 * 4096, "segment_size": 4096}
+MODES = {"full": {}, "partial": _PARTIAL,  # WAL, a new replica's default
+         "full rollback": {"journal_mode": "delete"}, "partial rollback": dict(_PARTIAL, journal_mode="delete")}
 
 
 def _execute(server, statements) -> None:

@@ -45,13 +45,14 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def make_trial(factory, tmp, latency):
+def make_trial(factory, tmp, latency, mode):
     server = factory()
     server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, x BLOB)")
     server.db_sql(f"INSERT INTO t SELECT value, 0, randomblob(500) FROM generate_series(1, {SERVER_ROWS})")
     proxy = FaultProxy(server.url, latency=latency).start()
     path = str(tmp / "r.db")
-    conn = turso_dbapi.connect(proxy.base_url, local_path=path)
+    conn = turso_dbapi.connect(proxy.base_url, local_path=path, journal_mode=mode)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == (mode,)
     conn.executemany("INSERT INTO t VALUES (?, ?, x'01')", [(10000 + i, i) for i in range(LOCAL)])
     conn.execute("UPDATE t SET v = -1 WHERE id <= 20")
     conn.commit()
@@ -107,19 +108,20 @@ def check_replica(path, allowed_server_v):
         conn.close()
 
 
+@pytest.mark.parametrize("mode", ["wal", "delete"])  # a new replica's default, and rollback
 @pytest.mark.parametrize("op", ["pull", "push"])
-def test_kill_9_at_random_points_loses_nothing_and_applies_nothing_twice(turso_server_factory, tmp_path, op):
+def test_kill_9_at_random_points_loses_nothing_and_applies_nothing_twice(turso_server_factory, tmp_path, op, mode):
     rng = random.Random(int(os.environ.get("TURSO_DBAPI_CRASH_SEED", "0")) or None)
     landed = {}
     twin = tmp_path / "twin"
     twin.mkdir()
-    _, twin_proxy, twin_path = make_trial(turso_server_factory, twin, 0.02)
+    _, twin_proxy, twin_path = make_trial(turso_server_factory, twin, 0.02, mode)
     duration = run_child(twin_path, op)  # the operation uncrashed, on a twin trial
     twin_proxy.stop()
     for trial in range(TRIALS):
         tmp = tmp_path / f"trial{trial}"
         tmp.mkdir()
-        server, proxy, path = make_trial(turso_server_factory, tmp, 0.02)
+        server, proxy, path = make_trial(turso_server_factory, tmp, 0.02, mode)
         try:
             finished = run_child(path, op, kill_after=rng.uniform(0, duration))
             where = "finished" if finished else phase(path)
@@ -135,5 +137,5 @@ def test_kill_9_at_random_points_loses_nothing_and_applies_nothing_twice(turso_s
             check_replica(path, [{5}])
         finally:
             proxy.stop()
-    print(f"\n{op}: {TRIALS} kill -9 trials over {duration:.2f} s, landed: {landed}")
+    print(f"\n{op} ({mode}): {TRIALS} kill -9 trials over {duration:.2f} s, landed: {landed}")
     assert sum(landed.values()) == TRIALS

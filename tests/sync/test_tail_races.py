@@ -219,7 +219,8 @@ def test_random_local_work_with_pushes_pulls_and_server_writes_converges(turso_s
     # touch positive ids, so after every local commit their state is the model: a pull must
     # leave it as it is (nothing lost, nothing resurrected), and at the end the server and
     # the replica hold it. TURSO_DBAPI_TAIL_SEED / TURSO_DBAPI_TAIL_STEPS vary the walk
-    # (41 seeds x 150 steps and 10 x 500 passed, both parametrizations).
+    # (41 seeds x 150 steps and 10 x 500 passed, both parametrizations). With a threshold
+    # this connection's pushes turn the tails off and ``other``'s turn them on again.
     import os
     import random
 
@@ -227,9 +228,9 @@ def test_random_local_work_with_pushes_pulls_and_server_writes_converges(turso_s
     turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 20)")
     path = str(tmp_path / "r.db")
-    conn = turso_dbapi.connect(turso_server.url, local_path=path, push_operations_threshold=threshold)
-    if wal:
-        assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)]
+    conn = turso_dbapi.connect(turso_server.url, local_path=path, push_operations_threshold=threshold,
+                               journal_mode="wal" if wal else "delete")
+    assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal" if wal else "delete",)]
     other = turso_dbapi.connect(path, check_same_thread=False)  # (the mark read runs in a thread)
     real = sync_push.Pipeline.call
     step = [0]

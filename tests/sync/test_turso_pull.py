@@ -277,9 +277,10 @@ def test_a_large_pull_streams_to_disk_and_a_cut_reply_starts_over(tmp_path, mode
             assert requests.post(url + "/v2/pipeline", json=body, timeout=60).json()["results"][0]["type"] == "ok"
 
         sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, x BLOB)")
-        conn = turso_dbapi.connect(url, local_path=str(tmp_path / "r.db"), partial=True)
-        if mode == "wal":  # the pull commits its frames to the WAL (sync/wal_apply.py), streamed too
-            assert conn.execute("PRAGMA journal_mode=WAL").fetchall() == [("wal",)]
+        # WAL: the pull commits its frames to the WAL (sync/wal_apply.py), streamed too
+        conn = turso_dbapi.connect(url, local_path=str(tmp_path / "r.db"), partial=True,
+                                   journal_mode="wal" if mode == "wal" else "delete")
+        assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal" if mode == "wal" else "delete",)]
         sql("INSERT INTO t SELECT value, 1, randomblob(1000) FROM generate_series(1, 8000)")
         tracemalloc.start()
         try:

@@ -15,6 +15,8 @@ import pytest
 
 import turso_dbapi
 
+pytestmark = pytest.mark.usefixtures("new_replica_mode")  # every test in both journal modes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

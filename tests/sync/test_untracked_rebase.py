@@ -16,9 +16,8 @@ import turso_dbapi
 def _replica(server, tmp_path, mode):
     server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
     server.db_sql("INSERT INTO t VALUES (1, 0)")
-    conn = turso_dbapi.connect(server.url, local_path=str(tmp_path / "r.db"))
-    if mode == "wal":
-        assert conn.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    conn = turso_dbapi.connect(server.url, local_path=str(tmp_path / "r.db"), journal_mode=mode)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == (mode,)
     return conn
 
 

@@ -17,6 +17,11 @@ Rules (numbered; the code tags them):
     ends when its request does (``http_timeout``), then the statement stops.
 (4) ``interrupt()`` is only called while the job runs, under the job's lock, so it cannot
     hit a later statement.
+(5) SQLite forgets an interrupt that lands while none of the connection's statements is
+    running (the next one to start clears it): a job cancelled between its start and its
+    statement's first step would run on. So the interrupt is repeated every
+    ``REINTERRUPT`` seconds until the job ends; one that lands after its last statement is
+    forgotten the same way, and hits nothing later.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import threading
 from typing import Any, Callable, List, Optional, Tuple
 
 _QUEUED, _RUNNING, _DONE, _DROPPED = range(4)
+REINTERRUPT = 0.01  # seconds between the interrupts of a cancelled job still running (5)
 
 
 class _Job:
@@ -84,7 +90,16 @@ class Worker:
             job.waiter = loop.create_future()
             if self.interrupt is not None:
                 self.interrupt()  # (4) under the lock: the job is still running
+                loop.call_later(REINTERRUPT, self._reinterrupt, job, loop)  # (5)
             return job.waiter
+
+    def _reinterrupt(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+        """(5) On the loop: interrupt again while the cancelled job still runs."""
+        with self._lock:
+            if job.state != _RUNNING or self.interrupt is None:
+                return
+            self.interrupt()  # (4)
+        loop.call_later(REINTERRUPT, self._reinterrupt, job, loop)
 
     def post(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the thread, nobody waiting for it (closing without a loop)."""

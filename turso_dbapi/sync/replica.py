@@ -60,6 +60,7 @@ from . import capture, ddl, engine, internal, rebase, tail, wal_apply
 from . import metadata as sync_meta
 from . import push as sync_push
 
+DEFAULT_JOURNAL_MODE = "wal"  # of a new replica (option journal_mode); tests run both
 
 
 def is_turso_replica(path: Any) -> bool:
@@ -283,7 +284,7 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
             store = boot.open_replica_store(path, meta, redact(base_url(url)), readonly=readonly)
         if fresh:  # the bootstrap ends under the lock, with its source attached for misses
             source, handler, conn_id = _attach(store, url, options, explicit, client, path, meta, readonly)
-            wal = (options.get("journal_mode") or "wal") == "wal"
+            wal = (options.get("journal_mode") or DEFAULT_JOURNAL_MODE) == "wal"
             exact = bool(options.get("push_operations_threshold"))
             boot.complete(path, store, meta,
                           lambda: _install_capture(store, path, conn_id, fresh=True, wal=wal, exact=exact))
