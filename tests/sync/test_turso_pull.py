@@ -78,6 +78,41 @@ def test_pull_waits_for_readers_of_other_connections_and_fails_cleanly(turso_ser
     assert b.execute("SELECT MIN(v), MAX(v) FROM t").fetchall() == [(1, 1)]  # next transaction: new
 
 
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+def test_a_pull_waits_for_locks_as_long_as_the_connections_timeout_says(turso_server, tmp_path, mode):
+    """connect(timeout=) is how long sqlite3 waits for another connection's lock; a pull's
+    apply waits as long (the default, like sqlite3's, is 5 s). A writer holds its write
+    transaction for 1 s: a pull with timeout=0.2 fails at once and changes nothing, one with
+    timeout=10 waits for it and lands."""
+    rows_table(turso_server, 30)
+    path = str(tmp_path / "r.db")
+    for timeout, lands in ((0.2, False), (10, True)):
+        a = turso_dbapi.connect(turso_server.url, local_path=path, journal_mode=mode, timeout=timeout)
+        holder = turso_dbapi.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock (rollback: RESERVED; WAL: the WAL's)
+        holder.execute("INSERT INTO t(v) VALUES (-1)")
+        turso_server.db_sql("UPDATE t SET v = v + 1")
+        release = threading.Timer(1.0, holder.execute, ("COMMIT",))
+        release.start()
+        t0 = time.perf_counter()
+        try:
+            if lands:
+                assert a.pull() is True
+                assert time.perf_counter() - t0 >= 0.8  # it waited for the writer
+            else:
+                with pytest.raises(turso_dbapi.OperationalError, match=r"could not lock the replica .* within 0.2 s"):
+                    a.pull()
+                assert time.perf_counter() - t0 < 0.9  # not the writer's whole second
+                assert not os.path.exists(pull_apply.stage_path(path))
+        finally:
+            release.join()
+            holder.close()
+        a.close()
+    check = turso_dbapi.connect(path)
+    assert check.execute("SELECT COUNT(*) FROM t WHERE v = -1").fetchone() == (2,)  # both writes kept
+    check.close()
+
+
 def test_other_connections_see_old_or_new_never_a_mix(turso_server, tmp_path):
     rows_table(turso_server, 300)
     path = str(tmp_path / "r.db")

@@ -83,9 +83,10 @@ def replay_pages(store: PageStore, staged: Any, db_size: int) -> List[int]:
 
 
 def pull(store: PageStore, source: Any, path: str, conn_id: int,
-         on_conflict: Optional[rebase.OnConflict] = None) -> Pulled:
+         on_conflict: Optional[rebase.OnConflict] = None, lock_timeout: Optional[float] = None) -> Pulled:
     """Network first (no lock), then a coherent apply with the local changes replayed.
-    The caller checked that its connection is outside a transaction."""
+    The caller checked that its connection is outside a transaction. ``lock_timeout``: how
+    long the apply waits for other connections' locks (None: apply.LOCK_TIMEOUT)."""
     url = source.display_url
     with pull_lock(path):  # (1) one pull per replica at a time
         meta = load_meta(path)
@@ -125,7 +126,8 @@ def pull(store: PageStore, source: Any, path: str, conn_id: int,
         staged = stage.finish(reply.revision, reply.db_size)
         misses = store.counters()["misses"]
         with apply_flag.applying():
-            applied = pull_apply.apply_staged(store, path, conn_id, url, on_conflict=on_conflict, staged=staged)
+            applied = pull_apply.apply_staged(store, path, conn_id, url, on_conflict=on_conflict, staged=staged,
+                                              timeout=lock_timeout)
         misses = store.counters()["misses"] - misses
     # §6.6: the pull state comes from local metadata after applying, never the remote.
     if applied is not None:

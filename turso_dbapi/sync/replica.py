@@ -133,6 +133,7 @@ class TursoReplica(RemoteReplica):
         except TypeError:  # a bare sqlite3.Connection from a factory function
             self._conn = lambda: None
         self.push_threshold: Optional[int] = None  # push_operations_threshold
+        self.lock_timeout: Optional[float] = None  # connect(timeout=): a pull's wait for locks too
         self.transform: Optional[sync_push.Transform] = None
         self.on_conflict: Optional[rebase.OnConflict] = None
         self.last_apply_misses = 0  # page misses inside the last apply's lock (partial mode)
@@ -181,7 +182,8 @@ class TursoReplica(RemoteReplica):
                 "back first (a pull replaces the state every transaction reads)")
         try:
             pulled = engine.pull(self.store, self.source, self.path, self.conn_id,
-                                 on_conflict=on_conflict if on_conflict is not None else self.on_conflict)
+                                 on_conflict=on_conflict if on_conflict is not None else self.on_conflict,
+                                 lock_timeout=self.lock_timeout)
         except RemoteError as exc:
             raise exc.outside_a_read()  # no page read failed: SQLITE_IOERR, not _READ
         self.last_apply_misses = pulled.apply_misses
@@ -313,6 +315,8 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     replica = TursoReplica(store, source, handler, conn_id, path, conn)
     replica.readonly = readonly
     attach_replica(conn, replica)
+    if connect_kwargs.get("timeout") is not None:  # as sqlite3's: how long a lock is waited for
+        replica.lock_timeout = max(float(connect_kwargs["timeout"]), 0.0)
     threshold = options.get("push_operations_threshold")
     replica.push_threshold = int(threshold) if threshold else None
     replica.on_conflict = options.get("on_conflict")  # defaults of pull() / push()
