@@ -101,8 +101,6 @@ def test_a_wal_pull_rebuilds_rather_than_catch_up_a_tail_changed_during_its_side
     # A catch-up replays only what was logged since the extraction: a tail row deleted
     # meanwhile logs nothing, so a replay file holding tail rows is built again instead
     # (or the deleted row would come back with the pull's commit).
-    from turso_dbapi.sync import side_replay
-
     turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 10)")
     path = str(tmp_path / "r.db")
@@ -112,19 +110,9 @@ def test_a_wal_pull_rebuilds_rather_than_catch_up_a_tail_changed_during_its_side
     conn.commit()
     writer = turso_dbapi.connect(path)
     turso_server.db_sql("UPDATE t SET v = 'server' WHERE id = 2")
-    real_run, builds = side_replay.run, []
-
-    def run_then_commit(*a, **k):
-        view = real_run(*a, **k)
-        builds.append(view)
-        if len(builds) == 1:
-            writer.execute("DELETE FROM t WHERE id = 20")
-            writer.execute("UPDATE t SET v = 'changed' WHERE id = 21")
-            writer.execute("INSERT INTO t VALUES (30, 'new')")
-            writer.commit()
-        return view
-
-    monkeypatch.setattr(side_replay, "run", run_then_commit)
+    builds = tail_cases.commit_after_first_side_replay(monkeypatch, writer, [
+        "DELETE FROM t WHERE id = 20", "UPDATE t SET v = 'changed' WHERE id = 21",
+        "INSERT INTO t VALUES (30, 'new')"])
     assert conn.pull() is True
     got = dict(conn.execute("SELECT id, v FROM t WHERE id >= 20"))
     assert got == {21: "changed", 22: "tail", 23: "tail", 24: "tail", 30: "new"}
@@ -140,8 +128,6 @@ def test_a_wal_pull_rebuilds_rather_than_catch_up_a_tail_changed_during_its_side
 def test_a_rebuilt_wal_replay_asks_on_conflict_once_per_conflict(turso_server, tmp_path, monkeypatch):
     """The replay is built twice (a tail row deleted during the first side replay); the
     conflict of row 2, met by both builds, reaches the hook once and its decision holds."""
-    from turso_dbapi.sync import side_replay
-
     turso_server.db_sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     turso_server.db_sql("INSERT INTO t SELECT value, 's' FROM generate_series(1, 10)")
     path = str(tmp_path / "r.db")
@@ -151,21 +137,13 @@ def test_a_rebuilt_wal_replay_asks_on_conflict_once_per_conflict(turso_server, t
     conn.commit()
     writer = turso_dbapi.connect(path)
     turso_server.db_sql("UPDATE t SET v = 'server' WHERE id = 2")
-    real_run, builds, asked = side_replay.run, [], []
-
-    def run_then_delete(*a, **k):
-        view = real_run(*a, **k)
-        builds.append(view)
-        if len(builds) == 1:
-            writer.execute("DELETE FROM t WHERE id = 20")
-            writer.commit()
-        return view
+    builds = tail_cases.commit_after_first_side_replay(monkeypatch, writer, ["DELETE FROM t WHERE id = 20"])
+    asked = []
 
     def decide(c):  # (the tail rows share row 2's page, which the pull brought: asked too)
         asked.append((c.key, c.local and c.local["v"], c.server and c.server["v"]))
         return dict(c.local, v="merged") if c.key == (2,) else "local"
 
-    monkeypatch.setattr(side_replay, "run", run_then_delete)
     assert conn.pull(on_conflict=decide) is True
     assert len(builds) == 2
     assert sorted(asked) == sorted(set(asked)) and ((2,), "local", "server") in asked

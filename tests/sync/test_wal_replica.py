@@ -12,6 +12,7 @@ import struct
 import pytest
 
 import turso_dbapi
+from support import tail_cases
 from turso_dbapi.storage import wal_writer
 from turso_dbapi.storage.pagestore import PG_LOCAL, PG_SYNCED
 from turso_dbapi.storage.wal_index import WalIndex
@@ -321,8 +322,6 @@ def test_a_local_commit_during_the_side_replay_is_caught_up_in_the_same_commit(
     # its changes are replayed on the side view (one build, one commit) - logged row changes,
     # and rows inserted into a table's unlogged tail (tail.py); a schema change, or a tail
     # row deleted (no log says so), cannot be caught up that way: the replay is built again.
-    from turso_dbapi.sync import side_replay
-
     conn = wal_replica(turso_server, tmp_path, 60)
     path = str(tmp_path / "r.db")
     writer = turso_dbapi.connect(path)
@@ -335,25 +334,15 @@ def test_a_local_commit_during_the_side_replay_is_caught_up_in_the_same_commit(
     conn.execute("INSERT INTO here VALUES (7, 'a7')")  # above its frontier: a tail row
     conn.commit()
     turso_server.db_sql("UPDATE t SET v = 1 WHERE id > 10")
-    real_run, builds = side_replay.run, []
-
-    def run_then_commit(*a, **k):
-        view = real_run(*a, **k)
-        builds.append(view)
-        if len(builds) == 1:
-            writer.execute("UPDATE t SET v = 8 WHERE id IN (3, 12)")  # one the replay rewrote, one pulled
-            writer.execute("DELETE FROM t WHERE id = 4")
-            if concurrent == "ddl":
-                writer.execute("CREATE TABLE extra(a INTEGER PRIMARY KEY)")
-            if concurrent.startswith("tail"):
-                writer.execute("INSERT INTO here VALUES (6, 'a6')")
-                writer.execute("UPDATE here SET s = 'b2' WHERE n = 2")
-            if concurrent == "tail-delete":  # a tail row the replay had: no log says it went
-                writer.execute("DELETE FROM here WHERE n = 7")
-            writer.commit()
-        return view
-
-    monkeypatch.setattr(side_replay, "run", run_then_commit)
+    racing = ["UPDATE t SET v = 8 WHERE id IN (3, 12)",  # one the replay rewrote, one pulled
+              "DELETE FROM t WHERE id = 4"]
+    if concurrent == "ddl":
+        racing.append("CREATE TABLE extra(a INTEGER PRIMARY KEY)")
+    if concurrent.startswith("tail"):
+        racing += ["INSERT INTO here VALUES (6, 'a6')", "UPDATE here SET s = 'b2' WHERE n = 2"]
+    if concurrent == "tail-delete":  # a tail row the replay had: no log says it went
+        racing.append("DELETE FROM here WHERE n = 7")
+    builds = tail_cases.commit_after_first_side_replay(monkeypatch, writer, racing)
     before, _ = wal_frames(path)
     assert conn.pull() is True
     after, _ = wal_frames(path)

@@ -349,14 +349,20 @@ static void refuse_wal(char **arg) {
     if (n == 0 || n > 3 || strncasecmp(mode, "wal", n) != 0) return;
     arg[2][0] = '?'; /* names no mode: SQLite returns the mode in effect */
 }
+/* A file beside ``path``: its name with ``suffix`` appended (malloc'd; NULL when out of memory). */
+static char *suffixed(const char *path, const char *suffix) {
+    size_t n = strlen(path), k = strlen(suffix) + 1;
+    char *z = malloc(n + k);
+    if (z) {
+        memcpy(z, path, n);
+        memcpy(z + n, suffix, k);
+    }
+    return z;
+}
 /* (23) SQLite's WAL close, after its checkpoint: the frames are all in the database. */
 static void truncate_wal(TdbFile *p) {
-    const char *db = tdb_store_path(p->store);
-    size_t n = strlen(db);
-    char *z = malloc(n + sizeof "-wal");
+    char *z = suffixed(tdb_store_path(p->store), "-wal");
     if (!z) return;
-    memcpy(z, db, n);
-    memcpy(z + n, "-wal", sizeof "-wal");
     int fd = open(z, O_WRONLY | O_CLOEXEC);
     if (fd >= 0) {
         if (ftruncate(fd, 0) != 0) { /* a WAL left whole is recovered as after a crash */ }
@@ -509,11 +515,8 @@ static const char *uri_param(const char *z, const char *key) {
 }
 
 static int has_sidecar(const char *zName) {
-    size_t n = strlen(zName);
-    char *z = malloc(n + sizeof "-tdbmap");
+    char *z = suffixed(zName, "-tdbmap");
     if (!z) return 0;
-    memcpy(z, zName, n);
-    memcpy(z + n, "-tdbmap", sizeof "-tdbmap");
     int exists = access(z, F_OK) == 0;
     free(z);
     return exists;

@@ -18,6 +18,13 @@ ROLLBACK_JOURNAL = 1
 WAL = 2
 
 
+def wal(page: bytes) -> bytes:
+    """Page 1 with the file format bytes (18 write, 19 read) set to 2: WAL."""
+    b = bytearray(page)
+    b[WRITE_VERSION] = b[READ_VERSION] = WAL
+    return bytes(b)
+
+
 def rollback_journal(page: bytes) -> bytes:
     """Page 1 with the file format bytes (18 write, 19 read) set to 1: rollback journal."""
     if page[WRITE_VERSION] == ROLLBACK_JOURNAL and page[READ_VERSION] == ROLLBACK_JOURNAL:

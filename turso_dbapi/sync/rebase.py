@@ -241,7 +241,6 @@ class Conflict:
 OnConflict = Callable[[Conflict], Any]
 
 
-
 def replay_floor(rc: sqlite3.Connection, client_id: str, gen: int) -> int:
     """§6.5 step 8: from the just-applied snapshot, never from the server."""
     try:

@@ -248,6 +248,7 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     readonly = bool(options.get("readonly"))  # nothing is written to the replica's files
     path = existing_replica_path(local_path) if readonly else usable_local_path(local_path)
     client_name = str(options.get("client_name") or "turso-dbapi")
+    threshold = int(options["push_operations_threshold"]) if options.get("push_operations_threshold") else None
     client = None  # the bootstrap's HTTP client (and counters) carry on into the connection
     fresh = False
     with boot.open_lock(path, readonly=readonly):
@@ -287,9 +288,8 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
         if fresh:  # the bootstrap ends under the lock, with its source attached for misses
             source, handler, conn_id = _attach(store, url, options, explicit, client, path, meta, readonly)
             wal = (options.get("journal_mode") or DEFAULT_JOURNAL_MODE) == "wal"
-            exact = bool(options.get("push_operations_threshold"))
-            boot.complete(path, store, meta,
-                          lambda: _install_capture(store, path, conn_id, fresh=True, wal=wal, exact=exact))
+            boot.complete(path, store, meta, lambda: _install_capture(store, path, conn_id, fresh=True, wal=wal,
+                                                                     exact=threshold is not None))
     if not fresh:
         source, handler, conn_id = _attach(store, url, options, explicit, client, path, meta, readonly)
     apply_flag.register_recovery(path, engine.recover_dead_apply)
@@ -317,12 +317,11 @@ def connect_turso(url: Optional[str], local_path: Optional[str], options: Mappin
     attach_replica(conn, replica)
     if connect_kwargs.get("timeout") is not None:  # as sqlite3's: how long a lock is waited for
         replica.lock_timeout = max(float(connect_kwargs["timeout"]), 0.0)
-    threshold = options.get("push_operations_threshold")
-    replica.push_threshold = int(threshold) if threshold else None
+    replica.push_threshold = threshold
     replica.on_conflict = options.get("on_conflict")  # defaults of pull() / push()
     replica.transform = options.get("transform")
     if not readonly and not fresh:  # a fresh bootstrap installed it (boot.complete)
-        _install_capture(store, path, conn_id, exact=replica.push_threshold is not None)
+        _install_capture(store, path, conn_id, exact=threshold is not None)
     return conn
 
 

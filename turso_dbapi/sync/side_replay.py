@@ -32,8 +32,6 @@ from ..storage.vfs import replica_uri
 from . import capture, pull_end, rebase
 from .stage import Staged
 
-WAL = header.WAL  # file format bytes 18/19 of a WAL database
-
 
 @dataclasses.dataclass
 class SideResult:
@@ -46,12 +44,6 @@ def remove(replica: str) -> None:
     for suffix in files.STORE_SUFFIXES:
         with contextlib.suppress(FileNotFoundError):
             os.remove(replica + files.SIDE + suffix)
-
-
-def wal_bytes(page1: bytes) -> bytes:
-    b = bytearray(page1)
-    b[header.WRITE_VERSION] = b[header.READ_VERSION] = WAL
-    return bytes(b)
 
 
 class _Serve:
@@ -133,7 +125,7 @@ class SideView:
         while p:
             data = side.read_page(p)
             if data is not None and data != side.read_synced(p):
-                written[p] = wal_bytes(data) if p == 1 else data
+                written[p] = header.wal(data) if p == 1 else data
             p = side.first_local(p + 1)
         page1 = written.get(1)
         size = struct.unpack_from(">I", page1, header.IN_HEADER_SIZE)[0] if page1 else self.db_size

@@ -75,7 +75,6 @@ from ..storage.pagestore import PG_SYNCED, PageStore
 from . import capture, internal, metadata as sync_meta, pull_end, rebase, replay_file, side_replay, wal_plan
 from .stage import Staged
 
-WAL = wal_plan.WAL
 Frames = wal_writer.Frames
 MOVED_RETRIES = 3  # side builds redone when the replica moved before the lock; then under it
 CATCH_UPS = 3  # local commits caught up ahead of the lock per build
@@ -90,7 +89,7 @@ def is_wal_replica(store: PageStore) -> bool:
     """The database file says WAL (bytes 18/19 of page 1; SQLite writes them when the mode
     is switched), or a -wal is there: without any SQLite lock, for planning the network."""
     page1 = store.read_page(1)
-    return (page1 is not None and page1[header.READ_VERSION] == WAL) or os.path.exists(store.path + "-wal")
+    return (page1 is not None and page1[header.READ_VERSION] == header.WAL) or os.path.exists(store.path + "-wal")
 
 
 def prefetch_pages(store: PageStore, replica: str, staged: Set[int], db_size: int,

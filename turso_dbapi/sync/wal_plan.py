@@ -16,7 +16,6 @@ from ..storage import header, wal_writer
 from ..storage.pagestore import PG_LOCAL, PageStore
 from .stage import Staged
 
-WAL = header.WAL  # file format bytes 18/19 of a WAL database
 # SQLite < 3.32 sends no checkpoint brackets (SQLITE_FCNTL_CKPT_START/_DONE): a checkpoint
 # then writes pulled frames into the local layer too (vfs.c rule (18)), and the synced layer
 # keeps an OLDER version of those pages: a local page's synced version must be fetched.
@@ -27,8 +26,7 @@ def page1_for_wal(base: bytes, visible_cookie: int, db_size: int) -> bytes:
     """The new revision's page 1 for a WAL replica: WAL format bytes, its size (valid: the
     change counter equals version-valid-for; no counter bump, WAL readers never look at it),
     a schema cookie past the visible one (every connection re-reads the schema)."""
-    b = bytearray(base)
-    b[header.WRITE_VERSION] = b[header.READ_VERSION] = WAL
+    b = bytearray(header.wal(base))
     counter = struct.unpack_from(">I", b, header.CHANGE_COUNTER)[0]
     struct.pack_into(">I", b, header.VERSION_VALID_FOR, counter)
     struct.pack_into(">I", b, header.IN_HEADER_SIZE, db_size)
