@@ -365,6 +365,8 @@ def _install_capture(store: pagestore.PageStore, path: str, conn_id: int, fresh:
             ic.execute("PRAGMA synchronous = OFF")
         elif capture.installed(ic) and not capture.outdated(ic) and not (exact and capture.tails_enabled(ic)):
             return
+        elif exact and capture.installed(ic):
+            tail.needed(ic, False)  # the fold's reads before the lock (nothing fetched under it)
         ic.execute("BEGIN IMMEDIATE")
         try:
             if not capture.installed(ic):

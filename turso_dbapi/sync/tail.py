@@ -94,10 +94,6 @@ def count(conn: sqlite3.Connection) -> int:
     return sum(int(conn.execute(rows_sql(info, "COUNT(*)"), (f,)).fetchone()[0]) for _, info, f in tables(conn))
 
 
-def pending(conn: sqlite3.Connection) -> bool:
-    return any(nonempty(conn, info, f) for _, info, f in tables(conn))
-
-
 def log_rows(conn: sqlite3.Connection, i: int, info: TableInfo, f: int) -> Tuple[int, int]:
     """Table id ``i``'s tail into the log (inside the caller's write transaction; the
     caller raises the frontier in the same one); (rows logged, the new frontier)."""
@@ -128,13 +124,16 @@ def unstarted(conn: sqlite3.Connection) -> List[Tuple[int, TableInfo]]:
 def needed(conn: sqlite3.Connection, enabled: bool = True) -> bool:
     """A fold has work: a tail holds rows, or a table's tail is to start, or the tails are
     to be switched on or off (``enabled``: set_enabled). Reads the tables' largest rowids,
-    so a fold in the write transaction after finds their pages local."""
-    if capture.tails_enabled(conn) != enabled:
-        return True
-    todo = unstarted(conn) if enabled else []
-    for _, info in todo:
-        capture.top_rowid(conn, info)
-    return bool(todo) or pending(conn)
+    so a fold in the write transaction after finds their pages local (no fetch under the
+    lock on a partial replica)."""
+    todo = [info for _, info in unstarted(conn)] if enabled else []
+    tailed = tables(conn)
+    work = (capture.tails_enabled(conn) != enabled or bool(todo)
+            or any(nonempty(conn, info, f) for _, info, f in tailed))
+    if work:
+        for info in todo + [info for _, info, _ in tailed]:
+            capture.top_rowid(conn, info)
+    return work
 
 
 def fold(conn: sqlite3.Connection) -> int:
