@@ -424,6 +424,36 @@ def test_an_exclusive_holder_in_another_process_is_named_and_none_costs_no_proc_
     assert conn.execute("SELECT MIN(v) FROM t").fetchone() == (2,)
 
 
+def test_a_wal_truncated_while_the_pull_reads_its_frames_makes_the_pull_plan_again(
+        turso_server, tmp_path, monkeypatch):
+    """Every frame checkpointed, the plan's read transaction ignores the WAL (SQLite's read
+    lock 0), which does not keep another connection's TRUNCATE checkpoint from emptying it
+    between the state the plan read and its frames: the plan sees a moved WAL and is built
+    again (it used to fail: "shorter than its committed frames"; seen in a campaign)."""
+    conn = wal_replica(turso_server, tmp_path, 60)
+    path = str(tmp_path / "r.db")
+    conn.execute("UPDATE t SET v = 3 WHERE id = 5")  # local frames in the WAL
+    conn.commit()
+    other = turso_dbapi.connect(path)
+    other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # every frame backfilled
+    turso_server.db_sql("UPDATE t SET v = 7 WHERE id = 50")
+    real, truncated = wal_writer.read_state, []
+
+    def read_then_truncate(c):
+        state = real(c)
+        if not truncated and state.mx_frame:
+            assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # not busy
+            truncated.append(state.mx_frame)
+        return state
+
+    monkeypatch.setattr(wal_writer, "read_state", read_then_truncate)
+    assert conn.pull() is True
+    assert truncated and os.path.getsize(path + "-wal") > 0  # emptied, then the pull's commit
+    assert conn.execute("SELECT id, v FROM t WHERE id IN (5, 50) ORDER BY id").fetchall() == [(5, 3), (50, 7)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    other.close()
+
+
 def test_without_checkpoint_signals_pulled_pages_a_checkpoint_made_local_stay_right(turso_server, tmp_path, monkeypatch):
     # SQLite < 3.32 sends no SQLITE_FCNTL_CKPT_START: the VFS then classifies nothing and
     # every page a checkpoint writes is local (vfs.c rule (18)) - the very path it takes

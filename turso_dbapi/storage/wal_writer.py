@@ -257,16 +257,23 @@ def peek_state(replica: str) -> Optional[WalState]:
     return WalState(wal.frames, wal.db_size, 0, wal.salts, wal.page_size)
 
 
-def read_frames(replica: str, page_size: int, mx_frame: int) -> bytes:
-    """Frames 1..mx_frame of ``<replica>-wal`` (headers and pages, end to end)."""
-    if mx_frame == 0:
+def read_frames(replica: str, page_size: int, state: WalState) -> bytes:
+    """Frames 1..mx_frame of ``<replica>-wal`` (headers and pages, end to end), of the
+    generation ``state`` was read in. ``WalMoved`` when the file no longer holds them: a
+    reader whose snapshot ignores the WAL (every frame checkpointed: SQLite's read lock 0)
+    does not keep a RESTART or TRUNCATE checkpoint from restarting it."""
+    if state.mx_frame == 0:
         return b""
-    n = mx_frame * (FRAME_HDR + page_size)
+    fsz = FRAME_HDR + page_size
+    n = state.mx_frame * fsz
     with open(replica + "-wal", "rb") as f:
         f.seek(WAL_HDR)
         buf = f.read(n)
     if len(buf) != n:
-        raise OperationalError(f"{replica}-wal is shorter than its {mx_frame} committed frames")
+        raise WalMoved(f"{replica}-wal is shorter than its {state.mx_frame} committed frames: restarted since")
+    salts = struct.pack(">II", *state.salts)
+    if any(buf[off + 8:off + 16] != salts for off in range(0, n, fsz)):  # frame header bytes 8-15
+        raise WalMoved(f"{replica}-wal holds frames of another generation: restarted since")
     return buf
 
 
@@ -293,7 +300,7 @@ def wal_pages(replica: str, state: WalState, page_size: int) -> Tuple[Set[int], 
     committed frames of the WAL; the caller holds the write lock, so they cannot change.
     A page's synced version stays known when a local frame follows it (a pull's replay
     rewrote the page): the next pull reverts the page to it."""
-    buf = read_frames(replica, page_size, state.mx_frame)
+    buf = read_frames(replica, page_size, state)
     listed = SyncedFrames.load(replica)
     entries = {e[0]: (e[1], e[2]) for e in listed.entries} if listed and listed.salts == state.salts else {}
     fsz = FRAME_HDR + page_size

@@ -371,7 +371,12 @@ def apply_wal(store: PageStore, replica: str, conn_id: int, display_url: str, st
             locked = attempt == MOVED_RETRIES  # the last resort: everything under the lock
             if locked:
                 _begin(ic, lock_error)
-            built = _build(ic, store, replica, conn_id, display_url, staged, meta, on_conflict, redo, locked)
+            try:
+                built = _build(ic, store, replica, conn_id, display_url, staged, meta, on_conflict, redo, locked)
+            except wal_writer.WalMoved:  # restarted while its frames were read: plan again
+                if locked:
+                    raise
+                continue
             try:
                 if not redo and not recorded:  # (4) outside the lock: see the module docstring
                     meta.pending_pull = {"revision": staged.revision, "db_size": staged.db_size, "rebase": True,
