@@ -429,10 +429,26 @@ def test_a_scan_reader_waits_only_for_its_own_window_and_the_next_goes_out_befor
     first_fetched = threading.Event()  # the first window's pages came back
     first_pages: list = []
 
+    both = threading.Barrier(2)  # the first two windows go out together (depth 2, two threads)
+    lock = threading.Lock()
+
+    def rank(first: int) -> int:
+        """Place of a window in page order among the first two: which thread calls first is
+        a race, so the slow one is the lower window and the held one the higher."""
+        with lock:
+            windows.append(first)
+            nth = len(windows)
+        if nth > 2:
+            return nth
+        try:
+            both.wait(5)
+        except threading.BrokenBarrierError:  # only one window went out at first
+            return nth
+        return 1 + sorted(windows[:2]).index(first)
+
     def gated(pgnos):
         if threading.current_thread().name.startswith("tdb-lookahead"):
-            windows.append(min(pgnos))
-            nth = len(windows)
+            nth = rank(min(pgnos))
             if nth == 1:
                 time.sleep(0.5)  # the reader reaches the first window while it is in flight
                 scheduled.append(handler.lookahead.windows)  # windows asked for meanwhile
@@ -442,7 +458,7 @@ def test_a_scan_reader_waits_only_for_its_own_window_and_the_next_goes_out_befor
                 finally:
                     first_fetched.set()
             elif nth == 2:
-                assert release.wait(20), "never released"
+                assert release.wait(90), "never released"  # longer than the test's waits
         return fetch(pgnos)
 
     source.fetch = gated
@@ -453,17 +469,20 @@ def test_a_scan_reader_waits_only_for_its_own_window_and_the_next_goes_out_befor
         con.execute("SELECT count(*), sum(length(payload)) FROM items").fetchone()))
     reader.start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(windows) < 3:
-            time.sleep(0.01)
+        deadline = time.monotonic() + 30  # every wait ends as soon as it holds (a loaded CI is slow)
+
+        def wait_for(condition) -> None:
+            while time.monotonic() < deadline and not condition():
+                time.sleep(0.01)
+
+        wait_for(lambda: len(windows) >= 3)
         assert len(windows) >= 3, windows  # the third window went out while the second is held
         assert scheduled and scheduled[0] >= 3, scheduled  # (M1) asked before the reader's wait ended
-        assert first_fetched.wait(10)  # (the third window can go out before the first is stored)
-        while time.monotonic() < deadline and not all(store.is_present(p) for p in first_pages):
-            time.sleep(0.01)
+        # (the third window can go out before the first is stored)
+        assert first_fetched.wait(max(0.0, deadline - time.monotonic()))
+        wait_for(lambda: all(store.is_present(p) for p in first_pages))
         mine = [p for p in first_pages if store.is_present(p)]  # the first window's pages
-        while time.monotonic() < deadline and not all(store.was_read(p) for p in mine):
-            time.sleep(0.01)
+        wait_for(lambda: all(store.was_read(p) for p in mine))
         assert mine and all(store.was_read(p) for p in mine)  # (M2) read while the second is held
         assert not done
     finally:
