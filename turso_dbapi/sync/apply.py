@@ -172,18 +172,25 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
             if pending is None or pending.pending_pull is None:
                 remove_stage(replica)  # the apply never began: the pull leaves no trace
             raise
+    # A redo (a rollback-mode apply that died after recording pending_pull) must not read
+    # the schema through SQLite before store_revision set the local layer aside: the dead
+    # replay's commit may have been cut with page 1 written and the pages it names not
+    # ("database disk image is malformed" at every open). BEGIN EXCLUSIVE reads no schema.
+    redo = pending is not None and pending.pending_pull is not None
     ic = internal.connect(replica, conn_id, timeout)
-    if wal_apply.is_wal(ic):  # a WAL replica: the pull is one commit into the WAL
+    # a WAL replica: the pull is one commit into the WAL
+    if wal_apply.header_says_wal(store) if redo else wal_apply.is_wal(ic):
         ic.close()
         return wal_apply.apply_wal(store, replica, conn_id, display_url, staged, timeout, on_conflict,
                                    lock_error)
     flag: Optional[ApplyFlag] = None
     prepared: Optional[rebase.Prepared] = None
     try:
-        # No journal file for this connection: its transaction must never leave one that a
-        # later open could take for a hot journal (journal_mode is per connection here).
-        ic.execute("PRAGMA journal_mode=MEMORY")
-        if pending is None or pending.pending_pull is None:
+        if not redo:
+            # No journal file for this connection: its transaction must never leave one that
+            # a later open could take for a hot journal (journal_mode is per connection
+            # here). A redo's writes nothing through SQLite, so it opens no journal either.
+            ic.execute("PRAGMA journal_mode=MEMORY")
             prepared = rebase.prepare(ic, replica)  # (1) ahead of the lock, checked under it
         try:
             ic.execute("BEGIN EXCLUSIVE")

@@ -85,11 +85,17 @@ def is_wal(conn: sqlite3.Connection) -> bool:
     return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
 
 
-def is_wal_replica(store: PageStore) -> bool:
-    """The database file says WAL (bytes 18/19 of page 1; SQLite writes them when the mode
-    is switched), or a -wal is there: without any SQLite lock, for planning the network."""
+def header_says_wal(store: PageStore) -> bool:
+    """Bytes 18/19 of page 1 say WAL (SQLite writes them when the mode is switched): read
+    without SQLite, so without loading a schema a crash may have left torn (apply.py)."""
     page1 = store.read_page(1)
-    return (page1 is not None and page1[header.READ_VERSION] == header.WAL) or os.path.exists(store.path + "-wal")
+    return page1 is not None and page1[header.READ_VERSION] == header.WAL
+
+
+def is_wal_replica(store: PageStore) -> bool:
+    """The database file says WAL, or a -wal is there: without any SQLite lock, for
+    planning the network."""
+    return header_says_wal(store) or os.path.exists(store.path + "-wal")
 
 
 def prefetch_pages(store: PageStore, replica: str, staged: Set[int], db_size: int,
