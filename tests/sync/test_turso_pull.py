@@ -265,50 +265,70 @@ def test_crash_during_apply_is_redone_at_the_next_open(turso_server, tmp_path):
     assert conn.pull() is False
 
 
-_TORN_REPLAY = textwrap.dedent("""
+_DYING_APPLY = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, sys.argv[1])
     import turso_dbapi
     from turso_dbapi.sync import pull_end
     conn = turso_dbapi.connect(sys.argv[2])
     store = conn._replica.store
-    page1 = store.read_page(1)
-    assert page1[100] == 0x05, "the schema must span pages (page 1 an interior page)"
-    def torn(*a, **k):
-        # The replay's commit (journal_mode=MEMORY: the apply is redone, not rolled back) was
-        # cut by the crash: page 1, written first, is new; the other pages it wrote are not.
-        zero, ps, p = bytes(store.page_size), store.page_size, store.first_local(2)
-        while p:
-            assert store._lib.tdb_store_write(store._p, 0, zero, ps, (p - 1) * ps) == 0
-            p = store.first_local(p + 1)
-        os._exit(3)
-    pull_end.finish = torn  # after the replay's commit, before the metadata switch
+    assert store.read_page(1)[100] == 0x05, "the schema must span pages (page 1 an interior page)"
+    if sys.argv[3] == "torn-replay":
+        def torn(*a, **k):
+            # The replay's commit (journal_mode=MEMORY: the apply is redone, not rolled back)
+            # was cut by the crash: page 1, written first, is new (its schema and in-header
+            # size); the other pages it wrote are not, nor has the file grown to that size.
+            zero, ps, p = bytes(store.page_size), store.page_size, store.first_local(2)
+            while p:
+                assert store._lib.tdb_store_write(store._p, 0, zero, ps, (p - 1) * ps) == 0
+                p = store.first_local(p + 1)
+            assert store._lib.tdb_store_truncate(store._p, store.remote_size) == 0
+            os._exit(3)
+        pull_end.finish = torn  # after the replay's commit, before the metadata switch
+    else:  # "shrunk": the synced layer got its new (smaller) size and pages, page 1 not yet
+        real_put = store.put_synced
+        def put_synced(pgno, *a, **k):
+            if pgno == 1 and k.get("overwrite"):
+                os._exit(3)
+            return real_put(pgno, *a, **k)
+        store.put_synced = put_synced
     conn.pull()
 """)
 
 
-def test_a_replay_commit_torn_by_a_crash_is_redone_without_reading_the_torn_schema(turso_server, tmp_path):
-    """The redo of a pending rollback-mode apply must not read the schema through SQLite
-    before it sets the local layer aside: the crash campaign once died inside the replay's
-    commit and the redo's first statement (PRAGMA journal_mode, which loads the schema)
-    failed with 'database disk image is malformed' at every open."""
+@pytest.mark.parametrize("death", ["torn-replay", "shrunk"])
+def test_an_apply_that_died_leaving_a_torn_replica_is_redone_without_sqlite_reading_it(turso_server, tmp_path,
+                                                                                       death):
+    """The redo of a pending rollback-mode apply must not let SQLite read the replica before
+    it is whole again. The crash campaign once died inside the replay's commit: page 1 (its
+    schema, its in-header size) new, the rest not; the redo's first statements (PRAGMA
+    journal_mode loads the schema; BEGIN EXCLUSIVE checks the in-header size against the
+    file's) failed with 'database disk image is malformed' at every open. Likewise a pull of
+    a shrunk database that died before its page 1: the old page 1 is larger than the file."""
     rows_table(turso_server, 300)
     for i in range(4):  # with their capture triggers the schema spans pages, as in the campaign
         turso_server.db_sql(f"CREATE TABLE u{i}(id INTEGER PRIMARY KEY, a TEXT, b BLOB)")
     path = str(tmp_path / "r.db")
     conn = turso_dbapi.connect(turso_server.url, local_path=path, journal_mode="delete")
-    conn.executemany("INSERT INTO t VALUES (?, 1, x'01')", [(10000 + i,) for i in range(200)])
+    conn.executemany("INSERT INTO t VALUES (?, 1, randomblob(900))", [(10000 + i,) for i in range(200)])
     conn.commit()
     conn.close()
-    turso_server.db_sql("UPDATE t SET v = 9 WHERE id < 10000")
-    proc = subprocess.run([sys.executable, "-c", _TORN_REPLAY, ROOT, path], capture_output=True,
+    if death == "shrunk":
+        turso_server.db_sql("DELETE FROM t WHERE id BETWEEN 30 AND 9999")
+        turso_server.db_sql("VACUUM")
+        turso_server.db_sql("UPDATE t SET v = 9 WHERE id < 10000")
+    else:
+        turso_server.db_sql("UPDATE t SET v = 9 WHERE id < 10000")
+    server_count = int(turso_server.db_sql("SELECT count(*) FROM t")[0][0])
+    proc = subprocess.run([sys.executable, "-c", _DYING_APPLY, ROOT, path, death], capture_output=True,
                           text=True, timeout=90)
     assert proc.returncode == 3, proc.stderr
     assert sync_meta.load(path).pending_pull is not None
     conn = turso_dbapi.connect(path)  # redoes the apply and the replay
     assert sync_meta.load(path).pending_pull is None and not os.path.exists(pull_apply.stage_path(path))
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    assert conn.execute("SELECT count(*), min(v), max(v) FROM t WHERE id < 10000").fetchall() == [(300, 9, 9)]
+    assert conn.execute("SELECT count(*), min(v), max(v) FROM t WHERE id < 10000").fetchall() == [
+        (server_count, 9, 9)]
     assert conn.execute("SELECT count(*), min(v) FROM t WHERE id >= 10000").fetchall() == [(200, 1)]
     assert conn.stats().pending_changes == 200 and conn.stats().revision == turso_server.revision
     conn.push()

@@ -91,10 +91,12 @@ def store_revision(store: PageStore, staged: Staged) -> None:
     base1 = store.read_page(1)  # the synced page 1 (the pull may not carry one)
     if db_size and not staged.has_page1 and base1 is None:
         raise OperationalError(f"pull: page 1 of {store.path} is neither stored nor in the pull")
+    # Page 1's in-header size never passes the file's end at any point a crash may stop
+    # this (SQLite calls that corrupt): the size grows before the pages, shrinks after page
+    # 1, and the pages past a smaller end go before it shrinks (a redo drops them again).
     old_pages = store.remote_pages
-    store.set_remote_size(db_size * PAGE_SIZE)
-    for p in range(db_size + 1, old_pages + 1):
-        store.drop_synced(p)
+    if db_size > old_pages:
+        store.set_remote_size(db_size * PAGE_SIZE)
     page1 = base1
     for buf, pgnos, offsets in staged.runs():  # one store call per batch of pages
         keep = [i for i, p in enumerate(pgnos) if 1 < p <= db_size]
@@ -106,6 +108,10 @@ def store_revision(store: PageStore, staged: Staged) -> None:
         store.put_synced_many(buf, pgnos, offsets, overwrite=True)
     if page1 is not None and db_size:
         store.put_synced(1, patch_page1(page1, old1, db_size), overwrite=True)  # last: the switch
+    if db_size < old_pages:
+        for p in range(db_size + 1, old_pages + 1):
+            store.drop_synced(p)
+        store.set_remote_size(db_size * PAGE_SIZE)
     store.sync()
 
 
@@ -172,10 +178,12 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
             if pending is None or pending.pending_pull is None:
                 remove_stage(replica)  # the apply never began: the pull leaves no trace
             raise
-    # A redo (a rollback-mode apply that died after recording pending_pull) must not read
-    # the schema through SQLite before store_revision set the local layer aside: the dead
-    # replay's commit may have been cut with page 1 written and the pages it names not
-    # ("database disk image is malformed" at every open). BEGIN EXCLUSIVE reads no schema.
+    # A redo (a rollback-mode apply that died after recording pending_pull) must not let
+    # SQLite interpret the replica before store_revision set the local layer aside: the dead
+    # replay's commit may have been cut with page 1 written and the pages it names not,
+    # nor the file grown to its in-header size ("database disk image is malformed" at
+    # every open). So no statement that loads the schema, and the lock is taken with
+    # writable_schema on: BEGIN EXCLUSIVE then lets an in-header size past the file's end be.
     redo = pending is not None and pending.pending_pull is not None
     ic = internal.connect(replica, conn_id, timeout)
     # a WAL replica: the pull is one commit into the WAL
@@ -186,10 +194,12 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
     flag: Optional[ApplyFlag] = None
     prepared: Optional[rebase.Prepared] = None
     try:
-        if not redo:
+        if redo:
+            ic.execute("PRAGMA writable_schema=ON")  # reads nothing; this connection writes nothing
+        else:
             # No journal file for this connection: its transaction must never leave one that
             # a later open could take for a hot journal (journal_mode is per connection
-            # here). A redo's writes nothing through SQLite, so it opens no journal either.
+            # here). A redo writes nothing through SQLite, so it opens no journal either.
             ic.execute("PRAGMA journal_mode=MEMORY")
             prepared = rebase.prepare(ic, replica)  # (1) ahead of the lock, checked under it
         try:
