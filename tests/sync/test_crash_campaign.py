@@ -3,9 +3,10 @@
 Each trial: a fresh server and replica with committed local changes; a child process runs
 the operation and is SIGKILLed after a random delay within the operation's measured
 duration (every other trial within its last 40% or just after). Then: ``PRAGMA
-integrity_check`` is ok, every committed local change is there (none lost), the replica is either the pre-pull state with its local changes or the
-post-pull state with them replayed, and after the operation is redone the server has
-applied every local change exactly once (a server-side trigger counts them).
+integrity_check`` is ok, every committed local change is there (none lost), the replica is
+either the pre-pull state with its local changes or the post-pull state with them
+replayed, and after the operation is redone the server has applied every local change
+exactly once (a server-side trigger counts them).
 
 ``TURSO_DBAPI_CRASH_TRIALS`` sets the trials per kind (default 10; the campaign reported in
 the README ran 40). Each test prints where its kills landed.

@@ -157,7 +157,8 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
         return None
     revision, db_size = staged.revision, staged.db_size
     pending = sync_meta.load(replica)
-    problem = _unusable(store, staged, pending) if pending is None or pending.pending_pull is None else None
+    redo = pending is not None and pending.pending_pull is not None  # an apply that died midway
+    problem = None if redo else _unusable(store, staged, pending)
     if problem is not None:
         remove_stage(replica)
         raise ProtocolError(f"pull from {display_url}: {problem}; nothing was changed",
@@ -175,7 +176,7 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
         try:
             wal_apply.refuse_exclusive(store, replica, display_url)  # a clear error, not a timeout
         except OperationalError:
-            if pending is None or pending.pending_pull is None:
+            if not redo:
                 remove_stage(replica)  # the apply never began: the pull leaves no trace
             raise
     # A redo (a rollback-mode apply that died after recording pending_pull) must not let
@@ -184,10 +185,9 @@ def apply_staged(store: PageStore, replica: str, conn_id: int, display_url: str,
     # nor the file grown to its in-header size ("database disk image is malformed" at
     # every open). So no statement that loads the schema, and the lock is taken with
     # writable_schema on: BEGIN EXCLUSIVE then lets an in-header size past the file's end be.
-    redo = pending is not None and pending.pending_pull is not None
     ic = internal.connect(replica, conn_id, timeout)
-    # a WAL replica: the pull is one commit into the WAL
-    if wal_apply.header_says_wal(store) if redo else wal_apply.is_wal(ic):
+    wal = wal_apply.header_says_wal(store) if redo else wal_apply.is_wal(ic)
+    if wal:  # a WAL replica: the pull is one commit into the WAL
         ic.close()
         return wal_apply.apply_wal(store, replica, conn_id, display_url, staged, timeout, on_conflict,
                                    lock_error)
